@@ -1,0 +1,424 @@
+//! The `holdfast` command line. The only module that reads the environment, prints, or
+//! chooses exit codes (0 success, 1 failure, 2 usage).
+
+pub mod output;
+
+use crate::clock::{Clock, FakeClock, SystemClock};
+use crate::config::{Pipeline, Policies};
+use crate::crypto::kms::{Kms, LocalKeyring};
+use crate::error::{Error, Result};
+use crate::job::{self, BatchOptions, Context};
+use crate::lake::layout;
+use crate::lake::storage::{Put, Store};
+use crate::landing::quarantine;
+use crate::sources::SourceKind;
+use clap::{Parser, Subcommand};
+use output::Format;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(name = "holdfast", version, about = "Encrypted, tamper-evident retention store for contact-center interaction metadata")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Args, Clone)]
+pub struct StoreArgs {
+    /// Store directory
+    #[arg(long, env = "HOLDFAST_STORE")]
+    pub store: PathBuf,
+    /// Local keyring file (default: $XDG_CONFIG_HOME/holdfast/keyring.json; never inside a store)
+    #[arg(long, env = "HOLDFAST_KEYRING")]
+    pub keyring: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a store and, if missing, the local keyring (outside the store)
+    Init {
+        #[command(flatten)]
+        s: StoreArgs,
+    },
+    /// Append raw events to the landing zone ('-' reads stdin)
+    Ingest {
+        #[command(flatten)]
+        s: StoreArgs,
+        /// Payload shape of the input
+        #[arg(long, value_enum, default_value = "canonical")]
+        source: SourceKind,
+        /// NDJSON files, or '-' for stdin
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Run one micro-batch: landing zone -> lake; prints a summary
+    Batch {
+        #[command(flatten)]
+        s: StoreArgs,
+        /// Pipeline file for the retention policy table and batch limits
+        #[arg(long, env = "HOLDFAST_PIPELINE")]
+        pipeline: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// Check manifests and data files (hashes, sizes, counts, chains) without a key; exit 1 on mismatch
+    Verify {
+        #[command(flatten)]
+        s: StoreArgs,
+        /// Also decrypt every record and check its AAD and record_hash (needs the keyring)
+        #[arg(long)]
+        deep: bool,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// Run SQL over the tables `events` and `manifests`
+    Query {
+        #[command(flatten)]
+        s: StoreArgs,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        sql: String,
+    },
+    /// Inspect quarantined events
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+    /// Run a pipeline file: initialise the store if needed, ingest its sources, run a batch
+    Run {
+        pipeline: PathBuf,
+        /// Overrides the pipeline's store path
+        #[arg(long, env = "HOLDFAST_STORE")]
+        store: Option<PathBuf>,
+        #[arg(long, env = "HOLDFAST_KEYRING")]
+        keyring: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// List entries: id, arrival, source, error code and path (no key needed)
+    List {
+        #[command(flatten)]
+        s: StoreArgs,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// Decrypt one entry and print its error and original bytes
+    Show {
+        #[command(flatten)]
+        s: StoreArgs,
+        id: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoreMarker {
+    format: String,
+    version: u32,
+    created_at: String,
+    kek_id: String,
+}
+
+fn default_keyring() -> Result<PathBuf> {
+    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(x) => PathBuf::from(x),
+        None => PathBuf::from(std::env::var_os("HOME").ok_or_else(|| Error::Usage("set HOME, XDG_CONFIG_HOME or --keyring".into()))?).join(".config"),
+    };
+    Ok(base.join("holdfast").join("keyring.json"))
+}
+
+fn clock() -> Result<Arc<dyn Clock>> {
+    match std::env::var("HOLDFAST_NOW") {
+        Ok(s) => {
+            let t = chrono::DateTime::parse_from_rfc3339(&s).map_err(|e| Error::Usage(format!("HOLDFAST_NOW: {e}")))?;
+            Ok(Arc::new(FakeClock::new(t.to_utc())))
+        }
+        Err(_) => Ok(Arc::new(SystemClock)),
+    }
+}
+
+/// Absolute path without requiring it to exist (for the keyring-inside-store check).
+fn absolute(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    // resolve the deepest existing ancestor so that symlinks cannot hide containment
+    let mut existing = abs.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name().map(|f| f.to_os_string()), existing.parent()) {
+            (Some(f), Some(parent)) => {
+                rest.push(f);
+                existing = parent.to_path_buf();
+            }
+            _ => return abs,
+        }
+    }
+    let mut out = existing.canonicalize().unwrap_or(existing);
+    for f in rest.into_iter().rev() {
+        out.push(f);
+    }
+    out
+}
+
+fn keyring_path(s: &StoreArgs) -> Result<PathBuf> {
+    let k = match &s.keyring {
+        Some(k) => k.clone(),
+        None => default_keyring()?,
+    };
+    let (k_abs, s_abs) = (absolute(&k), absolute(&s.store));
+    if k_abs.starts_with(&s_abs) {
+        return Err(Error::Usage(format!("the keyring {} is inside the store {}; keep keys apart from the data they protect", k.display(), s.store.display())));
+    }
+    Ok(k)
+}
+
+async fn init(s: &StoreArgs, clock: &dyn Clock, out: &mut dyn Write) -> Result<()> {
+    let kpath = keyring_path(s)?;
+    let now = crate::clock::fmt_ts(clock.now());
+    let (ring, created) = if kpath.exists() { (LocalKeyring::load(&kpath)?, false) } else { (LocalKeyring::create(&kpath, &now)?, true) };
+    let store = Store::open_local(&s.store, true)?;
+    let marker = StoreMarker { format: "holdfast.store".into(), version: 1, created_at: now, kek_id: ring.kek_id().to_string() };
+    let path = object_store::path::Path::from(layout::STORE_MARKER);
+    match store.put_new(&path, serde_json::to_vec_pretty(&marker).expect("serializes")).await? {
+        Put::Created => {
+            let _ = writeln!(out, "initialised store {} (KEK {} in {}{})", store.root().display(), ring.kek_id(), kpath.display(), if created { ", new keyring" } else { "" });
+        }
+        Put::AlreadyExists => {
+            let existing = read_marker(&store).await?;
+            if existing.kek_id != ring.kek_id() {
+                return Err(Error::Usage(format!("store {} is bound to KEK {}, but keyring {} holds {}", store.root().display(), existing.kek_id, kpath.display(), ring.kek_id())));
+            }
+            let _ = writeln!(out, "store {} is already initialised (KEK {})", store.root().display(), ring.kek_id());
+        }
+    }
+    Ok(())
+}
+
+async fn read_marker(store: &Store) -> Result<StoreMarker> {
+    let path = object_store::path::Path::from(layout::STORE_MARKER);
+    let bytes = store.get_opt(&path).await?.ok_or_else(|| Error::Usage(format!("{} is not a holdfast store; run `holdfast init --store {}` first", store.root().display(), store.root().display())))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Usage(format!("{}: unreadable store marker: {e}", store.root().display())))
+}
+
+/// Opens an initialised store and its keyring, checking that they belong together.
+async fn open(s: &StoreArgs) -> Result<(Store, Arc<dyn Kms>)> {
+    if !s.store.is_dir() {
+        return Err(Error::Usage(format!("{} is not a holdfast store; run `holdfast init --store {}` first", s.store.display(), s.store.display())));
+    }
+    let store = Store::open_local(&s.store, false)?;
+    let marker = read_marker(&store).await?;
+    let kpath = keyring_path(s)?;
+    let ring = LocalKeyring::load(&kpath)?;
+    if ring.kek_id() != marker.kek_id {
+        return Err(Error::Usage(format!("store {} needs KEK {}, but keyring {} holds {}", store.root().display(), marker.kek_id, kpath.display(), ring.kek_id())));
+    }
+    Ok((store, Arc::new(ring)))
+}
+
+fn context(store: Store, kms: Arc<dyn Kms>, clock: Arc<dyn Clock>) -> Context {
+    Context { store, kms, clock, failpoint: std::env::var("HOLDFAST_FAILPOINT").ok().filter(|s| !s.is_empty()) }
+}
+
+fn batch_options(pipeline: Option<&Pipeline>, policies: Policies) -> BatchOptions {
+    let b = pipeline.map(|p| p.batch.clone()).unwrap_or_default();
+    BatchOptions {
+        policies,
+        max_input_bytes: b.max_input_mb << 20,
+        memory_bytes: (b.memory_mb as usize) << 20,
+        threads: if b.threads == 0 { job::default_threads() } else { b.threads },
+    }
+}
+
+async fn ingest_paths(ctx: &Context, source: SourceKind, inputs: &[PathBuf], out: &mut dyn Write) -> Result<()> {
+    for input in inputs {
+        let report = if input.as_os_str() == "-" {
+            job::ingest(ctx, source, "stdin", std::io::stdin().lock(), job::default_threads()).await?
+        } else {
+            let f = std::fs::File::open(input).map_err(|e| Error::io(format!("opening {}", input.display()), e))?;
+            job::ingest(ctx, source, &input.display().to_string(), f, job::default_threads()).await?
+        };
+        let _ = writeln!(out, "ingested {} line(s) from {} into {} landing segment(s) ({} bytes, {} source)", report.lines, input.display(), report.segments, report.stored_bytes, report.source);
+    }
+    Ok(())
+}
+
+impl std::fmt::Display for crate::lake::verify::VerifyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "verified {} partition(s), {} manifest version(s), {} file(s), {} record(s), {} bytes", self.partitions, self.manifest_versions, self.files, self.records, self.bytes)?;
+        if self.deep_records > 0 {
+            writeln!(f, "deep: {} record(s) decrypted and checked against record_hash and AAD", self.deep_records)?;
+        }
+        for o in &self.orphans {
+            writeln!(f, "note: uncommitted file {o} (left by an interrupted batch; the next batch removes it)")?;
+        }
+        for p in &self.problems {
+            writeln!(f, "MISMATCH {}: {}", p.object, p.problem)?;
+        }
+        write!(f, "{}", if self.problems.is_empty() { "OK" } else { "FAILED" })
+    }
+}
+
+#[derive(Serialize)]
+struct QuarantineRow<'a> {
+    id: &'a str,
+    arrived_at: String,
+    source: &'a str,
+    error_code: &'a str,
+    error_path: &'a str,
+    schema_version: &'a str,
+    segment_id: &'a str,
+    line_no: u64,
+    bytes: u64,
+    attempts: u32,
+}
+
+impl Command {
+    pub async fn run(self, out: &mut dyn Write) -> Result<()> {
+        let clock = clock()?;
+        match self {
+            Command::Init { s } => init(&s, clock.as_ref(), out).await,
+            Command::Ingest { s, source, inputs } => {
+                let (store, kms) = open(&s).await?;
+                let ctx = context(store, kms, clock);
+                ingest_paths(&ctx, source, &inputs, out).await
+            }
+            Command::Batch { s, pipeline, format } => {
+                let (store, kms) = open(&s).await?;
+                let p = pipeline.as_deref().map(Pipeline::load).transpose()?;
+                let policies = match &p {
+                    Some(p) => p.validate(pipeline.as_deref().unwrap_or(Path::new("")))?,
+                    None => Policies::default(),
+                };
+                let ctx = context(store, kms, clock);
+                let report = job::batch(&ctx, &batch_options(p.as_ref(), policies)).await?;
+                output::write_report(format.unwrap_or(Format::Table), &report, out)
+            }
+            Command::Verify { s, deep, format } => {
+                let (store, kms) = if deep {
+                    let (st, k) = open(&s).await?;
+                    (st, Some(k))
+                } else {
+                    let st = Store::open_local(&s.store, false)?;
+                    read_marker(&st).await?;
+                    (st, None)
+                };
+                let report = crate::lake::verify::verify(&store, kms.as_deref()).await?;
+                output::write_report(format.unwrap_or(Format::Table), &report, out)?;
+                if report.problems.is_empty() { Ok(()) } else { Err(Error::VerifyFailed(report.problems.len())) }
+            }
+            Command::Query { s, format, sql } => {
+                let store = Store::open_local(&s.store, false)?;
+                read_marker(&store).await?;
+                let ctx = crate::query::session(&store).await?;
+                let batches = crate::query::run_sql(&ctx, &sql).await?;
+                output::write_batches(Format::resolve(format, Format::Csv), &batches, out)
+            }
+            Command::Quarantine { command: QuarantineCommand::List { s, format } } => {
+                let store = Store::open_local(&s.store, false)?;
+                read_marker(&store).await?;
+                let entries = quarantine::list(&store).await?;
+                let rows: Vec<QuarantineRow> = entries
+                    .iter()
+                    .map(|e| QuarantineRow {
+                        id: &e.id,
+                        arrived_at: crate::clock::fmt_ts(e.arrived_at),
+                        source: &e.source,
+                        error_code: &e.error_code,
+                        error_path: &e.error_path,
+                        schema_version: &e.schema_version,
+                        segment_id: &e.segment_id,
+                        line_no: e.line_no,
+                        bytes: e.original_bytes,
+                        attempts: e.attempts,
+                    })
+                    .collect();
+                let batch = rows_to_batch(&rows)?;
+                output::write_batches(Format::resolve(format, Format::Csv), &[batch], out)
+            }
+            Command::Quarantine { command: QuarantineCommand::Show { s, id } } => {
+                let (store, kms) = open(&s).await?;
+                let e = quarantine::get(&store, &id).await?;
+                let secret = quarantine::open(kms.as_ref(), &e).await?;
+                let _ = writeln!(out, "id:          {}", e.id);
+                let _ = writeln!(out, "source:      {} (segment {}, line {})", e.source, e.segment_id, e.line_no);
+                let _ = writeln!(out, "arrived:     {}", crate::clock::fmt_ts(e.arrived_at));
+                let _ = writeln!(out, "error:       {} at {}", e.error_code, if e.error_path.is_empty() { "/" } else { &e.error_path });
+                let _ = writeln!(out, "message:     {}", secret.message);
+                let _ = writeln!(out, "original ({} bytes):", secret.original.len());
+                let _ = out.write_all(&secret.original);
+                let _ = writeln!(out);
+                Ok(())
+            }
+            Command::Run { pipeline, store, keyring, format } => {
+                let p = Pipeline::load(&pipeline)?;
+                let policies = p.validate(&pipeline)?;
+                let store_path = store.or_else(|| p.store.path.clone()).ok_or_else(|| Error::Usage(format!("{}: no [store] path; pass --store", pipeline.display())))?;
+                let s = StoreArgs { store: store_path, keyring };
+                let marker = s.store.join(layout::STORE_MARKER);
+                if !marker.exists() {
+                    init(&s, clock.as_ref(), out).await?;
+                }
+                let (store, kms) = open(&s).await?;
+                let ctx = context(store, kms, clock);
+                for src in &p.sources {
+                    ingest_paths(&ctx, src.format, &src.paths, out).await?;
+                }
+                let report = job::batch(&ctx, &batch_options(Some(&p), policies)).await?;
+                output::write_report(format.unwrap_or(Format::Table), &report, out)
+            }
+        }
+    }
+}
+
+fn rows_to_batch<T: Serialize>(rows: &[T]) -> Result<arrow::array::RecordBatch> {
+    use arrow::datatypes::{DataType, Field, Schema};
+    // every field a string column except the numeric ones, in declaration order
+    let values: Vec<serde_json::Value> = rows.iter().map(|r| serde_json::to_value(r).expect("serializes")).collect();
+    let names: Vec<String> = match serde_json::to_value(QuarantineRow { id: "", arrived_at: String::new(), source: "", error_code: "", error_path: "", schema_version: "", segment_id: "", line_no: 0, bytes: 0, attempts: 0 }) {
+        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    let fields: Vec<Field> = names
+        .iter()
+        .map(|n| Field::new(n, if matches!(n.as_str(), "line_no" | "bytes" | "attempts") { DataType::Int64 } else { DataType::Utf8 }, true))
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone()).build_decoder().map_err(|e| Error::Query(e.into()))?;
+    decoder.serialize(&values).map_err(|e| Error::Query(e.into()))?;
+    Ok(decoder.flush().map_err(|e| Error::Query(e.into()))?.unwrap_or_else(|| arrow::array::RecordBatch::new_empty(schema)))
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let result = rt.block_on(cli.command.run(&mut out));
+    let _ = out.flush();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.report());
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,562 @@
+//! One micro-batch: landing segments -> validated, deduplicated, encrypted Parquet files, one
+//! per partition, committed by per-partition manifests.
+//!
+//! Threads: a reader fetches segments; `threads` workers open blocks (decrypt, decompress),
+//! decode, validate, hash, compress and seal records; the coordinator (this thread) puts
+//! results back in landing order, dedupes, quarantines and streams rows into the data files.
+
+use super::lease::Lease;
+use super::{Context, JobError};
+use crate::clock::{fmt_ts, micros};
+use crate::config::Policies;
+use crate::crypto::{record_aad, seal_record, sha256, Cipher, DataKey};
+use crate::lake::datafile::{self, FileWriter, Row};
+use crate::lake::layout::{self, Partition};
+use crate::lake::manifest::{self, Commit, DataFileEntry, FileEncryption, Loaded};
+use crate::lake::storage::Store;
+use crate::landing::quarantine::{self, Origin};
+use crate::landing::Segment;
+use crate::schema::{self, Reject};
+use crate::sources::SourceKind;
+use arrow::array::AsArray;
+use rand::RngCore;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    pub policies: Policies,
+    pub max_input_bytes: u64,
+    pub memory_bytes: usize,
+    pub threads: usize,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions { policies: Policies::default(), max_input_bytes: 4096 << 20, memory_bytes: 192 << 20, threads: super::default_threads() }
+    }
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct BatchReport {
+    pub batch_id: String,
+    pub segments: u64,
+    pub segments_waiting: u64,
+    pub lines: u64,
+    pub blank_lines: u64,
+    pub stored: u64,
+    pub duplicates_in_batch: u64,
+    pub already_stored: u64,
+    pub quarantined: u64,
+    pub partitions: u64,
+    pub files: u64,
+    pub bytes_written: u64,
+    pub orphans_removed: u64,
+    pub staging_removed: u64,
+    pub lease_taken_over: bool,
+    pub stored_by_type: BTreeMap<String, u64>,
+    pub stored_by_policy: BTreeMap<String, u64>,
+    pub quarantined_by_code: BTreeMap<String, u64>,
+}
+
+impl std::fmt::Display for BatchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "batch {}: {} segment(s), {} line(s)", self.batch_id, self.segments, self.lines)?;
+        writeln!(f, "  stored       {} event(s) in {} file(s), {} partition(s), {} bytes", self.stored, self.files, self.partitions, self.bytes_written)?;
+        for (t, n) in &self.stored_by_type {
+            writeln!(f, "                 {t}: {n}")?;
+        }
+        writeln!(f, "  duplicates   {} ({} within this batch, {} already stored)", self.duplicates_in_batch + self.already_stored, self.duplicates_in_batch, self.already_stored)?;
+        write!(f, "  quarantined  {}", self.quarantined)?;
+        if self.quarantined > 0 {
+            let codes: Vec<String> = self.quarantined_by_code.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+            write!(f, " ({}); see `holdfast quarantine list`", codes.join(", "))?;
+        }
+        if self.orphans_removed + self.staging_removed > 0 || self.lease_taken_over {
+            write!(f, "\n  recovered    {} orphan file(s) and {} staging file(s) of an interrupted batch removed", self.orphans_removed, self.staging_removed)?;
+        }
+        if self.segments_waiting > 0 {
+            write!(f, "\n  waiting      {} segment(s) left for the next batch (batch.max_input_mb)", self.segments_waiting)?;
+        }
+        Ok(())
+    }
+}
+
+struct SegCtx {
+    segment: Segment,
+    cipher: Cipher,
+    source: SourceKind,
+    ingested_at: i64,
+    index: usize,
+}
+
+struct Chunk {
+    seq: u64,
+    seg: Arc<SegCtx>,
+    block: usize,
+}
+
+enum Item {
+    Row(Partition, [u8; 16], Box<Row>),
+    Reject { line: u64, reject: Reject, original: Vec<u8> },
+}
+
+struct Processed {
+    seq: u64,
+    seg: Arc<SegCtx>,
+    lines: u64,
+    blank: u64,
+    items: Vec<Item>,
+}
+
+/// Per-partition DEKs of this batch, created by whichever worker meets the partition first.
+#[derive(Default)]
+struct KeyBook(Mutex<HashMap<Partition, (DataKey, Cipher)>>);
+
+impl KeyBook {
+    fn cipher(&self, p: &Partition) -> Cipher {
+        let mut m = self.0.lock().expect("key book lock");
+        m.entry(p.clone())
+            .or_insert_with(|| {
+                let k = DataKey::generate();
+                let c = k.cipher();
+                (k, c)
+            })
+            .1
+            .clone()
+    }
+    fn key(&self, p: &Partition) -> DataKey {
+        self.0.lock().expect("key book lock").get(p).expect("a worker created it").0.clone()
+    }
+}
+
+fn id_key(event_id: &str) -> [u8; 16] {
+    sha256(event_id.as_bytes())[..16].try_into().expect("16 bytes")
+}
+
+pub async fn batch(ctx: &Context, opts: &BatchOptions) -> Result<BatchReport, JobError> {
+    let started = ctx.clock.now();
+    let batch_id = layout::batch_id(started, rand::rng().next_u32());
+    let (lease, took_over) = Lease::acquire(&ctx.store, &batch_id, &fmt_ts(started)).await?;
+    let result = run(ctx, opts, &batch_id, took_over).await;
+    // On error the lease is released too: nothing uncommitted is visible, and a rerun recovers.
+    lease.release(&ctx.store).await?;
+    result
+}
+
+async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool) -> Result<BatchReport, JobError> {
+    let store = &ctx.store;
+    let mut report = BatchReport { batch_id: batch_id.to_string(), lease_taken_over: took_over, ..Default::default() };
+
+    // Recovery: files of an interrupted batch that no manifest lists are invisible; remove them.
+    report.staging_removed = store.remove_abandoned_staging(layout::LAKE) as u64;
+    let latest: BTreeMap<Partition, Loaded> = manifest::load_latest_all(store).await?.into_iter().map(|l| (l.manifest.partition.clone(), l)).collect();
+    let committed: HashSet<&str> = latest.values().flat_map(|l| l.manifest.files.iter().map(|f| f.path.as_str())).collect();
+    for meta in store.list(layout::LAKE).await? {
+        if !committed.contains(meta.location.as_ref()) {
+            store.delete(&meta.location).await?;
+            report.orphans_removed += 1;
+        }
+    }
+
+    // Pick segments in arrival order, up to the input budget (always at least one).
+    let mut picked = Vec::new();
+    let mut budget = 0u64;
+    for meta in store.list(layout::LANDING).await? {
+        if layout::parse_landing_segment(&meta.location).is_none() {
+            continue;
+        }
+        if !picked.is_empty() && budget + meta.size > opts.max_input_bytes {
+            report.segments_waiting += 1;
+            continue;
+        }
+        budget += meta.size;
+        picked.push(meta.location);
+    }
+    report.segments = picked.len() as u64;
+    if picked.is_empty() {
+        return Ok(report);
+    }
+
+    let handle = tokio::runtime::Handle::current();
+    let (files, rep) = {
+        let ctx = ctx.clone();
+        let opts = opts.clone();
+        let batch_id = batch_id.to_string();
+        let picked = picked.clone();
+        let latest = latest.clone();
+        tokio::task::spawn_blocking(move || process(&handle, &ctx, &opts, &batch_id, &picked, &latest, report))
+            .await
+            .map_err(|e| JobError::Worker(e.to_string()))??
+    };
+    report = rep;
+    ctx.fail("batch.after_files_written");
+
+    // Commit: one create-only manifest version per partition.
+    let now = ctx.clock.now();
+    for (i, (p, entry)) in files.into_iter().enumerate() {
+        match manifest::commit(store, &p, latest.get(&p), vec![entry], batch_id, now).await? {
+            Commit::Committed(_) => {}
+            Commit::LostRace { .. } => return Err(JobError::Conflict { partition: p.dir() }),
+        }
+        ctx.fail(&format!("batch.after_manifest:{}", i + 1));
+    }
+    ctx.fail("batch.before_landing_delete");
+    for (i, path) in picked.iter().enumerate() {
+        store.delete(path).await?;
+        ctx.fail(&format!("batch.after_landing_delete:{}", i + 1));
+    }
+    Ok(report)
+}
+
+type Finished = Vec<(Partition, DataFileEntry)>;
+
+fn process(
+    rt: &tokio::runtime::Handle,
+    ctx: &Context,
+    opts: &BatchOptions,
+    batch_id: &str,
+    picked: &[object_store::path::Path],
+    latest: &BTreeMap<Partition, Loaded>,
+    mut report: BatchReport,
+) -> Result<(Finished, BatchReport), JobError> {
+    let threads = opts.threads.max(1);
+    let keys = KeyBook::default();
+    let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<Chunk>(threads * 2);
+    let (out_tx, out_rx) = crossbeam_channel::bounded::<Result<Processed, JobError>>(threads * 2);
+    std::thread::scope(|s| {
+        // reader
+        let reader_out = out_tx.clone();
+        s.spawn(move || {
+            let mut seq = 0u64;
+            for (index, path) in picked.iter().enumerate() {
+                let seg = rt.block_on(async {
+                    let bytes = ctx.store.get(path).await?;
+                    let segment = Segment::parse(path.as_ref(), bytes)?;
+                    let cipher = segment.unwrap_key(ctx.kms.as_ref()).await?;
+                    let source = SourceKind::from_name(&segment.header.source).ok_or_else(|| crate::landing::LandingError::Corrupt {
+                        object: path.to_string(),
+                        problem: format!("unknown source {}", segment.header.source),
+                    })?;
+                    let ingested_at = micros(segment.header.arrived_at);
+                    Ok::<_, JobError>(SegCtx { segment, cipher, source, ingested_at, index })
+                });
+                match seg {
+                    Ok(seg) => {
+                        let seg = Arc::new(seg);
+                        for block in 0..seg.segment.block_count() {
+                            if chunk_tx.send(Chunk { seq, seg: seg.clone(), block }).is_err() {
+                                return;
+                            }
+                            seq += 1;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = reader_out.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        // workers
+        for _ in 0..threads {
+            let rx = chunk_rx.clone();
+            let tx = out_tx.clone();
+            let keys = &keys;
+            let policies = &opts.policies;
+            s.spawn(move || {
+                let mut z = zstd::bulk::Compressor::new(3).expect("zstd level 3");
+                let mut ciphers: HashMap<Partition, Cipher> = HashMap::new();
+                for chunk in rx {
+                    let r = work(&chunk, keys, &mut ciphers, &mut z, policies);
+                    if tx.send(r).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(out_tx);
+        drop(chunk_rx);
+        let r = coordinate(rt, ctx, opts, batch_id, latest, &keys, out_rx, &mut report);
+        r.map(|files| (files, report))
+    })
+}
+
+fn work(chunk: &Chunk, keys: &KeyBook, ciphers: &mut HashMap<Partition, Cipher>, z: &mut zstd::bulk::Compressor<'_>, policies: &Policies) -> Result<Processed, JobError> {
+    let seg = &chunk.seg;
+    let mut data = seg.segment.open_block(&seg.cipher, chunk.block)?;
+    let mut out = Processed { seq: chunk.seq, seg: seg.clone(), lines: 0, blank: 0, items: Vec::new() };
+    let validator = schema::validator();
+    if !data.is_empty() {
+        let body = data.strip_suffix(b"\n").unwrap_or(&data);
+        for line in body.split(|b| *b == b'\n') {
+            let local = out.lines;
+            out.lines += 1;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                out.blank += 1;
+                continue;
+            }
+            match decode_line(seg, line, validator, keys, ciphers, z, policies) {
+                Ok(rows) => out.items.extend(rows),
+                Err(reject) => out.items.push(Item::Reject { line: local, reject, original: line.to_vec() }),
+            }
+        }
+    }
+    zeroize::Zeroize::zeroize(&mut data);
+    Ok(out)
+}
+
+fn decode_line(
+    seg: &SegCtx,
+    line: &[u8],
+    validator: &schema::Validator,
+    keys: &KeyBook,
+    ciphers: &mut HashMap<Partition, Cipher>,
+    z: &mut zstd::bulk::Compressor<'_>,
+    policies: &Policies,
+) -> Result<Vec<Item>, Reject> {
+    let decoded = seg.source.decode(line)?;
+    let mut items = Vec::with_capacity(decoded.len());
+    for d in decoded {
+        let f = validator.check(&d.event)?;
+        let partition = Partition::of(f.occurred_at, &f.interaction_type)
+            .ok_or_else(|| Reject::new("event.partition", "/occurredAt", "occurredAt or interactionType cannot name a partition"))?;
+        let (policy_id, expires) = policies.apply(&f.tenant_id, &f.interaction_type, f.occurred_at);
+        let cipher = ciphers.entry(partition.clone()).or_insert_with(|| keys.cipher(&partition));
+        let aad = record_aad(&f.tenant_id, &f.event_id, &f.interaction_id, cipher.dek_id());
+        let mut payload = Vec::with_capacity(d.record.len() / 2 + 64);
+        seal_record(cipher, z, &d.record, &aad, &mut payload);
+        let key = id_key(&f.event_id);
+        let row = Row {
+            record_hash: sha256(&d.record),
+            event_id: f.event_id,
+            interaction_id: f.interaction_id,
+            tenant_id: f.tenant_id,
+            source_platform: f.source_platform,
+            state: f.state,
+            direction: f.direction,
+            occurred_at: micros(f.occurred_at),
+            ingested_at: seg.ingested_at,
+            queue_id: f.queue_id,
+            agent_ids: f.agent_ids,
+            wrap_up_code: f.wrap_up_code,
+            disposition: f.disposition,
+            schema_version: f.schema_version,
+            policy_id,
+            expires_at: micros(expires),
+            payload,
+        };
+        items.push(Item::Row(partition, key, Box::new(row)));
+    }
+    Ok(items)
+}
+
+/// Dedupe state of one partition: ids committed before this batch, ids taken by it.
+struct Seen {
+    committed: HashSet<[u8; 16]>,
+    batch: HashSet<[u8; 16]>,
+}
+
+struct OpenFile {
+    writer: FileWriter,
+    dek_id: String,
+    wrapped: crate::crypto::kms::WrappedKey,
+    min_occ: i64,
+    max_occ: i64,
+    min_exp: i64,
+    max_exp: i64,
+    tenants: BTreeSet<String>,
+    policies: BTreeSet<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn coordinate(
+    rt: &tokio::runtime::Handle,
+    ctx: &Context,
+    opts: &BatchOptions,
+    batch_id: &str,
+    latest: &BTreeMap<Partition, Loaded>,
+    keys: &KeyBook,
+    rx: crossbeam_channel::Receiver<Result<Processed, JobError>>,
+    report: &mut BatchReport,
+) -> Result<Finished, JobError> {
+    let store = &ctx.store;
+    let mut pending: BTreeMap<u64, Processed> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut seen: HashMap<Partition, Seen> = HashMap::new();
+    let mut open: BTreeMap<Partition, OpenFile> = BTreeMap::new();
+    let mut qwriter: Option<quarantine::Writer> = None;
+    // lines of earlier blocks, per segment index, to number lines within a segment
+    let mut seg_lines: HashMap<usize, u64> = HashMap::new();
+    let mut since_check = 0usize;
+
+    for msg in rx {
+        let p = msg?;
+        pending.insert(p.seq, p);
+        while let Some(p) = pending.remove(&next) {
+            next += 1;
+            let base = *seg_lines.get(&p.seg.index).unwrap_or(&0);
+            seg_lines.insert(p.seg.index, base + p.lines);
+            report.lines += p.lines;
+            report.blank_lines += p.blank;
+            for item in p.items {
+                match item {
+                    Item::Row(part, key, row) => {
+                        let s = match seen.get_mut(&part) {
+                            Some(s) => s,
+                            None => {
+                                let committed = rt.block_on(committed_ids(store, latest.get(&part)))?;
+                                seen.entry(part.clone()).or_insert(Seen { committed, batch: HashSet::new() })
+                            }
+                        };
+                        if s.committed.contains(&key) {
+                            report.already_stored += 1;
+                            continue;
+                        }
+                        if !s.batch.insert(key) {
+                            report.duplicates_in_batch += 1;
+                            continue;
+                        }
+                        if !open.contains_key(&part) {
+                            let f = rt.block_on(open_file(ctx, batch_id, &part, keys))?;
+                            open.insert(part.clone(), f);
+                        }
+                        let f = open.get_mut(&part).expect("opened");
+                        f.min_occ = f.min_occ.min(row.occurred_at);
+                        f.max_occ = f.max_occ.max(row.occurred_at);
+                        f.min_exp = f.min_exp.min(row.expires_at);
+                        f.max_exp = f.max_exp.max(row.expires_at);
+                        if !f.tenants.contains(&row.tenant_id) {
+                            f.tenants.insert(row.tenant_id.clone());
+                        }
+                        if !f.policies.contains(row.policy_id.as_ref()) {
+                            f.policies.insert(row.policy_id.to_string());
+                        }
+                        *report.stored_by_type.entry(part.interaction_type.clone()).or_default() += 1;
+                        *report.stored_by_policy.entry(row.policy_id.to_string()).or_default() += 1;
+                        report.stored += 1;
+                        f.writer.push(*row)?;
+                        let parts = f.writer.take_pending();
+                        if !parts.is_empty() {
+                            rt.block_on(futures::future::try_join_all(parts)).map_err(|e| crate::lake::LakeError::store("writing", f.writer.path().as_ref(), e))?;
+                        }
+                        since_check += 1;
+                        if since_check >= 2048 {
+                            since_check = 0;
+                            relieve_memory(rt, &mut open, opts.memory_bytes)?;
+                        }
+                    }
+                    Item::Reject { line, reject, original } => {
+                        if qwriter.is_none() {
+                            qwriter = Some(rt.block_on(quarantine::Writer::new(ctx.kms.as_ref(), batch_id))?);
+                        }
+                        let h = &p.seg.segment.header;
+                        let origin = Origin { source: &h.source, arrived_at: h.arrived_at, segment_id: &h.segment_id, line_no: base + line + 1 };
+                        let entry = qwriter.as_ref().expect("created").seal(&origin, &reject, &original, ctx.clock.now());
+                        rt.block_on(quarantine::put(store, &entry))?;
+                        report.quarantined += 1;
+                        *report.quarantined_by_code.entry(reject.code).or_default() += 1;
+                        ctx.fail("batch.after_quarantine_write");
+                    }
+                }
+            }
+        }
+    }
+    if !pending.is_empty() {
+        return Err(JobError::Worker("a worker stopped before its work was done".into()));
+    }
+
+    let now = ctx.clock.now();
+    let mut finished = Vec::new();
+    for (part, f) in open {
+        let (file, upload, parts) = f.writer.close()?;
+        let complete = async {
+            futures::future::try_join_all(parts).await?;
+            let mut upload = upload;
+            upload.complete().await
+        };
+        rt.block_on(complete).map_err(|e| crate::lake::LakeError::store("writing", file.path.as_ref(), e))?;
+        report.files += 1;
+        report.bytes_written += file.size_bytes;
+        let ts = crate::clock::from_micros;
+        finished.push((
+            part,
+            DataFileEntry {
+                path: file.path.to_string(),
+                sha256: file.sha256,
+                size_bytes: file.size_bytes,
+                record_count: file.record_count,
+                min_occurred_at: ts(f.min_occ),
+                max_occurred_at: ts(f.max_occ),
+                earliest_expiry: ts(f.min_exp),
+                latest_expiry: ts(f.max_exp),
+                tenant_ids: f.tenants.into_iter().collect(),
+                policy_ids: f.policies.into_iter().collect(),
+                encryption: FileEncryption {
+                    algorithm: crate::crypto::ALGORITHM.into(),
+                    compression: "zstd".into(),
+                    aad: "holdfast.record.v1".into(),
+                    dek_id: f.dek_id,
+                    wrapped_dek: f.wrapped,
+                },
+                batch_id: batch_id.to_string(),
+                added_at: now,
+            },
+        ));
+    }
+    report.partitions = finished.len() as u64;
+    Ok(finished)
+}
+
+async fn committed_ids(store: &Store, latest: Option<&Loaded>) -> Result<HashSet<[u8; 16]>, JobError> {
+    let mut ids = HashSet::new();
+    let Some(l) = latest else { return Ok(ids) };
+    for f in &l.manifest.files {
+        let path = object_store::path::Path::from(f.path.as_str());
+        for b in datafile::read_columns(store, &path, f.size_bytes, &["event_id"]).await? {
+            for id in b.column(0).as_string::<i32>().iter().flatten() {
+                ids.insert(id_key(id));
+            }
+        }
+    }
+    Ok(ids)
+}
+
+async fn open_file(ctx: &Context, batch_id: &str, part: &Partition, keys: &KeyBook) -> Result<OpenFile, JobError> {
+    let dek = keys.key(part);
+    let wrapped = ctx.kms.wrap(&dek).await?;
+    let path = layout::data_file(part, batch_id);
+    let upload = ctx.store.start_upload(&path).await?;
+    let kv = datafile::file_metadata(batch_id, &part.dir(), dek.id(), &wrapped);
+    let writer = FileWriter::new(path, upload, kv)?;
+    Ok(OpenFile {
+        writer,
+        dek_id: dek.id().to_string(),
+        wrapped,
+        min_occ: i64::MAX,
+        max_occ: i64::MIN,
+        min_exp: i64::MAX,
+        max_exp: i64::MIN,
+        tenants: BTreeSet::new(),
+        policies: BTreeSet::new(),
+    })
+}
+
+/// Keeps open files under the memory budget by ending the largest row groups early.
+fn relieve_memory(rt: &tokio::runtime::Handle, open: &mut BTreeMap<Partition, OpenFile>, budget: usize) -> Result<(), JobError> {
+    let mut total: usize = open.values().map(|f| f.writer.memory()).sum();
+    while total > budget {
+        let Some((_, f)) = open.iter_mut().max_by_key(|(_, f)| f.writer.memory()) else { break };
+        let before = f.writer.memory();
+        f.writer.flush_row_group()?;
+        let parts = f.writer.take_pending();
+        rt.block_on(futures::future::try_join_all(parts)).map_err(|e| crate::lake::LakeError::store("writing", f.writer.path().as_ref(), e))?;
+        let after = f.writer.memory();
+        if after >= before {
+            break;
+        }
+        total = total - before + after;
+    }
+    Ok(())
+}

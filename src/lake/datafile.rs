@@ -1,0 +1,317 @@
+//! Data files: Parquet (zstd) with plaintext index columns and one sealed `payload` column.
+//! The Arrow schema here is the single source of column names and types.
+//!
+//! Interoperability rules (see README): timestamps are int64 microseconds UTC; list children
+//! are named `element`; the hive keys (year, month, day, interaction_type) are in the path
+//! only; `payload` is plain BYTE_ARRAY, stored without compression (ciphertext does not
+//! compress) and without statistics.
+
+use super::LakeError;
+use arrow::array::{
+    ArrayRef, BinaryBuilder, FixedSizeBinaryBuilder, ListBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use object_store::MultipartUpload;
+use object_store::path::Path;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use sha2::Digest;
+use std::sync::{Arc, LazyLock};
+
+/// One stored event: index columns in plaintext, the canonical record sealed in `payload`.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub event_id: String,
+    pub interaction_id: String,
+    pub tenant_id: String,
+    pub source_platform: String,
+    pub state: String,
+    pub direction: Option<String>,
+    pub occurred_at: i64,
+    pub ingested_at: i64,
+    pub queue_id: Option<String>,
+    pub agent_ids: Vec<String>,
+    pub wrap_up_code: Option<String>,
+    pub disposition: Option<String>,
+    pub schema_version: String,
+    pub policy_id: Arc<str>,
+    pub expires_at: i64,
+    pub record_hash: [u8; 32],
+    pub payload: Vec<u8>,
+}
+
+impl Row {
+    /// Bytes this row holds in memory (for the batch memory budget).
+    pub fn heap_size(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.event_id.len()
+            + self.interaction_id.len()
+            + self.tenant_id.len()
+            + self.source_platform.len()
+            + self.state.len()
+            + self.queue_id.as_ref().map_or(0, String::len)
+            + self.agent_ids.iter().map(|a| a.len() + 24).sum::<usize>()
+            + self.wrap_up_code.as_ref().map_or(0, String::len)
+            + self.disposition.as_ref().map_or(0, String::len)
+            + self.payload.capacity()
+    }
+}
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new("interaction_id", DataType::Utf8, false),
+        Field::new("tenant_id", DataType::Utf8, false),
+        Field::new("source_platform", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("direction", DataType::Utf8, true),
+        Field::new("occurred_at", ts(), false),
+        Field::new("ingested_at", ts(), false),
+        Field::new("queue_id", DataType::Utf8, true),
+        Field::new("agent_ids", DataType::List(Arc::new(Field::new("element", DataType::Utf8, true))), false),
+        Field::new("wrap_up_code", DataType::Utf8, true),
+        Field::new("disposition", DataType::Utf8, true),
+        Field::new("schema_version", DataType::Utf8, false),
+        Field::new("policy_id", DataType::Utf8, false),
+        Field::new("expires_at", ts(), false),
+        Field::new("record_hash", DataType::FixedSizeBinary(32), false),
+        Field::new("payload", DataType::Binary, false),
+    ]))
+});
+
+pub fn to_record_batch(rows: &[Row]) -> RecordBatch {
+    let n = rows.len();
+    let s = |f: fn(&Row) -> &str| {
+        let mut b = StringBuilder::with_capacity(n, n * 16);
+        rows.iter().for_each(|r| b.append_value(f(r)));
+        Arc::new(b.finish()) as ArrayRef
+    };
+    let event_id = s(|r| &r.event_id);
+    let interaction_id = s(|r| &r.interaction_id);
+    let tenant_id = s(|r| &r.tenant_id);
+    let source_platform = s(|r| &r.source_platform);
+    let state = s(|r| &r.state);
+    let schema_version = s(|r| &r.schema_version);
+    let policy_id = s(|r| &r.policy_id);
+    let opt = |f: fn(&Row) -> Option<&str>| {
+        let mut b = StringBuilder::with_capacity(n, n * 8);
+        rows.iter().for_each(|r| b.append_option(f(r)));
+        Arc::new(b.finish()) as ArrayRef
+    };
+    let direction = opt(|r| r.direction.as_deref());
+    let queue_id = opt(|r| r.queue_id.as_deref());
+    let wrap_up_code = opt(|r| r.wrap_up_code.as_deref());
+    let disposition = opt(|r| r.disposition.as_deref());
+    let t = |f: fn(&Row) -> i64| {
+        let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+        rows.iter().for_each(|r| b.append_value(f(r)));
+        Arc::new(b.finish()) as ArrayRef
+    };
+    let occurred_at = t(|r| r.occurred_at);
+    let ingested_at = t(|r| r.ingested_at);
+    let expires_at = t(|r| r.expires_at);
+    let mut agents = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("element", DataType::Utf8, true)));
+    for r in rows {
+        for a in &r.agent_ids {
+            agents.values().append_value(a);
+        }
+        agents.append(true);
+    }
+    let mut hash = FixedSizeBinaryBuilder::with_capacity(n, 32);
+    rows.iter().for_each(|r| hash.append_value(r.record_hash).expect("32 bytes"));
+    let mut payload = BinaryBuilder::with_capacity(n, rows.iter().map(|r| r.payload.len()).sum());
+    rows.iter().for_each(|r| payload.append_value(&r.payload));
+    RecordBatch::try_new(
+        SCHEMA.clone(),
+        vec![
+            event_id,
+            interaction_id,
+            tenant_id,
+            source_platform,
+            state,
+            direction,
+            occurred_at,
+            ingested_at,
+            queue_id,
+            Arc::new(agents.finish()),
+            wrap_up_code,
+            disposition,
+            schema_version,
+            policy_id,
+            expires_at,
+            Arc::new(hash.finish()),
+            Arc::new(payload.finish()),
+        ],
+    )
+    .expect("rows match the schema")
+}
+
+/// Row groups are capped by bytes, not rows: ciphertext makes rows heavy.
+pub const ROW_GROUP_BYTES: usize = 64 << 20;
+const BLOOM_MAX_NDV: u64 = 256 * 1024;
+
+pub fn writer_properties(kv: Vec<KeyValue>) -> WriterProperties {
+    let c = |n: &str| ColumnPath::from(n);
+    WriterProperties::builder()
+        .set_created_by(format!("holdfast {}", env!("CARGO_PKG_VERSION")))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+        .set_max_row_group_row_count(None)
+        .set_column_dictionary_enabled(c("event_id"), false)
+        .set_column_bloom_filter_enabled(c("event_id"), true)
+        .set_column_bloom_filter_fpp(c("event_id"), 0.01)
+        .set_column_bloom_filter_max_ndv(c("event_id"), BLOOM_MAX_NDV)
+        .set_column_bloom_filter_enabled(c("interaction_id"), true)
+        .set_column_bloom_filter_fpp(c("interaction_id"), 0.01)
+        .set_column_bloom_filter_max_ndv(c("interaction_id"), BLOOM_MAX_NDV)
+        .set_column_dictionary_enabled(c("record_hash"), false)
+        .set_column_compression(c("record_hash"), Compression::UNCOMPRESSED)
+        .set_column_statistics_enabled(c("record_hash"), EnabledStatistics::None)
+        .set_column_dictionary_enabled(c("payload"), false)
+        .set_column_encoding(c("payload"), Encoding::PLAIN)
+        .set_column_compression(c("payload"), Compression::UNCOMPRESSED)
+        .set_column_statistics_enabled(c("payload"), EnabledStatistics::None)
+        .set_key_value_metadata(Some(kv))
+        .build()
+}
+
+/// What a finished data file is, for its manifest entry.
+#[derive(Debug, Clone)]
+pub struct FinishedFile {
+    pub path: Path,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub record_count: u64,
+}
+
+/// Streams one data file to the store: rows are encoded into row groups and uploaded in
+/// parts as they complete, so memory holds at most the open row group. The object appears
+/// under its final name only on [`FileWriter::finish`]; it is committed only when a
+/// manifest lists it.
+pub struct FileWriter {
+    path: Path,
+    writer: ArrowWriter<Vec<u8>>,
+    upload: Box<dyn MultipartUpload>,
+    pending: Vec<object_store::UploadPart>,
+    hasher: sha2::Sha256,
+    uploaded: u64,
+    rows: Vec<Row>,
+    rows_bytes: usize,
+    record_count: u64,
+}
+
+const PART_BYTES: usize = 8 << 20;
+const ENCODE_ROWS: usize = 4096;
+
+impl FileWriter {
+    pub fn new(path: Path, upload: Box<dyn MultipartUpload>, kv: Vec<KeyValue>) -> Result<Self, LakeError> {
+        let writer = ArrowWriter::try_new(Vec::with_capacity(PART_BYTES), SCHEMA.clone(), Some(writer_properties(kv)))
+            .map_err(|e| LakeError::parquet(path.as_ref(), e))?;
+        Ok(FileWriter { path, writer, upload, pending: Vec::new(), hasher: sha2::Sha256::new(), uploaded: 0, rows: Vec::new(), rows_bytes: 0, record_count: 0 })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn push(&mut self, row: Row) -> Result<(), LakeError> {
+        self.rows_bytes += row.heap_size();
+        self.rows.push(row);
+        if self.rows.len() >= ENCODE_ROWS {
+            self.encode()?;
+        }
+        Ok(())
+    }
+
+    /// Memory held: buffered rows plus the encoded, not yet uploaded row group.
+    pub fn memory(&self) -> usize {
+        self.rows_bytes + self.writer.memory_size() + self.writer.inner().len()
+    }
+
+    fn encode(&mut self) -> Result<(), LakeError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let batch = to_record_batch(&self.rows);
+        self.record_count += self.rows.len() as u64;
+        self.rows.clear();
+        self.rows_bytes = 0;
+        self.writer.write(&batch).map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
+        self.ship(false);
+        Ok(())
+    }
+
+    /// Ends the open row group now (to release memory under pressure).
+    pub fn flush_row_group(&mut self) -> Result<(), LakeError> {
+        self.encode()?;
+        self.writer.flush().map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
+        self.ship(false);
+        Ok(())
+    }
+
+    fn ship(&mut self, last: bool) {
+        let buf = self.writer.inner_mut();
+        if buf.len() >= PART_BYTES || (last && !buf.is_empty()) {
+            let bytes = std::mem::replace(buf, Vec::with_capacity(if last { 0 } else { PART_BYTES }));
+            self.hasher.update(&bytes);
+            self.uploaded += bytes.len() as u64;
+            self.pending.push(self.upload.put_part(bytes.into()));
+        }
+    }
+
+    /// Part uploads started but not awaited yet; the caller awaits them (keeps this type sync).
+    pub fn take_pending(&mut self) -> Vec<object_store::UploadPart> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Writes the footer and ships the last part; then await [`FileWriter::take_pending`] and
+    /// complete the returned upload.
+    pub fn close(mut self) -> Result<(FinishedFile, Box<dyn MultipartUpload>, Vec<object_store::UploadPart>), LakeError> {
+        self.encode()?;
+        self.writer.finish().map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
+        self.ship(true);
+        let sha256 = hex::encode(self.hasher.finalize());
+        let file = FinishedFile { path: self.path, sha256, size_bytes: self.uploaded, record_count: self.record_count };
+        Ok((file, self.upload, self.pending))
+    }
+}
+
+/// Reads the named columns of a committed data file (projection pushdown: only those column
+/// chunks are fetched).
+#[allow(deprecated)] // ParquetObjectReader: still the shortest correct reader over object_store
+pub async fn read_columns(store: &super::storage::Store, path: &Path, size: u64, columns: &[&str]) -> Result<Vec<RecordBatch>, LakeError> {
+    use futures::TryStreamExt;
+    use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask, async_reader::ParquetObjectReader};
+    let reader = ParquetObjectReader::new(store.object_store(), path.clone()).with_file_size(size);
+    let err = |e| LakeError::parquet(path.as_ref(), e);
+    let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(err)?;
+    let indices: Vec<usize> = columns
+        .iter()
+        .map(|c| SCHEMA.index_of(c).map_err(|_| LakeError::Corrupt { object: path.to_string(), problem: format!("no column {c}") }))
+        .collect::<Result<_, _>>()?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+    let stream = builder.with_projection(mask).with_batch_size(8192).build().map_err(err)?;
+    stream.try_collect().await.map_err(err)
+}
+
+/// Key/value metadata holdfast writes into every data file footer (the file describes itself
+/// even without its manifest).
+pub fn file_metadata(batch_id: &str, partition: &str, dek_id: &str, wrapped_dek: &crate::crypto::kms::WrappedKey) -> Vec<KeyValue> {
+    vec![
+        KeyValue::new("holdfast.format".into(), "1".to_string()),
+        KeyValue::new("holdfast.batch_id".into(), batch_id.to_string()),
+        KeyValue::new("holdfast.partition".into(), partition.to_string()),
+        KeyValue::new("holdfast.payload.algorithm".into(), crate::crypto::ALGORITHM.to_string()),
+        KeyValue::new("holdfast.payload.compression".into(), "zstd".to_string()),
+        KeyValue::new("holdfast.payload.aad".into(), "holdfast.record.v1".to_string()),
+        KeyValue::new("holdfast.dek_id".into(), dek_id.to_string()),
+        KeyValue::new("holdfast.wrapped_dek".into(), serde_json::to_string(wrapped_dek).expect("serializes")),
+    ]
+}

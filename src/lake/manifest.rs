@@ -1,0 +1,175 @@
+//! Per-partition manifests: versioned snapshots of the partition's committed data files,
+//! each version naming the SHA-256 of its predecessor and written with a create-only put.
+//! The latest version is the truth for queries, sweeps and verification: a data file that no
+//! latest manifest lists is not committed (an orphan of a killed batch).
+//!
+//! Frozen on-disk types: `ManifestFile::V1` never changes once released; a later layout adds
+//! `V2` and an upcast into [`Manifest`].
+
+use super::layout::{self, Partition};
+use super::storage::{Put, Store};
+use super::LakeError;
+use crate::crypto::kms::WrappedKey;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const FORMAT: &str = "holdfast.manifest";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "version")]
+pub enum ManifestFile {
+    #[serde(rename = "1")]
+    V1(Manifest),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub partition: Partition,
+    pub sequence: u64,
+    /// The version this one replaces; `None` only for sequence 1.
+    pub previous: Option<PreviousVersion>,
+    pub committed_at: DateTime<Utc>,
+    pub batch_id: String,
+    /// Every committed data file of the partition, as of this version.
+    pub files: Vec<DataFileEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviousVersion {
+    pub sequence: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataFileEntry {
+    /// Path from the store root.
+    pub path: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub record_count: u64,
+    pub min_occurred_at: DateTime<Utc>,
+    pub max_occurred_at: DateTime<Utc>,
+    /// The earliest and latest `expires_at` of the file's records.
+    pub earliest_expiry: DateTime<Utc>,
+    pub latest_expiry: DateTime<Utc>,
+    pub tenant_ids: Vec<String>,
+    pub policy_ids: Vec<String>,
+    pub encryption: FileEncryption,
+    pub batch_id: String,
+    pub added_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEncryption {
+    /// `AES-256-GCM`, one sealed value per record: nonce (12) || ciphertext || tag (16).
+    pub algorithm: String,
+    /// Record plaintext is zstd-compressed before sealing.
+    pub compression: String,
+    /// AAD scheme: `holdfast.record.v1` = length-prefixed (scheme, tenant_id, event_id, interaction_id, dek_id).
+    pub aad: String,
+    pub dek_id: String,
+    pub wrapped_dek: WrappedKey,
+}
+
+impl Manifest {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(&ManifestFile::V1(self.clone())).expect("manifest serializes");
+        v.push(b'\n');
+        v
+    }
+
+    pub fn from_bytes(bytes: &[u8], path: &str) -> Result<Self, LakeError> {
+        let file: ManifestFile = serde_json::from_slice(bytes).map_err(|e| LakeError::Corrupt { object: path.to_string(), problem: format!("not a manifest: {e}") })?;
+        let ManifestFile::V1(m) = file;
+        if m.format != FORMAT {
+            return Err(LakeError::Corrupt { object: path.to_string(), problem: format!("format is {:?}", m.format) });
+        }
+        Ok(m)
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(crate::crypto::sha256(bytes))
+}
+
+/// The sequence numbers of every manifest version, per partition, from one listing.
+pub async fn list_versions(store: &Store) -> Result<BTreeMap<Partition, Vec<u64>>, LakeError> {
+    let mut out: BTreeMap<Partition, Vec<u64>> = BTreeMap::new();
+    for meta in store.list(layout::MANIFESTS).await? {
+        if let Some((p, seq)) = layout::parse_manifest(&meta.location) {
+            out.entry(p).or_default().push(seq);
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_unstable();
+    }
+    Ok(out)
+}
+
+/// A manifest version as read, with the hash of its bytes.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub manifest: Manifest,
+    pub sha256: String,
+}
+
+pub async fn load(store: &Store, p: &Partition, seq: u64) -> Result<Loaded, LakeError> {
+    let path = layout::manifest(p, seq);
+    let bytes = store.get(&path).await?;
+    let manifest = Manifest::from_bytes(&bytes, path.as_ref())?;
+    if manifest.partition != *p || manifest.sequence != seq {
+        return Err(LakeError::Corrupt { object: path.to_string(), problem: "partition or sequence differs from its path".into() });
+    }
+    Ok(Loaded { manifest, sha256: sha256_hex(&bytes) })
+}
+
+/// The latest manifest of every partition.
+pub async fn load_latest_all(store: &Store) -> Result<Vec<Loaded>, LakeError> {
+    let versions = list_versions(store).await?;
+    let futs = versions.iter().filter_map(|(p, seqs)| seqs.last().map(|s| load(store, p, *s)));
+    futures::future::try_join_all(futs).await
+}
+
+pub async fn load_latest(store: &Store, p: &Partition) -> Result<Option<Loaded>, LakeError> {
+    let mut latest = None;
+    for meta in store.list(layout::manifest_dir(p).as_ref()).await? {
+        if let Some((q, seq)) = layout::parse_manifest(&meta.location) {
+            if q == *p && latest.is_none_or(|l| seq > l) {
+                latest = Some(seq);
+            }
+        }
+    }
+    match latest {
+        Some(seq) => Ok(Some(load(store, p, seq).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Outcome of a commit attempt.
+#[derive(Debug)]
+pub enum Commit {
+    Committed(Loaded),
+    /// Another writer created this sequence first; nothing was written.
+    LostRace { sequence: u64 },
+}
+
+/// Commits a new version of `p` = `base` + `added` files. `base` is the latest version the
+/// caller read (None: the partition is new).
+pub async fn commit(store: &Store, p: &Partition, base: Option<&Loaded>, added: Vec<DataFileEntry>, batch_id: &str, now: DateTime<Utc>) -> Result<Commit, LakeError> {
+    let (sequence, previous, mut files) = match base {
+        Some(b) => (b.manifest.sequence + 1, Some(PreviousVersion { sequence: b.manifest.sequence, sha256: b.sha256.clone() }), b.manifest.files.clone()),
+        None => (1, None, Vec::new()),
+    };
+    files.extend(added);
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let m = Manifest { format: FORMAT.into(), partition: p.clone(), sequence, previous, committed_at: now, batch_id: batch_id.into(), files };
+    let bytes = m.to_bytes();
+    let sha256 = sha256_hex(&bytes);
+    match store.put_new(&layout::manifest(p, sequence), bytes).await? {
+        Put::Created => Ok(Commit::Committed(Loaded { manifest: m, sha256 })),
+        Put::AlreadyExists => Ok(Commit::LostRace { sequence }),
+    }
+}

@@ -1,0 +1,265 @@
+//! The landing zone: raw lines, durable and encrypted, waiting for a batch; and the
+//! quarantine, where lines that cannot be stored wait with their reason and original bytes.
+//!
+//! Segment layout (`landing/<id>.seg`, one create-only put):
+//! `HFSEG001` | u32 BE header length | header JSON | blocks, each u32 BE length + sealed
+//! bytes. A block is zstd(lines, each ending in `\n`) sealed with the segment's DEK under
+//! AAD (scheme, segment id, source, arrival time, block index, block count), so blocks cannot
+//! be reordered, dropped, moved to another segment or re-labelled.
+
+pub mod quarantine;
+
+use crate::crypto::kms::{Kms, KmsError, WrappedKey};
+use crate::crypto::{aad, Cipher, CryptoError, DataKey};
+use crate::lake::storage::{Put, Store};
+use crate::lake::{layout, LakeError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+const MAGIC: &[u8; 8] = b"HFSEG001";
+/// Raw bytes per block before compression.
+pub const BLOCK_BYTES: usize = 1 << 20;
+/// Raw bytes per segment (one object).
+pub const SEGMENT_BYTES: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LandingError {
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("{object}: {problem}")]
+    Corrupt { object: String, problem: String },
+    #[error("{context}: {source}")]
+    Io { context: String, #[source] source: std::io::Error },
+    #[error("quarantine entry {0} not found")]
+    NotFound(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentHeader {
+    pub format: u32,
+    pub segment_id: String,
+    pub source: String,
+    pub arrived_at: DateTime<Utc>,
+    pub line_count: u64,
+    pub raw_bytes: u64,
+    pub block_count: u32,
+    pub algorithm: String,
+    pub compression: String,
+    pub dek_id: String,
+    pub wrapped_dek: WrappedKey,
+}
+
+fn block_aad(h: &SegmentHeader, index: u32) -> Vec<u8> {
+    let at = crate::clock::fmt_ts(h.arrived_at);
+    aad(&[b"holdfast.landing.v1", h.segment_id.as_bytes(), h.source.as_bytes(), at.as_bytes(), &index.to_be_bytes(), &h.block_count.to_be_bytes()])
+}
+
+/// Raw lines of one segment being assembled.
+pub struct SegmentBuilder {
+    blocks: Vec<Vec<u8>>,
+    lines: u64,
+    raw: u64,
+}
+
+impl Default for SegmentBuilder {
+    fn default() -> Self {
+        SegmentBuilder { blocks: vec![Vec::with_capacity(BLOCK_BYTES + 4096)], lines: 0, raw: 0 }
+    }
+}
+
+impl SegmentBuilder {
+    /// Appends complete lines (`data` ends with `\n` or is empty).
+    pub fn push_lines(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let cur = self.blocks.last_mut().expect("one block");
+            let room = BLOCK_BYTES.saturating_sub(cur.len());
+            // cut at the last newline that fits, or take one whole line if none fits
+            let cut = if data.len() <= room {
+                data.len()
+            } else {
+                match memchr::memrchr(b'\n', &data[..room]) {
+                    Some(i) => i + 1,
+                    None if cur.is_empty() => memchr::memchr(b'\n', data).map_or(data.len(), |i| i + 1),
+                    None => 0,
+                }
+            };
+            if cut == 0 {
+                self.blocks.push(Vec::with_capacity(BLOCK_BYTES + 4096));
+                continue;
+            }
+            let (head, tail) = data.split_at(cut);
+            cur.extend_from_slice(head);
+            self.lines += memchr::memchr_iter(b'\n', head).count() as u64;
+            self.raw += head.len() as u64;
+            data = tail;
+            if cur.len() >= BLOCK_BYTES {
+                self.blocks.push(Vec::with_capacity(BLOCK_BYTES + 4096));
+            }
+        }
+    }
+
+    pub fn raw_bytes(&self) -> u64 {
+        self.raw
+    }
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    /// Compresses and seals the blocks (on `threads` threads) and writes the segment.
+    pub async fn write(mut self, store: &Store, kms: &dyn Kms, source: &str, id: &str, arrived_at: DateTime<Utc>, threads: usize) -> Result<u64, LandingError> {
+        self.blocks.retain(|b| !b.is_empty());
+        if self.blocks.is_empty() {
+            return Ok(0);
+        }
+        let dek = DataKey::generate();
+        let wrapped_dek = kms.wrap(&dek).await?;
+        let header = SegmentHeader {
+            format: 1,
+            segment_id: id.to_string(),
+            source: source.to_string(),
+            arrived_at,
+            line_count: self.lines,
+            raw_bytes: self.raw,
+            block_count: self.blocks.len() as u32,
+            algorithm: crate::crypto::ALGORITHM.into(),
+            compression: "zstd".into(),
+            dek_id: dek.id().to_string(),
+            wrapped_dek,
+        };
+        let cipher = dek.cipher();
+        let sealed = seal_blocks(&self.blocks, &header, &cipher, threads.max(1));
+        for b in &mut self.blocks {
+            zeroize::Zeroize::zeroize(b);
+        }
+        let header_json = serde_json::to_vec(&header).expect("header serializes");
+        let mut out = Vec::with_capacity(12 + header_json.len() + sealed.iter().map(|s| s.len() + 4).sum::<usize>());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(header_json.len() as u32).to_be_bytes());
+        out.extend_from_slice(&header_json);
+        for s in &sealed {
+            out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            out.extend_from_slice(s);
+        }
+        let n = out.len() as u64;
+        let path = layout::landing_segment(id);
+        match store.put_new(&path, out).await? {
+            Put::Created => Ok(n),
+            Put::AlreadyExists => Err(LandingError::Corrupt { object: path.to_string(), problem: "a segment with this id already exists".into() }),
+        }
+    }
+}
+
+fn seal_blocks(blocks: &[Vec<u8>], header: &SegmentHeader, cipher: &Cipher, threads: usize) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = vec![Vec::new(); blocks.len()];
+    let chunk = blocks.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        for (bi, (ins, outs)) in blocks.chunks(chunk).zip(out.chunks_mut(chunk)).enumerate() {
+            s.spawn(move || {
+                let mut z = zstd::bulk::Compressor::new(1).expect("zstd level 1");
+                for (j, (b, o)) in ins.iter().zip(outs.iter_mut()).enumerate() {
+                    let idx = (bi * chunk + j) as u32;
+                    let mut c = z.compress(b).expect("zstd of an in-memory buffer");
+                    *o = cipher.seal(&c, &block_aad(header, idx));
+                    zeroize::Zeroize::zeroize(&mut c);
+                }
+            });
+        }
+    });
+    out
+}
+
+/// A landed segment read back: header plus sealed blocks, opened one at a time.
+pub struct Segment {
+    pub header: SegmentHeader,
+    bytes: bytes::Bytes,
+    blocks: Vec<std::ops::Range<usize>>,
+}
+
+impl Segment {
+    pub fn parse(object: &str, bytes: bytes::Bytes) -> Result<Self, LandingError> {
+        let corrupt = |p: &str| LandingError::Corrupt { object: object.to_string(), problem: p.to_string() };
+        if bytes.len() < 12 || &bytes[..8] != MAGIC {
+            return Err(corrupt("not a landing segment"));
+        }
+        let hlen = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        let header: SegmentHeader = serde_json::from_slice(bytes.get(12..12 + hlen).ok_or_else(|| corrupt("truncated header"))?).map_err(|_| corrupt("bad header"))?;
+        let mut pos = 12 + hlen;
+        let mut blocks = Vec::new();
+        while pos < bytes.len() {
+            let len = u32::from_be_bytes(bytes.get(pos..pos + 4).ok_or_else(|| corrupt("truncated block"))?.try_into().unwrap()) as usize;
+            let end = pos + 4 + len;
+            if end > bytes.len() {
+                return Err(corrupt("truncated block"));
+            }
+            blocks.push(pos + 4..end);
+            pos = end;
+        }
+        if blocks.len() != header.block_count as usize {
+            return Err(corrupt(&format!("holds {} blocks, header says {}", blocks.len(), header.block_count)));
+        }
+        Ok(Segment { header, bytes, blocks })
+    }
+
+    pub async fn unwrap_key(&self, kms: &dyn Kms) -> Result<Cipher, LandingError> {
+        Ok(kms.unwrap_key(&self.header.dek_id, &self.header.wrapped_dek).await?.cipher())
+    }
+
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The lines of block `i` (each ending in `\n`).
+    pub fn open_block(&self, cipher: &Cipher, i: usize) -> Result<Vec<u8>, LandingError> {
+        let id = &self.header.segment_id;
+        let mut c = cipher.open(&self.bytes[self.blocks[i].clone()], &block_aad(&self.header, i as u32), &|| format!("landing segment {id} block {i}"))?;
+        let out = zstd::stream::decode_all(c.as_slice()).map_err(|_| CryptoError::Decompress { what: format!("landing segment {id} block {i}") });
+        zeroize::Zeroize::zeroize(&mut c);
+        Ok(out?)
+    }
+}
+
+/// Segment ids sort by arrival: `<yyyymmddThhmmss.ffffffZ>-<seq>-<random>`.
+pub fn segment_id(arrived_at: DateTime<Utc>, seq: u32, random: u32) -> String {
+    format!("{}-{seq:06}-{random:08x}", arrived_at.format("%Y%m%dT%H%M%S%.6fZ"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_keeps_whole_lines_per_block() {
+        let mut b = SegmentBuilder::default();
+        let line = vec![b'x'; 1000];
+        let mut data = Vec::new();
+        for _ in 0..3000 {
+            data.extend_from_slice(&line);
+            data.push(b'\n');
+        }
+        b.push_lines(&data);
+        assert_eq!(b.lines(), 3000);
+        assert!(b.blocks.len() >= 3);
+        for blk in &b.blocks {
+            assert!(blk.is_empty() || blk.ends_with(b"\n"));
+            assert!(blk.len() <= BLOCK_BYTES);
+        }
+        let total: usize = b.blocks.iter().map(Vec::len).sum();
+        assert_eq!(total, data.len());
+    }
+
+    #[test]
+    fn a_line_longer_than_a_block_stays_whole() {
+        let mut b = SegmentBuilder::default();
+        b.push_lines(b"short\n");
+        let mut big = vec![b'y'; BLOCK_BYTES + 10];
+        big.push(b'\n');
+        b.push_lines(&big);
+        assert_eq!(b.lines(), 2);
+        assert!(b.blocks.iter().any(|blk| blk.len() == BLOCK_BYTES + 11));
+    }
+}

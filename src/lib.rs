@@ -1,0 +1,26 @@
+//! holdfast: contact-center interaction metadata kept for years, encrypted, provably
+//! unaltered, findable in seconds.
+//!
+//! Data flow (dependencies point the same way):
+//!
+//! ```text
+//! sources ──> schema ──> landing ──> job ──> lake (Parquet + manifests)
+//!  (decode)   (validate,   (encrypted   (dedupe,    │  crypto: DEK per file, KEK in a Kms
+//!              index)       segments,    partition,  │
+//!                           quarantine)  encrypt)    └──> query (DataFusion over committed files)
+//! ```
+//! `cli` sits on top and is the only module that reads the environment or prints.
+
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod job;
+pub mod lake;
+pub mod landing;
+pub mod query;
+pub mod schema;
+pub mod sources;
+pub mod cli;
+
+pub use error::{Error, Result};

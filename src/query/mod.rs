@@ -1,0 +1,175 @@
+//! SQL over the lake with DataFusion. `events` is served from the manifests: a read-only
+//! object store view lists exactly the committed data files (no directory listing), and
+//! DataFusion prunes them by partition values, file statistics, row groups and bloom filters.
+//! `manifests` has one row per committed data file.
+
+mod view;
+
+use crate::lake::datafile::SCHEMA;
+use crate::lake::manifest::{self, Loaded};
+use crate::lake::storage::Store;
+use crate::lake::LakeError;
+use arrow::array::{ArrayRef, Int32Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder, UInt32Builder};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use std::sync::Arc;
+
+pub use view::CommittedView;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error("{0}")]
+    Output(String),
+}
+
+pub const STORE_URL: &str = "holdfast://store";
+
+/// A SQL session over the store's committed data.
+pub async fn session(store: &Store) -> Result<SessionContext, QueryError> {
+    let latest = manifest::load_latest_all(store).await?;
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+        .set_bool("datafusion.execution.parquet.reorder_filters", true)
+        .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true)
+        .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
+        .set_str("datafusion.execution.time_zone", "UTC");
+    let ctx = SessionContext::new_with_config(config);
+    let view = CommittedView::new(store.object_store(), &latest);
+    let url = url::Url::parse(STORE_URL).expect("static url");
+    ctx.register_object_store(&url, Arc::new(view));
+
+    let format = ParquetFormat::default().with_enable_pruning(true).with_skip_metadata(true);
+    let options = ListingOptions::new(Arc::new(format))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(vec![
+            ("year".to_string(), DataType::Int32),
+            ("month".to_string(), DataType::Int32),
+            ("day".to_string(), DataType::Int32),
+            ("interaction_type".to_string(), DataType::Utf8),
+        ]);
+    let table_url = ListingTableUrl::parse(format!("{STORE_URL}/{}/", crate::lake::layout::LAKE))?;
+    let config = ListingTableConfig::new(table_url).with_listing_options(options).with_schema(SCHEMA.clone());
+    ctx.register_table("events", Arc::new(ListingTable::try_new(config)?))?;
+
+    let m = manifests_batch(&latest)?;
+    ctx.register_table("manifests", Arc::new(MemTable::try_new(m.schema(), vec![vec![m]])?))?;
+    Ok(ctx)
+}
+
+pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+    Ok(ctx.sql(sql).await?.collect().await?)
+}
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// One row per committed data file, from the latest manifest of each partition.
+pub fn manifests_batch(latest: &[Loaded]) -> Result<RecordBatch, QueryError> {
+    let list = || DataType::List(Arc::new(Field::new("element", DataType::Utf8, true)));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("partition", DataType::Utf8, false),
+        Field::new("year", DataType::Int32, false),
+        Field::new("month", DataType::Int32, false),
+        Field::new("day", DataType::Int32, false),
+        Field::new("interaction_type", DataType::Utf8, false),
+        Field::new("path", DataType::Utf8, false),
+        Field::new("sha256", DataType::Utf8, false),
+        Field::new("size_bytes", DataType::Int64, false),
+        Field::new("record_count", DataType::Int64, false),
+        Field::new("min_occurred_at", ts(), false),
+        Field::new("max_occurred_at", ts(), false),
+        Field::new("earliest_expiry", ts(), false),
+        Field::new("latest_expiry", ts(), false),
+        Field::new("tenant_ids", list(), false),
+        Field::new("policy_ids", list(), false),
+        Field::new("algorithm", DataType::Utf8, false),
+        Field::new("dek_id", DataType::Utf8, false),
+        Field::new("kek_id", DataType::Utf8, false),
+        Field::new("kek_version", DataType::UInt32, false),
+        Field::new("batch_id", DataType::Utf8, false),
+        Field::new("added_at", ts(), false),
+        Field::new("manifest_sequence", DataType::Int64, false),
+        Field::new("manifest_sha256", DataType::Utf8, false),
+        Field::new("committed_at", ts(), false),
+    ]));
+    let mut s: Vec<StringBuilder> = (0..9).map(|_| StringBuilder::new()).collect();
+    let mut ints: Vec<Int32Builder> = (0..3).map(|_| Int32Builder::new()).collect();
+    let mut longs: Vec<Int64Builder> = (0..3).map(|_| Int64Builder::new()).collect();
+    let mut times: Vec<TimestampMicrosecondBuilder> = (0..6).map(|_| TimestampMicrosecondBuilder::new().with_timezone("UTC")).collect();
+    let mut lists: Vec<ListBuilder<StringBuilder>> =
+        (0..2).map(|_| ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("element", DataType::Utf8, true)))).collect();
+    let mut kek_version = UInt32Builder::new();
+    for l in latest {
+        let m = &l.manifest;
+        for f in &m.files {
+            s[0].append_value(m.partition.dir());
+            ints[0].append_value(m.partition.year);
+            ints[1].append_value(m.partition.month as i32);
+            ints[2].append_value(m.partition.day as i32);
+            s[1].append_value(&m.partition.interaction_type);
+            s[2].append_value(&f.path);
+            s[3].append_value(&f.sha256);
+            longs[0].append_value(f.size_bytes as i64);
+            longs[1].append_value(f.record_count as i64);
+            for (b, t) in times.iter_mut().zip([f.min_occurred_at, f.max_occurred_at, f.earliest_expiry, f.latest_expiry, f.added_at, m.committed_at]) {
+                b.append_value(t.timestamp_micros());
+            }
+            for (b, v) in lists.iter_mut().zip([&f.tenant_ids, &f.policy_ids]) {
+                v.iter().for_each(|x| b.values().append_value(x));
+                b.append(true);
+            }
+            s[4].append_value(&f.encryption.algorithm);
+            s[5].append_value(&f.encryption.dek_id);
+            s[6].append_value(&f.encryption.wrapped_dek.kek_id);
+            kek_version.append_value(f.encryption.wrapped_dek.kek_version);
+            s[7].append_value(&f.batch_id);
+            longs[2].append_value(m.sequence as i64);
+            s[8].append_value(&l.sha256);
+        }
+    }
+    let mut s = s.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut ints = ints.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut longs = longs.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut times = times.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut lists = lists.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let n = |it: &mut dyn Iterator<Item = ArrayRef>| it.next().expect("column");
+    let columns = vec![
+        n(&mut s),
+        n(&mut ints),
+        n(&mut ints),
+        n(&mut ints),
+        n(&mut s),
+        n(&mut s),
+        n(&mut s),
+        n(&mut longs),
+        n(&mut longs),
+        n(&mut times),
+        n(&mut times),
+        n(&mut times),
+        n(&mut times),
+        n(&mut lists),
+        n(&mut lists),
+        n(&mut s),
+        n(&mut s),
+        n(&mut s),
+        Arc::new(kek_version.finish()),
+        n(&mut s),
+        n(&mut times),
+        n(&mut longs),
+        n(&mut s),
+        n(&mut times),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
