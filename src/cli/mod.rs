@@ -264,7 +264,6 @@ impl std::fmt::Display for crate::lake::verify::VerifyReport {
     }
 }
 
-#[derive(Serialize)]
 struct QuarantineRow<'a> {
     id: &'a str,
     arrived_at: String,
@@ -338,7 +337,7 @@ impl Command {
                         attempts: e.attempts,
                     })
                     .collect();
-                let batch = rows_to_batch(&rows)?;
+                let batch = quarantine_batch(&rows)?;
                 output::write_batches(Format::resolve(format, Format::Csv), &[batch], out)
             }
             Command::Quarantine { command: QuarantineCommand::Show { s, id } } => {
@@ -376,22 +375,23 @@ impl Command {
     }
 }
 
-fn rows_to_batch<T: Serialize>(rows: &[T]) -> Result<arrow::array::RecordBatch> {
-    use arrow::datatypes::{DataType, Field, Schema};
-    // every field a string column except the numeric ones, in declaration order
-    let values: Vec<serde_json::Value> = rows.iter().map(|r| serde_json::to_value(r).expect("serializes")).collect();
-    let names: Vec<String> = match serde_json::to_value(QuarantineRow { id: "", arrived_at: String::new(), source: "", error_code: "", error_path: "", schema_version: "", segment_id: "", line_no: 0, bytes: 0, attempts: 0 }) {
-        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
-        _ => Vec::new(),
-    };
-    let fields: Vec<Field> = names
-        .iter()
-        .map(|n| Field::new(n, if matches!(n.as_str(), "line_no" | "bytes" | "attempts") { DataType::Int64 } else { DataType::Utf8 }, true))
-        .collect();
-    let schema = Arc::new(Schema::new(fields));
-    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone()).build_decoder().map_err(|e| Error::Query(e.into()))?;
-    decoder.serialize(&values).map_err(|e| Error::Query(e.into()))?;
-    Ok(decoder.flush().map_err(|e| Error::Query(e.into()))?.unwrap_or_else(|| arrow::array::RecordBatch::new_empty(schema)))
+fn quarantine_batch(rows: &[QuarantineRow]) -> Result<arrow::array::RecordBatch> {
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    let text = |f: fn(&QuarantineRow) -> String| Arc::new(StringArray::from_iter_values(rows.iter().map(f))) as ArrayRef;
+    let num = |f: fn(&QuarantineRow) -> i64| Arc::new(Int64Array::from_iter_values(rows.iter().map(f))) as ArrayRef;
+    arrow::array::RecordBatch::try_from_iter(vec![
+        ("id", text(|r| r.id.to_string())),
+        ("arrived_at", text(|r| r.arrived_at.clone())),
+        ("source", text(|r| r.source.to_string())),
+        ("error_code", text(|r| r.error_code.to_string())),
+        ("error_path", text(|r| r.error_path.to_string())),
+        ("schema_version", text(|r| r.schema_version.to_string())),
+        ("segment_id", text(|r| r.segment_id.to_string())),
+        ("line_no", num(|r| r.line_no as i64)),
+        ("bytes", num(|r| r.bytes as i64)),
+        ("attempts", num(|r| r.attempts as i64)),
+    ])
+    .map_err(|e| Error::Query(e.into()))
 }
 
 /// Entry point of the binary.

@@ -44,7 +44,12 @@ pub async fn session(store: &Store) -> Result<SessionContext, QueryError> {
         .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true)
         .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
         .set_str("datafusion.execution.time_zone", "UTC");
-    let ctx = SessionContext::new_with_config(config);
+    // No list-files cache: it matches partition prefixes as text (`day=2` would miss `day=02`),
+    // and listing the committed view costs nothing anyway.
+    let mut caches = datafusion::execution::cache::cache_manager::CacheManagerConfig::default();
+    caches.list_files_cache_limit = 0;
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_cache_manager(caches).build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     let view = CommittedView::new(store.object_store(), &latest);
     let url = url::Url::parse(STORE_URL).expect("static url");
     ctx.register_object_store(&url, Arc::new(view));

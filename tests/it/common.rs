@@ -1,0 +1,177 @@
+//! Helpers shared by the integration tests.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_holdfast"))
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A store and a keyring in a fresh temporary directory (keyring outside the store).
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub store: PathBuf,
+    pub keyring: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let keyring = dir.path().join("keys").join("keyring.json");
+        let env = Env { dir, store, keyring };
+        env.ok(&["init"]);
+        env
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .env("HOLDFAST_STORE", &self.store)
+            .env("HOLDFAST_KEYRING", &self.keyring)
+            .env_remove("HOLDFAST_FAILPOINT")
+            .env_remove("HOLDFAST_NOW")
+            .current_dir(repo());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs and asserts exit 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "holdfast {args:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn write(&self, name: &str, data: &[u8]) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::File::create(&p).unwrap().write_all(data).unwrap();
+        p
+    }
+
+    pub fn ingest(&self, path: &Path) {
+        self.ok(&["ingest", path.to_str().unwrap()]);
+    }
+
+    pub fn batch(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["batch", "--format", "json"])).unwrap()
+    }
+
+    /// Rows of a query as JSON objects.
+    pub fn query(&self, sql: &str) -> Vec<serde_json::Value> {
+        self.ok(&["query", "--format", "ndjson", sql]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        let rows = self.query(sql);
+        rows[0].as_object().unwrap().values().next().unwrap().as_i64().unwrap()
+    }
+
+    pub fn verify(&self) -> (bool, serde_json::Value) {
+        let out = self.run(&["verify", "--format", "json"]);
+        (out.status.success(), serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// Every file under the store, recursively.
+    pub fn store_files(&self) -> Vec<PathBuf> {
+        fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() { walk(&p, out) } else { out.push(p) }
+            }
+        }
+        let mut v = Vec::new();
+        walk(&self.store, &mut v);
+        v.sort();
+        v
+    }
+
+    pub fn landing_segments(&self) -> usize {
+        std::fs::read_dir(self.store.join("landing")).map(|d| d.flatten().count()).unwrap_or(0)
+    }
+}
+
+/// Deterministic canonical events with secrets that must never appear in plaintext.
+pub struct Gen {
+    pub ndjson: Vec<u8>,
+    pub unique: usize,
+    pub customer_addresses: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+const TYPES: [&str; 4] = ["CALL", "CHAT", "SMS", "EMAIL"];
+const STATES: [&str; 3] = ["CREATED", "UPDATED", "COMPLETED"];
+
+/// `unique` events over `days` days from 2025-10-01, then `dups` byte-identical
+/// re-deliveries of earlier lines, interleaved.
+pub fn generate(seed: u64, unique: usize, dups: usize, days: u32) -> Gen {
+    let mut lines: Vec<String> = Vec::with_capacity(unique + dups);
+    let mut customer_addresses = Vec::new();
+    let mut notes = Vec::new();
+    let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = || {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        rng >> 33
+    };
+    for i in 0..unique {
+        let inter = i / 3;
+        let t = TYPES[inter % 4];
+        let secs = (next() % (days as u64 * 86_400)) as i64;
+        let at = chrono::DateTime::from_timestamp(1_759_276_800 + secs, 0).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let addr = format!("+1202{:07}", (seed * 1_000_003 + i as u64) % 10_000_000);
+        let note = format!("Zq{seed}x{i}Wv customer disputes invoice {}", next() % 100000);
+        let line = serde_json::json!({
+            "eventId": format!("evt-{seed}-{i}"),
+            "eventType": "INTERACTION",
+            "state": STATES[i % 3],
+            "sourcePlatform": if i % 2 == 0 { "GENESYS_CX" } else { "NICE_CXONE" },
+            "tenantId": format!("tenant-{}", i % 3),
+            "occurredAt": at,
+            "interaction": {
+                "schemaVersion": "2.1.0",
+                "interactionId": format!("int-{seed}-{inter}"),
+                "interactionType": t,
+                "direction": "INBOUND",
+                "routingMetadata": {"queueId": format!("q-{}", i % 7), "queueName": "Billing", "wrapUpCode": null, "disposition": null},
+                "participants": [
+                    {"participantId": format!("p-{i}-c"), "type": "CUSTOMER", "address": addr, "joinedTimestamp": at, "leftTimestamp": null},
+                    {"participantId": format!("p-{i}-a"), "type": "AGENT", "address": format!("agent{}@cc.example", i % 11), "joinedTimestamp": at}
+                ],
+                "notes": note
+            }
+        });
+        customer_addresses.push(addr);
+        notes.push(note);
+        lines.push(line.to_string());
+    }
+    for _ in 0..dups {
+        let j = (next() as usize) % unique;
+        let pos = j + 1 + (next() as usize) % (lines.len() - j);
+        let dup = lines[j].clone();
+        lines.insert(pos.min(lines.len()), dup);
+    }
+    let mut ndjson = lines.join("\n").into_bytes();
+    ndjson.push(b'\n');
+    Gen { ndjson, unique, customer_addresses, notes }
+}
+
+/// Lines that must each be quarantined, with a secret in each.
+pub fn malformed() -> (Vec<u8>, usize) {
+    let lines: Vec<&[u8]> = vec![
+        b"{\"eventId\": \"bad-1\", \"address\": \"+19995550001\"",
+        b"[\"+19995550002\"]",
+        b"{\"eventId\":\"bad-3\",\"eventType\":\"INTERACTION\",\"state\":\"CREATED\",\"sourcePlatform\":\"X\",\"tenantId\":\"t\",\"occurredAt\":\"2025-10-01T00:00:00Z\",\"interaction\":{\"schemaVersion\":\"2.1.0\",\"interactionId\":\"i\",\"interactionType\":\"CALL\",\"participants\":[{\"type\":\"CUSTOMER\",\"address\":\"+19995550003\"}]}}",
+        b"\xff\xfe+19995550004",
+    ];
+    let mut out = lines.join(&b'\n');
+    out.extend_from_slice(b"\n\n");
+    (out, 4)
+}

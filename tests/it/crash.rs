@@ -1,0 +1,101 @@
+//! Crash safety: a batch killed at any instant and rerun stores every event exactly once.
+//! Failpoints abort the real binary at named points; a second test kills it at random times.
+
+use crate::common::{self, Env};
+use std::time::{Duration, Instant};
+
+fn prepared(seed: u64, unique: usize) -> (Env, usize) {
+    let env = Env::new();
+    let g = common::generate(seed, unique, unique / 20, 4);
+    let half = g.ndjson.len() / 2;
+    let cut = half + g.ndjson[half..].iter().position(|b| *b == b'\n').unwrap() + 1;
+    env.ingest(&env.write("a.ndjson", &g.ndjson[..cut]));
+    env.ingest(&env.write("b.ndjson", &g.ndjson[cut..]));
+    env.ingest(&env.write("bad.ndjson", &common::malformed().0));
+    (env, g.unique)
+}
+
+/// After recovery: each unique event once, every malformed line quarantined once, manifests
+/// verify, no orphan, landing empty.
+fn assert_exactly_once(env: &Env, unique: usize) {
+    assert_eq!(env.count("SELECT count(*) FROM events"), unique as i64);
+    assert_eq!(env.count("SELECT count(DISTINCT event_id) FROM events"), unique as i64);
+    let q = env.ok(&["quarantine", "list", "--format", "ndjson"]).lines().count();
+    assert_eq!(q, common::malformed().1);
+    let (ok, r) = env.verify();
+    assert!(ok, "{r}");
+    assert_eq!(r["orphans"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(env.landing_segments(), 0);
+}
+
+fn crash_at(point: &str) {
+    let (env, unique) = prepared(10, 1500);
+    let out = env.cmd(&["batch"]).env("HOLDFAST_FAILPOINT", point).output().unwrap();
+    assert!(!out.status.success(), "{point}: the failpoint was not reached");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("failpoint {point}")));
+    // nothing uncommitted is visible in between
+    let visible = env.count("SELECT count(*) FROM events");
+    assert!(visible == 0 || visible as usize <= unique);
+    let r = env.batch();
+    assert!(r["lease_taken_over"].as_bool().unwrap(), "the killed batch's lease is taken over: {r}");
+    assert_exactly_once(&env, unique);
+    // and a further batch has nothing to do
+    assert_eq!(env.batch()["stored"], 0);
+}
+
+#[test]
+fn crash_after_quarantine_write() {
+    crash_at("batch.after_quarantine_write");
+}
+#[test]
+fn crash_after_files_written() {
+    crash_at("batch.after_files_written");
+}
+#[test]
+fn crash_after_first_manifest() {
+    crash_at("batch.after_manifest:1");
+}
+#[test]
+fn crash_after_some_manifests() {
+    crash_at("batch.after_manifest:5");
+}
+#[test]
+fn crash_before_landing_delete() {
+    crash_at("batch.before_landing_delete");
+}
+#[test]
+fn crash_between_landing_deletes() {
+    crash_at("batch.after_landing_delete:1");
+}
+
+/// kill -9 at random instants, several times in a row, then a clean rerun.
+#[test]
+fn kill_at_random_times() {
+    let (env, unique) = prepared(11, 12_000);
+    let t0 = Instant::now();
+    env.ok(&["batch"]);
+    let took = t0.elapsed(); // a clean batch of this size: kills land within that window
+    // that batch completed; ingest fresh events to have work for the kills
+    let g = common::generate(12, 12_000, 300, 4);
+    env.ingest(&env.write("c.ndjson", &g.ndjson));
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("kill_at_random_times seed {seed} (clean batch took {took:?})");
+    let mut x = seed | 1;
+    let mut killed = 0;
+    for _ in 0..4 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let at = Duration::from_millis(20 + x % (took.as_millis() as u64 + 50));
+        let mut child = env.cmd(&["batch"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(at);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed += 1;
+        }
+        child.wait().unwrap();
+    }
+    eprintln!("killed {killed} of 4 batches mid-run");
+    env.batch();
+    assert_exactly_once(&env, unique + g.unique);
+}

@@ -1,0 +1,245 @@
+//! The main job end to end: ingest, batch, query, verify, quarantine, interoperability.
+
+use crate::common::{self, Env};
+use std::sync::OnceLock;
+
+const UNIQUE: usize = 3000;
+const DUPS: usize = 150;
+
+/// One store shared by the read-only tests of this module.
+fn shared() -> &'static (Env, common::Gen) {
+    static S: OnceLock<(Env, common::Gen)> = OnceLock::new();
+    S.get_or_init(|| {
+        let env = Env::new();
+        let g = common::generate(1, UNIQUE, DUPS, 5);
+        let (bad, _) = common::malformed();
+        let a = env.write("a.ndjson", &g.ndjson);
+        let b = env.write("bad.ndjson", &bad);
+        env.ingest(&a);
+        env.ingest(&b);
+        let r = env.batch();
+        assert_eq!(r["stored"], UNIQUE as u64, "{r}");
+        (env, g)
+    })
+}
+
+#[test]
+fn every_unique_event_is_stored_once_and_counted() {
+    let (env, _) = shared();
+    assert_eq!(env.count("SELECT count(*) FROM events"), UNIQUE as i64);
+    assert_eq!(env.count("SELECT count(DISTINCT event_id) FROM events"), UNIQUE as i64);
+    assert_eq!(env.count("SELECT sum(record_count) FROM manifests"), UNIQUE as i64);
+    assert_eq!(env.count("SELECT count(*) FROM events WHERE interaction_type = 'SMS'"), env.count("SELECT sum(record_count) FROM manifests WHERE interaction_type = 'SMS'"));
+    assert_eq!(env.landing_segments(), 0, "consumed segments are removed after commit");
+}
+
+#[test]
+fn partitions_follow_the_utc_day_of_occurred_at() {
+    let (env, _) = shared();
+    let wrong = env.count(
+        "SELECT count(*) FROM events WHERE year <> date_part('year', occurred_at) OR month <> date_part('month', occurred_at) OR day <> date_part('day', occurred_at)",
+    );
+    assert_eq!(wrong, 0);
+    // a filter on numeric partition values finds the zero-padded directories
+    let one_day = env.count("SELECT count(*) FROM events WHERE year = 2025 AND month = 10 AND day = 2");
+    assert!(one_day > 0);
+    let files: Vec<_> = env.store_files().into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    assert!(files.iter().all(|p| p.to_string_lossy().contains("/month=10/day=0")), "zero-padded: {files:?}");
+}
+
+#[test]
+fn retention_fields_come_from_the_default_policy() {
+    let (env, _) = shared();
+    assert_eq!(env.count("SELECT count(*) FROM events WHERE policy_id <> 'FINRA_4511_6Y'"), 0);
+    assert_eq!(env.count("SELECT count(*) FROM events WHERE expires_at <> occurred_at + INTERVAL '6 years'"), 0);
+}
+
+#[test]
+fn no_payload_plaintext_in_any_stored_file() {
+    let (env, g) = shared();
+    let secrets: Vec<&str> = g.customer_addresses.iter().chain(g.notes.iter()).map(String::as_str).chain(["+19995550001", "+19995550002", "+19995550003", "+19995550004"]).collect();
+    let files = env.store_files();
+    assert!(files.len() > 5);
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        for s in &secrets {
+            assert!(memchr::memmem::find(&bytes, s.as_bytes()).is_none(), "{s} in plaintext in {}", f.display());
+        }
+    }
+}
+
+#[test]
+fn verify_passes_shallow_and_deep() {
+    let (env, _) = shared();
+    let (ok, r) = env.verify();
+    assert!(ok, "{r}");
+    assert_eq!(r["records"], UNIQUE as u64);
+    let out = env.ok(&["verify", "--deep", "--format", "json"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["deep_records"], UNIQUE as u64);
+}
+
+#[test]
+fn quarantine_lists_reasons_and_shows_original_bytes() {
+    let (env, _) = shared();
+    let rows: Vec<serde_json::Value> = env.ok(&["quarantine", "list", "--format", "ndjson"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let codes: Vec<&str> = rows.iter().map(|r| r["error_code"].as_str().unwrap()).collect();
+    assert_eq!(codes.len(), 4, "{codes:?}");
+    assert!(codes.contains(&"json.parse") && codes.contains(&"json.not_object") && codes.contains(&"schema.required"), "{codes:?}");
+    let listed = env.ok(&["quarantine", "list", "--format", "csv"]);
+    assert!(!listed.contains("+1999555"), "list shows no payload");
+    let id = rows.iter().find(|r| r["error_code"] == "schema.required").unwrap()["id"].as_str().unwrap().to_string();
+    let shown = env.ok(&["quarantine", "show", &id]);
+    assert!(shown.contains("+19995550003") && shown.contains("schema.required"), "{shown}");
+    let bin = rows.iter().find(|r| r["line_no"] == 4).unwrap()["id"].as_str().unwrap().to_string();
+    let out = env.run(&["quarantine", "show", &bin]);
+    assert!(out.stdout.windows(2).any(|w| w == b"\xff\xfe"), "original bytes are kept exactly");
+}
+
+#[test]
+fn query_formats() {
+    let (env, _) = shared();
+    let sql = "SELECT interaction_type, count(*) AS n FROM events GROUP BY 1 ORDER BY 1";
+    let csv = env.ok(&["query", "--format", "csv", sql]);
+    assert!(csv.starts_with("interaction_type,n\nCALL,"), "{csv}");
+    let json: serde_json::Value = serde_json::from_str(&env.ok(&["query", "--format", "json", sql])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 4);
+    let table = env.ok(&["query", "--format", "table", sql]);
+    assert!(table.contains("| CALL"), "{table}");
+    let bad = env.run(&["query", "SELECT nope FROM events"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(bad.stdout.is_empty() && !bad.stderr.is_empty());
+}
+
+#[test]
+fn manifests_table_describes_files_without_opening_them() {
+    let (env, _) = shared();
+    let rows = env.query("SELECT path, sha256, record_count, kek_id, algorithm, manifest_sequence FROM manifests");
+    assert!(!rows.is_empty());
+    for r in rows {
+        assert_eq!(r["algorithm"], "AES-256-GCM");
+        assert_eq!(r["sha256"].as_str().unwrap().len(), 64);
+        assert!(r["kek_id"].as_str().unwrap().starts_with("kek-"));
+        assert_eq!(r["manifest_sequence"], 1);
+    }
+}
+
+#[test]
+fn parquet_files_follow_the_interoperability_rules() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let (env, _) = shared();
+    let file = env.store_files().into_iter().find(|p| p.extension().is_some_and(|e| e == "parquet")).unwrap();
+    let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+    let md = reader.metadata();
+    let schema = md.file_metadata().schema_descr();
+    let names: Vec<String> = schema.columns().iter().map(|c| c.path().string()).collect();
+    for hive in ["year", "month", "day", "interaction_type"] {
+        assert!(!names.iter().any(|n| n == hive), "hive key {hive} must be in the path only");
+    }
+    assert!(names.contains(&"agent_ids.list.element".to_string()), "{names:?}");
+    let col = |n: &str| schema.columns().iter().position(|c| c.path().string() == n).unwrap();
+    let occurred = schema.column(col("occurred_at"));
+    assert_eq!(occurred.physical_type(), parquet::basic::Type::INT64);
+    assert!(format!("{:?}", occurred.logical_type_ref()).contains("MICROS") && format!("{:?}", occurred.logical_type_ref()).contains("is_adjusted_to_u_t_c: true"), "{:?}", occurred.logical_type_ref());
+    let rg = md.row_group(0);
+    assert!(rg.column(col("event_id")).bloom_filter_offset().is_some());
+    assert!(rg.column(col("interaction_id")).bloom_filter_offset().is_some());
+    assert_eq!(rg.column(col("payload")).compression(), parquet::basic::Compression::UNCOMPRESSED);
+    assert!(matches!(rg.column(col("event_id")).compression(), parquet::basic::Compression::ZSTD(_)));
+    let kv = md.file_metadata().key_value_metadata().unwrap();
+    assert!(kv.iter().any(|k| k.key == "holdfast.wrapped_dek"));
+}
+
+#[test]
+fn the_main_job_runs_the_local_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("data");
+    let out = std::process::Command::new(common::bin())
+        .args(["run", "pipelines/local.toml", "--format", "json", "--store"])
+        .arg(&store)
+        .env("HOLDFAST_KEYRING", dir.path().join("keyring.json"))
+        .env_remove("HOLDFAST_STORE")
+        .current_dir(common::repo())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
+    // fixtures/canonical/events.ndjson: 600 lines, 570 unique (gen_events.py --events 600 --dup-rate 0.05 --seed 7)
+    assert_eq!(report["stored"], 570, "{report}");
+    assert_eq!(report["duplicates_in_batch"], 30);
+    assert_eq!(report["quarantined"], 7);
+    assert_eq!(report["blank_lines"], 2);
+    // the pipeline's rule: SMS under MiFID II
+    assert!(report["stored_by_policy"]["MIFID2_5Y"].as_u64().unwrap() > 0);
+    assert_eq!(report["stored_by_policy"]["MIFID2_5Y"], report["stored_by_type"]["SMS"]);
+}
+
+#[test]
+fn ingesting_the_same_file_twice_changes_nothing_in_the_lake() {
+    let env = Env::new();
+    let g = common::generate(2, 600, 20, 2);
+    let f = env.write("e.ndjson", &g.ndjson);
+    env.ingest(&f);
+    env.batch();
+    let snapshot = |env: &Env| -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        env.store_files().into_iter().filter(|p| p.to_string_lossy().contains("/lake/") || p.to_string_lossy().contains("/manifests/")).map(|p| { let b = std::fs::read(&p).unwrap(); (p, b) }).collect()
+    };
+    let before = snapshot(&env);
+    env.ingest(&f);
+    let r = env.batch();
+    assert_eq!(r["stored"], 0);
+    assert_eq!(r["already_stored"], 620, "every line, re-deliveries included, is already stored");
+    assert_eq!(snapshot(&env), before);
+    assert_eq!(env.count("SELECT count(*) FROM events"), 600);
+}
+
+#[test]
+fn later_batches_add_manifest_versions_that_name_their_predecessor() {
+    let env = Env::new();
+    env.ingest(&env.write("a.ndjson", &common::generate(3, 400, 0, 1).ndjson));
+    env.batch();
+    env.ingest(&env.write("b.ndjson", &common::generate(4, 400, 0, 1).ndjson));
+    env.batch();
+    assert_eq!(env.count("SELECT count(*) FROM events"), 800);
+    assert_eq!(env.count("SELECT max(manifest_sequence) FROM manifests"), 2);
+    assert_eq!(env.count("SELECT count(DISTINCT batch_id) FROM manifests"), 2);
+    let (ok, r) = env.verify();
+    assert!(ok, "{r}");
+    let v2 = std::fs::read_dir(env.store.join("manifests/year=2025/month=10/day=01/interaction_type=CALL")).unwrap().count();
+    assert_eq!(v2, 2);
+}
+
+#[test]
+fn usage_errors_and_refusals() {
+    let env = Env::new();
+    assert_eq!(env.run(&["batch", "--bogus"]).status.code(), Some(2));
+    assert_eq!(env.run(&[]).status.code(), Some(2));
+    // a keyring inside the store is refused
+    let out = std::process::Command::new(common::bin()).args(["init", "--store"]).arg(&env.store).arg("--keyring").arg(env.store.join("k.json")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inside the store"));
+    // an uninitialised store says what to do
+    let out = env.cmd(&["batch", "--store"]).arg(env.dir.path().join("nothing")).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holdfast init"));
+    // a keyring readable by others is refused
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&env.keyring, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = env.run(&["batch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0600"));
+}
+
+#[test]
+fn stdin_ingest_and_empty_batch() {
+    use std::io::Write;
+    let env = Env::new();
+    let r = env.batch();
+    assert_eq!(r["segments"], 0);
+    let g = common::generate(5, 50, 0, 1);
+    let mut child = env.cmd(&["ingest", "-"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(&g.ndjson).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(env.batch()["stored"], 50);
+}
