@@ -137,15 +137,106 @@ pub fn record_aad(tenant_id: &str, event_id: &str, interaction_id: &str, dek_id:
     aad(&[b"holdfast.record.v1", tenant_id.as_bytes(), event_id.as_bytes(), interaction_id.as_bytes(), dek_id.as_bytes()])
 }
 
-/// Compress-then-seal of a record (ciphertext does not compress, so compress first).
-pub fn seal_record(cipher: &Cipher, compressor: &mut zstd::bulk::Compressor<'_>, record: &[u8], aad: &[u8], out: &mut Vec<u8>) {
-    let compressed = compressor.compress(record).expect("zstd compression of an in-memory buffer");
-    cipher.seal_into(&compressed, aad, out);
+/// A zstd dictionary trained on the records of one data file, stored sealed in that file's
+/// footer: it dies with the file, so no record outlives its retention inside a dictionary.
+pub struct Dictionary {
+    raw: zeroize::Zeroizing<Vec<u8>>,
+    cdict: zstd::dict::EncoderDictionary<'static>,
 }
 
-pub fn open_record(cipher: &Cipher, sealed: &[u8], aad: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>, CryptoError> {
+impl std::fmt::Debug for Dictionary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dictionary({} bytes)", self.raw.len())
+    }
+}
+
+/// Compression level of record payloads.
+pub const RECORD_LEVEL: i32 = 3;
+/// Size of a trained dictionary.
+pub const DICTIONARY_BYTES: usize = 16 * 1024;
+
+impl Dictionary {
+    /// Trains on `samples`; `None` when there is too little to learn from.
+    pub fn train(samples: &[&[u8]]) -> Option<Self> {
+        let total: usize = samples.iter().map(|s| s.len()).sum();
+        if samples.len() < 16 || total < 8 * 1024 {
+            return None;
+        }
+        let mut data = zeroize::Zeroizing::new(Vec::with_capacity(total));
+        samples.iter().for_each(|s| data.extend_from_slice(s));
+        let sizes: Vec<usize> = samples.iter().map(|s| s.len()).collect();
+        let raw = zstd::dict::from_continuous(&data, &sizes, DICTIONARY_BYTES.min(total / 4)).ok()?;
+        Some(Self::from_raw(raw))
+    }
+
+    pub fn from_raw(raw: Vec<u8>) -> Self {
+        let cdict = zstd::dict::EncoderDictionary::copy(&raw, RECORD_LEVEL);
+        Dictionary { raw: zeroize::Zeroizing::new(raw), cdict }
+    }
+
+    /// The dictionary sealed under the file's DEK, for the file footer.
+    pub fn seal(&self, cipher: &Cipher) -> Vec<u8> {
+        cipher.seal(&self.raw, &dictionary_aad(cipher.dek_id()))
+    }
+
+    pub fn open(cipher: &Cipher, sealed: &[u8]) -> Result<zstd::dict::DecoderDictionary<'static>, CryptoError> {
+        let mut raw = cipher.open(sealed, &dictionary_aad(cipher.dek_id()), &|| format!("dictionary of {}", cipher.dek_id()))?;
+        let d = zstd::dict::DecoderDictionary::copy(&raw);
+        raw.zeroize();
+        Ok(d)
+    }
+}
+
+fn dictionary_aad(dek_id: &str) -> Vec<u8> {
+    aad(&[b"holdfast.dictionary.v1", dek_id.as_bytes()])
+}
+
+/// One thread's zstd context for record payloads.
+pub struct RecordCompressor {
+    cctx: zstd::zstd_safe::CCtx<'static>,
+    buf: Vec<u8>,
+}
+
+impl Default for RecordCompressor {
+    fn default() -> Self {
+        let mut cctx = zstd::zstd_safe::CCtx::create();
+        cctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(RECORD_LEVEL)).expect("valid level");
+        RecordCompressor { cctx, buf: Vec::new() }
+    }
+}
+
+impl RecordCompressor {
+    fn compress(&mut self, dict: Option<&Dictionary>, src: &[u8]) -> &[u8] {
+        self.buf.clear();
+        self.buf.reserve(zstd::zstd_safe::compress_bound(src.len()));
+        let r = match dict {
+            Some(d) => self.cctx.compress_using_cdict(&mut self.buf, src, d.cdict.as_cdict()),
+            None => self.cctx.compress2(&mut self.buf, src),
+        };
+        r.expect("zstd into a buffer of compress_bound size");
+        &self.buf
+    }
+}
+
+/// Compress-then-seal of a record (ciphertext does not compress, so compress first).
+pub fn seal_record(cipher: &Cipher, z: &mut RecordCompressor, dict: Option<&Dictionary>, record: &[u8], aad: &[u8], out: &mut Vec<u8>) {
+    let compressed = z.compress(dict, record);
+    cipher.seal_into(compressed, aad, out);
+    z.buf.zeroize();
+}
+
+pub fn open_record(cipher: &Cipher, dict: Option<&zstd::dict::DecoderDictionary<'_>>, sealed: &[u8], aad: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>, CryptoError> {
     let mut compressed = cipher.open(sealed, aad, what)?;
-    let out = zstd::stream::decode_all(compressed.as_slice()).map_err(|_| CryptoError::Decompress { what: what() });
+    let out = (|| -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        match dict {
+            Some(d) => zstd::stream::read::Decoder::with_prepared_dictionary(compressed.as_slice(), d)?.read_to_end(&mut out)?,
+            None => zstd::stream::read::Decoder::new(compressed.as_slice())?.read_to_end(&mut out)?,
+        };
+        Ok(out)
+    })()
+    .map_err(|_| CryptoError::Decompress { what: what() });
     compressed.zeroize();
     out
 }
@@ -185,21 +276,49 @@ mod tests {
         assert_ne!(aad(&[b"ab", b"c"]), aad(&[b"a", b"bc"]));
     }
 
+    #[test]
+    fn dictionary_round_trip_and_gain() {
+        let records: Vec<Vec<u8>> = (0..300)
+            .map(|i| format!(r#"{{"eventId":"e-{i}","state":"CREATED","interaction":{{"queue":"Billing - NA","notes":"customer asked about invoice {i} and the loyalty discount"}}}}"#).into_bytes())
+            .collect();
+        let samples: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        let dict = Dictionary::train(&samples).expect("enough samples");
+        let k = DataKey::generate();
+        let c = k.cipher();
+        let sealed_dict = dict.seal(&c);
+        let ddict = Dictionary::open(&c, &sealed_dict).unwrap();
+        let mut z = RecordCompressor::default();
+        let (mut with, mut without) = (0, 0);
+        for r in &records {
+            let a = record_aad("t", "e", "i", k.id());
+            let mut out = Vec::new();
+            seal_record(&c, &mut z, Some(&dict), r, &a, &mut out);
+            with += out.len();
+            assert_eq!(&open_record(&c, Some(&ddict), &out, &a, &|| "r".into()).unwrap(), r);
+            let mut plain = Vec::new();
+            seal_record(&c, &mut z, None, r, &a, &mut plain);
+            without += plain.len();
+        }
+        assert!(with * 2 < without, "dictionary {with} vs plain {without}");
+        assert!(Dictionary::open(&DataKey::generate().cipher(), &sealed_dict).is_err(), "sealed under the file DEK");
+        assert!(Dictionary::train(&samples[..3]).is_none());
+    }
+
     proptest! {
         #[test]
         fn record_round_trip(record in proptest::collection::vec(any::<u8>(), 0..4096), t in "[a-z0-9]{1,12}", e in "[a-z0-9-]{1,40}") {
             let k = DataKey::generate();
             let c = k.cipher();
-            let mut z = zstd::bulk::Compressor::new(3).unwrap();
+            let mut z = RecordCompressor::default();
             let a = record_aad(&t, &e, "i", k.id());
             let mut out = Vec::new();
-            seal_record(&c, &mut z, &record, &a, &mut out);
-            prop_assert_eq!(open_record(&c, &out, &a, &|| "r".into()).unwrap(), record.clone());
+            seal_record(&c, &mut z, None, &record, &a, &mut out);
+            prop_assert_eq!(open_record(&c, None, &out, &a, &|| "r".into()).unwrap(), record.clone());
             // any single flipped bit is detected
             if !out.is_empty() {
                 let i = out.len() / 2;
                 out[i] ^= 1;
-                prop_assert!(open_record(&c, &out, &a, &|| "r".into()).is_err());
+                prop_assert!(open_record(&c, None, &out, &a, &|| "r".into()).is_err());
             }
         }
     }

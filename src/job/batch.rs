@@ -9,7 +9,7 @@ use super::lease::Lease;
 use super::{Context, JobError};
 use crate::clock::{fmt_ts, micros};
 use crate::config::Policies;
-use crate::crypto::{record_aad, seal_record, sha256, Cipher, DataKey};
+use crate::crypto::{record_aad, seal_record, sha256, Cipher, DataKey, Dictionary, RecordCompressor};
 use crate::lake::datafile::{self, FileWriter, Row};
 use crate::lake::layout::{self, Partition};
 use crate::lake::manifest::{self, Commit, DataFileEntry, FileEncryption, Loaded};
@@ -21,7 +21,7 @@ use crate::sources::SourceKind;
 use arrow::array::AsArray;
 use rand::RngCore;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 #[derive(Debug, Clone)]
 pub struct BatchOptions {
@@ -97,7 +97,9 @@ struct Chunk {
 }
 
 enum Item {
-    Row(Partition, [u8; 16], Box<Row>),
+    /// A row; its payload is sealed, or empty with the plaintext record beside it while the
+    /// partition's dictionary is still being learnt.
+    Row(Partition, [u8; 16], Box<Row>, Option<Vec<u8>>),
     Reject { line: u64, reject: Reject, original: Vec<u8> },
 }
 
@@ -109,26 +111,32 @@ struct Processed {
     items: Vec<Item>,
 }
 
-/// Per-partition DEKs of this batch, created by whichever worker meets the partition first.
+/// Per-partition keys of this batch: the file's DEK, and its dictionary once learnt.
+struct PartKeys {
+    dek: DataKey,
+    cipher: Cipher,
+    dict: OnceLock<Arc<Dictionary>>,
+}
+
+/// Created by whichever thread meets the partition first.
 #[derive(Default)]
-struct KeyBook(Mutex<HashMap<Partition, (DataKey, Cipher)>>);
+struct KeyBook(Mutex<HashMap<Partition, Arc<PartKeys>>>);
 
 impl KeyBook {
-    fn cipher(&self, p: &Partition) -> Cipher {
+    fn part(&self, p: &Partition) -> Arc<PartKeys> {
         let mut m = self.0.lock().expect("key book lock");
         m.entry(p.clone())
             .or_insert_with(|| {
-                let k = DataKey::generate();
-                let c = k.cipher();
-                (k, c)
+                let dek = DataKey::generate();
+                let cipher = dek.cipher();
+                Arc::new(PartKeys { dek, cipher, dict: OnceLock::new() })
             })
-            .1
             .clone()
     }
-    fn key(&self, p: &Partition) -> DataKey {
-        self.0.lock().expect("key book lock").get(p).expect("a worker created it").0.clone()
-    }
 }
+
+/// Records a partition's dictionary is trained on.
+const TRAIN_ROWS: usize = 256;
 
 fn id_key(event_id: &str) -> [u8; 16] {
     sha256(event_id.as_bytes())[..16].try_into().expect("16 bytes")
@@ -265,10 +273,10 @@ fn process(
             let keys = &keys;
             let policies = &opts.policies;
             s.spawn(move || {
-                let mut z = zstd::bulk::Compressor::new(3).expect("zstd level 3");
-                let mut ciphers: HashMap<Partition, Cipher> = HashMap::new();
+                let mut z = RecordCompressor::default();
+                let mut parts: HashMap<Partition, Arc<PartKeys>> = HashMap::new();
                 for chunk in rx {
-                    let r = work(&chunk, keys, &mut ciphers, &mut z, policies);
+                    let r = work(&chunk, keys, &mut parts, &mut z, policies);
                     if tx.send(r).is_err() {
                         return;
                     }
@@ -282,7 +290,7 @@ fn process(
     })
 }
 
-fn work(chunk: &Chunk, keys: &KeyBook, ciphers: &mut HashMap<Partition, Cipher>, z: &mut zstd::bulk::Compressor<'_>, policies: &Policies) -> Result<Processed, JobError> {
+fn work(chunk: &Chunk, keys: &KeyBook, parts: &mut HashMap<Partition, Arc<PartKeys>>, z: &mut RecordCompressor, policies: &Policies) -> Result<Processed, JobError> {
     let seg = &chunk.seg;
     let mut data = seg.segment.open_block(&seg.cipher, chunk.block)?;
     let mut out = Processed { seq: chunk.seq, seg: seg.clone(), lines: 0, blank: 0, items: Vec::new() };
@@ -297,7 +305,7 @@ fn work(chunk: &Chunk, keys: &KeyBook, ciphers: &mut HashMap<Partition, Cipher>,
                 out.blank += 1;
                 continue;
             }
-            match decode_line(seg, line, validator, keys, ciphers, z, policies) {
+            match decode_line(seg, line, validator, keys, parts, z, policies) {
                 Ok(rows) => out.items.extend(rows),
                 Err(reject) => out.items.push(Item::Reject { line: local, reject, original: line.to_vec() }),
             }
@@ -312,8 +320,8 @@ fn decode_line(
     line: &[u8],
     validator: &schema::Validator,
     keys: &KeyBook,
-    ciphers: &mut HashMap<Partition, Cipher>,
-    z: &mut zstd::bulk::Compressor<'_>,
+    parts: &mut HashMap<Partition, Arc<PartKeys>>,
+    z: &mut RecordCompressor,
     policies: &Policies,
 ) -> Result<Vec<Item>, Reject> {
     let decoded = seg.source.decode(line)?;
@@ -323,10 +331,16 @@ fn decode_line(
         let partition = Partition::of(f.occurred_at, &f.interaction_type)
             .ok_or_else(|| Reject::new("event.partition", "/occurredAt", "occurredAt or interactionType cannot name a partition"))?;
         let (policy_id, expires) = policies.apply(&f.tenant_id, &f.interaction_type, f.occurred_at);
-        let cipher = ciphers.entry(partition.clone()).or_insert_with(|| keys.cipher(&partition));
-        let aad = record_aad(&f.tenant_id, &f.event_id, &f.interaction_id, cipher.dek_id());
-        let mut payload = Vec::with_capacity(d.record.len() / 2 + 64);
-        seal_record(cipher, z, &d.record, &aad, &mut payload);
+        let pk = parts.entry(partition.clone()).or_insert_with(|| keys.part(&partition));
+        let (payload, plain) = match pk.dict.get() {
+            Some(dict) => {
+                let aad = record_aad(&f.tenant_id, &f.event_id, &f.interaction_id, pk.cipher.dek_id());
+                let mut payload = Vec::with_capacity(d.record.len() / 3 + 64);
+                seal_record(&pk.cipher, z, Some(dict), &d.record, &aad, &mut payload);
+                (payload, None)
+            }
+            None => (Vec::new(), Some(d.record.clone().into_owned())),
+        };
         let key = id_key(&f.event_id);
         let row = Row {
             record_hash: sha256(&d.record),
@@ -347,7 +361,7 @@ fn decode_line(
             expires_at: micros(expires),
             payload,
         };
-        items.push(Item::Row(partition, key, Box::new(row)));
+        items.push(Item::Row(partition, key, Box::new(row), plain));
     }
     Ok(items)
 }
@@ -360,7 +374,7 @@ struct Seen {
 
 struct OpenFile {
     writer: FileWriter,
-    dek_id: String,
+    keys: Arc<PartKeys>,
     wrapped: crate::crypto::kms::WrappedKey,
     min_occ: i64,
     max_occ: i64,
@@ -368,6 +382,149 @@ struct OpenFile {
     max_exp: i64,
     tenants: BTreeSet<String>,
     policies: BTreeSet<String>,
+}
+
+/// Where deduplicated rows go: the open data files, and the rows of partitions whose
+/// dictionary is still being learnt.
+struct Sink<'a> {
+    rt: &'a tokio::runtime::Handle,
+    ctx: &'a Context,
+    batch_id: &'a str,
+    keys: &'a KeyBook,
+    memory_bytes: usize,
+    open: BTreeMap<Partition, OpenFile>,
+    learning: HashMap<Partition, Vec<(Box<Row>, Vec<u8>)>>,
+    z: RecordCompressor,
+    since_check: usize,
+}
+
+impl Sink<'_> {
+    /// Takes a row whose payload may still be plaintext beside it.
+    fn accept(&mut self, part: Partition, mut row: Box<Row>, plain: Option<Vec<u8>>, report: &mut BatchReport) -> Result<(), JobError> {
+        let Some(plain) = plain else { return self.write(part, row, report) };
+        let pk = self.keys.part(&part);
+        if let Some(dict) = pk.dict.get().cloned() {
+            self.seal(&pk, Some(&dict), &mut row, plain);
+            return self.write(part, row, report);
+        }
+        let rows = self.learning.entry(part.clone()).or_default();
+        rows.push((row, plain));
+        if rows.len() >= TRAIN_ROWS {
+            self.learn(part, report)?;
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self, pk: &PartKeys, dict: Option<&Dictionary>, row: &mut Row, mut plain: Vec<u8>) {
+        let aad = record_aad(&row.tenant_id, &row.event_id, &row.interaction_id, pk.cipher.dek_id());
+        seal_record(&pk.cipher, &mut self.z, dict, &plain, &aad, &mut row.payload);
+        zeroize::Zeroize::zeroize(&mut plain);
+    }
+
+    /// Trains the partition's dictionary on the rows held back, publishes it to the workers,
+    /// then seals and writes those rows. Too few rows to learn from: plain zstd.
+    fn learn(&mut self, part: Partition, report: &mut BatchReport) -> Result<(), JobError> {
+        let rows = self.learning.remove(&part).unwrap_or_default();
+        let pk = self.keys.part(&part);
+        let samples: Vec<&[u8]> = rows.iter().map(|(_, p)| p.as_slice()).collect();
+        let dict = Dictionary::train(&samples).map(Arc::new);
+        if let Some(d) = &dict {
+            let _ = pk.dict.set(d.clone());
+        }
+        for (mut row, plain) in rows {
+            self.seal(&pk, dict.as_deref(), &mut row, plain);
+            self.write(part.clone(), row, report)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, part: Partition, row: Box<Row>, report: &mut BatchReport) -> Result<(), JobError> {
+        if !self.open.contains_key(&part) {
+            let f = self.rt.block_on(open_file(self.ctx, self.batch_id, &part, self.keys))?;
+            self.open.insert(part.clone(), f);
+        }
+        let f = self.open.get_mut(&part).expect("opened");
+        f.min_occ = f.min_occ.min(row.occurred_at);
+        f.max_occ = f.max_occ.max(row.occurred_at);
+        f.min_exp = f.min_exp.min(row.expires_at);
+        f.max_exp = f.max_exp.max(row.expires_at);
+        if !f.tenants.contains(&row.tenant_id) {
+            f.tenants.insert(row.tenant_id.clone());
+        }
+        if !f.policies.contains(row.policy_id.as_ref()) {
+            f.policies.insert(row.policy_id.to_string());
+        }
+        *report.stored_by_type.entry(part.interaction_type.clone()).or_default() += 1;
+        *report.stored_by_policy.entry(row.policy_id.to_string()).or_default() += 1;
+        report.stored += 1;
+        f.writer.push(*row)?;
+        let parts = f.writer.take_pending();
+        if !parts.is_empty() {
+            self.rt.block_on(futures::future::try_join_all(parts)).map_err(|e| crate::lake::LakeError::store("writing", f.writer.path().as_ref(), e))?;
+        }
+        self.since_check += 1;
+        if self.since_check >= 2048 {
+            self.since_check = 0;
+            relieve_memory(self.rt, &mut self.open, self.memory_bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is held back, closes every file and returns their manifest entries.
+    fn finish(mut self, report: &mut BatchReport) -> Result<Finished, JobError> {
+        let waiting: Vec<Partition> = self.learning.keys().cloned().collect();
+        for p in waiting {
+            self.learn(p, report)?;
+        }
+        let now = self.ctx.clock.now();
+        let mut finished = Vec::new();
+        for (part, mut f) in std::mem::take(&mut self.open) {
+            let compression = match f.keys.dict.get() {
+                Some(d) => {
+                    f.writer.add_metadata("holdfast.dictionary", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, d.seal(&f.keys.cipher)));
+                    "zstd+dictionary"
+                }
+                None => "zstd",
+            };
+            f.writer.add_metadata("holdfast.payload.compression", compression.to_string());
+            let (file, upload, parts) = f.writer.close()?;
+            let complete = async {
+                futures::future::try_join_all(parts).await?;
+                let mut upload = upload;
+                upload.complete().await
+            };
+            self.rt.block_on(complete).map_err(|e| crate::lake::LakeError::store("writing", file.path.as_ref(), e))?;
+            report.files += 1;
+            report.bytes_written += file.size_bytes;
+            let ts = crate::clock::from_micros;
+            finished.push((
+                part,
+                DataFileEntry {
+                    path: file.path.to_string(),
+                    sha256: file.sha256,
+                    size_bytes: file.size_bytes,
+                    record_count: file.record_count,
+                    min_occurred_at: ts(f.min_occ),
+                    max_occurred_at: ts(f.max_occ),
+                    earliest_expiry: ts(f.min_exp),
+                    latest_expiry: ts(f.max_exp),
+                    tenant_ids: f.tenants.into_iter().collect(),
+                    policy_ids: f.policies.into_iter().collect(),
+                    encryption: FileEncryption {
+                        algorithm: crate::crypto::ALGORITHM.into(),
+                        compression: compression.into(),
+                        aad: "holdfast.record.v1".into(),
+                        dek_id: f.keys.dek.id().to_string(),
+                        wrapped_dek: f.wrapped,
+                    },
+                    batch_id: self.batch_id.to_string(),
+                    added_at: now,
+                },
+            ));
+        }
+        report.partitions = finished.len() as u64;
+        Ok(finished)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -385,11 +542,20 @@ fn coordinate(
     let mut pending: BTreeMap<u64, Processed> = BTreeMap::new();
     let mut next = 0u64;
     let mut seen: HashMap<Partition, Seen> = HashMap::new();
-    let mut open: BTreeMap<Partition, OpenFile> = BTreeMap::new();
+    let mut sink = Sink {
+        rt,
+        ctx,
+        batch_id,
+        keys,
+        memory_bytes: opts.memory_bytes,
+        open: BTreeMap::new(),
+        learning: HashMap::new(),
+        z: RecordCompressor::default(),
+        since_check: 0,
+    };
     let mut qwriter: Option<quarantine::Writer> = None;
     // lines of earlier blocks, per segment index, to number lines within a segment
     let mut seg_lines: HashMap<usize, u64> = HashMap::new();
-    let mut since_check = 0usize;
 
     for msg in rx {
         let p = msg?;
@@ -402,7 +568,7 @@ fn coordinate(
             report.blank_lines += p.blank;
             for item in p.items {
                 match item {
-                    Item::Row(part, key, row) => {
+                    Item::Row(part, key, row, plain) => {
                         let s = match seen.get_mut(&part) {
                             Some(s) => s,
                             None => {
@@ -412,39 +578,10 @@ fn coordinate(
                         };
                         if s.committed.contains(&key) {
                             report.already_stored += 1;
-                            continue;
-                        }
-                        if !s.batch.insert(key) {
+                        } else if !s.batch.insert(key) {
                             report.duplicates_in_batch += 1;
-                            continue;
-                        }
-                        if !open.contains_key(&part) {
-                            let f = rt.block_on(open_file(ctx, batch_id, &part, keys))?;
-                            open.insert(part.clone(), f);
-                        }
-                        let f = open.get_mut(&part).expect("opened");
-                        f.min_occ = f.min_occ.min(row.occurred_at);
-                        f.max_occ = f.max_occ.max(row.occurred_at);
-                        f.min_exp = f.min_exp.min(row.expires_at);
-                        f.max_exp = f.max_exp.max(row.expires_at);
-                        if !f.tenants.contains(&row.tenant_id) {
-                            f.tenants.insert(row.tenant_id.clone());
-                        }
-                        if !f.policies.contains(row.policy_id.as_ref()) {
-                            f.policies.insert(row.policy_id.to_string());
-                        }
-                        *report.stored_by_type.entry(part.interaction_type.clone()).or_default() += 1;
-                        *report.stored_by_policy.entry(row.policy_id.to_string()).or_default() += 1;
-                        report.stored += 1;
-                        f.writer.push(*row)?;
-                        let parts = f.writer.take_pending();
-                        if !parts.is_empty() {
-                            rt.block_on(futures::future::try_join_all(parts)).map_err(|e| crate::lake::LakeError::store("writing", f.writer.path().as_ref(), e))?;
-                        }
-                        since_check += 1;
-                        if since_check >= 2048 {
-                            since_check = 0;
-                            relieve_memory(rt, &mut open, opts.memory_bytes)?;
+                        } else {
+                            sink.accept(part, row, plain, report)?;
                         }
                     }
                     Item::Reject { line, reject, original } => {
@@ -466,47 +603,7 @@ fn coordinate(
     if !pending.is_empty() {
         return Err(JobError::Worker("a worker stopped before its work was done".into()));
     }
-
-    let now = ctx.clock.now();
-    let mut finished = Vec::new();
-    for (part, f) in open {
-        let (file, upload, parts) = f.writer.close()?;
-        let complete = async {
-            futures::future::try_join_all(parts).await?;
-            let mut upload = upload;
-            upload.complete().await
-        };
-        rt.block_on(complete).map_err(|e| crate::lake::LakeError::store("writing", file.path.as_ref(), e))?;
-        report.files += 1;
-        report.bytes_written += file.size_bytes;
-        let ts = crate::clock::from_micros;
-        finished.push((
-            part,
-            DataFileEntry {
-                path: file.path.to_string(),
-                sha256: file.sha256,
-                size_bytes: file.size_bytes,
-                record_count: file.record_count,
-                min_occurred_at: ts(f.min_occ),
-                max_occurred_at: ts(f.max_occ),
-                earliest_expiry: ts(f.min_exp),
-                latest_expiry: ts(f.max_exp),
-                tenant_ids: f.tenants.into_iter().collect(),
-                policy_ids: f.policies.into_iter().collect(),
-                encryption: FileEncryption {
-                    algorithm: crate::crypto::ALGORITHM.into(),
-                    compression: "zstd".into(),
-                    aad: "holdfast.record.v1".into(),
-                    dek_id: f.dek_id,
-                    wrapped_dek: f.wrapped,
-                },
-                batch_id: batch_id.to_string(),
-                added_at: now,
-            },
-        ));
-    }
-    report.partitions = finished.len() as u64;
-    Ok(finished)
+    sink.finish(report)
 }
 
 async fn committed_ids(store: &Store, latest: Option<&Loaded>) -> Result<HashSet<[u8; 16]>, JobError> {
@@ -524,15 +621,15 @@ async fn committed_ids(store: &Store, latest: Option<&Loaded>) -> Result<HashSet
 }
 
 async fn open_file(ctx: &Context, batch_id: &str, part: &Partition, keys: &KeyBook) -> Result<OpenFile, JobError> {
-    let dek = keys.key(part);
-    let wrapped = ctx.kms.wrap(&dek).await?;
+    let pk = keys.part(part);
+    let wrapped = ctx.kms.wrap(&pk.dek).await?;
     let path = layout::data_file(part, batch_id);
     let upload = ctx.store.start_upload(&path).await?;
-    let kv = datafile::file_metadata(batch_id, &part.dir(), dek.id(), &wrapped);
+    let kv = datafile::file_metadata(batch_id, &part.dir(), pk.dek.id(), &wrapped);
     let writer = FileWriter::new(path, upload, kv)?;
     Ok(OpenFile {
         writer,
-        dek_id: dek.id().to_string(),
+        keys: pk,
         wrapped,
         min_occ: i64::MAX,
         max_occ: i64::MIN,

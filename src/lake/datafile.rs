@@ -248,6 +248,11 @@ impl FileWriter {
         Ok(())
     }
 
+    /// Adds a footer key/value (written on close).
+    pub fn add_metadata(&mut self, key: &str, value: String) {
+        self.writer.append_key_value_metadata(KeyValue::new(key.to_string(), value));
+    }
+
     /// Ends the open row group now (to release memory under pressure).
     pub fn flush_row_group(&mut self) -> Result<(), LakeError> {
         self.encode()?;
@@ -309,9 +314,18 @@ pub fn file_metadata(batch_id: &str, partition: &str, dek_id: &str, wrapped_dek:
         KeyValue::new("holdfast.batch_id".into(), batch_id.to_string()),
         KeyValue::new("holdfast.partition".into(), partition.to_string()),
         KeyValue::new("holdfast.payload.algorithm".into(), crate::crypto::ALGORITHM.to_string()),
-        KeyValue::new("holdfast.payload.compression".into(), "zstd".to_string()),
         KeyValue::new("holdfast.payload.aad".into(), "holdfast.record.v1".to_string()),
         KeyValue::new("holdfast.dek_id".into(), dek_id.to_string()),
         KeyValue::new("holdfast.wrapped_dek".into(), serde_json::to_string(wrapped_dek).expect("serializes")),
     ]
+}
+
+/// The file's record dictionary, opened with its DEK (`None`: records are plain zstd).
+pub fn dictionary(md: &parquet::file::metadata::FileMetaData, cipher: &crate::crypto::Cipher) -> Result<Option<zstd::dict::DecoderDictionary<'static>>, crate::crypto::CryptoError> {
+    let Some(v) = md.key_value_metadata().and_then(|kv| kv.iter().find(|k| k.key == "holdfast.dictionary")).and_then(|k| k.value.as_deref()) else {
+        return Ok(None);
+    };
+    let sealed = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v)
+        .map_err(|_| crate::crypto::CryptoError::Truncated { what: "file dictionary".into(), len: v.len() })?;
+    crate::crypto::Dictionary::open(cipher, &sealed).map(Some)
 }

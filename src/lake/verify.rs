@@ -126,7 +126,9 @@ async fn check_file(store: &Store, m: &Loaded, f: &manifest::DataFileEntry, deep
 async fn deep_check(kms: &dyn Kms, f: &manifest::DataFileEntry, bytes: bytes::Bytes, r: &mut VerifyReport) -> Result<(), String> {
     let dek = kms.unwrap_key(&f.encryption.dek_id, &f.encryption.wrapped_dek).await.map_err(|e| e.to_string())?;
     let cipher = dek.cipher();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?.build().map_err(|e| e.to_string())?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
+    let dict = datafile::dictionary(builder.metadata().file_metadata(), &cipher).map_err(|e| e.to_string())?;
+    let reader = builder.build().map_err(|e| e.to_string())?;
     let mut bad = 0u64;
     let mut first_bad = None;
     for batch in reader {
@@ -140,7 +142,7 @@ async fn deep_check(kms: &dyn Kms, f: &manifest::DataFileEntry, bytes: bytes::By
         let payload = payload.as_binary::<i32>();
         for i in 0..batch.num_rows() {
             let aad = crate::crypto::record_aad(tn.value(i), ev.value(i), it.value(i), cipher.dek_id());
-            let ok = match crate::crypto::open_record(&cipher, payload.value(i), &aad, &|| format!("event {}", ev.value(i))) {
+            let ok = match crate::crypto::open_record(&cipher, dict.as_ref(), payload.value(i), &aad, &|| format!("event {}", ev.value(i))) {
                 Ok(mut plain) => {
                     let same = crate::crypto::sha256(&plain).as_slice() == hashes.value(i);
                     zeroize::Zeroize::zeroize(&mut plain);
