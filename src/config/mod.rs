@@ -67,7 +67,7 @@ fn default_max_input_mb() -> u64 {
     4096
 }
 fn default_memory_mb() -> u64 {
-    192
+    64
 }
 
 impl Default for BatchConfig {

@@ -33,7 +33,7 @@ pub struct BatchOptions {
 
 impl Default for BatchOptions {
     fn default() -> Self {
-        BatchOptions { policies: Policies::default(), max_input_bytes: 4096 << 20, memory_bytes: 192 << 20, threads: super::default_threads() }
+        BatchOptions { policies: Policies::default(), max_input_bytes: 4096 << 20, memory_bytes: 64 << 20, threads: super::default_threads() }
     }
 }
 
@@ -374,6 +374,8 @@ struct Seen {
 
 struct OpenFile {
     writer: FileWriter,
+    /// When a row last went in (a counter), to flush the least recently used file first.
+    last_used: u64,
     keys: Arc<PartKeys>,
     wrapped: crate::crypto::kms::WrappedKey,
     min_occ: i64,
@@ -396,6 +398,7 @@ struct Sink<'a> {
     learning: HashMap<Partition, Vec<(Box<Row>, Vec<u8>)>>,
     z: RecordCompressor,
     since_check: usize,
+    rows_written: u64,
 }
 
 impl Sink<'_> {
@@ -444,6 +447,9 @@ impl Sink<'_> {
             self.open.insert(part.clone(), f);
         }
         let f = self.open.get_mut(&part).expect("opened");
+        self.since_check += 1;
+        f.last_used = self.rows_written;
+        self.rows_written += 1;
         f.min_occ = f.min_occ.min(row.occurred_at);
         f.max_occ = f.max_occ.max(row.occurred_at);
         f.min_exp = f.min_exp.min(row.expires_at);
@@ -462,8 +468,7 @@ impl Sink<'_> {
         if !parts.is_empty() {
             self.rt.block_on(futures::future::try_join_all(parts)).map_err(|e| crate::lake::LakeError::store("writing", f.writer.path().as_ref(), e))?;
         }
-        self.since_check += 1;
-        if self.since_check >= 2048 {
+        if self.since_check >= 1024 {
             self.since_check = 0;
             relieve_memory(self.rt, &mut self.open, self.memory_bytes)?;
         }
@@ -552,6 +557,7 @@ fn coordinate(
         learning: HashMap::new(),
         z: RecordCompressor::default(),
         since_check: 0,
+        rows_written: 0,
     };
     let mut qwriter: Option<quarantine::Writer> = None;
     // lines of earlier blocks, per segment index, to number lines within a segment
@@ -629,6 +635,7 @@ async fn open_file(ctx: &Context, batch_id: &str, part: &Partition, keys: &KeyBo
     let writer = FileWriter::new(path, upload, kv)?;
     Ok(OpenFile {
         writer,
+        last_used: 0,
         keys: pk,
         wrapped,
         min_occ: i64::MAX,
@@ -640,11 +647,12 @@ async fn open_file(ctx: &Context, batch_id: &str, part: &Partition, keys: &KeyBo
     })
 }
 
-/// Keeps open files under the memory budget by ending the largest row groups early.
+/// Keeps open files under the memory budget by ending row groups early, least recently
+/// used file first: input arrives roughly in time order, so an idle partition is likely done.
 fn relieve_memory(rt: &tokio::runtime::Handle, open: &mut BTreeMap<Partition, OpenFile>, budget: usize) -> Result<(), JobError> {
     let mut total: usize = open.values().map(|f| f.writer.memory()).sum();
     while total > budget {
-        let Some((_, f)) = open.iter_mut().max_by_key(|(_, f)| f.writer.memory()) else { break };
+        let Some((_, f)) = open.iter_mut().filter(|(_, f)| f.writer.memory() > 0).min_by_key(|(_, f)| f.last_used) else { break };
         let before = f.writer.memory();
         f.writer.flush_row_group()?;
         let parts = f.writer.take_pending();

@@ -155,7 +155,7 @@ pub fn to_record_batch(rows: &[Row]) -> RecordBatch {
 
 /// Row groups are capped by bytes, not rows: ciphertext makes rows heavy.
 pub const ROW_GROUP_BYTES: usize = 64 << 20;
-const BLOOM_MAX_NDV: u64 = 256 * 1024;
+const BLOOM_MAX_NDV: u64 = 160 * 1024;
 
 pub fn writer_properties(kv: Vec<KeyValue>) -> WriterProperties {
     let c = |n: &str| ColumnPath::from(n);
@@ -208,11 +208,14 @@ pub struct FileWriter {
 }
 
 const PART_BYTES: usize = 8 << 20;
+/// Estimated memory of an open row group's column writers beyond their buffered pages: one
+/// zstd context per compressed column, page buffers, bloom filters.
+const COLUMN_WRITERS_OVERHEAD: usize = 4 << 20;
 const ENCODE_ROWS: usize = 4096;
 
 impl FileWriter {
     pub fn new(path: Path, upload: Box<dyn MultipartUpload>, kv: Vec<KeyValue>) -> Result<Self, LakeError> {
-        let writer = ArrowWriter::try_new(Vec::with_capacity(PART_BYTES), SCHEMA.clone(), Some(writer_properties(kv)))
+        let writer = ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(writer_properties(kv)))
             .map_err(|e| LakeError::parquet(path.as_ref(), e))?;
         Ok(FileWriter { path, writer, upload, pending: Vec::new(), hasher: sha2::Sha256::new(), uploaded: 0, rows: Vec::new(), rows_bytes: 0, record_count: 0 })
     }
@@ -230,9 +233,12 @@ impl FileWriter {
         Ok(())
     }
 
-    /// Memory held: buffered rows plus the encoded, not yet uploaded row group.
+    /// Memory held: buffered rows, the encoded row group not yet flushed (plus the codec
+    /// contexts its column writers keep, which `memory_size` does not count), and bytes not
+    /// yet uploaded.
     pub fn memory(&self) -> usize {
-        self.rows_bytes + self.writer.memory_size() + self.writer.inner().len()
+        let open_row_group = if self.writer.in_progress_rows() > 0 { COLUMN_WRITERS_OVERHEAD } else { 0 };
+        self.rows_bytes + self.writer.memory_size() + open_row_group + self.writer.inner().len()
     }
 
     fn encode(&mut self) -> Result<(), LakeError> {
@@ -253,18 +259,20 @@ impl FileWriter {
         self.writer.append_key_value_metadata(KeyValue::new(key.to_string(), value));
     }
 
-    /// Ends the open row group now (to release memory under pressure).
+    /// Ends the open row group now and uploads it (to release memory under pressure).
     pub fn flush_row_group(&mut self) -> Result<(), LakeError> {
         self.encode()?;
         self.writer.flush().map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
-        self.ship(false);
+        self.ship(true);
         Ok(())
     }
 
-    fn ship(&mut self, last: bool) {
+    /// Uploads the encoded bytes as a part once there are `PART_BYTES` of them, or now if
+    /// `force` (memory pressure, or the end of the file).
+    fn ship(&mut self, force: bool) {
         let buf = self.writer.inner_mut();
-        if buf.len() >= PART_BYTES || (last && !buf.is_empty()) {
-            let bytes = std::mem::replace(buf, Vec::with_capacity(if last { 0 } else { PART_BYTES }));
+        if buf.len() >= PART_BYTES || (force && !buf.is_empty()) {
+            let bytes = std::mem::take(buf);
             self.hasher.update(&bytes);
             self.uploaded += bytes.len() as u64;
             self.pending.push(self.upload.put_part(bytes.into()));

@@ -65,7 +65,7 @@ impl Validator {
         if !event.is_object() {
             return Err(Reject::new("json.not_object", "", "an event must be a JSON object"));
         }
-        let declared = event.pointer("/interaction/schemaVersion").and_then(Value::as_str);
+        let declared = get(event, &["interaction", "schemaVersion"]).and_then(Value::as_str);
         if let Some(v) = declared {
             if v != CURRENT_VERSION {
                 let mut r = Reject::new("schema.unsupported_version", "/interaction/schemaVersion", format!("schema version {v} has no upcaster to {CURRENT_VERSION}"));
@@ -82,18 +82,24 @@ impl Validator {
     }
 }
 
-fn s(v: &Value, ptr: &str) -> Option<String> {
-    v.pointer(ptr).and_then(Value::as_str).map(str::to_string)
+/// `v[k0][k1]…` as a string (direct lookups: `Value::pointer` allocates per token).
+fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.get(k))
+}
+
+fn s(v: &Value, path: &[&str]) -> Option<String> {
+    get(v, path).and_then(Value::as_str).map(str::to_string)
 }
 
 fn extract(e: &Value) -> Result<IndexFields, Reject> {
-    let occurred = s(e, "/occurredAt").unwrap_or_default();
-    let occurred_at = DateTime::parse_from_rfc3339(&occurred)
+    let occurred = get(e, &["occurredAt"]).and_then(Value::as_str).unwrap_or_default();
+    let occurred_at = DateTime::parse_from_rfc3339(occurred)
         .map_err(|err| Reject::new("event.timestamp", "/occurredAt", format!("occurredAt is not a valid RFC 3339 time: {err}")))?
         .to_utc();
-    let interaction_type = s(e, "/interaction/interactionType").unwrap_or_default();
-    let agent_ids = e
-        .pointer("/interaction/participants")
+    let i = e.get("interaction").unwrap_or(&Value::Null);
+    let routing = i.get("routingMetadata").unwrap_or(&Value::Null);
+    let agent_ids = i
+        .get("participants")
         .and_then(Value::as_array)
         .map(|ps| {
             let mut ids: Vec<String> = ps
@@ -107,19 +113,19 @@ fn extract(e: &Value) -> Result<IndexFields, Reject> {
         })
         .unwrap_or_default();
     Ok(IndexFields {
-        event_id: s(e, "/eventId").unwrap_or_default(),
-        interaction_id: s(e, "/interaction/interactionId").unwrap_or_default(),
-        tenant_id: s(e, "/tenantId").unwrap_or_default(),
-        source_platform: s(e, "/sourcePlatform").unwrap_or_default(),
-        state: s(e, "/state").unwrap_or_default(),
-        direction: s(e, "/interaction/direction"),
+        event_id: s(e, &["eventId"]).unwrap_or_default(),
+        interaction_id: s(i, &["interactionId"]).unwrap_or_default(),
+        tenant_id: s(e, &["tenantId"]).unwrap_or_default(),
+        source_platform: s(e, &["sourcePlatform"]).unwrap_or_default(),
+        state: s(e, &["state"]).unwrap_or_default(),
+        direction: s(i, &["direction"]),
         occurred_at,
-        interaction_type,
-        queue_id: s(e, "/interaction/routingMetadata/queueId"),
+        interaction_type: s(i, &["interactionType"]).unwrap_or_default(),
+        queue_id: s(routing, &["queueId"]),
         agent_ids,
-        wrap_up_code: s(e, "/interaction/routingMetadata/wrapUpCode"),
-        disposition: s(e, "/interaction/routingMetadata/disposition"),
-        schema_version: s(e, "/interaction/schemaVersion").unwrap_or_else(|| CURRENT_VERSION.into()),
+        wrap_up_code: s(routing, &["wrapUpCode"]),
+        disposition: s(routing, &["disposition"]),
+        schema_version: s(i, &["schemaVersion"]).unwrap_or_else(|| CURRENT_VERSION.into()),
     })
 }
 
