@@ -21,6 +21,8 @@ const MAGIC: &[u8; 8] = b"HFSEG001";
 pub const BLOCK_BYTES: usize = 1 << 20;
 /// Raw bytes per segment (one object).
 pub const SEGMENT_BYTES: usize = 64 << 20;
+/// zstd level of landing blocks: fast; segments live only until their batch commits.
+const LANDING_LEVEL: i32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LandingError {
@@ -160,7 +162,7 @@ fn seal_blocks(blocks: &[Vec<u8>], header: &SegmentHeader, cipher: &Cipher, thre
     std::thread::scope(|s| {
         for (bi, (ins, outs)) in blocks.chunks(chunk).zip(out.chunks_mut(chunk)).enumerate() {
             s.spawn(move || {
-                let mut z = zstd::bulk::Compressor::new(1).expect("zstd level 1");
+                let mut z = zstd::bulk::Compressor::new(LANDING_LEVEL).expect("valid zstd level");
                 for (j, (b, o)) in ins.iter().zip(outs.iter_mut()).enumerate() {
                     let idx = (bi * chunk + j) as u32;
                     let mut c = z.compress(b).expect("zstd of an in-memory buffer");
