@@ -111,11 +111,12 @@ struct Processed {
     items: Vec<Item>,
 }
 
-/// Per-partition keys of this batch: the file's DEK, and its dictionary once learnt.
+/// Per-partition keys of this batch: the file's DEK, and its dictionary once learnt
+/// (`Some(None)`: learnt that there is too little to train on; plain zstd).
 struct PartKeys {
     dek: DataKey,
     cipher: Cipher,
-    dict: OnceLock<Arc<Dictionary>>,
+    dict: OnceLock<Option<Arc<Dictionary>>>,
 }
 
 /// Created by whichever thread meets the partition first.
@@ -336,7 +337,7 @@ fn decode_line(
             Some(dict) => {
                 let aad = record_aad(&f.tenant_id, &f.event_id, &f.interaction_id, pk.cipher.dek_id());
                 let mut payload = Vec::with_capacity(d.record.len() / 3 + 64);
-                seal_record(&pk.cipher, z, Some(dict), &d.record, &aad, &mut payload);
+                seal_record(&pk.cipher, z, dict.as_deref(), &d.record, &aad, &mut payload);
                 (payload, None)
             }
             None => (Vec::new(), Some(d.record.clone().into_owned())),
@@ -386,6 +387,9 @@ struct OpenFile {
     policies: BTreeSet<String>,
 }
 
+/// A row held back with its plaintext record until its partition's dictionary is learnt.
+type Held = (Box<Row>, Vec<u8>);
+
 /// Where deduplicated rows go: the open data files, and the rows of partitions whose
 /// dictionary is still being learnt.
 struct Sink<'a> {
@@ -395,7 +399,7 @@ struct Sink<'a> {
     keys: &'a KeyBook,
     memory_bytes: usize,
     open: BTreeMap<Partition, OpenFile>,
-    learning: HashMap<Partition, Vec<(Box<Row>, Vec<u8>)>>,
+    learning: HashMap<Partition, Vec<Held>>,
     z: RecordCompressor,
     since_check: usize,
     rows_written: u64,
@@ -407,7 +411,7 @@ impl Sink<'_> {
         let Some(plain) = plain else { return self.write(part, row, report) };
         let pk = self.keys.part(&part);
         if let Some(dict) = pk.dict.get().cloned() {
-            self.seal(&pk, Some(&dict), &mut row, plain);
+            self.seal(&pk, dict.as_deref(), &mut row, plain);
             return self.write(part, row, report);
         }
         let rows = self.learning.entry(part.clone()).or_default();
@@ -431,9 +435,7 @@ impl Sink<'_> {
         let pk = self.keys.part(&part);
         let samples: Vec<&[u8]> = rows.iter().map(|(_, p)| p.as_slice()).collect();
         let dict = Dictionary::train(&samples).map(Arc::new);
-        if let Some(d) = &dict {
-            let _ = pk.dict.set(d.clone());
-        }
+        let _ = pk.dict.set(dict.clone());
         for (mut row, plain) in rows {
             self.seal(&pk, dict.as_deref(), &mut row, plain);
             self.write(part.clone(), row, report)?;
@@ -484,7 +486,7 @@ impl Sink<'_> {
         let now = self.ctx.clock.now();
         let mut finished = Vec::new();
         for (part, mut f) in std::mem::take(&mut self.open) {
-            let compression = match f.keys.dict.get() {
+            let compression = match f.keys.dict.get().and_then(Option::as_ref) {
                 Some(d) => {
                     f.writer.add_metadata("holdfast.dictionary", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, d.seal(&f.keys.cipher)));
                     "zstd+dictionary"

@@ -191,6 +191,9 @@ pub struct FinishedFile {
     pub record_count: u64,
 }
 
+/// A closed file: its description, the upload to complete, and the parts still in flight.
+pub type Closed = (FinishedFile, Box<dyn MultipartUpload>, Vec<object_store::UploadPart>);
+
 /// Streams one data file to the store: rows are encoded into row groups and uploaded in
 /// parts as they complete, so memory holds at most the open row group. The object appears
 /// under its final name only on [`FileWriter::finish`]; it is committed only when a
@@ -286,7 +289,7 @@ impl FileWriter {
 
     /// Writes the footer and ships the last part; then await [`FileWriter::take_pending`] and
     /// complete the returned upload.
-    pub fn close(mut self) -> Result<(FinishedFile, Box<dyn MultipartUpload>, Vec<object_store::UploadPart>), LakeError> {
+    pub fn close(mut self) -> Result<Closed, LakeError> {
         self.encode()?;
         self.writer.finish().map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
         self.ship(true);

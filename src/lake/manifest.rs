@@ -136,11 +136,10 @@ pub async fn load_latest_all(store: &Store) -> Result<Vec<Loaded>, LakeError> {
 pub async fn load_latest(store: &Store, p: &Partition) -> Result<Option<Loaded>, LakeError> {
     let mut latest = None;
     for meta in store.list(layout::manifest_dir(p).as_ref()).await? {
-        if let Some((q, seq)) = layout::parse_manifest(&meta.location) {
-            if q == *p && latest.is_none_or(|l| seq > l) {
+        if let Some((q, seq)) = layout::parse_manifest(&meta.location)
+            && q == *p && latest.is_none_or(|l| seq > l) {
                 latest = Some(seq);
             }
-        }
     }
     match latest {
         Some(seq) => Ok(Some(load(store, p, seq).await?)),

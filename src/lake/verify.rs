@@ -116,11 +116,10 @@ async fn check_file(store: &Store, m: &Loaded, f: &manifest::DataFileEntry, deep
     if kv_dek.as_deref() != Some(f.encryption.dek_id.as_str()) {
         r.problem(&f.path, "DEK id in the file footer differs from the manifest");
     }
-    if let Some(kms) = deep {
-        if let Err(p) = deep_check(kms, f, bytes, r).await {
+    if let Some(kms) = deep
+        && let Err(p) = deep_check(kms, f, bytes, r).await {
             r.problem(&f.path, p);
         }
-    }
 }
 
 async fn deep_check(kms: &dyn Kms, f: &manifest::DataFileEntry, bytes: bytes::Bytes, r: &mut VerifyReport) -> Result<(), String> {

@@ -46,8 +46,7 @@ pub async fn session(store: &Store) -> Result<SessionContext, QueryError> {
         .set_str("datafusion.execution.time_zone", "UTC");
     // No list-files cache: it matches partition prefixes as text (`day=2` would miss `day=02`),
     // and listing the committed view costs nothing anyway.
-    let mut caches = datafusion::execution::cache::cache_manager::CacheManagerConfig::default();
-    caches.list_files_cache_limit = 0;
+    let caches = datafusion::execution::cache::cache_manager::CacheManagerConfig { list_files_cache_limit: 0, ..Default::default() };
     let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_cache_manager(caches).build_arc()?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     let view = CommittedView::new(store.object_store(), &latest);

@@ -66,13 +66,12 @@ impl Validator {
             return Err(Reject::new("json.not_object", "", "an event must be a JSON object"));
         }
         let declared = get(event, &["interaction", "schemaVersion"]).and_then(Value::as_str);
-        if let Some(v) = declared {
-            if v != CURRENT_VERSION {
+        if let Some(v) = declared
+            && v != CURRENT_VERSION {
                 let mut r = Reject::new("schema.unsupported_version", "/interaction/schemaVersion", format!("schema version {v} has no upcaster to {CURRENT_VERSION}"));
                 r.schema_version = v.chars().take(32).collect();
                 return Err(r);
             }
-        }
         if !self.v2_1_0.is_valid(event) {
             let err = self.v2_1_0.validate(event).expect_err("invalid");
             let keyword = err.kind().keyword().to_string();

@@ -243,3 +243,18 @@ fn stdin_ingest_and_empty_batch() {
     assert!(child.wait().unwrap().success());
     assert_eq!(env.batch()["stored"], 50);
 }
+
+#[test]
+fn time_comes_from_the_injected_clock() {
+    let env = Env::new();
+    let f = env.write("e.ndjson", &common::generate(6, 30, 0, 1).ndjson);
+    let out = env.cmd(&["ingest", f.to_str().unwrap()]).env("HOLDFAST_NOW", "2030-01-02T03:04:05Z").output().unwrap();
+    assert!(out.status.success());
+    env.batch();
+    let rows = env.query("SELECT DISTINCT CAST(ingested_at AS VARCHAR) AS t FROM events");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let t = rows[0]["t"].as_str().unwrap();
+    assert!(t.starts_with("2030-01-02") && t.contains("03:04:05"), "{t}");
+    let seg = env.ok(&["quarantine", "list", "--format", "csv"]);
+    assert!(!seg.contains("2030"), "nothing was quarantined");
+}
