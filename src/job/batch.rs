@@ -298,7 +298,11 @@ fn work(chunk: &Chunk, keys: &KeyBook, parts: &mut HashMap<Partition, Arc<PartKe
     let validator = schema::validator();
     if !data.is_empty() {
         let body = data.strip_suffix(b"\n").unwrap_or(&data);
-        for line in body.split(|b| *b == b'\n') {
+        let mut start = 0;
+        let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
+        for end in ends {
+            let line = &body[start..end];
+            start = end + 1;
             let local = out.lines;
             out.lines += 1;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
