@@ -258,3 +258,41 @@ fn time_comes_from_the_injected_clock() {
     let seg = env.ok(&["quarantine", "list", "--format", "csv"]);
     assert!(!seg.contains("2030"), "nothing was quarantined");
 }
+
+#[test]
+fn a_live_batch_holds_the_lease() {
+    let env = Env::new();
+    env.ingest(&env.write("e.ndjson", &common::generate(7, 20, 0, 1).ndjson));
+    // a lease held by a live process on this host (this test) is respected
+    let host = String::from_utf8(std::process::Command::new("hostname").output().unwrap().stdout).unwrap().trim().to_string();
+    let lease = serde_json::json!({"batch_id": "other", "host": host, "pid": std::process::id(), "started_at": "2026-01-01T00:00:00Z"});
+    std::fs::write(env.store.join("_batch.lease"), lease.to_string()).unwrap();
+    let out = env.run(&["batch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another batch holds the lease"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env.landing_segments(), 1, "nothing consumed");
+    std::fs::remove_file(env.store.join("_batch.lease")).unwrap();
+    assert_eq!(env.batch()["stored"], 20);
+}
+
+#[test]
+fn a_damaged_landing_segment_stops_the_batch_and_loses_nothing() {
+    let env = Env::new();
+    env.ingest(&env.write("e.ndjson", &common::generate(8, 200, 0, 1).ndjson));
+    let seg = std::fs::read_dir(env.store.join("landing")).unwrap().next().unwrap().unwrap().path();
+    let original = std::fs::read(&seg).unwrap();
+    let mut b = original.clone();
+    let n = b.len();
+    b[n - 20] ^= 0x01;
+    std::fs::write(&seg, &b).unwrap();
+    let out = env.run(&["batch"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let id = seg.file_stem().unwrap().to_string_lossy().to_string();
+    assert!(err.contains("authentication failed") && err.contains(&id), "{err}");
+    assert_eq!(env.count("SELECT count(*) FROM events"), 0);
+    // restored (say, from a replica), the same segment goes through
+    std::fs::write(&seg, &original).unwrap();
+    assert_eq!(env.batch()["stored"], 200);
+    assert!(env.verify().0);
+}
