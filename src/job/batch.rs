@@ -332,7 +332,13 @@ fn decode_line(
     let decoded = seg.source.decode(line)?;
     let mut items = Vec::with_capacity(decoded.len());
     for d in decoded {
-        let f = validator.check(&d.event)?;
+        let checked = validator.check(&d.event)?;
+        let f = checked.fields;
+        // an upcast event is stored as its current-version serialization
+        let record: std::borrow::Cow<'_, [u8]> = match &checked.upcast {
+            Some(up) => std::borrow::Cow::Owned(serde_json::to_vec(up).expect("a JSON value serializes")),
+            None => d.record,
+        };
         let partition = Partition::of(f.occurred_at, &f.interaction_type)
             .ok_or_else(|| Reject::new("event.partition", "/occurredAt", "occurredAt or interactionType cannot name a partition"))?;
         let (policy_id, expires) = policies.apply(&f.tenant_id, &f.interaction_type, f.occurred_at);
@@ -340,15 +346,15 @@ fn decode_line(
         let (payload, plain) = match pk.dict.get() {
             Some(dict) => {
                 let aad = record_aad(&f.tenant_id, &f.event_id, &f.interaction_id, pk.cipher.dek_id());
-                let mut payload = Vec::with_capacity(d.record.len() / 3 + 64);
-                seal_record(&pk.cipher, z, dict.as_deref(), &d.record, &aad, &mut payload);
+                let mut payload = Vec::with_capacity(record.len() / 3 + 64);
+                seal_record(&pk.cipher, z, dict.as_deref(), &record, &aad, &mut payload);
                 (payload, None)
             }
-            None => (Vec::new(), Some(d.record.clone().into_owned())),
+            None => (Vec::new(), Some(record.clone().into_owned())),
         };
         let key = id_key(&f.event_id);
         let row = Row {
-            record_hash: sha256(&d.record),
+            record_hash: sha256(&record),
             event_id: f.event_id,
             interaction_id: f.interaction_id,
             tenant_id: f.tenant_id,

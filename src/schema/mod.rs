@@ -1,13 +1,20 @@
-//! The canonical event (schema 2.1.0): its JSON Schema, validation, and the index fields
-//! taken from it. Schemas live in `src/schema/json/`; older versions and their upcasters
-//! slot in beside [`CURRENT_VERSION`].
+//! The canonical event: the schema registry (one JSON Schema per version in
+//! `src/schema/json/`), validation, upcasting of older versions to [`CURRENT_VERSION`]
+//! ([`upcast`]), and the index fields taken from a valid current event.
+
+pub mod upcast;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::sync::LazyLock;
 
 pub const CURRENT_VERSION: &str = "2.1.0";
-pub const SCHEMA_2_1_0: &str = include_str!("json/event-2.1.0.schema.json");
+/// The registry: every version's JSON Schema, oldest first.
+pub const SCHEMAS: &[(&str, &str)] = &[
+    ("1.0", include_str!("json/event-1.0.schema.json")),
+    ("2.0", include_str!("json/event-2.0.schema.json")),
+    ("2.1.0", include_str!("json/event-2.1.0.schema.json")),
+];
 
 /// A line or event that cannot be stored, and why. `message` may quote the input, so it is
 /// only ever kept encrypted (quarantine); `code` and `path` are safe to print and log.
@@ -47,37 +54,74 @@ pub struct IndexFields {
 }
 
 pub struct Validator {
-    v2_1_0: jsonschema::Validator,
+    by_version: Vec<(&'static str, jsonschema::Validator)>,
 }
 
-static VALIDATOR: LazyLock<Validator> = LazyLock::new(|| {
-    let schema: Value = serde_json::from_str(SCHEMA_2_1_0).expect("bundled schema is JSON");
-    Validator { v2_1_0: jsonschema::validator_for(&schema).expect("bundled schema compiles") }
+static VALIDATOR: LazyLock<Validator> = LazyLock::new(|| Validator {
+    by_version: SCHEMAS
+        .iter()
+        .map(|(v, text)| {
+            let schema: Value = serde_json::from_str(text).expect("bundled schema is JSON");
+            (*v, jsonschema::validator_for(&schema).expect("bundled schema compiles"))
+        })
+        .collect(),
 });
+
+/// A valid event: its index fields and, when it came in an older version, the event upcast
+/// to the current one (whose serialization is then the stored record).
+#[derive(Debug)]
+pub struct Checked {
+    pub fields: IndexFields,
+    pub upcast: Option<Value>,
+}
 
 pub fn validator() -> &'static Validator {
     &VALIDATOR
 }
 
 impl Validator {
-    /// Validates a canonical event and extracts its index fields.
-    pub fn check(&self, event: &Value) -> Result<IndexFields, Reject> {
+    fn get(&self, version: &str) -> Option<&jsonschema::Validator> {
+        self.by_version.iter().find(|(v, _)| *v == version).map(|(_, s)| s)
+    }
+
+    pub fn is_valid_as(&self, version: &str, event: &Value) -> bool {
+        self.get(version).is_some_and(|s| s.is_valid(event))
+    }
+
+    fn validate_as(&self, version: &str, event: &Value) -> Result<(), Reject> {
+        let schema = self.get(version).expect("known version");
+        if schema.is_valid(event) {
+            return Ok(());
+        }
+        let err = schema.validate(event).expect_err("invalid");
+        let mut r = Reject::new(format!("schema.{}", err.kind().keyword()), err.instance_path().to_string(), err.to_string());
+        r.schema_version = version.to_string();
+        Err(r)
+    }
+
+    /// Validates an event against its version's schema, upcasts it to the current version,
+    /// and extracts its index fields.
+    pub fn check(&self, event: &Value) -> Result<Checked, Reject> {
         if !event.is_object() {
             return Err(Reject::new("json.not_object", "", "an event must be a JSON object"));
         }
-        let declared = get(event, &["interaction", "schemaVersion"]).and_then(Value::as_str);
-        if let Some(v) = declared
-            && v != CURRENT_VERSION {
-                let mut r = Reject::new("schema.unsupported_version", "/interaction/schemaVersion", format!("schema version {v} has no upcaster to {CURRENT_VERSION}"));
-                r.schema_version = v.chars().take(32).collect();
-                return Err(r);
-            }
-        if !self.v2_1_0.is_valid(event) {
-            let err = self.v2_1_0.validate(event).expect_err("invalid");
-            let keyword = err.kind().keyword().to_string();
-            return Err(Reject::new(format!("schema.{keyword}"), err.instance_path().to_string(), err.to_string()));
+        let version = upcast::detect(event).unwrap_or_else(|| CURRENT_VERSION.to_string());
+        if self.get(&version).is_none() {
+            let mut r = Reject::new("schema.unsupported_version", "/interaction/schemaVersion", format!("schema version {version} is not in the registry ({})", upcast::VERSIONS.join(", ")));
+            r.schema_version = version.chars().take(32).collect();
+            return Err(r);
         }
-        extract(event)
+        self.validate_as(&version, event)?;
+        if version == CURRENT_VERSION {
+            return Ok(Checked { fields: extract(event)?, upcast: None });
+        }
+        let up = upcast::to_current(event.clone(), &version);
+        self.validate_as(CURRENT_VERSION, &up).map_err(|mut r| {
+            r.code = "schema.upcast".into();
+            r.message = format!("upcast from {version} does not validate as {CURRENT_VERSION}: {}", r.message);
+            r
+        })?;
+        Ok(Checked { fields: extract(&up)?, upcast: Some(up) })
     }
 }
 
@@ -151,7 +195,7 @@ mod tests {
 
     #[test]
     fn extracts_index_fields() {
-        let f = validator().check(&event()).unwrap();
+        let f = validator().check(&event()).unwrap().fields;
         assert_eq!(f.event_id, "e-1");
         assert_eq!(f.agent_ids, vec!["agent_jdoe@genesys.cloud"]);
         assert_eq!(f.queue_id.as_deref(), Some("q_1"));
@@ -170,9 +214,13 @@ mod tests {
         e["state"] = json!("DELETED");
         assert_eq!(validator().check(&e).unwrap_err().code, "schema.enum");
         let mut e = event();
+        e["interaction"]["schemaVersion"] = json!("0.9");
+        let r = validator().check(&e).unwrap_err();
+        assert_eq!((r.code.as_str(), r.schema_version.as_str()), ("schema.unsupported_version", "0.9"));
+        let mut e = event();
         e["interaction"]["schemaVersion"] = json!("1.0");
         let r = validator().check(&e).unwrap_err();
-        assert_eq!((r.code.as_str(), r.schema_version.as_str()), ("schema.unsupported_version", "1.0"));
+        assert_eq!(r.schema_version, "1.0", "a 2.1.0 shape declared as 1.0 fails the 1.0 schema");
         let mut e = event();
         e["occurredAt"] = json!("2024-13-14T09:24:45Z");
         assert_eq!(validator().check(&e).unwrap_err().code, "event.timestamp");
@@ -183,6 +231,6 @@ mod tests {
     fn other_media_types_are_kept_with_their_own_type() {
         let mut e = event();
         e["interaction"]["interactionType"] = json!("VIDEO");
-        assert_eq!(validator().check(&e).unwrap().interaction_type, "VIDEO");
+        assert_eq!(validator().check(&e).unwrap().fields.interaction_type, "VIDEO");
     }
 }

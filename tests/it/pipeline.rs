@@ -165,8 +165,9 @@ fn the_main_job_runs_the_local_pipeline() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
-    // fixtures/canonical/events.ndjson: 600 lines, 570 unique (gen_events.py --events 600 --dup-rate 0.05 --seed 7)
-    assert_eq!(report["stored"], 570, "{report}");
+    // fixtures/canonical/events.ndjson: 600 lines, 570 unique (gen_events.py --events 600 --dup-rate 0.05 --seed 7),
+    // plus the four legacy (1.0 and 2.0) events of legacy.ndjson
+    assert_eq!(report["stored"], 574, "{report}");
     assert_eq!(report["duplicates_in_batch"], 30);
     assert_eq!(report["quarantined"], 7);
     assert_eq!(report["blank_lines"], 2);
@@ -295,4 +296,22 @@ fn a_damaged_landing_segment_stops_the_batch_and_loses_nothing() {
     std::fs::write(&seg, &original).unwrap();
     assert_eq!(env.batch()["stored"], 200);
     assert!(env.verify().0);
+}
+
+#[test]
+fn legacy_versions_are_upcast_and_stored_as_current() {
+    let env = Env::new();
+    env.ingest(&common::repo().join("fixtures/canonical/legacy.ndjson"));
+    let r = env.batch();
+    assert_eq!(r["stored"], 4, "{r}");
+    assert_eq!(env.count("SELECT count(*) FROM events WHERE schema_version = '2.1.0'"), 4);
+    let rows = env.query("SELECT event_id, queue_id, agent_ids, direction FROM events ORDER BY event_id");
+    let by = |id: &str| rows.iter().find(|r| r["event_id"] == id).unwrap().clone();
+    assert_eq!(by("legacy-1.0-declared")["queue_id"], "q-legacy", "flat 1.0 routing fields move into routingMetadata");
+    assert_eq!(by("legacy-1.0-declared")["agent_ids"], serde_json::json!(["agent.legacy@cc.example"]), "role AGENT becomes type AGENT");
+    assert_eq!(by("legacy-1.0-by-shape")["queue_id"], "q-legacy");
+    assert_eq!(by("legacy-2.0-declared")["agent_ids"], serde_json::json!(["agent.two@cc.example"]));
+    assert!(by("legacy-2.0-by-shape").get("direction").is_none_or(|d| d.is_null()));
+    let out = env.ok(&["verify", "--deep", "--format", "json"]);
+    assert!(out.contains("\"deep_records\": 4"), "record_hash covers the upcast record: {out}");
 }
