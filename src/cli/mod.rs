@@ -48,9 +48,12 @@ pub enum Command {
     Ingest {
         #[command(flatten)]
         s: StoreArgs,
-        /// Payload shape of the input
+        /// Payload shape of the input (`auto` recognises each line)
         #[arg(long, value_enum, default_value = "canonical")]
         source: SourceKind,
+        /// Tenant for shapes whose payloads name none (genesys-details, nice-contacts)
+        #[arg(long)]
+        tenant: Option<String>,
         /// NDJSON files, or '-' for stdin
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
@@ -235,13 +238,13 @@ fn batch_options(pipeline: Option<&Pipeline>, policies: Policies) -> BatchOption
     }
 }
 
-async fn ingest_paths(ctx: &Context, source: SourceKind, inputs: &[PathBuf], out: &mut dyn Write) -> Result<()> {
+async fn ingest_paths(ctx: &Context, source: SourceKind, tenant: Option<&str>, inputs: &[PathBuf], out: &mut dyn Write) -> Result<()> {
     for input in inputs {
         let report = if input.as_os_str() == "-" {
-            job::ingest(ctx, source, "stdin", std::io::stdin().lock(), job::default_threads()).await?
+            job::ingest(ctx, source, tenant, "stdin", std::io::stdin().lock(), job::default_threads()).await?
         } else {
             let f = std::fs::File::open(input).map_err(|e| Error::io(format!("opening {}", input.display()), e))?;
-            job::ingest(ctx, source, &input.display().to_string(), f, job::default_threads()).await?
+            job::ingest(ctx, source, tenant, &input.display().to_string(), f, job::default_threads()).await?
         };
         let _ = writeln!(out, "ingested {} line(s) from {} into {} landing segment(s) ({} bytes, {} source)", report.lines, input.display(), report.segments, report.stored_bytes, report.source);
     }
@@ -282,10 +285,10 @@ impl Command {
         let clock = clock()?;
         match self {
             Command::Init { s } => init(&s, clock.as_ref(), out).await,
-            Command::Ingest { s, source, inputs } => {
+            Command::Ingest { s, source, tenant, inputs } => {
                 let (store, kms) = open(&s).await?;
                 let ctx = context(store, kms, clock);
-                ingest_paths(&ctx, source, &inputs, out).await
+                ingest_paths(&ctx, source, tenant.as_deref(), &inputs, out).await
             }
             Command::Batch { s, pipeline, format } => {
                 let (store, kms) = open(&s).await?;
@@ -366,7 +369,7 @@ impl Command {
                 let (store, kms) = open(&s).await?;
                 let ctx = context(store, kms, clock);
                 for src in &p.sources {
-                    ingest_paths(&ctx, src.format, &src.paths, out).await?;
+                    ingest_paths(&ctx, src.format, src.tenant.as_deref(), &src.paths, out).await?;
                 }
                 let report = job::batch(&ctx, &batch_options(Some(&p), policies)).await?;
                 output::write_report(format.unwrap_or(Format::Table), &report, out)

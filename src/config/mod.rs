@@ -45,6 +45,9 @@ pub struct StoreConfig {
 pub struct SourceConfig {
     pub name: String,
     pub format: SourceKind,
+    /// Tenant for shapes whose payloads name none (Genesys detail records, NICE contacts).
+    #[serde(default)]
+    pub tenant: Option<String>,
     /// NDJSON files to ingest.
     pub paths: Vec<PathBuf>,
 }

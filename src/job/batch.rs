@@ -329,7 +329,7 @@ fn decode_line(
     z: &mut RecordCompressor,
     policies: &Policies,
 ) -> Result<Vec<Item>, Reject> {
-    let decoded = seg.source.decode(line)?;
+    let decoded = seg.source.decode(line, seg.segment.header.tenant.as_deref())?;
     let mut items = Vec::with_capacity(decoded.len());
     for d in decoded {
         let checked = validator.check(&d.event)?;

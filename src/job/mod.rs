@@ -70,7 +70,7 @@ pub struct IngestReport {
 
 /// Appends the lines of `input` to the landing zone as encrypted segments. Lines are stored
 /// as they came; parsing and validation happen in the batch.
-pub async fn ingest(ctx: &Context, source: SourceKind, input_name: &str, mut input: impl Read, threads: usize) -> Result<IngestReport, JobError> {
+pub async fn ingest(ctx: &Context, source: SourceKind, tenant: Option<&str>, input_name: &str, mut input: impl Read, threads: usize) -> Result<IngestReport, JobError> {
     let mut report = IngestReport { source: source.name().into(), ..Default::default() };
     let random = rand::rng().next_u32();
     let mut builder = SegmentBuilder::default();
@@ -102,25 +102,26 @@ pub async fn ingest(ctx: &Context, source: SourceKind, input_name: &str, mut inp
         }
         if builder.raw_bytes() as usize >= SEGMENT_BYTES {
             let full = std::mem::take(&mut builder);
-            write_segment(ctx, full, source, &mut seq, random, threads, &mut report).await?;
+            write_segment(ctx, full, source, tenant, &mut seq, random, threads, &mut report).await?;
         }
     }
     if !carry.is_empty() {
         carry.push(b'\n');
         builder.push_lines(&carry);
     }
-    write_segment(ctx, builder, source, &mut seq, random, threads, &mut report).await?;
+    write_segment(ctx, builder, source, tenant, &mut seq, random, threads, &mut report).await?;
     Ok(report)
 }
 
-async fn write_segment(ctx: &Context, b: SegmentBuilder, source: SourceKind, seq: &mut u32, random: u32, threads: usize, report: &mut IngestReport) -> Result<(), JobError> {
+#[allow(clippy::too_many_arguments)]
+async fn write_segment(ctx: &Context, b: SegmentBuilder, source: SourceKind, tenant: Option<&str>, seq: &mut u32, random: u32, threads: usize, report: &mut IngestReport) -> Result<(), JobError> {
     if b.lines() == 0 {
         return Ok(());
     }
     let now = ctx.clock.now();
     let id = segment_id(now, *seq, random);
     let lines = b.lines();
-    let written = b.write(&ctx.store, ctx.kms.as_ref(), source.name(), &id, now, threads).await?;
+    let written = b.write(&ctx.store, ctx.kms.as_ref(), source.name(), tenant, &id, now, threads).await?;
     *seq += 1;
     report.segments += 1;
     report.lines += lines;

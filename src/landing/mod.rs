@@ -46,6 +46,9 @@ pub struct SegmentHeader {
     pub format: u32,
     pub segment_id: String,
     pub source: String,
+    /// The tenant configured for the source, for shapes whose payloads name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     pub arrived_at: DateTime<Utc>,
     pub line_count: u64,
     pub raw_bytes: u64,
@@ -58,7 +61,13 @@ pub struct SegmentHeader {
 
 fn block_aad(h: &SegmentHeader, index: u32) -> Vec<u8> {
     let at = crate::clock::fmt_ts(h.arrived_at);
-    aad(&[b"holdfast.landing.v1", h.segment_id.as_bytes(), h.source.as_bytes(), at.as_bytes(), &index.to_be_bytes(), &h.block_count.to_be_bytes()])
+    let mut parts: Vec<&[u8]> = vec![b"holdfast.landing.v1", h.segment_id.as_bytes(), h.source.as_bytes(), at.as_bytes()];
+    let (index, count) = (index.to_be_bytes(), h.block_count.to_be_bytes());
+    parts.extend([&index[..], &count[..]]);
+    if let Some(t) = &h.tenant {
+        parts.push(t.as_bytes());
+    }
+    aad(&parts)
 }
 
 /// Raw lines of one segment being assembled.
@@ -113,7 +122,8 @@ impl SegmentBuilder {
     }
 
     /// Compresses and seals the blocks (on `threads` threads) and writes the segment.
-    pub async fn write(mut self, store: &Store, kms: &dyn Kms, source: &str, id: &str, arrived_at: DateTime<Utc>, threads: usize) -> Result<u64, LandingError> {
+    #[allow(clippy::too_many_arguments)]
+    pub async fn write(mut self, store: &Store, kms: &dyn Kms, source: &str, tenant: Option<&str>, id: &str, arrived_at: DateTime<Utc>, threads: usize) -> Result<u64, LandingError> {
         self.blocks.retain(|b| !b.is_empty());
         if self.blocks.is_empty() {
             return Ok(0);
@@ -124,6 +134,7 @@ impl SegmentBuilder {
             format: 1,
             segment_id: id.to_string(),
             source: source.to_string(),
+            tenant: tenant.map(str::to_string),
             arrived_at,
             line_count: self.lines,
             raw_bytes: self.raw,

@@ -166,10 +166,12 @@ fn the_main_job_runs_the_local_pipeline() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
     // fixtures/canonical/events.ndjson: 600 lines, 570 unique (gen_events.py --events 600 --dup-rate 0.05 --seed 7),
-    // plus the four legacy (1.0 and 2.0) events of legacy.ndjson
-    assert_eq!(report["stored"], 574, "{report}");
+    // plus the four legacy (1.0 and 2.0) events of legacy.ndjson, plus 32 events from the 40
+    // vendor fixture lines (fixtures/*/expected.ndjson: 8 lines rejected, one schema reject,
+    // one line holding two conversations)
+    assert_eq!(report["stored"], 606, "{report}");
     assert_eq!(report["duplicates_in_batch"], 30);
-    assert_eq!(report["quarantined"], 7);
+    assert_eq!(report["quarantined"], 16);
     assert_eq!(report["blank_lines"], 2);
     // the pipeline's rule: SMS under MiFID II
     assert!(report["stored_by_policy"]["MIFID2_5Y"].as_u64().unwrap() > 0);
@@ -314,4 +316,40 @@ fn legacy_versions_are_upcast_and_stored_as_current() {
     assert!(by("legacy-2.0-by-shape").get("direction").is_none_or(|d| d.is_null()));
     let out = env.ok(&["verify", "--deep", "--format", "json"]);
     assert!(out.contains("\"deep_records\": 4"), "record_hash covers the upcast record: {out}");
+}
+
+#[test]
+fn vendor_payloads_go_through_ingest_and_batch() {
+    let env = Env::new();
+    for shape in ["genesys-details", "genesys-eventbridge", "nice-contacts", "connect-ctr"] {
+        let input = common::repo().join("fixtures").join(shape).join("input.ndjson");
+        env.ok(&["ingest", "--source", shape, "--tenant", "bank-a", input.to_str().unwrap()]);
+    }
+    let r = env.batch();
+    assert_eq!(r["stored"], 32, "{r}");
+    assert_eq!(r["quarantined"], 9, "{r}");
+    let codes = &r["quarantined_by_code"];
+    assert_eq!(codes["source.missing_field"], 5, "{r}");
+    assert_eq!(codes["json.parse"], 3, "{r}");
+    let by_platform = env.query("SELECT source_platform, count(*) AS n FROM events GROUP BY 1 ORDER BY 1");
+    assert_eq!(by_platform.len(), 3, "{by_platform:?}");
+    // a transfer stays one interaction: NICE legs share the master contact, Connect the initial contact
+    assert_eq!(env.count("SELECT count(*) FROM events WHERE interaction_id = '618204393822'"), 2);
+    assert_eq!(env.count("SELECT count(*) FROM events WHERE interaction_id = 'c-1001'"), 2);
+    assert_eq!(env.count("SELECT count(*) FROM events WHERE interaction_type = 'VIDEO'"), 1, "other media keep their own type");
+    // exact re-sends are dropped, as for canonical events
+    for shape in ["nice-contacts", "connect-ctr"] {
+        let input = common::repo().join("fixtures").join(shape).join("input.ndjson");
+        env.ok(&["ingest", "--source", "auto", "--tenant", "bank-a", input.to_str().unwrap()]);
+    }
+    let again = env.batch();
+    assert_eq!(again["stored"], 0, "{again}");
+    assert!(env.ok(&["verify", "--deep"]).contains("OK"));
+    // vendor personal data and free text stay inside the encrypted payload
+    for f in env.store_files() {
+        let bytes = std::fs::read(&f).unwrap();
+        for secret in ["+12025550143", "client.one@example.net", "Rate lock explained", "Client asked about rate lock", "+13125550177"] {
+            assert!(memchr::memmem::find(&bytes, secret.as_bytes()).is_none(), "{secret} in {}", f.display());
+        }
+    }
 }

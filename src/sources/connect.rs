@@ -1,0 +1,73 @@
+//! Amazon Connect contact trace records (`connect-ctr`), one record per line.
+//!
+//! Interaction id `InitialContactId`, else `ContactId` (each transfer makes a new contact
+//! linked by `InitialContactId`); the leg id is `ContactId`. Idempotency key
+//! `connect-ctr:<ContactId>:<hash of the record>` (Connect re-delivers records and updates them
+//! with a newer `LastUpdateTimestamp`: updates are kept, exact re-sends dropped). State
+//! COMPLETED once `DisconnectTimestamp` is set, else UPDATED. occurredAt
+//! `InitiationTimestamp`. Tenant: the instance id of `InstanceARN`, else the configured
+//! tenant. SMS is `Channel` CHAT with the `connect:SMS` subtype.
+
+use super::vendor::{self, missing, participant, path, text, Canonical};
+use crate::schema::Reject;
+use serde_json::Value;
+
+fn segment_attr(r: &Value, name: &str) -> Option<String> {
+    path(r, &["SegmentAttributes", name, "ValueString"]).and_then(Value::as_str).map(str::to_string)
+}
+
+pub fn record(r: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
+    const SHAPE: &str = "connect-ctr";
+    let contact = text(r, "ContactId").ok_or_else(|| missing(SHAPE, "ContactId"))?;
+    let initiated = text(r, "InitiationTimestamp").ok_or_else(|| missing(SHAPE, "InitiationTimestamp"))?;
+    let instance = text(r, "InstanceARN").map(|a| vendor::last_segment(&a).to_string());
+    let tenant = instance.or(tenant.map(str::to_string)).ok_or_else(|| Reject::new("source.tenant_missing", "/InstanceARN", "no InstanceARN and no tenant configured"))?;
+    let channel = text(r, "Channel").unwrap_or_else(|| "UNKNOWN".into());
+    let subtype = segment_attr(r, "connect:Subtype");
+    let interaction_type = match channel.as_str() {
+        "VOICE" => "CALL".to_string(),
+        "CHAT" if subtype.as_deref() == Some("connect:SMS") => "SMS".into(),
+        "CHAT" => "CHAT".into(),
+        "EMAIL" => "EMAIL".into(),
+        other => vendor::token(other),
+    };
+    let direction = match text(r, "InitiationMethod").as_deref() {
+        Some("INBOUND") => Some("INBOUND".to_string()),
+        Some("OUTBOUND" | "EXTERNAL_OUTBOUND" | "CALLBACK") => Some("OUTBOUND".into()),
+        Some("API") => segment_attr(r, "connect:Direction").or_else(|| (channel == "CHAT").then(|| "INBOUND".into())),
+        // TRANSFER, QUEUE_TRANSFER: the direction is the initial contact's, not in this record
+        _ => None,
+    };
+    let queue = r.get("Queue").filter(|q| q.is_object());
+    let agent = r.get("Agent").filter(|a| a.is_object());
+    let disconnected = text(r, "DisconnectTimestamp");
+    let mut people = Vec::new();
+    if let Some(ep) = r.get("CustomerEndpoint").filter(|e| e.is_object()) {
+        let joined = text(r, "ConnectedToSystemTimestamp").or_else(|| Some(initiated.clone()));
+        people.push(participant(format!("{contact}-customer"), "CUSTOMER", text(ep, "Address"), joined, disconnected.clone()));
+    }
+    if let Some(a) = agent {
+        let id = text(a, "ARN").map(|arn| vendor::last_segment(&arn).to_string()).or_else(|| text(a, "Username")).unwrap_or_else(|| format!("{contact}-agent"));
+        let left = text(a, "AfterContactWorkEndTimestamp").or_else(|| disconnected.clone());
+        people.push(participant(id, "AGENT", text(a, "Username"), text(a, "ConnectedToAgentTimestamp"), left));
+    }
+    let disposition = if queue.is_some() && agent.is_none() { Some("ABANDONED".to_string()) } else { text(r, "DisconnectReason") };
+    let event = Canonical {
+        event_id: vendor::snapshot_key(SHAPE, &contact, r),
+        state: if disconnected.is_some() { "COMPLETED" } else { "UPDATED" },
+        platform: "AMAZON_CONNECT",
+        tenant,
+        occurred_at: initiated,
+        interaction_id: text(r, "InitialContactId").unwrap_or_else(|| contact.clone()),
+        leg_id: Some(contact),
+        interaction_type,
+        direction,
+        queue_id: queue.and_then(|q| text(q, "ARN")).map(|a| vendor::last_segment(&a).to_string()),
+        queue_name: queue.and_then(|q| text(q, "Name")),
+        wrap_up_code: None,
+        disposition,
+        participants: people,
+        shape: SHAPE,
+    };
+    Ok(event.into_event(r.clone()))
+}
