@@ -35,7 +35,7 @@ impl Error {
     /// 2 for usage errors (as clap), 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) => 2,
+            Error::Usage(_) | Error::Job(crate::job::JobError::UnknownVersion(_)) => 2,
             _ => 1,
         }
     }

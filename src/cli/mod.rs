@@ -86,7 +86,17 @@ pub enum Command {
         format: Option<Format>,
         sql: String,
     },
-    /// Inspect quarantined events
+    /// Dry run of the current adapters and schema over the landing zone and quarantine; writes nothing
+    Validate {
+        #[command(flatten)]
+        s: StoreArgs,
+        /// Take every event to be of this schema version
+        #[arg(long)]
+        schema_version: Option<String>,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// Inspect and replay quarantined events
     Quarantine {
         #[command(subcommand)]
         command: QuarantineCommand,
@@ -118,6 +128,25 @@ pub enum QuarantineCommand {
         #[command(flatten)]
         s: StoreArgs,
         id: String,
+    },
+    /// Run quarantined lines through the pipeline again (after a fix); those stored leave quarantine
+    Replay {
+        #[command(flatten)]
+        s: StoreArgs,
+        /// Entry ids to replay
+        #[arg(long = "id", required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Replay every entry
+        #[arg(long)]
+        all: bool,
+        /// Tenant for entries whose source had none (fixes `source.tenant_missing`)
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Pipeline file for the retention policy table and batch limits
+        #[arg(long, env = "HOLDFAST_PIPELINE")]
+        pipeline: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
     },
 }
 
@@ -342,6 +371,34 @@ impl Command {
                     .collect();
                 let batch = quarantine_batch(&rows)?;
                 output::write_batches(Format::resolve(format, Format::Csv), &[batch], out)
+            }
+            Command::Validate { s, schema_version, format } => {
+                let (store, kms) = open(&s).await?;
+                let ctx = context(store, kms, clock);
+                let report = job::validate(&ctx, schema_version.as_deref()).await?;
+                output::write_report(format.unwrap_or(Format::Table), &report, out)
+            }
+            Command::Quarantine { command: QuarantineCommand::Replay { s, ids, all, tenant, pipeline, format } } => {
+                let (store, kms) = open(&s).await?;
+                let p = pipeline.as_deref().map(Pipeline::load).transpose()?;
+                let policies = match &p {
+                    Some(p) => p.validate(pipeline.as_deref().unwrap_or(Path::new("")))?,
+                    None => Policies::default(),
+                };
+                let mut entries = quarantine::list(&store).await?;
+                if !all {
+                    for id in &ids {
+                        if !entries.iter().any(|e| &e.id == id) {
+                            return Err(Error::Usage(format!("quarantine entry {id} not found")));
+                        }
+                    }
+                    entries.retain(|e| ids.contains(&e.id));
+                }
+                let ctx = context(store, kms, clock);
+                let queued = job::queue_replay(&ctx, &entries, tenant.as_deref()).await?;
+                let _ = writeln!(out, "replaying {queued} quarantine entr(ies)");
+                let report = job::batch(&ctx, &batch_options(p.as_ref(), policies)).await?;
+                output::write_report(format.unwrap_or(Format::Table), &report, out)
             }
             Command::Quarantine { command: QuarantineCommand::Show { s, id } } => {
                 let (store, kms) = open(&s).await?;

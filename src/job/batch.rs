@@ -48,6 +48,8 @@ pub struct BatchReport {
     pub duplicates_in_batch: u64,
     pub already_stored: u64,
     pub quarantined: u64,
+    /// Quarantine entries replayed in this batch that are now stored (and left quarantine).
+    pub replayed_out: u64,
     pub partitions: u64,
     pub files: u64,
     pub bytes_written: u64,
@@ -67,7 +69,10 @@ impl std::fmt::Display for BatchReport {
             writeln!(f, "                 {t}: {n}")?;
         }
         writeln!(f, "  duplicates   {} ({} within this batch, {} already stored)", self.duplicates_in_batch + self.already_stored, self.duplicates_in_batch, self.already_stored)?;
-        write!(f, "  quarantined  {}", self.quarantined)?;
+        if self.replayed_out > 0 {
+        writeln!(f, "  replayed     {} quarantine entr(ies) now stored and removed from quarantine", self.replayed_out)?;
+    }
+    write!(f, "  quarantined  {}", self.quarantined)?;
         if self.quarantined > 0 {
             let codes: Vec<String> = self.quarantined_by_code.iter().map(|(c, n)| format!("{c}: {n}")).collect();
             write!(f, " ({}); see `holdfast quarantine list`", codes.join(", "))?;
@@ -188,7 +193,7 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
     }
 
     let handle = tokio::runtime::Handle::current();
-    let (files, rep) = {
+    let (files, passed, rep) = {
         let ctx = ctx.clone();
         let opts = opts.clone();
         let batch_id = batch_id.to_string();
@@ -210,6 +215,11 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
         }
         ctx.fail(&format!("batch.after_manifest:{}", i + 1));
     }
+    // replayed lines that are stored now (or were already) leave quarantine
+    for id in &passed {
+        store.delete(&layout::quarantine_entry(id)).await?;
+    }
+    report.replayed_out = passed.len() as u64;
     ctx.fail("batch.before_landing_delete");
     for (i, path) in picked.iter().enumerate() {
         store.delete(path).await?;
@@ -219,6 +229,8 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
 }
 
 type Finished = Vec<(Partition, DataFileEntry)>;
+/// What processing hands to the commit: the files, the quarantine entries replayed out, the report.
+type Processed3 = (Finished, Vec<String>, BatchReport);
 
 fn process(
     rt: &tokio::runtime::Handle,
@@ -228,7 +240,7 @@ fn process(
     picked: &[object_store::path::Path],
     latest: &BTreeMap<Partition, Loaded>,
     mut report: BatchReport,
-) -> Result<(Finished, BatchReport), JobError> {
+) -> Result<Processed3, JobError> {
     let threads = opts.threads.max(1);
     let keys = KeyBook::default();
     let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<Chunk>(threads * 2);
@@ -287,7 +299,7 @@ fn process(
         drop(out_tx);
         drop(chunk_rx);
         let r = coordinate(rt, ctx, opts, batch_id, latest, &keys, out_rx, &mut report);
-        r.map(|files| (files, report))
+        r.map(|(files, passed)| (files, passed, report))
     })
 }
 
@@ -554,7 +566,7 @@ fn coordinate(
     keys: &KeyBook,
     rx: crossbeam_channel::Receiver<Result<Processed, JobError>>,
     report: &mut BatchReport,
-) -> Result<Finished, JobError> {
+) -> Result<(Finished, Vec<String>), JobError> {
     let store = &ctx.store;
     let mut pending: BTreeMap<u64, Processed> = BTreeMap::new();
     let mut next = 0u64;
@@ -572,6 +584,8 @@ fn coordinate(
         rows_written: 0,
     };
     let mut qwriter: Option<quarantine::Writer> = None;
+    let mut still_failing: HashSet<String> = HashSet::new();
+    let mut replayed: Vec<String> = Vec::new();
     // lines of earlier blocks, per segment index, to number lines within a segment
     let mut seg_lines: HashMap<usize, u64> = HashMap::new();
 
@@ -582,6 +596,10 @@ fn coordinate(
             next += 1;
             let base = *seg_lines.get(&p.seg.index).unwrap_or(&0);
             seg_lines.insert(p.seg.index, base + p.lines);
+            let replay_of = &p.seg.segment.header.replay_of;
+            if !replay_of.is_empty() {
+                replayed.extend(replay_of.iter().skip(base as usize).take(p.lines as usize).cloned());
+            }
             report.lines += p.lines;
             report.blank_lines += p.blank;
             for item in p.items {
@@ -607,9 +625,29 @@ fn coordinate(
                             qwriter = Some(rt.block_on(quarantine::Writer::new(ctx.kms.as_ref(), batch_id))?);
                         }
                         let h = &p.seg.segment.header;
-                        let origin = Origin { source: &h.source, arrived_at: h.arrived_at, segment_id: &h.segment_id, line_no: base + line + 1 };
-                        let entry = qwriter.as_ref().expect("created").seal(&origin, &reject, &original, ctx.clock.now());
-                        rt.block_on(quarantine::put(store, &entry))?;
+                        let line_no = base + line + 1;
+                        let entry_id = h.replay_of.get(line_no as usize - 1).map(String::as_str);
+                        if let Some(id) = entry_id {
+                            still_failing.insert(id.to_string());
+                        }
+                        let origin = Origin { source: &h.source, tenant: h.tenant.as_deref(), entry_id, arrived_at: h.arrived_at, segment_id: &h.segment_id, line_no };
+                        let mut entry = qwriter.as_ref().expect("created").seal(&origin, &reject, &original, ctx.clock.now());
+                        match entry_id {
+                            // a replayed line that fails again: the entry keeps its provenance and
+                            // counts the attempt, with the new reason (its replay segment is still
+                            // in landing until commit, so a crash here loses nothing)
+                            Some(id) => rt.block_on(async {
+                                if let Ok(old) = quarantine::get(store, id).await {
+                                    entry.attempts = old.attempts + 1;
+                                    entry.arrived_at = old.arrived_at;
+                                    entry.segment_id = old.segment_id;
+                                    entry.line_no = old.line_no;
+                                    store.delete(&layout::quarantine_entry(id)).await?;
+                                }
+                                quarantine::put(store, &entry).await
+                            })?,
+                            None => rt.block_on(quarantine::put(store, &entry))?,
+                        };
                         report.quarantined += 1;
                         *report.quarantined_by_code.entry(reject.code).or_default() += 1;
                         ctx.fail("batch.after_quarantine_write");
@@ -621,7 +659,8 @@ fn coordinate(
     if !pending.is_empty() {
         return Err(JobError::Worker("a worker stopped before its work was done".into()));
     }
-    sink.finish(report)
+    let passed = replayed.into_iter().filter(|id| !still_failing.contains(id)).collect();
+    Ok((sink.finish(report)?, passed))
 }
 
 async fn committed_ids(store: &Store, latest: Option<&Loaded>) -> Result<HashSet<[u8; 16]>, JobError> {

@@ -9,8 +9,10 @@
 
 mod batch;
 mod lease;
+mod validate;
 
 pub use batch::{batch, BatchOptions, BatchReport};
+pub use validate::{validate, ValidateReport};
 
 use crate::clock::Clock;
 use crate::crypto::kms::Kms;
@@ -38,6 +40,8 @@ pub enum JobError {
     Conflict { partition: String },
     #[error("batch worker failed: {0}")]
     Worker(String),
+    #[error("schema version {0} is not in the registry ({versions})", versions = crate::schema::upcast::VERSIONS.join(", "))]
+    UnknownVersion(String),
 }
 
 /// What a job needs: the store, the key service and the clock.
@@ -128,6 +132,27 @@ async fn write_segment(ctx: &Context, b: SegmentBuilder, source: SourceKind, ten
     report.stored_bytes += written;
     ctx.fail(&format!("ingest.after_segment:{}", report.segments));
     Ok(())
+}
+
+/// Puts the selected quarantine entries back into the landing zone as replay segments (one
+/// per source and tenant); the next batch stores what now passes, and removes those entries.
+/// Returns how many entries were queued.
+/// `tenant` applies to entries whose source had none (the usual fix for `source.tenant_missing`).
+pub async fn queue_replay(ctx: &Context, entries: &[crate::landing::quarantine::Entry], tenant: Option<&str>) -> Result<u64, JobError> {
+    let mut groups: std::collections::BTreeMap<(String, Option<String>), SegmentBuilder> = Default::default();
+    for e in entries {
+        let mut secret = crate::landing::quarantine::open(ctx.kms.as_ref(), e).await?;
+        let t = e.tenant.clone().or_else(|| tenant.map(str::to_string));
+        groups.entry((e.source.clone(), t)).or_default().push_replay(&e.id, &secret.original);
+        zeroize::Zeroize::zeroize(&mut secret.original);
+    }
+    let random = rand::rng().next_u32();
+    for (seq, ((source, tenant), b)) in groups.into_iter().enumerate() {
+        let now = ctx.clock.now();
+        let id = segment_id(now, seq as u32, random);
+        b.write(&ctx.store, ctx.kms.as_ref(), &source, tenant.as_deref(), &id, now, default_threads()).await?;
+    }
+    Ok(entries.len() as u64)
 }
 
 pub fn default_threads() -> usize {

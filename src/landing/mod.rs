@@ -57,6 +57,9 @@ pub struct SegmentHeader {
     pub compression: String,
     pub dek_id: String,
     pub wrapped_dek: WrappedKey,
+    /// For a replay segment: the quarantine entry each line came from, in line order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replay_of: Vec<String>,
 }
 
 fn block_aad(h: &SegmentHeader, index: u32) -> Vec<u8> {
@@ -75,11 +78,12 @@ pub struct SegmentBuilder {
     blocks: Vec<Vec<u8>>,
     lines: u64,
     raw: u64,
+    replay_of: Vec<String>,
 }
 
 impl Default for SegmentBuilder {
     fn default() -> Self {
-        SegmentBuilder { blocks: vec![Vec::with_capacity(BLOCK_BYTES + 4096)], lines: 0, raw: 0 }
+        SegmentBuilder { blocks: vec![Vec::with_capacity(BLOCK_BYTES + 4096)], lines: 0, raw: 0, replay_of: Vec::new() }
     }
 }
 
@@ -114,6 +118,16 @@ impl SegmentBuilder {
         }
     }
 
+    /// Appends one quarantined line for replay (a line may not contain `\n`; it cannot, as
+    /// it was cut at one).
+    pub fn push_replay(&mut self, entry_id: &str, original: &[u8]) {
+        let mut line = Vec::with_capacity(original.len() + 1);
+        line.extend_from_slice(original);
+        line.push(b'\n');
+        self.push_lines(&line);
+        self.replay_of.push(entry_id.to_string());
+    }
+
     pub fn raw_bytes(&self) -> u64 {
         self.raw
     }
@@ -143,6 +157,7 @@ impl SegmentBuilder {
             compression: "zstd".into(),
             dek_id: dek.id().to_string(),
             wrapped_dek,
+            replay_of: std::mem::take(&mut self.replay_of),
         };
         let cipher = dek.cipher();
         let sealed = seal_blocks(&self.blocks, &header, &cipher, threads.max(1));

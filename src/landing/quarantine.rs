@@ -18,6 +18,9 @@ pub struct Entry {
     pub version: u32,
     pub id: String,
     pub source: String,
+    /// The tenant configured for the source, kept so that a replay decodes alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     pub arrived_at: DateTime<Utc>,
     pub quarantined_at: DateTime<Utc>,
     pub batch_id: String,
@@ -55,6 +58,9 @@ fn entry_aad(id: &str, dek_id: &str) -> Vec<u8> {
 #[derive(Debug, Clone)]
 pub struct Origin<'a> {
     pub source: &'a str,
+    pub tenant: Option<&'a str>,
+    /// Set for a replayed line: the entry it came from (its id is kept).
+    pub entry_id: Option<&'a str>,
     pub arrived_at: DateTime<Utc>,
     pub segment_id: &'a str,
     pub line_no: u64,
@@ -75,7 +81,7 @@ impl Writer {
     }
 
     pub fn seal(&self, origin: &Origin<'_>, reject: &crate::schema::Reject, original: &[u8], now: DateTime<Utc>) -> Entry {
-        let id = entry_id(origin.segment_id, origin.line_no);
+        let id = origin.entry_id.map_or_else(|| entry_id(origin.segment_id, origin.line_no), str::to_string);
         let secret = Secret { message: reject.message.clone(), original: original.to_vec() };
         let mut plain = serde_json::to_vec(&secret).expect("serializes");
         let sealed = self.cipher.seal(&plain, &entry_aad(&id, self.cipher.dek_id()));
@@ -85,6 +91,7 @@ impl Writer {
             version: 1,
             id,
             source: origin.source.to_string(),
+            tenant: origin.tenant.map(str::to_string),
             arrived_at: origin.arrived_at,
             quarantined_at: now,
             batch_id: self.batch_id.clone(),

@@ -102,10 +102,16 @@ impl Validator {
     /// Validates an event against its version's schema, upcasts it to the current version,
     /// and extracts its index fields.
     pub fn check(&self, event: &Value) -> Result<Checked, Reject> {
+        self.check_as(event, None)
+    }
+
+    /// As [`Validator::check`], but with `version` set every event is taken to be of that
+    /// version, whatever it declares (a drift probe: what would version V accept?).
+    pub fn check_as(&self, event: &Value, version: Option<&str>) -> Result<Checked, Reject> {
         if !event.is_object() {
             return Err(Reject::new("json.not_object", "", "an event must be a JSON object"));
         }
-        let version = upcast::detect(event).unwrap_or_else(|| CURRENT_VERSION.to_string());
+        let version = version.map(str::to_string).or_else(|| upcast::detect(event)).unwrap_or_else(|| CURRENT_VERSION.to_string());
         if self.get(&version).is_none() {
             let mut r = Reject::new("schema.unsupported_version", "/interaction/schemaVersion", format!("schema version {version} is not in the registry ({})", upcast::VERSIONS.join(", ")));
             r.schema_version = version.chars().take(32).collect();
