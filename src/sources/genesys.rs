@@ -10,7 +10,9 @@
 //! EventBridge events (`genesys-eventbridge`): idempotency key the envelope `id`; interaction id
 //! `detail.eventBody.conversationId`; state CREATED for `customer.start`, COMPLETED for
 //! `customer.end`, UPDATED for every other topic; occurredAt `eventBody.eventTime`; tenant the
-//! organisation id in `source` (`aws.partner/genesys.com/cloud/<orgId>/…`).
+//! organisation id in `source` (`aws.partner/genesys.com/cloud/<orgId>/…`). The customer's
+//! address of an outbound e-mail or message event is taken from `addressTo` (an assumption:
+//! no public outbound sample was found).
 
 use super::vendor::{self, missing, participant, path, text, Canonical};
 use crate::schema::Reject;
@@ -98,6 +100,7 @@ pub fn details(c: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
                     "voice" if outbound => text(s, "dnis").or_else(|| text(s, "ani")),
                     "voice" => text(s, "ani").or_else(|| text(s, "dnis")),
                     "callback" => s.get("callbackNumbers").and_then(|v| v.get(0)).and_then(Value::as_str).map(str::to_string),
+                    // the customer's own session names the customer in addressFrom, either way
                     _ => text(s, "addressFrom").or_else(|| text(s, "addressOther")),
                 }
                 .map(|a| vendor::strip_uri(&a))
@@ -158,6 +161,7 @@ pub fn eventbridge(e: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
             "VOICE" if outbound => text(body, "dnis"),
             "VOICE" => text(body, "ani"),
             "CALLBACK" => body.get("callbackNumbers").and_then(|v| v.get(0)).and_then(Value::as_str).map(str::to_string),
+            _ if outbound => text(body, "addressTo").or_else(|| text(body, "addressFrom")),
             _ => text(body, "addressFrom"),
         }
         .map(|a| vendor::strip_uri(&a));

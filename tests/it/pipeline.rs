@@ -166,10 +166,10 @@ fn the_main_job_runs_the_local_pipeline() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
     // fixtures/canonical/events.ndjson: 600 lines, 570 unique (gen_events.py --events 600 --dup-rate 0.05 --seed 7),
-    // plus the four legacy (1.0 and 2.0) events of legacy.ndjson, plus 32 events from the 40
+    // plus the four legacy (1.0 and 2.0) events of legacy.ndjson, plus 36 events from the 44
     // vendor fixture lines (fixtures/*/expected.ndjson: 8 lines rejected, one schema reject,
     // one line holding two conversations)
-    assert_eq!(report["stored"], 606, "{report}");
+    assert_eq!(report["stored"], 610, "{report}");
     assert_eq!(report["duplicates_in_batch"], 30);
     assert_eq!(report["quarantined"], 16);
     assert_eq!(report["blank_lines"], 2);
@@ -326,7 +326,7 @@ fn vendor_payloads_go_through_ingest_and_batch() {
         env.ok(&["ingest", "--source", shape, "--tenant", "bank-a", input.to_str().unwrap()]);
     }
     let r = env.batch();
-    assert_eq!(r["stored"], 32, "{r}");
+    assert_eq!(r["stored"], 36, "{r}");
     assert_eq!(r["quarantined"], 9, "{r}");
     let codes = &r["quarantined_by_code"];
     assert_eq!(codes["source.missing_field"], 5, "{r}");
