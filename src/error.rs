@@ -19,6 +19,10 @@ pub enum Error {
     Query(#[from] crate::query::QueryError),
     #[error(transparent)]
     Job(#[from] crate::job::JobError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("audit trail broken at {0}")]
+    AuditBroken(String),
     #[error("{context}: {source}")]
     Io { context: String, #[source] source: std::io::Error },
     #[error("{0}")]

@@ -11,6 +11,7 @@
 //! ```
 //! `cli` sits on top and is the only module that reads the environment or prints.
 
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod crypto;

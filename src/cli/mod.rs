@@ -72,9 +72,12 @@ pub enum Command {
     Verify {
         #[command(flatten)]
         s: StoreArgs,
-        /// Also decrypt every record and check its AAD and record_hash (needs the keyring)
+        /// Also decrypt every record and check its AAD and record_hash (needs the keyring; audited)
         #[arg(long)]
         deep: bool,
+        /// Who runs the deep check (recorded in the audit trail)
+        #[arg(long, env = "HOLDFAST_ACTOR", default_value = "holdfast-verify")]
+        actor: String,
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
@@ -96,6 +99,11 @@ pub enum Command {
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
+    /// The tamper-evident audit trail
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Inspect and replay quarantined events
     Quarantine {
         #[command(subcommand)]
@@ -115,6 +123,35 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the whole chain; exit 1 at the first broken link, naming it
+    Verify {
+        #[command(flatten)]
+        s: StoreArgs,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// List entries
+    List {
+        #[command(flatten)]
+        s: StoreArgs,
+        /// Only entries at or after this time (RFC 3339)
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this action (decrypt, decrypt.refused, quarantine.show, …)
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// Print the sequence and hash of the newest entry, to record outside the system
+    Head {
+        #[command(flatten)]
+        s: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum QuarantineCommand {
     /// List entries: id, arrival, source, error code and path (no key needed)
     List {
@@ -123,11 +160,14 @@ pub enum QuarantineCommand {
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
-    /// Decrypt one entry and print its error and original bytes
+    /// Decrypt one entry and print its error and original bytes (audited)
     Show {
         #[command(flatten)]
         s: StoreArgs,
         id: String,
+        /// Who is looking (recorded in the audit trail)
+        #[arg(long, env = "HOLDFAST_ACTOR")]
+        actor: String,
     },
     /// Run quarantined lines through the pipeline again (after a fix); those stored leave quarantine
     Replay {
@@ -142,6 +182,9 @@ pub enum QuarantineCommand {
         /// Tenant for entries whose source had none (fixes `source.tenant_missing`)
         #[arg(long)]
         tenant: Option<String>,
+        /// Who replays (recorded in the audit trail)
+        #[arg(long, env = "HOLDFAST_ACTOR")]
+        actor: String,
         /// Pipeline file for the retention policy table and batch limits
         #[arg(long, env = "HOLDFAST_PIPELINE")]
         pipeline: Option<PathBuf>,
@@ -330,7 +373,7 @@ impl Command {
                 let report = job::batch(&ctx, &batch_options(p.as_ref(), policies)).await?;
                 output::write_report(format.unwrap_or(Format::Table), &report, out)
             }
-            Command::Verify { s, deep, format } => {
+            Command::Verify { s, deep, actor, format } => {
                 let (store, kms) = if deep {
                     let (st, k) = open(&s).await?;
                     (st, Some(k))
@@ -340,6 +383,10 @@ impl Command {
                     (st, None)
                 };
                 let report = crate::lake::verify::verify(&store, kms.as_deref()).await?;
+                if deep {
+                    let event = crate::audit::DeepVerified { files: report.files, records: report.deep_records, problems: report.problems.len() };
+                    crate::audit::Audit::new(store.clone(), clock.clone()).record(&actor, None, &event).await?;
+                }
                 output::write_report(format.unwrap_or(Format::Table), &report, out)?;
                 if report.problems.is_empty() { Ok(()) } else { Err(Error::VerifyFailed(report.problems.len())) }
             }
@@ -372,13 +419,14 @@ impl Command {
                 let batch = quarantine_batch(&rows)?;
                 output::write_batches(Format::resolve(format, Format::Csv), &[batch], out)
             }
+            Command::Audit { command } => audit_command(command, clock, out).await,
             Command::Validate { s, schema_version, format } => {
                 let (store, kms) = open(&s).await?;
                 let ctx = context(store, kms, clock);
                 let report = job::validate(&ctx, schema_version.as_deref()).await?;
                 output::write_report(format.unwrap_or(Format::Table), &report, out)
             }
-            Command::Quarantine { command: QuarantineCommand::Replay { s, ids, all, tenant, pipeline, format } } => {
+            Command::Quarantine { command: QuarantineCommand::Replay { s, ids, all, tenant, actor, pipeline, format } } => {
                 let (store, kms) = open(&s).await?;
                 let p = pipeline.as_deref().map(Pipeline::load).transpose()?;
                 let policies = match &p {
@@ -394,15 +442,19 @@ impl Command {
                     }
                     entries.retain(|e| ids.contains(&e.id));
                 }
+                let replayed = crate::audit::Replayed { entries: entries.iter().map(|e| e.id.clone()).collect() };
+                crate::audit::Audit::new(store.clone(), clock.clone()).record(&actor, None, &replayed).await?;
                 let ctx = context(store, kms, clock);
                 let queued = job::queue_replay(&ctx, &entries, tenant.as_deref()).await?;
                 let _ = writeln!(out, "replaying {queued} quarantine entr(ies)");
                 let report = job::batch(&ctx, &batch_options(p.as_ref(), policies)).await?;
                 output::write_report(format.unwrap_or(Format::Table), &report, out)
             }
-            Command::Quarantine { command: QuarantineCommand::Show { s, id } } => {
+            Command::Quarantine { command: QuarantineCommand::Show { s, id, actor } } => {
                 let (store, kms) = open(&s).await?;
                 let e = quarantine::get(&store, &id).await?;
+                // recorded before the plaintext is shown
+                crate::audit::Audit::new(store.clone(), clock.clone()).record(&actor, None, &crate::audit::QuarantineShown { entry: &e.id, dek: &e.dek_id }).await?;
                 let secret = quarantine::open(kms.as_ref(), &e).await?;
                 let _ = writeln!(out, "id:          {}", e.id);
                 let _ = writeln!(out, "source:      {} (segment {}, line {})", e.source, e.segment_id, e.line_no);
@@ -431,6 +483,40 @@ impl Command {
                 let report = job::batch(&ctx, &batch_options(Some(&p), policies)).await?;
                 output::write_report(format.unwrap_or(Format::Table), &report, out)
             }
+        }
+    }
+}
+
+async fn audit_command(command: AuditCommand, clock: Arc<dyn Clock>, out: &mut dyn Write) -> Result<()> {
+    let open_store = |s: &StoreArgs| -> Result<Store> { Ok(Store::open_local(&s.store, false)?) };
+    match command {
+        AuditCommand::Verify { s, format } => {
+            let store = open_store(&s)?;
+            read_marker(&store).await?;
+            let report = crate::audit::Audit::new(store, clock).verify().await?;
+            output::write_report(format.unwrap_or(Format::Table), &report, out)?;
+            match report.broken {
+                Some(p) => Err(Error::AuditBroken(p.object)),
+                None => Ok(()),
+            }
+        }
+        AuditCommand::Head { s } => {
+            let store = open_store(&s)?;
+            read_marker(&store).await?;
+            let head = crate::audit::Audit::new(store, clock).head().await?;
+            let _ = writeln!(out, "{head}");
+            Ok(())
+        }
+        AuditCommand::List { s, since, action, format } => {
+            let store = open_store(&s)?;
+            read_marker(&store).await?;
+            let since = since
+                .map(|t| chrono::DateTime::parse_from_rfc3339(&t).map(|t| t.to_utc()).map_err(|e| Error::Usage(format!("--since: {e}"))))
+                .transpose()?;
+            let entries = crate::audit::Audit::new(store, clock).entries().await?;
+            let rows: Vec<_> = entries.into_iter().filter(|(e, _)| since.is_none_or(|t| e.at >= t) && action.as_ref().is_none_or(|a| &e.action == a)).collect();
+            let batch = crate::query::audit_batch(&rows)?;
+            output::write_batches(Format::resolve(format, Format::Csv), &[batch], out)
         }
     }
 }

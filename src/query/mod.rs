@@ -68,11 +68,30 @@ pub async fn session(store: &Store) -> Result<SessionContext, QueryError> {
 
     let m = manifests_batch(&latest)?;
     ctx.register_table("manifests", Arc::new(MemTable::try_new(m.schema(), vec![vec![m]])?))?;
+    let entries = crate::audit::Audit::new(store.clone(), Arc::new(crate::clock::SystemClock)).entries().await.map_err(|e| QueryError::Output(e.to_string()))?;
+    let a = audit_batch(&entries)?;
+    ctx.register_table("audit", Arc::new(MemTable::try_new(a.schema(), vec![vec![a]])?))?;
     Ok(ctx)
 }
 
 pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
     Ok(ctx.sql(sql).await?.collect().await?)
+}
+
+/// The audit trail as a table: one row per entry.
+pub fn audit_batch(entries: &[(crate::audit::Entry, String)]) -> Result<RecordBatch, QueryError> {
+    use arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
+    let text = |f: &dyn Fn(&crate::audit::Entry, &str) -> Option<String>| Arc::new(StringArray::from_iter(entries.iter().map(|(e, h)| f(e, h)))) as ArrayRef;
+    Ok(RecordBatch::try_from_iter(vec![
+        ("sequence", Arc::new(Int64Array::from_iter_values(entries.iter().map(|(e, _)| e.sequence as i64))) as ArrayRef),
+        ("at", Arc::new(TimestampMicrosecondArray::from_iter_values(entries.iter().map(|(e, _)| e.at.timestamp_micros())).with_timezone("UTC")) as ArrayRef),
+        ("actor", text(&|e, _| Some(e.actor.clone()))),
+        ("action", text(&|e, _| Some(e.action.clone()))),
+        ("case", text(&|e, _| e.case.clone())),
+        ("details", text(&|e, _| Some(e.details.to_string()))),
+        ("sha256", text(&|_, h| Some(h.to_string()))),
+        ("previous_sha256", text(&|e, _| e.previous_sha256.clone())),
+    ])?)
 }
 
 fn ts() -> DataType {

@@ -34,6 +34,7 @@ impl Env {
         c.args(args)
             .env("HOLDFAST_STORE", &self.store)
             .env("HOLDFAST_KEYRING", &self.keyring)
+            .env("HOLDFAST_ACTOR", "test-operator")
             .env_remove("HOLDFAST_FAILPOINT")
             .env_remove("HOLDFAST_NOW")
             .current_dir(repo());

@@ -1,0 +1,245 @@
+//! The audit trail: append-only, hash-chained entries in the store (`audit/v<20 digits>.json`),
+//! each naming the SHA-256 of the one before, written with create-only puts so two writers
+//! cannot fork it silently (the loser of a race re-reads the head and appends after it).
+//! Every decryption, refusal and key unwrap goes through [`Audit::record`]; holds, releases,
+//! deletions and rotations join them as they are built.
+
+use crate::clock::Clock;
+use crate::lake::storage::{Put, Store};
+use crate::lake::LakeError;
+use chrono::{DateTime, Utc};
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub const PREFIX: &str = "audit";
+const FORMAT: &str = "holdfast.audit";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error("audit trail is busy: {0} appends lost the race in a row")]
+    Contended(u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub format: String,
+    pub version: u32,
+    pub sequence: u64,
+    /// SHA-256 of the previous entry's bytes; `None` only for sequence 1.
+    pub previous_sha256: Option<String>,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    /// `decrypt`, `decrypt.refused`, `blind_index`, `key.unwrap`, `quarantine.show`, …
+    pub action: String,
+    pub case: Option<String>,
+    pub details: serde_json::Value,
+}
+
+fn entry_path(sequence: u64) -> Path {
+    Path::from(format!("{PREFIX}/v{sequence:020}.json"))
+}
+
+fn parse_path(p: &Path) -> Option<u64> {
+    let s = p.as_ref().strip_prefix(PREFIX)?.strip_prefix("/v")?.strip_suffix(".json")?;
+    (s.len() == 20).then(|| s.parse().ok()).flatten()
+}
+
+/// Something worth recording: its action name and details.
+pub trait AuditEvent: Serialize {
+    const ACTION: &'static str;
+}
+
+#[derive(Debug, Clone)]
+pub struct Audit {
+    store: Store,
+    clock: Arc<dyn Clock>,
+}
+
+/// The head of the chain: what a third party records to check later that nothing before it
+/// changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Head {
+    pub sequence: u64,
+    pub sha256: Option<String>,
+}
+
+impl std::fmt::Display for Head {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.sequence, self.sha256.as_deref().unwrap_or("(empty)"))
+    }
+}
+
+impl Audit {
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
+        Audit { store, clock }
+    }
+
+    async fn sequences(&self) -> Result<Vec<u64>, LakeError> {
+        let mut v: Vec<u64> = self.store.list(PREFIX).await?.iter().filter_map(|m| parse_path(&m.location)).collect();
+        v.sort_unstable();
+        Ok(v)
+    }
+
+    pub async fn head(&self) -> Result<Head, AuditError> {
+        match self.sequences().await?.last() {
+            None => Ok(Head { sequence: 0, sha256: None }),
+            Some(&seq) => {
+                let bytes = self.store.get(&entry_path(seq)).await?;
+                Ok(Head { sequence: seq, sha256: Some(crate::lake::manifest::sha256_hex(&bytes)) })
+            }
+        }
+    }
+
+    /// Appends one entry after the current head; returns it.
+    pub async fn record<E: AuditEvent>(&self, actor: &str, case: Option<&str>, event: &E) -> Result<Entry, AuditError> {
+        let details = serde_json::to_value(event).expect("audit events serialize");
+        for _ in 0..16 {
+            let head = self.head().await?;
+            let entry = Entry {
+                format: FORMAT.into(),
+                version: 1,
+                sequence: head.sequence + 1,
+                previous_sha256: head.sha256,
+                at: self.clock.now(),
+                actor: actor.to_string(),
+                action: E::ACTION.to_string(),
+                case: case.map(str::to_string),
+                details: details.clone(),
+            };
+            let mut bytes = serde_json::to_vec_pretty(&entry).expect("serializes");
+            bytes.push(b'\n');
+            if self.store.put_new(&entry_path(entry.sequence), bytes).await? == Put::Created {
+                return Ok(entry);
+            }
+        }
+        Err(AuditError::Contended(16))
+    }
+
+    /// Every entry, in order, with the SHA-256 of its bytes.
+    pub async fn entries(&self) -> Result<Vec<(Entry, String)>, AuditError> {
+        let mut out = Vec::new();
+        for seq in self.sequences().await? {
+            let path = entry_path(seq);
+            let bytes = self.store.get(&path).await?;
+            let entry: Entry = serde_json::from_slice(&bytes).map_err(|e| LakeError::Corrupt { object: path.to_string(), problem: format!("not an audit entry: {e}") })?;
+            out.push((entry, crate::lake::manifest::sha256_hex(&bytes)));
+        }
+        Ok(out)
+    }
+
+    /// Walks the chain; the first broken link, if any.
+    pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
+        let mut report = VerifyReport { entries: 0, head: None, broken: None };
+        let mut prev: Option<String> = None;
+        let mut expected = 1u64;
+        for seq in self.sequences().await? {
+            let path = entry_path(seq);
+            let bytes = self.store.get(&path).await?;
+            let sha = crate::lake::manifest::sha256_hex(&bytes);
+            let problem = match serde_json::from_slice::<Entry>(&bytes) {
+                Err(e) => Some(format!("not an audit entry: {e}")),
+                Ok(_) if seq != expected => Some(format!("sequence {expected} is missing (found {seq} next)")),
+                Ok(e) if e.sequence != seq => Some(format!("says sequence {}, stored as {seq}", e.sequence)),
+                Ok(e) if e.previous_sha256 != prev => {
+                    Some(format!("names previous hash {}, but entry {} hashes to {}", e.previous_sha256.as_deref().unwrap_or("none"), seq - 1, prev.as_deref().unwrap_or("none")))
+                }
+                Ok(_) => None,
+            };
+            if let Some(problem) = problem {
+                report.broken = Some(crate::lake::verify::Problem { object: path.to_string(), problem });
+                return Ok(report);
+            }
+            report.entries += 1;
+            prev = Some(sha);
+            expected += 1;
+        }
+        report.head = prev;
+        Ok(report)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    pub entries: u64,
+    pub head: Option<String>,
+    pub broken: Option<crate::lake::verify::Problem>,
+}
+
+impl std::fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.broken {
+            Some(p) => write!(f, "BROKEN after {} good entr(ies): {}: {}", self.entries, p.object, p.problem),
+            None => write!(f, "audit trail intact: {} entr(ies), head {}", self.entries, self.head.as_deref().unwrap_or("(empty)")),
+        }
+    }
+}
+
+// ---- events -------------------------------------------------------------------------------
+
+/// Plaintext was produced from the lake for a query.
+#[derive(Debug, Serialize)]
+pub struct Decrypted<'a> {
+    pub query: &'a str,
+    pub records: u64,
+    /// The event ids, or, past 1,000 of them, their count and the SHA-256 of the sorted list.
+    pub event_ids: serde_json::Value,
+    pub deks_unwrapped: Vec<String>,
+}
+impl AuditEvent for Decrypted<'_> {
+    const ACTION: &'static str = "decrypt";
+}
+
+/// A decryption (or blind index) was asked for and refused.
+#[derive(Debug, Serialize)]
+pub struct Refused<'a> {
+    pub what: &'a str,
+    pub query: &'a str,
+    pub reason: &'a str,
+}
+impl AuditEvent for Refused<'_> {
+    const ACTION: &'static str = "decrypt.refused";
+}
+
+/// An operator decrypted a quarantine entry.
+#[derive(Debug, Serialize)]
+pub struct QuarantineShown<'a> {
+    pub entry: &'a str,
+    pub dek: &'a str,
+}
+impl AuditEvent for QuarantineShown<'_> {
+    const ACTION: &'static str = "quarantine.show";
+}
+
+/// Every record of the lake was decrypted to check it (`verify --deep`).
+#[derive(Debug, Serialize)]
+pub struct DeepVerified {
+    pub files: usize,
+    pub records: u64,
+    pub problems: usize,
+}
+impl AuditEvent for DeepVerified {
+    const ACTION: &'static str = "verify.deep";
+}
+
+/// Quarantined lines were decrypted to run them again.
+#[derive(Debug, Serialize)]
+pub struct Replayed {
+    pub entries: Vec<String>,
+}
+impl AuditEvent for Replayed {
+    const ACTION: &'static str = "quarantine.replay";
+}
+
+/// The list itself, or its count and hash when long.
+pub fn id_list(mut ids: Vec<String>) -> serde_json::Value {
+    if ids.len() <= 1000 {
+        return serde_json::json!(ids);
+    }
+    ids.sort();
+    let joined = ids.join("\n");
+    serde_json::json!({"count": ids.len(), "sha256_of_sorted_list": crate::lake::manifest::sha256_hex(joined.as_bytes())})
+}
