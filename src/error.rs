@@ -23,6 +23,8 @@ pub enum Error {
     Audit(#[from] crate::audit::AuditError),
     #[error("audit trail broken at {0}")]
     AuditBroken(String),
+    #[error("refused (audited): {0}")]
+    Refused(String),
     #[error("{context}: {source}")]
     Io { context: String, #[source] source: std::io::Error },
     #[error("{0}")]

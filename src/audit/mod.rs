@@ -111,7 +111,7 @@ impl Audit {
                 details: details.clone(),
             };
             let mut bytes = serde_json::to_vec_pretty(&entry).expect("serializes");
-            bytes.push(b'\n');
+            bytes.extend_from_slice(b"\n");
             if self.store.put_new(&entry_path(entry.sequence), bytes).await? == Put::Created {
                 return Ok(entry);
             }
@@ -135,8 +135,7 @@ impl Audit {
     pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
         let mut report = VerifyReport { entries: 0, head: None, broken: None };
         let mut prev: Option<String> = None;
-        let mut expected = 1u64;
-        for seq in self.sequences().await? {
+        for (expected, seq) in (1u64..).zip(self.sequences().await?) {
             let path = entry_path(seq);
             let bytes = self.store.get(&path).await?;
             let sha = crate::lake::manifest::sha256_hex(&bytes);
@@ -155,7 +154,6 @@ impl Audit {
             }
             report.entries += 1;
             prev = Some(sha);
-            expected += 1;
         }
         report.head = prev;
         Ok(report)

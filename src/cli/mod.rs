@@ -81,13 +81,35 @@ pub enum Command {
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
-    /// Run SQL over the tables `events` and `manifests`
+    /// Run SQL over `events`, `interactions`, `manifests` and `audit` (and, with --decrypt, `decrypted`)
     Query {
         #[command(flatten)]
         s: StoreArgs,
         #[arg(long, value_enum)]
         format: Option<Format>,
-        sql: String,
+        /// Write the result here instead of stdout
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// A named query from sql/ (its header comment lists its parameters)
+        #[arg(long, conflicts_with = "sql")]
+        file: Option<PathBuf>,
+        /// name=value for a --file query's {{name}} placeholders (bound as SQL string literals)
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Enable decrypt_payload() and the `decrypted` view; needs --case and --actor; audited
+        #[arg(long)]
+        decrypt: bool,
+        /// Case reference the decryption is for
+        #[arg(long = "case")]
+        case_ref: Option<String>,
+        /// Who decrypts
+        #[arg(long, env = "HOLDFAST_ACTOR")]
+        actor: Option<String>,
+        /// Pipeline file with the [access] roles
+        #[arg(long, env = "HOLDFAST_PIPELINE")]
+        pipeline: Option<PathBuf>,
+        #[arg(required_unless_present = "file")]
+        sql: Option<String>,
     },
     /// Dry run of the current adapters and schema over the landing zone and quarantine; writes nothing
     Validate {
@@ -199,6 +221,10 @@ struct StoreMarker {
     version: u32,
     created_at: String,
     kek_id: String,
+}
+
+fn parse_param(s: &str) -> std::result::Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.trim().to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not name=value"))
 }
 
 fn default_keyring() -> Result<PathBuf> {
@@ -390,12 +416,53 @@ impl Command {
                 output::write_report(format.unwrap_or(Format::Table), &report, out)?;
                 if report.problems.is_empty() { Ok(()) } else { Err(Error::VerifyFailed(report.problems.len())) }
             }
-            Command::Query { s, format, sql } => {
-                let store = Store::open_local(&s.store, false)?;
-                read_marker(&store).await?;
-                let ctx = crate::query::session(&store).await?;
-                let batches = crate::query::run_sql(&ctx, &sql).await?;
-                output::write_batches(Format::resolve(format, Format::Csv), &batches, out)
+            Command::Query { s, format, output: target, file, params, decrypt, case_ref, actor, pipeline, sql } => {
+                let sql = match (&file, sql) {
+                    (Some(f), _) => crate::query::named::bind(&std::fs::read_to_string(f).map_err(|e| Error::io(format!("reading {}", f.display()), e))?, &params).map_err(Error::Usage)?,
+                    (None, Some(q)) => q,
+                    (None, None) => return Err(Error::Usage("give SQL or --file".into())),
+                };
+                let format = Format::resolve(format, Format::Csv);
+                if format == Format::Parquet && target.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    return Err(Error::Usage("Parquet is not for a terminal: add -o FILE".into()));
+                }
+                let batches = if decrypt {
+                    let (store, kms) = open(&s).await?;
+                    let audit = crate::audit::Audit::new(store.clone(), clock.clone());
+                    let who = actor.clone().unwrap_or_default();
+                    let access = pipeline.as_deref().map(Pipeline::load).transpose()?.map(|p| p.access).unwrap_or_default();
+                    let refusal = match (&case_ref, &actor) {
+                        (None, _) => Some("a case reference (--case) is required to decrypt".to_string()),
+                        (_, None) => Some("an actor (--actor) is required to decrypt".to_string()),
+                        (Some(c), Some(a)) if c.trim().is_empty() || a.trim().is_empty() => Some("case and actor must not be empty".to_string()),
+                        (Some(_), Some(a)) => access.may_decrypt(a).err(),
+                    };
+                    if let Some(reason) = refusal {
+                        audit.record(if who.is_empty() { "unknown" } else { &who }, case_ref.as_deref(), &crate::audit::Refused { what: "decrypt", query: &sql, reason: &reason }).await?;
+                        return Err(Error::Refused(reason));
+                    }
+                    let (ctx, decryptor) = crate::query::session_with(&store, Some(kms)).await?;
+                    let batches = crate::query::run_sql(&ctx, &sql).await?;
+                    let (events, deks) = decryptor.expect("decryption enabled").opened();
+                    let records = events.len() as u64;
+                    // recorded before anything is shown
+                    let event = crate::audit::Decrypted { query: &sql, records, event_ids: crate::audit::id_list(events), deks_unwrapped: deks };
+                    audit.record(&who, case_ref.as_deref(), &event).await?;
+                    batches
+                } else {
+                    let store = Store::open_local(&s.store, false)?;
+                    read_marker(&store).await?;
+                    let ctx = crate::query::session(&store).await?;
+                    crate::query::run_sql(&ctx, &sql).await?
+                };
+                match target {
+                    Some(path) => {
+                        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?);
+                        output::write_batches(format, &batches, &mut f)?;
+                        f.flush().map_err(|e| Error::io(format!("writing {}", path.display()), e))
+                    }
+                    None => output::write_batches(format, &batches, out),
+                }
             }
             Command::Quarantine { command: QuarantineCommand::List { s, format } } => {
                 let store = Store::open_local(&s.store, false)?;

@@ -1,7 +1,7 @@
 //! Output formats for tables and reports. Errors never go to stdout.
 
 use crate::error::{Error, Result};
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch};
 use std::io::{IsTerminal, Write};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -13,6 +13,8 @@ pub enum Format {
     Json,
     /// One JSON object per line
     Ndjson,
+    /// Parquet (to a file: -o)
+    Parquet,
 }
 
 impl Format {
@@ -38,7 +40,7 @@ pub fn write_batches(format: Format, batches: &[RecordBatch], out: &mut dyn Writ
                 return Ok(());
             }
             for b in batches {
-                w.write(b).map_err(out_err)?;
+                w.write(&flatten_nested(b)?).map_err(out_err)?;
             }
         }
         Format::Json => {
@@ -54,6 +56,16 @@ pub fn write_batches(format: Format, batches: &[RecordBatch], out: &mut dyn Writ
             w.write_batches(&refs).map_err(out_err)?;
             w.finish().map_err(out_err)?;
         }
+        Format::Parquet => {
+            let Some(first) = batches.first() else { return Ok(()) };
+            let mut buf = Vec::new();
+            let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, first.schema(), None).map_err(out_err)?;
+            for b in batches {
+                w.write(b).map_err(out_err)?;
+            }
+            w.close().map_err(out_err)?;
+            out.write_all(&buf).map_err(out_err)?;
+        }
     }
     Ok(())
 }
@@ -63,7 +75,35 @@ pub fn write_report<T: serde::Serialize + std::fmt::Display>(format: Format, rep
     match format {
         Format::Table => writeln!(out, "{report}"),
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(report).expect("serializes")),
-        Format::Csv | Format::Ndjson => writeln!(out, "{}", serde_json::to_string(report).expect("serializes")),
+        Format::Csv | Format::Ndjson | Format::Parquet => writeln!(out, "{}", serde_json::to_string(report).expect("serializes")),
     }
     .map_err(out_err)
+}
+
+/// CSV has no lists or structs: such columns are written as their display text (`[a, b]`).
+fn flatten_nested(b: &RecordBatch) -> Result<RecordBatch> {
+    use arrow::array::{ArrayRef, StringBuilder};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let nested = |t: &DataType| t.is_nested();
+    if !b.schema().fields().iter().any(|f| nested(f.data_type())) {
+        return Ok(b.clone());
+    }
+    let mut fields = Vec::new();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+        if nested(f.data_type()) {
+            let fmt = ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default()).map_err(out_err)?;
+            let mut sb = StringBuilder::new();
+            for i in 0..c.len() {
+                if c.is_null(i) { sb.append_null() } else { sb.append_value(fmt.value(i).to_string()) }
+            }
+            fields.push(Field::new(f.name(), DataType::Utf8, true));
+            cols.push(std::sync::Arc::new(sb.finish()));
+        } else {
+            fields.push(f.as_ref().clone());
+            cols.push(c.clone());
+        }
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), cols).map_err(out_err)
 }

@@ -31,6 +31,45 @@ pub struct Pipeline {
     pub batch: BatchConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    #[serde(default)]
+    pub access: AccessConfig,
+}
+
+/// Who may do what. With no roles configured (the embedded default, one operator), any named
+/// actor may decrypt with a case reference; once any role is configured, roles are enforced.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// actor -> roles
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<Role>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// index columns only
+    Analyst,
+    /// may decrypt and compute blind indexes, for a case
+    Investigator,
+    /// places and releases legal holds
+    Compliance,
+    /// runs retention sweeps; cannot decrypt
+    Retention,
+}
+
+impl AccessConfig {
+    /// Whether `actor` may decrypt; the refusal reason otherwise.
+    pub fn may_decrypt(&self, actor: &str) -> Result<(), String> {
+        if self.roles.is_empty() {
+            return Ok(());
+        }
+        match self.roles.get(actor) {
+            Some(r) if r.contains(&Role::Investigator) => Ok(()),
+            Some(r) => Err(format!("actor {actor} has roles {r:?}; decryption needs the investigator role")),
+            None => Err(format!("actor {actor} has no role; decryption needs the investigator role")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -683,7 +683,7 @@ async fn open_file(ctx: &Context, batch_id: &str, part: &Partition, keys: &KeyBo
     let path = layout::data_file(part, batch_id);
     let upload = ctx.store.start_upload(&path).await?;
     let kv = datafile::file_metadata(batch_id, &part.dir(), pk.dek.id(), &wrapped);
-    let writer = FileWriter::new(path, upload, kv)?;
+    let writer = FileWriter::new(path, upload, pk.dek.id(), kv)?;
     Ok(OpenFile {
         writer,
         last_used: 0,

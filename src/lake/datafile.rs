@@ -82,11 +82,12 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("policy_id", DataType::Utf8, false),
         Field::new("expires_at", ts(), false),
         Field::new("record_hash", DataType::FixedSizeBinary(32), false),
+        Field::new("dek_id", DataType::Utf8, false),
         Field::new("payload", DataType::Binary, false),
     ]))
 });
 
-pub fn to_record_batch(rows: &[Row]) -> RecordBatch {
+pub fn to_record_batch(rows: &[Row], dek_id: &str) -> RecordBatch {
     let n = rows.len();
     let s = |f: fn(&Row) -> &str| {
         let mut b = StringBuilder::with_capacity(n, n * 16);
@@ -147,6 +148,7 @@ pub fn to_record_batch(rows: &[Row]) -> RecordBatch {
             policy_id,
             expires_at,
             Arc::new(hash.finish()),
+            Arc::new(arrow::array::StringArray::from_iter_values(std::iter::repeat_n(dek_id, n))),
             Arc::new(payload.finish()),
         ],
     )
@@ -208,6 +210,7 @@ pub struct FileWriter {
     rows: Vec<Row>,
     rows_bytes: usize,
     record_count: u64,
+    dek_id: String,
 }
 
 const PART_BYTES: usize = 8 << 20;
@@ -217,10 +220,10 @@ const COLUMN_WRITERS_OVERHEAD: usize = 4 << 20;
 const ENCODE_ROWS: usize = 4096;
 
 impl FileWriter {
-    pub fn new(path: Path, upload: Box<dyn MultipartUpload>, kv: Vec<KeyValue>) -> Result<Self, LakeError> {
+    pub fn new(path: Path, upload: Box<dyn MultipartUpload>, dek_id: &str, kv: Vec<KeyValue>) -> Result<Self, LakeError> {
         let writer = ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(writer_properties(kv)))
             .map_err(|e| LakeError::parquet(path.as_ref(), e))?;
-        Ok(FileWriter { path, writer, upload, pending: Vec::new(), hasher: sha2::Sha256::new(), uploaded: 0, rows: Vec::new(), rows_bytes: 0, record_count: 0 })
+        Ok(FileWriter { path, writer, upload, pending: Vec::new(), hasher: sha2::Sha256::new(), uploaded: 0, rows: Vec::new(), rows_bytes: 0, record_count: 0, dek_id: dek_id.to_string() })
     }
 
     pub fn path(&self) -> &Path {
@@ -248,7 +251,7 @@ impl FileWriter {
         if self.rows.is_empty() {
             return Ok(());
         }
-        let batch = to_record_batch(&self.rows);
+        let batch = to_record_batch(&self.rows, &self.dek_id);
         self.record_count += self.rows.len() as u64;
         self.rows.clear();
         self.rows_bytes = 0;
@@ -315,6 +318,15 @@ pub async fn read_columns(store: &super::storage::Store, path: &Path, size: u64,
     let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
     let stream = builder.with_projection(mask).with_batch_size(8192).build().map_err(err)?;
     stream.try_collect().await.map_err(err)
+}
+
+/// The footer of a committed data file (only the footer is fetched).
+#[allow(deprecated)] // ParquetObjectReader, as in read_columns
+pub async fn footer(store: &super::storage::Store, path: &Path, size: u64) -> Result<Arc<parquet::file::metadata::ParquetMetaData>, LakeError> {
+    use parquet::arrow::{ParquetRecordBatchStreamBuilder, async_reader::ParquetObjectReader};
+    let reader = ParquetObjectReader::new(store.object_store(), path.clone()).with_file_size(size);
+    let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| LakeError::parquet(path.as_ref(), e))?;
+    Ok(builder.metadata().clone())
 }
 
 /// Key/value metadata holdfast writes into every data file footer (the file describes itself

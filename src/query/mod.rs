@@ -3,6 +3,8 @@
 //! DataFusion prunes them by partition values, file statistics, row groups and bloom filters.
 //! `manifests` has one row per committed data file.
 
+pub mod decrypt;
+pub mod named;
 mod view;
 
 use crate::lake::datafile::SCHEMA;
@@ -35,6 +37,12 @@ pub const STORE_URL: &str = "holdfast://store";
 
 /// A SQL session over the store's committed data.
 pub async fn session(store: &Store) -> Result<SessionContext, QueryError> {
+    Ok(session_with(store, None).await?.0)
+}
+
+/// A session; with a key service, also the audited decryption functions (whose
+/// [`decrypt::Decryptor`] is returned, to learn what was opened).
+pub async fn session_with(store: &Store, kms: Option<Arc<dyn crate::crypto::kms::Kms>>) -> Result<(SessionContext, Option<Arc<decrypt::Decryptor>>), QueryError> {
     let latest = manifest::load_latest_all(store).await?;
     let config = SessionConfig::new()
         .with_information_schema(true)
@@ -71,7 +79,29 @@ pub async fn session(store: &Store) -> Result<SessionContext, QueryError> {
     let entries = crate::audit::Audit::new(store.clone(), Arc::new(crate::clock::SystemClock)).entries().await.map_err(|e| QueryError::Output(e.to_string()))?;
     let a = audit_batch(&entries)?;
     ctx.register_table("audit", Arc::new(MemTable::try_new(a.schema(), vec![vec![a]])?))?;
-    Ok(ctx)
+    // latest state per interaction (tenant + interaction id), one row each
+    ctx.sql(
+        "CREATE VIEW interactions AS \
+         SELECT tenant_id, interaction_id, interaction_type, source_platform, state, direction, queue_id, agent_ids, \
+                wrap_up_code, disposition, event_id AS latest_event_id, occurred_at AS latest_at, first_at, event_count, policy_id, expires_at \
+         FROM (SELECT *, \
+                      row_number() OVER (PARTITION BY tenant_id, interaction_id ORDER BY occurred_at DESC, ingested_at DESC, event_id DESC) AS rn, \
+                      min(occurred_at) OVER (PARTITION BY tenant_id, interaction_id) AS first_at, \
+                      count(*) OVER (PARTITION BY tenant_id, interaction_id) AS event_count \
+               FROM events) \
+         WHERE rn = 1",
+    )
+    .await?;
+    decrypt::register_json(&ctx);
+    let decryptor = match kms {
+        Some(kms) => {
+            let d = Arc::new(decrypt::Decryptor::new(store.clone(), kms, &latest));
+            decrypt::enable(&ctx, d.clone()).await?;
+            Some(d)
+        }
+        None => None,
+    };
+    Ok((ctx, decryptor))
 }
 
 pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {

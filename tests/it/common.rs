@@ -134,7 +134,7 @@ pub fn generate(seed: u64, unique: usize, dups: usize, days: u32) -> Gen {
             "eventType": "INTERACTION",
             "state": STATES[i % 3],
             "sourcePlatform": if i % 2 == 0 { "GENESYS_CX" } else { "NICE_CXONE" },
-            "tenantId": format!("tenant-{}", i % 3),
+            "tenantId": format!("tenant-{}", inter % 3),
             "occurredAt": at,
             "interaction": {
                 "schemaVersion": "2.1.0",

@@ -3,6 +3,8 @@
 mod audit;
 mod common;
 mod crash;
+mod discovery;
 mod pipeline;
 mod readers;
+mod sql;
 mod tamper;

@@ -1,0 +1,184 @@
+//! Audited decryption in SQL. With `--decrypt`, the session gets `decrypt_payload(payload,
+//! tenant_id, event_id, interaction_id, dek_id)` (the canonical record as JSON text), a view
+//! `decrypted` (= `events` plus a `record` column) and `json_get(json, key, …)`. DEKs are
+//! unwrapped on first use; the [`Decryptor`] remembers which DEKs it unwrapped and which events
+//! it opened, for the audit entry the caller writes before showing anything.
+
+use crate::crypto::kms::{Kms, WrappedKey};
+use crate::crypto::{open_record, record_aad, Cipher};
+use crate::lake::datafile;
+use crate::lake::manifest::Loaded;
+use crate::lake::storage::Store;
+use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use arrow::datatypes::DataType;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+struct FileKey {
+    cipher: Cipher,
+    dict: Option<zstd::dict::DecoderDictionary<'static>>,
+}
+
+/// Opens records of committed files, unwrapping each file's DEK once.
+pub struct Decryptor {
+    store: Store,
+    kms: Arc<dyn Kms>,
+    files: HashMap<String, (object_store::path::Path, u64, WrappedKey)>,
+    keys: Mutex<HashMap<String, Arc<FileKey>>>,
+    opened: Mutex<(BTreeSet<String>, BTreeSet<String>)>,
+}
+
+impl std::fmt::Debug for Decryptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Decryptor({} files)", self.files.len())
+    }
+}
+
+impl Decryptor {
+    pub fn new(store: Store, kms: Arc<dyn Kms>, latest: &[Loaded]) -> Self {
+        let files = latest
+            .iter()
+            .flat_map(|l| l.manifest.files.iter())
+            .map(|f| (f.encryption.dek_id.clone(), (object_store::path::Path::from(f.path.as_str()), f.size_bytes, f.encryption.wrapped_dek.clone())))
+            .collect();
+        Decryptor { store, kms, files, keys: Mutex::default(), opened: Mutex::default() }
+    }
+
+    fn key(&self, dek_id: &str) -> Result<Arc<FileKey>, String> {
+        if let Some(k) = self.keys.lock().expect("lock").get(dek_id) {
+            return Ok(k.clone());
+        }
+        let (path, size, wrapped) = self.files.get(dek_id).ok_or_else(|| format!("DEK {dek_id} is not in any committed manifest"))?;
+        let load = async {
+            let dek = self.kms.unwrap_key(dek_id, wrapped).await.map_err(|e| e.to_string())?;
+            let cipher = dek.cipher();
+            let md = datafile::footer(&self.store, path, *size).await.map_err(|e| e.to_string())?;
+            let dict = datafile::dictionary(md.file_metadata(), &cipher).map_err(|e| e.to_string())?;
+            Ok::<_, String>(FileKey { cipher, dict })
+        };
+        let key = Arc::new(tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(load))?);
+        self.keys.lock().expect("lock").insert(dek_id.to_string(), key.clone());
+        self.opened.lock().expect("lock").1.insert(dek_id.to_string());
+        Ok(key)
+    }
+
+    /// (event ids opened, DEKs unwrapped) so far.
+    pub fn opened(&self) -> (Vec<String>, Vec<String>) {
+        let o = self.opened.lock().expect("lock");
+        (o.0.iter().cloned().collect(), o.1.iter().cloned().collect())
+    }
+}
+
+fn strings(a: &ArrayRef) -> DfResult<ArrayRef> {
+    Ok(arrow::compute::cast(a, &DataType::Utf8)?)
+}
+
+#[derive(Debug)]
+struct DecryptPayload {
+    signature: Signature,
+    decryptor: Arc<Decryptor>,
+}
+
+impl PartialEq for DecryptPayload {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.decryptor, &other.decryptor)
+    }
+}
+impl Eq for DecryptPayload {}
+impl std::hash::Hash for DecryptPayload {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.decryptor) as usize).hash(state)
+    }
+}
+
+impl ScalarUDFImpl for DecryptPayload {
+    fn name(&self) -> &str {
+        "decrypt_payload"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let payload = arrow::compute::cast(&arrays[0], &DataType::Binary)?;
+        let payload = payload.as_binary::<i32>();
+        let cols: Vec<ArrayRef> = arrays[1..5].iter().map(strings).collect::<DfResult<_>>()?;
+        let (tenant, event, interaction, dek) = (cols[0].as_string::<i32>(), cols[1].as_string::<i32>(), cols[2].as_string::<i32>(), cols[3].as_string::<i32>());
+        let mut out = StringBuilder::new();
+        let mut opened = Vec::new();
+        for i in 0..payload.len() {
+            if payload.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            let key = self.decryptor.key(dek.value(i)).map_err(DataFusionError::Execution)?;
+            let aad = record_aad(tenant.value(i), event.value(i), interaction.value(i), dek.value(i));
+            let plain = open_record(&key.cipher, key.dict.as_ref(), payload.value(i), &aad, &|| format!("event {}", event.value(i)))
+                .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+            out.append_value(String::from_utf8_lossy(&plain));
+            opened.push(event.value(i).to_string());
+        }
+        self.decryptor.opened.lock().expect("lock").0.extend(opened);
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// `json_get(json, key, …)`: the value at that path; strings unquoted, others as JSON text.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonGet {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for JsonGet {
+    fn name(&self) -> &str {
+        "json_get"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let cols: Vec<ArrayRef> = arrays.iter().map(strings).collect::<DfResult<_>>()?;
+        let json = cols[0].as_string::<i32>();
+        let mut out = StringBuilder::new();
+        for i in 0..json.len() {
+            let v = if json.is_null(i) { None } else { serde_json::from_str::<serde_json::Value>(json.value(i)).ok() };
+            let found = v.as_ref().and_then(|v| {
+                cols[1..].iter().try_fold(v, |v, k| {
+                    let k = k.as_string::<i32>().value(i);
+                    match v {
+                        serde_json::Value::Array(a) => k.parse::<usize>().ok().and_then(|n| a.get(n)),
+                        _ => v.get(k),
+                    }
+                })
+            });
+            match found {
+                Some(serde_json::Value::String(s)) => out.append_value(s),
+                Some(serde_json::Value::Null) | None => out.append_null(),
+                Some(other) => out.append_value(other.to_string()),
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// Registers the decryption functions and the `decrypted` view.
+pub async fn enable(ctx: &datafusion::prelude::SessionContext, decryptor: Arc<Decryptor>) -> DfResult<()> {
+    let any = TypeSignature::Any(5);
+    ctx.register_udf(ScalarUDF::new_from_impl(DecryptPayload { signature: Signature::new(any, Volatility::Immutable), decryptor }));
+    ctx.sql("CREATE VIEW decrypted AS SELECT *, decrypt_payload(payload, tenant_id, event_id, interaction_id, dek_id) AS record FROM events").await?;
+    Ok(())
+}
+
+/// `json_get` is useful without decryption too (on any JSON text).
+pub fn register_json(ctx: &datafusion::prelude::SessionContext) {
+    ctx.register_udf(ScalarUDF::new_from_impl(JsonGet { signature: Signature::variadic_any(Volatility::Immutable) }));
+}

@@ -1,0 +1,63 @@
+//! Golden tests of the named queries in sql/: each file's `-- test:` parameters run against a
+//! store built by the local pipeline with a pinned clock; the CSV must match
+//! `sql/tests/<name>.csv` (`HOLDFAST_BLESS=1` rewrites them).
+
+use crate::common;
+use std::path::{Path, PathBuf};
+
+fn sql_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() && p.file_name().unwrap() != "tests" {
+            sql_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "sql") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_named_query_matches_its_golden_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let keyring = dir.path().join("keyring.json");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::bin())
+            .args(args)
+            .env("HOLDFAST_STORE", &store)
+            .env("HOLDFAST_KEYRING", &keyring)
+            .env("HOLDFAST_NOW", "2026-01-01T00:00:00Z")
+            .current_dir(common::repo())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&["run", "pipelines/local.toml"]);
+    let root = common::repo().join("sql");
+    let mut files = Vec::new();
+    sql_files(&root, &mut files);
+    files.sort();
+    assert!(files.len() >= 5);
+    let bless = std::env::var("HOLDFAST_BLESS").is_ok();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let name = f.file_stem().unwrap().to_string_lossy().to_string();
+        assert!(text.starts_with(&format!("-- name: {name}\n")), "{} must start with its header", f.display());
+        let test = text.lines().find_map(|l| l.strip_prefix("-- test: ")).unwrap_or_else(|| panic!("{} has no -- test: line", f.display()));
+        let mut args = vec!["query".to_string(), "--format".into(), "csv".into(), "--file".into(), f.to_string_lossy().to_string()];
+        for kv in test.split_whitespace() {
+            args.push("--param".into());
+            args.push(kv.to_string());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let got = run(&refs);
+        assert!(got.lines().count() > 1, "{name}: the test parameters select nothing");
+        let golden = root.join("tests").join(format!("{name}.csv"));
+        if bless {
+            std::fs::write(&golden, &got).unwrap();
+        } else {
+            assert_eq!(got, std::fs::read_to_string(&golden).unwrap_or_default(), "{name}");
+        }
+    }
+}
