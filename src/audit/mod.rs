@@ -186,6 +186,8 @@ pub struct Decrypted<'a> {
     /// The event ids, or, past 1,000 of them, their count and the SHA-256 of the sorted list.
     pub event_ids: serde_json::Value,
     pub deks_unwrapped: Vec<String>,
+    /// Blind indexes computed (addresses searched for); the addresses are not recorded.
+    pub blind_indexes: u64,
 }
 impl AuditEvent for Decrypted<'_> {
     const ACTION: &'static str = "decrypt";
@@ -230,6 +232,31 @@ pub struct Replayed {
 }
 impl AuditEvent for Replayed {
     const ACTION: &'static str = "quarantine.replay";
+}
+
+/// The query text as recorded: when it computes blind indexes, its string literals (the
+/// addresses searched for) are replaced, so no address reaches the trail in plaintext.
+pub fn recorded_query(sql: &str) -> String {
+    if !sql.to_ascii_lowercase().contains("blind_index") {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut in_literal = false;
+    for c in sql.chars() {
+        match (in_literal, c) {
+            (false, '\'') => {
+                in_literal = true;
+                out.push_str("'<redacted>");
+            }
+            (true, '\'') => {
+                in_literal = false;
+                out.push('\'');
+            }
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
 }
 
 /// The list itself, or its count and hash when long.

@@ -105,6 +105,9 @@ pub enum Command {
         /// Who decrypts
         #[arg(long, env = "HOLDFAST_ACTOR")]
         actor: Option<String>,
+        /// Tenant for the one-argument blind_index(address)
+        #[arg(long)]
+        tenant: Option<String>,
         /// Pipeline file with the [access] roles
         #[arg(long, env = "HOLDFAST_PIPELINE")]
         pipeline: Option<PathBuf>,
@@ -416,7 +419,7 @@ impl Command {
                 output::write_report(format.unwrap_or(Format::Table), &report, out)?;
                 if report.problems.is_empty() { Ok(()) } else { Err(Error::VerifyFailed(report.problems.len())) }
             }
-            Command::Query { s, format, output: target, file, params, decrypt, case_ref, actor, pipeline, sql } => {
+            Command::Query { s, format, output: target, file, params, decrypt, case_ref, actor, tenant, pipeline, sql } => {
                 let sql = match (&file, sql) {
                     (Some(f), _) => crate::query::named::bind(&std::fs::read_to_string(f).map_err(|e| Error::io(format!("reading {}", f.display()), e))?, &params).map_err(Error::Usage)?,
                     (None, Some(q)) => q,
@@ -437,16 +440,18 @@ impl Command {
                         (Some(c), Some(a)) if c.trim().is_empty() || a.trim().is_empty() => Some("case and actor must not be empty".to_string()),
                         (Some(_), Some(a)) => access.may_decrypt(a).err(),
                     };
+                    let recorded = crate::audit::recorded_query(&sql);
                     if let Some(reason) = refusal {
-                        audit.record(if who.is_empty() { "unknown" } else { &who }, case_ref.as_deref(), &crate::audit::Refused { what: "decrypt", query: &sql, reason: &reason }).await?;
+                        audit.record(if who.is_empty() { "unknown" } else { &who }, case_ref.as_deref(), &crate::audit::Refused { what: "decrypt", query: &recorded, reason: &reason }).await?;
                         return Err(Error::Refused(reason));
                     }
-                    let (ctx, decryptor) = crate::query::session_with(&store, Some(kms)).await?;
+                    let (ctx, decryptor) = crate::query::session_with(&store, Some((kms, tenant))).await?;
                     let batches = crate::query::run_sql(&ctx, &sql).await?;
-                    let (events, deks) = decryptor.expect("decryption enabled").opened();
+                    let decryptor = decryptor.expect("decryption enabled");
+                    let (events, deks) = decryptor.opened();
                     let records = events.len() as u64;
                     // recorded before anything is shown
-                    let event = crate::audit::Decrypted { query: &sql, records, event_ids: crate::audit::id_list(events), deks_unwrapped: deks };
+                    let event = crate::audit::Decrypted { query: &recorded, records, event_ids: crate::audit::id_list(events), deks_unwrapped: deks, blind_indexes: decryptor.blind_indexes() };
                     audit.record(&who, case_ref.as_deref(), &event).await?;
                     batches
                 } else {

@@ -54,7 +54,12 @@ pub trait Kms: std::fmt::Debug + Send + Sync + 'static {
     fn kek_id(&self) -> &str;
     fn wrap<'a>(&'a self, dek: &'a DataKey) -> BoxFuture<'a, Result<WrappedKey, KmsError>>;
     fn unwrap_key<'a>(&'a self, dek_id: &'a str, wrapped: &'a WrappedKey) -> BoxFuture<'a, Result<DataKey, KmsError>>;
+    /// The tenant's blind-index key (HMAC key for participant addresses).
+    fn index_key<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<IndexKey, KmsError>>;
 }
+
+/// A tenant's blind-index key; zeroized on drop.
+pub type IndexKey = Zeroizing<[u8; 32]>;
 
 const KEYRING_FORMAT: &str = "holdfast.keyring";
 
@@ -65,6 +70,8 @@ struct KeyringFile {
     kek_id: String,
     primary: u32,
     keys: Vec<KeyringEntry>,
+    /// Master secret the per-tenant blind-index keys are derived from.
+    index_master: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -86,6 +93,7 @@ pub struct LocalKeyring {
     kek_id: String,
     primary: u32,
     keks: Vec<Kek>,
+    index_master: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for LocalKeyring {
@@ -111,11 +119,14 @@ impl LocalKeyring {
         rand::rng().fill_bytes(&mut id);
         let mut material = Zeroizing::new([0u8; 32]);
         rand::rng().fill_bytes(material.as_mut());
+        let mut index_master = Zeroizing::new([0u8; 32]);
+        rand::rng().fill_bytes(index_master.as_mut());
         let ring = LocalKeyring {
             path: path.to_path_buf(),
             kek_id: format!("kek-{}", hex::encode(id)),
             primary: 1,
             keks: vec![Kek { version: 1, created_at: created_at.to_string(), material }],
+            index_master,
         };
         let text = Zeroizing::new(ring.to_json());
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
@@ -148,7 +159,9 @@ impl LocalKeyring {
         if !keks.iter().any(|k| k.version == file.primary) {
             return Err(bad(format!("primary KEK v{} missing", file.primary)));
         }
-        Ok(LocalKeyring { path: path.to_path_buf(), kek_id: file.kek_id, primary: file.primary, keks })
+        let raw = Zeroizing::new(B64.decode(&file.index_master).map_err(|_| bad("index master is not base64".into()))?);
+        let index_master = Zeroizing::new(<[u8; 32]>::try_from(raw.as_slice()).map_err(|_| bad("index master is not 32 bytes".into()))?);
+        Ok(LocalKeyring { path: path.to_path_buf(), kek_id: file.kek_id, primary: file.primary, keks, index_master })
     }
 
     fn to_json(&self) -> String {
@@ -162,6 +175,7 @@ impl LocalKeyring {
                 .iter()
                 .map(|k| KeyringEntry { version: k.version, created_at: k.created_at.clone(), material: B64.encode(k.material.as_ref()) })
                 .collect(),
+            index_master: B64.encode(self.index_master.as_ref()),
         };
         serde_json::to_string_pretty(&file).expect("keyring serializes")
     }
@@ -198,6 +212,12 @@ impl Kms for LocalKeyring {
             let cipher = self.kek(self.primary)?;
             let ciphertext = cipher.seal(dek.expose(), &dek_aad(&self.kek_id, self.primary, dek.id()));
             Ok(WrappedKey { kek_id: self.kek_id.clone(), kek_version: self.primary, ciphertext })
+        })
+    }
+    fn index_key<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<IndexKey, KmsError>> {
+        Box::pin(async move {
+            let label = aad(&[b"holdfast.blind-index.v1", tenant.as_bytes()]);
+            Ok(Zeroizing::new(crate::crypto::hmac_sha256(&self.index_master, &label)))
         })
     }
     fn unwrap_key<'a>(&'a self, dek_id: &'a str, wrapped: &'a WrappedKey) -> BoxFuture<'a, Result<DataKey, KmsError>> {

@@ -288,8 +288,9 @@ fn process(
             s.spawn(move || {
                 let mut z = RecordCompressor::default();
                 let mut parts: HashMap<Partition, Arc<PartKeys>> = HashMap::new();
+                let mut index_keys = IndexKeys { kms: ctx.kms.as_ref(), keys: HashMap::new() };
                 for chunk in rx {
-                    let r = work(&chunk, keys, &mut parts, &mut z, policies);
+                    let r = work(&chunk, keys, &mut parts, &mut index_keys, &mut z, policies);
                     if tx.send(r).is_err() {
                         return;
                     }
@@ -303,7 +304,30 @@ fn process(
     })
 }
 
-fn work(chunk: &Chunk, keys: &KeyBook, parts: &mut HashMap<Partition, Arc<PartKeys>>, z: &mut RecordCompressor, policies: &Policies) -> Result<Processed, JobError> {
+/// One worker's cache of tenants' blind-index keys.
+struct IndexKeys<'a> {
+    kms: &'a dyn crate::crypto::kms::Kms,
+    keys: HashMap<String, crate::crypto::kms::IndexKey>,
+}
+
+impl IndexKeys<'_> {
+    fn hmacs(&mut self, tenant: &str, addresses: &[String]) -> Result<Vec<[u8; 32]>, Reject> {
+        if addresses.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.keys.contains_key(tenant) {
+            let k = futures::executor::block_on(self.kms.index_key(tenant)).map_err(|e| Reject::new("kms.index_key", "/tenantId", e.to_string()))?;
+            self.keys.insert(tenant.to_string(), k);
+        }
+        let key = &self.keys[tenant];
+        let mut out: Vec<[u8; 32]> = addresses.iter().map(|a| crate::crypto::blind_index(key, a)).collect();
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+fn work(chunk: &Chunk, keys: &KeyBook, parts: &mut HashMap<Partition, Arc<PartKeys>>, index_keys: &mut IndexKeys<'_>, z: &mut RecordCompressor, policies: &Policies) -> Result<Processed, JobError> {
     let seg = &chunk.seg;
     let mut data = seg.segment.open_block(&seg.cipher, chunk.block)?;
     let mut out = Processed { seq: chunk.seq, seg: seg.clone(), lines: 0, blank: 0, items: Vec::new() };
@@ -322,7 +346,7 @@ fn work(chunk: &Chunk, keys: &KeyBook, parts: &mut HashMap<Partition, Arc<PartKe
                 out.blank += 1;
                 continue;
             }
-            match decode_line(seg, line, validator, keys, parts, z, policies) {
+            match decode_line(seg, line, validator, keys, parts, index_keys, z, policies) {
                 Ok(rows) => out.items.extend(rows),
                 Err(reject) => out.items.push(Item::Reject { line: local, reject, original: line.to_vec() }),
             }
@@ -332,12 +356,14 @@ fn work(chunk: &Chunk, keys: &KeyBook, parts: &mut HashMap<Partition, Arc<PartKe
     Ok(out)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn decode_line(
     seg: &SegCtx,
     line: &[u8],
     validator: &schema::Validator,
     keys: &KeyBook,
     parts: &mut HashMap<Partition, Arc<PartKeys>>,
+    index_keys: &mut IndexKeys<'_>,
     z: &mut RecordCompressor,
     policies: &Policies,
 ) -> Result<Vec<Item>, Reject> {
@@ -365,6 +391,7 @@ fn decode_line(
             None => (Vec::new(), Some(record.clone().into_owned())),
         };
         let key = id_key(&f.event_id);
+        let address_hmacs = index_keys.hmacs(&f.tenant_id, &f.addresses)?;
         let row = Row {
             record_hash: sha256(&record),
             event_id: f.event_id,
@@ -377,6 +404,7 @@ fn decode_line(
             ingested_at: seg.ingested_at,
             queue_id: f.queue_id,
             agent_ids: f.agent_ids,
+            address_hmacs,
             wrap_up_code: f.wrap_up_code,
             disposition: f.disposition,
             schema_version: f.schema_version,

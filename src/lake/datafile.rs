@@ -34,6 +34,8 @@ pub struct Row {
     pub ingested_at: i64,
     pub queue_id: Option<String>,
     pub agent_ids: Vec<String>,
+    /// Blind index of every participant address: HMAC-SHA-256 under the tenant's index key.
+    pub address_hmacs: Vec<[u8; 32]>,
     pub wrap_up_code: Option<String>,
     pub disposition: Option<String>,
     pub schema_version: String,
@@ -54,6 +56,7 @@ impl Row {
             + self.state.len()
             + self.queue_id.as_ref().map_or(0, String::len)
             + self.agent_ids.iter().map(|a| a.len() + 24).sum::<usize>()
+            + self.address_hmacs.len() * 32
             + self.wrap_up_code.as_ref().map_or(0, String::len)
             + self.disposition.as_ref().map_or(0, String::len)
             + self.payload.capacity()
@@ -76,6 +79,7 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("ingested_at", ts(), false),
         Field::new("queue_id", DataType::Utf8, true),
         Field::new("agent_ids", DataType::List(Arc::new(Field::new("element", DataType::Utf8, true))), false),
+        Field::new("address_hmacs", DataType::List(Arc::new(Field::new("element", DataType::FixedSizeBinary(32), true))), false),
         Field::new("wrap_up_code", DataType::Utf8, true),
         Field::new("disposition", DataType::Utf8, true),
         Field::new("schema_version", DataType::Utf8, false),
@@ -125,6 +129,13 @@ pub fn to_record_batch(rows: &[Row], dek_id: &str) -> RecordBatch {
         }
         agents.append(true);
     }
+    let mut hmacs = ListBuilder::new(FixedSizeBinaryBuilder::new(32)).with_field(Arc::new(Field::new("element", DataType::FixedSizeBinary(32), true)));
+    for r in rows {
+        for h in &r.address_hmacs {
+            hmacs.values().append_value(h).expect("32 bytes");
+        }
+        hmacs.append(true);
+    }
     let mut hash = FixedSizeBinaryBuilder::with_capacity(n, 32);
     rows.iter().for_each(|r| hash.append_value(r.record_hash).expect("32 bytes"));
     let mut payload = BinaryBuilder::with_capacity(n, rows.iter().map(|r| r.payload.len()).sum());
@@ -142,6 +153,7 @@ pub fn to_record_batch(rows: &[Row], dek_id: &str) -> RecordBatch {
             ingested_at,
             queue_id,
             Arc::new(agents.finish()),
+            Arc::new(hmacs.finish()),
             wrap_up_code,
             disposition,
             schema_version,
@@ -173,6 +185,9 @@ pub fn writer_properties(kv: Vec<KeyValue>) -> WriterProperties {
         .set_column_bloom_filter_enabled(c("interaction_id"), true)
         .set_column_bloom_filter_fpp(c("interaction_id"), 0.01)
         .set_column_bloom_filter_max_ndv(c("interaction_id"), BLOOM_MAX_NDV)
+        .set_column_dictionary_enabled(ColumnPath::from(vec!["address_hmacs".to_string(), "list".to_string(), "element".to_string()]), false)
+        .set_column_compression(ColumnPath::from(vec!["address_hmacs".to_string(), "list".to_string(), "element".to_string()]), Compression::UNCOMPRESSED)
+        .set_column_statistics_enabled(ColumnPath::from(vec!["address_hmacs".to_string(), "list".to_string(), "element".to_string()]), EnabledStatistics::None)
         .set_column_dictionary_enabled(c("record_hash"), false)
         .set_column_compression(c("record_hash"), Compression::UNCOMPRESSED)
         .set_column_statistics_enabled(c("record_hash"), EnabledStatistics::None)

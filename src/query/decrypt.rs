@@ -28,6 +28,8 @@ pub struct Decryptor {
     files: HashMap<String, (object_store::path::Path, u64, WrappedKey)>,
     keys: Mutex<HashMap<String, Arc<FileKey>>>,
     opened: Mutex<(BTreeSet<String>, BTreeSet<String>)>,
+    index_keys: Mutex<HashMap<String, crate::crypto::kms::IndexKey>>,
+    blind_indexes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Decryptor {
@@ -43,7 +45,7 @@ impl Decryptor {
             .flat_map(|l| l.manifest.files.iter())
             .map(|f| (f.encryption.dek_id.clone(), (object_store::path::Path::from(f.path.as_str()), f.size_bytes, f.encryption.wrapped_dek.clone())))
             .collect();
-        Decryptor { store, kms, files, keys: Mutex::default(), opened: Mutex::default() }
+        Decryptor { store, kms, files, keys: Mutex::default(), opened: Mutex::default(), index_keys: Mutex::default(), blind_indexes: Default::default() }
     }
 
     fn key(&self, dek_id: &str) -> Result<Arc<FileKey>, String> {
@@ -62,6 +64,21 @@ impl Decryptor {
         self.keys.lock().expect("lock").insert(dek_id.to_string(), key.clone());
         self.opened.lock().expect("lock").1.insert(dek_id.to_string());
         Ok(key)
+    }
+
+    fn blind_index(&self, tenant: &str, value: &str) -> Result<[u8; 32], String> {
+        let mut keys = self.index_keys.lock().expect("lock");
+        if !keys.contains_key(tenant) {
+            let k = futures::executor::block_on(self.kms.index_key(tenant)).map_err(|e| e.to_string())?;
+            keys.insert(tenant.to_string(), k);
+        }
+        self.blind_indexes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(crate::crypto::blind_index(&keys[tenant], value))
+    }
+
+    /// How many blind indexes were computed.
+    pub fn blind_indexes(&self) -> u64 {
+        self.blind_indexes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// (event ids opened, DEKs unwrapped) so far.
@@ -128,6 +145,75 @@ impl ScalarUDFImpl for DecryptPayload {
     }
 }
 
+/// `blind_index([tenant_id,] address)`: the HMAC a participant address has in `address_hmacs`
+/// (per-tenant key; the one-argument form uses the query's `--tenant`).
+#[derive(Debug)]
+struct BlindIndex {
+    signature: Signature,
+    decryptor: Arc<Decryptor>,
+    tenant: Option<String>,
+}
+
+impl PartialEq for BlindIndex {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.decryptor, &other.decryptor) && self.tenant == other.tenant
+    }
+}
+impl Eq for BlindIndex {}
+impl std::hash::Hash for BlindIndex {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.decryptor) as usize).hash(state);
+        self.tenant.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for BlindIndex {
+    fn name(&self) -> &str {
+        "blind_index"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::FixedSizeBinary(32))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let cols: Vec<ArrayRef> = arrays.iter().map(strings).collect::<DfResult<_>>()?;
+        let (tenants, values) = match cols.len() {
+            2 => (Some(cols[0].as_string::<i32>()), cols[1].as_string::<i32>()),
+            _ => (None, cols[0].as_string::<i32>()),
+        };
+        let mut out = arrow::array::FixedSizeBinaryBuilder::with_capacity(values.len(), 32);
+        let mut memo: HashMap<(String, String), [u8; 32]> = HashMap::new();
+        for i in 0..values.len() {
+            let tenant = match tenants {
+                Some(t) if !t.is_null(i) => t.value(i).to_string(),
+                Some(_) => {
+                    out.append_null();
+                    continue;
+                }
+                None => self.tenant.clone().ok_or_else(|| DataFusionError::Plan("blind_index(address) needs --tenant; or call blind_index(tenant_id, address)".into()))?,
+            };
+            if values.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            let k = (tenant, values.value(i).to_string());
+            let h = match memo.get(&k) {
+                Some(h) => *h,
+                None => {
+                    let h = self.decryptor.blind_index(&k.0, &k.1).map_err(DataFusionError::Execution)?;
+                    memo.insert(k, h);
+                    h
+                }
+            };
+            out.append_value(h)?;
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
 /// `json_get(json, key, …)`: the value at that path; strings unquoted, others as JSON text.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct JsonGet {
@@ -171,7 +257,9 @@ impl ScalarUDFImpl for JsonGet {
 }
 
 /// Registers the decryption functions and the `decrypted` view.
-pub async fn enable(ctx: &datafusion::prelude::SessionContext, decryptor: Arc<Decryptor>) -> DfResult<()> {
+pub async fn enable(ctx: &datafusion::prelude::SessionContext, decryptor: Arc<Decryptor>, tenant: Option<String>) -> DfResult<()> {
+    let one_or_two = Signature::one_of(vec![TypeSignature::Any(1), TypeSignature::Any(2)], Volatility::Immutable);
+    ctx.register_udf(ScalarUDF::new_from_impl(BlindIndex { signature: one_or_two, decryptor: decryptor.clone(), tenant }));
     let any = TypeSignature::Any(5);
     ctx.register_udf(ScalarUDF::new_from_impl(DecryptPayload { signature: Signature::new(any, Volatility::Immutable), decryptor }));
     ctx.sql("CREATE VIEW decrypted AS SELECT *, decrypt_payload(payload, tenant_id, event_id, interaction_id, dek_id) AS record FROM events").await?;

@@ -42,7 +42,7 @@ pub async fn session(store: &Store) -> Result<SessionContext, QueryError> {
 
 /// A session; with a key service, also the audited decryption functions (whose
 /// [`decrypt::Decryptor`] is returned, to learn what was opened).
-pub async fn session_with(store: &Store, kms: Option<Arc<dyn crate::crypto::kms::Kms>>) -> Result<(SessionContext, Option<Arc<decrypt::Decryptor>>), QueryError> {
+pub async fn session_with(store: &Store, kms: Option<(Arc<dyn crate::crypto::kms::Kms>, Option<String>)>) -> Result<(SessionContext, Option<Arc<decrypt::Decryptor>>), QueryError> {
     let latest = manifest::load_latest_all(store).await?;
     let config = SessionConfig::new()
         .with_information_schema(true)
@@ -94,9 +94,9 @@ pub async fn session_with(store: &Store, kms: Option<Arc<dyn crate::crypto::kms:
     .await?;
     decrypt::register_json(&ctx);
     let decryptor = match kms {
-        Some(kms) => {
+        Some((kms, tenant)) => {
             let d = Arc::new(decrypt::Decryptor::new(store.clone(), kms, &latest));
-            decrypt::enable(&ctx, d.clone()).await?;
+            decrypt::enable(&ctx, d.clone(), tenant).await?;
             Some(d)
         }
         None => None,

@@ -48,6 +48,8 @@ pub struct IndexFields {
     /// Agent identities (address, else participant id) of AGENT participants. Agents are the
     /// firm's staff; customer addresses never leave the encrypted payload.
     pub agent_ids: Vec<String>,
+    /// Every participant's address (customers' included): input to the blind index only.
+    pub addresses: Vec<String>,
     pub wrap_up_code: Option<String>,
     pub disposition: Option<String>,
     pub schema_version: String,
@@ -161,7 +163,13 @@ fn extract(e: &Value) -> Result<IndexFields, Reject> {
             ids
         })
         .unwrap_or_default();
+    let addresses = i
+        .get("participants")
+        .and_then(Value::as_array)
+        .map(|ps| ps.iter().filter_map(|p| p.get("address").and_then(Value::as_str)).filter(|a| !a.trim().is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
     Ok(IndexFields {
+        addresses,
         event_id: s(e, &["eventId"]).unwrap_or_default(),
         interaction_id: s(i, &["interactionId"]).unwrap_or_default(),
         tenant_id: s(e, &["tenantId"]).unwrap_or_default(),

@@ -62,6 +62,29 @@ fn configured_roles_are_enforced() {
 }
 
 #[test]
+fn blind_index_finds_a_customer_without_decrypting_and_without_recording_the_address() {
+    let (env, g) = store();
+    let addr = &g.customer_addresses[7]; // "+1202xxxxxxx", written here with other spelling
+    let spelled = format!("({}) {}-{}", &addr[2..5], &addr[5..8], &addr[8..]);
+    let sql = format!("SELECT event_id FROM events WHERE array_has(address_hmacs, blind_index(tenant_id, '{spelled}'))");
+    let rows = env.ok(&["query", "--decrypt", "--case", "SUBPOENA-7", "--actor", "jdoe", "--format", "csv", &sql]);
+    assert_eq!(rows.lines().skip(1).collect::<Vec<_>>(), ["evt-60-7"], "{rows}");
+    // without the gate there is no blind_index
+    assert_eq!(env.run(&["query", &sql]).status.code(), Some(1));
+    let last = audit_rows(&env).pop().unwrap();
+    let details: serde_json::Value = serde_json::from_str(last["details"].as_str().unwrap()).unwrap();
+    assert!(details["blind_indexes"].as_u64().unwrap() >= 1);
+    assert_eq!(details["records"], 0, "nothing was decrypted");
+    assert!(details["query"].as_str().unwrap().contains("'<redacted>'"));
+    for f in env.store_files() {
+        let bytes = std::fs::read(&f).unwrap();
+        for needle in [addr.as_str(), spelled.as_str(), &addr[2..]] {
+            assert!(memchr::memmem::find(&bytes, needle.as_bytes()).is_none(), "{needle} in {}", f.display());
+        }
+    }
+}
+
+#[test]
 fn interactions_has_one_row_per_interaction() {
     let (env, _) = store();
     assert_eq!(env.count("SELECT count(*) FROM interactions"), 100);

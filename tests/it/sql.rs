@@ -46,9 +46,24 @@ fn every_named_query_matches_its_golden_output() {
         assert!(text.starts_with(&format!("-- name: {name}\n")), "{} must start with its header", f.display());
         let test = text.lines().find_map(|l| l.strip_prefix("-- test: ")).unwrap_or_else(|| panic!("{} has no -- test: line", f.display()));
         let mut args = vec!["query".to_string(), "--format".into(), "csv".into(), "--file".into(), f.to_string_lossy().to_string()];
-        for kv in test.split_whitespace() {
+        if text.lines().any(|l| l == "-- requires: decrypt") {
+            args.extend(["--decrypt", "--case", "GOLDEN-1", "--actor", "golden-test"].map(String::from));
+        }
+        // name=value pairs; a value runs to the next " name=" (values may hold spaces)
+        let mut pairs: Vec<String> = Vec::new();
+        for tok in test.split(' ') {
+            match (tok.split_once('='), pairs.last_mut()) {
+                (Some((k, _)), _) if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !k.is_empty() => pairs.push(tok.to_string()),
+                (_, Some(last)) => {
+                    last.push(' ');
+                    last.push_str(tok);
+                }
+                _ => panic!("bad -- test: line in {}", f.display()),
+            }
+        }
+        for kv in pairs {
             args.push("--param".into());
-            args.push(kv.to_string());
+            args.push(kv);
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let got = run(&refs);
