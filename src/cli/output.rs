@@ -31,8 +31,7 @@ fn out_err(e: impl std::fmt::Display) -> Error {
 pub fn write_batches(format: Format, batches: &[RecordBatch], out: &mut dyn Write) -> Result<()> {
     match format {
         Format::Table => {
-            let text = arrow::util::pretty::pretty_format_batches(batches).map_err(out_err)?;
-            writeln!(out, "{text}").map_err(out_err)?;
+            writeln!(out, "{}", table(batches, terminal_width())?).map_err(out_err)?;
         }
         Format::Csv => {
             let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut *out);
@@ -80,6 +79,40 @@ pub fn write_report<T: serde::Serialize + std::fmt::Display>(format: Format, rep
     .map_err(out_err)
 }
 
+/// The terminal's width in columns, when stdout is one.
+pub fn terminal_width() -> Option<u16> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a winsize into the struct we pass.
+    let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0 && ws.ws_col > 0).then_some(ws.ws_col)
+}
+
+/// An aligned table; with a width, cells wrap so that the table fits it.
+pub fn table(batches: &[RecordBatch], width: Option<u16>) -> Result<String> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    use comfy_table::{ContentArrangement, Table};
+    let mut t = Table::new();
+    t.load_preset(comfy_table::presets::ASCII_FULL_CONDENSED);
+    if let Some(first) = batches.first() {
+        t.set_header(first.schema().fields().iter().map(|f| f.name().clone()));
+    }
+    let opts = FormatOptions::default().with_null("");
+    for b in batches {
+        let fmts: Vec<ArrayFormatter> = b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts)).collect::<std::result::Result<_, _>>().map_err(out_err)?;
+        for row in 0..b.num_rows() {
+            t.add_row(fmts.iter().map(|f| f.value(row).to_string()));
+        }
+    }
+    if let Some(w) = width {
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+        t.set_width(w);
+    }
+    Ok(t.to_string())
+}
+
 /// CSV has no lists or structs: such columns are written as their display text (`[a, b]`).
 fn flatten_nested(b: &RecordBatch) -> Result<RecordBatch> {
     use arrow::array::{ArrayRef, StringBuilder};
@@ -106,4 +139,24 @@ fn flatten_nested(b: &RecordBatch) -> Result<RecordBatch> {
         }
     }
     RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), cols).map_err(out_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_fits_the_width_it_is_given() {
+        let long = "x".repeat(200);
+        let b = RecordBatch::try_from_iter(vec![
+            ("event_id", std::sync::Arc::new(arrow::array::StringArray::from(vec![long.as_str(), "short"])) as arrow::array::ArrayRef),
+            ("n", std::sync::Arc::new(arrow::array::Int64Array::from(vec![1, 2])) as arrow::array::ArrayRef),
+        ])
+        .unwrap();
+        let t = table(std::slice::from_ref(&b), Some(60)).unwrap();
+        assert!(t.lines().all(|l| l.chars().count() <= 60), "{t}");
+        assert!(t.contains("short"));
+        let wide = table(&[b], None).unwrap();
+        assert!(wide.lines().any(|l| l.len() > 200), "no width: no wrapping");
+    }
 }

@@ -113,3 +113,22 @@ fn a_query_over_one_day_reads_one_day() {
     assert_eq!(files.len() as i64, that_day, "{plan}");
     assert!(files.iter().all(|f| f.contains("day=02")), "{files:?}");
 }
+
+#[test]
+fn the_sql_shell_runs_statements_and_survives_errors() {
+    use std::io::Write;
+    let (env, _) = store();
+    let mut child = env
+        .cmd(&["sql", "--format", "csv"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"SELECT count(*) AS n FROM events;\nSELECT nope FROM events;\nSELECT count(*) AS m\n  FROM interactions;\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("n\n300\n") && stdout.contains("m\n100\n"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error"));
+}
