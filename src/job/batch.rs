@@ -311,7 +311,7 @@ struct IndexKeys<'a> {
 }
 
 impl IndexKeys<'_> {
-    fn hmacs(&mut self, tenant: &str, addresses: &[String]) -> Result<Vec<[u8; 32]>, Reject> {
+    fn hmacs(&mut self, tenant: &str, addresses: &[String]) -> Result<Vec<[u8; crate::crypto::BLIND_INDEX_BYTES]>, Reject> {
         if addresses.is_empty() {
             return Ok(Vec::new());
         }
@@ -320,7 +320,7 @@ impl IndexKeys<'_> {
             self.keys.insert(tenant.to_string(), k);
         }
         let key = &self.keys[tenant];
-        let mut out: Vec<[u8; 32]> = addresses.iter().map(|a| crate::crypto::blind_index(key, a)).collect();
+        let mut out: Vec<[u8; crate::crypto::BLIND_INDEX_BYTES]> = addresses.iter().map(|a| crate::crypto::blind_index(key, a)).collect();
         out.sort_unstable();
         out.dedup();
         Ok(out)

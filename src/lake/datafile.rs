@@ -35,7 +35,7 @@ pub struct Row {
     pub queue_id: Option<String>,
     pub agent_ids: Vec<String>,
     /// Blind index of every participant address: HMAC-SHA-256 under the tenant's index key.
-    pub address_hmacs: Vec<[u8; 32]>,
+    pub address_hmacs: Vec<[u8; crate::crypto::BLIND_INDEX_BYTES]>,
     pub wrap_up_code: Option<String>,
     pub disposition: Option<String>,
     pub schema_version: String,
@@ -56,7 +56,7 @@ impl Row {
             + self.state.len()
             + self.queue_id.as_ref().map_or(0, String::len)
             + self.agent_ids.iter().map(|a| a.len() + 24).sum::<usize>()
-            + self.address_hmacs.len() * 32
+            + self.address_hmacs.len() * crate::crypto::BLIND_INDEX_BYTES
             + self.wrap_up_code.as_ref().map_or(0, String::len)
             + self.disposition.as_ref().map_or(0, String::len)
             + self.payload.capacity()
@@ -79,7 +79,7 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("ingested_at", ts(), false),
         Field::new("queue_id", DataType::Utf8, true),
         Field::new("agent_ids", DataType::List(Arc::new(Field::new("element", DataType::Utf8, true))), false),
-        Field::new("address_hmacs", DataType::List(Arc::new(Field::new("element", DataType::FixedSizeBinary(32), true))), false),
+        Field::new("address_hmacs", DataType::List(Arc::new(Field::new("element", DataType::FixedSizeBinary(crate::crypto::BLIND_INDEX_BYTES as i32), true))), false),
         Field::new("wrap_up_code", DataType::Utf8, true),
         Field::new("disposition", DataType::Utf8, true),
         Field::new("schema_version", DataType::Utf8, false),
@@ -129,7 +129,8 @@ pub fn to_record_batch(rows: &[Row], dek_id: &str) -> RecordBatch {
         }
         agents.append(true);
     }
-    let mut hmacs = ListBuilder::new(FixedSizeBinaryBuilder::new(32)).with_field(Arc::new(Field::new("element", DataType::FixedSizeBinary(32), true)));
+    let width = crate::crypto::BLIND_INDEX_BYTES as i32;
+    let mut hmacs = ListBuilder::new(FixedSizeBinaryBuilder::new(width)).with_field(Arc::new(Field::new("element", DataType::FixedSizeBinary(width), true)));
     for r in rows {
         for h in &r.address_hmacs {
             hmacs.values().append_value(h).expect("32 bytes");

@@ -66,7 +66,7 @@ impl Decryptor {
         Ok(key)
     }
 
-    fn blind_index(&self, tenant: &str, value: &str) -> Result<[u8; 32], String> {
+    fn blind_index(&self, tenant: &str, value: &str) -> Result<[u8; crate::crypto::BLIND_INDEX_BYTES], String> {
         let mut keys = self.index_keys.lock().expect("lock");
         if !keys.contains_key(tenant) {
             let k = futures::executor::block_on(self.kms.index_key(tenant)).map_err(|e| e.to_string())?;
@@ -175,7 +175,7 @@ impl ScalarUDFImpl for BlindIndex {
         &self.signature
     }
     fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::FixedSizeBinary(32))
+        Ok(DataType::FixedSizeBinary(crate::crypto::BLIND_INDEX_BYTES as i32))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
@@ -184,8 +184,8 @@ impl ScalarUDFImpl for BlindIndex {
             2 => (Some(cols[0].as_string::<i32>()), cols[1].as_string::<i32>()),
             _ => (None, cols[0].as_string::<i32>()),
         };
-        let mut out = arrow::array::FixedSizeBinaryBuilder::with_capacity(values.len(), 32);
-        let mut memo: HashMap<(String, String), [u8; 32]> = HashMap::new();
+        let mut out = arrow::array::FixedSizeBinaryBuilder::with_capacity(values.len(), crate::crypto::BLIND_INDEX_BYTES as i32);
+        let mut memo: HashMap<(String, String), [u8; crate::crypto::BLIND_INDEX_BYTES]> = HashMap::new();
         for i in 0..values.len() {
             let tenant = match tenants {
                 Some(t) if !t.is_null(i) => t.value(i).to_string(),

@@ -48,7 +48,8 @@ pub struct IndexFields {
     /// Agent identities (address, else participant id) of AGENT participants. Agents are the
     /// firm's staff; customer addresses never leave the encrypted payload.
     pub agent_ids: Vec<String>,
-    /// Every participant's address (customers' included): input to the blind index only.
+    /// Addresses of every participant but the agents (whose identities are in `agent_ids`):
+    /// input to the blind index only.
     pub addresses: Vec<String>,
     pub wrap_up_code: Option<String>,
     pub disposition: Option<String>,
@@ -166,7 +167,14 @@ fn extract(e: &Value) -> Result<IndexFields, Reject> {
     let addresses = i
         .get("participants")
         .and_then(Value::as_array)
-        .map(|ps| ps.iter().filter_map(|p| p.get("address").and_then(Value::as_str)).filter(|a| !a.trim().is_empty()).map(str::to_string).collect())
+        .map(|ps| {
+            ps.iter()
+                .filter(|p| p.get("type").and_then(Value::as_str) != Some("AGENT"))
+                .filter_map(|p| p.get("address").and_then(Value::as_str))
+                .filter(|a| !a.trim().is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     Ok(IndexFields {
         addresses,
