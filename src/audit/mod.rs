@@ -259,6 +259,20 @@ pub fn recorded_query(sql: &str) -> String {
     out
 }
 
+/// A batch ran: it unwrapped the DEK of each landing segment it read (one per segment).
+#[derive(Debug, Serialize)]
+pub struct BatchCommitted<'a> {
+    pub batch_id: &'a str,
+    pub segments: Vec<String>,
+    pub deks_unwrapped: u64,
+    pub stored: u64,
+    pub quarantined: u64,
+    pub files: u64,
+}
+impl AuditEvent for BatchCommitted<'_> {
+    const ACTION: &'static str = "batch";
+}
+
 /// The list itself, or its count and hash when long.
 pub fn id_list(mut ids: Vec<String>) -> serde_json::Value {
     if ids.len() <= 1000 {

@@ -220,6 +220,17 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
         store.delete(&layout::quarantine_entry(id)).await?;
     }
     report.replayed_out = passed.len() as u64;
+    // the landing DEKs this batch unwrapped, on the trail (before the segments go)
+    let segments: Vec<String> = picked.iter().filter_map(layout::parse_landing_segment).collect();
+    let event = crate::audit::BatchCommitted {
+        batch_id,
+        deks_unwrapped: segments.len() as u64,
+        segments,
+        stored: report.stored,
+        quarantined: report.quarantined,
+        files: report.files,
+    };
+    crate::audit::Audit::new(store.clone(), ctx.clock.clone()).record("holdfast-batch", None, &event).await?;
     ctx.fail("batch.before_landing_delete");
     for (i, path) in picked.iter().enumerate() {
         store.delete(path).await?;

@@ -40,6 +40,8 @@ pub enum JobError {
     Conflict { partition: String },
     #[error("batch worker failed: {0}")]
     Worker(String),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     #[error("schema version {0} is not in the registry ({versions})", versions = crate::schema::upcast::VERSIONS.join(", "))]
     UnknownVersion(String),
 }

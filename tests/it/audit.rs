@@ -25,12 +25,14 @@ fn decryptions_are_recorded_and_the_chain_verifies() {
     let env = audited_store();
     let rows: Vec<serde_json::Value> = env.ok(&["audit", "list", "--format", "ndjson"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let actions: Vec<&str> = rows.iter().map(|r| r["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["quarantine.show", "quarantine.show", "quarantine.show", "verify.deep"]);
-    assert_eq!(rows[0]["actor"], "jdoe");
+    assert_eq!(actions, ["batch", "quarantine.show", "quarantine.show", "quarantine.show", "verify.deep"]);
+    assert_eq!(rows[1]["actor"], "jdoe");
+    let batch: serde_json::Value = serde_json::from_str(rows[0]["details"].as_str().unwrap()).unwrap();
+    assert_eq!(batch["deks_unwrapped"], 2, "one landing DEK per segment read");
     assert_eq!(env.ok(&["audit", "list", "--action", "verify.deep", "--format", "ndjson"]).lines().count(), 1);
-    assert!(env.ok(&["audit", "verify"]).contains("intact: 4"));
+    assert!(env.ok(&["audit", "verify"]).contains("intact: 5"));
     let head = env.ok(&["audit", "head"]);
-    assert!(head.starts_with("4 ") && head.trim().len() == 2 + 64, "{head}");
+    assert!(head.starts_with("5 ") && head.trim().len() == 2 + 64, "{head}");
     assert_eq!(env.count("SELECT count(*) FROM audit WHERE actor = 'jdoe'"), 3, "the trail is a SQL table too");
     // show needs an actor
     let out = env.cmd(&["quarantine", "show", "q-x"]).env_remove("HOLDFAST_ACTOR").output().unwrap();
@@ -42,6 +44,7 @@ fn a_changed_entry_breaks_the_next_link() {
     let env = audited_store();
     let p = entry(&env, 2);
     let text = std::fs::read_to_string(&p).unwrap();
+    assert!(text.contains("jdoe"));
     std::fs::write(&p, text.replacen("jdoe", "jdoX", 1)).unwrap();
     let out = env.run(&["audit", "verify"]);
     assert_eq!(out.status.code(), Some(1));

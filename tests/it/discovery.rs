@@ -42,7 +42,7 @@ fn decryption_needs_a_case_and_is_audited() {
     assert_eq!(out.status.code(), Some(1));
     let out = env.run(&["query", "SELECT record FROM decrypted"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(env.ok(&["audit", "verify"]).contains("intact: 2"));
+    assert!(env.ok(&["audit", "verify"]).contains("intact: 3"), "batch, decrypt, refusal");
 }
 
 #[test]
@@ -58,7 +58,7 @@ fn configured_roles_are_enforced() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("investigator"));
     }
     let actions: Vec<String> = audit_rows(&env).iter().map(|r| format!("{}:{}", r["actor"].as_str().unwrap(), r["action"].as_str().unwrap())).collect();
-    assert_eq!(actions, ["jdoe:decrypt", "ann:decrypt.refused", "sweeper:decrypt.refused", "mallory:decrypt.refused"]);
+    assert_eq!(actions, ["holdfast-batch:batch", "jdoe:decrypt", "ann:decrypt.refused", "sweeper:decrypt.refused", "mallory:decrypt.refused"]);
 }
 
 #[test]
