@@ -96,21 +96,8 @@ pub enum Command {
         /// name=value for a --file query's {{name}} placeholders (bound as SQL string literals)
         #[arg(long = "param", value_parser = parse_param)]
         params: Vec<(String, String)>,
-        /// Enable decrypt_payload() and the `decrypted` view; needs --case and --actor; audited
-        #[arg(long)]
-        decrypt: bool,
-        /// Case reference the decryption is for
-        #[arg(long = "case")]
-        case_ref: Option<String>,
-        /// Who decrypts
-        #[arg(long, env = "HOLDFAST_ACTOR")]
-        actor: Option<String>,
-        /// Tenant for the one-argument blind_index(address)
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Pipeline file with the [access] roles
-        #[arg(long, env = "HOLDFAST_PIPELINE")]
-        pipeline: Option<PathBuf>,
+        #[command(flatten)]
+        gate: Gate,
         #[arg(required_unless_present = "file")]
         sql: Option<String>,
     },
@@ -129,17 +116,8 @@ pub enum Command {
     Sql {
         #[command(flatten)]
         s: StoreArgs,
-        /// Enable decryption and blind indexes for the session (each statement is audited)
-        #[arg(long)]
-        decrypt: bool,
-        #[arg(long = "case")]
-        case_ref: Option<String>,
-        #[arg(long, env = "HOLDFAST_ACTOR")]
-        actor: Option<String>,
-        #[arg(long)]
-        tenant: Option<String>,
-        #[arg(long, env = "HOLDFAST_PIPELINE")]
-        pipeline: Option<PathBuf>,
+        #[command(flatten)]
+        gate: Gate,
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
@@ -438,7 +416,7 @@ impl Command {
                 output::write_report(format.unwrap_or(Format::Table), &report, out)?;
                 if report.problems.is_empty() { Ok(()) } else { Err(Error::VerifyFailed(report.problems.len())) }
             }
-            Command::Query { s, format, output: target, file, params, decrypt, case_ref, actor, tenant, pipeline, sql } => {
+            Command::Query { s, format, output: target, file, params, gate, sql } => {
                 let sql = match (&file, sql) {
                     (Some(f), _) => crate::query::named::bind(&std::fs::read_to_string(f).map_err(|e| Error::io(format!("reading {}", f.display()), e))?, &params).map_err(Error::Usage)?,
                     (None, Some(q)) => q,
@@ -448,7 +426,6 @@ impl Command {
                 if format == Format::Parquet && target.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                     return Err(Error::Usage("Parquet is not for a terminal: add -o FILE".into()));
                 }
-                let gate = Gate { decrypt, case_ref, actor, tenant, pipeline };
                 let batches = execute(&s, &gate, &sql, &clock).await?;
                 match target {
                     Some(path) => {
@@ -482,8 +459,7 @@ impl Command {
                 output::write_batches(Format::resolve(format, Format::Csv), &[batch], out)
             }
             Command::Audit { command } => audit_command(command, clock, out).await,
-            Command::Sql { s, decrypt, case_ref, actor, tenant, pipeline, format } => {
-                let gate = Gate { decrypt, case_ref, actor, tenant, pipeline };
+            Command::Sql { s, gate, format } => {
                 shell(&s, &gate, &clock, format.unwrap_or(Format::Table), out).await
             }
             Command::Validate { s, schema_version, format } => {
@@ -624,12 +600,23 @@ async fn shell(s: &StoreArgs, gate: &Gate, clock: &Arc<dyn Clock>, format: Forma
     Ok(())
 }
 
-/// Whether and for whom a query may decrypt.
-struct Gate {
+/// Whether and for whom a query may decrypt (flags shared by `query` and `sql`).
+#[derive(Debug, clap::Args, Clone)]
+pub struct Gate {
+    /// Enable decrypt_payload(), blind_index() and the `decrypted` view; needs --case and --actor; audited
+    #[arg(long)]
     decrypt: bool,
+    /// Case reference the decryption is for
+    #[arg(long = "case")]
     case_ref: Option<String>,
+    /// Who decrypts
+    #[arg(long, env = "HOLDFAST_ACTOR")]
     actor: Option<String>,
+    /// Tenant for the one-argument blind_index(address)
+    #[arg(long)]
     tenant: Option<String>,
+    /// Pipeline file with the [access] roles
+    #[arg(long, env = "HOLDFAST_PIPELINE")]
     pipeline: Option<PathBuf>,
 }
 

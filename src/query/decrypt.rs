@@ -92,22 +92,26 @@ fn strings(a: &ArrayRef) -> DfResult<ArrayRef> {
     Ok(arrow::compute::cast(a, &DataType::Utf8)?)
 }
 
-#[derive(Debug)]
-struct DecryptPayload {
-    signature: Signature,
-    decryptor: Arc<Decryptor>,
+/// The session's decryptor, compared and hashed by identity (UDFs must be `Eq + Hash`).
+#[derive(Debug, Clone)]
+struct Shared(Arc<Decryptor>);
+
+impl PartialEq for Shared {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for Shared {}
+impl std::hash::Hash for Shared {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.0) as usize).hash(state)
+    }
 }
 
-impl PartialEq for DecryptPayload {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.decryptor, &other.decryptor)
-    }
-}
-impl Eq for DecryptPayload {}
-impl std::hash::Hash for DecryptPayload {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (Arc::as_ptr(&self.decryptor) as usize).hash(state)
-    }
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct DecryptPayload {
+    signature: Signature,
+    decryptor: Shared,
 }
 
 impl ScalarUDFImpl for DecryptPayload {
@@ -133,38 +137,25 @@ impl ScalarUDFImpl for DecryptPayload {
                 out.append_null();
                 continue;
             }
-            let key = self.decryptor.key(dek.value(i)).map_err(DataFusionError::Execution)?;
+            let key = self.decryptor.0.key(dek.value(i)).map_err(DataFusionError::Execution)?;
             let aad = record_aad(tenant.value(i), event.value(i), interaction.value(i), dek.value(i));
             let plain = open_record(&key.cipher, key.dict.as_ref(), payload.value(i), &aad, &|| format!("event {}", event.value(i)))
                 .map_err(|e| DataFusionError::Execution(e.to_string()))?;
             out.append_value(String::from_utf8_lossy(&plain));
             opened.push(event.value(i).to_string());
         }
-        self.decryptor.opened.lock().expect("lock").0.extend(opened);
+        self.decryptor.0.opened.lock().expect("lock").0.extend(opened);
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
 }
 
 /// `blind_index([tenant_id,] address)`: the HMAC a participant address has in `address_hmacs`
 /// (per-tenant key; the one-argument form uses the query's `--tenant`).
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct BlindIndex {
     signature: Signature,
-    decryptor: Arc<Decryptor>,
+    decryptor: Shared,
     tenant: Option<String>,
-}
-
-impl PartialEq for BlindIndex {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.decryptor, &other.decryptor) && self.tenant == other.tenant
-    }
-}
-impl Eq for BlindIndex {}
-impl std::hash::Hash for BlindIndex {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (Arc::as_ptr(&self.decryptor) as usize).hash(state);
-        self.tenant.hash(state);
-    }
 }
 
 impl ScalarUDFImpl for BlindIndex {
@@ -203,7 +194,7 @@ impl ScalarUDFImpl for BlindIndex {
             let h = match memo.get(&k) {
                 Some(h) => *h,
                 None => {
-                    let h = self.decryptor.blind_index(&k.0, &k.1).map_err(DataFusionError::Execution)?;
+                    let h = self.decryptor.0.blind_index(&k.0, &k.1).map_err(DataFusionError::Execution)?;
                     memo.insert(k, h);
                     h
                 }
@@ -259,9 +250,9 @@ impl ScalarUDFImpl for JsonGet {
 /// Registers the decryption functions and the `decrypted` view.
 pub async fn enable(ctx: &datafusion::prelude::SessionContext, decryptor: Arc<Decryptor>, tenant: Option<String>) -> DfResult<()> {
     let one_or_two = Signature::one_of(vec![TypeSignature::Any(1), TypeSignature::Any(2)], Volatility::Immutable);
-    ctx.register_udf(ScalarUDF::new_from_impl(BlindIndex { signature: one_or_two, decryptor: decryptor.clone(), tenant }));
+    ctx.register_udf(ScalarUDF::new_from_impl(BlindIndex { signature: one_or_two, decryptor: Shared(decryptor.clone()), tenant }));
     let any = TypeSignature::Any(5);
-    ctx.register_udf(ScalarUDF::new_from_impl(DecryptPayload { signature: Signature::new(any, Volatility::Immutable), decryptor }));
+    ctx.register_udf(ScalarUDF::new_from_impl(DecryptPayload { signature: Signature::new(any, Volatility::Immutable), decryptor: Shared(decryptor) }));
     ctx.sql("CREATE VIEW decrypted AS SELECT *, decrypt_payload(payload, tenant_id, event_id, interaction_id, dek_id) AS record FROM events").await?;
     Ok(())
 }
