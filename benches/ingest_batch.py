@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchlib import count_lines, dir_bytes, rm
+
 REPO = Path(__file__).resolve().parent.parent
 TIME_BIN = "/usr/bin/time"
 DAYS = 30
@@ -113,24 +115,8 @@ def timed(argv, workdir, label, env=None):
     return stats, res.stdout
 
 
-def dir_bytes(path):
-    """(total bytes, file count) of all regular files below path."""
-    total = files = 0
-    for root, _, names in os.walk(path):
-        for n in names:
-            p = os.path.join(root, n)
-            if os.path.isfile(p) and not os.path.islink(p):
-                total += os.path.getsize(p)
-                files += 1
-    return total, files
 
 
-def count_lines(path):
-    n = 0
-    with open(path, "rb") as f:
-        for buf in iter(lambda: f.read(1 << 24), b""):
-            n += buf.count(b"\n")
-    return n
 
 
 def last_json_line(text):
@@ -141,11 +127,6 @@ def last_json_line(text):
     sys.exit(f"no JSON line in output:\n{text}")
 
 
-def rm(path):
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 # --------------------------------------------------------------------------- setup
