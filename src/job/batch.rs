@@ -54,6 +54,8 @@ pub struct BatchReport {
     pub files: u64,
     pub bytes_written: u64,
     pub orphans_removed: u64,
+    /// Committed files whose storage lock a killed batch had not set yet, set now.
+    pub locks_repaired: u64,
     pub staging_removed: u64,
     pub lease_taken_over: bool,
     pub stored_by_type: BTreeMap<String, u64>,
@@ -168,8 +170,21 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
     let committed: HashSet<&str> = latest.values().flat_map(|l| l.manifest.files.iter().map(|f| f.path.as_str())).collect();
     for meta in store.list(layout::LAKE).await? {
         if !committed.contains(meta.location.as_ref()) {
-            store.delete(&meta.location).await?;
+            // never committed, so never locked; the checked delete makes sure of it
+            store.delete_checked(&meta.location, ctx.clock.now()).await?;
             report.orphans_removed += 1;
+        }
+    }
+    if took_over {
+        // the killed batch may have committed manifests before locking their files
+        for l in latest.values() {
+            for f in &l.manifest.files {
+                let path = object_store::path::Path::from(f.path.as_str());
+                if store.lock(&path).await?.retain_until.is_none_or(|u| u < f.latest_expiry) {
+                    store.ensure_retained(&path, f.latest_expiry).await?;
+                    report.locks_repaired += 1;
+                }
+            }
         }
     }
 
@@ -209,11 +224,14 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
     // Commit: one create-only manifest version per partition.
     let now = ctx.clock.now();
     for (i, (p, entry)) in files.into_iter().enumerate() {
+        let (path, until) = (object_store::path::Path::from(entry.path.as_str()), entry.latest_expiry);
         match manifest::commit(store, &p, latest.get(&p), vec![entry], batch_id, now).await? {
             Commit::Committed(_) => {}
             Commit::LostRace { .. } => return Err(JobError::Conflict { partition: p.dir() }),
         }
         ctx.fail(&format!("batch.after_manifest:{}", i + 1));
+        // committed: the storage layer now refuses to delete it before its last record expires
+        store.ensure_retained(&path, until).await?;
     }
     // replayed lines that are stored now (or were already) leave quarantine
     for id in &passed {

@@ -19,6 +19,9 @@ pub enum LakeError {
     Corrupt { object: String, problem: String },
     #[error("{0}")]
     Conflict(String),
+    /// The storage layer refuses to delete or shorten the protection of a locked object.
+    #[error("ObjectLocked: {object}: {reason}")]
+    ObjectLocked { object: String, reason: String },
 }
 
 impl LakeError {

@@ -99,3 +99,15 @@ fn kill_at_random_times() {
     env.batch();
     assert_exactly_once(&env, unique + g.unique);
 }
+
+/// Killed between a manifest commit and the storage lock of its file: the next batch (which
+/// takes over the dead batch's lease) sets the missing locks.
+#[test]
+fn a_commit_whose_lock_was_not_set_is_repaired() {
+    let (env, unique) = prepared(13, 600);
+    let out = env.cmd(&["batch"]).env("HOLDFAST_FAILPOINT", "batch.after_manifest:1").output().unwrap();
+    assert!(!out.status.success());
+    let r = env.batch();
+    assert_eq!(r["locks_repaired"], 1, "{r}");
+    assert_exactly_once(&env, unique);
+}

@@ -18,6 +18,12 @@ fn first(env: &Env, ext: &str, within: &str) -> PathBuf {
     env.store_files().into_iter().find(|p| p.to_string_lossy().contains(within) && p.extension().is_some_and(|e| e == ext)).unwrap()
 }
 
+/// Attackers are not stopped by file modes; neither are these tests (nor root).
+fn writable(p: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
 fn problems(r: &serde_json::Value) -> String {
     r["problems"].to_string()
 }
@@ -26,6 +32,7 @@ fn problems(r: &serde_json::Value) -> String {
 fn flipped_byte_in_a_data_file_is_named() {
     let env = two_batches();
     let f = first(&env, "parquet", "/lake/");
+    writable(&f);
     let mut b = std::fs::read(&f).unwrap();
     let i = b.len() / 2;
     b[i] ^= 0x20;
@@ -104,6 +111,7 @@ fn deep_verify_catches_swapped_ciphertexts() {
     let mut cols = batch.columns().to_vec();
     cols[pi] = std::sync::Arc::new(BinaryArray::from(values));
     let tampered = RecordBatch::try_new(batch.schema(), cols).unwrap();
+    writable(&f);
     let mut out = Vec::new();
     let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, tampered.schema(), Some(datafile::writer_properties(kv))).unwrap();
     w.write(&tampered).unwrap();
@@ -127,4 +135,26 @@ fn deep_verify_catches_swapped_ciphertexts() {
     assert_eq!(out.status.code(), Some(1));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(problems(&r).contains("2 record(s) fail authentication"), "{r}");
+}
+
+/// The storage layer refuses to delete a committed data file before its records expire, even
+/// when the manifests that describe it are gone.
+#[test]
+fn storage_refuses_deleting_a_locked_file_without_manifests() {
+    let env = two_batches();
+    let f = first(&env, "parquet", "/lake/");
+    std::fs::remove_dir_all(env.store.join("manifests")).unwrap();
+    let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
+    let rel = object_store::path::Path::from(f.strip_prefix(&env.store).unwrap().to_str().unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let lock = rt.block_on(store.lock(&rel)).unwrap();
+    let until = lock.retain_until.expect("locked at commit");
+    assert!(until.to_rfc3339().starts_with("2031-10-"), "six years after 2025-10: {until}");
+    let now = chrono::DateTime::parse_from_rfc3339("2031-01-01T00:00:00Z").unwrap().to_utc();
+    let err = rt.block_on(store.delete_checked(&rel, now)).unwrap_err();
+    assert!(err.to_string().starts_with("ObjectLocked"), "{err}");
+    assert!(f.exists());
+    let later = until + chrono::Duration::seconds(1);
+    rt.block_on(store.delete_checked(&rel, later)).unwrap();
+    assert!(!f.exists());
 }
