@@ -25,6 +25,8 @@ pub enum Error {
     AuditBroken(String),
     #[error("refused (audited): {0}")]
     Refused(String),
+    #[error(transparent)]
+    Sweep(#[from] crate::retention::SweepError),
     #[error("{context}: {source}")]
     Io { context: String, #[source] source: std::io::Error },
     #[error("{0}")]

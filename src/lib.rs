@@ -20,6 +20,7 @@ pub mod job;
 pub mod lake;
 pub mod landing;
 pub mod query;
+pub mod retention;
 pub mod schema;
 pub mod sources;
 pub mod cli;

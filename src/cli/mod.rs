@@ -121,6 +121,22 @@ pub enum Command {
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
+    /// Retention sweep: remove files whose records have all expired (plan from the manifests only)
+    Sweep {
+        #[command(flatten)]
+        s: StoreArgs,
+        /// Print the plan; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// The sweep's notion of now (RFC 3339); default: the clock
+        #[arg(long)]
+        now: Option<String>,
+        /// Who runs the sweep (recorded with every deletion and refusal)
+        #[arg(long, env = "HOLDFAST_ACTOR", default_value = "holdfast-sweep")]
+        actor: String,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
     /// The tamper-evident audit trail
     Audit {
         #[command(subcommand)]
@@ -459,6 +475,24 @@ impl Command {
                 output::write_batches(Format::resolve(format, Format::Csv), &[batch], out)
             }
             Command::Audit { command } => audit_command(command, clock, out).await,
+            Command::Sweep { s, dry_run, now, actor, format } => {
+                let store = Store::open_local(&s.store, false)?;
+                read_marker(&store).await?;
+                let now = match now {
+                    Some(t) => chrono::DateTime::parse_from_rfc3339(&t).map_err(|e| Error::Usage(format!("--now: {e}")))?.to_utc(),
+                    None => clock.now(),
+                };
+                let plan = crate::retention::plan(now, crate::retention::candidates(&store).await?);
+                let format = format.unwrap_or(Format::Table);
+                if dry_run {
+                    let _ = writeln!(out, "{}", serde_json::to_string_pretty(&plan).expect("serializes"));
+                    return Ok(());
+                }
+                let sweep_id = format!("sweep-{}", layout::batch_id(now, rand::RngCore::next_u32(&mut rand::rng())));
+                let audit = crate::audit::Audit::new(store.clone(), clock.clone());
+                let report = crate::retention::execute(&store, &audit, &actor, &plan, now, &sweep_id).await?;
+                output::write_report(format, &report, out)
+            }
             Command::Sql { s, gate, format } => {
                 shell(&s, &gate, &clock, format.unwrap_or(Format::Table), out).await
             }

@@ -35,6 +35,20 @@ pub struct Manifest {
     pub batch_id: String,
     /// Every committed data file of the partition, as of this version.
     pub files: Vec<DataFileEntry>,
+    /// Files removed by retention sweeps, carried forward in every later version, so the
+    /// history shows what was deleted, when and by which sweep.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<RemovedFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemovedFile {
+    pub path: String,
+    pub sha256: String,
+    pub record_count: u64,
+    pub latest_expiry: DateTime<Utc>,
+    pub removed_at: DateTime<Utc>,
+    pub sweep_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,10 +161,35 @@ pub async fn load_latest(store: &Store, p: &Partition) -> Result<Option<Loaded>,
     }
 }
 
+/// Commits a version of `p` without the files in `removing` (a retention sweep).
+pub async fn commit_removal(store: &Store, p: &Partition, base: &Loaded, removing: &[String], sweep_id: &str, now: DateTime<Utc>) -> Result<Commit, LakeError> {
+    let mut m = base.manifest.clone();
+    m.sequence += 1;
+    m.previous = Some(PreviousVersion { sequence: base.manifest.sequence, sha256: base.sha256.clone() });
+    m.committed_at = now;
+    m.batch_id = sweep_id.to_string();
+    let (gone, kept): (Vec<DataFileEntry>, Vec<DataFileEntry>) = m.files.into_iter().partition(|f| removing.contains(&f.path));
+    m.files = kept;
+    m.removed.extend(gone.into_iter().map(|f| RemovedFile {
+        path: f.path,
+        sha256: f.sha256,
+        record_count: f.record_count,
+        latest_expiry: f.latest_expiry,
+        removed_at: now,
+        sweep_id: sweep_id.to_string(),
+    }));
+    let bytes = m.to_bytes();
+    let sha256 = sha256_hex(&bytes);
+    match store.put_new(&layout::manifest(p, m.sequence), bytes).await? {
+        Put::Created => Ok(Commit::Committed(Box::new(Loaded { manifest: m, sha256 }))),
+        Put::AlreadyExists => Ok(Commit::LostRace { sequence: m.sequence }),
+    }
+}
+
 /// Outcome of a commit attempt.
 #[derive(Debug)]
 pub enum Commit {
-    Committed(Loaded),
+    Committed(Box<Loaded>),
     /// Another writer created this sequence first; nothing was written.
     LostRace { sequence: u64 },
 }
@@ -164,11 +203,12 @@ pub async fn commit(store: &Store, p: &Partition, base: Option<&Loaded>, added: 
     };
     files.extend(added);
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    let m = Manifest { format: FORMAT.into(), partition: p.clone(), sequence, previous, committed_at: now, batch_id: batch_id.into(), files };
+    let removed = base.map(|b| b.manifest.removed.clone()).unwrap_or_default();
+    let m = Manifest { format: FORMAT.into(), partition: p.clone(), sequence, previous, committed_at: now, batch_id: batch_id.into(), files, removed };
     let bytes = m.to_bytes();
     let sha256 = sha256_hex(&bytes);
     match store.put_new(&layout::manifest(p, sequence), bytes).await? {
-        Put::Created => Ok(Commit::Committed(Loaded { manifest: m, sha256 })),
+        Put::Created => Ok(Commit::Committed(Box::new(Loaded { manifest: m, sha256 }))),
         Put::AlreadyExists => Ok(Commit::LostRace { sequence }),
     }
 }

@@ -6,5 +6,6 @@ mod crash;
 mod discovery;
 mod pipeline;
 mod readers;
+mod retention;
 mod sql;
 mod tamper;
