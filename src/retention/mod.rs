@@ -172,3 +172,33 @@ pub async fn execute(store: &Store, audit: &Audit, actor: &str, plan: &SweepPlan
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn file() -> impl Strategy<Value = FileInfo> {
+        (0i64..4_000, 0i64..4_000, 1i64..100_000).prop_map(|(a, b, n)| {
+            let (lo, hi) = (a.min(b), a.max(b));
+            let t = |d: i64| DateTime::<Utc>::from_timestamp(1_900_000_000 + d * 86_400, 0).unwrap();
+            FileInfo { partition: format!("p{lo}"), path: format!("f{lo}-{hi}-{n}"), record_count: n, earliest_expiry: t(lo), latest_expiry: t(hi) }
+        })
+    }
+
+    proptest! {
+        /// Nothing with an unexpired record is ever planned for deletion, every fully expired
+        /// file is, and every file lands in exactly one bucket.
+        #[test]
+        fn the_plan_never_deletes_anything_unexpired(files in proptest::collection::vec(file(), 0..200), day in 0i64..4_000) {
+            let now = DateTime::<Utc>::from_timestamp(1_900_000_000 + day * 86_400, 0).unwrap();
+            let n = files.len() as u64;
+            let expired = files.iter().filter(|f| f.latest_expiry <= now).count();
+            let p = plan(now, files);
+            prop_assert!(p.delete.iter().all(|f| f.latest_expiry <= now));
+            prop_assert!(p.mixed.iter().all(|f| f.earliest_expiry <= now && f.latest_expiry > now));
+            prop_assert_eq!(p.delete.len(), expired);
+            prop_assert_eq!(p.delete.len() as u64 + p.mixed.len() as u64 + p.unexpired_files, n);
+        }
+    }
+}
