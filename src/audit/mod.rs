@@ -273,6 +273,18 @@ impl AuditEvent for BatchCommitted<'_> {
     const ACTION: &'static str = "batch";
 }
 
+/// A legal hold changed state (placed, release requested, released) or was refused.
+#[derive(Debug, Serialize)]
+pub struct HoldChanged<'a> {
+    pub hold: &'a str,
+    pub change: &'a str,
+    pub files: usize,
+    pub detail: &'a str,
+}
+impl AuditEvent for HoldChanged<'_> {
+    const ACTION: &'static str = "legal_hold";
+}
+
 /// The list itself, or its count and hash when long.
 pub fn id_list(mut ids: Vec<String>) -> serde_json::Value {
     if ids.len() <= 1000 {

@@ -137,6 +137,11 @@ pub enum Command {
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
+    /// Legal holds: place, release (two people), list
+    Hold {
+        #[command(subcommand)]
+        command: HoldCommand,
+    },
     /// The tamper-evident audit trail
     Audit {
         #[command(subcommand)]
@@ -155,6 +160,50 @@ pub enum Command {
         store: Option<PathBuf>,
         #[arg(long, env = "HOLDFAST_KEYRING")]
         keyring: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HoldCommand {
+    /// Place a hold (body: holdId, tenantId, scope, retentionOverride); pins covered files before returning
+    Apply {
+        #[command(flatten)]
+        s: StoreArgs,
+        #[arg(long, env = "HOLDFAST_ACTOR")]
+        actor: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, env = "HOLDFAST_PIPELINE")]
+        pipeline: Option<PathBuf>,
+    },
+    /// Ask for a hold's release (a second actor must approve)
+    Release {
+        #[command(flatten)]
+        s: StoreArgs,
+        #[arg(long, env = "HOLDFAST_ACTOR")]
+        actor: String,
+        #[arg(long)]
+        hold: String,
+        #[arg(long, env = "HOLDFAST_PIPELINE")]
+        pipeline: Option<PathBuf>,
+    },
+    /// Approve a requested release (must be another actor); unpins files no other hold needs
+    Approve {
+        #[command(flatten)]
+        s: StoreArgs,
+        #[arg(long, env = "HOLDFAST_ACTOR")]
+        actor: String,
+        #[arg(long)]
+        hold: String,
+        #[arg(long, env = "HOLDFAST_PIPELINE")]
+        pipeline: Option<PathBuf>,
+    },
+    /// List holds
+    List {
+        #[command(flatten)]
+        s: StoreArgs,
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
@@ -475,6 +524,7 @@ impl Command {
                 output::write_batches(Format::resolve(format, Format::Csv), &[batch], out)
             }
             Command::Audit { command } => audit_command(command, clock, out).await,
+            Command::Hold { command } => hold_command(command, clock, out).await,
             Command::Sweep { s, dry_run, now, actor, format } => {
                 let store = Store::open_local(&s.store, false)?;
                 read_marker(&store).await?;
@@ -482,7 +532,9 @@ impl Command {
                     Some(t) => chrono::DateTime::parse_from_rfc3339(&t).map_err(|e| Error::Usage(format!("--now: {e}")))?.to_utc(),
                     None => clock.now(),
                 };
-                let plan = crate::retention::plan(now, crate::retention::candidates(&store).await?);
+                let (registry, _) = crate::retention::hold::load(&store).await?;
+                let held = registry.holds.iter().filter(|h| h.active()).flat_map(|h| h.files.iter().cloned()).collect();
+                let plan = crate::retention::plan(now, crate::retention::candidates(&store).await?, &held);
                 let format = format.unwrap_or(Format::Table);
                 if dry_run {
                     let _ = writeln!(out, "{}", serde_json::to_string_pretty(&plan).expect("serializes"));
@@ -693,6 +745,117 @@ async fn execute(s: &StoreArgs, gate: &Gate, sql: &str, clock: &Arc<dyn Clock>) 
         crate::query::run_sql(&ctx, &sql).await?
     };
     Ok(batches)
+}
+
+async fn hold_command(command: HoldCommand, clock: Arc<dyn Clock>, out: &mut dyn Write) -> Result<()> {
+    use crate::retention::hold::{self, Hold, HoldRequest, Status};
+    let (s, actor, pipeline) = match &command {
+        HoldCommand::Apply { s, actor, pipeline, .. } | HoldCommand::Release { s, actor, pipeline, .. } | HoldCommand::Approve { s, actor, pipeline, .. } => (s.clone(), actor.clone(), pipeline.clone()),
+        HoldCommand::List { s, .. } => (s.clone(), String::new(), None),
+    };
+    let store = Store::open_local(&s.store, false)?;
+    read_marker(&store).await?;
+    let audit = crate::audit::Audit::new(store.clone(), clock.clone());
+    let refuse = |hold_id: String, reason: String| {
+        let audit = audit.clone();
+        let actor = actor.clone();
+        async move {
+            audit.record(&actor, None, &crate::audit::HoldChanged { hold: &hold_id, change: "refused", files: 0, detail: &reason }).await?;
+            Err::<(), Error>(Error::Refused(reason))
+        }
+    };
+    if !matches!(command, HoldCommand::List { .. }) {
+        let access = pipeline.as_deref().map(Pipeline::load).transpose()?.map(|p| p.access).unwrap_or_default();
+        if let Err(reason) = access.may_hold(&actor) {
+            let id = match &command {
+                HoldCommand::Release { hold, .. } | HoldCommand::Approve { hold, .. } => hold.clone(),
+                _ => String::new(),
+            };
+            return refuse(id, reason).await;
+        }
+    }
+    let (registry, sha) = hold::load(&store).await?;
+    let now = clock.now();
+    match command {
+        HoldCommand::List { format, .. } => {
+            let rows: Vec<serde_json::Value> = registry
+                .holds
+                .iter()
+                .map(|h| serde_json::json!({"hold_id": h.hold_id, "tenant_id": h.tenant_id, "status": serde_json::to_value(&h.status).unwrap()["state"], "files": h.files.len(), "placed_by": h.placed_by, "placed_at": crate::clock::fmt_ts(h.placed_at)}))
+                .collect();
+            match format.unwrap_or(Format::Table) {
+                Format::Table => {
+                    for r in &rows {
+                        let _ = writeln!(out, "{} {} {} files={} by={} at={}", r["hold_id"].as_str().unwrap_or(""), r["tenant_id"].as_str().unwrap_or("*"), r["status"].as_str().unwrap_or(""), r["files"], r["placed_by"].as_str().unwrap_or(""), r["placed_at"].as_str().unwrap_or(""));
+                    }
+                }
+                _ => {
+                    for r in &rows {
+                        let _ = writeln!(out, "{r}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        HoldCommand::Apply { file, .. } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
+            let req: HoldRequest = serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: not a hold body: {e}", file.display())))?;
+            if registry.holds.iter().any(|h| h.hold_id == req.hold_id && h.active()) {
+                return refuse(req.hold_id.clone(), format!("hold {} is already active", req.hold_id)).await;
+            }
+            let mut h = Hold { hold_id: req.hold_id, tenant_id: req.tenant_id, scope: req.scope, retention_override: req.retention_override, placed_by: actor.clone(), placed_at: now, status: Status::Active, files: Vec::new() };
+            h.files = hold::covered_files(&store, &h).await?;
+            // pin at the storage layer before the hold is recorded and before we return
+            for f in &h.files {
+                store.legal_hold(&object_store::path::Path::from(f.as_str()), true).await?;
+            }
+            let n = h.files.len();
+            let id = h.hold_id.clone();
+            let mut holds = registry.holds.clone();
+            holds.push(h);
+            if !hold::commit(&store, &registry, sha, holds).await? {
+                return Err(Error::Usage("the hold registry changed meanwhile; run the command again".into()));
+            }
+            audit.record(&actor, None, &crate::audit::HoldChanged { hold: &id, change: "placed", files: n, detail: "" }).await?;
+            let _ = writeln!(out, "hold {id} placed: {n} file(s) pinned");
+            Ok(())
+        }
+        HoldCommand::Release { hold: id, .. } => {
+            let mut holds = registry.holds.clone();
+            let Some(h) = holds.iter_mut().find(|h| h.hold_id == id && h.status == Status::Active) else {
+                return refuse(id.clone(), format!("no active hold {id}")).await;
+            };
+            h.status = Status::ReleaseRequested { by: actor.clone(), at: now };
+            if !hold::commit(&store, &registry, sha, holds).await? {
+                return Err(Error::Usage("the hold registry changed meanwhile; run the command again".into()));
+            }
+            audit.record(&actor, None, &crate::audit::HoldChanged { hold: &id, change: "release_requested", files: 0, detail: "" }).await?;
+            let _ = writeln!(out, "release of {id} requested; a second actor must approve it");
+            Ok(())
+        }
+        HoldCommand::Approve { hold: id, .. } => {
+            let mut holds = registry.holds.clone();
+            let Some(i) = holds.iter().position(|h| h.hold_id == id && matches!(h.status, Status::ReleaseRequested { .. })) else {
+                return refuse(id.clone(), format!("hold {id} has no release request")).await;
+            };
+            let Status::ReleaseRequested { by, .. } = holds[i].status.clone() else { unreachable!() };
+            if by == actor {
+                return refuse(id.clone(), format!("{actor} requested this release; a different actor must approve it")).await;
+            }
+            holds[i].status = Status::Released { requested_by: by, approved_by: actor.clone(), at: now };
+            let still: std::collections::HashSet<&String> = holds.iter().filter(|h| h.active()).flat_map(|h| h.files.iter()).collect();
+            let freed: Vec<String> = holds[i].files.iter().filter(|f| !still.contains(f)).cloned().collect();
+            if !hold::commit(&store, &registry, sha, holds.clone()).await? {
+                return Err(Error::Usage("the hold registry changed meanwhile; run the command again".into()));
+            }
+            for f in &freed {
+                store.legal_hold(&object_store::path::Path::from(f.as_str()), false).await?;
+            }
+            audit.record(&actor, None, &crate::audit::HoldChanged { hold: &id, change: "released", files: freed.len(), detail: "" }).await?;
+            let _ = writeln!(out, "hold {id} released; {} file(s) unpinned ({} still held by other holds)", freed.len(), holds[i].files.len() - freed.len());
+            Ok(())
+        }
+    }
 }
 
 async fn audit_command(command: AuditCommand, clock: Arc<dyn Clock>, out: &mut dyn Write) -> Result<()> {

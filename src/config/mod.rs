@@ -59,6 +59,17 @@ pub enum Role {
 }
 
 impl AccessConfig {
+    /// Whether `actor` may place, release or approve holds.
+    pub fn may_hold(&self, actor: &str) -> Result<(), String> {
+        if self.roles.is_empty() {
+            return Ok(());
+        }
+        match self.roles.get(actor) {
+            Some(r) if r.contains(&Role::Compliance) => Ok(()),
+            _ => Err(format!("actor {actor} lacks the compliance role that holds need")),
+        }
+    }
+
     /// Whether `actor` may decrypt; the refusal reason otherwise.
     pub fn may_decrypt(&self, actor: &str) -> Result<(), String> {
         if self.roles.is_empty() {

@@ -56,6 +56,8 @@ pub struct BatchReport {
     pub orphans_removed: u64,
     /// Committed files whose storage lock a killed batch had not set yet, set now.
     pub locks_repaired: u64,
+    /// New files holding records an active legal hold covers (pinned at once).
+    pub held_new_files: u64,
     pub staging_removed: u64,
     pub lease_taken_over: bool,
     pub stored_by_type: BTreeMap<String, u64>,
@@ -223,6 +225,7 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
 
     // Commit: one create-only manifest version per partition.
     let now = ctx.clock.now();
+    let new_files: Vec<DataFileEntry> = files.iter().map(|(_, e)| e.clone()).collect();
     for (i, (p, entry)) in files.into_iter().enumerate() {
         let (path, until) = (object_store::path::Path::from(entry.path.as_str()), entry.latest_expiry);
         match manifest::commit(store, &p, latest.get(&p), vec![entry], batch_id, now).await? {
@@ -233,6 +236,8 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
         // committed: the storage layer now refuses to delete it before its last record expires
         store.ensure_retained(&path, until).await?;
     }
+    // records that arrive for an active legal hold are held from the start
+    report.held_new_files = crate::retention::hold::apply_to_new(store, &new_files).await?;
     // replayed lines that are stored now (or were already) leave quarantine
     for id in &passed {
         store.delete(&layout::quarantine_entry(id)).await?;

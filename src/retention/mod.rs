@@ -7,6 +7,8 @@
 //! until their last record expires (reported as `mixed`); rewriting their survivors and legal
 //! holds are the next steps.
 
+pub mod hold;
+
 use crate::audit::{Audit, AuditEvent};
 use crate::lake::layout::Partition;
 use crate::lake::manifest::{self, Commit};
@@ -45,14 +47,18 @@ pub struct SweepPlan {
     pub delete: Vec<FileInfo>,
     /// Some records expired, some not: kept whole until the last expires.
     pub mixed: Vec<FileInfo>,
+    /// Expired, but pinned by an active legal hold (from the hold registry).
+    pub held: Vec<FileInfo>,
     pub unexpired_files: u64,
 }
 
 /// Decides what may be deleted. No I/O, no clock.
-pub fn plan(now: DateTime<Utc>, files: Vec<FileInfo>) -> SweepPlan {
+pub fn plan(now: DateTime<Utc>, files: Vec<FileInfo>, held: &std::collections::HashSet<String>) -> SweepPlan {
     let mut p = SweepPlan { now: Some(now), ..Default::default() };
     for f in files {
-        if f.latest_expiry <= now {
+        if f.earliest_expiry <= now && held.contains(&f.path) {
+            p.held.push(f);
+        } else if f.latest_expiry <= now {
             p.delete.push(f);
         } else if f.earliest_expiry <= now {
             p.mixed.push(f);
@@ -194,7 +200,7 @@ mod tests {
             let now = DateTime::<Utc>::from_timestamp(1_900_000_000 + day * 86_400, 0).unwrap();
             let n = files.len() as u64;
             let expired = files.iter().filter(|f| f.latest_expiry <= now).count();
-            let p = plan(now, files);
+            let p = plan(now, files, &Default::default());
             prop_assert!(p.delete.iter().all(|f| f.latest_expiry <= now));
             prop_assert!(p.mixed.iter().all(|f| f.earliest_expiry <= now && f.latest_expiry > now));
             prop_assert_eq!(p.delete.len(), expired);

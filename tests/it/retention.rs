@@ -69,3 +69,63 @@ fn a_locked_file_is_refused_audited_and_kept() {
     assert!(refusals.contains(&file) && refusals.contains("legal hold"));
     assert!(env.verify().0);
 }
+
+#[test]
+fn holds_pin_files_and_need_two_people_to_release() {
+    let (env, _) = store();
+    let body = |id: &str, ids: &str| format!(r#"{{"holdId": "{id}", "tenantId": "tenant-0", "status": "ACTIVE", "scope": {{"interactionIds": [{ids}]}}, "retentionOverride": {{"enabled": true, "expirationDate": null, "auditorTrail": {{"requestedBy": "co@firm.example", "requestTimestamp": "2024-05-14T14:30:00Z", "caseReference": "SEC-INV-2024-0892"}}}}}}"#);
+    let a = env.write("a.json", body("LIT-A", "\"int-70-0\"").as_bytes());
+    let b = env.write("b.json", body("LIT-B", "\"int-70-0\", \"int-70-3\"").as_bytes());
+    let out = env.ok(&["hold", "apply", "--actor", "lee", "--file", a.to_str().unwrap()]);
+    assert!(out.contains("pinned"), "{out}");
+    env.ok(&["hold", "apply", "--actor", "lee", "--file", b.to_str().unwrap()]);
+    let held_files = env.query("SELECT DISTINCT path FROM manifests").len();
+    assert!(held_files > 0);
+    // far in the future everything has expired, but held files stay
+    let far = "2040-01-01T00:00:00Z";
+    let count_a = env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-0'");
+    assert_eq!(count_a, 3);
+    let plan: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--dry-run", "--now", far])).unwrap();
+    assert!(!plan["held"].as_array().unwrap().is_empty(), "{plan}");
+    env.ok(&["sweep", "--now", far]);
+    assert_eq!(env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-0'"), 3, "held records survive");
+    assert_eq!(env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-3'"), 3);
+    // one person cannot release alone
+    env.ok(&["hold", "release", "--actor", "lee", "--hold", "LIT-A"]);
+    let out = env.run(&["hold", "approve", "--actor", "lee", "--hold", "LIT-A"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("different actor"));
+    let out = env.ok(&["hold", "approve", "--actor", "kim", "--hold", "LIT-A"]);
+    assert!(out.contains("released"), "{out}");
+    // LIT-B still needs the files of int-70-0
+    env.ok(&["sweep", "--now", far]);
+    assert_eq!(env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-0'"), 3, "another active hold still pins them");
+    env.ok(&["hold", "release", "--actor", "lee", "--hold", "LIT-B"]);
+    env.ok(&["hold", "approve", "--actor", "kim", "--hold", "LIT-B"]);
+    env.ok(&["sweep", "--now", far]);
+    assert_eq!(env.count("SELECT count(*) FROM events"), 0, "all expired, nothing held");
+    assert!(env.verify().0);
+    let changes: Vec<String> = env
+        .ok(&["audit", "list", "--action", "legal_hold", "--format", "ndjson"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["details"].as_str().unwrap().to_string())
+        .map(|d| serde_json::from_str::<serde_json::Value>(&d).unwrap()["change"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(changes, ["placed", "placed", "release_requested", "refused", "released", "release_requested", "released"]);
+    let list = env.ok(&["hold", "list", "--format", "ndjson"]);
+    assert_eq!(list.matches("released").count(), 2, "{list}");
+}
+
+#[test]
+fn records_arriving_for_an_active_hold_are_held_from_the_start() {
+    let env = Env::new();
+    let body = r#"{"holdId": "LIT-NEW", "scope": {"queueIds": ["q-3"], "dateRange": {"start": "2025-10-01T00:00:00Z", "end": "2025-10-01T23:59:59Z"}}}"#;
+    env.ok(&["hold", "apply", "--actor", "lee", "--file", env.write("h.json", body.as_bytes()).to_str().unwrap()]);
+    env.ingest(&env.write("e.ndjson", &common::generate(71, 300, 0, 2).ndjson));
+    let r = env.batch();
+    assert!(r["held_new_files"].as_u64().unwrap() > 0, "{r}");
+    env.ok(&["sweep", "--now", "2040-01-01T00:00:00Z"]);
+    let kept = env.count("SELECT count(*) FROM events WHERE queue_id = 'q-3' AND day = 1");
+    assert!(kept > 0, "the covered records survive the sweep");
+    assert!(env.verify().0);
+}
