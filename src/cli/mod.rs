@@ -134,6 +134,9 @@ pub enum Command {
         /// Who runs the sweep (recorded with every deletion and refusal)
         #[arg(long, env = "HOLDFAST_ACTOR", default_value = "holdfast-sweep")]
         actor: String,
+        /// Pipeline file: roles, and `retention.notify_command` for refusals
+        #[arg(long, env = "HOLDFAST_PIPELINE")]
+        pipeline: Option<PathBuf>,
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
@@ -525,9 +528,16 @@ impl Command {
             }
             Command::Audit { command } => audit_command(command, clock, out).await,
             Command::Hold { command } => hold_command(command, clock, out).await,
-            Command::Sweep { s, dry_run, now, actor, format } => {
+            Command::Sweep { s, dry_run, now, actor, pipeline, format } => {
                 let store = Store::open_local(&s.store, false)?;
                 read_marker(&store).await?;
+                let p = pipeline.as_deref().map(Pipeline::load).transpose()?;
+                if let Err(reason) = p.as_ref().map(|p| p.access.clone()).unwrap_or_default().may_sweep(&actor) {
+                    crate::audit::Audit::new(store.clone(), clock.clone())
+                        .record(&actor, None, &crate::audit::Refused { what: "sweep", query: "", reason: &reason })
+                        .await?;
+                    return Err(Error::Refused(reason));
+                }
                 let now = match now {
                     Some(t) => chrono::DateTime::parse_from_rfc3339(&t).map_err(|e| Error::Usage(format!("--now: {e}")))?.to_utc(),
                     None => clock.now(),
@@ -543,7 +553,26 @@ impl Command {
                 let sweep_id = format!("sweep-{}", layout::batch_id(now, rand::RngCore::next_u32(&mut rand::rng())));
                 let audit = crate::audit::Audit::new(store.clone(), clock.clone());
                 let report = crate::retention::execute(&store, &audit, &actor, &plan, now, &sweep_id).await?;
-                output::write_report(format, &report, out)
+                output::write_report(format, &report, out)?;
+                if report.refused.is_empty() {
+                    return Ok(());
+                }
+                // refusals: notify, and fail the run so the scheduler sees it
+                if let Some(cmd) = p.as_ref().and_then(|p| p.retention.notify_command.clone()).filter(|c| !c.is_empty()) {
+                    use std::io::Write as _;
+                    let json = serde_json::to_vec(&report).expect("serializes");
+                    let child = std::process::Command::new(&cmd[0]).args(&cmd[1..]).stdin(std::process::Stdio::piped()).spawn();
+                    match child {
+                        Ok(mut c) => {
+                            if let Some(mut stdin) = c.stdin.take() {
+                                let _ = stdin.write_all(&json);
+                            }
+                            let _ = c.wait();
+                        }
+                        Err(e) => eprintln!("warning: notify command {:?} failed to start: {e}", cmd[0]),
+                    }
+                }
+                Err(Error::Refused(format!("{} file(s) refused by storage locks; see the report and the audit trail", report.refused.len())))
             }
             Command::Sql { s, gate, format } => {
                 shell(&s, &gate, &clock, format.unwrap_or(Format::Table), out).await

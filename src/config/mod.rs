@@ -59,6 +59,17 @@ pub enum Role {
 }
 
 impl AccessConfig {
+    /// Whether `actor` may run retention sweeps (which never decrypt).
+    pub fn may_sweep(&self, actor: &str) -> Result<(), String> {
+        if self.roles.is_empty() {
+            return Ok(());
+        }
+        match self.roles.get(actor) {
+            Some(r) if r.contains(&Role::Retention) => Ok(()),
+            _ => Err(format!("actor {actor} lacks the retention role that sweeps need")),
+        }
+    }
+
     /// Whether `actor` may place, release or approve holds.
     pub fn may_hold(&self, actor: &str) -> Result<(), String> {
         if self.roles.is_empty() {
@@ -140,6 +151,10 @@ pub struct RetentionConfig {
     /// Custom policies, beside the presets FINRA_4511_6Y, SEC_17A4_6Y and MIFID2_5Y.
     #[serde(default)]
     pub policies: BTreeMap<String, Period>,
+    /// Command run when a sweep is refused by a storage lock; the report arrives as JSON on
+    /// its standard input (e.g. a script that posts to a webhook or pages someone).
+    #[serde(default)]
+    pub notify_command: Option<Vec<String>>,
 }
 
 fn default_policy() -> String {
@@ -148,7 +163,7 @@ fn default_policy() -> String {
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        RetentionConfig { default_policy: default_policy(), rules: Vec::new(), policies: BTreeMap::new() }
+        RetentionConfig { default_policy: default_policy(), rules: Vec::new(), policies: BTreeMap::new(), notify_command: None }
     }
 }
 

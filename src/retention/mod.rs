@@ -196,15 +196,17 @@ mod tests {
         /// Nothing with an unexpired record is ever planned for deletion, every fully expired
         /// file is, and every file lands in exactly one bucket.
         #[test]
-        fn the_plan_never_deletes_anything_unexpired(files in proptest::collection::vec(file(), 0..200), day in 0i64..4_000) {
+        fn the_plan_never_deletes_anything_unexpired_or_held(files in proptest::collection::vec(file(), 0..200), day in 0i64..4_000, held_every in 1usize..6) {
             let now = DateTime::<Utc>::from_timestamp(1_900_000_000 + day * 86_400, 0).unwrap();
             let n = files.len() as u64;
-            let expired = files.iter().filter(|f| f.latest_expiry <= now).count();
-            let p = plan(now, files, &Default::default());
-            prop_assert!(p.delete.iter().all(|f| f.latest_expiry <= now));
+            let held: std::collections::HashSet<String> = files.iter().step_by(held_every).map(|f| f.path.clone()).collect();
+            let expired = files.iter().filter(|f| f.latest_expiry <= now && !held.contains(&f.path)).count();
+            let p = plan(now, files, &held);
+            prop_assert!(p.delete.iter().all(|f| f.latest_expiry <= now && !held.contains(&f.path)));
+            prop_assert!(p.held.iter().all(|f| held.contains(&f.path)));
             prop_assert!(p.mixed.iter().all(|f| f.earliest_expiry <= now && f.latest_expiry > now));
             prop_assert_eq!(p.delete.len(), expired);
-            prop_assert_eq!(p.delete.len() as u64 + p.mixed.len() as u64 + p.unexpired_files, n);
+            prop_assert_eq!(p.delete.len() as u64 + p.mixed.len() as u64 + p.held.len() as u64 + p.unexpired_files, n);
         }
     }
 }

@@ -61,8 +61,15 @@ fn a_locked_file_is_refused_audited_and_kept() {
     let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(store.legal_hold(&object_store::path::Path::from(file.as_str()), true)).unwrap();
-    let r: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", NOW, "--format", "json"])).unwrap();
+    // a refusal notifies (configured command, report on stdin) and fails the run
+    let notified = env.dir.path().join("notified.json");
+    let pipe = env.write("p.toml", format!("[retention]\nnotify_command = [\"sh\", \"-c\", \"cat > {}\"]\n", notified.display()).as_bytes());
+    let out = env.run(&["sweep", "--now", NOW, "--format", "json", "--pipeline", pipe.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["refused"], serde_json::json!([file.clone()]), "{r}");
+    let note: serde_json::Value = serde_json::from_slice(&std::fs::read(&notified).unwrap()).unwrap();
+    assert_eq!(note["refused"], r["refused"]);
     assert!(env.store.join(&file).exists());
     assert_eq!(env.count(&format!("SELECT count(*) FROM manifests WHERE path = '{file}'")), 1, "still committed and queryable");
     let refusals = env.ok(&["audit", "list", "--action", "retention.refused", "--format", "ndjson"]);
@@ -128,4 +135,14 @@ fn records_arriving_for_an_active_hold_are_held_from_the_start() {
     let kept = env.count("SELECT count(*) FROM events WHERE queue_id = 'q-3' AND day = 1");
     assert!(kept > 0, "the covered records survive the sweep");
     assert!(env.verify().0);
+}
+
+#[test]
+fn with_roles_only_the_retention_role_sweeps() {
+    let (env, _) = store();
+    let p = env.write("roles.toml", b"[access.roles]\nsweeper = [\"retention\"]\njdoe = [\"investigator\"]\n");
+    let out = env.run(&["sweep", "--now", NOW, "--actor", "jdoe", "--pipeline", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("retention role"));
+    env.ok(&["sweep", "--now", NOW, "--actor", "sweeper", "--pipeline", p.to_str().unwrap()]);
 }
