@@ -273,6 +273,17 @@ impl AuditEvent for BatchCommitted<'_> {
     const ACTION: &'static str = "batch";
 }
 
+/// Valid events arrived after their retention ended and were not stored.
+#[derive(Debug, Serialize)]
+pub struct ExpiredOnArrival<'a> {
+    pub batch_id: &'a str,
+    pub events: u64,
+    pub event_ids: &'a serde_json::Value,
+}
+impl AuditEvent for ExpiredOnArrival<'_> {
+    const ACTION: &'static str = "retention.expired_on_arrival";
+}
+
 /// A legal hold changed state (placed, release requested, released) or was refused.
 #[derive(Debug, Serialize)]
 pub struct HoldChanged<'a> {

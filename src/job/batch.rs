@@ -48,6 +48,8 @@ pub struct BatchReport {
     pub duplicates_in_batch: u64,
     pub already_stored: u64,
     pub quarantined: u64,
+    /// Valid events whose retention had ended before they arrived: not stored (audited).
+    pub expired_on_arrival: u64,
     /// Quarantine entries replayed in this batch that are now stored (and left quarantine).
     pub replayed_out: u64,
     pub partitions: u64,
@@ -63,6 +65,8 @@ pub struct BatchReport {
     pub stored_by_type: BTreeMap<String, u64>,
     pub stored_by_policy: BTreeMap<String, u64>,
     pub quarantined_by_code: BTreeMap<String, u64>,
+    #[serde(skip)]
+    pub expired_ids: serde_json::Value,
 }
 
 impl std::fmt::Display for BatchReport {
@@ -71,6 +75,9 @@ impl std::fmt::Display for BatchReport {
         writeln!(f, "  stored       {} event(s) in {} file(s), {} partition(s), {} bytes", self.stored, self.files, self.partitions, self.bytes_written)?;
         for (t, n) in &self.stored_by_type {
             writeln!(f, "                 {t}: {n}")?;
+        }
+        if self.expired_on_arrival > 0 {
+            writeln!(f, "  expired      {} event(s) arrived after their retention ended: not stored (audited)", self.expired_on_arrival)?;
         }
         writeln!(f, "  duplicates   {} ({} within this batch, {} already stored)", self.duplicates_in_batch + self.already_stored, self.duplicates_in_batch, self.already_stored)?;
         if self.replayed_out > 0 {
@@ -110,6 +117,8 @@ enum Item {
     /// partition's dictionary is still being learnt.
     Row(Partition, [u8; 16], Box<Row>, Option<Vec<u8>>),
     Reject { line: u64, reject: Reject, original: Vec<u8> },
+    /// A valid event whose retention had already ended when it arrived: not stored.
+    Expired(String),
 }
 
 struct Processed {
@@ -253,7 +262,12 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
         quarantined: report.quarantined,
         files: report.files,
     };
-    crate::audit::Audit::new(store.clone(), ctx.clock.clone()).record("holdfast-batch", None, &event).await?;
+    let audit = crate::audit::Audit::new(store.clone(), ctx.clock.clone());
+    audit.record("holdfast-batch", None, &event).await?;
+    if report.expired_on_arrival > 0 {
+        let e = crate::audit::ExpiredOnArrival { batch_id, events: report.expired_on_arrival, event_ids: &report.expired_ids };
+        audit.record("holdfast-batch", None, &e).await?;
+    }
     ctx.fail("batch.before_landing_delete");
     for (i, path) in picked.iter().enumerate() {
         store.delete(path).await?;
@@ -277,6 +291,7 @@ fn process(
 ) -> Result<Processed3, JobError> {
     let threads = opts.threads.max(1);
     let keys = KeyBook::default();
+    let started = ctx.clock.now();
     let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<Chunk>(threads * 2);
     let (out_tx, out_rx) = crossbeam_channel::bounded::<Result<Processed, JobError>>(threads * 2);
     std::thread::scope(|s| {
@@ -324,7 +339,7 @@ fn process(
                 let mut parts: HashMap<Partition, Arc<PartKeys>> = HashMap::new();
                 let mut index_keys = IndexKeys { kms: ctx.kms.as_ref(), keys: HashMap::new() };
                 for chunk in rx {
-                    let r = work(&chunk, keys, &mut parts, &mut index_keys, &mut z, policies);
+                    let r = work(&chunk, keys, &mut parts, &mut index_keys, &mut z, policies, started);
                     if tx.send(r).is_err() {
                         return;
                     }
@@ -361,7 +376,16 @@ impl IndexKeys<'_> {
     }
 }
 
-fn work(chunk: &Chunk, keys: &KeyBook, parts: &mut HashMap<Partition, Arc<PartKeys>>, index_keys: &mut IndexKeys<'_>, z: &mut RecordCompressor, policies: &Policies) -> Result<Processed, JobError> {
+#[allow(clippy::too_many_arguments)]
+fn work(
+    chunk: &Chunk,
+    keys: &KeyBook,
+    parts: &mut HashMap<Partition, Arc<PartKeys>>,
+    index_keys: &mut IndexKeys<'_>,
+    z: &mut RecordCompressor,
+    policies: &Policies,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Processed, JobError> {
     let seg = &chunk.seg;
     let mut data = seg.segment.open_block(&seg.cipher, chunk.block)?;
     let mut out = Processed { seq: chunk.seq, seg: seg.clone(), lines: 0, blank: 0, items: Vec::new() };
@@ -380,7 +404,7 @@ fn work(chunk: &Chunk, keys: &KeyBook, parts: &mut HashMap<Partition, Arc<PartKe
                 out.blank += 1;
                 continue;
             }
-            match decode_line(seg, line, validator, keys, parts, index_keys, z, policies) {
+            match decode_line(seg, line, validator, keys, parts, index_keys, z, policies, now) {
                 Ok(rows) => out.items.extend(rows),
                 Err(reject) => out.items.push(Item::Reject { line: local, reject, original: line.to_vec() }),
             }
@@ -400,6 +424,7 @@ fn decode_line(
     index_keys: &mut IndexKeys<'_>,
     z: &mut RecordCompressor,
     policies: &Policies,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<Item>, Reject> {
     let decoded = seg.source.decode(line, seg.segment.header.tenant.as_deref())?;
     let mut items = Vec::with_capacity(decoded.len());
@@ -414,6 +439,10 @@ fn decode_line(
         let partition = Partition::of(f.occurred_at, &f.interaction_type)
             .ok_or_else(|| Reject::new("event.partition", "/occurredAt", "occurredAt or interactionType cannot name a partition"))?;
         let (policy_id, expires) = policies.apply(&f.tenant_id, &f.interaction_type, f.occurred_at);
+        if expires <= now {
+            items.push(Item::Expired(f.event_id));
+            continue;
+        }
         let pk = parts.entry(partition.clone()).or_insert_with(|| keys.part(&partition));
         let (payload, plain) = match pk.dict.get() {
             Some(dict) => {
@@ -647,6 +676,7 @@ fn coordinate(
     };
     let mut qwriter: Option<quarantine::Writer> = None;
     let mut still_failing: HashSet<String> = HashSet::new();
+    let mut expired_ids: Vec<String> = Vec::new();
     let mut replayed: Vec<String> = Vec::new();
     // lines of earlier blocks, per segment index, to number lines within a segment
     let mut seg_lines: HashMap<usize, u64> = HashMap::new();
@@ -681,6 +711,10 @@ fn coordinate(
                         } else {
                             sink.accept(part, row, plain, report)?;
                         }
+                    }
+                    Item::Expired(id) => {
+                        report.expired_on_arrival += 1;
+                        expired_ids.push(id);
                     }
                     Item::Reject { line, reject, original } => {
                         if qwriter.is_none() {
@@ -722,6 +756,7 @@ fn coordinate(
         return Err(JobError::Worker("a worker stopped before its work was done".into()));
     }
     let passed = replayed.into_iter().filter(|id| !still_failing.contains(id)).collect();
+    report.expired_ids = crate::audit::id_list(expired_ids);
     Ok((sink.finish(report)?, passed))
 }
 

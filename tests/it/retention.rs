@@ -146,3 +146,17 @@ fn with_roles_only_the_retention_role_sweeps() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("retention role"));
     env.ok(&["sweep", "--now", NOW, "--actor", "sweeper", "--pipeline", p.to_str().unwrap()]);
 }
+
+#[test]
+fn an_event_arriving_after_its_expiry_is_not_stored() {
+    let env = Env::new();
+    let g = common::generate(72, 60, 0, 1); // 2025-10-01, FINRA: expires 2031-10-01
+    env.ingest(&env.write("e.ndjson", &g.ndjson));
+    let out = env.cmd(&["batch", "--format", "json"]).env("HOLDFAST_NOW", "2033-01-01T00:00:00Z").output().unwrap();
+    assert!(out.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((r["stored"].as_u64(), r["expired_on_arrival"].as_u64()), (Some(0), Some(60)), "{r}");
+    let audited = env.ok(&["audit", "list", "--action", "retention.expired_on_arrival", "--format", "ndjson"]);
+    assert!(audited.contains("evt-72-0"), "{audited}");
+    assert_eq!(env.count("SELECT count(*) FROM events"), 0);
+}
