@@ -203,6 +203,18 @@ pub enum HoldCommand {
         #[arg(long, env = "HOLDFAST_PIPELINE")]
         pipeline: Option<PathBuf>,
     },
+    /// What a hold body would cover: records per partition, and the files (changes nothing)
+    Preview {
+        #[command(flatten)]
+        s: StoreArgs,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Reconcile active holds with the data and the storage flags; report and repair drift
+    Sync {
+        #[command(flatten)]
+        s: StoreArgs,
+    },
     /// List holds
     List {
         #[command(flatten)]
@@ -780,7 +792,7 @@ async fn hold_command(command: HoldCommand, clock: Arc<dyn Clock>, out: &mut dyn
     use crate::retention::hold::{self, Hold, HoldRequest, Status};
     let (s, actor, pipeline) = match &command {
         HoldCommand::Apply { s, actor, pipeline, .. } | HoldCommand::Release { s, actor, pipeline, .. } | HoldCommand::Approve { s, actor, pipeline, .. } => (s.clone(), actor.clone(), pipeline.clone()),
-        HoldCommand::List { s, .. } => (s.clone(), String::new(), None),
+        HoldCommand::List { s, .. } | HoldCommand::Preview { s, .. } | HoldCommand::Sync { s } => (s.clone(), String::new(), None),
     };
     let store = Store::open_local(&s.store, false)?;
     read_marker(&store).await?;
@@ -793,7 +805,7 @@ async fn hold_command(command: HoldCommand, clock: Arc<dyn Clock>, out: &mut dyn
             Err::<(), Error>(Error::Refused(reason))
         }
     };
-    if !matches!(command, HoldCommand::List { .. }) {
+    if !matches!(command, HoldCommand::List { .. } | HoldCommand::Preview { .. } | HoldCommand::Sync { .. }) {
         let access = pipeline.as_deref().map(Pipeline::load).transpose()?.map(|p| p.access).unwrap_or_default();
         if let Err(reason) = access.may_hold(&actor) {
             let id = match &command {
@@ -806,6 +818,19 @@ async fn hold_command(command: HoldCommand, clock: Arc<dyn Clock>, out: &mut dyn
     let (registry, sha) = hold::load(&store).await?;
     let now = clock.now();
     match command {
+        HoldCommand::Preview { file, .. } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
+            let req: HoldRequest = serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: not a hold body: {e}", file.display())))?;
+            let h = Hold { hold_id: req.hold_id, tenant_id: req.tenant_id, scope: req.scope, retention_override: None, placed_by: String::new(), placed_at: now, status: Status::Active, files: Vec::new() };
+            let p = hold::preview(&store, &h).await?;
+            let _ = writeln!(out, "{}", serde_json::to_string_pretty(&p).expect("serializes"));
+            Ok(())
+        }
+        HoldCommand::Sync { .. } => {
+            let r = hold::sync(&store).await?;
+            let _ = writeln!(out, "{}", serde_json::to_string_pretty(&r).expect("serializes"));
+            Ok(())
+        }
         HoldCommand::List { format, .. } => {
             let rows: Vec<serde_json::Value> = registry
                 .holds

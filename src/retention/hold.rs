@@ -140,7 +140,7 @@ pub async fn covered_files(store: &Store, hold: &Hold) -> Result<Vec<String>, La
     let mut out = Vec::new();
     for l in manifest::load_latest_all(store).await? {
         for f in &l.manifest.files {
-            if file_covered(store, hold, f).await? {
+            if covered_records(store, hold, f).await? > 0 {
                 out.push(f.path.clone());
             }
         }
@@ -148,26 +148,27 @@ pub async fn covered_files(store: &Store, hold: &Hold) -> Result<Vec<String>, La
     Ok(out)
 }
 
-/// Whether a committed file holds a record the hold covers.
-pub async fn file_covered(store: &Store, hold: &Hold, f: &DataFileEntry) -> Result<bool, LakeError> {
+/// How many records of a committed file the hold covers.
+pub async fn covered_records(store: &Store, hold: &Hold, f: &DataFileEntry) -> Result<u64, LakeError> {
     if !hold.file_may_be_covered(f) {
-        return Ok(false);
+        return Ok(0);
     }
     let path = Path::from(f.path.as_str());
     let batches = datafile::read_columns(store, &path, f.size_bytes, &["tenant_id", "interaction_id", "queue_id", "agent_ids", "occurred_at"]).await?;
-    let hit = batches.iter().any(|b| {
+    let hit: u64 = batches.iter().map(|b| {
         // the projection keeps the file's column order: look columns up by name
         let col = |n: &str| b.column_by_name(n).expect("projected column");
         let (t, i, q) = (col("tenant_id").as_string::<i32>(), col("interaction_id").as_string::<i32>(), col("queue_id").as_string::<i32>());
         let agents = col("agent_ids").as_list::<i32>();
         let at = col("occurred_at").as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-        (0..b.num_rows()).any(|r| {
+        (0..b.num_rows()).filter(|&r| {
             let a = agents.value(r);
             let a = a.as_string::<i32>();
             let names: Vec<&str> = (0..a.len()).map(|k| a.value(k)).collect();
             hold.record_covered(t.value(r), i.value(r), (!q.is_null(r)).then(|| q.value(r)), &names, crate::clock::from_micros(at.value(r)))
         })
-    });
+        .count() as u64
+    }).sum();
     Ok(hit)
 }
 
@@ -182,7 +183,7 @@ pub async fn apply_to_new(store: &Store, new: &[DataFileEntry]) -> Result<u64, L
     let mut pinned = 0;
     for h in holds.iter_mut().filter(|h| h.active()) {
         for f in new {
-            if !h.files.contains(&f.path) && file_covered(store, h, f).await? {
+            if !h.files.contains(&f.path) && covered_records(store, h, f).await? > 0 {
                 store.legal_hold(&Path::from(f.path.as_str()), true).await?;
                 h.files.push(f.path.clone());
                 pinned += 1;
@@ -193,6 +194,75 @@ pub async fn apply_to_new(store: &Store, new: &[DataFileEntry]) -> Result<u64, L
         return Err(LakeError::Conflict("the hold registry changed during the batch; the files are pinned at the storage layer, run the batch again to record them".into()));
     }
     Ok(pinned)
+}
+
+/// What a hold would cover: records per partition, and the files.
+#[derive(Debug, Default, Serialize)]
+pub struct Preview {
+    pub records: u64,
+    pub by_partition: std::collections::BTreeMap<String, u64>,
+    pub files: Vec<String>,
+}
+
+pub async fn preview(store: &Store, hold: &Hold) -> Result<Preview, LakeError> {
+    let mut p = Preview::default();
+    for l in manifest::load_latest_all(store).await? {
+        for f in &l.manifest.files {
+            let n = covered_records(store, hold, f).await?;
+            if n > 0 {
+                p.records += n;
+                *p.by_partition.entry(l.manifest.partition.dir()).or_default() += n;
+                p.files.push(f.path.clone());
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// Drift between the registry, the data and the storage flags, and what sync did about it.
+#[derive(Debug, Default, Serialize)]
+pub struct SyncReport {
+    /// Files an active hold covers that its registry entry did not list (added and pinned).
+    pub files_added: Vec<String>,
+    /// Listed files whose storage flag was missing (set again).
+    pub flags_repaired: Vec<String>,
+    /// Pinned at the storage layer though no active hold lists them: reported, never cleared
+    /// (a wiped or rolled-back registry must not unpin anything).
+    pub pinned_without_hold: Vec<String>,
+}
+
+/// Reconciles every active hold with the data and the storage flags.
+pub async fn sync(store: &Store) -> Result<SyncReport, LakeError> {
+    let (registry, sha) = load(store).await?;
+    let mut holds = registry.holds.clone();
+    let mut report = SyncReport::default();
+    for h in holds.iter_mut().filter(|h| h.active()) {
+        for f in covered_files(store, h).await? {
+            if !h.files.contains(&f) {
+                h.files.push(f.clone());
+                report.files_added.push(f);
+            }
+        }
+        for f in &h.files {
+            let path = Path::from(f.as_str());
+            if store.head(&path).await?.is_some() && !store.lock(&path).await?.legal_hold {
+                store.legal_hold(&path, true).await?;
+                report.flags_repaired.push(f.clone());
+            }
+        }
+    }
+    let listed: std::collections::HashSet<&String> = holds.iter().filter(|h| h.active()).flat_map(|h| h.files.iter()).collect();
+    for l in manifest::load_latest_all(store).await? {
+        for f in &l.manifest.files {
+            if !listed.contains(&f.path) && store.lock(&Path::from(f.path.as_str())).await?.legal_hold {
+                report.pinned_without_hold.push(f.path.clone());
+            }
+        }
+    }
+    if !report.files_added.is_empty() && !commit(store, &registry, sha, holds).await? {
+        return Err(LakeError::Conflict("the hold registry changed during sync; run it again".into()));
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

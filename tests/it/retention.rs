@@ -160,3 +160,30 @@ fn an_event_arriving_after_its_expiry_is_not_stored() {
     assert!(audited.contains("evt-72-0"), "{audited}");
     assert_eq!(env.count("SELECT count(*) FROM events"), 0);
 }
+
+#[test]
+fn preview_counts_and_sync_repairs_drift() {
+    let (env, _) = store();
+    let body = env.write("h.json", br#"{"holdId": "LIT-P", "tenantId": "tenant-0", "scope": {"interactionIds": ["int-70-0", "int-70-3"]}}"#);
+    let before = env.store_files();
+    let p: serde_json::Value = serde_json::from_str(&env.ok(&["hold", "preview", "--file", body.to_str().unwrap()])).unwrap();
+    assert_eq!(p["records"], 6, "{p}");
+    assert_eq!(env.store_files(), before, "preview changes nothing");
+    env.ok(&["hold", "apply", "--actor", "lee", "--file", body.to_str().unwrap()]);
+    // drift: a flag lost at the storage layer
+    let file = p["files"][0].as_str().unwrap().to_string();
+    let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(store.legal_hold(&object_store::path::Path::from(file.as_str()), false)).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&["hold", "sync"])).unwrap();
+    assert_eq!(r["flags_repaired"], serde_json::json!([file.clone()]), "{r}");
+    assert!(rt.block_on(store.lock(&object_store::path::Path::from(file.as_str()))).unwrap().legal_hold);
+    // a wiped registry unpins nothing: sync only reports
+    std::fs::remove_dir_all(env.store.join("holds")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&["hold", "sync"])).unwrap();
+    assert!(r["pinned_without_hold"].as_array().unwrap().iter().any(|f| f == &serde_json::json!(file)), "{r}");
+    assert!(rt.block_on(store.lock(&object_store::path::Path::from(file.as_str()))).unwrap().legal_hold);
+    let out = env.run(&["sweep", "--now", "2040-01-01T00:00:00Z", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "the storage layer still refuses");
+    assert!(std::path::Path::new(&env.store.join(&file)).exists());
+}
