@@ -140,6 +140,11 @@ pub enum Command {
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
+    /// Retention questions
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
     /// Legal holds: place, release (two people), list
     Hold {
         #[command(subcommand)]
@@ -165,6 +170,20 @@ pub enum Command {
         keyring: Option<PathBuf>,
         #[arg(long, value_enum)]
         format: Option<Format>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Which policy an event has, why, when it expires, and what holds it
+    Explain {
+        #[command(flatten)]
+        s: StoreArgs,
+        #[arg(long)]
+        event: String,
+        /// Pipeline file with the current policy table (default: the presets)
+        #[arg(long, env = "HOLDFAST_PIPELINE")]
+        pipeline: Option<PathBuf>,
     },
 }
 
@@ -540,6 +559,42 @@ impl Command {
             }
             Command::Audit { command } => audit_command(command, clock, out).await,
             Command::Hold { command } => hold_command(command, clock, out).await,
+            Command::Retention { command: RetentionCommand::Explain { s, event, pipeline } } => {
+                let store = Store::open_local(&s.store, false)?;
+                read_marker(&store).await?;
+                let policies = match pipeline.as_deref() {
+                    Some(p) => Pipeline::load(p)?.validate(p)?,
+                    None => Policies::default(),
+                };
+                let ctx = crate::query::session(&store).await?;
+                let sql = format!(
+                    "SELECT tenant_id, interaction_id, interaction_type, occurred_at, policy_id, expires_at, queue_id, agent_ids FROM events WHERE event_id = '{}'",
+                    event.replace('\'', "''")
+                );
+                let batches = crate::query::run_sql(&ctx, &sql).await?;
+                let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
+                    return Err(Error::Usage(format!("event {event} is not stored (never, expired on arrival, or swept)")));
+                };
+                use arrow::array::{Array, AsArray};
+                let text = |i: usize| arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8).map(|a| a.as_string::<i32>().value(0).to_string()).unwrap_or_default();
+                let (tenant, interaction, kind, occurred, stored_policy, expires) = (text(0), text(1), text(2), text(3), text(4), text(5));
+                let queue = (!b.column(6).is_null(0)).then(|| text(6));
+                let agents_list = b.column(7).as_list::<i32>().value(0);
+                let agents: Vec<String> = agents_list.as_string::<i32>().iter().flatten().map(str::to_string).collect();
+                let (policy, period, why) = policies.explain(&tenant, &kind);
+                let _ = writeln!(out, "event {event}: tenant {tenant}, {kind}, occurred {occurred}");
+                let _ = writeln!(out, "stored with policy {stored_policy}, expires {expires} (fixed when the record was written)");
+                let _ = writeln!(out, "the current table gives {policy} ({} years {} months {} days): {why}", period.years, period.months, period.days);
+                if policy.as_ref() != stored_policy {
+                    let _ = writeln!(out, "note: the table changed since; a policy change applies to new records only");
+                }
+                let (registry, _) = crate::retention::hold::load(&store).await?;
+                let at = chrono::DateTime::parse_from_rfc3339(&occurred).map(|t| t.to_utc()).unwrap_or_default();
+                let agent_refs: Vec<&str> = agents.iter().map(String::as_str).collect();
+                let holding: Vec<&str> = registry.holds.iter().filter(|h| h.active() && h.covers(&tenant, &interaction, queue.as_deref(), &agent_refs, at)).map(|h| h.hold_id.as_str()).collect();
+                let _ = writeln!(out, "legal holds: {}", if holding.is_empty() { "none".to_string() } else { holding.join(", ") });
+                Ok(())
+            }
             Command::Sweep { s, dry_run, now, actor, pipeline, format } => {
                 let store = Store::open_local(&s.store, false)?;
                 read_marker(&store).await?;

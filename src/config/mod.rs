@@ -255,6 +255,22 @@ impl RetentionConfig {
 }
 
 impl Policies {
+    /// Which policy a (tenant, type) gets under this table, and why.
+    pub fn explain(&self, tenant: &str, interaction_type: &str) -> (Arc<str>, Period, String) {
+        let found = self.rules.iter().enumerate().find(|(_, (tenants, types, _))| {
+            (tenants.is_empty() || tenants.iter().any(|t| t == tenant)) && (types.is_empty() || types.iter().any(|t| t == interaction_type))
+        });
+        let (id, why) = match found {
+            Some((i, (tenants, types, p))) => (
+                p.clone(),
+                format!("retention.rules[{i}] matches first (tenants {}, interaction types {})", if tenants.is_empty() { "any".into() } else { tenants.join(", ") }, if types.is_empty() { "any".into() } else { types.join(", ") }),
+            ),
+            None => (self.default.clone(), "no rule matches: the default policy".to_string()),
+        };
+        let period = self.periods[&id];
+        (id, period, why)
+    }
+
     /// The policy for a record and its expiry.
     pub fn apply(&self, tenant: &str, interaction_type: &str, occurred_at: DateTime<Utc>) -> (Arc<str>, DateTime<Utc>) {
         let id = self

@@ -79,6 +79,11 @@ impl Hold {
         !matches!(self.status, Status::Released { .. })
     }
 
+    /// Whether a record with these index fields is covered.
+    pub fn covers(&self, tenant: &str, interaction: &str, queue: Option<&str>, agents: &[&str], at: DateTime<Utc>) -> bool {
+        self.record_covered(tenant, interaction, queue, agents, at)
+    }
+
     fn record_covered(&self, tenant: &str, interaction: &str, queue: Option<&str>, agents: &[&str], at: DateTime<Utc>) -> bool {
         let s = &self.scope;
         if self.tenant_id.as_deref().is_some_and(|t| t != tenant) {

@@ -187,3 +187,18 @@ fn preview_counts_and_sync_repairs_drift() {
     assert_eq!(out.status.code(), Some(1), "the storage layer still refuses");
     assert!(std::path::Path::new(&env.store.join(&file)).exists());
 }
+
+#[test]
+fn explain_says_which_policy_and_why() {
+    let env = Env::new();
+    env.ingest(&common::repo().join("fixtures/canonical/legacy.ndjson"));
+    env.ok(&["batch", "--pipeline", "pipelines/local.toml"]);
+    let out = env.ok(&["retention", "explain", "--event", "legacy-1.0-by-shape", "--pipeline", "pipelines/local.toml"]);
+    assert!(out.contains("stored with policy MIFID2_5Y") && out.contains("retention.rules[0] matches first"), "{out}");
+    let out = env.ok(&["retention", "explain", "--event", "legacy-1.0-declared"]);
+    assert!(out.contains("FINRA_4511_6Y") && out.contains("default policy") && out.contains("legal holds: none"), "{out}");
+    let h = env.write("h.json", br#"{"holdId": "LIT-X", "scope": {"interactionIds": ["legacy-int-1"]}}"#);
+    env.ok(&["hold", "apply", "--actor", "lee", "--file", h.to_str().unwrap()]);
+    assert!(env.ok(&["retention", "explain", "--event", "legacy-1.0-declared"]).contains("legal holds: LIT-X"));
+    assert_eq!(env.run(&["retention", "explain", "--event", "nope"]).status.code(), Some(2));
+}
