@@ -1,8 +1,8 @@
 //! The audit trail: append-only, hash-chained entries in the store (`audit/v<20 digits>.json`),
 //! each naming the SHA-256 of the one before, written with create-only puts so two writers
 //! cannot fork it silently (the loser of a race re-reads the head and appends after it).
-//! Every decryption, refusal and key unwrap goes through [`Audit::record`]; holds, releases,
-//! deletions and rotations join them as they are built.
+//! Every decryption, refusal, key unwrap, hold change and deletion goes through
+//! [`Audit::record`]; key rotations will too.
 
 use crate::clock::Clock;
 use crate::lake::storage::{Put, Store};
