@@ -56,6 +56,8 @@ pub struct BatchReport {
     pub files: u64,
     pub bytes_written: u64,
     pub orphans_removed: u64,
+    /// Uncommitted files kept because a storage lock still protects them.
+    pub orphans_locked: u64,
     /// Committed files whose storage lock a killed batch had not set yet, set now.
     pub locks_repaired: u64,
     /// New files holding records an active legal hold covers (pinned at once).
@@ -181,9 +183,13 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
     let committed: HashSet<&str> = latest.values().flat_map(|l| l.manifest.files.iter().map(|f| f.path.as_str())).collect();
     for meta in store.list(layout::LAKE).await? {
         if !committed.contains(meta.location.as_ref()) {
-            // never committed, so never locked; the checked delete makes sure of it
-            store.delete_checked(&meta.location, ctx.clock.now()).await?;
-            report.orphans_removed += 1;
+            // uncommitted files are normally unlocked; one a storage lock still protects (a sweep
+            // raced with a hold) stays, reported, until the lock allows
+            match store.delete_checked(&meta.location, ctx.clock.now()).await {
+                Ok(()) => report.orphans_removed += 1,
+                Err(crate::lake::LakeError::ObjectLocked { .. }) => report.orphans_locked += 1,
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     if took_over {
