@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 pub const PREFIX: &str = "audit";
+/// Appends that may lose a race in a row before giving up.
+const ATTEMPTS: u32 = 200;
 const FORMAT: &str = "holdfast.audit";
 
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +99,12 @@ impl Audit {
     /// Appends one entry after the current head; returns it.
     pub async fn record<E: AuditEvent>(&self, actor: &str, case: Option<&str>, event: &E) -> Result<Entry, AuditError> {
         let details = serde_json::to_value(event).expect("audit events serialize");
-        for _ in 0..16 {
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                // lost a race: back off a little, with jitter, and append after the new head
+                let ms = 1 + rand::RngCore::next_u32(&mut rand::rng()) % (2 + attempt.min(50));
+                tokio::time::sleep(std::time::Duration::from_millis(ms as u64)).await;
+            }
             let head = self.head().await?;
             let entry = Entry {
                 format: FORMAT.into(),
@@ -116,7 +123,7 @@ impl Audit {
                 return Ok(entry);
             }
         }
-        Err(AuditError::Contended(16))
+        Err(AuditError::Contended(ATTEMPTS))
     }
 
     /// Every entry, in order, with the SHA-256 of its bytes.
