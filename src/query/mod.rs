@@ -37,12 +37,23 @@ pub const STORE_URL: &str = "holdfast://store";
 
 /// A SQL session over the store's committed data.
 pub async fn session(store: &Store) -> Result<SessionContext, QueryError> {
-    Ok(session_with(store, None).await?.0)
+    Ok(session_with(store, None, false).await?.0)
+}
+
+/// Whether a statement may read the `audit` table. Loading it reads every audit entry, so a
+/// session registers it only for statements that name it.
+pub fn mentions_audit(sql: &str) -> bool {
+    sql.to_ascii_lowercase().contains("audit")
 }
 
 /// A session; with a key service, also the audited decryption functions (whose
-/// [`decrypt::Decryptor`] is returned, to learn what was opened).
-pub async fn session_with(store: &Store, kms: Option<(Arc<dyn crate::crypto::kms::Kms>, Option<String>)>) -> Result<(SessionContext, Option<Arc<decrypt::Decryptor>>), QueryError> {
+/// [`decrypt::Decryptor`] is returned, to learn what was opened); with `audit`, the `audit`
+/// table.
+pub async fn session_with(
+    store: &Store,
+    kms: Option<(Arc<dyn crate::crypto::kms::Kms>, Option<String>)>,
+    audit: bool,
+) -> Result<(SessionContext, Option<Arc<decrypt::Decryptor>>), QueryError> {
     let latest = manifest::load_latest_all(store).await?;
     let config = SessionConfig::new()
         .with_information_schema(true)
@@ -76,9 +87,11 @@ pub async fn session_with(store: &Store, kms: Option<(Arc<dyn crate::crypto::kms
 
     let m = manifests_batch(&latest)?;
     ctx.register_table("manifests", Arc::new(MemTable::try_new(m.schema(), vec![vec![m]])?))?;
-    let entries = crate::audit::Audit::new(store.clone(), Arc::new(crate::clock::SystemClock)).entries().await.map_err(|e| QueryError::Output(e.to_string()))?;
-    let a = audit_batch(&entries)?;
-    ctx.register_table("audit", Arc::new(MemTable::try_new(a.schema(), vec![vec![a]])?))?;
+    if audit {
+        let entries = crate::audit::Audit::new(store.clone(), Arc::new(crate::clock::SystemClock)).entries().await.map_err(|e| QueryError::Output(e.to_string()))?;
+        let a = audit_batch(&entries)?;
+        ctx.register_table("audit", Arc::new(MemTable::try_new(a.schema(), vec![vec![a]])?))?;
+    }
     // latest state per interaction (tenant + interaction id), one row each
     ctx.sql(
         "CREATE VIEW interactions AS \
