@@ -187,40 +187,41 @@ pub enum RetentionCommand {
     },
 }
 
+/// Store, actor and (for roles) pipeline of a hold change.
+#[derive(Debug, clap::Args, Clone)]
+pub struct HoldActor {
+    #[command(flatten)]
+    s: StoreArgs,
+    /// Who changes the hold (recorded in the audit trail)
+    #[arg(long, env = "HOLDFAST_ACTOR")]
+    actor: String,
+    /// Pipeline file with the [access] roles
+    #[arg(long, env = "HOLDFAST_PIPELINE")]
+    pipeline: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum HoldCommand {
     /// Place a hold (body: holdId, tenantId, scope, retentionOverride); pins covered files before returning
     Apply {
         #[command(flatten)]
-        s: StoreArgs,
-        #[arg(long, env = "HOLDFAST_ACTOR")]
-        actor: String,
+        who: HoldActor,
         #[arg(long)]
         file: PathBuf,
-        #[arg(long, env = "HOLDFAST_PIPELINE")]
-        pipeline: Option<PathBuf>,
     },
     /// Ask for a hold's release (a second actor must approve)
     Release {
         #[command(flatten)]
-        s: StoreArgs,
-        #[arg(long, env = "HOLDFAST_ACTOR")]
-        actor: String,
+        who: HoldActor,
         #[arg(long)]
         hold: String,
-        #[arg(long, env = "HOLDFAST_PIPELINE")]
-        pipeline: Option<PathBuf>,
     },
     /// Approve a requested release (must be another actor); unpins files no other hold needs
     Approve {
         #[command(flatten)]
-        s: StoreArgs,
-        #[arg(long, env = "HOLDFAST_ACTOR")]
-        actor: String,
+        who: HoldActor,
         #[arg(long)]
         hold: String,
-        #[arg(long, env = "HOLDFAST_PIPELINE")]
-        pipeline: Option<PathBuf>,
     },
     /// What a hold body would cover: records per partition, and the files (changes nothing)
     Preview {
@@ -825,7 +826,7 @@ async fn execute(s: &StoreArgs, gate: &Gate, sql: &str, clock: &Arc<dyn Clock>) 
             audit.record(if who.is_empty() { "unknown" } else { &who }, case_ref.as_deref(), &crate::audit::Refused { what: "decrypt", query: &recorded, reason: &reason }).await?;
             return Err(Error::Refused(reason));
         }
-        let (ctx, decryptor) = crate::query::session_with(&store, Some((kms, tenant))).await?;
+        let (ctx, decryptor) = crate::query::session_with(&store, Some((kms, tenant)), crate::query::mentions_audit(&sql)).await?;
         let batches = crate::query::run_sql(&ctx, &sql).await?;
         let decryptor = decryptor.expect("decryption enabled");
         let (events, deks) = decryptor.opened();
@@ -837,7 +838,7 @@ async fn execute(s: &StoreArgs, gate: &Gate, sql: &str, clock: &Arc<dyn Clock>) 
     } else {
         let store = Store::open_local(&s.store, false)?;
         read_marker(&store).await?;
-        let ctx = crate::query::session(&store).await?;
+        let (ctx, _) = crate::query::session_with(&store, None, crate::query::mentions_audit(&sql)).await?;
         crate::query::run_sql(&ctx, &sql).await?
     };
     Ok(batches)
@@ -846,7 +847,7 @@ async fn execute(s: &StoreArgs, gate: &Gate, sql: &str, clock: &Arc<dyn Clock>) 
 async fn hold_command(command: HoldCommand, clock: Arc<dyn Clock>, out: &mut dyn Write) -> Result<()> {
     use crate::retention::hold::{self, Hold, HoldRequest, Status};
     let (s, actor, pipeline) = match &command {
-        HoldCommand::Apply { s, actor, pipeline, .. } | HoldCommand::Release { s, actor, pipeline, .. } | HoldCommand::Approve { s, actor, pipeline, .. } => (s.clone(), actor.clone(), pipeline.clone()),
+        HoldCommand::Apply { who, .. } | HoldCommand::Release { who, .. } | HoldCommand::Approve { who, .. } => (who.s.clone(), who.actor.clone(), who.pipeline.clone()),
         HoldCommand::List { s, .. } | HoldCommand::Preview { s, .. } | HoldCommand::Sync { s } => (s.clone(), String::new(), None),
     };
     let store = Store::open_local(&s.store, false)?;
