@@ -341,11 +341,17 @@ fn process(
             let keys = &keys;
             let policies = &opts.policies;
             s.spawn(move || {
-                let mut z = RecordCompressor::default();
-                let mut parts: HashMap<Partition, Arc<PartKeys>> = HashMap::new();
-                let mut index_keys = IndexKeys { kms: ctx.kms.as_ref(), keys: HashMap::new() };
+                let mut w = Worker {
+                    keys,
+                    policies,
+                    now: started,
+                    validator: schema::validator(),
+                    parts: HashMap::new(),
+                    index_keys: IndexKeys { kms: ctx.kms.as_ref(), keys: HashMap::new() },
+                    z: RecordCompressor::default(),
+                };
                 for chunk in rx {
-                    let r = work(&chunk, keys, &mut parts, &mut index_keys, &mut z, policies, started);
+                    let r = w.work(&chunk);
                     if tx.send(r).is_err() {
                         return;
                     }
@@ -382,108 +388,101 @@ impl IndexKeys<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn work(
-    chunk: &Chunk,
-    keys: &KeyBook,
-    parts: &mut HashMap<Partition, Arc<PartKeys>>,
-    index_keys: &mut IndexKeys<'_>,
-    z: &mut RecordCompressor,
-    policies: &Policies,
+/// One worker thread: what it shares (key book, policies, the batch's time) and what it
+/// keeps (cached partition keys and index keys, a zstd context).
+struct Worker<'a> {
+    keys: &'a KeyBook,
+    policies: &'a Policies,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<Processed, JobError> {
-    let seg = &chunk.seg;
-    let mut data = seg.segment.open_block(&seg.cipher, chunk.block)?;
-    let mut out = Processed { seq: chunk.seq, seg: seg.clone(), lines: 0, blank: 0, items: Vec::new() };
-    let validator = schema::validator();
-    if !data.is_empty() {
-        let body = data.strip_suffix(b"\n").unwrap_or(&data);
-        let mut start = 0;
-        let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
-        for end in ends {
-            let line = &body[start..end];
-            start = end + 1;
-            let local = out.lines;
-            out.lines += 1;
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                out.blank += 1;
-                continue;
-            }
-            match decode_line(seg, line, validator, keys, parts, index_keys, z, policies, now) {
-                Ok(rows) => out.items.extend(rows),
-                Err(reject) => out.items.push(Item::Reject { line: local, reject, original: line.to_vec() }),
-            }
-        }
-    }
-    zeroize::Zeroize::zeroize(&mut data);
-    Ok(out)
+    validator: &'static schema::Validator,
+    parts: HashMap<Partition, Arc<PartKeys>>,
+    index_keys: IndexKeys<'a>,
+    z: RecordCompressor,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn decode_line(
-    seg: &SegCtx,
-    line: &[u8],
-    validator: &schema::Validator,
-    keys: &KeyBook,
-    parts: &mut HashMap<Partition, Arc<PartKeys>>,
-    index_keys: &mut IndexKeys<'_>,
-    z: &mut RecordCompressor,
-    policies: &Policies,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<Item>, Reject> {
-    let decoded = seg.source.decode(line, seg.segment.header.tenant.as_deref())?;
-    let mut items = Vec::with_capacity(decoded.len());
-    for d in decoded {
-        let checked = validator.check(&d.event)?;
-        let f = checked.fields;
-        // an upcast event is stored as its current-version serialization
-        let record: std::borrow::Cow<'_, [u8]> = match &checked.upcast {
-            Some(up) => std::borrow::Cow::Owned(serde_json::to_vec(up).expect("a JSON value serializes")),
-            None => d.record,
-        };
-        let partition = Partition::of(f.occurred_at, &f.interaction_type)
-            .ok_or_else(|| Reject::new("event.partition", "/occurredAt", "occurredAt or interactionType cannot name a partition"))?;
-        let (policy_id, expires) = policies.apply(&f.tenant_id, &f.interaction_type, f.occurred_at);
-        if expires <= now {
-            items.push(Item::Expired(f.event_id));
-            continue;
-        }
-        let pk = parts.entry(partition.clone()).or_insert_with(|| keys.part(&partition));
-        let (payload, plain) = match pk.dict.get() {
-            Some(dict) => {
-                let aad = record_aad(&f.tenant_id, &f.event_id, &f.interaction_id, pk.cipher.dek_id());
-                let mut payload = Vec::with_capacity(record.len() / 3 + 64);
-                seal_record(&pk.cipher, z, dict.as_deref(), &record, &aad, &mut payload);
-                (payload, None)
+impl Worker<'_> {
+    fn work(&mut self, chunk: &Chunk) -> Result<Processed, JobError> {
+        let seg = &chunk.seg;
+        let mut data = seg.segment.open_block(&seg.cipher, chunk.block)?;
+        let mut out = Processed { seq: chunk.seq, seg: seg.clone(), lines: 0, blank: 0, items: Vec::new() };
+        if !data.is_empty() {
+            let body = data.strip_suffix(b"\n").unwrap_or(&data);
+            let mut start = 0;
+            let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
+            for end in ends {
+                let line = &body[start..end];
+                start = end + 1;
+                let local = out.lines;
+                out.lines += 1;
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    out.blank += 1;
+                    continue;
+                }
+                match self.decode_line(seg, line) {
+                    Ok(rows) => out.items.extend(rows),
+                    Err(reject) => out.items.push(Item::Reject { line: local, reject, original: line.to_vec() }),
+                }
             }
-            None => (Vec::new(), Some(record.clone().into_owned())),
-        };
-        let key = id_key(&f.event_id);
-        let address_hmacs = index_keys.hmacs(&f.tenant_id, &f.addresses)?;
-        let row = Row {
-            record_hash: sha256(&record),
-            event_id: f.event_id,
-            interaction_id: f.interaction_id,
-            tenant_id: f.tenant_id,
-            source_platform: f.source_platform,
-            state: f.state,
-            direction: f.direction,
-            occurred_at: micros(f.occurred_at),
-            ingested_at: seg.ingested_at,
-            queue_id: f.queue_id,
-            agent_ids: f.agent_ids,
-            address_hmacs,
-            wrap_up_code: f.wrap_up_code,
-            disposition: f.disposition,
-            schema_version: f.schema_version,
-            policy_id,
-            expires_at: micros(expires),
-            payload,
-        };
-        items.push(Item::Row(partition, key, Box::new(row), plain));
+        }
+        zeroize::Zeroize::zeroize(&mut data);
+        Ok(out)
     }
-    Ok(items)
+
+    fn decode_line(&mut self, seg: &SegCtx, line: &[u8]) -> Result<Vec<Item>, Reject> {
+        let decoded = seg.source.decode(line, seg.segment.header.tenant.as_deref())?;
+        let mut items = Vec::with_capacity(decoded.len());
+        for d in decoded {
+            let checked = self.validator.check(&d.event)?;
+            let f = checked.fields;
+            // an upcast event is stored as its current-version serialization
+            let record: std::borrow::Cow<'_, [u8]> = match &checked.upcast {
+                Some(up) => std::borrow::Cow::Owned(serde_json::to_vec(up).expect("a JSON value serializes")),
+                None => d.record,
+            };
+            let partition = Partition::of(f.occurred_at, &f.interaction_type)
+                .ok_or_else(|| Reject::new("event.partition", "/occurredAt", "occurredAt or interactionType cannot name a partition"))?;
+            let (policy_id, expires) = self.policies.apply(&f.tenant_id, &f.interaction_type, f.occurred_at);
+            if expires <= self.now {
+                items.push(Item::Expired(f.event_id));
+                continue;
+            }
+            let pk = self.parts.entry(partition.clone()).or_insert_with(|| self.keys.part(&partition));
+            let (payload, plain) = match pk.dict.get() {
+                Some(dict) => {
+                    let aad = record_aad(&f.tenant_id, &f.event_id, &f.interaction_id, pk.cipher.dek_id());
+                    let mut payload = Vec::with_capacity(record.len() / 3 + 64);
+                    seal_record(&pk.cipher, &mut self.z, dict.as_deref(), &record, &aad, &mut payload);
+                    (payload, None)
+                }
+                None => (Vec::new(), Some(record.clone().into_owned())),
+            };
+            let key = id_key(&f.event_id);
+            let address_hmacs = self.index_keys.hmacs(&f.tenant_id, &f.addresses)?;
+            let row = Row {
+                record_hash: sha256(&record),
+                event_id: f.event_id,
+                interaction_id: f.interaction_id,
+                tenant_id: f.tenant_id,
+                source_platform: f.source_platform,
+                state: f.state,
+                direction: f.direction,
+                occurred_at: micros(f.occurred_at),
+                ingested_at: seg.ingested_at,
+                queue_id: f.queue_id,
+                agent_ids: f.agent_ids,
+                address_hmacs,
+                wrap_up_code: f.wrap_up_code,
+                disposition: f.disposition,
+                schema_version: f.schema_version,
+                policy_id,
+                expires_at: micros(expires),
+                payload,
+            };
+            items.push(Item::Row(partition, key, Box::new(row), plain));
+        }
+        Ok(items)
+    }
 }
 
 /// Dedupe state of one partition: ids committed before this batch, ids taken by it.
