@@ -121,7 +121,7 @@ pub enum Command {
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
-    /// Retention sweep: remove files whose records have all expired (plan from the manifests only)
+    /// Retention sweep: delete expired files, rewrite files mixing expired and surviving records (plan from the manifests only)
     Sweep {
         #[command(flatten)]
         s: StoreArgs,
@@ -458,6 +458,9 @@ impl std::fmt::Display for crate::lake::verify::VerifyReport {
         for o in &self.orphans {
             writeln!(f, "note: uncommitted file {o} (left by an interrupted batch; the next batch removes it)")?;
         }
+        for a in &self.awaiting_deletion {
+            writeln!(f, "note: {a} was rewritten by a retention sweep and is deleted once its storage lock runs out")?;
+        }
         for p in &self.problems {
             writeln!(f, "MISMATCH {}: {}", p.object, p.problem)?;
         }
@@ -612,7 +615,8 @@ impl Command {
                 };
                 let (registry, _) = crate::retention::hold::load(&store).await?;
                 let held = registry.holds.iter().filter(|h| h.active()).flat_map(|h| h.files.iter().cloned()).collect();
-                let plan = crate::retention::plan(now, crate::retention::candidates(&store).await?, &held);
+                let min_days = p.as_ref().map_or_else(|| crate::config::RetentionConfig::default().rewrite_min_days, |p| p.retention.rewrite_min_days);
+                let plan = crate::retention::plan(now, crate::retention::candidates(&store).await?, crate::retention::awaiting_deletion(&store).await?, &held, min_days);
                 let format = format.unwrap_or(Format::Table);
                 if dry_run {
                     let _ = writeln!(out, "{}", serde_json::to_string_pretty(&plan).expect("serializes"));
@@ -620,7 +624,9 @@ impl Command {
                 }
                 let sweep_id = format!("sweep-{}", layout::batch_id(now, rand::RngCore::next_u32(&mut rand::rng())));
                 let audit = crate::audit::Audit::new(store.clone(), clock.clone());
-                let report = crate::retention::execute(&store, &audit, &actor, &plan, now, &sweep_id).await?;
+                // rewrites move survivors to a new DEK: only then is the keyring needed
+                let kms = if plan.rewrite.is_empty() { None } else { Some(open(&s).await?.1) };
+                let report = crate::retention::execute(&store, &audit, kms.as_deref(), &actor, &plan, now, &sweep_id).await?;
                 output::write_report(format, &report, out)?;
                 if report.refused.is_empty() {
                     return Ok(());

@@ -155,6 +155,15 @@ pub struct RetentionConfig {
     /// its standard input (e.g. a script that posts to a webhook or pages someone).
     #[serde(default)]
     pub notify_command: Option<Vec<String>>,
+    /// A file mixing expired records with unexpired ones is rewritten (survivors to a new
+    /// file) only when its last record expires at least this many days after the sweep;
+    /// closer than that it waits and goes whole. 0: always rewrite.
+    #[serde(default = "default_rewrite_min_days")]
+    pub rewrite_min_days: u32,
+}
+
+fn default_rewrite_min_days() -> u32 {
+    7
 }
 
 fn default_policy() -> String {
@@ -163,7 +172,7 @@ fn default_policy() -> String {
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        RetentionConfig { default_policy: default_policy(), rules: Vec::new(), policies: BTreeMap::new(), notify_command: None }
+        RetentionConfig { default_policy: default_policy(), rules: Vec::new(), policies: BTreeMap::new(), notify_command: None, rewrite_min_days: default_rewrite_min_days() }
     }
 }
 

@@ -211,6 +211,21 @@ impl Dictionary {
     }
 }
 
+/// Moves a sealed file dictionary from one DEK to another (a retention rewrite): the raw
+/// dictionary exists only in memory, zeroized on return.
+pub fn reseal_dictionary(from: &Cipher, to: &Cipher, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let raw = zeroize::Zeroizing::new(from.open(sealed, &dictionary_aad(from.dek_id()), &|| format!("dictionary of {}", from.dek_id()))?);
+    Ok(to.seal(&raw, &dictionary_aad(to.dek_id())))
+}
+
+/// Moves one sealed record from one DEK to another without decompressing it: the compressed
+/// frame is opened in memory, sealed again under `to` and zeroized. Appends to `out`.
+pub fn reseal_record(from: &Cipher, to: &Cipher, sealed: &[u8], from_aad: &[u8], to_aad: &[u8], out: &mut Vec<u8>, what: &dyn Fn() -> String) -> Result<(), CryptoError> {
+    let frame = zeroize::Zeroizing::new(from.open(sealed, from_aad, what)?);
+    to.seal_into(&frame, to_aad, out);
+    Ok(())
+}
+
 fn dictionary_aad(dek_id: &str) -> Vec<u8> {
     aad(&[b"holdfast.dictionary.v1", dek_id.as_bytes()])
 }
@@ -389,6 +404,17 @@ mod tests {
         }
         assert!(with * 2 < without, "dictionary {with} vs plain {without}");
         assert!(Dictionary::open(&DataKey::generate().cipher(), &sealed_dict).is_err(), "sealed under the file DEK");
+        // a rewrite moves the dictionary to the new file's DEK
+        let k2 = DataKey::generate();
+        let moved = reseal_dictionary(&c, &k2.cipher(), &sealed_dict).unwrap();
+        let d2 = Dictionary::open(&k2.cipher(), &moved).unwrap();
+        let a = record_aad("t", "e", "i", k.id());
+        let mut out = Vec::new();
+        seal_record(&c, &mut z, Some(&dict), &records[0], &a, &mut out);
+        let a2 = record_aad("t", "e", "i", k2.id());
+        let mut out2 = Vec::new();
+        reseal_record(&c, &k2.cipher(), &out, &a, &a2, &mut out2, &|| "r".into()).unwrap();
+        assert_eq!(open_record(&k2.cipher(), Some(&d2), &out2, &a2, &|| "r".into()).unwrap(), records[0]);
         assert!(Dictionary::train(&samples[..3]).is_none());
     }
 
@@ -402,6 +428,15 @@ mod tests {
             let mut out = Vec::new();
             seal_record(&c, &mut z, None, &record, &a, &mut out);
             prop_assert_eq!(open_record(&c, None, &out, &a, &|| "r".into()).unwrap(), record.clone());
+            // resealed under a new DEK: opens there, with the new AAD only, to the same record
+            let k2 = DataKey::generate();
+            let c2 = k2.cipher();
+            let a2 = record_aad(&t, &e, "i", k2.id());
+            let mut moved = Vec::new();
+            reseal_record(&c, &c2, &out, &a, &a2, &mut moved, &|| "r".into()).unwrap();
+            prop_assert_eq!(open_record(&c2, None, &moved, &a2, &|| "r".into()).unwrap(), record.clone());
+            prop_assert!(open_record(&c, None, &moved, &a, &|| "r".into()).is_err(), "the old DEK no longer opens it");
+            prop_assert!(open_record(&c2, None, &moved, &a, &|| "r".into()).is_err(), "bound to the new DEK id");
             // any single flipped bit is detected
             if !out.is_empty() {
                 let i = out.len() / 2;

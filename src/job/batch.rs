@@ -180,7 +180,11 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
     // Recovery: files of an interrupted batch that no manifest lists are invisible; remove them.
     report.staging_removed = store.remove_abandoned_staging(layout::LAKE) as u64;
     let latest: BTreeMap<Partition, Loaded> = manifest::load_latest_all(store).await?.into_iter().map(|l| (l.manifest.partition.clone(), l)).collect();
-    let committed: HashSet<&str> = latest.values().flat_map(|l| l.manifest.files.iter().map(|f| f.path.as_str())).collect();
+    // committed files, and rewritten ones the sweep deletes once their lock allows
+    let committed: HashSet<&str> = latest
+        .values()
+        .flat_map(|l| l.manifest.files.iter().map(|f| f.path.as_str()).chain(l.manifest.removed.iter().filter(|r| r.awaiting_deletion()).map(|r| r.path.as_str())))
+        .collect();
     for meta in store.list(layout::LAKE).await? {
         if !committed.contains(meta.location.as_ref()) {
             // uncommitted files are normally unlocked; one a storage lock still protects (a sweep

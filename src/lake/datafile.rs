@@ -276,6 +276,15 @@ impl FileWriter {
         Ok(())
     }
 
+    /// Writes a batch already in [`SCHEMA`] (a retention rewrite copies filtered batches).
+    pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), LakeError> {
+        self.encode()?;
+        self.record_count += batch.num_rows() as u64;
+        self.writer.write(batch).map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
+        self.ship(false);
+        Ok(())
+    }
+
     /// Adds a footer key/value (written on close).
     pub fn add_metadata(&mut self, key: &str, value: String) {
         self.writer.append_key_value_metadata(KeyValue::new(key.to_string(), value));

@@ -49,6 +49,23 @@ pub struct RemovedFile {
     pub latest_expiry: DateTime<Utc>,
     pub removed_at: DateTime<Utc>,
     pub sweep_id: String,
+    /// Rewritten: the file that took this one's surviving records (held or unexpired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_kept: Option<u64>,
+    /// A rewritten file leaves the partition at once but stays stored while its storage lock
+    /// runs; `deleted_at` is set by the sweep that deletes it. Ordinary removals delete the
+    /// object at `removed_at` and leave both unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl RemovedFile {
+    /// Taken out of the partition by a rewrite, not yet deleted from storage.
+    pub fn awaiting_deletion(&self) -> bool {
+        self.replaced_by.is_some() && self.deleted_at.is_none()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,29 +178,48 @@ pub async fn load_latest(store: &Store, p: &Partition) -> Result<Option<Loaded>,
     }
 }
 
-/// Commits a version of `p` without the files in `removing` (a retention sweep).
-pub async fn commit_removal(store: &Store, p: &Partition, base: &Loaded, removing: &[String], sweep_id: &str, now: DateTime<Utc>) -> Result<Commit, LakeError> {
+/// Commits the next version of `p` after `base`, changed by `edit` (sweeps and rewrites).
+pub async fn commit_edit(store: &Store, p: &Partition, base: &Loaded, change_id: &str, now: DateTime<Utc>, edit: impl FnOnce(&mut Manifest)) -> Result<Commit, LakeError> {
     let mut m = base.manifest.clone();
     m.sequence += 1;
     m.previous = Some(PreviousVersion { sequence: base.manifest.sequence, sha256: base.sha256.clone() });
     m.committed_at = now;
-    m.batch_id = sweep_id.to_string();
-    let (gone, kept): (Vec<DataFileEntry>, Vec<DataFileEntry>) = m.files.into_iter().partition(|f| removing.contains(&f.path));
-    m.files = kept;
-    m.removed.extend(gone.into_iter().map(|f| RemovedFile {
-        path: f.path,
-        sha256: f.sha256,
-        record_count: f.record_count,
-        latest_expiry: f.latest_expiry,
-        removed_at: now,
-        sweep_id: sweep_id.to_string(),
-    }));
+    m.batch_id = change_id.to_string();
+    edit(&mut m);
+    m.files.sort_by(|a, b| a.path.cmp(&b.path));
     let bytes = m.to_bytes();
     let sha256 = sha256_hex(&bytes);
     match store.put_new(&layout::manifest(p, m.sequence), bytes).await? {
         Put::Created => Ok(Commit::Committed(Box::new(Loaded { manifest: m, sha256 }))),
         Put::AlreadyExists => Ok(Commit::LostRace { sequence: m.sequence }),
     }
+}
+
+impl DataFileEntry {
+    /// Its entry in the `removed` history.
+    pub fn removed(self, sweep_id: &str, now: DateTime<Utc>) -> RemovedFile {
+        RemovedFile {
+            path: self.path,
+            sha256: self.sha256,
+            record_count: self.record_count,
+            latest_expiry: self.latest_expiry,
+            removed_at: now,
+            sweep_id: sweep_id.to_string(),
+            replaced_by: None,
+            records_kept: None,
+            deleted_at: None,
+        }
+    }
+}
+
+/// Commits a version of `p` without the files in `removing` (a retention sweep).
+pub async fn commit_removal(store: &Store, p: &Partition, base: &Loaded, removing: &[String], sweep_id: &str, now: DateTime<Utc>) -> Result<Commit, LakeError> {
+    commit_edit(store, p, base, sweep_id, now, |m| {
+        let (gone, kept): (Vec<DataFileEntry>, Vec<DataFileEntry>) = std::mem::take(&mut m.files).into_iter().partition(|f| removing.contains(&f.path));
+        m.files = kept;
+        m.removed.extend(gone.into_iter().map(|f| f.removed(sweep_id, now)));
+    })
+    .await
 }
 
 /// Outcome of a commit attempt.

@@ -1,22 +1,33 @@
 //! Retention sweeps: a pure plan from the manifests (read with SQL over the `manifests`
-//! table; no data file is opened), and a separate execute step. Time comes from the caller.
+//! table, plus their `removed` history) and the hold registry's file lists, with no data file
+//! opened; and a separate execute step. Time comes from the caller.
 //!
-//! Built so far: whole files whose every record has expired are removed, manifest first (a
-//! new version lists them under `removed`), then the object through the storage layer, which
-//! refuses anything still locked. Files mixing expired and unexpired records are kept whole
-//! until their last record expires (reported as `mixed`); rewriting their survivors and legal
-//! holds are the next steps.
+//! What happens to a file with expired records (see README, "Retention and legal holds"):
+//! - every record expired, no hold lists it: deleted whole, manifest first (a new version
+//!   lists it under `removed`), then the object through the storage layer, which refuses
+//!   anything still locked;
+//! - some records survive (an active hold covers them, or they have not expired): the
+//!   survivors are rewritten to a new file under a new DEK ([`rewrite`]), the new file takes
+//!   the old one's place in the manifest and the hold registry, and the old file is deleted as
+//!   soon as its storage lock allows (at once when its retain-until has passed and only a
+//!   hold kept it; at its last record's expiry otherwise);
+//! - a file whose last record expires within `rewrite_min_days` of the sweep is not rewritten:
+//!   it would gain little and store the survivors twice meanwhile; it goes whole then.
 
 pub mod hold;
+pub mod rewrite;
 
 use crate::audit::{Audit, AuditEvent};
+use crate::crypto::kms::Kms;
 use crate::lake::layout::Partition;
 use crate::lake::manifest::{self, Commit};
 use crate::lake::storage::Store;
 use crate::lake::LakeError;
 use arrow::array::AsArray;
 use chrono::{DateTime, Utc};
+use object_store::path::Path;
 use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
@@ -26,8 +37,14 @@ pub enum SweepError {
     Query(#[from] crate::query::QueryError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
-    #[error("another writer changed {0} during the sweep; nothing of it was removed, run the sweep again")]
+    #[error(transparent)]
+    Kms(#[from] crate::crypto::kms::KmsError),
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+    #[error("another writer changed {0} during the sweep; what was done is committed, run the sweep again to finish")]
     Conflict(String),
+    #[error("the plan rewrites {0} file(s), which needs the keyring (the sweep moves survivors to a new DEK); none was rewritten")]
+    NoKeys(usize),
 }
 
 /// One committed file, as the plan sees it.
@@ -40,32 +57,72 @@ pub struct FileInfo {
     pub latest_expiry: DateTime<Utc>,
 }
 
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RewriteReason {
+    /// An active legal hold lists the file: its covered records survive.
+    Held,
+    /// Its unexpired records survive, and its last one expires long after now.
+    Mixed,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RewriteInfo {
+    #[serde(flatten)]
+    pub file: FileInfo,
+    pub reason: RewriteReason,
+}
+
+/// A file an earlier rewrite took out of its partition, still stored.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AwaitingInfo {
+    pub partition: String,
+    pub path: String,
+    pub replaced_by: String,
+    pub record_count: u64,
+    /// When its storage lock runs out (its last record's expiry).
+    pub latest_expiry: DateTime<Utc>,
+    /// The lock has run out: delete it now.
+    pub due: bool,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct SweepPlan {
     pub now: Option<DateTime<Utc>>,
-    /// Every record expired: remove the file.
+    /// Every record expired, no hold: remove the file.
     pub delete: Vec<FileInfo>,
-    /// Some records expired, some not: kept whole until the last expires.
+    /// Expired records to drop, survivors to move to a new file.
+    pub rewrite: Vec<RewriteInfo>,
+    /// Some records expired, the last expires within `rewrite_min_days`: kept whole until then.
     pub mixed: Vec<FileInfo>,
-    /// Expired, but pinned by an active legal hold (from the hold registry).
-    pub held: Vec<FileInfo>,
+    /// Rewritten earlier and still stored: deleted once due (re-checks the new file's lock).
+    pub awaiting_deletion: Vec<AwaitingInfo>,
     pub unexpired_files: u64,
 }
 
-/// Decides what may be deleted. No I/O, no clock.
-pub fn plan(now: DateTime<Utc>, files: Vec<FileInfo>, held: &std::collections::HashSet<String>) -> SweepPlan {
+/// Decides what may be deleted or rewritten. No I/O, no clock.
+pub fn plan(now: DateTime<Utc>, files: Vec<FileInfo>, awaiting: Vec<AwaitingInfo>, held: &HashSet<String>, rewrite_min_days: u32) -> SweepPlan {
     let mut p = SweepPlan { now: Some(now), ..Default::default() };
+    // a rewrite killed before the registry listed its new file: the new file is as held as
+    // the old one (the execute step moves the listing)
+    let mut held = held.clone();
+    held.extend(awaiting.iter().filter(|a| held.contains(&a.path)).map(|a| a.replaced_by.clone()).collect::<Vec<_>>());
+    let held = &held;
+    let min_gain = chrono::Duration::days(rewrite_min_days.into());
     for f in files {
-        if f.earliest_expiry <= now && held.contains(&f.path) {
-            p.held.push(f);
-        } else if f.latest_expiry <= now {
-            p.delete.push(f);
-        } else if f.earliest_expiry <= now {
-            p.mixed.push(f);
-        } else {
+        let is_held = held.contains(&f.path);
+        if f.earliest_expiry > now {
             p.unexpired_files += 1;
+        } else if f.latest_expiry <= now && !is_held {
+            p.delete.push(f);
+        } else if f.latest_expiry <= now || f.latest_expiry - now >= min_gain {
+            let reason = if is_held { RewriteReason::Held } else { RewriteReason::Mixed };
+            p.rewrite.push(RewriteInfo { file: f, reason });
+        } else {
+            p.mixed.push(f);
         }
     }
+    p.awaiting_deletion = awaiting.into_iter().map(|a| AwaitingInfo { due: a.latest_expiry <= now, ..a }).collect();
     p
 }
 
@@ -93,11 +150,38 @@ pub async fn candidates(store: &Store) -> Result<Vec<FileInfo>, SweepError> {
     Ok(out)
 }
 
+/// Rewritten files still stored, from the latest manifests' `removed` history.
+pub async fn awaiting_deletion(store: &Store) -> Result<Vec<AwaitingInfo>, SweepError> {
+    let mut out = Vec::new();
+    for l in manifest::load_latest_all(store).await? {
+        for r in l.manifest.removed.iter().filter(|r| r.awaiting_deletion()) {
+            out.push(AwaitingInfo {
+                partition: l.manifest.partition.dir(),
+                path: r.path.clone(),
+                replaced_by: r.replaced_by.clone().unwrap_or_default(),
+                record_count: r.record_count,
+                latest_expiry: r.latest_expiry,
+                due: false,
+            });
+        }
+    }
+    Ok(out)
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct SweepReport {
     pub sweep_id: String,
+    /// Objects deleted from storage (whole expired files, and rewritten files whose lock ran out).
     pub files_removed: u64,
+    /// Records that left the lake (whole files, and those dropped by rewrites).
     pub records_removed: u64,
+    pub files_rewritten: u64,
+    /// Records moved to new files by rewrites.
+    pub records_kept: u64,
+    /// Listed by a hold but every record survives: nothing to drop.
+    pub unchanged: Vec<String>,
+    /// Rewritten files out of their partition, kept in storage until their lock runs out.
+    pub awaiting_lock: Vec<String>,
     /// Refused by the storage layer (ObjectLocked): kept and committed again.
     pub refused: Vec<String>,
     pub mixed_kept: u64,
@@ -105,7 +189,18 @@ pub struct SweepReport {
 
 impl std::fmt::Display for SweepReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "sweep {}: removed {} file(s), {} record(s); {} refused by the storage lock; {} mixed file(s) kept", self.sweep_id, self.files_removed, self.records_removed, self.refused.len(), self.mixed_kept)
+        write!(
+            f,
+            "sweep {}: removed {} file(s), {} record(s); rewrote {} file(s) keeping {} record(s); {} awaiting their lock; {} refused by the storage lock; {} mixed file(s) kept",
+            self.sweep_id,
+            self.files_removed,
+            self.records_removed,
+            self.files_rewritten,
+            self.records_kept,
+            self.awaiting_lock.len(),
+            self.refused.len(),
+            self.mixed_kept
+        )
     }
 }
 
@@ -113,8 +208,11 @@ impl std::fmt::Display for SweepReport {
 struct Deleted<'a> {
     sweep_id: &'a str,
     path: &'a str,
-    records: i64,
+    records: u64,
     latest_expiry: DateTime<Utc>,
+    /// Set for a rewritten file: where its surviving records went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaced_by: Option<&'a str>,
 }
 impl AuditEvent for Deleted<'_> {
     const ACTION: &'static str = "retention.delete";
@@ -130,28 +228,137 @@ impl AuditEvent for DeleteRefused<'_> {
     const ACTION: &'static str = "retention.refused";
 }
 
-/// Carries out a plan at `now`: per partition, checks each file's lock, commits a manifest
-/// version without the deletable ones, then deletes them (a crash in between leaves orphans
-/// that the next batch removes; the manifest never lists a missing file).
-pub async fn execute(store: &Store, audit: &Audit, actor: &str, plan: &SweepPlan, now: DateTime<Utc>, sweep_id: &str) -> Result<SweepReport, SweepError> {
+#[derive(Serialize)]
+struct Rewrote<'a> {
+    sweep_id: &'a str,
+    path: &'a str,
+    replaced_by: &'a str,
+    reason: RewriteReason,
+    records_kept: u64,
+    records_dropped: u64,
+    holds: &'a [String],
+    /// The old file's DEK was unwrapped to move the survivors; a new one sealed them.
+    dek_unwrapped: &'a str,
+    dek_created: &'a str,
+}
+impl AuditEvent for Rewrote<'_> {
+    const ACTION: &'static str = "retention.rewrite";
+}
+
+/// Crash tests abort the sweep at named points (`HOLDFAST_FAILPOINT`, as for batches).
+fn failpoint(point: &str) {
+    if std::env::var("HOLDFAST_FAILPOINT").is_ok_and(|f| f == point) {
+        eprintln!("failpoint {point}: aborting");
+        std::process::abort();
+    }
+}
+
+/// Why the storage layer would refuse to delete `path` at `now`, if it would.
+async fn lock_refusal(store: &Store, path: &Path, now: DateTime<Utc>) -> Result<Option<String>, LakeError> {
+    let lock = store.lock(path).await?;
+    Ok(if lock.legal_hold {
+        Some("under legal hold".to_string())
+    } else {
+        lock.retain_until.filter(|u| *u > now).map(|u| format!("retained until {u}"))
+    })
+}
+
+fn partition_of(dir: &str) -> Result<Partition, LakeError> {
+    Partition::parse_dir(dir).ok_or_else(|| LakeError::Corrupt { object: dir.to_string(), problem: "not a partition".into() })
+}
+
+/// An old file taken out by a rewrite, and the file that took its survivors.
+struct Replacement {
+    partition: Partition,
+    old: String,
+    new: String,
+    records: u64,
+    latest_expiry: DateTime<Utc>,
+    /// Holds covering a survivor (known when rewritten in this sweep).
+    holds: Vec<String>,
+}
+
+/// Carries out a plan at `now`. Whole deletions first; then rewrites (each: new file written,
+/// manifest swapped, new file locked and pinned as the old one was); then one registry commit
+/// moving hold listings to the new files; then the old files are unpinned and deleted where
+/// their lock allows. Each step is idempotent: a sweep killed anywhere is finished by the next.
+pub async fn execute(store: &Store, audit: &Audit, kms: Option<&dyn Kms>, actor: &str, plan: &SweepPlan, now: DateTime<Utc>, sweep_id: &str) -> Result<SweepReport, SweepError> {
     let mut report = SweepReport { sweep_id: sweep_id.to_string(), mixed_kept: plan.mixed.len() as u64, ..Default::default() };
-    let mut by_partition: std::collections::BTreeMap<&str, Vec<&FileInfo>> = Default::default();
+    if !plan.rewrite.is_empty() && kms.is_none() {
+        return Err(SweepError::NoKeys(plan.rewrite.len()));
+    }
+    delete_whole(store, audit, actor, plan, now, sweep_id, &mut report).await?;
+
+    let (registry, _) = hold::load(store).await?;
+    let active: Vec<&hold::Hold> = registry.holds.iter().filter(|h| h.active()).collect();
+    let mut replacements = Vec::new();
+    for (i, r) in plan.rewrite.iter().enumerate() {
+        let kms = kms.expect("checked above");
+        let p = partition_of(&r.file.partition)?;
+        let Some(base) = manifest::load_latest(store, &p).await? else { continue };
+        let Some(old) = base.manifest.files.iter().find(|m| m.path == r.file.path).cloned() else { continue };
+        let file_id = format!("{sweep_id}-{i}");
+        let done = match rewrite::rewrite_file(store, kms, &p, &old, &active, now, &file_id).await? {
+            rewrite::Outcome::Unchanged { .. } => {
+                report.unchanged.push(old.path.clone());
+                continue;
+            }
+            rewrite::Outcome::Rewritten(done) => done,
+        };
+        failpoint("sweep.after_rewrite_written");
+        let new = done.entry.clone();
+        let commit = manifest::commit_edit(store, &p, &base, sweep_id, now, |m| {
+            m.files.retain(|f| f.path != old.path);
+            m.files.push(new.clone());
+            let mut gone = old.clone().removed(sweep_id, now);
+            gone.replaced_by = Some(new.path.clone());
+            gone.records_kept = Some(done.kept);
+            m.removed.push(gone);
+        })
+        .await?;
+        if let Commit::LostRace { .. } = commit {
+            store.delete(&Path::from(new.path.as_str())).await?;
+            return Err(SweepError::Conflict(p.dir()));
+        }
+        failpoint("sweep.after_rewrite_commit");
+        let new_dek = new.encryption.dek_id.clone();
+        audit
+            .record(actor, None, &Rewrote {
+                sweep_id,
+                path: &old.path,
+                replaced_by: &new.path,
+                reason: r.reason,
+                records_kept: done.kept,
+                records_dropped: done.dropped,
+                holds: &done.holds,
+                dek_unwrapped: &old.encryption.dek_id,
+                dek_created: &new_dek,
+            })
+            .await?;
+        report.files_rewritten += 1;
+        report.records_kept += done.kept;
+        report.records_removed += done.dropped;
+        replacements.push(Replacement { partition: p, old: old.path, new: new.path, records: old.record_count, latest_expiry: old.latest_expiry, holds: done.holds });
+    }
+    for a in &plan.awaiting_deletion {
+        replacements.push(Replacement { partition: partition_of(&a.partition)?, old: a.path.clone(), new: a.replaced_by.clone(), records: a.record_count, latest_expiry: a.latest_expiry, holds: Vec::new() });
+    }
+    finish_replacements(store, audit, actor, &replacements, now, sweep_id, &mut report).await?;
+    Ok(report)
+}
+
+/// Whole files whose every record expired: manifest first, then the object through the lock.
+async fn delete_whole(store: &Store, audit: &Audit, actor: &str, plan: &SweepPlan, now: DateTime<Utc>, sweep_id: &str, report: &mut SweepReport) -> Result<(), SweepError> {
+    let mut by_partition: BTreeMap<&str, Vec<&FileInfo>> = Default::default();
     for f in &plan.delete {
         by_partition.entry(&f.partition).or_default().push(f);
     }
     for (part, files) in by_partition {
-        let p = Partition::parse_dir(part).ok_or_else(|| LakeError::Corrupt { object: part.to_string(), problem: "not a partition".into() })?;
+        let p = partition_of(part)?;
         let Some(base) = manifest::load_latest(store, &p).await? else { continue };
         let mut removing = Vec::new();
         for f in files {
-            let path = object_store::path::Path::from(f.path.as_str());
-            let lock = store.lock(&path).await?;
-            let refusal = if lock.legal_hold {
-                Some("under legal hold".to_string())
-            } else {
-                lock.retain_until.filter(|u| *u > now).map(|u| format!("retained until {u}"))
-            };
-            match refusal {
+            match lock_refusal(store, &Path::from(f.path.as_str()), now).await? {
                 Some(reason) => {
                     audit.record(actor, None, &DeleteRefused { sweep_id, path: &f.path, reason: &reason }).await?;
                     report.refused.push(f.path.clone());
@@ -169,14 +376,98 @@ pub async fn execute(store: &Store, audit: &Audit, actor: &str, plan: &SweepPlan
             Commit::LostRace { .. } => return Err(SweepError::Conflict(part.to_string())),
         }
         for f in removing {
-            let path = object_store::path::Path::from(f.path.as_str());
-            store.delete_checked(&path, now).await?;
-            audit.record(actor, None, &Deleted { sweep_id, path: &f.path, records: f.record_count, latest_expiry: f.latest_expiry }).await?;
+            store.delete_checked(&Path::from(f.path.as_str()), now).await?;
+            audit.record(actor, None, &Deleted { sweep_id, path: &f.path, records: f.record_count as u64, latest_expiry: f.latest_expiry, replaced_by: None }).await?;
             report.files_removed += 1;
             report.records_removed += f.record_count as u64;
         }
     }
-    Ok(report)
+    Ok(())
+}
+
+/// Completes rewrites (this sweep's and earlier ones'): the new file carries the old one's
+/// lock and legal-hold flag; active holds list the new file instead of the old; the old file
+/// is unpinned once no active hold lists it, and deleted once its retain-until has passed.
+async fn finish_replacements(store: &Store, audit: &Audit, actor: &str, replacements: &[Replacement], now: DateTime<Utc>, sweep_id: &str, report: &mut SweepReport) -> Result<(), SweepError> {
+    if replacements.is_empty() {
+        return Ok(());
+    }
+    // 1. the new file is protected before the old one stops being
+    let mut latest: BTreeMap<Partition, manifest::Loaded> = BTreeMap::new();
+    for r in replacements {
+        if !latest.contains_key(&r.partition)
+            && let Some(l) = manifest::load_latest(store, &r.partition).await?
+        {
+            latest.insert(r.partition.clone(), l);
+        }
+        let new_path = Path::from(r.new.as_str());
+        if let Some(entry) = latest.get(&r.partition).and_then(|l| l.manifest.files.iter().find(|f| f.path == r.new)) {
+            store.ensure_retained(&new_path, entry.latest_expiry).await?;
+        }
+        if (!r.holds.is_empty() || store.lock(&Path::from(r.old.as_str())).await?.legal_hold) && store.head(&new_path).await?.is_some() {
+            store.legal_hold(&new_path, true).await?;
+        }
+    }
+    failpoint("sweep.before_registry");
+    // 2. one registry version: listings move from the old files to the new ones
+    let (registry, sha) = hold::load(store).await?;
+    let mut holds = registry.holds.clone();
+    let mut changed = false;
+    for h in holds.iter_mut().filter(|h| h.active()) {
+        for r in replacements {
+            let listed_old = h.files.contains(&r.old);
+            if listed_old {
+                h.files.retain(|f| f != &r.old);
+                changed = true;
+            }
+            if (listed_old || r.holds.contains(&h.hold_id)) && !h.files.contains(&r.new) {
+                h.files.push(r.new.clone());
+                changed = true;
+            }
+        }
+    }
+    if changed && !hold::commit(store, &registry, sha, holds.clone()).await? {
+        return Err(SweepError::Conflict("the hold registry".into()));
+    }
+    let listed: HashSet<&String> = holds.iter().filter(|h| h.active()).flat_map(|h| h.files.iter()).collect();
+    failpoint("sweep.after_registry");
+    // 3. the old files: unpinned when no hold lists them, deleted when the lock allows
+    let mut deleted: BTreeMap<Partition, Vec<&str>> = BTreeMap::new();
+    for r in replacements {
+        let old = Path::from(r.old.as_str());
+        if !listed.contains(&r.old) && store.lock(&old).await?.legal_hold {
+            store.legal_hold(&old, false).await?;
+        }
+        match lock_refusal(store, &old, now).await? {
+            Some(_) if listed.contains(&r.old) => {
+                let reason = "under legal hold (an active hold still lists the rewritten file)";
+                audit.record(actor, None, &DeleteRefused { sweep_id, path: &r.old, reason }).await?;
+                report.refused.push(r.old.clone());
+            }
+            Some(_) => report.awaiting_lock.push(r.old.clone()),
+            None => {
+                store.delete_checked(&old, now).await?;
+                audit.record(actor, None, &Deleted { sweep_id, path: &r.old, records: r.records, latest_expiry: r.latest_expiry, replaced_by: Some(&r.new) }).await?;
+                report.files_removed += 1;
+                deleted.entry(r.partition.clone()).or_default().push(&r.old);
+            }
+        }
+    }
+    failpoint("sweep.after_old_deleted");
+    // 4. the history says when each old file left storage
+    for (p, paths) in deleted {
+        let Some(base) = manifest::load_latest(store, &p).await? else { continue };
+        let commit = manifest::commit_edit(store, &p, &base, sweep_id, now, |m| {
+            for r in m.removed.iter_mut().filter(|r| r.awaiting_deletion() && paths.contains(&r.path.as_str())) {
+                r.deleted_at = Some(now);
+            }
+        })
+        .await?;
+        if let Commit::LostRace { .. } = commit {
+            return Err(SweepError::Conflict(p.dir()));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -193,20 +484,26 @@ mod tests {
     }
 
     proptest! {
-        /// Nothing with an unexpired record is ever planned for deletion, every fully expired
-        /// file is, and every file lands in exactly one bucket.
+        /// Nothing with an unexpired or held record is ever planned for deletion, every fully
+        /// expired unheld file is, rewrites happen only where they free something, and every
+        /// file lands in exactly one bucket.
         #[test]
-        fn the_plan_never_deletes_anything_unexpired_or_held(files in proptest::collection::vec(file(), 0..200), day in 0i64..4_000, held_every in 1usize..6) {
+        fn the_plan_never_deletes_anything_unexpired_or_held(files in proptest::collection::vec(file(), 0..200), day in 0i64..4_000, held_every in 1usize..6, min_days in 0u32..30) {
             let now = DateTime::<Utc>::from_timestamp(1_900_000_000 + day * 86_400, 0).unwrap();
             let n = files.len() as u64;
-            let held: std::collections::HashSet<String> = files.iter().step_by(held_every).map(|f| f.path.clone()).collect();
+            let held: HashSet<String> = files.iter().step_by(held_every).map(|f| f.path.clone()).collect();
             let expired = files.iter().filter(|f| f.latest_expiry <= now && !held.contains(&f.path)).count();
-            let p = plan(now, files, &held);
+            let p = plan(now, files, Vec::new(), &held, min_days);
             prop_assert!(p.delete.iter().all(|f| f.latest_expiry <= now && !held.contains(&f.path)));
-            prop_assert!(p.held.iter().all(|f| held.contains(&f.path)));
-            prop_assert!(p.mixed.iter().all(|f| f.earliest_expiry <= now && f.latest_expiry > now));
             prop_assert_eq!(p.delete.len(), expired);
-            prop_assert_eq!(p.delete.len() as u64 + p.mixed.len() as u64 + p.held.len() as u64 + p.unexpired_files, n);
+            for r in &p.rewrite {
+                prop_assert!(r.file.earliest_expiry <= now, "a rewrite drops something expired");
+                prop_assert!(r.file.latest_expiry <= now || r.file.latest_expiry - now >= chrono::Duration::days(min_days.into()));
+                prop_assert!(r.file.latest_expiry > now || held.contains(&r.file.path), "fully expired and unheld goes whole");
+                prop_assert_eq!(r.reason == RewriteReason::Held, held.contains(&r.file.path));
+            }
+            prop_assert!(p.mixed.iter().all(|f| f.earliest_expiry <= now && f.latest_expiry > now));
+            prop_assert_eq!(p.delete.len() as u64 + p.rewrite.len() as u64 + p.mixed.len() as u64 + p.unexpired_files, n);
         }
     }
 }

@@ -93,10 +93,29 @@ fn holds_pin_files_and_need_two_people_to_release() {
     let count_a = env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-0'");
     assert_eq!(count_a, 3);
     let plan: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--dry-run", "--now", far])).unwrap();
-    assert!(!plan["held"].as_array().unwrap().is_empty(), "{plan}");
-    env.ok(&["sweep", "--now", far]);
+    let rewrites = plan["rewrite"].as_array().unwrap();
+    assert!(!rewrites.is_empty() && rewrites.iter().all(|r| r["reason"] == "held"), "{plan}");
+    // the held files' locks have run out: survivors move to new files, the rest goes now
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", far, "--format", "json"])).unwrap();
+    assert_eq!(r["files_rewritten"].as_u64().unwrap(), rewrites.len() as u64, "{r}");
+    assert_eq!(r["records_kept"], 6, "{r}");
     assert_eq!(env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-0'"), 3, "held records survive");
     assert_eq!(env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-3'"), 3);
+    assert_eq!(env.count("SELECT count(*) FROM events"), 6, "the expired, unheld records are gone");
+    assert_holds_pin_what_they_list(&env);
+    let deep = env.run(&["verify", "--deep", "--format", "json"]);
+    assert!(deep.status.success(), "{}", String::from_utf8_lossy(&deep.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&deep.stdout).unwrap();
+    assert_eq!((v["deep_records"].as_u64(), v["orphans"].as_array().unwrap().len()), (Some(6), 0), "{v}");
+    assert_eq!(v["awaiting_deletion"].as_array().unwrap().len(), 0, "the old files' locks had run out: deleted at once");
+    let rewrites = env.ok(&["audit", "list", "--action", "retention.rewrite", "--format", "ndjson"]);
+    assert_eq!(rewrites.lines().count() as u64, r["files_rewritten"].as_u64().unwrap());
+    // the rewritten files are found by discovery with the decrypt flag, under their new DEK
+    let out = env.ok(&["query", "--decrypt", "--case", "LIT-A", "--actor", "lee", "--format", "ndjson", "SELECT json_get(record, 'eventId') AS e FROM decrypted WHERE interaction_id = 'int-70-0'"]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    // a second sweep finds nothing to drop in them
+    let again: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", far, "--format", "json"])).unwrap();
+    assert_eq!((again["files_rewritten"].as_u64(), again["files_removed"].as_u64()), (Some(0), Some(0)), "{again}");
     // one person cannot release alone
     env.ok(&["hold", "release", "--actor", "lee", "--hold", "LIT-A"]);
     let out = env.run(&["hold", "approve", "--actor", "lee", "--hold", "LIT-A"]);
@@ -106,6 +125,7 @@ fn holds_pin_files_and_need_two_people_to_release() {
     assert!(out.contains("released"), "{out}");
     // LIT-B still needs the files of int-70-0
     env.ok(&["sweep", "--now", far]);
+    assert_holds_pin_what_they_list(&env);
     assert_eq!(env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-0'"), 3, "another active hold still pins them");
     env.ok(&["hold", "release", "--actor", "lee", "--hold", "LIT-B"]);
     env.ok(&["hold", "approve", "--actor", "kim", "--hold", "LIT-B"]);
@@ -201,4 +221,170 @@ fn explain_says_which_policy_and_why() {
     env.ok(&["hold", "apply", "--actor", "lee", "--file", h.to_str().unwrap()]);
     assert!(env.ok(&["retention", "explain", "--event", "legacy-1.0-declared"]).contains("legal holds: LIT-X"));
     assert_eq!(env.run(&["retention", "explain", "--event", "nope"]).status.code(), Some(2));
+}
+
+/// Every file an active hold lists is committed, stored and pinned by the storage layer.
+fn assert_holds_pin_what_they_list(env: &Env) {
+    let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (registry, _) = rt.block_on(holdfast::retention::hold::load(&store)).unwrap();
+    let committed: Vec<String> = env.query("SELECT path FROM manifests").iter().map(|r| r["path"].as_str().unwrap().to_string()).collect();
+    for h in registry.holds.iter().filter(|h| h.active()) {
+        for f in &h.files {
+            assert!(committed.contains(f), "{} lists {f}, which no manifest does", h.hold_id);
+            assert!(rt.block_on(store.lock(&object_store::path::Path::from(f.as_str()))).unwrap().legal_hold, "{f} is not pinned");
+        }
+    }
+}
+
+/// Two policies in one file (tenant-1 on MiFID II's 5 years, the rest on FINRA's 6): once
+/// tenant-1's records expire, the rest are rewritten out; the old file leaves the partition at
+/// once and storage when its lock runs out.
+#[test]
+fn a_file_mixing_expired_and_unexpired_records_is_rewritten() {
+    let env = Env::new();
+    let pipe = env.write("p.toml", b"[retention]\nrewrite_min_days = 7\n[[retention.rules]]\ntenants = [\"tenant-1\"]\npolicy = \"MIFID2_5Y\"\n");
+    let pipe = pipe.to_str().unwrap();
+    let g = common::generate(73, 600, 0, 3);
+    env.ingest(&env.write("e.ndjson", &g.ndjson));
+    env.ok(&["batch", "--pipeline", pipe]);
+    let t1 = env.count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-1'");
+    let files = env.count("SELECT count(*) FROM manifests");
+    assert!(t1 > 0);
+    let now = "2031-01-15T00:00:00Z"; // tenant-1 expired in 2030-10, the rest expire in 2031-10
+    let plan: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--dry-run", "--now", now, "--pipeline", pipe])).unwrap();
+    assert_eq!(plan["rewrite"].as_array().unwrap().len() as i64, files, "{plan}");
+    assert!(plan["rewrite"].as_array().unwrap().iter().all(|r| r["reason"] == "mixed"));
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", now, "--pipeline", pipe, "--format", "json"])).unwrap();
+    assert_eq!(r["records_removed"].as_i64().unwrap(), t1, "{r}");
+    assert_eq!(r["files_removed"], 0, "the old files are locked until 2031-10: {r}");
+    assert_eq!(r["awaiting_lock"].as_array().unwrap().len() as i64, files);
+    assert_eq!(env.count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-1'"), 0, "out of discovery at once");
+    assert_eq!(env.count("SELECT count(*) FROM events"), g.unique as i64 - t1);
+    let (ok, v) = env.verify();
+    assert!(ok, "{v}");
+    assert_eq!((v["orphans"].as_array().unwrap().len() as i64, v["awaiting_deletion"].as_array().unwrap().len() as i64), (0, files), "{v}");
+    // the storage layer still refuses the old files, and a batch leaves them to the sweep
+    let old = r["awaiting_lock"][0].as_str().unwrap().to_string();
+    let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339(now).unwrap().to_utc();
+    assert!(rt.block_on(store.delete_checked(&object_store::path::Path::from(old.as_str()), at)).is_err());
+    env.batch();
+    assert!(env.store.join(&old).exists());
+    // when every lock has run out, the old files go and so do the (now expired) new ones
+    let later = "2031-10-10T00:00:00Z";
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", later, "--pipeline", pipe, "--format", "json"])).unwrap();
+    assert_eq!(r["files_removed"].as_i64().unwrap(), 2 * files, "{r}");
+    assert_eq!(env.count("SELECT count(*) FROM events"), 0);
+    assert!(!env.store.join(&old).exists());
+    let (ok, v) = env.verify();
+    assert!(ok && v["awaiting_deletion"].as_array().unwrap().is_empty(), "{v}");
+    // the history: each old file names its replacement and when it left storage
+    let dir = env.store.join(std::path::Path::new(&old).parent().unwrap().strip_prefix("lake").unwrap());
+    let mdir = env.store.join("manifests").join(dir.strip_prefix(&env.store).unwrap());
+    let latest = std::fs::read_dir(&mdir).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(latest).unwrap()).unwrap();
+    let gone = m["removed"].as_array().unwrap().iter().find(|g| g["path"] == old.as_str()).unwrap().clone();
+    assert!(gone["replaced_by"].is_string() && gone["deleted_at"].is_string(), "{gone}");
+}
+
+/// A sweep killed at any step of a rewrite and run again ends as if it had not been killed.
+#[test]
+fn a_killed_rewrite_is_finished_by_the_next_sweep() {
+    let far = "2040-01-01T00:00:00Z";
+    for point in ["sweep.after_rewrite_written", "sweep.after_rewrite_commit", "sweep.before_registry", "sweep.after_registry", "sweep.after_old_deleted"] {
+        let (env, _) = store();
+        let h = env.write("h.json", br#"{"holdId": "LIT-K", "tenantId": "tenant-0", "scope": {"queueIds": ["q-2"]}}"#);
+        env.ok(&["hold", "apply", "--actor", "lee", "--file", h.to_str().unwrap()]);
+        let held = env.count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-0' AND queue_id = 'q-2'");
+        let out = env.cmd(&["sweep", "--now", far]).env("HOLDFAST_FAILPOINT", point).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("failpoint {point}")), "{point}: not reached");
+        // never less than the held records in between
+        assert!(env.count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-0' AND queue_id = 'q-2'") >= held, "{point}");
+        env.ok(&["sweep", "--now", far]);
+        env.batch(); // removes a new file the kill left uncommitted
+        assert_eq!(env.count("SELECT count(*) FROM events"), held, "{point}");
+        assert_eq!(env.count("SELECT count(DISTINCT event_id) FROM events"), held, "{point}");
+        assert_holds_pin_what_they_list(&env);
+        let (ok, v) = env.verify();
+        assert!(ok, "{point}: {v}");
+        assert_eq!((v["orphans"].as_array().unwrap().len(), v["awaiting_deletion"].as_array().unwrap().len()), (0, 0), "{point}: {v}");
+        let lake_files = env.store_files().iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).count() as i64;
+        assert_eq!(lake_files, env.count("SELECT count(*) FROM manifests"), "{point}: stored data files are exactly the committed ones");
+    }
+}
+
+/// Random holds, releases and sweep times over years, three policies mixed in every file and
+/// `rewrite_min_days = 0` (every file with an expired record is acted on): after each sweep
+/// the lake holds exactly the records that are unexpired or covered by an active hold.
+#[test]
+fn over_years_of_random_sweeps_exactly_the_unexpired_or_held_records_remain() {
+    for seed in [1u64, 2] {
+        let env = Env::new();
+        let pipe = env.write(
+            "p.toml",
+            b"[retention]\nrewrite_min_days = 0\n[[retention.rules]]\ntenants = [\"tenant-1\"]\npolicy = \"MIFID2_5Y\"\n[[retention.rules]]\ntenants = [\"tenant-2\"]\npolicy = \"KEEP_7Y\"\n[retention.policies.KEEP_7Y]\nyears = 7\n",
+        );
+        let pipe = pipe.to_str().unwrap();
+        env.ingest(&env.write("e.ndjson", &common::generate(80 + seed, 450, 0, 3).ndjson));
+        env.ok(&["batch", "--pipeline", pipe]);
+        // ground truth, read before anything is deleted: (event, tenant, queue, expires_at)
+        let all: Vec<(String, String, String, chrono::DateTime<chrono::Utc>)> = env
+            .query("SELECT event_id, tenant_id, queue_id, expires_at FROM events")
+            .iter()
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap().to_string();
+                (s("event_id"), s("tenant_id"), s("queue_id"), chrono::DateTime::parse_from_rfc3339(&s("expires_at")).unwrap().to_utc())
+            })
+            .collect();
+        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        // sweep times around the three expiry windows (so files are caught part-expired), then past all
+        let anchors = ["2030-09-30T12:00:00Z", "2030-10-02T00:00:00Z", "2031-10-01T06:00:00Z", "2031-10-02T12:00:00Z", "2032-10-01T00:00:00Z", "2032-10-02T18:00:00Z", "2034-01-01T00:00:00Z"];
+        let mut active: Vec<(String, String, String)> = Vec::new(); // (hold, tenant, queue)
+        // a hold placed later cannot bring back what an earlier sweep deleted
+        let mut present: std::collections::HashSet<String> = all.iter().map(|r| r.0.clone()).collect();
+        for (step, anchor) in anchors.iter().enumerate() {
+            let t = chrono::DateTime::parse_from_rfc3339(anchor).unwrap().to_utc() + chrono::Duration::hours(next(30) as i64);
+            match next(3) {
+                0 | 1 if active.len() < 3 => {
+                    let (id, tenant, queue) = (format!("LIT-{seed}-{step}"), format!("tenant-{}", next(3)), format!("q-{}", next(7)));
+                    let body = format!(r#"{{"holdId": "{id}", "tenantId": "{tenant}", "scope": {{"queueIds": ["{queue}"]}}}}"#);
+                    env.ok(&["hold", "apply", "--actor", "lee", "--file", env.write("h.json", body.as_bytes()).to_str().unwrap()]);
+                    active.push((id, tenant, queue));
+                }
+                _ if !active.is_empty() => {
+                    let (id, _, _) = active.remove(next(active.len() as u64) as usize);
+                    env.ok(&["hold", "release", "--actor", "lee", "--hold", &id]);
+                    env.ok(&["hold", "approve", "--actor", "kim", "--hold", &id]);
+                }
+                _ => {}
+            }
+            let now = t.to_rfc3339();
+            env.ok(&["sweep", "--now", &now, "--pipeline", pipe]);
+            let mut expected: Vec<&str> = all
+                .iter()
+                .filter(|(e, tenant, queue, exp)| present.contains(e) && (*exp > t || active.iter().any(|(_, ht, hq)| ht == tenant && hq == queue)))
+                .map(|(e, ..)| e.as_str())
+                .collect();
+            expected.sort_unstable();
+            let mut actual: Vec<String> = env.query("SELECT event_id FROM events").iter().map(|r| r["event_id"].as_str().unwrap().to_string()).collect();
+            actual.sort_unstable();
+            let missing: Vec<_> = all.iter().filter(|r| expected.contains(&r.0.as_str()) && !actual.contains(&r.0)).collect();
+            let extra: Vec<&String> = actual.iter().filter(|a| !expected.contains(&a.as_str())).collect();
+            assert!(missing.is_empty() && extra.is_empty(), "seed {seed}, sweep at {now}, holds {active:?}: lost {missing:?}, kept {extra:?}");
+            present = actual.into_iter().collect();
+            assert_holds_pin_what_they_list(&env);
+            let (ok, v) = env.verify();
+            assert!(ok && v["orphans"].as_array().unwrap().is_empty(), "seed {seed} at {now}: {v}");
+        }
+        let rewrites = env.ok(&["audit", "list", "--action", "retention.rewrite", "--format", "ndjson"]).lines().count();
+        assert!(rewrites >= 12, "seed {seed}: the mixed files were rewritten ({rewrites} rewrites)");
+    }
 }
