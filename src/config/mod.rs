@@ -237,8 +237,8 @@ impl RetentionConfig {
             if *p == Period::default() {
                 problems.push(format!("retention.policies.{name}: a period of zero keeps nothing"));
             }
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                problems.push(format!("retention.policies.{name}: ids are letters, digits and _"));
+            if name.is_empty() || name.len() > 48 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                problems.push(format!("retention.policies.{name}: ids are 1 to 48 letters, digits and _ (they name data files)"));
             }
             periods.insert(Arc::from(name.as_str()), *p);
         }

@@ -117,7 +117,7 @@ struct Chunk {
 enum Item {
     /// A row; its payload is sealed, or empty with the plaintext record beside it while the
     /// partition's dictionary is still being learnt.
-    Row(Partition, [u8; 16], Box<Row>, Option<Vec<u8>>),
+    Row(FileKey, [u8; 16], Box<Row>, Option<Vec<u8>>),
     Reject { line: u64, reject: Reject, original: Vec<u8> },
     /// A valid event whose retention had already ended when it arrived: not stored.
     Expired(String),
@@ -131,7 +131,16 @@ struct Processed {
     items: Vec<Item>,
 }
 
-/// Per-partition keys of this batch: the file's DEK, and its dictionary once learnt
+/// What one data file of a batch holds: one partition's records under one retention policy,
+/// so that a file's records expire together and its storage lock frees it whole (files that
+/// mixed policies would have to be rewritten when the shorter one ends).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct FileKey {
+    partition: Partition,
+    policy: Arc<str>,
+}
+
+/// Per-file keys of this batch: the file's DEK, and its dictionary once learnt
 /// (`Some(None)`: learnt that there is too little to train on; plain zstd).
 struct PartKeys {
     dek: DataKey,
@@ -141,10 +150,10 @@ struct PartKeys {
 
 /// Created by whichever thread meets the partition first.
 #[derive(Default)]
-struct KeyBook(Mutex<HashMap<Partition, Arc<PartKeys>>>);
+struct KeyBook(Mutex<HashMap<FileKey, Arc<PartKeys>>>);
 
 impl KeyBook {
-    fn part(&self, p: &Partition) -> Arc<PartKeys> {
+    fn part(&self, p: &FileKey) -> Arc<PartKeys> {
         let mut m = self.0.lock().expect("key book lock");
         m.entry(p.clone())
             .or_insert_with(|| {
@@ -242,18 +251,24 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
     report = rep;
     ctx.fail("batch.after_files_written");
 
-    // Commit: one create-only manifest version per partition.
+    // Commit: one create-only manifest version per partition (with one file per policy).
     let now = ctx.clock.now();
     let new_files: Vec<DataFileEntry> = files.iter().map(|(_, e)| e.clone()).collect();
-    for (i, (p, entry)) in files.into_iter().enumerate() {
-        let (path, until) = (object_store::path::Path::from(entry.path.as_str()), entry.latest_expiry);
-        match manifest::commit(store, &p, latest.get(&p), vec![entry], batch_id, now).await? {
+    let mut by_partition: BTreeMap<Partition, Vec<DataFileEntry>> = BTreeMap::new();
+    for (p, entry) in files {
+        by_partition.entry(p).or_default().push(entry);
+    }
+    for (i, (p, entries)) in by_partition.into_iter().enumerate() {
+        let locks: Vec<_> = entries.iter().map(|e| (object_store::path::Path::from(e.path.as_str()), e.latest_expiry)).collect();
+        match manifest::commit(store, &p, latest.get(&p), entries, batch_id, now).await? {
             Commit::Committed(_) => {}
             Commit::LostRace { .. } => return Err(JobError::Conflict { partition: p.dir() }),
         }
         ctx.fail(&format!("batch.after_manifest:{}", i + 1));
-        // committed: the storage layer now refuses to delete it before its last record expires
-        store.ensure_retained(&path, until).await?;
+        // committed: the storage layer now refuses to delete them before their last record expires
+        for (path, until) in locks {
+            store.ensure_retained(&path, until).await?;
+        }
     }
     // records that arrive for an active legal hold are held from the start
     report.held_new_files = crate::retention::hold::apply_to_new(store, &new_files).await?;
@@ -399,7 +414,7 @@ struct Worker<'a> {
     policies: &'a Policies,
     now: chrono::DateTime<chrono::Utc>,
     validator: &'static schema::Validator,
-    parts: HashMap<Partition, Arc<PartKeys>>,
+    parts: HashMap<FileKey, Arc<PartKeys>>,
     index_keys: IndexKeys<'a>,
     z: RecordCompressor,
 }
@@ -451,7 +466,8 @@ impl Worker<'_> {
                 items.push(Item::Expired(f.event_id));
                 continue;
             }
-            let pk = self.parts.entry(partition.clone()).or_insert_with(|| self.keys.part(&partition));
+            let file = FileKey { partition, policy: policy_id.clone() };
+            let pk = self.parts.entry(file.clone()).or_insert_with(|| self.keys.part(&file));
             let (payload, plain) = match pk.dict.get() {
                 Some(dict) => {
                     let aad = record_aad(&f.tenant_id, &f.event_id, &f.interaction_id, pk.cipher.dek_id());
@@ -483,7 +499,7 @@ impl Worker<'_> {
                 expires_at: micros(expires),
                 payload,
             };
-            items.push(Item::Row(partition, key, Box::new(row), plain));
+            items.push(Item::Row(file, key, Box::new(row), plain));
         }
         Ok(items)
     }
@@ -520,8 +536,8 @@ struct Sink<'a> {
     batch_id: &'a str,
     keys: &'a KeyBook,
     memory_bytes: usize,
-    open: BTreeMap<Partition, OpenFile>,
-    learning: HashMap<Partition, Vec<Held>>,
+    open: BTreeMap<FileKey, OpenFile>,
+    learning: HashMap<FileKey, Vec<Held>>,
     z: RecordCompressor,
     since_check: usize,
     rows_written: u64,
@@ -529,7 +545,7 @@ struct Sink<'a> {
 
 impl Sink<'_> {
     /// Takes a row whose payload may still be plaintext beside it.
-    fn accept(&mut self, part: Partition, mut row: Box<Row>, plain: Option<Vec<u8>>, report: &mut BatchReport) -> Result<(), JobError> {
+    fn accept(&mut self, part: FileKey, mut row: Box<Row>, plain: Option<Vec<u8>>, report: &mut BatchReport) -> Result<(), JobError> {
         let Some(plain) = plain else { return self.write(part, row, report) };
         let pk = self.keys.part(&part);
         if let Some(dict) = pk.dict.get().cloned() {
@@ -552,7 +568,7 @@ impl Sink<'_> {
 
     /// Trains the partition's dictionary on the rows held back, publishes it to the workers,
     /// then seals and writes those rows. Too few rows to learn from: plain zstd.
-    fn learn(&mut self, part: Partition, report: &mut BatchReport) -> Result<(), JobError> {
+    fn learn(&mut self, part: FileKey, report: &mut BatchReport) -> Result<(), JobError> {
         let rows = self.learning.remove(&part).unwrap_or_default();
         let pk = self.keys.part(&part);
         let samples: Vec<&[u8]> = rows.iter().map(|(_, p)| p.as_slice()).collect();
@@ -565,7 +581,7 @@ impl Sink<'_> {
         Ok(())
     }
 
-    fn write(&mut self, part: Partition, row: Box<Row>, report: &mut BatchReport) -> Result<(), JobError> {
+    fn write(&mut self, part: FileKey, row: Box<Row>, report: &mut BatchReport) -> Result<(), JobError> {
         if !self.open.contains_key(&part) {
             let f = self.rt.block_on(open_file(self.ctx, self.batch_id, &part, self.keys))?;
             self.open.insert(part.clone(), f);
@@ -584,7 +600,7 @@ impl Sink<'_> {
         if !f.policies.contains(row.policy_id.as_ref()) {
             f.policies.insert(row.policy_id.to_string());
         }
-        *report.stored_by_type.entry(part.interaction_type.clone()).or_default() += 1;
+        *report.stored_by_type.entry(part.partition.interaction_type.clone()).or_default() += 1;
         *report.stored_by_policy.entry(row.policy_id.to_string()).or_default() += 1;
         report.stored += 1;
         f.writer.push(*row)?;
@@ -601,7 +617,7 @@ impl Sink<'_> {
 
     /// Writes what is held back, closes every file and returns their manifest entries.
     fn finish(mut self, report: &mut BatchReport) -> Result<Finished, JobError> {
-        let waiting: Vec<Partition> = self.learning.keys().cloned().collect();
+        let waiting: Vec<FileKey> = self.learning.keys().cloned().collect();
         for p in waiting {
             self.learn(p, report)?;
         }
@@ -627,7 +643,7 @@ impl Sink<'_> {
             report.bytes_written += file.size_bytes;
             let ts = crate::clock::from_micros;
             finished.push((
-                part,
+                part.partition,
                 DataFileEntry {
                     path: file.path.to_string(),
                     sha256: file.sha256,
@@ -651,7 +667,7 @@ impl Sink<'_> {
                 },
             ));
         }
-        report.partitions = finished.len() as u64;
+        report.partitions = finished.iter().map(|(p, _)| p).collect::<BTreeSet<_>>().len() as u64;
         Ok(finished)
     }
 }
@@ -705,11 +721,12 @@ fn coordinate(
             report.blank_lines += p.blank;
             for item in p.items {
                 match item {
-                    Item::Row(part, key, row, plain) => {
-                        let s = match seen.get_mut(&part) {
+                    Item::Row(file, key, row, plain) => {
+                        let part = &file.partition;
+                        let s = match seen.get_mut(part) {
                             Some(s) => s,
                             None => {
-                                let committed = rt.block_on(committed_ids(store, latest.get(&part)))?;
+                                let committed = rt.block_on(committed_ids(store, latest.get(part)))?;
                                 seen.entry(part.clone()).or_insert(Seen { committed, batch: HashSet::new() })
                             }
                         };
@@ -718,7 +735,7 @@ fn coordinate(
                         } else if !s.batch.insert(key) {
                             report.duplicates_in_batch += 1;
                         } else {
-                            sink.accept(part, row, plain, report)?;
+                            sink.accept(file, row, plain, report)?;
                         }
                     }
                     Item::Expired(id) => {
@@ -783,12 +800,12 @@ async fn committed_ids(store: &Store, latest: Option<&Loaded>) -> Result<HashSet
     Ok(ids)
 }
 
-async fn open_file(ctx: &Context, batch_id: &str, part: &Partition, keys: &KeyBook) -> Result<OpenFile, JobError> {
-    let pk = keys.part(part);
+async fn open_file(ctx: &Context, batch_id: &str, file: &FileKey, keys: &KeyBook) -> Result<OpenFile, JobError> {
+    let pk = keys.part(file);
     let wrapped = ctx.kms.wrap(&pk.dek).await?;
-    let path = layout::data_file(part, batch_id);
+    let path = layout::data_file(&file.partition, &format!("{batch_id}-{}", file.policy));
     let upload = ctx.store.start_upload(&path).await?;
-    let kv = datafile::file_metadata(batch_id, &part.dir(), pk.dek.id(), &wrapped);
+    let kv = datafile::file_metadata(batch_id, &file.partition.dir(), pk.dek.id(), &wrapped);
     let writer = FileWriter::new(path, upload, pk.dek.id(), kv)?;
     Ok(OpenFile {
         writer,
@@ -806,7 +823,7 @@ async fn open_file(ctx: &Context, batch_id: &str, part: &Partition, keys: &KeyBo
 
 /// Keeps open files under the memory budget by ending row groups early, least recently
 /// used file first: input arrives roughly in time order, so an idle partition is likely done.
-fn relieve_memory(rt: &tokio::runtime::Handle, open: &mut BTreeMap<Partition, OpenFile>, budget: usize) -> Result<(), JobError> {
+fn relieve_memory(rt: &tokio::runtime::Handle, open: &mut BTreeMap<FileKey, OpenFile>, budget: usize) -> Result<(), JobError> {
     let mut total: usize = open.values().map(|f| f.writer.memory()).sum();
     while total > budget {
         let Some((_, f)) = open.iter_mut().filter(|(_, f)| f.writer.memory() > 0).min_by_key(|(_, f)| f.last_used) else { break };

@@ -237,33 +237,47 @@ fn assert_holds_pin_what_they_list(env: &Env) {
     }
 }
 
-/// Two policies in one file (tenant-1 on MiFID II's 5 years, the rest on FINRA's 6): once
-/// tenant-1's records expire, the rest are rewritten out; the old file leaves the partition at
-/// once and storage when its lock runs out.
+/// Each batch writes one file per partition and policy, so a policy's records leave whole
+/// files when they expire: tenant-1 on MiFID II's 5 years goes a year before the rest.
+#[test]
+fn files_hold_one_policy_and_go_whole_when_it_ends() {
+    let env = Env::new();
+    let pipe = env.write("p.toml", b"[[retention.rules]]\ntenants = [\"tenant-1\"]\npolicy = \"MIFID2_5Y\"\n");
+    let pipe = pipe.to_str().unwrap();
+    env.ingest(&env.write("e.ndjson", &common::generate(73, 600, 0, 3).ndjson));
+    env.ok(&["batch", "--pipeline", pipe]);
+    assert_eq!(env.count("SELECT count(*) FROM manifests WHERE cardinality(policy_ids) <> 1"), 0);
+    let t1_files = env.count("SELECT count(*) FROM manifests WHERE array_has(policy_ids, 'MIFID2_5Y')");
+    let t1 = env.count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-1'");
+    let total = env.count("SELECT count(*) FROM events");
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", "2030-10-05T00:00:00Z", "--pipeline", pipe, "--format", "json"])).unwrap();
+    assert_eq!((r["files_removed"].as_i64().unwrap(), r["records_removed"].as_i64().unwrap(), r["files_rewritten"].as_i64().unwrap()), (t1_files, t1, 0), "{r}");
+    assert_eq!(env.count("SELECT count(*) FROM events"), total - t1);
+}
+
+/// A file caught part-expired is rewritten when its last record is far enough off: the
+/// survivors move to a new file, the old one leaves the partition at once and storage when its
+/// lock runs out. (`rewrite_min_days = 0` makes a part-expired day file qualify.)
 #[test]
 fn a_file_mixing_expired_and_unexpired_records_is_rewritten() {
-    let env = Env::new();
-    let pipe = env.write("p.toml", b"[retention]\nrewrite_min_days = 7\n[[retention.rules]]\ntenants = [\"tenant-1\"]\npolicy = \"MIFID2_5Y\"\n");
+    let (env, unique) = store();
+    let pipe = env.write("p.toml", b"[retention]\nrewrite_min_days = 0\n");
     let pipe = pipe.to_str().unwrap();
-    let g = common::generate(73, 600, 0, 3);
-    env.ingest(&env.write("e.ndjson", &g.ndjson));
-    env.ok(&["batch", "--pipeline", pipe]);
-    let t1 = env.count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-1'");
-    let files = env.count("SELECT count(*) FROM manifests");
-    assert!(t1 > 0);
-    let now = "2031-01-15T00:00:00Z"; // tenant-1 expired in 2030-10, the rest expire in 2031-10
-    let plan: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--dry-run", "--now", now, "--pipeline", pipe])).unwrap();
-    assert_eq!(plan["rewrite"].as_array().unwrap().len() as i64, files, "{plan}");
-    assert!(plan["rewrite"].as_array().unwrap().iter().all(|r| r["reason"] == "mixed"));
+    let now = "2031-10-02T12:00:00Z"; // day 1 expired, day 2 half expired, day 3 not
+    let plan: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--dry-run", "--now", now])).unwrap();
+    assert!(plan["rewrite"].as_array().unwrap().is_empty() && !plan["mixed"].as_array().unwrap().is_empty(), "default: a day-old lock is waited out: {plan}");
+    let day2_files = env.count("SELECT count(*) FROM manifests WHERE day = 2");
+    let day2_gone = env.count(&format!("SELECT count(*) FROM events WHERE day = 2 AND expires_at <= TIMESTAMP '{now}'"));
+    let day1 = env.count("SELECT count(*) FROM events WHERE day = 1");
     let r: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", now, "--pipeline", pipe, "--format", "json"])).unwrap();
-    assert_eq!(r["records_removed"].as_i64().unwrap(), t1, "{r}");
-    assert_eq!(r["files_removed"], 0, "the old files are locked until 2031-10: {r}");
-    assert_eq!(r["awaiting_lock"].as_array().unwrap().len() as i64, files);
-    assert_eq!(env.count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-1'"), 0, "out of discovery at once");
-    assert_eq!(env.count("SELECT count(*) FROM events"), g.unique as i64 - t1);
+    assert_eq!(r["files_rewritten"].as_i64().unwrap(), day2_files, "{r}");
+    assert_eq!(r["records_removed"].as_i64().unwrap(), day1 + day2_gone, "{r}");
+    assert_eq!(r["awaiting_lock"].as_array().unwrap().len() as i64, day2_files, "the old files are locked until their last record expires: {r}");
+    assert_eq!(env.count(&format!("SELECT count(*) FROM events WHERE expires_at <= TIMESTAMP '{now}'")), 0, "out of discovery at once");
+    assert_eq!(env.count("SELECT count(*) FROM events"), unique as i64 - day1 - day2_gone);
     let (ok, v) = env.verify();
     assert!(ok, "{v}");
-    assert_eq!((v["orphans"].as_array().unwrap().len() as i64, v["awaiting_deletion"].as_array().unwrap().len() as i64), (0, files), "{v}");
+    assert_eq!((v["orphans"].as_array().unwrap().len() as i64, v["awaiting_deletion"].as_array().unwrap().len() as i64), (0, day2_files), "{v}");
     // the storage layer still refuses the old files, and a batch leaves them to the sweep
     let old = r["awaiting_lock"][0].as_str().unwrap().to_string();
     let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
@@ -272,18 +286,17 @@ fn a_file_mixing_expired_and_unexpired_records_is_rewritten() {
     assert!(rt.block_on(store.delete_checked(&object_store::path::Path::from(old.as_str()), at)).is_err());
     env.batch();
     assert!(env.store.join(&old).exists());
-    // when every lock has run out, the old files go and so do the (now expired) new ones
-    let later = "2031-10-10T00:00:00Z";
+    // when the locks have run out, the old files go, and so do the (now expired) new ones
+    let later = "2031-10-03T00:00:00Z";
     let r: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", later, "--pipeline", pipe, "--format", "json"])).unwrap();
-    assert_eq!(r["files_removed"].as_i64().unwrap(), 2 * files, "{r}");
-    assert_eq!(env.count("SELECT count(*) FROM events"), 0);
+    assert_eq!(r["files_removed"].as_i64().unwrap(), 2 * day2_files, "{r}");
+    assert_eq!(env.count("SELECT count(*) FROM events WHERE day = 2"), 0);
     assert!(!env.store.join(&old).exists());
     let (ok, v) = env.verify();
     assert!(ok && v["awaiting_deletion"].as_array().unwrap().is_empty(), "{v}");
     // the history: each old file names its replacement and when it left storage
-    let dir = env.store.join(std::path::Path::new(&old).parent().unwrap().strip_prefix("lake").unwrap());
-    let mdir = env.store.join("manifests").join(dir.strip_prefix(&env.store).unwrap());
-    let latest = std::fs::read_dir(&mdir).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let rel = std::path::Path::new(&old).parent().unwrap().strip_prefix("lake").unwrap();
+    let latest = std::fs::read_dir(env.store.join("manifests").join(rel)).unwrap().map(|e| e.unwrap().path()).max().unwrap();
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(latest).unwrap()).unwrap();
     let gone = m["removed"].as_array().unwrap().iter().find(|g| g["path"] == old.as_str()).unwrap().clone();
     assert!(gone["replaced_by"].is_string() && gone["deleted_at"].is_string(), "{gone}");
