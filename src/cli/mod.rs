@@ -616,7 +616,8 @@ impl Command {
                 let (registry, _) = crate::retention::hold::load(&store).await?;
                 let held = registry.holds.iter().filter(|h| h.active()).flat_map(|h| h.files.iter().cloned()).collect();
                 let min_days = p.as_ref().map_or_else(|| crate::config::RetentionConfig::default().rewrite_min_days, |p| p.retention.rewrite_min_days);
-                let plan = crate::retention::plan(now, crate::retention::candidates(&store).await?, crate::retention::awaiting_deletion(&store).await?, &held, min_days);
+                let (files, awaiting) = crate::retention::inputs(&store).await?;
+                let plan = crate::retention::plan(now, files, awaiting, &held, min_days);
                 let format = format.unwrap_or(Format::Table);
                 if dry_run {
                     let _ = writeln!(out, "{}", serde_json::to_string_pretty(&plan).expect("serializes"));

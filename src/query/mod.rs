@@ -55,6 +55,16 @@ pub async fn session_with(
     audit: bool,
 ) -> Result<(SessionContext, Option<Arc<decrypt::Decryptor>>), QueryError> {
     let latest = manifest::load_latest_all(store).await?;
+    session_on(store, latest, kms, audit).await
+}
+
+/// A session over manifests the caller already loaded (the latest version of each partition).
+pub async fn session_on(
+    store: &Store,
+    latest: Vec<Loaded>,
+    kms: Option<(Arc<dyn crate::crypto::kms::Kms>, Option<String>)>,
+    audit: bool,
+) -> Result<(SessionContext, Option<Arc<decrypt::Decryptor>>), QueryError> {
     let config = SessionConfig::new()
         .with_information_schema(true)
         .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()))

@@ -126,36 +126,15 @@ pub fn plan(now: DateTime<Utc>, files: Vec<FileInfo>, awaiting: Vec<AwaitingInfo
     p
 }
 
-/// The planner's input, from the `manifests` table (`sql/retention/sweep_candidates.sql`).
-pub async fn candidates(store: &Store) -> Result<Vec<FileInfo>, SweepError> {
-    let ctx = crate::query::session(store).await?;
-    let sql = include_str!("../../sql/retention/sweep_candidates.sql");
-    let mut out = Vec::new();
-    for b in crate::query::run_sql(&ctx, sql).await? {
-        let s = |i: usize| b.column(i).as_string::<i32>().clone();
-        let (part, path) = (s(0), s(1));
-        let n = b.column(2).as_primitive::<arrow::datatypes::Int64Type>().clone();
-        let ts = |i: usize| b.column(i).as_primitive::<arrow::datatypes::TimestampMicrosecondType>().clone();
-        let (e, l) = (ts(3), ts(4));
-        for r in 0..b.num_rows() {
-            out.push(FileInfo {
-                partition: part.value(r).to_string(),
-                path: path.value(r).to_string(),
-                record_count: n.value(r),
-                earliest_expiry: crate::clock::from_micros(e.value(r)),
-                latest_expiry: crate::clock::from_micros(l.value(r)),
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// Rewritten files still stored, from the latest manifests' `removed` history.
-pub async fn awaiting_deletion(store: &Store) -> Result<Vec<AwaitingInfo>, SweepError> {
-    let mut out = Vec::new();
-    for l in manifest::load_latest_all(store).await? {
+/// The planner's input, from one read of the latest manifests: the committed files (through
+/// the `manifests` table and `sql/retention/sweep_candidates.sql`) and the rewritten files
+/// still stored (their `removed` history).
+pub async fn inputs(store: &Store) -> Result<(Vec<FileInfo>, Vec<AwaitingInfo>), SweepError> {
+    let latest = manifest::load_latest_all(store).await?;
+    let mut awaiting = Vec::new();
+    for l in &latest {
         for r in l.manifest.removed.iter().filter(|r| r.awaiting_deletion()) {
-            out.push(AwaitingInfo {
+            awaiting.push(AwaitingInfo {
                 partition: l.manifest.partition.dir(),
                 path: r.path.clone(),
                 replaced_by: r.replaced_by.clone().unwrap_or_default(),
@@ -165,7 +144,26 @@ pub async fn awaiting_deletion(store: &Store) -> Result<Vec<AwaitingInfo>, Sweep
             });
         }
     }
-    Ok(out)
+    let (ctx, _) = crate::query::session_on(store, latest, None, false).await?;
+    let sql = include_str!("../../sql/retention/sweep_candidates.sql");
+    let mut files = Vec::new();
+    for b in crate::query::run_sql(&ctx, sql).await? {
+        let s = |i: usize| b.column(i).as_string::<i32>().clone();
+        let (part, path) = (s(0), s(1));
+        let n = b.column(2).as_primitive::<arrow::datatypes::Int64Type>().clone();
+        let ts = |i: usize| b.column(i).as_primitive::<arrow::datatypes::TimestampMicrosecondType>().clone();
+        let (e, l) = (ts(3), ts(4));
+        for r in 0..b.num_rows() {
+            files.push(FileInfo {
+                partition: part.value(r).to_string(),
+                path: path.value(r).to_string(),
+                record_count: n.value(r),
+                earliest_expiry: crate::clock::from_micros(e.value(r)),
+                latest_expiry: crate::clock::from_micros(l.value(r)),
+            });
+        }
+    }
+    Ok((files, awaiting))
 }
 
 #[derive(Debug, Default, Serialize)]
