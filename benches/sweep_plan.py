@@ -62,11 +62,20 @@ def main():
         trace = work / "sweep-strace.txt"
         run(["strace", "-f", "-e", "trace=openat", "-o", trace] + sweep)
         opened = sum(1 for line in open(trace) if ".parquet" in line)
+    # placing a hold with no date range reads the index columns of every file
+    rows = run([args.binary, "query", "--store", store, "--format", "ndjson",
+                "SELECT queue_id, count(*) AS n FROM events WHERE queue_id IS NOT NULL GROUP BY queue_id ORDER BY n DESC LIMIT 1"]).stdout
+    hold = work / "sweep-hold.json"
+    hold.write_text(json.dumps({"holdId": "BENCH-Q", "status": "ACTIVE", "scope": {"queueIds": [json.loads(rows.splitlines()[0])["queue_id"]]}}))
+    t0 = time.perf_counter()
+    placed = run([args.binary, "hold", "apply", "--store", store, "--actor", "counsel", "--file", hold]).stdout.strip()
+    apply_wall = time.perf_counter() - t0
     print(f"partitions: {partitions}; batch: {batch.strip()}")
     print(f"sweep --dry-run (process wall, {args.runs} runs): min {min(walls):.3f} s, median {statistics.median(walls):.3f} s")
     print(f"Parquet files opened by the plan: {opened}")
+    print(f"hold apply on the busiest queue, no date range (process wall, 1 run): {apply_wall:.3f} s; {placed}")
     print("commands:")
-    for c in commands[: 4] + [commands[-1]]:
+    for c in commands[: 4] + [commands[-3], commands[-1]]:
         print("  " + c)
 
 

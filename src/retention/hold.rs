@@ -142,12 +142,28 @@ pub async fn commit(store: &Store, base: &Registry, base_sha: Option<String>, ho
 /// Every committed data file holding a record the hold covers (reads the index columns of
 /// the files the manifests cannot rule out).
 pub async fn covered_files(store: &Store, hold: &Hold) -> Result<Vec<String>, LakeError> {
+    Ok(covered_counts(store, hold).await?.into_iter().map(|(_, path, _)| path).collect())
+}
+
+/// Files read at once when a hold's coverage is computed.
+const READ_CONCURRENCY: usize = 16;
+
+/// (partition dir, path, covered records) of every committed file with covered records, in
+/// manifest order; files are read concurrently.
+async fn covered_counts(store: &Store, hold: &Hold) -> Result<Vec<(String, String, u64)>, LakeError> {
+    use futures::StreamExt;
+    let latest = manifest::load_latest_all(store).await?;
+    let files = latest.iter().flat_map(|l| l.manifest.files.iter().map(move |f| (l.manifest.partition.dir(), f)));
+    let counted: Vec<Result<(String, String, u64), LakeError>> = futures::stream::iter(files)
+        .map(|(dir, f)| async move { covered_records(store, hold, f).await.map(|n| (dir, f.path.clone(), n)) })
+        .buffered(READ_CONCURRENCY)
+        .collect()
+        .await;
     let mut out = Vec::new();
-    for l in manifest::load_latest_all(store).await? {
-        for f in &l.manifest.files {
-            if covered_records(store, hold, f).await? > 0 {
-                out.push(f.path.clone());
-            }
+    for c in counted {
+        let c = c?;
+        if c.2 > 0 {
+            out.push(c);
         }
     }
     Ok(out)
@@ -211,15 +227,10 @@ pub struct Preview {
 
 pub async fn preview(store: &Store, hold: &Hold) -> Result<Preview, LakeError> {
     let mut p = Preview::default();
-    for l in manifest::load_latest_all(store).await? {
-        for f in &l.manifest.files {
-            let n = covered_records(store, hold, f).await?;
-            if n > 0 {
-                p.records += n;
-                *p.by_partition.entry(l.manifest.partition.dir()).or_default() += n;
-                p.files.push(f.path.clone());
-            }
-        }
+    for (dir, path, n) in covered_counts(store, hold).await? {
+        p.records += n;
+        *p.by_partition.entry(dir).or_default() += n;
+        p.files.push(path);
     }
     Ok(p)
 }
