@@ -458,6 +458,9 @@ impl std::fmt::Display for crate::lake::verify::VerifyReport {
         for o in &self.orphans {
             writeln!(f, "note: uncommitted file {o} (left by an interrupted batch; the next batch removes it)")?;
         }
+        if self.removed_files > 0 {
+            writeln!(f, "history: {} file(s) and {} record(s) removed by retention sweeps (see the removals table)", self.removed_files, self.removed_records)?;
+        }
         for a in &self.awaiting_deletion {
             writeln!(f, "note: {a} was rewritten by a retention sweep and is deleted once its storage lock runs out")?;
         }

@@ -32,6 +32,10 @@ pub struct VerifyReport {
     /// Files a retention rewrite took out of their partition, still stored until their
     /// storage lock runs out (the manifest history lists them). Reported, not a failure.
     pub awaiting_deletion: Vec<String>,
+    /// Files retention sweeps removed, as the latest manifests' histories record them (the
+    /// `removals` table in `holdfast query` has the details).
+    pub removed_files: u64,
+    pub removed_records: u64,
 }
 
 impl VerifyReport {
@@ -73,8 +77,12 @@ pub async fn verify(store: &Store, deep: Option<&dyn Kms>) -> Result<VerifyRepor
             prev = Some(loaded);
         }
         let Some(latest) = prev else { continue };
-        for gone in latest.manifest.removed.iter().filter(|g| g.awaiting_deletion()) {
-            awaiting.insert(gone.path.clone());
+        for gone in &latest.manifest.removed {
+            r.removed_files += 1;
+            r.removed_records += gone.record_count - gone.records_kept.unwrap_or(0);
+            if gone.awaiting_deletion() {
+                awaiting.insert(gone.path.clone());
+            }
         }
         for f in &latest.manifest.files {
             committed.insert(f.path.clone());

@@ -97,6 +97,8 @@ pub async fn session_on(
 
     let m = manifests_batch(&latest)?;
     ctx.register_table("manifests", Arc::new(MemTable::try_new(m.schema(), vec![vec![m]])?))?;
+    let r = removals_batch(&latest)?;
+    ctx.register_table("removals", Arc::new(MemTable::try_new(r.schema(), vec![vec![r]])?))?;
     if audit {
         let entries = crate::audit::Audit::new(store.clone(), Arc::new(crate::clock::SystemClock)).entries().await.map_err(|e| QueryError::Output(e.to_string()))?;
         let a = audit_batch(&entries)?;
@@ -152,6 +154,65 @@ fn ts() -> DataType {
 }
 
 /// One row per committed data file, from the latest manifest of each partition.
+/// `removals`: one row per data file a retention sweep took out of its partition (the
+/// manifests' `removed` history, carried in every later version).
+pub fn removals_batch(latest: &[Loaded]) -> Result<RecordBatch, QueryError> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("partition", DataType::Utf8, false),
+        Field::new("interaction_type", DataType::Utf8, false),
+        Field::new("path", DataType::Utf8, false),
+        Field::new("sha256", DataType::Utf8, false),
+        Field::new("record_count", DataType::Int64, false),
+        Field::new("latest_expiry", ts(), false),
+        Field::new("removed_at", ts(), false),
+        Field::new("sweep_id", DataType::Utf8, false),
+        Field::new("replaced_by", DataType::Utf8, true),
+        Field::new("records_kept", DataType::Int64, true),
+        Field::new("deleted_at", ts(), true),
+        Field::new("awaiting_deletion", DataType::Boolean, false),
+    ]));
+    let (mut part, mut typ, mut path, mut sha, mut sweep, mut by) = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+    let (mut count, mut kept) = (Int64Builder::new(), Int64Builder::new());
+    let mut times: Vec<TimestampMicrosecondBuilder> = (0..3).map(|_| TimestampMicrosecondBuilder::new().with_timezone("UTC")).collect();
+    let mut awaiting = arrow::array::BooleanBuilder::new();
+    for l in latest {
+        let m = &l.manifest;
+        for r in &m.removed {
+            part.append_value(m.partition.dir());
+            typ.append_value(&m.partition.interaction_type);
+            path.append_value(&r.path);
+            sha.append_value(&r.sha256);
+            count.append_value(r.record_count as i64);
+            times[0].append_value(r.latest_expiry.timestamp_micros());
+            times[1].append_value(r.removed_at.timestamp_micros());
+            sweep.append_value(&r.sweep_id);
+            by.append_option(r.replaced_by.as_deref());
+            kept.append_option(r.records_kept.map(|k| k as i64));
+            // an ordinary removal deletes the object at `removed_at`
+            let deleted = if r.replaced_by.is_some() { r.deleted_at } else { Some(r.removed_at) };
+            times[2].append_option(deleted.map(|t| t.timestamp_micros()));
+            awaiting.append_value(r.awaiting_deletion());
+        }
+    }
+    let mut t = times.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut next = || t.next().expect("column");
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(part.finish()),
+        Arc::new(typ.finish()),
+        Arc::new(path.finish()),
+        Arc::new(sha.finish()),
+        Arc::new(count.finish()),
+        next(),
+        next(),
+        Arc::new(sweep.finish()),
+        Arc::new(by.finish()),
+        Arc::new(kept.finish()),
+        next(),
+        Arc::new(awaiting.finish()),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
 pub fn manifests_batch(latest: &[Loaded]) -> Result<RecordBatch, QueryError> {
     let list = || DataType::List(Arc::new(Field::new("element", DataType::Utf8, true)));
     let schema = Arc::new(Schema::new(vec![

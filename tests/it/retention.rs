@@ -49,6 +49,10 @@ fn expired_files_go_and_nothing_unexpired_does() {
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(latest).unwrap()).unwrap();
     assert_eq!(m["files"].as_array().unwrap().len(), 0);
     assert_eq!(m["removed"][0]["sweep_id"], r["sweep_id"]);
+    // and so does the `removals` table
+    let sweep_id = r["sweep_id"].as_str().unwrap();
+    assert_eq!(env.count(&format!("SELECT count(*) FROM removals WHERE sweep_id = '{sweep_id}' AND deleted_at = removed_at AND NOT awaiting_deletion")), files1);
+    assert_eq!(v["removed_files"].as_i64().unwrap(), files1, "{v}");
     // a second sweep at the same time has nothing to do
     let again: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", NOW, "--format", "json"])).unwrap();
     assert_eq!(again["files_removed"], 0);
@@ -278,6 +282,7 @@ fn a_file_mixing_expired_and_unexpired_records_is_rewritten() {
     let (ok, v) = env.verify();
     assert!(ok, "{v}");
     assert_eq!((v["orphans"].as_array().unwrap().len() as i64, v["awaiting_deletion"].as_array().unwrap().len() as i64), (0, day2_files), "{v}");
+    assert_eq!(env.count("SELECT count(*) FROM removals WHERE awaiting_deletion AND replaced_by IS NOT NULL AND deleted_at IS NULL"), day2_files);
     // the storage layer still refuses the old files, and a batch leaves them to the sweep
     let old = r["awaiting_lock"][0].as_str().unwrap().to_string();
     let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
@@ -294,6 +299,7 @@ fn a_file_mixing_expired_and_unexpired_records_is_rewritten() {
     assert!(!env.store.join(&old).exists());
     let (ok, v) = env.verify();
     assert!(ok && v["awaiting_deletion"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(env.count("SELECT count(*) FROM removals WHERE awaiting_deletion OR deleted_at IS NULL"), 0);
     // the history: each old file names its replacement and when it left storage
     let rel = std::path::Path::new(&old).parent().unwrap().strip_prefix("lake").unwrap();
     let latest = std::fs::read_dir(env.store.join("manifests").join(rel)).unwrap().map(|e| e.unwrap().path()).max().unwrap();
