@@ -422,6 +422,27 @@ async fn open(s: &StoreArgs) -> Result<(Store, Arc<dyn Kms>)> {
     Ok((store, Arc::new(ring)))
 }
 
+/// Runs `retention.notify_command` with `report` as JSON on its standard input (a sweep
+/// refused by a storage lock or for want of the retention role). A command that cannot start
+/// is a warning: the run fails with exit 1 anyway.
+fn notify_refusal(p: Option<&Pipeline>, report: &serde_json::Value) {
+    use std::io::Write as _;
+    let Some(cmd) = p.and_then(|p| p.retention.notify_command.clone()).filter(|c| !c.is_empty()) else { return };
+    match std::process::Command::new(&cmd[0]).args(&cmd[1..]).stdin(std::process::Stdio::piped()).spawn() {
+        Ok(mut c) => {
+            if let Some(mut stdin) = c.stdin.take() {
+                let _ = stdin.write_all(&serde_json::to_vec(report).expect("serializes"));
+            }
+            match c.wait() {
+                Ok(st) if !st.success() => eprintln!("warning: notify command {:?} exited with {st}", cmd[0]),
+                Err(e) => eprintln!("warning: notify command {:?}: {e}", cmd[0]),
+                _ => {}
+            }
+        }
+        Err(e) => eprintln!("warning: notify command {:?} failed to start: {e}", cmd[0]),
+    }
+}
+
 fn context(store: Store, kms: Arc<dyn Kms>, clock: Arc<dyn Clock>) -> Context {
     Context { store, kms, clock, failpoint: std::env::var("HOLDFAST_FAILPOINT").ok().filter(|s| !s.is_empty()) }
 }
@@ -610,6 +631,7 @@ impl Command {
                     crate::audit::Audit::new(store.clone(), clock.clone())
                         .record(&actor, None, &crate::audit::Refused { what: "sweep", query: "", reason: &reason })
                         .await?;
+                    notify_refusal(p.as_ref(), &serde_json::json!({ "refused": "access_denied", "actor": actor, "reason": reason }));
                     return Err(Error::Refused(reason));
                 }
                 let now = match now {
@@ -636,20 +658,7 @@ impl Command {
                     return Ok(());
                 }
                 // refusals: notify, and fail the run so the scheduler sees it
-                if let Some(cmd) = p.as_ref().and_then(|p| p.retention.notify_command.clone()).filter(|c| !c.is_empty()) {
-                    use std::io::Write as _;
-                    let json = serde_json::to_vec(&report).expect("serializes");
-                    let child = std::process::Command::new(&cmd[0]).args(&cmd[1..]).stdin(std::process::Stdio::piped()).spawn();
-                    match child {
-                        Ok(mut c) => {
-                            if let Some(mut stdin) = c.stdin.take() {
-                                let _ = stdin.write_all(&json);
-                            }
-                            let _ = c.wait();
-                        }
-                        Err(e) => eprintln!("warning: notify command {:?} failed to start: {e}", cmd[0]),
-                    }
-                }
+                notify_refusal(p.as_ref(), &serde_json::to_value(&report).expect("serializes"));
                 Err(Error::Refused(format!("{} file(s) refused by storage locks; see the report and the audit trail", report.refused.len())))
             }
             Command::Sql { s, gate, format } => {

@@ -164,10 +164,17 @@ fn records_arriving_for_an_active_hold_are_held_from_the_start() {
 #[test]
 fn with_roles_only_the_retention_role_sweeps() {
     let (env, _) = store();
-    let p = env.write("roles.toml", b"[access.roles]\nsweeper = [\"retention\"]\njdoe = [\"investigator\"]\n");
+    let notified = env.dir.path().join("denied.json");
+    let roles = format!("[retention]\nnotify_command = [\"sh\", \"-c\", \"cat > {}\"]\n[access.roles]\nsweeper = [\"retention\"]\njdoe = [\"investigator\"]\n", notified.display());
+    let p = env.write("roles.toml", roles.as_bytes());
     let out = env.run(&["sweep", "--now", NOW, "--actor", "jdoe", "--pipeline", p.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("retention role"));
+    // an access refusal is audited and notified like a storage refusal
+    let note: serde_json::Value = serde_json::from_slice(&std::fs::read(&notified).unwrap()).unwrap();
+    assert_eq!((note["refused"].as_str(), note["actor"].as_str()), (Some("access_denied"), Some("jdoe")), "{note}");
+    let refusals = env.ok(&["audit", "list", "--format", "ndjson"]);
+    assert!(refusals.lines().any(|l| l.contains("jdoe") && l.contains("refused")), "{refusals}");
     env.ok(&["sweep", "--now", NOW, "--actor", "sweeper", "--pipeline", p.to_str().unwrap()]);
 }
 
