@@ -619,7 +619,7 @@ impl Command {
                 let (registry, _) = crate::retention::hold::load(&store).await?;
                 let at = chrono::DateTime::parse_from_rfc3339(&occurred).map(|t| t.to_utc()).unwrap_or_default();
                 let agent_refs: Vec<&str> = agents.iter().map(String::as_str).collect();
-                let holding: Vec<&str> = registry.holds.iter().filter(|h| h.active() && h.covers(&tenant, &interaction, queue.as_deref(), &agent_refs, at)).map(|h| h.hold_id.as_str()).collect();
+                let holding: Vec<&str> = registry.holds.iter().filter(|h| h.protecting(clock.now()) && h.covers(&tenant, &interaction, queue.as_deref(), &agent_refs, at)).map(|h| h.hold_id.as_str()).collect();
                 let _ = writeln!(out, "legal holds: {}", if holding.is_empty() { "none".to_string() } else { holding.join(", ") });
                 Ok(())
             }
@@ -638,8 +638,17 @@ impl Command {
                     Some(t) => chrono::DateTime::parse_from_rfc3339(&t).map_err(|e| Error::Usage(format!("--now: {e}")))?.to_utc(),
                     None => clock.now(),
                 };
+                // holds past their expiration date lapse first (audited under the sweep's actor)
+                if !dry_run {
+                    for l in crate::retention::hold::lapse_due(&store, now).await? {
+                        let detail = format!("expirationDate {} reached", crate::clock::fmt_ts(l.at));
+                        crate::audit::Audit::new(store.clone(), clock.clone())
+                            .record(&actor, None, &crate::audit::HoldChanged { hold: &l.hold_id, change: "lapsed", files: l.unpinned.len(), detail: &detail })
+                            .await?;
+                    }
+                }
                 let (registry, _) = crate::retention::hold::load(&store).await?;
-                let held = registry.holds.iter().filter(|h| h.active()).flat_map(|h| h.files.iter().cloned()).collect();
+                let held = registry.holds.iter().filter(|h| h.protecting(now)).flat_map(|h| h.files.iter().cloned()).collect();
                 let min_days = p.as_ref().map_or_else(|| crate::config::RetentionConfig::default().rewrite_min_days, |p| p.retention.rewrite_min_days);
                 let (files, awaiting) = crate::retention::inputs(&store).await?;
                 let plan = crate::retention::plan(now, files, awaiting, &held, min_days);
@@ -896,13 +905,17 @@ async fn hold_command(command: HoldCommand, clock: Arc<dyn Clock>, out: &mut dyn
         HoldCommand::Preview { file, .. } => {
             let text = std::fs::read_to_string(&file).map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
             let req: HoldRequest = serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: not a hold body: {e}", file.display())))?;
-            let h = Hold { hold_id: req.hold_id, tenant_id: req.tenant_id, scope: req.scope, retention_override: None, placed_by: String::new(), placed_at: now, status: Status::Active, files: Vec::new() };
+            let h = Hold { hold_id: req.hold_id, tenant_id: req.tenant_id, scope: req.scope, retention_override: None, placed_by: String::new(), placed_at: now, status: Status::Active, lapses_at: None, files: Vec::new() };
             let p = hold::preview(&store, &h).await?;
             let _ = writeln!(out, "{}", serde_json::to_string_pretty(&p).expect("serializes"));
             Ok(())
         }
         HoldCommand::Sync { .. } => {
-            let r = hold::sync(&store).await?;
+            let r = hold::sync(&store, now).await?;
+            for l in &r.lapsed {
+                let detail = format!("expirationDate {} reached", crate::clock::fmt_ts(l.at));
+                audit.record("holdfast-sync", None, &crate::audit::HoldChanged { hold: &l.hold_id, change: "lapsed", files: l.unpinned.len(), detail: &detail }).await?;
+            }
             let _ = writeln!(out, "{}", serde_json::to_string_pretty(&r).expect("serializes"));
             Ok(())
         }
@@ -910,12 +923,13 @@ async fn hold_command(command: HoldCommand, clock: Arc<dyn Clock>, out: &mut dyn
             let rows: Vec<serde_json::Value> = registry
                 .holds
                 .iter()
-                .map(|h| serde_json::json!({"hold_id": h.hold_id, "tenant_id": h.tenant_id, "status": serde_json::to_value(&h.status).unwrap()["state"], "files": h.files.len(), "placed_by": h.placed_by, "placed_at": crate::clock::fmt_ts(h.placed_at)}))
+                .map(|h| serde_json::json!({"hold_id": h.hold_id, "tenant_id": h.tenant_id, "status": serde_json::to_value(&h.status).unwrap()["state"], "files": h.files.len(), "placed_by": h.placed_by, "placed_at": crate::clock::fmt_ts(h.placed_at), "lapses_at": h.lapses_at.map(crate::clock::fmt_ts)}))
                 .collect();
             match format.unwrap_or(Format::Table) {
                 Format::Table => {
                     for r in &rows {
-                        let _ = writeln!(out, "{} {} {} files={} by={} at={}", r["hold_id"].as_str().unwrap_or(""), r["tenant_id"].as_str().unwrap_or("*"), r["status"].as_str().unwrap_or(""), r["files"], r["placed_by"].as_str().unwrap_or(""), r["placed_at"].as_str().unwrap_or(""));
+                        let lapses = r["lapses_at"].as_str().map(|t| format!(" lapses={t}")).unwrap_or_default();
+                        let _ = writeln!(out, "{} {} {} files={} by={} at={}{lapses}", r["hold_id"].as_str().unwrap_or(""), r["tenant_id"].as_str().unwrap_or("*"), r["status"].as_str().unwrap_or(""), r["files"], r["placed_by"].as_str().unwrap_or(""), r["placed_at"].as_str().unwrap_or(""));
                     }
                 }
                 _ => {
@@ -932,7 +946,11 @@ async fn hold_command(command: HoldCommand, clock: Arc<dyn Clock>, out: &mut dyn
             if registry.holds.iter().any(|h| h.hold_id == req.hold_id && h.active()) {
                 return refuse(req.hold_id.clone(), format!("hold {} is already active", req.hold_id)).await;
             }
-            let mut h = Hold { hold_id: req.hold_id, tenant_id: req.tenant_id, scope: req.scope, retention_override: req.retention_override, placed_by: actor.clone(), placed_at: now, status: Status::Active, files: Vec::new() };
+            let lapses_at = match req.lapse_date(now) {
+                Ok(d) => d,
+                Err(reason) => return refuse(req.hold_id.clone(), format!("hold {} not placed: {reason}", req.hold_id)).await,
+            };
+            let mut h = Hold { hold_id: req.hold_id, tenant_id: req.tenant_id, scope: req.scope, retention_override: req.retention_override, placed_by: actor.clone(), placed_at: now, status: Status::Active, lapses_at, files: Vec::new() };
             h.files = hold::covered_files(&store, &h).await?;
             // pin at the storage layer before the hold is recorded and before we return
             for f in &h.files {

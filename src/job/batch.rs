@@ -271,7 +271,7 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
         }
     }
     // records that arrive for an active legal hold are held from the start
-    report.held_new_files = crate::retention::hold::apply_to_new(store, &new_files).await?;
+    report.held_new_files = crate::retention::hold::apply_to_new(store, &new_files, now).await?;
     // replayed lines that are stored now (or were already) leave quarantine
     for id in &passed {
         store.delete(&layout::quarantine_entry(id)).await?;

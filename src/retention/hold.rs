@@ -8,6 +8,13 @@
 //! hold names one), falls inside `dateRange` (if given, inclusive, on `occurredAt`), and matches
 //! any of `interactionIds`, `queueIds`, `agentIds` (OR across and within the lists); with no
 //! id list at all, everything in the range is covered. When in doubt this covers more.
+//!
+//! Lifetime: `status` must be `ACTIVE` (or absent) to place a hold; release is its own two-step
+//! command. `retentionOverride.expirationDate`: `null` (or absent) holds until released; a date
+//! makes the hold lapse by itself then (the next sweep or `hold sync` records the lapse, audits
+//! it and unpins what no other hold needs), and it can still be released earlier the usual way.
+//! `retentionOverride.enabled: false` is refused: a hold that does not override retention would
+//! protect nothing.
 
 use crate::lake::datafile;
 use crate::lake::manifest::{self, DataFileEntry};
@@ -51,12 +58,47 @@ pub struct HoldRequest {
     pub retention_override: Option<serde_json::Value>,
 }
 
+/// `retentionOverride` of the request body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RetentionOverride {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    expiration_date: Option<DateTime<Utc>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl HoldRequest {
+    /// Checks the parts of the body that decide the hold's lifetime; returns when it lapses
+    /// (`None`: when released).
+    pub fn lapse_date(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, String> {
+        if let Some(st) = self.status.as_deref().filter(|st| !st.eq_ignore_ascii_case("ACTIVE")) {
+            return Err(format!("status {st:?}: only ACTIVE holds are placed; release one with `holdfast hold release` and `hold approve`"));
+        }
+        let Some(v) = &self.retention_override else { return Ok(None) };
+        let o: RetentionOverride = serde_json::from_value(v.clone()).map_err(|e| format!("retentionOverride: {e}"))?;
+        if !o.enabled {
+            return Err("retentionOverride.enabled is false: a hold that does not override retention would protect nothing; set it true or leave retentionOverride out".into());
+        }
+        match o.expiration_date {
+            Some(d) if d <= now => Err(format!("retentionOverride.expirationDate {d} has already passed")),
+            d => Ok(d),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Status {
     Active,
     ReleaseRequested { by: String, at: DateTime<Utc> },
     Released { requested_by: String, approved_by: String, at: DateTime<Utc> },
+    /// Its `retentionOverride.expirationDate` passed.
+    Lapsed { at: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +110,9 @@ pub struct Hold {
     pub placed_by: String,
     pub placed_at: DateTime<Utc>,
     pub status: Status,
+    /// When the hold lapses by itself (`retentionOverride.expirationDate`); `None`: when released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lapses_at: Option<DateTime<Utc>>,
     /// The data files holding covered records, pinned by the storage legal-hold flag; sweeps
     /// plan from this list (no data file is opened to decide).
     pub files: Vec<String>,
@@ -76,7 +121,13 @@ pub struct Hold {
 impl Hold {
     /// Protecting (not yet released).
     pub fn active(&self) -> bool {
-        !matches!(self.status, Status::Released { .. })
+        !matches!(self.status, Status::Released { .. } | Status::Lapsed { .. })
+    }
+
+    /// Protecting at `now`: active, and its expiration date (if any) not reached. A hold past
+    /// its date is still `active` until [`lapse_due`] records the lapse.
+    pub fn protecting(&self, now: DateTime<Utc>) -> bool {
+        self.active() && self.lapses_at.is_none_or(|d| now < d)
     }
 
     /// Whether a record with these index fields is covered.
@@ -195,14 +246,14 @@ pub async fn covered_records(store: &Store, hold: &Hold, f: &DataFileEntry) -> R
 
 /// Applies every active hold to newly committed files: pins the covered ones at the storage
 /// layer and records them in the registry. Returns how many files were pinned.
-pub async fn apply_to_new(store: &Store, new: &[DataFileEntry]) -> Result<u64, LakeError> {
+pub async fn apply_to_new(store: &Store, new: &[DataFileEntry], now: DateTime<Utc>) -> Result<u64, LakeError> {
     let (registry, sha) = load(store).await?;
-    if !registry.holds.iter().any(Hold::active) || new.is_empty() {
+    if !registry.holds.iter().any(|h| h.protecting(now)) || new.is_empty() {
         return Ok(0);
     }
     let mut holds = registry.holds.clone();
     let mut pinned = 0;
-    for h in holds.iter_mut().filter(|h| h.active()) {
+    for h in holds.iter_mut().filter(|h| h.protecting(now)) {
         for f in new {
             if !h.files.contains(&f.path) && covered_records(store, h, f).await? > 0 {
                 store.legal_hold(&Path::from(f.path.as_str()), true).await?;
@@ -245,13 +296,16 @@ pub struct SyncReport {
     /// Pinned at the storage layer though no active hold lists them: reported, never cleared
     /// (a wiped or rolled-back registry must not unpin anything).
     pub pinned_without_hold: Vec<String>,
+    /// Holds whose expiration date had passed, recorded as lapsed now.
+    pub lapsed: Vec<Lapse>,
 }
 
 /// Reconciles every active hold with the data and the storage flags.
-pub async fn sync(store: &Store) -> Result<SyncReport, LakeError> {
+pub async fn sync(store: &Store, now: DateTime<Utc>) -> Result<SyncReport, LakeError> {
+    let lapsed = lapse_due(store, now).await?;
     let (registry, sha) = load(store).await?;
     let mut holds = registry.holds.clone();
-    let mut report = SyncReport::default();
+    let mut report = SyncReport { lapsed, ..Default::default() };
     for h in holds.iter_mut().filter(|h| h.active()) {
         for f in covered_files(store, h).await? {
             if !h.files.contains(&f) {
@@ -286,7 +340,21 @@ mod tests {
     use super::*;
 
     fn hold(scope: Scope, tenant: Option<&str>) -> Hold {
-        Hold { hold_id: "H".into(), tenant_id: tenant.map(str::to_string), scope, retention_override: None, placed_by: "a".into(), placed_at: Utc::now(), status: Status::Active, files: vec![] }
+        Hold { hold_id: "H".into(), tenant_id: tenant.map(str::to_string), scope, retention_override: None, placed_by: "a".into(), placed_at: Utc::now(), status: Status::Active, lapses_at: None, files: vec![] }
+    }
+
+    #[test]
+    fn the_body_decides_the_lifetime() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc();
+        let body = |extra: &str| serde_json::from_str::<HoldRequest>(&format!(r#"{{"holdId": "H", "scope": {{}}{extra}}}"#)).unwrap();
+        assert_eq!(body("").lapse_date(now), Ok(None));
+        assert_eq!(body(r#", "status": "active", "retentionOverride": {"enabled": true, "expirationDate": null}"#).lapse_date(now), Ok(None));
+        let dated = body(r#", "retentionOverride": {"enabled": true, "expirationDate": "2031-05-14T00:00:00Z", "auditorTrail": {"caseReference": "X"}}"#);
+        assert_eq!(dated.lapse_date(now).unwrap().unwrap().to_rfc3339(), "2031-05-14T00:00:00+00:00");
+        assert!(body(r#", "status": "RELEASED""#).lapse_date(now).unwrap_err().contains("hold release"));
+        assert!(body(r#", "retentionOverride": {"enabled": false}"#).lapse_date(now).unwrap_err().contains("protect nothing"));
+        assert!(body(r#", "retentionOverride": {"expirationDate": "2020-01-01T00:00:00Z"}"#).lapse_date(now).unwrap_err().contains("already passed"));
+        assert!(body(r#", "retentionOverride": {"expirationDate": "soon"}"#).lapse_date(now).is_err());
     }
 
     #[test]
@@ -304,4 +372,46 @@ mod tests {
         let everything = hold(Scope { date_range: range, ..Default::default() }, None);
         assert!(everything.record_covered("any", "any", None, &[], in_range), "no id list: the whole range");
     }
+}
+
+/// A hold that lapsed on its expiration date.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lapse {
+    pub hold_id: String,
+    pub at: DateTime<Utc>,
+    /// Files whose legal-hold flag was cleared (no other active hold lists them).
+    pub unpinned: Vec<String>,
+}
+
+/// Records the lapse of every active hold whose expiration date is at or before `now`, then
+/// clears the legal-hold flag of the files no remaining active hold lists (registry first:
+/// a crash in between leaves flags that `hold sync` reports, never a hold silently dropped).
+pub async fn lapse_due(store: &Store, now: DateTime<Utc>) -> Result<Vec<Lapse>, LakeError> {
+    let (registry, sha) = load(store).await?;
+    let due: Vec<usize> = registry.holds.iter().enumerate().filter(|(_, h)| h.active() && h.lapses_at.is_some_and(|d| d <= now)).map(|(i, _)| i).collect();
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut holds = registry.holds.clone();
+    for &i in &due {
+        holds[i].status = Status::Lapsed { at: holds[i].lapses_at.expect("dated") };
+    }
+    if !commit(store, &registry, sha, holds.clone()).await? {
+        return Err(LakeError::Conflict("the hold registry changed while lapsing holds; run the command again".into()));
+    }
+    let still: std::collections::HashSet<&String> = holds.iter().filter(|h| h.active()).flat_map(|h| h.files.iter()).collect();
+    let mut out = Vec::new();
+    for &i in &due {
+        let h = &holds[i];
+        let mut unpinned = Vec::new();
+        for f in h.files.iter().filter(|f| !still.contains(f)) {
+            let path = Path::from(f.as_str());
+            if store.head(&path).await?.is_some() {
+                store.legal_hold(&path, false).await?;
+            }
+            unpinned.push(f.clone());
+        }
+        out.push(Lapse { hold_id: h.hold_id.clone(), at: h.lapses_at.expect("dated"), unpinned });
+    }
+    Ok(out)
 }

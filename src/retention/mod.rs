@@ -288,7 +288,7 @@ pub async fn execute(store: &Store, audit: &Audit, kms: Option<&dyn Kms>, actor:
     delete_whole(store, audit, actor, plan, now, sweep_id, &mut report).await?;
 
     let (registry, _) = hold::load(store).await?;
-    let active: Vec<&hold::Hold> = registry.holds.iter().filter(|h| h.active()).collect();
+    let active: Vec<&hold::Hold> = registry.holds.iter().filter(|h| h.protecting(now)).collect();
     let mut replacements = Vec::new();
     for (i, r) in plan.rewrite.iter().enumerate() {
         let kms = kms.expect("checked above");

@@ -414,3 +414,34 @@ fn over_years_of_random_sweeps_exactly_the_unexpired_or_held_records_remain() {
         assert!(rewrites >= 12, "seed {seed}: the mixed files were rewritten ({rewrites} rewrites)");
     }
 }
+
+/// `retentionOverride.expirationDate`: the hold protects until then and lapses by itself (the
+/// sweep records the lapse, audited, and unpins); bodies that would protect nothing are refused.
+#[test]
+fn a_dated_hold_lapses_on_its_expiration_date() {
+    let (env, _) = store();
+    let body = |extra: &str| env.write("h.json", format!(r#"{{"holdId": "LIT-D", "tenantId": "tenant-0", "scope": {{"interactionIds": ["int-70-0"]}}{extra}}}"#).as_bytes());
+    for (extra, says) in [
+        (r#", "status": "RELEASED""#, "only ACTIVE"),
+        (r#", "retentionOverride": {"enabled": false}"#, "protect nothing"),
+        (r#", "retentionOverride": {"enabled": true, "expirationDate": "2020-01-01T00:00:00Z"}"#, "already passed"),
+    ] {
+        let out = env.run(&["hold", "apply", "--actor", "lee", "--file", body(extra).to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{extra}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let dated = r#", "retentionOverride": {"enabled": true, "expirationDate": "2035-01-01T00:00:00Z", "auditorTrail": {"requestedBy": "co@firm.example", "caseReference": "SEC-INV-1"}}"#;
+    env.ok(&["hold", "apply", "--actor", "lee", "--file", body(dated).to_str().unwrap()]);
+    assert!(env.ok(&["hold", "list"]).contains("lapses=2035-01-01"));
+    env.ok(&["sweep", "--now", "2034-06-01T00:00:00Z"]);
+    assert_eq!(env.count("SELECT count(*) FROM events"), 3, "only the held interaction is left");
+    assert_holds_pin_what_they_list(&env);
+    // the date passes: the next sweep records the lapse, unpins and deletes
+    env.ok(&["sweep", "--now", "2035-01-02T00:00:00Z"]);
+    assert_eq!(env.count("SELECT count(*) FROM events"), 0);
+    let list = env.ok(&["hold", "list", "--format", "ndjson"]);
+    assert!(list.contains(r#""status":"lapsed""#), "{list}");
+    let lapsed = env.ok(&["audit", "list", "--action", "legal_hold", "--format", "ndjson"]);
+    assert!(lapsed.lines().last().unwrap().contains("lapsed") && lapsed.contains("2035-01-01"), "{lapsed}");
+    assert!(env.verify().0);
+}
