@@ -188,7 +188,16 @@ impl Store {
         self.delete(&lock_path(path)).await
     }
 
+    /// Starts writing a new object. Objects are write-once: an existing one is never
+    /// overwritten (`ObjectLocked` when its lock protects it, else a conflict).
     pub async fn start_upload(&self, path: &Path) -> Result<Box<dyn object_store::MultipartUpload>, LakeError> {
+        if self.head(path).await?.is_some() {
+            let lock = self.lock(path).await?;
+            if lock.legal_hold || lock.retain_until.is_some() {
+                return Err(LakeError::ObjectLocked { object: path.to_string(), reason: "locked objects cannot be overwritten".into() });
+            }
+            return Err(LakeError::Conflict(format!("{path} already exists; objects are written once")));
+        }
         self.inner.put_multipart(path).await.map_err(|e| LakeError::store("writing", path.as_ref(), e))
     }
 
@@ -234,6 +243,7 @@ mod tests {
             store.retain_until(&p, t0).await.unwrap();
             assert!(matches!(store.retain_until(&p, t0 - Duration::days(1)).await, Err(LakeError::ObjectLocked { .. })), "cannot shorten");
             store.retain_until(&p, t0 + Duration::days(1)).await.unwrap();
+            assert!(matches!(store.start_upload(&p).await, Err(LakeError::ObjectLocked { .. })), "no overwrite of a locked object");
             let err = store.delete_checked(&p, t0).await.unwrap_err();
             assert!(err.to_string().starts_with("ObjectLocked"), "{err}");
             store.legal_hold(&p, true).await.unwrap();
