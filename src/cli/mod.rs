@@ -648,7 +648,13 @@ impl Command {
                     }
                 }
                 let (registry, _) = crate::retention::hold::load(&store).await?;
-                let held = registry.holds.iter().filter(|h| h.protecting(now)).flat_map(|h| h.files.iter().cloned()).collect();
+                let mut held: std::collections::HashMap<String, u64> = Default::default();
+                for h in registry.holds.iter().filter(|h| h.protecting(now)) {
+                    for f in &h.files {
+                        let n = held.entry(f.clone()).or_insert(0);
+                        *n = (*n).max(h.covered.get(f).copied().unwrap_or(0));
+                    }
+                }
                 let min_days = p.as_ref().map_or_else(|| crate::config::RetentionConfig::default().rewrite_min_days, |p| p.retention.rewrite_min_days);
                 let (files, awaiting) = crate::retention::inputs(&store).await?;
                 let plan = crate::retention::plan(now, files, awaiting, &held, min_days);
@@ -905,7 +911,7 @@ async fn hold_command(command: HoldCommand, clock: Arc<dyn Clock>, out: &mut dyn
         HoldCommand::Preview { file, .. } => {
             let text = std::fs::read_to_string(&file).map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
             let req: HoldRequest = serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: not a hold body: {e}", file.display())))?;
-            let h = Hold { hold_id: req.hold_id, tenant_id: req.tenant_id, scope: req.scope, retention_override: None, placed_by: String::new(), placed_at: now, status: Status::Active, lapses_at: None, files: Vec::new() };
+            let h = Hold { hold_id: req.hold_id, tenant_id: req.tenant_id, scope: req.scope, retention_override: None, placed_by: String::new(), placed_at: now, status: Status::Active, lapses_at: None, files: Vec::new(), covered: Default::default() };
             let p = hold::preview(&store, &h).await?;
             let _ = writeln!(out, "{}", serde_json::to_string_pretty(&p).expect("serializes"));
             Ok(())
@@ -950,8 +956,11 @@ async fn hold_command(command: HoldCommand, clock: Arc<dyn Clock>, out: &mut dyn
                 Ok(d) => d,
                 Err(reason) => return refuse(req.hold_id.clone(), format!("hold {} not placed: {reason}", req.hold_id)).await,
             };
-            let mut h = Hold { hold_id: req.hold_id, tenant_id: req.tenant_id, scope: req.scope, retention_override: req.retention_override, placed_by: actor.clone(), placed_at: now, status: Status::Active, lapses_at, files: Vec::new() };
-            h.files = hold::covered_files(&store, &h).await?;
+            let mut h = Hold { hold_id: req.hold_id, tenant_id: req.tenant_id, scope: req.scope, retention_override: req.retention_override, placed_by: actor.clone(), placed_at: now, status: Status::Active, lapses_at, files: Vec::new(), covered: Default::default() };
+            for (f, n) in hold::covered_files(&store, &h).await? {
+                h.covered.insert(f.clone(), n);
+                h.files.push(f);
+            }
             // pin at the storage layer before the hold is recorded and before we return
             for f in &h.files {
                 store.legal_hold(&object_store::path::Path::from(f.as_str()), true).await?;

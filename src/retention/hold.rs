@@ -116,6 +116,10 @@ pub struct Hold {
     /// The data files holding covered records, pinned by the storage legal-hold flag; sweeps
     /// plan from this list (no data file is opened to decide).
     pub files: Vec<String>,
+    /// Records the hold covers in each listed file, where known (lets a sweep keep a file
+    /// the hold covers whole without opening it).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub covered: std::collections::BTreeMap<String, u64>,
 }
 
 impl Hold {
@@ -192,8 +196,8 @@ pub async fn commit(store: &Store, base: &Registry, base_sha: Option<String>, ho
 
 /// Every committed data file holding a record the hold covers (reads the index columns of
 /// the files the manifests cannot rule out).
-pub async fn covered_files(store: &Store, hold: &Hold) -> Result<Vec<String>, LakeError> {
-    Ok(covered_counts(store, hold).await?.into_iter().map(|(_, path, _)| path).collect())
+pub async fn covered_files(store: &Store, hold: &Hold) -> Result<Vec<(String, u64)>, LakeError> {
+    Ok(covered_counts(store, hold).await?.into_iter().map(|(_, path, n)| (path, n)).collect())
 }
 
 /// Files read at once when a hold's coverage is computed.
@@ -255,9 +259,14 @@ pub async fn apply_to_new(store: &Store, new: &[DataFileEntry], now: DateTime<Ut
     let mut pinned = 0;
     for h in holds.iter_mut().filter(|h| h.protecting(now)) {
         for f in new {
-            if !h.files.contains(&f.path) && covered_records(store, h, f).await? > 0 {
+            if h.files.contains(&f.path) {
+                continue;
+            }
+            let n = covered_records(store, h, f).await?;
+            if n > 0 {
                 store.legal_hold(&Path::from(f.path.as_str()), true).await?;
                 h.files.push(f.path.clone());
+                h.covered.insert(f.path.clone(), n);
                 pinned += 1;
             }
         }
@@ -307,9 +316,10 @@ pub async fn sync(store: &Store, now: DateTime<Utc>) -> Result<SyncReport, LakeE
     let mut holds = registry.holds.clone();
     let mut report = SyncReport { lapsed, ..Default::default() };
     for h in holds.iter_mut().filter(|h| h.active()) {
-        for f in covered_files(store, h).await? {
+        for (f, n) in covered_files(store, h).await? {
             if !h.files.contains(&f) {
                 h.files.push(f.clone());
+                h.covered.insert(f.clone(), n);
                 report.files_added.push(f);
             }
         }
@@ -340,7 +350,7 @@ mod tests {
     use super::*;
 
     fn hold(scope: Scope, tenant: Option<&str>) -> Hold {
-        Hold { hold_id: "H".into(), tenant_id: tenant.map(str::to_string), scope, retention_override: None, placed_by: "a".into(), placed_at: Utc::now(), status: Status::Active, lapses_at: None, files: vec![] }
+        Hold { hold_id: "H".into(), tenant_id: tenant.map(str::to_string), scope, retention_override: None, placed_by: "a".into(), placed_at: Utc::now(), status: Status::Active, lapses_at: None, files: vec![], covered: Default::default() }
     }
 
     #[test]

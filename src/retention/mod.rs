@@ -27,7 +27,7 @@ use arrow::array::AsArray;
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
@@ -95,24 +95,33 @@ pub struct SweepPlan {
     pub rewrite: Vec<RewriteInfo>,
     /// Some records expired, the last expires within `rewrite_min_days`: kept whole until then.
     pub mixed: Vec<FileInfo>,
+    /// Some records expired, but a hold covers every record: kept whole.
+    pub held: Vec<FileInfo>,
     /// Rewritten earlier and still stored: deleted once due (re-checks the new file's lock).
     pub awaiting_deletion: Vec<AwaitingInfo>,
     pub unexpired_files: u64,
 }
 
-/// Decides what may be deleted or rewritten. No I/O, no clock.
-pub fn plan(now: DateTime<Utc>, files: Vec<FileInfo>, awaiting: Vec<AwaitingInfo>, held: &HashSet<String>, rewrite_min_days: u32) -> SweepPlan {
+/// Decides what may be deleted or rewritten. No I/O, no clock. `held`: the files active holds
+/// list, each with the most records one hold is known to cover in it (0: not known).
+pub fn plan(now: DateTime<Utc>, files: Vec<FileInfo>, awaiting: Vec<AwaitingInfo>, held: &HashMap<String, u64>, rewrite_min_days: u32) -> SweepPlan {
     let mut p = SweepPlan { now: Some(now), ..Default::default() };
     // a rewrite killed before the registry listed its new file: the new file is as held as
     // the old one (the execute step moves the listing)
     let mut held = held.clone();
-    held.extend(awaiting.iter().filter(|a| held.contains(&a.path)).map(|a| a.replaced_by.clone()).collect::<Vec<_>>());
+    let replacements: Vec<String> = awaiting.iter().filter(|a| held.contains_key(&a.path)).map(|a| a.replaced_by.clone()).collect();
+    for r in replacements {
+        held.entry(r).or_insert(0);
+    }
     let held = &held;
     let min_gain = chrono::Duration::days(rewrite_min_days.into());
     for f in files {
-        let is_held = held.contains(&f.path);
+        let covered = held.get(&f.path).copied();
+        let is_held = covered.is_some();
         if f.earliest_expiry > now {
             p.unexpired_files += 1;
+        } else if covered.is_some_and(|n| n >= f.record_count as u64) {
+            p.held.push(f);
         } else if f.latest_expiry <= now && !is_held {
             p.delete.push(f);
         } else if f.latest_expiry <= now || f.latest_expiry - now >= min_gain {
@@ -272,8 +281,8 @@ struct Replacement {
     new: String,
     records: u64,
     latest_expiry: DateTime<Utc>,
-    /// Holds covering a survivor (known when rewritten in this sweep).
-    holds: Vec<String>,
+    /// Holds covering survivors, with their counts (known when rewritten in this sweep).
+    holds: BTreeMap<String, u64>,
 }
 
 /// Carries out a plan at `now`. Whole deletions first; then rewrites (each: new file written,
@@ -328,7 +337,7 @@ pub async fn execute(store: &Store, audit: &Audit, kms: Option<&dyn Kms>, actor:
                 reason: r.reason,
                 records_kept: done.kept,
                 records_dropped: done.dropped,
-                holds: &done.holds,
+                holds: &done.holds.keys().cloned().collect::<Vec<_>>(),
                 dek_unwrapped: &old.encryption.dek_id,
                 dek_created: &new_dek,
             })
@@ -339,7 +348,7 @@ pub async fn execute(store: &Store, audit: &Audit, kms: Option<&dyn Kms>, actor:
         replacements.push(Replacement { partition: p, old: old.path, new: new.path, records: old.record_count, latest_expiry: old.latest_expiry, holds: done.holds });
     }
     for a in &plan.awaiting_deletion {
-        replacements.push(Replacement { partition: partition_of(&a.partition)?, old: a.path.clone(), new: a.replaced_by.clone(), records: a.record_count, latest_expiry: a.latest_expiry, holds: Vec::new() });
+        replacements.push(Replacement { partition: partition_of(&a.partition)?, old: a.path.clone(), new: a.replaced_by.clone(), records: a.record_count, latest_expiry: a.latest_expiry, holds: BTreeMap::new() });
     }
     finish_replacements(store, audit, actor, &replacements, now, sweep_id, &mut report).await?;
     Ok(report)
@@ -418,9 +427,15 @@ async fn finish_replacements(store: &Store, audit: &Audit, actor: &str, replacem
                 h.files.retain(|f| f != &r.old);
                 changed = true;
             }
-            if (listed_old || r.holds.contains(&h.hold_id)) && !h.files.contains(&r.new) {
+            if (listed_old || r.holds.contains_key(&h.hold_id)) && !h.files.contains(&r.new) {
                 h.files.push(r.new.clone());
                 changed = true;
+            }
+            if listed_old && h.covered.remove(&r.old).is_some() {
+                changed = true;
+            }
+            if let Some(n) = r.holds.get(&h.hold_id).filter(|_| h.files.contains(&r.new)) {
+                changed |= h.covered.insert(r.new.clone(), *n) != Some(*n);
             }
         }
     }
@@ -489,19 +504,22 @@ mod tests {
         fn the_plan_never_deletes_anything_unexpired_or_held(files in proptest::collection::vec(file(), 0..200), day in 0i64..4_000, held_every in 1usize..6, min_days in 0u32..30) {
             let now = DateTime::<Utc>::from_timestamp(1_900_000_000 + day * 86_400, 0).unwrap();
             let n = files.len() as u64;
-            let held: HashSet<String> = files.iter().step_by(held_every).map(|f| f.path.clone()).collect();
-            let expired = files.iter().filter(|f| f.latest_expiry <= now && !held.contains(&f.path)).count();
+            // every other held file is known to be covered whole
+            let held: HashMap<String, u64> = files.iter().step_by(held_every).enumerate().map(|(i, f)| (f.path.clone(), if i % 2 == 0 { f.record_count as u64 } else { 0 })).collect();
+            let expired = files.iter().filter(|f| f.latest_expiry <= now && !held.contains_key(&f.path)).count();
             let p = plan(now, files, Vec::new(), &held, min_days);
-            prop_assert!(p.delete.iter().all(|f| f.latest_expiry <= now && !held.contains(&f.path)));
+            prop_assert!(p.delete.iter().all(|f| f.latest_expiry <= now && !held.contains_key(&f.path)));
+            prop_assert!(p.held.iter().all(|f| f.earliest_expiry <= now && held[&f.path] >= f.record_count as u64), "kept whole only when wholly covered");
             prop_assert_eq!(p.delete.len(), expired);
             for r in &p.rewrite {
                 prop_assert!(r.file.earliest_expiry <= now, "a rewrite drops something expired");
                 prop_assert!(r.file.latest_expiry <= now || r.file.latest_expiry - now >= chrono::Duration::days(min_days.into()));
-                prop_assert!(r.file.latest_expiry > now || held.contains(&r.file.path), "fully expired and unheld goes whole");
-                prop_assert_eq!(r.reason == RewriteReason::Held, held.contains(&r.file.path));
+                prop_assert!(r.file.latest_expiry > now || held.contains_key(&r.file.path), "fully expired and unheld goes whole");
+                prop_assert_eq!(r.reason == RewriteReason::Held, held.contains_key(&r.file.path));
+                prop_assert!(held.get(&r.file.path).is_none_or(|n| *n < r.file.record_count as u64));
             }
             prop_assert!(p.mixed.iter().all(|f| f.earliest_expiry <= now && f.latest_expiry > now));
-            prop_assert_eq!(p.delete.len() as u64 + p.rewrite.len() as u64 + p.mixed.len() as u64 + p.unexpired_files, n);
+            prop_assert_eq!(p.delete.len() as u64 + p.rewrite.len() as u64 + p.mixed.len() as u64 + p.held.len() as u64 + p.unexpired_files, n);
         }
     }
 }

@@ -24,7 +24,7 @@ use object_store::path::Path;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use parquet::file::metadata::KeyValue;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 const BATCH_ROWS: usize = 8192;
@@ -42,12 +42,12 @@ pub struct Rewritten {
     pub entry: DataFileEntry,
     pub kept: u64,
     pub dropped: u64,
-    /// Active holds covering at least one surviving record.
-    pub holds: Vec<String>,
+    /// Active holds covering surviving records, with how many each covers.
+    pub holds: BTreeMap<String, u64>,
 }
 
-/// Which rows of `bytes` survive at `now`, and the holds that cover them (index columns only).
-fn survivors(bytes: &bytes::Bytes, object: &str, holds: &[&Hold], now: DateTime<Utc>) -> Result<(Vec<bool>, BTreeSet<String>), LakeError> {
+/// Which rows of `bytes` survive at `now`, and how many each hold covers (index columns only).
+fn survivors(bytes: &bytes::Bytes, object: &str, holds: &[&Hold], now: DateTime<Utc>) -> Result<(Vec<bool>, BTreeMap<String, u64>), LakeError> {
     let err = |e| LakeError::parquet(object, e);
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(err)?;
     let names = ["tenant_id", "interaction_id", "queue_id", "agent_ids", "occurred_at", "expires_at"];
@@ -55,7 +55,7 @@ fn survivors(bytes: &bytes::Bytes, object: &str, holds: &[&Hold], now: DateTime<
     let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
     let now_us = now.timestamp_micros();
     let mut keep = Vec::new();
-    let mut covering = BTreeSet::new();
+    let mut covering = BTreeMap::new();
     for b in builder.with_projection(mask).with_batch_size(BATCH_ROWS).build().map_err(err)? {
         let b = b.map_err(|e| LakeError::Corrupt { object: object.to_string(), problem: e.to_string() })?;
         let col = |n: &str| b.column_by_name(n).expect("projected column");
@@ -73,7 +73,7 @@ fn survivors(bytes: &bytes::Bytes, object: &str, holds: &[&Hold], now: DateTime<
                 for h in holds {
                     if h.covers(t.value(r), i.value(r), (!q.is_null(r)).then(|| q.value(r)), &names, at) {
                         survives = true;
-                        covering.insert(h.hold_id.clone());
+                        *covering.entry(h.hold_id.clone()).or_insert(0) += 1;
                     }
                 }
             }
@@ -198,5 +198,5 @@ pub async fn rewrite_file(store: &Store, kms: &dyn Kms, p: &Partition, old: &Dat
         batch_id: file_id.to_string(),
         added_at: now,
     };
-    Ok(Outcome::Rewritten(Box::new(Rewritten { entry, kept, dropped: keep.len() as u64 - kept, holds: covering.into_iter().collect() })))
+    Ok(Outcome::Rewritten(Box::new(Rewritten { entry, kept, dropped: keep.len() as u64 - kept, holds: covering })))
 }

@@ -117,6 +117,9 @@ fn holds_pin_files_and_need_two_people_to_release() {
     // the rewritten files are found by discovery with the decrypt flag, under their new DEK
     let out = env.ok(&["query", "--decrypt", "--case", "LIT-A", "--actor", "lee", "--format", "ndjson", "SELECT json_get(record, 'eventId') AS e FROM decrypted WHERE interaction_id = 'int-70-0'"]);
     assert_eq!(out.lines().count(), 3, "{out}");
+    // the registry knows LIT-B covers every record of the new files: kept whole, not opened
+    let plan: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--dry-run", "--now", far])).unwrap();
+    assert!(plan["rewrite"].as_array().unwrap().is_empty() && !plan["held"].as_array().unwrap().is_empty(), "{plan}");
     // a second sweep finds nothing to drop in them
     let again: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", far, "--format", "json"])).unwrap();
     assert_eq!((again["files_rewritten"].as_u64(), again["files_removed"].as_u64()), (Some(0), Some(0)), "{again}");
