@@ -298,7 +298,12 @@ pub async fn execute(store: &Store, audit: &Audit, kms: Option<&dyn Kms>, actor:
 
     let (registry, _) = hold::load(store).await?;
     let active: Vec<&hold::Hold> = registry.holds.iter().filter(|h| h.protecting(now)).collect();
+    // earlier rewrites first: a file one of them made may be rewritten again below, and the
+    // registry must move its listing along the chain in order
     let mut replacements = Vec::new();
+    for a in &plan.awaiting_deletion {
+        replacements.push(Replacement { partition: partition_of(&a.partition)?, old: a.path.clone(), new: a.replaced_by.clone(), records: a.record_count, latest_expiry: a.latest_expiry, holds: BTreeMap::new() });
+    }
     for (i, r) in plan.rewrite.iter().enumerate() {
         let kms = kms.expect("checked above");
         let p = partition_of(&r.file.partition)?;
@@ -346,9 +351,6 @@ pub async fn execute(store: &Store, audit: &Audit, kms: Option<&dyn Kms>, actor:
         report.records_kept += done.kept;
         report.records_removed += done.dropped;
         replacements.push(Replacement { partition: p, old: old.path, new: new.path, records: old.record_count, latest_expiry: old.latest_expiry, holds: done.holds });
-    }
-    for a in &plan.awaiting_deletion {
-        replacements.push(Replacement { partition: partition_of(&a.partition)?, old: a.path.clone(), new: a.replaced_by.clone(), records: a.record_count, latest_expiry: a.latest_expiry, holds: BTreeMap::new() });
     }
     finish_replacements(store, audit, actor, &replacements, now, sweep_id, &mut report).await?;
     Ok(report)

@@ -318,6 +318,29 @@ fn a_file_mixing_expired_and_unexpired_records_is_rewritten() {
     assert!(gone["replaced_by"].is_string() && gone["deleted_at"].is_string(), "{gone}");
 }
 
+/// A sweep killed after a rewrite's manifest commit, then rerun years later when the new file
+/// is part-expired itself: the rerun rewrites it again and moves the hold along the chain.
+#[test]
+fn a_killed_rewrite_whose_new_file_is_rewritten_again_converges() {
+    let (env, _) = store();
+    let pipe = env.write("p.toml", b"[retention]\nrewrite_min_days = 0\n");
+    let pipe = pipe.to_str().unwrap();
+    let h = env.write("h.json", br#"{"holdId": "LIT-C", "tenantId": "tenant-0", "scope": {"queueIds": ["q-2"]}}"#);
+    env.ok(&["hold", "apply", "--actor", "lee", "--file", h.to_str().unwrap()]);
+    let held = env.count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-0' AND queue_id = 'q-2'");
+    let out = env.cmd(&["sweep", "--now", "2031-10-01T12:00:00Z", "--pipeline", pipe]).env("HOLDFAST_FAILPOINT", "sweep.after_rewrite_commit").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failpoint"), "not reached");
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", "2040-01-01T00:00:00Z", "--pipeline", pipe, "--format", "json"])).unwrap();
+    assert!(r["refused"].as_array().unwrap().is_empty() && r["awaiting_lock"].as_array().unwrap().is_empty(), "{r}");
+    env.batch();
+    assert_eq!(env.count("SELECT count(*) FROM events"), held);
+    assert_holds_pin_what_they_list(&env);
+    let (ok, v) = env.verify();
+    assert!(ok && v["orphans"].as_array().unwrap().is_empty() && v["awaiting_deletion"].as_array().unwrap().is_empty(), "{v}");
+    let lake_files = env.store_files().iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).count() as i64;
+    assert_eq!(lake_files, env.count("SELECT count(*) FROM manifests"));
+}
+
 /// A sweep killed at any step of a rewrite and run again ends as if it had not been killed.
 #[test]
 fn a_killed_rewrite_is_finished_by_the_next_sweep() {
