@@ -422,6 +422,48 @@ async fn open(s: &StoreArgs) -> Result<(Store, Arc<dyn Kms>)> {
     Ok((store, Arc::new(ring)))
 }
 
+/// The sweep proper, under the lease (none for a dry run): lapse dated holds, plan, execute.
+#[allow(clippy::too_many_arguments)]
+async fn sweep(store: &Store, clock: &Arc<dyn Clock>, p: Option<&Pipeline>, s: &StoreArgs, actor: &str, now: chrono::DateTime<chrono::Utc>, dry_run: bool, format: Option<Format>, out: &mut dyn Write) -> Result<()> {
+    // holds past their expiration date lapse first (audited under the sweep's actor)
+    if !dry_run {
+        for l in crate::retention::hold::lapse_due(store, now).await? {
+            let detail = format!("expirationDate {} reached", crate::clock::fmt_ts(l.at));
+            crate::audit::Audit::new(store.clone(), clock.clone())
+                .record(actor, None, &crate::audit::HoldChanged { hold: &l.hold_id, change: "lapsed", files: l.unpinned.len(), detail: &detail })
+                .await?;
+        }
+    }
+    let (registry, _) = crate::retention::hold::load(store).await?;
+    let mut held: std::collections::HashMap<String, u64> = Default::default();
+    for h in registry.holds.iter().filter(|h| h.protecting(now)) {
+        for f in &h.files {
+            let n = held.entry(f.clone()).or_insert(0);
+            *n = (*n).max(h.covered.get(f).copied().unwrap_or(0));
+        }
+    }
+    let min_days = p.map_or_else(|| crate::config::RetentionConfig::default().rewrite_min_days, |p| p.retention.rewrite_min_days);
+    let (files, awaiting) = crate::retention::inputs(store).await?;
+    let plan = crate::retention::plan(now, files, awaiting, &held, min_days);
+    let format = format.unwrap_or(Format::Table);
+    if dry_run {
+        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&plan).expect("serializes"));
+        return Ok(());
+    }
+    let sweep_id = format!("sweep-{}", layout::batch_id(now, rand::RngCore::next_u32(&mut rand::rng())));
+    let audit = crate::audit::Audit::new(store.clone(), clock.clone());
+    // rewrites move survivors to a new DEK: only then is the keyring needed
+    let kms = if plan.rewrite.is_empty() { None } else { Some(open(s).await?.1) };
+    let report = crate::retention::execute(store, &audit, kms.as_deref(), actor, &plan, now, &sweep_id).await?;
+    output::write_report(format, &report, out)?;
+    if report.refused.is_empty() {
+        return Ok(());
+    }
+    // refusals: notify, and fail the run so the scheduler sees it
+    notify_refusal(p, &serde_json::to_value(&report).expect("serializes"));
+    Err(Error::Refused(format!("{} file(s) refused by storage locks; see the report and the audit trail", report.refused.len())))
+}
+
 /// Runs `retention.notify_command` with `report` as JSON on its standard input (a sweep
 /// refused by a storage lock or for want of the retention role). A command that cannot start
 /// is a warning: the run fails with exit 1 anyway.
@@ -638,43 +680,24 @@ impl Command {
                     Some(t) => chrono::DateTime::parse_from_rfc3339(&t).map_err(|e| Error::Usage(format!("--now: {e}")))?.to_utc(),
                     None => clock.now(),
                 };
-                // holds past their expiration date lapse first (audited under the sweep's actor)
-                if !dry_run {
-                    for l in crate::retention::hold::lapse_due(&store, now).await? {
-                        let detail = format!("expirationDate {} reached", crate::clock::fmt_ts(l.at));
-                        crate::audit::Audit::new(store.clone(), clock.clone())
-                            .record(&actor, None, &crate::audit::HoldChanged { hold: &l.hold_id, change: "lapsed", files: l.unpinned.len(), detail: &detail })
-                            .await?;
+                // a sweep writes lake files (rewrites) and commits manifests: never beside a
+                // batch, whose orphan cleanup would take an uncommitted rewrite for debris
+                let lease = if dry_run {
+                    None
+                } else {
+                    let started = crate::clock::fmt_ts(clock.now());
+                    let (lease, took_over) = crate::job::Lease::acquire(&store, &format!("sweep-{}", layout::batch_id(clock.now(), rand::RngCore::next_u32(&mut rand::rng()))), &started).await?;
+                    if took_over {
+                        let latest = crate::lake::manifest::load_latest_all(&store).await?;
+                        crate::job::repair_locks(&store, latest.iter()).await?;
                     }
+                    Some(lease)
+                };
+                let result = sweep(&store, &clock, p.as_ref(), &s, &actor, now, dry_run, format, out).await;
+                if let Some(lease) = lease {
+                    lease.release(&store).await?;
                 }
-                let (registry, _) = crate::retention::hold::load(&store).await?;
-                let mut held: std::collections::HashMap<String, u64> = Default::default();
-                for h in registry.holds.iter().filter(|h| h.protecting(now)) {
-                    for f in &h.files {
-                        let n = held.entry(f.clone()).or_insert(0);
-                        *n = (*n).max(h.covered.get(f).copied().unwrap_or(0));
-                    }
-                }
-                let min_days = p.as_ref().map_or_else(|| crate::config::RetentionConfig::default().rewrite_min_days, |p| p.retention.rewrite_min_days);
-                let (files, awaiting) = crate::retention::inputs(&store).await?;
-                let plan = crate::retention::plan(now, files, awaiting, &held, min_days);
-                let format = format.unwrap_or(Format::Table);
-                if dry_run {
-                    let _ = writeln!(out, "{}", serde_json::to_string_pretty(&plan).expect("serializes"));
-                    return Ok(());
-                }
-                let sweep_id = format!("sweep-{}", layout::batch_id(now, rand::RngCore::next_u32(&mut rand::rng())));
-                let audit = crate::audit::Audit::new(store.clone(), clock.clone());
-                // rewrites move survivors to a new DEK: only then is the keyring needed
-                let kms = if plan.rewrite.is_empty() { None } else { Some(open(&s).await?.1) };
-                let report = crate::retention::execute(&store, &audit, kms.as_deref(), &actor, &plan, now, &sweep_id).await?;
-                output::write_report(format, &report, out)?;
-                if report.refused.is_empty() {
-                    return Ok(());
-                }
-                // refusals: notify, and fail the run so the scheduler sees it
-                notify_refusal(p.as_ref(), &serde_json::to_value(&report).expect("serializes"));
-                Err(Error::Refused(format!("{} file(s) refused by storage locks; see the report and the audit trail", report.refused.len())))
+                result
             }
             Command::Sql { s, gate, format } => {
                 shell(&s, &gate, &clock, format.unwrap_or(Format::Table), out).await

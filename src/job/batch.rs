@@ -206,16 +206,7 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
         }
     }
     if took_over {
-        // the killed batch may have committed manifests before locking their files
-        for l in latest.values() {
-            for f in &l.manifest.files {
-                let path = object_store::path::Path::from(f.path.as_str());
-                if store.lock(&path).await?.retain_until.is_none_or(|u| u < f.latest_expiry) {
-                    store.ensure_retained(&path, f.latest_expiry).await?;
-                    report.locks_repaired += 1;
-                }
-            }
-        }
+        report.locks_repaired = repair_locks(store, latest.values()).await?;
     }
 
     // Pick segments in arrival order, up to the input budget (always at least one).
@@ -299,6 +290,23 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
         ctx.fail(&format!("batch.after_landing_delete:{}", i + 1));
     }
     Ok(report)
+}
+
+/// After taking over a dead holder's lease: it may have committed manifests before locking
+/// their files. Sets every committed file's retain-until to at least its latest expiry;
+/// returns how many needed it.
+pub(crate) async fn repair_locks<'a>(store: &Store, latest: impl Iterator<Item = &'a Loaded>) -> Result<u64, JobError> {
+    let mut repaired = 0;
+    for l in latest {
+        for f in &l.manifest.files {
+            let path = object_store::path::Path::from(f.path.as_str());
+            if store.lock(&path).await?.retain_until.is_none_or(|u| u < f.latest_expiry) {
+                store.ensure_retained(&path, f.latest_expiry).await?;
+                repaired += 1;
+            }
+        }
+    }
+    Ok(repaired)
 }
 
 type Finished = Vec<(Partition, DataFileEntry)>;

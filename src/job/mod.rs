@@ -9,9 +9,11 @@
 
 mod batch;
 mod lease;
+pub(crate) use lease::Lease;
 mod validate;
 
 pub use batch::{batch, BatchOptions, BatchReport};
+pub(crate) use batch::repair_locks;
 pub use validate::{validate, ValidateReport};
 
 use crate::clock::Clock;
