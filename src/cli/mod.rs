@@ -422,6 +422,9 @@ async fn open(s: &StoreArgs) -> Result<(Store, Arc<dyn Kms>)> {
     Ok((store, Arc::new(ring)))
 }
 
+/// How long `hold apply` and a sweep wait for each other (`_holds.lease`).
+const HOLDS_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The sweep proper, under the lease (none for a dry run): lapse dated holds, plan, execute.
 #[allow(clippy::too_many_arguments)]
 async fn sweep(store: &Store, clock: &Arc<dyn Clock>, p: Option<&Pipeline>, s: &StoreArgs, actor: &str, now: chrono::DateTime<chrono::Utc>, dry_run: bool, format: Option<Format>, out: &mut dyn Write) -> Result<()> {
@@ -691,10 +694,18 @@ impl Command {
                         let latest = crate::lake::manifest::load_latest_all(&store).await?;
                         crate::job::repair_locks(&store, latest.iter()).await?;
                     }
-                    Some(lease)
+                    // and no hold is placed while it decides which records survive
+                    match crate::job::Lease::acquire_waiting(&store, layout::HOLDS_LEASE, "sweep", &started, HOLDS_LEASE_WAIT).await {
+                        Ok((holds_lease, _)) => Some((lease, holds_lease)),
+                        Err(e) => {
+                            lease.release(&store).await?;
+                            return Err(e.into());
+                        }
+                    }
                 };
                 let result = sweep(&store, &clock, p.as_ref(), &s, &actor, now, dry_run, format, out).await;
-                if let Some(lease) = lease {
+                if let Some((lease, holds_lease)) = lease {
+                    holds_lease.release(&store).await?;
                     lease.release(&store).await?;
                 }
                 result
@@ -972,32 +983,50 @@ async fn hold_command(command: HoldCommand, clock: Arc<dyn Clock>, out: &mut dyn
         HoldCommand::Apply { file, .. } => {
             let text = std::fs::read_to_string(&file).map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
             let req: HoldRequest = serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: not a hold body: {e}", file.display())))?;
-            if registry.holds.iter().any(|h| h.hold_id == req.hold_id && h.active()) {
-                return refuse(req.hold_id.clone(), format!("hold {} is already active", req.hold_id)).await;
-            }
             let lapses_at = match req.lapse_date(now) {
                 Ok(d) => d,
                 Err(reason) => return refuse(req.hold_id.clone(), format!("hold {} not placed: {reason}", req.hold_id)).await,
             };
-            let mut h = Hold { hold_id: req.hold_id, tenant_id: req.tenant_id, scope: req.scope, retention_override: req.retention_override, placed_by: actor.clone(), placed_at: now, status: Status::Active, lapses_at, files: Vec::new(), covered: Default::default() };
-            for (f, n) in hold::covered_files(&store, &h).await? {
-                h.covered.insert(f.clone(), n);
-                h.files.push(f);
+            // never while a sweep decides which records survive (it holds this lease briefly)
+            let holder = format!("hold-apply-{}", std::process::id());
+            let (lease, _) = crate::job::Lease::acquire_waiting(&store, layout::HOLDS_LEASE, &holder, &crate::clock::fmt_ts(now), HOLDS_LEASE_WAIT).await?;
+            let result = async {
+                let (registry, sha) = hold::load(&store).await?;
+                if registry.holds.iter().any(|h| h.hold_id == req.hold_id && h.active()) {
+                    return refuse(req.hold_id.clone(), format!("hold {} is already active", req.hold_id)).await;
+                }
+                let mut h = Hold { hold_id: req.hold_id, tenant_id: req.tenant_id, scope: req.scope, retention_override: req.retention_override, placed_by: actor.clone(), placed_at: now, status: Status::Active, lapses_at, files: Vec::new(), covered: Default::default() };
+                for (f, n) in hold::covered_files(&store, &h).await? {
+                    h.covered.insert(f.clone(), n);
+                    h.files.push(f);
+                }
+                // pin at the storage layer before the hold is recorded and before we return
+                for f in &h.files {
+                    store.legal_hold(&object_store::path::Path::from(f.as_str()), true).await?;
+                }
+                let id = h.hold_id.clone();
+                let mut holds = registry.holds.clone();
+                holds.push(h.clone());
+                if !hold::commit(&store, &registry, sha, holds).await? {
+                    return Err(Error::Usage("the hold registry changed meanwhile; run the command again".into()));
+                }
+                // a batch that committed files after our scan but read the registry before our
+                // commit did not pin them for this hold: look again now that it is recorded
+                let late: Vec<(String, u64)> = hold::covered_files(&store, &h).await?.into_iter().filter(|(f, _)| !h.files.contains(f)).collect();
+                for (f, _) in &late {
+                    store.legal_hold(&object_store::path::Path::from(f.as_str()), true).await?;
+                }
+                if !late.is_empty() {
+                    hold::add_files(&store, &id, &late).await?;
+                }
+                let n = h.files.len() + late.len();
+                audit.record(&actor, None, &crate::audit::HoldChanged { hold: &id, change: "placed", files: n, detail: "" }).await?;
+                let _ = writeln!(out, "hold {id} placed: {n} file(s) pinned");
+                Ok(())
             }
-            // pin at the storage layer before the hold is recorded and before we return
-            for f in &h.files {
-                store.legal_hold(&object_store::path::Path::from(f.as_str()), true).await?;
-            }
-            let n = h.files.len();
-            let id = h.hold_id.clone();
-            let mut holds = registry.holds.clone();
-            holds.push(h);
-            if !hold::commit(&store, &registry, sha, holds).await? {
-                return Err(Error::Usage("the hold registry changed meanwhile; run the command again".into()));
-            }
-            audit.record(&actor, None, &crate::audit::HoldChanged { hold: &id, change: "placed", files: n, detail: "" }).await?;
-            let _ = writeln!(out, "hold {id} placed: {n} file(s) pinned");
-            Ok(())
+            .await;
+            lease.release(&store).await?;
+            result
         }
         HoldCommand::Release { hold: id, .. } => {
             let mut holds = registry.holds.clone();

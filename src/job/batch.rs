@@ -175,7 +175,7 @@ fn id_key(event_id: &str) -> [u8; 16] {
 pub async fn batch(ctx: &Context, opts: &BatchOptions) -> Result<BatchReport, JobError> {
     let started = ctx.clock.now();
     let batch_id = layout::batch_id(started, rand::rng().next_u32());
-    let (lease, took_over) = Lease::acquire(&ctx.store, &batch_id, &fmt_ts(started)).await?;
+    let (lease, took_over) = Lease::acquire(&ctx.store, &format!("batch {batch_id}"), &fmt_ts(started)).await?;
     let result = run(ctx, opts, &batch_id, took_over).await;
     // On error the lease is released too: nothing uncommitted is visible, and a rerun recovers.
     lease.release(&ctx.store).await?;

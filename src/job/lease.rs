@@ -1,5 +1,9 @@
 //! One batch at a time per store: `_batch.lease`, created with a create-only put. A lease
 //! whose holder ran on this host and is no longer alive (killed) is taken over.
+//!
+//! The same mechanism under `_holds.lease` serializes placing a legal hold with a sweep's
+//! rewrites (both are short): a hold placed while a sweep computes which records survive
+//! could otherwise miss records the sweep is dropping.
 
 use super::JobError;
 use crate::lake::layout;
@@ -38,8 +42,24 @@ fn alive(pid: u32) -> bool {
 
 impl Lease {
     /// Takes the lease; returns whether a dead holder's lease was taken over.
-    pub(crate) async fn acquire(store: &Store, batch_id: &str, started_at: &str) -> Result<(Lease, bool), JobError> {
-        let path = Path::from(layout::LEASE);
+    /// Takes the batch lease for `holder` (e.g. `batch <id>`, `sweep-<id>`).
+    pub(crate) async fn acquire(store: &Store, holder: &str, started_at: &str) -> Result<(Lease, bool), JobError> {
+        Self::acquire_at(store, layout::LEASE, holder, started_at).await
+    }
+
+    /// Takes the lease at `lease`, waiting up to `wait` while a live holder has it.
+    pub(crate) async fn acquire_waiting(store: &Store, lease: &str, holder: &str, started_at: &str, wait: std::time::Duration) -> Result<(Lease, bool), JobError> {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            match Self::acquire_at(store, lease, holder, started_at).await {
+                Err(JobError::Busy { .. }) if std::time::Instant::now() < until => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                other => return other,
+            }
+        }
+    }
+
+    async fn acquire_at(store: &Store, lease: &str, batch_id: &str, started_at: &str) -> Result<(Lease, bool), JobError> {
+        let path = Path::from(lease);
         let me = LeaseFile { batch_id: batch_id.into(), host: hostname(), pid: std::process::id(), started_at: started_at.into() };
         let body = serde_json::to_vec_pretty(&me).expect("serializes");
         let mut took_over = false;
@@ -56,7 +76,7 @@ impl Lease {
                 }
                 Some(h) => {
                     return Err(JobError::Busy {
-                        holder: format!("batch {} pid {} on {} since {}", h.batch_id, h.pid, h.host, h.started_at),
+                        holder: format!("{} pid {} on {} since {}", h.batch_id, h.pid, h.host, h.started_at),
                         path: store.local_path(&path).display().to_string(),
                     });
                 }

@@ -36,7 +36,7 @@ pub enum JobError {
     Kms(#[from] crate::crypto::kms::KmsError),
     #[error("reading {input}: {source}")]
     Input { input: String, #[source] source: std::io::Error },
-    #[error("another batch holds the lease on this store ({holder}); if none is running, remove {path}")]
+    #[error("another job holds the lease on this store ({holder}); if none is running, remove {path}")]
     Busy { holder: String, path: String },
     #[error("another writer committed {partition} first; nothing of this batch is visible, rerun it")]
     Conflict { partition: String },

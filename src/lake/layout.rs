@@ -17,6 +17,8 @@ use object_store::path::Path;
 
 pub const STORE_MARKER: &str = "holdfast.json";
 pub const LEASE: &str = "_batch.lease";
+/// Held while a legal hold is placed or a sweep rewrites files.
+pub const HOLDS_LEASE: &str = "_holds.lease";
 pub const LAKE: &str = "lake";
 pub const MANIFESTS: &str = "manifests";
 pub const LANDING: &str = "landing";

@@ -248,6 +248,26 @@ pub async fn covered_records(store: &Store, hold: &Hold, f: &DataFileEntry) -> R
     Ok(hit)
 }
 
+/// Adds files (with their covered counts) to an active hold's listing; retries when another
+/// writer commits the registry first. Returns whether the hold was found active.
+pub async fn add_files(store: &Store, hold_id: &str, files: &[(String, u64)]) -> Result<bool, LakeError> {
+    for _ in 0..20 {
+        let (registry, sha) = load(store).await?;
+        let mut holds = registry.holds.clone();
+        let Some(h) = holds.iter_mut().find(|h| h.hold_id == hold_id && h.active()) else { return Ok(false) };
+        for (f, n) in files {
+            if !h.files.contains(f) {
+                h.files.push(f.clone());
+            }
+            h.covered.insert(f.clone(), *n);
+        }
+        if commit(store, &registry, sha, holds).await? {
+            return Ok(true);
+        }
+    }
+    Err(LakeError::Conflict("the hold registry kept changing; run hold sync".into()))
+}
+
 /// Applies every active hold to newly committed files: pins the covered ones at the storage
 /// layer and records them in the registry. Returns how many files were pinned.
 pub async fn apply_to_new(store: &Store, new: &[DataFileEntry], now: DateTime<Utc>) -> Result<u64, LakeError> {

@@ -272,7 +272,7 @@ fn a_live_batch_holds_the_lease() {
     std::fs::write(env.store.join("_batch.lease"), lease.to_string()).unwrap();
     let out = env.run(&["batch"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("another batch holds the lease"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another job holds the lease"), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(env.landing_segments(), 1, "nothing consumed");
     // a sweep (which writes rewritten files) waits its turn too; its dry run does not
     let out = env.run(&["sweep", "--now", "2040-01-01T00:00:00Z"]);

@@ -471,3 +471,22 @@ fn a_dated_hold_lapses_on_its_expiration_date() {
     assert!(lapsed.lines().last().unwrap().contains("lapsed") && lapsed.contains("2035-01-01"), "{lapsed}");
     assert!(env.verify().0);
 }
+
+/// Placing a hold waits while a sweep holds `_holds.lease` (the sweep decides which records
+/// survive under it), then goes ahead.
+#[test]
+fn a_hold_waits_for_a_sweep_in_progress() {
+    let (env, _) = store();
+    let host = String::from_utf8(std::process::Command::new("hostname").output().unwrap().stdout).unwrap().trim().to_string();
+    let lease = serde_json::json!({"batch_id": "sweep-test", "host": host, "pid": std::process::id(), "started_at": "2026-01-01T00:00:00Z"});
+    std::fs::write(env.store.join("_holds.lease"), lease.to_string()).unwrap();
+    let h = env.write("h.json", br#"{"holdId": "LIT-W", "scope": {"interactionIds": ["int-70-0"]}}"#);
+    let mut child = env.cmd(&["hold", "apply", "--actor", "lee", "--file", h.to_str().unwrap()]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "hold apply went ahead during a sweep");
+    assert!(!env.ok(&["hold", "list"]).contains("LIT-W"));
+    std::fs::remove_file(env.store.join("_holds.lease")).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("LIT-W placed"));
+    assert!(!env.store.join("_holds.lease").exists(), "released");
+}
