@@ -28,3 +28,53 @@ def rm(path):
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+class Bench:
+    """A holdfast store under `workdir` built from `gen_events.py` output, and a runner that
+    records every command it runs (to print them for repeating)."""
+
+    def __init__(self, binary, workdir, name, events, days, seed):
+        import subprocess
+        import sys
+        from pathlib import Path
+        if not os.access(binary, os.X_OK):
+            sys.exit(f"{binary} missing: CARGO_TARGET_DIR=/work/target-release cargo build --release")
+        self.binary, self.work = binary, workdir
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.events = self.work / f"{name}-events-{events}-{days}.ndjson"
+        self.store, self.keyring = self.work / f"{name}-store", self.work / f"{name}-keyring.json"
+        self.env = dict(os.environ, HOLDFAST_KEYRING=str(self.keyring))
+        self.commands = []
+        self._subprocess = subprocess
+        if not self.events.exists():
+            gen = Path(__file__).resolve().parent.parent.parent / "shared/bench/gen_events.py"
+            self.run([sys.executable, gen, "--events", events, "--days", days, "--seed", seed, "--out", self.events])
+
+    def run(self, argv, check=True):
+        self.commands.append(" ".join(str(a) for a in argv))
+        return self._subprocess.run([str(a) for a in argv], env=self.env, check=check, capture_output=True, text=True)
+
+    def build(self):
+        """A fresh store holding the events; returns the batch report."""
+        import json
+        rm(self.store)
+        rm(self.keyring)
+        self.run([self.binary, "init", "--store", self.store])
+        self.run([self.binary, "ingest", "--store", self.store, self.events])
+        return json.loads(self.run([self.binary, "batch", "--store", self.store, "--format", "json"]).stdout)
+
+    def hold_busiest_queue(self, hold_id, store=None):
+        """Places a legal hold (no date range) on the queue with the most events; returns the
+        queue id, what `hold apply` printed and its process wall time."""
+        import json
+        import time
+        store = store or self.store
+        rows = self.run([self.binary, "query", "--store", store, "--format", "ndjson",
+                         "SELECT queue_id, count(*) AS n FROM events WHERE queue_id IS NOT NULL GROUP BY queue_id ORDER BY n DESC LIMIT 1"]).stdout
+        queue = json.loads(rows.splitlines()[0])["queue_id"]
+        body = self.work / f"{hold_id}.json"
+        body.write_text(json.dumps({"holdId": hold_id, "status": "ACTIVE", "scope": {"queueIds": [queue]}}))
+        t0 = time.perf_counter()
+        placed = self.run([self.binary, "hold", "apply", "--store", store, "--actor", "counsel", "--file", body]).stdout.strip()
+        return queue, placed, time.perf_counter() - t0

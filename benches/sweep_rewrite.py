@@ -8,15 +8,13 @@ is deleted. Each run starts from a fresh copy of the same store.
 """
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchlib import dir_bytes, rm
+from benchlib import Bench, dir_bytes, rm
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,33 +28,10 @@ def main():
     ap.add_argument("--binary", type=Path, default=Path("/work/target-release/release/holdfast"))
     ap.add_argument("--workdir", type=Path, default=REPO / "bench-out")
     args = ap.parse_args()
-    if not os.access(args.binary, os.X_OK):
-        sys.exit(f"{args.binary} missing: CARGO_TARGET_DIR=/work/target-release cargo build --release")
-    work = args.workdir
-    work.mkdir(parents=True, exist_ok=True)
-    events = work / f"rewrite-events-{args.events}-{args.days}.ndjson"
-    base, keyring = work / "rewrite-store", work / "rewrite-keyring.json"
-    env = dict(os.environ, HOLDFAST_KEYRING=str(keyring))
-    commands = []
-
-    def run(argv):
-        commands.append(" ".join(str(a) for a in argv))
-        return subprocess.run([str(a) for a in argv], env=env, check=True, capture_output=True, text=True)
-
-    if not events.exists():
-        run([sys.executable, REPO.parent / "shared/bench/gen_events.py", "--events", args.events, "--days", args.days, "--seed", 9, "--out", events])
-    rm(base)
-    rm(keyring)
-    run([args.binary, "init", "--store", base])
-    run([args.binary, "ingest", "--store", base, events])
-    report = json.loads(run([args.binary, "batch", "--store", base, "--format", "json"]).stdout)
-    # the busiest queue is held
-    rows = run([args.binary, "query", "--store", base, "--format", "ndjson",
-                "SELECT queue_id, count(*) AS n FROM events WHERE queue_id IS NOT NULL GROUP BY queue_id ORDER BY n DESC LIMIT 1"]).stdout
-    queue = json.loads(rows.splitlines()[0])["queue_id"]
-    hold = work / "rewrite-hold.json"
-    hold.write_text(json.dumps({"holdId": "BENCH-1", "status": "ACTIVE", "scope": {"queueIds": [queue]}}))
-    run([args.binary, "hold", "apply", "--store", base, "--actor", "counsel", "--file", hold])
+    b = Bench(args.binary, args.workdir, "rewrite", args.events, args.days, 9)
+    run, base, work, env, commands = b.run, b.store, b.work, b.env, b.commands
+    report = b.build()
+    queue, _, _ = b.hold_busiest_queue("BENCH-1")
     before, _ = dir_bytes(base / "lake")
 
     walls, result = [], None
@@ -69,7 +44,7 @@ def main():
         out = run(sweep)
         walls.append(time.perf_counter() - t0)
         result = json.loads(out.stdout)
-        verify = subprocess.run([str(args.binary), "verify", "--store", str(store), "--format", "json"], env=env, capture_output=True, text=True)
+        verify = run([args.binary, "verify", "--store", store, "--format", "json"], check=False)
         if verify.returncode != 0:
             sys.exit(f"verify failed after the sweep: {verify.stdout}")
         after, _ = dir_bytes(store / "lake")
@@ -82,7 +57,7 @@ def main():
     print(f"sweep (process wall, {args.runs} runs): min {min(walls):.3f} s, median {med:.3f} s; "
           f"{scanned / med:,.0f} records/s, {before / 1e6 / med:.0f} MB/s of data files swept")
     print("commands:")
-    for c in commands[:6] + [commands[-1]]:
+    for c in commands[:6] + [commands[-2]]:
         print("  " + c)
 
 
