@@ -996,7 +996,8 @@ async fn hold_command(command: HoldCommand, clock: Arc<dyn Clock>, out: &mut dyn
                     return refuse(req.hold_id.clone(), format!("hold {} is already active", req.hold_id)).await;
                 }
                 let mut h = Hold { hold_id: req.hold_id, tenant_id: req.tenant_id, scope: req.scope, retention_override: req.retention_override, placed_by: actor.clone(), placed_at: now, status: Status::Active, lapses_at, files: Vec::new(), covered: Default::default() };
-                for (f, n) in hold::covered_files(&store, &h).await? {
+                let (found, examined) = hold::covered_files_since(&store, &h, &Default::default()).await?;
+                for (f, n) in found {
                     h.covered.insert(f.clone(), n);
                     h.files.push(f);
                 }
@@ -1012,7 +1013,7 @@ async fn hold_command(command: HoldCommand, clock: Arc<dyn Clock>, out: &mut dyn
                 }
                 // a batch that committed files after our scan but read the registry before our
                 // commit did not pin them for this hold: look again now that it is recorded
-                let late: Vec<(String, u64)> = hold::covered_files(&store, &h).await?.into_iter().filter(|(f, _)| !h.files.contains(f)).collect();
+                let late = hold::covered_files_since(&store, &h, &examined).await?.0;
                 for (f, _) in &late {
                     store.legal_hold(&object_store::path::Path::from(f.as_str()), true).await?;
                 }

@@ -197,18 +197,26 @@ pub async fn commit(store: &Store, base: &Registry, base_sha: Option<String>, ho
 /// Every committed data file holding a record the hold covers (reads the index columns of
 /// the files the manifests cannot rule out).
 pub async fn covered_files(store: &Store, hold: &Hold) -> Result<Vec<(String, u64)>, LakeError> {
-    Ok(covered_counts(store, hold).await?.into_iter().map(|(_, path, n)| (path, n)).collect())
+    Ok(covered_counts(store, hold, &Default::default()).await?.0.into_iter().map(|(_, path, n)| (path, n)).collect())
+}
+
+/// Like [`covered_files`], but only over committed files not in `seen`; also returns every
+/// committed file it looked at (to look again later at only what is new).
+pub async fn covered_files_since(store: &Store, hold: &Hold, seen: &std::collections::HashSet<String>) -> Result<(Vec<(String, u64)>, std::collections::HashSet<String>), LakeError> {
+    let (hits, examined) = covered_counts(store, hold, seen).await?;
+    Ok((hits.into_iter().map(|(_, path, n)| (path, n)).collect(), examined))
 }
 
 /// Files read at once when a hold's coverage is computed.
 const READ_CONCURRENCY: usize = 16;
 
-/// (partition dir, path, covered records) of every committed file with covered records, in
-/// manifest order; files are read concurrently.
-async fn covered_counts(store: &Store, hold: &Hold) -> Result<Vec<(String, String, u64)>, LakeError> {
+/// (partition dir, path, covered records) of every committed file not in `skip` with covered
+/// records, in manifest order, and the paths looked at; files are read concurrently.
+async fn covered_counts(store: &Store, hold: &Hold, skip: &std::collections::HashSet<String>) -> Result<(Vec<(String, String, u64)>, std::collections::HashSet<String>), LakeError> {
     use futures::StreamExt;
     let latest = manifest::load_latest_all(store).await?;
-    let files = latest.iter().flat_map(|l| l.manifest.files.iter().map(move |f| (l.manifest.partition.dir(), f)));
+    let files: Vec<(String, &DataFileEntry)> = latest.iter().flat_map(|l| l.manifest.files.iter().map(move |f| (l.manifest.partition.dir(), f))).filter(|(_, f)| !skip.contains(&f.path)).collect();
+    let examined = files.iter().map(|(_, f)| f.path.clone()).collect();
     let counted: Vec<Result<(String, String, u64), LakeError>> = futures::stream::iter(files)
         .map(|(dir, f)| async move { covered_records(store, hold, f).await.map(|n| (dir, f.path.clone(), n)) })
         .buffered(READ_CONCURRENCY)
@@ -221,7 +229,7 @@ async fn covered_counts(store: &Store, hold: &Hold) -> Result<Vec<(String, Strin
             out.push(c);
         }
     }
-    Ok(out)
+    Ok((out, examined))
 }
 
 /// How many records of a committed file the hold covers.
@@ -307,7 +315,7 @@ pub struct Preview {
 
 pub async fn preview(store: &Store, hold: &Hold) -> Result<Preview, LakeError> {
     let mut p = Preview::default();
-    for (dir, path, n) in covered_counts(store, hold).await? {
+    for (dir, path, n) in covered_counts(store, hold, &Default::default()).await?.0 {
         p.records += n;
         *p.by_partition.entry(dir).or_default() += n;
         p.files.push(path);
