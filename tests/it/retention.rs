@@ -367,17 +367,28 @@ fn a_killed_rewrite_is_finished_by_the_next_sweep() {
     }
 }
 
-/// Random holds, releases and sweep times over years, three policies mixed in every file and
-/// `rewrite_min_days = 0` (every file with an expired record is acted on): after each sweep
-/// the lake holds exactly the records that are unexpired or covered by an active hold.
+/// Random policies, holds, releases and sweep times over years, with `rewrite_min_days = 0`
+/// (every file with an expired record is acted on): after each sweep the lake holds exactly
+/// the records that are unexpired or covered by an active hold.
 #[test]
 fn over_years_of_random_sweeps_exactly_the_unexpired_or_held_records_remain() {
-    for seed in [1u64, 2] {
-        let env = Env::new();
-        let pipe = env.write(
-            "p.toml",
-            b"[retention]\nrewrite_min_days = 0\n[[retention.rules]]\ntenants = [\"tenant-1\"]\npolicy = \"MIFID2_5Y\"\n[[retention.rules]]\ntenants = [\"tenant-2\"]\npolicy = \"KEEP_7Y\"\n[retention.policies.KEEP_7Y]\nyears = 7\n",
+    for seed in [1u64, 2, 3] {
+        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        // random policies: tenant-1 and tenant-2 each on a custom period of 1 to 9 years and
+        // 0 to 11 months; tenant-0 on the default (6 years)
+        let periods: Vec<(u64, u64)> = (0..2).map(|_| (1 + next(9), next(12))).collect();
+        let config = format!(
+            "[retention]\nrewrite_min_days = 0\n[[retention.rules]]\ntenants = [\"tenant-1\"]\npolicy = \"P1\"\n[[retention.rules]]\ntenants = [\"tenant-2\"]\npolicy = \"P2\"\n[retention.policies.P1]\nyears = {}\nmonths = {}\n[retention.policies.P2]\nyears = {}\nmonths = {}\n",
+            periods[0].0, periods[0].1, periods[1].0, periods[1].1
         );
+        let env = Env::new();
+        let pipe = env.write("p.toml", config.as_bytes());
         let pipe = pipe.to_str().unwrap();
         env.ingest(&env.write("e.ndjson", &common::generate(80 + seed, 450, 0, 3).ndjson));
         env.ok(&["batch", "--pipeline", pipe]);
@@ -390,20 +401,19 @@ fn over_years_of_random_sweeps_exactly_the_unexpired_or_held_records_remain() {
                 (s("event_id"), s("tenant_id"), s("queue_id"), chrono::DateTime::parse_from_rfc3339(&s("expires_at")).unwrap().to_utc())
             })
             .collect();
-        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut next = |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
+        // sweep times inside the three expiry windows (so files are caught part-expired), in
+        // order, then one past everything
+        let mut windows: Vec<chrono::DateTime<chrono::Utc>> = {
+            let mut starts: Vec<_> = ["tenant-0", "tenant-1", "tenant-2"].iter().filter_map(|t| all.iter().filter(|r| r.1 == *t).map(|r| r.3).min()).collect();
+            starts.sort();
+            starts.into_iter().flat_map(|w| [w + chrono::Duration::hours(next(36) as i64), w + chrono::Duration::hours(36 + next(36) as i64)]).collect()
         };
-        // sweep times around the three expiry windows (so files are caught part-expired), then past all
-        let anchors = ["2030-09-30T12:00:00Z", "2030-10-02T00:00:00Z", "2031-10-01T06:00:00Z", "2031-10-02T12:00:00Z", "2032-10-01T00:00:00Z", "2032-10-02T18:00:00Z", "2034-01-01T00:00:00Z"];
+        windows.sort();
+        windows.push(all.iter().map(|r| r.3).max().unwrap() + chrono::Duration::days(1));
         let mut active: Vec<(String, String, String)> = Vec::new(); // (hold, tenant, queue)
         // a hold placed later cannot bring back what an earlier sweep deleted
         let mut present: std::collections::HashSet<String> = all.iter().map(|r| r.0.clone()).collect();
-        for (step, anchor) in anchors.iter().enumerate() {
-            let t = chrono::DateTime::parse_from_rfc3339(anchor).unwrap().to_utc() + chrono::Duration::hours(next(30) as i64);
+        for (step, t) in windows.iter().copied().enumerate() {
             match next(3) {
                 0 | 1 if active.len() < 3 => {
                     let (id, tenant, queue) = (format!("LIT-{seed}-{step}"), format!("tenant-{}", next(3)), format!("q-{}", next(7)));
