@@ -422,6 +422,15 @@ async fn open(s: &StoreArgs) -> Result<(Store, Arc<dyn Kms>)> {
     Ok((store, Arc::new(ring)))
 }
 
+/// Audits holds that lapsed on their expiration date (`legal_hold` / `lapsed`).
+async fn record_lapses(audit: &crate::audit::Audit, actor: &str, lapsed: &[crate::retention::hold::Lapse]) -> Result<()> {
+    for l in lapsed {
+        let detail = format!("expirationDate {} reached", crate::clock::fmt_ts(l.at));
+        audit.record(actor, None, &crate::audit::HoldChanged { hold: &l.hold_id, change: "lapsed", files: l.unpinned.len(), detail: &detail }).await?;
+    }
+    Ok(())
+}
+
 /// How long `hold apply` and a sweep wait for each other (`_holds.lease`).
 const HOLDS_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -430,12 +439,8 @@ const HOLDS_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(120
 async fn sweep(store: &Store, clock: &Arc<dyn Clock>, p: Option<&Pipeline>, s: &StoreArgs, actor: &str, now: chrono::DateTime<chrono::Utc>, dry_run: bool, format: Option<Format>, out: &mut dyn Write) -> Result<()> {
     // holds past their expiration date lapse first (audited under the sweep's actor)
     if !dry_run {
-        for l in crate::retention::hold::lapse_due(store, now).await? {
-            let detail = format!("expirationDate {} reached", crate::clock::fmt_ts(l.at));
-            crate::audit::Audit::new(store.clone(), clock.clone())
-                .record(actor, None, &crate::audit::HoldChanged { hold: &l.hold_id, change: "lapsed", files: l.unpinned.len(), detail: &detail })
-                .await?;
-        }
+        let lapsed = crate::retention::hold::lapse_due(store, now).await?;
+        record_lapses(&crate::audit::Audit::new(store.clone(), clock.clone()), actor, &lapsed).await?;
     }
     let (registry, _) = crate::retention::hold::load(store).await?;
     let mut held: std::collections::HashMap<String, u64> = Default::default();
@@ -952,10 +957,7 @@ async fn hold_command(command: HoldCommand, clock: Arc<dyn Clock>, out: &mut dyn
         }
         HoldCommand::Sync { .. } => {
             let r = hold::sync(&store, now).await?;
-            for l in &r.lapsed {
-                let detail = format!("expirationDate {} reached", crate::clock::fmt_ts(l.at));
-                audit.record("holdfast-sync", None, &crate::audit::HoldChanged { hold: &l.hold_id, change: "lapsed", files: l.unpinned.len(), detail: &detail }).await?;
-            }
+            record_lapses(&audit, "holdfast-sync", &r.lapsed).await?;
             let _ = writeln!(out, "{}", serde_json::to_string_pretty(&r).expect("serializes"));
             Ok(())
         }

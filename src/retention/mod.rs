@@ -262,12 +262,15 @@ fn failpoint(point: &str) {
 
 /// Why the storage layer would refuse to delete `path` at `now`, if it would.
 async fn lock_refusal(store: &Store, path: &Path, now: DateTime<Utc>) -> Result<Option<String>, LakeError> {
-    let lock = store.lock(path).await?;
-    Ok(if lock.legal_hold {
+    Ok(refusal(&store.lock(path).await?, now))
+}
+
+fn refusal(lock: &crate::lake::storage::Lock, now: DateTime<Utc>) -> Option<String> {
+    if lock.legal_hold {
         Some("under legal hold".to_string())
     } else {
         lock.retain_until.filter(|u| *u > now).map(|u| format!("retained until {u}"))
-    })
+    }
 }
 
 fn partition_of(dir: &str) -> Result<Partition, LakeError> {
@@ -311,7 +314,7 @@ pub async fn execute(store: &Store, audit: &Audit, kms: Option<&dyn Kms>, actor:
         let Some(old) = base.manifest.files.iter().find(|m| m.path == r.file.path).cloned() else { continue };
         let file_id = format!("{sweep_id}-{i}");
         let done = match rewrite::rewrite_file(store, kms, &p, &old, &active, now, &file_id).await? {
-            rewrite::Outcome::Unchanged { .. } => {
+            rewrite::Outcome::Unchanged => {
                 report.unchanged.push(old.path.clone());
                 continue;
             }
@@ -450,10 +453,12 @@ async fn finish_replacements(store: &Store, audit: &Audit, actor: &str, replacem
     let mut deleted: BTreeMap<Partition, Vec<&str>> = BTreeMap::new();
     for r in replacements {
         let old = Path::from(r.old.as_str());
-        if !listed.contains(&r.old) && store.lock(&old).await?.legal_hold {
+        let mut lock = store.lock(&old).await?;
+        if !listed.contains(&r.old) && lock.legal_hold {
             store.legal_hold(&old, false).await?;
+            lock.legal_hold = false;
         }
-        match lock_refusal(store, &old, now).await? {
+        match refusal(&lock, now) {
             Some(_) if listed.contains(&r.old) => {
                 let reason = "under legal hold (an active hold still lists the rewritten file)";
                 audit.record(actor, None, &DeleteRefused { sweep_id, path: &r.old, reason }).await?;

@@ -32,7 +32,7 @@ const BATCH_ROWS: usize = 8192;
 #[derive(Debug)]
 pub enum Outcome {
     /// Every record survives (or, for a stale hold listing, none would): nothing to do.
-    Unchanged { records: u64 },
+    Unchanged,
     Rewritten(Box<Rewritten>),
 }
 
@@ -98,7 +98,7 @@ pub async fn rewrite_file(store: &Store, kms: &dyn Kms, p: &Partition, old: &Dat
     let (keep, covering) = survivors(&bytes, &old.path, holds, now)?;
     let kept = keep.iter().filter(|k| **k).count() as u64;
     if kept == 0 || kept == keep.len() as u64 {
-        return Ok(Outcome::Unchanged { records: keep.len() as u64 });
+        return Ok(Outcome::Unchanged);
     }
 
     let err = |e| LakeError::parquet(&old.path, e);
