@@ -58,7 +58,9 @@ mod tests {
     use super::*;
     #[test]
     fn fake_clock_moves_only_when_told() {
-        let t0 = DateTime::parse_from_rfc3339("2024-05-14T09:23:11Z").unwrap().to_utc();
+        let t0 = DateTime::parse_from_rfc3339("2024-05-14T09:23:11Z")
+            .unwrap()
+            .to_utc();
         let c = FakeClock::new(t0);
         assert_eq!(c.now(), t0);
         c.advance(chrono::Duration::days(1));

@@ -28,7 +28,11 @@ pub enum Error {
     #[error(transparent)]
     Sweep(#[from] crate::retention::SweepError),
     #[error("{context}: {source}")]
-    Io { context: String, #[source] source: std::io::Error },
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Usage(String),
     #[error("verification failed: {0} problem(s) found")]
@@ -37,7 +41,10 @@ pub enum Error {
 
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// 2 for usage errors (as clap), 1 for everything else.

@@ -12,6 +12,7 @@
 //! `cli` sits on top and is the only module that reads the environment or prints.
 
 pub mod audit;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
@@ -23,6 +24,5 @@ pub mod query;
 pub mod retention;
 pub mod schema;
 pub mod sources;
-pub mod cli;
 
 pub use error::{Error, Result};

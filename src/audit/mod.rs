@@ -5,8 +5,8 @@
 //! [`Audit::record`]; key rotations will too.
 
 use crate::clock::Clock;
-use crate::lake::storage::{Put, Store};
 use crate::lake::LakeError;
+use crate::lake::storage::{Put, Store};
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
@@ -46,7 +46,11 @@ fn entry_path(sequence: u64) -> Path {
 }
 
 fn parse_path(p: &Path) -> Option<u64> {
-    let s = p.as_ref().strip_prefix(PREFIX)?.strip_prefix("/v")?.strip_suffix(".json")?;
+    let s = p
+        .as_ref()
+        .strip_prefix(PREFIX)?
+        .strip_prefix("/v")?
+        .strip_suffix(".json")?;
     (s.len() == 20).then(|| s.parse().ok()).flatten()
 }
 
@@ -71,7 +75,12 @@ pub struct Head {
 
 impl std::fmt::Display for Head {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.sequence, self.sha256.as_deref().unwrap_or("(empty)"))
+        write!(
+            f,
+            "{} {}",
+            self.sequence,
+            self.sha256.as_deref().unwrap_or("(empty)")
+        )
     }
 }
 
@@ -81,23 +90,40 @@ impl Audit {
     }
 
     async fn sequences(&self) -> Result<Vec<u64>, LakeError> {
-        let mut v: Vec<u64> = self.store.list(PREFIX).await?.iter().filter_map(|m| parse_path(&m.location)).collect();
+        let mut v: Vec<u64> = self
+            .store
+            .list(PREFIX)
+            .await?
+            .iter()
+            .filter_map(|m| parse_path(&m.location))
+            .collect();
         v.sort_unstable();
         Ok(v)
     }
 
     pub async fn head(&self) -> Result<Head, AuditError> {
         match self.sequences().await?.last() {
-            None => Ok(Head { sequence: 0, sha256: None }),
+            None => Ok(Head {
+                sequence: 0,
+                sha256: None,
+            }),
             Some(&seq) => {
                 let bytes = self.store.get(&entry_path(seq)).await?;
-                Ok(Head { sequence: seq, sha256: Some(crate::lake::manifest::sha256_hex(&bytes)) })
+                Ok(Head {
+                    sequence: seq,
+                    sha256: Some(crate::lake::manifest::sha256_hex(&bytes)),
+                })
             }
         }
     }
 
     /// Appends one entry after the current head; returns it.
-    pub async fn record<E: AuditEvent>(&self, actor: &str, case: Option<&str>, event: &E) -> Result<Entry, AuditError> {
+    pub async fn record<E: AuditEvent>(
+        &self,
+        actor: &str,
+        case: Option<&str>,
+        event: &E,
+    ) -> Result<Entry, AuditError> {
         let details = serde_json::to_value(event).expect("audit events serialize");
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
@@ -119,7 +145,12 @@ impl Audit {
             };
             let mut bytes = serde_json::to_vec_pretty(&entry).expect("serializes");
             bytes.extend_from_slice(b"\n");
-            if self.store.put_new(&entry_path(entry.sequence), bytes).await? == Put::Created {
+            if self
+                .store
+                .put_new(&entry_path(entry.sequence), bytes)
+                .await?
+                == Put::Created
+            {
                 return Ok(entry);
             }
         }
@@ -132,7 +163,10 @@ impl Audit {
         for seq in self.sequences().await? {
             let path = entry_path(seq);
             let bytes = self.store.get(&path).await?;
-            let entry: Entry = serde_json::from_slice(&bytes).map_err(|e| LakeError::Corrupt { object: path.to_string(), problem: format!("not an audit entry: {e}") })?;
+            let entry: Entry = serde_json::from_slice(&bytes).map_err(|e| LakeError::Corrupt {
+                object: path.to_string(),
+                problem: format!("not an audit entry: {e}"),
+            })?;
             out.push((entry, crate::lake::manifest::sha256_hex(&bytes)));
         }
         Ok(out)
@@ -140,7 +174,11 @@ impl Audit {
 
     /// Walks the chain; the first broken link, if any.
     pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
-        let mut report = VerifyReport { entries: 0, head: None, broken: None };
+        let mut report = VerifyReport {
+            entries: 0,
+            head: None,
+            broken: None,
+        };
         let mut prev: Option<String> = None;
         for (expected, seq) in (1u64..).zip(self.sequences().await?) {
             let path = entry_path(seq);
@@ -148,15 +186,25 @@ impl Audit {
             let sha = crate::lake::manifest::sha256_hex(&bytes);
             let problem = match serde_json::from_slice::<Entry>(&bytes) {
                 Err(e) => Some(format!("not an audit entry: {e}")),
-                Ok(_) if seq != expected => Some(format!("sequence {expected} is missing (found {seq} next)")),
-                Ok(e) if e.sequence != seq => Some(format!("says sequence {}, stored as {seq}", e.sequence)),
-                Ok(e) if e.previous_sha256 != prev => {
-                    Some(format!("names previous hash {}, but entry {} hashes to {}", e.previous_sha256.as_deref().unwrap_or("none"), seq - 1, prev.as_deref().unwrap_or("none")))
+                Ok(_) if seq != expected => {
+                    Some(format!("sequence {expected} is missing (found {seq} next)"))
                 }
+                Ok(e) if e.sequence != seq => {
+                    Some(format!("says sequence {}, stored as {seq}", e.sequence))
+                }
+                Ok(e) if e.previous_sha256 != prev => Some(format!(
+                    "names previous hash {}, but entry {} hashes to {}",
+                    e.previous_sha256.as_deref().unwrap_or("none"),
+                    seq - 1,
+                    prev.as_deref().unwrap_or("none")
+                )),
                 Ok(_) => None,
             };
             if let Some(problem) = problem {
-                report.broken = Some(crate::lake::verify::Problem { object: path.to_string(), problem });
+                report.broken = Some(crate::lake::verify::Problem {
+                    object: path.to_string(),
+                    problem,
+                });
                 return Ok(report);
             }
             report.entries += 1;
@@ -177,8 +225,17 @@ pub struct VerifyReport {
 impl std::fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.broken {
-            Some(p) => write!(f, "BROKEN after {} good entr(ies): {}: {}", self.entries, p.object, p.problem),
-            None => write!(f, "audit trail intact: {} entr(ies), head {}", self.entries, self.head.as_deref().unwrap_or("(empty)")),
+            Some(p) => write!(
+                f,
+                "BROKEN after {} good entr(ies): {}: {}",
+                self.entries, p.object, p.problem
+            ),
+            None => write!(
+                f,
+                "audit trail intact: {} entr(ies), head {}",
+                self.entries,
+                self.head.as_deref().unwrap_or("(empty)")
+            ),
         }
     }
 }

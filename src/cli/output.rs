@@ -20,7 +20,11 @@ pub enum Format {
 impl Format {
     /// The explicit choice, else table on a terminal and `otherwise` elsewhere.
     pub fn resolve(choice: Option<Format>, otherwise: Format) -> Format {
-        choice.unwrap_or(if std::io::stdout().is_terminal() { Format::Table } else { otherwise })
+        choice.unwrap_or(if std::io::stdout().is_terminal() {
+            Format::Table
+        } else {
+            otherwise
+        })
     }
 }
 
@@ -34,7 +38,9 @@ pub fn write_batches(format: Format, batches: &[RecordBatch], out: &mut dyn Writ
             writeln!(out, "{}", table(batches, terminal_width())?).map_err(out_err)?;
         }
         Format::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut *out);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut *out);
             if batches.is_empty() {
                 return Ok(());
             }
@@ -56,9 +62,12 @@ pub fn write_batches(format: Format, batches: &[RecordBatch], out: &mut dyn Writ
             w.finish().map_err(out_err)?;
         }
         Format::Parquet => {
-            let Some(first) = batches.first() else { return Ok(()) };
+            let Some(first) = batches.first() else {
+                return Ok(());
+            };
             let mut buf = Vec::new();
-            let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, first.schema(), None).map_err(out_err)?;
+            let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, first.schema(), None)
+                .map_err(out_err)?;
             for b in batches {
                 w.write(b).map_err(out_err)?;
             }
@@ -70,11 +79,23 @@ pub fn write_batches(format: Format, batches: &[RecordBatch], out: &mut dyn Writ
 }
 
 /// A report: its Display text for table, JSON otherwise.
-pub fn write_report<T: serde::Serialize + std::fmt::Display>(format: Format, report: &T, out: &mut dyn Write) -> Result<()> {
+pub fn write_report<T: serde::Serialize + std::fmt::Display>(
+    format: Format,
+    report: &T,
+    out: &mut dyn Write,
+) -> Result<()> {
     match format {
         Format::Table => writeln!(out, "{report}"),
-        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(report).expect("serializes")),
-        Format::Csv | Format::Ndjson | Format::Parquet => writeln!(out, "{}", serde_json::to_string(report).expect("serializes")),
+        Format::Json => writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(report).expect("serializes")
+        ),
+        Format::Csv | Format::Ndjson | Format::Parquet => writeln!(
+            out,
+            "{}",
+            serde_json::to_string(report).expect("serializes")
+        ),
     }
     .map_err(out_err)
 }
@@ -101,7 +122,12 @@ pub fn table(batches: &[RecordBatch], width: Option<u16>) -> Result<String> {
     }
     let opts = FormatOptions::default().with_null("");
     for b in batches {
-        let fmts: Vec<ArrayFormatter> = b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts)).collect::<std::result::Result<_, _>>().map_err(out_err)?;
+        let fmts: Vec<ArrayFormatter> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(out_err)?;
         for row in 0..b.num_rows() {
             t.add_row(fmts.iter().map(|f| f.value(row).to_string()));
         }
@@ -126,10 +152,15 @@ fn flatten_nested(b: &RecordBatch) -> Result<RecordBatch> {
     let mut cols: Vec<ArrayRef> = Vec::new();
     for (f, c) in b.schema().fields().iter().zip(b.columns()) {
         if nested(f.data_type()) {
-            let fmt = ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default()).map_err(out_err)?;
+            let fmt =
+                ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default()).map_err(out_err)?;
             let mut sb = StringBuilder::new();
             for i in 0..c.len() {
-                if c.is_null(i) { sb.append_null() } else { sb.append_value(fmt.value(i).to_string()) }
+                if c.is_null(i) {
+                    sb.append_null()
+                } else {
+                    sb.append_value(fmt.value(i).to_string())
+                }
             }
             fields.push(Field::new(f.name(), DataType::Utf8, true));
             cols.push(std::sync::Arc::new(sb.finish()));
@@ -149,8 +180,18 @@ mod tests {
     fn table_fits_the_width_it_is_given() {
         let long = "x".repeat(200);
         let b = RecordBatch::try_from_iter(vec![
-            ("event_id", std::sync::Arc::new(arrow::array::StringArray::from(vec![long.as_str(), "short"])) as arrow::array::ArrayRef),
-            ("n", std::sync::Arc::new(arrow::array::Int64Array::from(vec![1, 2])) as arrow::array::ArrayRef),
+            (
+                "event_id",
+                std::sync::Arc::new(arrow::array::StringArray::from(vec![
+                    long.as_str(),
+                    "short",
+                ])) as arrow::array::ArrayRef,
+            ),
+            (
+                "n",
+                std::sync::Arc::new(arrow::array::Int64Array::from(vec![1, 2]))
+                    as arrow::array::ArrayRef,
+            ),
         ])
         .unwrap();
         let t = table(std::slice::from_ref(&b), Some(60)).unwrap();

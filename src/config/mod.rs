@@ -13,11 +13,18 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Read { path: PathBuf, #[source] source: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {}", problems.join("; "))]
-    Invalid { path: PathBuf, problems: Vec<String> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -66,7 +73,9 @@ impl AccessConfig {
         }
         match self.roles.get(actor) {
             Some(r) if r.contains(&Role::Retention) => Ok(()),
-            _ => Err(format!("actor {actor} lacks the retention role that sweeps need")),
+            _ => Err(format!(
+                "actor {actor} lacks the retention role that sweeps need"
+            )),
         }
     }
 
@@ -77,7 +86,9 @@ impl AccessConfig {
         }
         match self.roles.get(actor) {
             Some(r) if r.contains(&Role::Compliance) => Ok(()),
-            _ => Err(format!("actor {actor} lacks the compliance role that holds need")),
+            _ => Err(format!(
+                "actor {actor} lacks the compliance role that holds need"
+            )),
         }
     }
 
@@ -88,8 +99,12 @@ impl AccessConfig {
         }
         match self.roles.get(actor) {
             Some(r) if r.contains(&Role::Investigator) => Ok(()),
-            Some(r) => Err(format!("actor {actor} has roles {r:?}; decryption needs the investigator role")),
-            None => Err(format!("actor {actor} has no role; decryption needs the investigator role")),
+            Some(r) => Err(format!(
+                "actor {actor} has roles {r:?}; decryption needs the investigator role"
+            )),
+            None => Err(format!(
+                "actor {actor} has no role; decryption needs the investigator role"
+            )),
         }
     }
 }
@@ -136,7 +151,11 @@ fn default_memory_mb() -> u64 {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_input_mb: default_max_input_mb(), memory_mb: default_memory_mb(), threads: 0 }
+        BatchConfig {
+            max_input_mb: default_max_input_mb(),
+            memory_mb: default_memory_mb(),
+            threads: 0,
+        }
     }
 }
 
@@ -172,7 +191,13 @@ fn default_policy() -> String {
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        RetentionConfig { default_policy: default_policy(), rules: Vec::new(), policies: BTreeMap::new(), notify_command: None, rewrite_min_days: default_rewrite_min_days() }
+        RetentionConfig {
+            default_policy: default_policy(),
+            rules: Vec::new(),
+            policies: BTreeMap::new(),
+            notify_command: None,
+            rewrite_min_days: default_rewrite_min_days(),
+        }
     }
 }
 
@@ -207,9 +232,33 @@ impl Period {
 }
 
 pub const PRESETS: &[(&str, Period, &str)] = &[
-    ("FINRA_4511_6Y", Period { years: 6, months: 0, days: 0 }, "FINRA Rule 4511: 6 years where no other period applies"),
-    ("SEC_17A4_6Y", Period { years: 6, months: 0, days: 0 }, "SEC Rule 17a-4: 6 years for the records it names"),
-    ("MIFID2_5Y", Period { years: 5, months: 0, days: 0 }, "MiFID II art. 16(7): 5 years (up to 7 on the authority's request)"),
+    (
+        "FINRA_4511_6Y",
+        Period {
+            years: 6,
+            months: 0,
+            days: 0,
+        },
+        "FINRA Rule 4511: 6 years where no other period applies",
+    ),
+    (
+        "SEC_17A4_6Y",
+        Period {
+            years: 6,
+            months: 0,
+            days: 0,
+        },
+        "SEC Rule 17a-4: 6 years for the records it names",
+    ),
+    (
+        "MIFID2_5Y",
+        Period {
+            years: 5,
+            months: 0,
+            days: 0,
+        },
+        "MiFID II art. 16(7): 5 years (up to 7 on the authority's request)",
+    ),
 ];
 
 /// The validated policy table: which policy a record gets and when it expires.
@@ -222,29 +271,44 @@ pub struct Policies {
 
 impl Default for Policies {
     fn default() -> Self {
-        RetentionConfig::default().validate().expect("defaults are valid")
+        RetentionConfig::default()
+            .validate()
+            .expect("defaults are valid")
     }
 }
 
 impl RetentionConfig {
     pub fn validate(&self) -> Result<Policies, Vec<String>> {
         let mut problems = Vec::new();
-        let mut periods: BTreeMap<Arc<str>, Period> = PRESETS.iter().map(|(n, p, _)| (Arc::from(*n), *p)).collect();
+        let mut periods: BTreeMap<Arc<str>, Period> = PRESETS
+            .iter()
+            .map(|(n, p, _)| (Arc::from(*n), *p))
+            .collect();
         for (name, p) in &self.policies {
             if PRESETS.iter().any(|(n, ..)| n == name) {
-                problems.push(format!("retention.policies.{name}: a preset cannot be redefined"));
+                problems.push(format!(
+                    "retention.policies.{name}: a preset cannot be redefined"
+                ));
             }
             if *p == Period::default() {
-                problems.push(format!("retention.policies.{name}: a period of zero keeps nothing"));
+                problems.push(format!(
+                    "retention.policies.{name}: a period of zero keeps nothing"
+                ));
             }
-            if name.is_empty() || name.len() > 48 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            if name.is_empty()
+                || name.len() > 48
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
                 problems.push(format!("retention.policies.{name}: ids are 1 to 48 letters, digits and _ (they name data files)"));
             }
             periods.insert(Arc::from(name.as_str()), *p);
         }
         let known = |id: &str| periods.keys().find(|k| k.as_ref() == id).cloned();
         let default = known(&self.default_policy).unwrap_or_else(|| {
-            problems.push(format!("retention.default_policy: unknown policy {}", self.default_policy));
+            problems.push(format!(
+                "retention.default_policy: unknown policy {}",
+                self.default_policy
+            ));
             Arc::from("")
         });
         let mut rules = Vec::new();
@@ -255,37 +319,75 @@ impl RetentionConfig {
             }
             for t in &r.interaction_types {
                 if !crate::lake::layout::valid_type(t) {
-                    problems.push(format!("retention.rules[{i}]: {t:?} is not an interaction type"));
+                    problems.push(format!(
+                        "retention.rules[{i}]: {t:?} is not an interaction type"
+                    ));
                 }
             }
         }
-        if problems.is_empty() { Ok(Policies { periods, rules, default }) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(Policies {
+                periods,
+                rules,
+                default,
+            })
+        } else {
+            Err(problems)
+        }
     }
 }
 
 impl Policies {
     /// Which policy a (tenant, type) gets under this table, and why.
     pub fn explain(&self, tenant: &str, interaction_type: &str) -> (Arc<str>, Period, String) {
-        let found = self.rules.iter().enumerate().find(|(_, (tenants, types, _))| {
-            (tenants.is_empty() || tenants.iter().any(|t| t == tenant)) && (types.is_empty() || types.iter().any(|t| t == interaction_type))
-        });
+        let found = self
+            .rules
+            .iter()
+            .enumerate()
+            .find(|(_, (tenants, types, _))| {
+                (tenants.is_empty() || tenants.iter().any(|t| t == tenant))
+                    && (types.is_empty() || types.iter().any(|t| t == interaction_type))
+            });
         let (id, why) = match found {
             Some((i, (tenants, types, p))) => (
                 p.clone(),
-                format!("retention.rules[{i}] matches first (tenants {}, interaction types {})", if tenants.is_empty() { "any".into() } else { tenants.join(", ") }, if types.is_empty() { "any".into() } else { types.join(", ") }),
+                format!(
+                    "retention.rules[{i}] matches first (tenants {}, interaction types {})",
+                    if tenants.is_empty() {
+                        "any".into()
+                    } else {
+                        tenants.join(", ")
+                    },
+                    if types.is_empty() {
+                        "any".into()
+                    } else {
+                        types.join(", ")
+                    }
+                ),
             ),
-            None => (self.default.clone(), "no rule matches: the default policy".to_string()),
+            None => (
+                self.default.clone(),
+                "no rule matches: the default policy".to_string(),
+            ),
         };
         let period = self.periods[&id];
         (id, period, why)
     }
 
     /// The policy for a record and its expiry.
-    pub fn apply(&self, tenant: &str, interaction_type: &str, occurred_at: DateTime<Utc>) -> (Arc<str>, DateTime<Utc>) {
+    pub fn apply(
+        &self,
+        tenant: &str,
+        interaction_type: &str,
+        occurred_at: DateTime<Utc>,
+    ) -> (Arc<str>, DateTime<Utc>) {
         let id = self
             .rules
             .iter()
-            .find(|(tenants, types, _)| (tenants.is_empty() || tenants.iter().any(|t| t == tenant)) && (types.is_empty() || types.iter().any(|t| t == interaction_type)))
+            .find(|(tenants, types, _)| {
+                (tenants.is_empty() || tenants.iter().any(|t| t == tenant))
+                    && (types.is_empty() || types.iter().any(|t| t == interaction_type))
+            })
             .map(|(_, _, p)| p)
             .unwrap_or(&self.default)
             .clone();
@@ -296,11 +398,17 @@ impl Policies {
 
 impl Pipeline {
     pub fn parse(path: &std::path::Path, text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let p = Self::parse(path, &text)?;
         p.validate(path)?;
         Ok(p)
@@ -333,7 +441,10 @@ impl Pipeline {
         }
         match policies {
             Some(p) if problems.is_empty() => Ok(p),
-            _ => Err(ConfigError::Invalid { path: path.to_path_buf(), problems }),
+            _ => Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            }),
         }
     }
 }
@@ -366,10 +477,20 @@ mod tests {
         .unwrap();
         let pol = p.validate("t.toml".as_ref()).unwrap();
         let t = at("2024-02-29T12:00:00Z");
-        assert_eq!(pol.apply("x", "SMS", t), (Arc::from("MIFID2_5Y"), at("2029-02-28T12:00:00Z")));
+        assert_eq!(
+            pol.apply("x", "SMS", t),
+            (Arc::from("MIFID2_5Y"), at("2029-02-28T12:00:00Z"))
+        );
         assert_eq!(pol.apply("bank-a", "CALL", t).0.as_ref(), "KEEP_10Y");
-        assert_eq!(pol.apply("bank-a", "SMS", t).0.as_ref(), "MIFID2_5Y", "first match wins");
-        assert_eq!(pol.apply("x", "CALL", t), (Arc::from("SEC_17A4_6Y"), at("2030-02-28T12:00:00Z")));
+        assert_eq!(
+            pol.apply("bank-a", "SMS", t).0.as_ref(),
+            "MIFID2_5Y",
+            "first match wins"
+        );
+        assert_eq!(
+            pol.apply("x", "CALL", t),
+            (Arc::from("SEC_17A4_6Y"), at("2030-02-28T12:00:00Z"))
+        );
     }
 
     #[test]
@@ -387,7 +508,10 @@ mod tests {
             "#,
         )
         .unwrap();
-        let ConfigError::Invalid { problems, .. } = p.validate("t.toml".as_ref()).unwrap_err() else { panic!() };
+        let ConfigError::Invalid { problems, .. } = p.validate("t.toml".as_ref()).unwrap_err()
+        else {
+            panic!()
+        };
         assert_eq!(problems.len(), 4, "{problems:?}");
     }
 

@@ -6,7 +6,7 @@
 //! under another DEK id or KEK, fails with [`KmsError::InvalidCiphertext`] (never wrong bytes);
 //! key material is never logged or put in an error.
 
-use super::{aad, Cipher, DataKey};
+use super::{Cipher, DataKey, aad};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures::future::BoxFuture;
@@ -18,13 +18,25 @@ use zeroize::Zeroizing;
 #[derive(Debug, thiserror::Error)]
 pub enum KmsError {
     #[error("KEK `{kek_id}` version {version} is not in {backend}")]
-    KeyNotFound { backend: String, kek_id: String, version: u32 },
+    KeyNotFound {
+        backend: String,
+        kek_id: String,
+        version: u32,
+    },
     #[error("wrapped key {dek_id} does not belong to KEK `{kek_id}` v{version} or was altered")]
-    InvalidCiphertext { dek_id: String, kek_id: String, version: u32 },
+    InvalidCiphertext {
+        dek_id: String,
+        kek_id: String,
+        version: u32,
+    },
     #[error("keyring {path}: {problem}")]
     Keyring { path: PathBuf, problem: String },
     #[error("keyring {path}: {source}")]
-    KeyringIo { path: PathBuf, #[source] source: std::io::Error },
+    KeyringIo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A DEK wrapped by a KEK version. Safe to store anywhere.
@@ -53,7 +65,11 @@ pub trait Kms: std::fmt::Debug + Send + Sync + 'static {
     /// The KEK id new DEKs are wrapped under.
     fn kek_id(&self) -> &str;
     fn wrap<'a>(&'a self, dek: &'a DataKey) -> BoxFuture<'a, Result<WrappedKey, KmsError>>;
-    fn unwrap_key<'a>(&'a self, dek_id: &'a str, wrapped: &'a WrappedKey) -> BoxFuture<'a, Result<DataKey, KmsError>>;
+    fn unwrap_key<'a>(
+        &'a self,
+        dek_id: &'a str,
+        wrapped: &'a WrappedKey,
+    ) -> BoxFuture<'a, Result<DataKey, KmsError>>;
     /// The tenant's blind-index key (HMAC key for participant addresses).
     fn index_key<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<IndexKey, KmsError>>;
 }
@@ -98,12 +114,23 @@ pub struct LocalKeyring {
 
 impl std::fmt::Debug for LocalKeyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LocalKeyring({}, {} v{})", self.path.display(), self.kek_id, self.primary)
+        write!(
+            f,
+            "LocalKeyring({}, {} v{})",
+            self.path.display(),
+            self.kek_id,
+            self.primary
+        )
     }
 }
 
 fn dek_aad(kek_id: &str, version: u32, dek_id: &str) -> Vec<u8> {
-    aad(&[b"holdfast.dek.v1", kek_id.as_bytes(), version.to_string().as_bytes(), dek_id.as_bytes()])
+    aad(&[
+        b"holdfast.dek.v1",
+        kek_id.as_bytes(),
+        version.to_string().as_bytes(),
+        dek_id.as_bytes(),
+    ])
 }
 
 impl LocalKeyring {
@@ -111,9 +138,16 @@ impl LocalKeyring {
     pub fn create(path: &Path, created_at: &str) -> Result<Self, KmsError> {
         use std::io::Write;
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let io = |source| KmsError::KeyringIo { path: path.to_path_buf(), source };
+        let io = |source| KmsError::KeyringIo {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(io)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(io)?;
         }
         let mut id = [0u8; 8];
         rand::rng().fill_bytes(&mut id);
@@ -125,11 +159,20 @@ impl LocalKeyring {
             path: path.to_path_buf(),
             kek_id: format!("kek-{}", hex::encode(id)),
             primary: 1,
-            keks: vec![Kek { version: 1, created_at: created_at.to_string(), material }],
+            keks: vec![Kek {
+                version: 1,
+                created_at: created_at.to_string(),
+                material,
+            }],
             index_master,
         };
         let text = Zeroizing::new(ring.to_json());
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
         f.write_all(text.as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
         Ok(ring)
@@ -138,30 +181,65 @@ impl LocalKeyring {
     /// Loads a keyring; refuses one readable or writable by group or others.
     pub fn load(path: &Path) -> Result<Self, KmsError> {
         use std::os::unix::fs::PermissionsExt;
-        let io = |source| KmsError::KeyringIo { path: path.to_path_buf(), source };
-        let bad = |problem: String| KmsError::Keyring { path: path.to_path_buf(), problem };
+        let io = |source| KmsError::KeyringIo {
+            path: path.to_path_buf(),
+            source,
+        };
+        let bad = |problem: String| KmsError::Keyring {
+            path: path.to_path_buf(),
+            problem,
+        };
         let meta = std::fs::metadata(path).map_err(io)?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(bad(format!("permissions are {mode:o}; a keyring must be 0600 (run: chmod 600 {})", path.display())));
+            return Err(bad(format!(
+                "permissions are {mode:o}; a keyring must be 0600 (run: chmod 600 {})",
+                path.display()
+            )));
         }
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
-        let file: KeyringFile = serde_json::from_str(&text).map_err(|e| bad(format!("not a keyring file ({e})")))?;
+        let file: KeyringFile =
+            serde_json::from_str(&text).map_err(|e| bad(format!("not a keyring file ({e})")))?;
         if file.format != KEYRING_FORMAT || file.version != 1 {
-            return Err(bad(format!("unsupported format {} v{}", file.format, file.version)));
+            return Err(bad(format!(
+                "unsupported format {} v{}",
+                file.format, file.version
+            )));
         }
         let mut keks = Vec::new();
         for k in file.keys {
-            let raw = Zeroizing::new(B64.decode(&k.material).map_err(|_| bad(format!("KEK v{} is not base64", k.version)))?);
-            let material: [u8; 32] = raw.as_slice().try_into().map_err(|_| bad(format!("KEK v{} is not 32 bytes", k.version)))?;
-            keks.push(Kek { version: k.version, created_at: k.created_at, material: Zeroizing::new(material) });
+            let raw = Zeroizing::new(
+                B64.decode(&k.material)
+                    .map_err(|_| bad(format!("KEK v{} is not base64", k.version)))?,
+            );
+            let material: [u8; 32] = raw
+                .as_slice()
+                .try_into()
+                .map_err(|_| bad(format!("KEK v{} is not 32 bytes", k.version)))?;
+            keks.push(Kek {
+                version: k.version,
+                created_at: k.created_at,
+                material: Zeroizing::new(material),
+            });
         }
         if !keks.iter().any(|k| k.version == file.primary) {
             return Err(bad(format!("primary KEK v{} missing", file.primary)));
         }
-        let raw = Zeroizing::new(B64.decode(&file.index_master).map_err(|_| bad("index master is not base64".into()))?);
-        let index_master = Zeroizing::new(<[u8; 32]>::try_from(raw.as_slice()).map_err(|_| bad("index master is not 32 bytes".into()))?);
-        Ok(LocalKeyring { path: path.to_path_buf(), kek_id: file.kek_id, primary: file.primary, keks, index_master })
+        let raw = Zeroizing::new(
+            B64.decode(&file.index_master)
+                .map_err(|_| bad("index master is not base64".into()))?,
+        );
+        let index_master = Zeroizing::new(
+            <[u8; 32]>::try_from(raw.as_slice())
+                .map_err(|_| bad("index master is not 32 bytes".into()))?,
+        );
+        Ok(LocalKeyring {
+            path: path.to_path_buf(),
+            kek_id: file.kek_id,
+            primary: file.primary,
+            keks,
+            index_master,
+        })
     }
 
     fn to_json(&self) -> String {
@@ -173,7 +251,11 @@ impl LocalKeyring {
             keys: self
                 .keks
                 .iter()
-                .map(|k| KeyringEntry { version: k.version, created_at: k.created_at.clone(), material: B64.encode(k.material.as_ref()) })
+                .map(|k| KeyringEntry {
+                    version: k.version,
+                    created_at: k.created_at.clone(),
+                    material: B64.encode(k.material.as_ref()),
+                })
                 .collect(),
             index_master: B64.encode(self.index_master.as_ref()),
         };
@@ -187,15 +269,23 @@ impl LocalKeyring {
         self.primary
     }
     pub fn primary_created_at(&self) -> &str {
-        self.keks.iter().find(|k| k.version == self.primary).map(|k| k.created_at.as_str()).unwrap_or("")
+        self.keks
+            .iter()
+            .find(|k| k.version == self.primary)
+            .map(|k| k.created_at.as_str())
+            .unwrap_or("")
     }
 
     fn kek(&self, version: u32) -> Result<Cipher, KmsError> {
-        let k = self.keks.iter().find(|k| k.version == version).ok_or_else(|| KmsError::KeyNotFound {
-            backend: self.describe(),
-            kek_id: self.kek_id.clone(),
-            version,
-        })?;
+        let k = self
+            .keks
+            .iter()
+            .find(|k| k.version == version)
+            .ok_or_else(|| KmsError::KeyNotFound {
+                backend: self.describe(),
+                kek_id: self.kek_id.clone(),
+                version,
+            })?;
         Ok(DataKey::from_parts(format!("{}/v{}", self.kek_id, version), *k.material).cipher())
     }
 }
@@ -210,25 +300,51 @@ impl Kms for LocalKeyring {
     fn wrap<'a>(&'a self, dek: &'a DataKey) -> BoxFuture<'a, Result<WrappedKey, KmsError>> {
         Box::pin(async move {
             let cipher = self.kek(self.primary)?;
-            let ciphertext = cipher.seal(dek.expose(), &dek_aad(&self.kek_id, self.primary, dek.id()));
-            Ok(WrappedKey { kek_id: self.kek_id.clone(), kek_version: self.primary, ciphertext })
+            let ciphertext =
+                cipher.seal(dek.expose(), &dek_aad(&self.kek_id, self.primary, dek.id()));
+            Ok(WrappedKey {
+                kek_id: self.kek_id.clone(),
+                kek_version: self.primary,
+                ciphertext,
+            })
         })
     }
     fn index_key<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<IndexKey, KmsError>> {
         Box::pin(async move {
             let label = aad(&[b"holdfast.blind-index.v1", tenant.as_bytes()]);
-            Ok(Zeroizing::new(crate::crypto::hmac_sha256(&self.index_master, &label)))
+            Ok(Zeroizing::new(crate::crypto::hmac_sha256(
+                &self.index_master,
+                &label,
+            )))
         })
     }
-    fn unwrap_key<'a>(&'a self, dek_id: &'a str, wrapped: &'a WrappedKey) -> BoxFuture<'a, Result<DataKey, KmsError>> {
+    fn unwrap_key<'a>(
+        &'a self,
+        dek_id: &'a str,
+        wrapped: &'a WrappedKey,
+    ) -> BoxFuture<'a, Result<DataKey, KmsError>> {
         Box::pin(async move {
-            let invalid = || KmsError::InvalidCiphertext { dek_id: dek_id.to_string(), kek_id: wrapped.kek_id.clone(), version: wrapped.kek_version };
+            let invalid = || KmsError::InvalidCiphertext {
+                dek_id: dek_id.to_string(),
+                kek_id: wrapped.kek_id.clone(),
+                version: wrapped.kek_version,
+            };
             if wrapped.kek_id != self.kek_id {
-                return Err(KmsError::KeyNotFound { backend: self.describe(), kek_id: wrapped.kek_id.clone(), version: wrapped.kek_version });
+                return Err(KmsError::KeyNotFound {
+                    backend: self.describe(),
+                    kek_id: wrapped.kek_id.clone(),
+                    version: wrapped.kek_version,
+                });
             }
             let cipher = self.kek(wrapped.kek_version)?;
             let plain = Zeroizing::new(
-                cipher.open(&wrapped.ciphertext, &dek_aad(&self.kek_id, wrapped.kek_version, dek_id), &|| dek_id.to_string()).map_err(|_| invalid())?,
+                cipher
+                    .open(
+                        &wrapped.ciphertext,
+                        &dek_aad(&self.kek_id, wrapped.kek_version, dek_id),
+                        &|| dek_id.to_string(),
+                    )
+                    .map_err(|_| invalid())?,
             );
             let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| invalid())?;
             Ok(DataKey::from_parts(dek_id.to_string(), bytes))
@@ -252,11 +368,17 @@ pub(crate) mod contract {
     pub(crate) async fn rejects_altered_or_moved(kms: &dyn Kms) {
         let dek = DataKey::generate();
         let w = kms.wrap(&dek).await.unwrap();
-        assert!(matches!(kms.unwrap_key("dek-other", &w).await, Err(KmsError::InvalidCiphertext { .. })));
+        assert!(matches!(
+            kms.unwrap_key("dek-other", &w).await,
+            Err(KmsError::InvalidCiphertext { .. })
+        ));
         let mut bad = w.clone();
         let n = bad.ciphertext.len();
         bad.ciphertext[n - 1] ^= 0x01;
-        assert!(matches!(kms.unwrap_key(dek.id(), &bad).await, Err(KmsError::InvalidCiphertext { .. })));
+        assert!(matches!(
+            kms.unwrap_key(dek.id(), &bad).await,
+            Err(KmsError::InvalidCiphertext { .. })
+        ));
     }
 }
 
@@ -266,7 +388,10 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn block<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[test]
@@ -274,15 +399,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k/keyring.json");
         let ring = LocalKeyring::create(&path, "2026-01-01T00:00:00Z").unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         block(contract::round_trip(&ring));
         block(contract::rejects_altered_or_moved(&ring));
         // a reloaded keyring unwraps what the first one wrapped
         let dek = DataKey::generate();
         let w = block(ring.wrap(&dek)).unwrap();
         let again = LocalKeyring::load(&path).unwrap();
-        assert_eq!(block(again.unwrap_key(dek.id(), &w)).unwrap().expose(), dek.expose());
-        assert!(LocalKeyring::create(&path, "x").is_err(), "never overwrites a keyring");
+        assert_eq!(
+            block(again.unwrap_key(dek.id(), &w)).unwrap().expose(),
+            dek.expose()
+        );
+        assert!(
+            LocalKeyring::create(&path, "x").is_err(),
+            "never overwrites a keyring"
+        );
     }
 
     #[test]

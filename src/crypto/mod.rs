@@ -18,7 +18,9 @@ pub const ALGORITHM: &str = "AES-256-GCM";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
-    #[error("authentication failed for {what}: the ciphertext, its context (AAD) or the key is not the one it was sealed with")]
+    #[error(
+        "authentication failed for {what}: the ciphertext, its context (AAD) or the key is not the one it was sealed with"
+    )]
     Authentication { what: String },
     #[error("sealed value for {what} is too short ({len} bytes)")]
     Truncated { what: String, len: usize },
@@ -47,7 +49,10 @@ impl DataKey {
         rand::rng().fill_bytes(&mut bytes);
         let mut id = [0u8; 16];
         rand::rng().fill_bytes(&mut id);
-        DataKey { bytes, id: format!("dek-{}", hex::encode(id)) }
+        DataKey {
+            bytes,
+            id: format!("dek-{}", hex::encode(id)),
+        }
     }
     pub fn from_parts(id: String, bytes: [u8; 32]) -> Self {
         DataKey { bytes, id }
@@ -59,7 +64,10 @@ impl DataKey {
         &self.bytes
     }
     pub fn cipher(&self) -> Cipher {
-        Cipher { aes: Aes256Gcm::new(&Key::<Aes256Gcm>::from(self.bytes)), dek_id: self.id.clone() }
+        Cipher {
+            aes: Aes256Gcm::new(&Key::<Aes256Gcm>::from(self.bytes)),
+            dek_id: self.id.clone(),
+        }
     }
 }
 
@@ -103,15 +111,26 @@ impl Cipher {
     }
 
     /// Opens a sealed value; `what` names it in errors (never its content).
-    pub fn open(&self, sealed: &[u8], aad: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>, CryptoError> {
+    pub fn open(
+        &self,
+        sealed: &[u8],
+        aad: &[u8],
+        what: &dyn Fn() -> String,
+    ) -> Result<Vec<u8>, CryptoError> {
         if sealed.len() < NONCE_LEN + TAG_LEN {
-            return Err(CryptoError::Truncated { what: what(), len: sealed.len() });
+            return Err(CryptoError::Truncated {
+                what: what(),
+                len: sealed.len(),
+            });
         }
         let nonce = Nonce::from(<[u8; NONCE_LEN]>::try_from(&sealed[..NONCE_LEN]).unwrap());
         let body_end = sealed.len() - TAG_LEN;
         let tag = Tag::from(<[u8; TAG_LEN]>::try_from(&sealed[body_end..]).unwrap());
         let mut buf = sealed[NONCE_LEN..body_end].to_vec();
-        match self.aes.decrypt_inout_detached(&nonce, aad, buf.as_mut_slice().into(), &tag) {
+        match self
+            .aes
+            .decrypt_inout_detached(&nonce, aad, buf.as_mut_slice().into(), &tag)
+        {
             Ok(()) => Ok(buf),
             Err(_) => {
                 buf.zeroize();
@@ -134,7 +153,13 @@ pub fn aad(parts: &[&[u8]]) -> Vec<u8> {
 /// AAD of one record's payload in a data file: binds the ciphertext to its tenant, event,
 /// interaction and the file's DEK, so a ciphertext moved to another row or file fails.
 pub fn record_aad(tenant_id: &str, event_id: &str, interaction_id: &str, dek_id: &str) -> Vec<u8> {
-    aad(&[b"holdfast.record.v1", tenant_id.as_bytes(), event_id.as_bytes(), interaction_id.as_bytes(), dek_id.as_bytes()])
+    aad(&[
+        b"holdfast.record.v1",
+        tenant_id.as_bytes(),
+        event_id.as_bytes(),
+        interaction_id.as_bytes(),
+        dek_id.as_bytes(),
+    ])
 }
 
 /// A zstd dictionary trained on the records of one data file, stored sealed in that file's
@@ -178,12 +203,23 @@ impl Dictionary {
             accel: 1,
             shrinkDict: 0,
             shrinkDictMaxRegression: 0,
-            zParams: zstd_sys::ZDICT_params_t { compressionLevel: RECORD_LEVEL, notificationLevel: 0, dictID: 0 },
+            zParams: zstd_sys::ZDICT_params_t {
+                compressionLevel: RECORD_LEVEL,
+                notificationLevel: 0,
+                dictID: 0,
+            },
         };
         // SAFETY: `raw` is writable for its length; `data` holds exactly the bytes `sizes`
         // describes; the call reads and writes only within those buffers.
         let n = unsafe {
-            zstd_sys::ZDICT_trainFromBuffer_fastCover(raw.as_mut_ptr().cast(), raw.len(), data.as_ptr().cast(), sizes.as_ptr(), sizes.len() as u32, params)
+            zstd_sys::ZDICT_trainFromBuffer_fastCover(
+                raw.as_mut_ptr().cast(),
+                raw.len(),
+                data.as_ptr().cast(),
+                sizes.as_ptr(),
+                sizes.len() as u32,
+                params,
+            )
         };
         // SAFETY: ZDICT_isError only inspects the code.
         if unsafe { zstd_sys::ZDICT_isError(n) } != 0 {
@@ -195,7 +231,10 @@ impl Dictionary {
 
     pub fn from_raw(raw: Vec<u8>) -> Self {
         let cdict = zstd::dict::EncoderDictionary::copy(&raw, RECORD_LEVEL);
-        Dictionary { raw: zeroize::Zeroizing::new(raw), cdict }
+        Dictionary {
+            raw: zeroize::Zeroizing::new(raw),
+            cdict,
+        }
     }
 
     /// The dictionary sealed under the file's DEK, for the file footer.
@@ -203,8 +242,13 @@ impl Dictionary {
         cipher.seal(&self.raw, &dictionary_aad(cipher.dek_id()))
     }
 
-    pub fn open(cipher: &Cipher, sealed: &[u8]) -> Result<zstd::dict::DecoderDictionary<'static>, CryptoError> {
-        let mut raw = cipher.open(sealed, &dictionary_aad(cipher.dek_id()), &|| format!("dictionary of {}", cipher.dek_id()))?;
+    pub fn open(
+        cipher: &Cipher,
+        sealed: &[u8],
+    ) -> Result<zstd::dict::DecoderDictionary<'static>, CryptoError> {
+        let mut raw = cipher.open(sealed, &dictionary_aad(cipher.dek_id()), &|| {
+            format!("dictionary of {}", cipher.dek_id())
+        })?;
         let d = zstd::dict::DecoderDictionary::copy(&raw);
         raw.zeroize();
         Ok(d)
@@ -213,14 +257,29 @@ impl Dictionary {
 
 /// Moves a sealed file dictionary from one DEK to another (a retention rewrite): the raw
 /// dictionary exists only in memory, zeroized on return.
-pub fn reseal_dictionary(from: &Cipher, to: &Cipher, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let raw = zeroize::Zeroizing::new(from.open(sealed, &dictionary_aad(from.dek_id()), &|| format!("dictionary of {}", from.dek_id()))?);
+pub fn reseal_dictionary(
+    from: &Cipher,
+    to: &Cipher,
+    sealed: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let raw =
+        zeroize::Zeroizing::new(from.open(sealed, &dictionary_aad(from.dek_id()), &|| {
+            format!("dictionary of {}", from.dek_id())
+        })?);
     Ok(to.seal(&raw, &dictionary_aad(to.dek_id())))
 }
 
 /// Moves one sealed record from one DEK to another without decompressing it: the compressed
 /// frame is opened in memory, sealed again under `to` and zeroized. Appends to `out`.
-pub fn reseal_record(from: &Cipher, to: &Cipher, sealed: &[u8], from_aad: &[u8], to_aad: &[u8], out: &mut Vec<u8>, what: &dyn Fn() -> String) -> Result<(), CryptoError> {
+pub fn reseal_record(
+    from: &Cipher,
+    to: &Cipher,
+    sealed: &[u8],
+    from_aad: &[u8],
+    to_aad: &[u8],
+    out: &mut Vec<u8>,
+    what: &dyn Fn() -> String,
+) -> Result<(), CryptoError> {
     let frame = zeroize::Zeroizing::new(from.open(sealed, from_aad, what)?);
     to.seal_into(&frame, to_aad, out);
     Ok(())
@@ -239,8 +298,12 @@ pub struct RecordCompressor {
 impl Default for RecordCompressor {
     fn default() -> Self {
         let mut cctx = zstd::zstd_safe::CCtx::create();
-        cctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(RECORD_LEVEL)).expect("valid level");
-        RecordCompressor { cctx, buf: Vec::new() }
+        cctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(RECORD_LEVEL))
+            .expect("valid level");
+        RecordCompressor {
+            cctx,
+            buf: Vec::new(),
+        }
     }
 }
 
@@ -249,7 +312,9 @@ impl RecordCompressor {
         self.buf.clear();
         self.buf.reserve(zstd::zstd_safe::compress_bound(src.len()));
         let r = match dict {
-            Some(d) => self.cctx.compress_using_cdict(&mut self.buf, src, d.cdict.as_cdict()),
+            Some(d) => self
+                .cctx
+                .compress_using_cdict(&mut self.buf, src, d.cdict.as_cdict()),
             None => self.cctx.compress2(&mut self.buf, src),
         };
         r.expect("zstd into a buffer of compress_bound size");
@@ -258,20 +323,38 @@ impl RecordCompressor {
 }
 
 /// Compress-then-seal of a record (ciphertext does not compress, so compress first).
-pub fn seal_record(cipher: &Cipher, z: &mut RecordCompressor, dict: Option<&Dictionary>, record: &[u8], aad: &[u8], out: &mut Vec<u8>) {
+pub fn seal_record(
+    cipher: &Cipher,
+    z: &mut RecordCompressor,
+    dict: Option<&Dictionary>,
+    record: &[u8],
+    aad: &[u8],
+    out: &mut Vec<u8>,
+) {
     let compressed = z.compress(dict, record);
     cipher.seal_into(compressed, aad, out);
     z.buf.zeroize();
 }
 
-pub fn open_record(cipher: &Cipher, dict: Option<&zstd::dict::DecoderDictionary<'_>>, sealed: &[u8], aad: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>, CryptoError> {
+pub fn open_record(
+    cipher: &Cipher,
+    dict: Option<&zstd::dict::DecoderDictionary<'_>>,
+    sealed: &[u8],
+    aad: &[u8],
+    what: &dyn Fn() -> String,
+) -> Result<Vec<u8>, CryptoError> {
     let mut compressed = cipher.open(sealed, aad, what)?;
     let out = (|| -> std::io::Result<Vec<u8>> {
         use std::io::Read;
         let mut out = Vec::new();
         match dict {
-            Some(d) => zstd::stream::read::Decoder::with_prepared_dictionary(compressed.as_slice(), d)?.read_to_end(&mut out)?,
-            None => zstd::stream::read::Decoder::new(compressed.as_slice())?.read_to_end(&mut out)?,
+            Some(d) => {
+                zstd::stream::read::Decoder::with_prepared_dictionary(compressed.as_slice(), d)?
+                    .read_to_end(&mut out)?
+            }
+            None => {
+                zstd::stream::read::Decoder::new(compressed.as_slice())?.read_to_end(&mut out)?
+            }
         };
         Ok(out)
     })()
@@ -289,8 +372,15 @@ pub fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
         ipad[i] ^= k;
         opad[i] ^= k;
     }
-    let inner = sha2::Sha256::new().chain_update(ipad).chain_update(message).finalize();
-    let out: [u8; 32] = sha2::Sha256::new().chain_update(opad).chain_update(inner).finalize().into();
+    let inner = sha2::Sha256::new()
+        .chain_update(ipad)
+        .chain_update(message)
+        .finalize();
+    let out: [u8; 32] = sha2::Sha256::new()
+        .chain_update(opad)
+        .chain_update(inner)
+        .finalize()
+        .into();
     ipad.zeroize();
     opad.zeroize();
     out
@@ -301,11 +391,18 @@ pub fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
 /// `mailto:` dropped; anything else trimmed and lower-cased.
 pub fn normalize_address(raw: &str) -> String {
     let s = raw.trim();
-    let s = ["tel:", "sip:", "mailto:"].iter().find_map(|p| s.strip_prefix(p)).unwrap_or(s).trim();
+    let s = ["tel:", "sip:", "mailto:"]
+        .iter()
+        .find_map(|p| s.strip_prefix(p))
+        .unwrap_or(s)
+        .trim();
     if s.contains('@') {
         return s.to_lowercase();
     }
-    let phoneish = !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c)) && s.chars().any(|c| c.is_ascii_digit());
+    let phoneish = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_digit() || " +-().".contains(c))
+        && s.chars().any(|c| c.is_ascii_digit());
     if phoneish {
         let digits: String = s.chars().filter(char::is_ascii_digit).collect();
         return match (s.starts_with('+'), digits.len()) {
@@ -324,7 +421,9 @@ pub const BLIND_INDEX_BYTES: usize = 16;
 
 /// The blind index of an address under a tenant's index key.
 pub fn blind_index(index_key: &[u8; 32], address: &str) -> [u8; BLIND_INDEX_BYTES] {
-    hmac_sha256(index_key, normalize_address(address).as_bytes())[..BLIND_INDEX_BYTES].try_into().expect("16 of 32 bytes")
+    hmac_sha256(index_key, normalize_address(address).as_bytes())[..BLIND_INDEX_BYTES]
+        .try_into()
+        .expect("16 of 32 bytes")
 }
 
 pub fn sha256(data: &[u8]) -> [u8; 32] {
@@ -341,7 +440,10 @@ mod tests {
     fn debug_never_shows_key_bytes() {
         let k = DataKey::from_parts("dek-x".into(), [0xAB; 32]);
         let s = format!("{k:?} {:?}", k.cipher());
-        assert!(!s.contains("171") && !s.to_lowercase().contains("abab"), "{s}");
+        assert!(
+            !s.contains("171") && !s.to_lowercase().contains("abab"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -352,7 +454,10 @@ mod tests {
         let b = record_aad("t1", "e2", "i1", k.id());
         let sealed = c.seal(b"secret", &a);
         assert_eq!(c.open(&sealed, &a, &|| "x".into()).unwrap(), b"secret");
-        assert!(matches!(c.open(&sealed, &b, &|| "x".into()), Err(CryptoError::Authentication { .. })));
+        assert!(matches!(
+            c.open(&sealed, &b, &|| "x".into()),
+            Err(CryptoError::Authentication { .. })
+        ));
         let other = DataKey::generate().cipher();
         assert!(other.open(&sealed, &a, &|| "x".into()).is_err());
     }
@@ -363,15 +468,28 @@ mod tests {
         // construction against a key padded the way HMAC pads it (zeros to the block size).
         let mut key = [0u8; 32];
         key[..4].copy_from_slice(b"Jefe");
-        assert_eq!(hex::encode(hmac_sha256(&key, b"what do ya want for nothing?")), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        assert_eq!(
+            hex::encode(hmac_sha256(&key, b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
         assert_eq!(normalize_address("+1 555 019 8765"), "+15550198765");
         assert_eq!(normalize_address("tel:+15550198765"), "+15550198765");
         assert_eq!(normalize_address("(555) 019-8765"), "+15550198765");
         assert_eq!(normalize_address("15550198765"), "+15550198765");
-        assert_eq!(normalize_address(" Client.One@Example.NET "), "client.one@example.net");
+        assert_eq!(
+            normalize_address(" Client.One@Example.NET "),
+            "client.one@example.net"
+        );
         let k = [7u8; 32];
-        assert_eq!(blind_index(&k, "+1 555 019 8765"), blind_index(&k, "tel:+15550198765"));
-        assert_ne!(blind_index(&k, "+15550198765"), blind_index(&[8u8; 32], "+15550198765"), "per-tenant keys");
+        assert_eq!(
+            blind_index(&k, "+1 555 019 8765"),
+            blind_index(&k, "tel:+15550198765")
+        );
+        assert_ne!(
+            blind_index(&k, "+15550198765"),
+            blind_index(&[8u8; 32], "+15550198765"),
+            "per-tenant keys"
+        );
     }
 
     #[test]
@@ -397,13 +515,19 @@ mod tests {
             let mut out = Vec::new();
             seal_record(&c, &mut z, Some(&dict), r, &a, &mut out);
             with += out.len();
-            assert_eq!(&open_record(&c, Some(&ddict), &out, &a, &|| "r".into()).unwrap(), r);
+            assert_eq!(
+                &open_record(&c, Some(&ddict), &out, &a, &|| "r".into()).unwrap(),
+                r
+            );
             let mut plain = Vec::new();
             seal_record(&c, &mut z, None, r, &a, &mut plain);
             without += plain.len();
         }
         assert!(with * 2 < without, "dictionary {with} vs plain {without}");
-        assert!(Dictionary::open(&DataKey::generate().cipher(), &sealed_dict).is_err(), "sealed under the file DEK");
+        assert!(
+            Dictionary::open(&DataKey::generate().cipher(), &sealed_dict).is_err(),
+            "sealed under the file DEK"
+        );
         // a rewrite moves the dictionary to the new file's DEK
         let k2 = DataKey::generate();
         let moved = reseal_dictionary(&c, &k2.cipher(), &sealed_dict).unwrap();
@@ -414,7 +538,10 @@ mod tests {
         let a2 = record_aad("t", "e", "i", k2.id());
         let mut out2 = Vec::new();
         reseal_record(&c, &k2.cipher(), &out, &a, &a2, &mut out2, &|| "r".into()).unwrap();
-        assert_eq!(open_record(&k2.cipher(), Some(&d2), &out2, &a2, &|| "r".into()).unwrap(), records[0]);
+        assert_eq!(
+            open_record(&k2.cipher(), Some(&d2), &out2, &a2, &|| "r".into()).unwrap(),
+            records[0]
+        );
         assert!(Dictionary::train(&samples[..3]).is_none());
     }
 

@@ -9,13 +9,15 @@ use super::lease::Lease;
 use super::{Context, JobError};
 use crate::clock::{fmt_ts, micros};
 use crate::config::Policies;
-use crate::crypto::{record_aad, seal_record, sha256, Cipher, DataKey, Dictionary, RecordCompressor};
+use crate::crypto::{
+    Cipher, DataKey, Dictionary, RecordCompressor, record_aad, seal_record, sha256,
+};
 use crate::lake::datafile::{self, FileWriter, Row};
 use crate::lake::layout::{self, Partition};
 use crate::lake::manifest::{self, Commit, DataFileEntry, FileEncryption, Loaded};
 use crate::lake::storage::Store;
-use crate::landing::quarantine::{self, Origin};
 use crate::landing::Segment;
+use crate::landing::quarantine::{self, Origin};
 use crate::schema::{self, Reject};
 use crate::sources::SourceKind;
 use arrow::array::AsArray;
@@ -33,7 +35,12 @@ pub struct BatchOptions {
 
 impl Default for BatchOptions {
     fn default() -> Self {
-        BatchOptions { policies: Policies::default(), max_input_bytes: 4096 << 20, memory_bytes: 64 << 20, threads: super::default_threads() }
+        BatchOptions {
+            policies: Policies::default(),
+            max_input_bytes: 4096 << 20,
+            memory_bytes: 64 << 20,
+            threads: super::default_threads(),
+        }
     }
 }
 
@@ -73,28 +80,62 @@ pub struct BatchReport {
 
 impl std::fmt::Display for BatchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "batch {}: {} segment(s), {} line(s)", self.batch_id, self.segments, self.lines)?;
-        writeln!(f, "  stored       {} event(s) in {} file(s), {} partition(s), {} bytes", self.stored, self.files, self.partitions, self.bytes_written)?;
+        writeln!(
+            f,
+            "batch {}: {} segment(s), {} line(s)",
+            self.batch_id, self.segments, self.lines
+        )?;
+        writeln!(
+            f,
+            "  stored       {} event(s) in {} file(s), {} partition(s), {} bytes",
+            self.stored, self.files, self.partitions, self.bytes_written
+        )?;
         for (t, n) in &self.stored_by_type {
             writeln!(f, "                 {t}: {n}")?;
         }
         if self.expired_on_arrival > 0 {
-            writeln!(f, "  expired      {} event(s) arrived after their retention ended: not stored (audited)", self.expired_on_arrival)?;
+            writeln!(
+                f,
+                "  expired      {} event(s) arrived after their retention ended: not stored (audited)",
+                self.expired_on_arrival
+            )?;
         }
-        writeln!(f, "  duplicates   {} ({} within this batch, {} already stored)", self.duplicates_in_batch + self.already_stored, self.duplicates_in_batch, self.already_stored)?;
+        writeln!(
+            f,
+            "  duplicates   {} ({} within this batch, {} already stored)",
+            self.duplicates_in_batch + self.already_stored,
+            self.duplicates_in_batch,
+            self.already_stored
+        )?;
         if self.replayed_out > 0 {
-        writeln!(f, "  replayed     {} quarantine entr(ies) now stored and removed from quarantine", self.replayed_out)?;
-    }
-    write!(f, "  quarantined  {}", self.quarantined)?;
+            writeln!(
+                f,
+                "  replayed     {} quarantine entr(ies) now stored and removed from quarantine",
+                self.replayed_out
+            )?;
+        }
+        write!(f, "  quarantined  {}", self.quarantined)?;
         if self.quarantined > 0 {
-            let codes: Vec<String> = self.quarantined_by_code.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+            let codes: Vec<String> = self
+                .quarantined_by_code
+                .iter()
+                .map(|(c, n)| format!("{c}: {n}"))
+                .collect();
             write!(f, " ({}); see `holdfast quarantine list`", codes.join(", "))?;
         }
         if self.orphans_removed + self.staging_removed > 0 || self.lease_taken_over {
-            write!(f, "\n  recovered    {} orphan file(s) and {} staging file(s) of an interrupted batch removed", self.orphans_removed, self.staging_removed)?;
+            write!(
+                f,
+                "\n  recovered    {} orphan file(s) and {} staging file(s) of an interrupted batch removed",
+                self.orphans_removed, self.staging_removed
+            )?;
         }
         if self.segments_waiting > 0 {
-            write!(f, "\n  waiting      {} segment(s) left for the next batch (batch.max_input_mb)", self.segments_waiting)?;
+            write!(
+                f,
+                "\n  waiting      {} segment(s) left for the next batch (batch.max_input_mb)",
+                self.segments_waiting
+            )?;
         }
         Ok(())
     }
@@ -118,7 +159,11 @@ enum Item {
     /// A row; its payload is sealed, or empty with the plaintext record beside it while the
     /// partition's dictionary is still being learnt.
     Row(FileKey, [u8; 16], Box<Row>, Option<Vec<u8>>),
-    Reject { line: u64, reject: Reject, original: Vec<u8> },
+    Reject {
+        line: u64,
+        reject: Reject,
+        original: Vec<u8>,
+    },
     /// A valid event whose retention had already ended when it arrived: not stored.
     Expired(String),
 }
@@ -159,7 +204,11 @@ impl KeyBook {
             .or_insert_with(|| {
                 let dek = DataKey::generate();
                 let cipher = dek.cipher();
-                Arc::new(PartKeys { dek, cipher, dict: OnceLock::new() })
+                Arc::new(PartKeys {
+                    dek,
+                    cipher,
+                    dict: OnceLock::new(),
+                })
             })
             .clone()
     }
@@ -169,30 +218,54 @@ impl KeyBook {
 const TRAIN_ROWS: usize = 256;
 
 fn id_key(event_id: &str) -> [u8; 16] {
-    sha256(event_id.as_bytes())[..16].try_into().expect("16 bytes")
+    sha256(event_id.as_bytes())[..16]
+        .try_into()
+        .expect("16 bytes")
 }
 
 pub async fn batch(ctx: &Context, opts: &BatchOptions) -> Result<BatchReport, JobError> {
     let started = ctx.clock.now();
     let batch_id = layout::batch_id(started, rand::rng().next_u32());
-    let (lease, took_over) = Lease::acquire(&ctx.store, &format!("batch {batch_id}"), &fmt_ts(started)).await?;
+    let (lease, took_over) =
+        Lease::acquire(&ctx.store, &format!("batch {batch_id}"), &fmt_ts(started)).await?;
     let result = run(ctx, opts, &batch_id, took_over).await;
     // On error the lease is released too: nothing uncommitted is visible, and a rerun recovers.
     lease.release(&ctx.store).await?;
     result
 }
 
-async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool) -> Result<BatchReport, JobError> {
+async fn run(
+    ctx: &Context,
+    opts: &BatchOptions,
+    batch_id: &str,
+    took_over: bool,
+) -> Result<BatchReport, JobError> {
     let store = &ctx.store;
-    let mut report = BatchReport { batch_id: batch_id.to_string(), lease_taken_over: took_over, ..Default::default() };
+    let mut report = BatchReport {
+        batch_id: batch_id.to_string(),
+        lease_taken_over: took_over,
+        ..Default::default()
+    };
 
     // Recovery: files of an interrupted batch that no manifest lists are invisible; remove them.
     report.staging_removed = store.remove_abandoned_staging(layout::LAKE) as u64;
-    let latest: BTreeMap<Partition, Loaded> = manifest::load_latest_all(store).await?.into_iter().map(|l| (l.manifest.partition.clone(), l)).collect();
+    let latest: BTreeMap<Partition, Loaded> = manifest::load_latest_all(store)
+        .await?
+        .into_iter()
+        .map(|l| (l.manifest.partition.clone(), l))
+        .collect();
     // committed files, and rewritten ones the sweep deletes once their lock allows
     let committed: HashSet<&str> = latest
         .values()
-        .flat_map(|l| l.manifest.files.iter().map(|f| f.path.as_str()).chain(l.manifest.removed.iter().filter(|r| r.awaiting_deletion()).map(|r| r.path.as_str())))
+        .flat_map(|l| {
+            l.manifest.files.iter().map(|f| f.path.as_str()).chain(
+                l.manifest
+                    .removed
+                    .iter()
+                    .filter(|r| r.awaiting_deletion())
+                    .map(|r| r.path.as_str()),
+            )
+        })
         .collect();
     for meta in store.list(layout::LAKE).await? {
         if !committed.contains(meta.location.as_ref()) {
@@ -235,9 +308,11 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
         let batch_id = batch_id.to_string();
         let picked = picked.clone();
         let latest = latest.clone();
-        tokio::task::spawn_blocking(move || process(&handle, &ctx, &opts, &batch_id, &picked, &latest, report))
-            .await
-            .map_err(|e| JobError::Worker(e.to_string()))??
+        tokio::task::spawn_blocking(move || {
+            process(&handle, &ctx, &opts, &batch_id, &picked, &latest, report)
+        })
+        .await
+        .map_err(|e| JobError::Worker(e.to_string()))??
     };
     report = rep;
     ctx.fail("batch.after_files_written");
@@ -250,7 +325,15 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
         by_partition.entry(p).or_default().push(entry);
     }
     for (i, (p, entries)) in by_partition.into_iter().enumerate() {
-        let locks: Vec<_> = entries.iter().map(|e| (object_store::path::Path::from(e.path.as_str()), e.latest_expiry)).collect();
+        let locks: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                (
+                    object_store::path::Path::from(e.path.as_str()),
+                    e.latest_expiry,
+                )
+            })
+            .collect();
         match manifest::commit(store, &p, latest.get(&p), entries, batch_id, now).await? {
             Commit::Committed(_) => {}
             Commit::LostRace { .. } => return Err(JobError::Conflict { partition: p.dir() }),
@@ -269,7 +352,10 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
     }
     report.replayed_out = passed.len() as u64;
     // the landing DEKs this batch unwrapped, on the trail (before the segments go)
-    let segments: Vec<String> = picked.iter().filter_map(layout::parse_landing_segment).collect();
+    let segments: Vec<String> = picked
+        .iter()
+        .filter_map(layout::parse_landing_segment)
+        .collect();
     let event = crate::audit::BatchCommitted {
         batch_id,
         deks_unwrapped: segments.len() as u64,
@@ -281,7 +367,11 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
     let audit = crate::audit::Audit::new(store.clone(), ctx.clock.clone());
     audit.record("holdfast-batch", None, &event).await?;
     if report.expired_on_arrival > 0 {
-        let e = crate::audit::ExpiredOnArrival { batch_id, events: report.expired_on_arrival, event_ids: &report.expired_ids };
+        let e = crate::audit::ExpiredOnArrival {
+            batch_id,
+            events: report.expired_on_arrival,
+            event_ids: &report.expired_ids,
+        };
         audit.record("holdfast-batch", None, &e).await?;
     }
     ctx.fail("batch.before_landing_delete");
@@ -295,12 +385,20 @@ async fn run(ctx: &Context, opts: &BatchOptions, batch_id: &str, took_over: bool
 /// After taking over a dead holder's lease: it may have committed manifests before locking
 /// their files. Sets every committed file's retain-until to at least its latest expiry;
 /// returns how many needed it.
-pub(crate) async fn repair_locks<'a>(store: &Store, latest: impl Iterator<Item = &'a Loaded>) -> Result<u64, JobError> {
+pub(crate) async fn repair_locks<'a>(
+    store: &Store,
+    latest: impl Iterator<Item = &'a Loaded>,
+) -> Result<u64, JobError> {
     let mut repaired = 0;
     for l in latest {
         for f in &l.manifest.files {
             let path = object_store::path::Path::from(f.path.as_str());
-            if store.lock(&path).await?.retain_until.is_none_or(|u| u < f.latest_expiry) {
+            if store
+                .lock(&path)
+                .await?
+                .retain_until
+                .is_none_or(|u| u < f.latest_expiry)
+            {
                 store.ensure_retained(&path, f.latest_expiry).await?;
                 repaired += 1;
             }
@@ -337,18 +435,34 @@ fn process(
                     let bytes = ctx.store.get(path).await?;
                     let segment = Segment::parse(path.as_ref(), bytes)?;
                     let cipher = segment.unwrap_key(ctx.kms.as_ref()).await?;
-                    let source = SourceKind::from_name(&segment.header.source).ok_or_else(|| crate::landing::LandingError::Corrupt {
-                        object: path.to_string(),
-                        problem: format!("unknown source {}", segment.header.source),
-                    })?;
+                    let source =
+                        SourceKind::from_name(&segment.header.source).ok_or_else(|| {
+                            crate::landing::LandingError::Corrupt {
+                                object: path.to_string(),
+                                problem: format!("unknown source {}", segment.header.source),
+                            }
+                        })?;
                     let ingested_at = micros(segment.header.arrived_at);
-                    Ok::<_, JobError>(SegCtx { segment, cipher, source, ingested_at, index })
+                    Ok::<_, JobError>(SegCtx {
+                        segment,
+                        cipher,
+                        source,
+                        ingested_at,
+                        index,
+                    })
                 });
                 match seg {
                     Ok(seg) => {
                         let seg = Arc::new(seg);
                         for block in 0..seg.segment.block_count() {
-                            if chunk_tx.send(Chunk { seq, seg: seg.clone(), block }).is_err() {
+                            if chunk_tx
+                                .send(Chunk {
+                                    seq,
+                                    seg: seg.clone(),
+                                    block,
+                                })
+                                .is_err()
+                            {
                                 return;
                             }
                             seq += 1;
@@ -374,7 +488,10 @@ fn process(
                     now: started,
                     validator: schema::validator(),
                     parts: HashMap::new(),
-                    index_keys: IndexKeys { kms: ctx.kms.as_ref(), keys: HashMap::new() },
+                    index_keys: IndexKeys {
+                        kms: ctx.kms.as_ref(),
+                        keys: HashMap::new(),
+                    },
                     z: RecordCompressor::default(),
                 };
                 for chunk in rx {
@@ -399,16 +516,24 @@ struct IndexKeys<'a> {
 }
 
 impl IndexKeys<'_> {
-    fn hmacs(&mut self, tenant: &str, addresses: &[String]) -> Result<Vec<[u8; crate::crypto::BLIND_INDEX_BYTES]>, Reject> {
+    fn hmacs(
+        &mut self,
+        tenant: &str,
+        addresses: &[String],
+    ) -> Result<Vec<[u8; crate::crypto::BLIND_INDEX_BYTES]>, Reject> {
         if addresses.is_empty() {
             return Ok(Vec::new());
         }
         if !self.keys.contains_key(tenant) {
-            let k = futures::executor::block_on(self.kms.index_key(tenant)).map_err(|e| Reject::new("kms.index_key", "/tenantId", e.to_string()))?;
+            let k = futures::executor::block_on(self.kms.index_key(tenant))
+                .map_err(|e| Reject::new("kms.index_key", "/tenantId", e.to_string()))?;
             self.keys.insert(tenant.to_string(), k);
         }
         let key = &self.keys[tenant];
-        let mut out: Vec<[u8; crate::crypto::BLIND_INDEX_BYTES]> = addresses.iter().map(|a| crate::crypto::blind_index(key, a)).collect();
+        let mut out: Vec<[u8; crate::crypto::BLIND_INDEX_BYTES]> = addresses
+            .iter()
+            .map(|a| crate::crypto::blind_index(key, a))
+            .collect();
         out.sort_unstable();
         out.dedup();
         Ok(out)
@@ -431,7 +556,13 @@ impl Worker<'_> {
     fn work(&mut self, chunk: &Chunk) -> Result<Processed, JobError> {
         let seg = &chunk.seg;
         let mut data = seg.segment.open_block(&seg.cipher, chunk.block)?;
-        let mut out = Processed { seq: chunk.seq, seg: seg.clone(), lines: 0, blank: 0, items: Vec::new() };
+        let mut out = Processed {
+            seq: chunk.seq,
+            seg: seg.clone(),
+            lines: 0,
+            blank: 0,
+            items: Vec::new(),
+        };
         if !data.is_empty() {
             let body = data.strip_suffix(b"\n").unwrap_or(&data);
             let mut start = 0;
@@ -448,7 +579,11 @@ impl Worker<'_> {
                 }
                 match self.decode_line(seg, line) {
                     Ok(rows) => out.items.extend(rows),
-                    Err(reject) => out.items.push(Item::Reject { line: local, reject, original: line.to_vec() }),
+                    Err(reject) => out.items.push(Item::Reject {
+                        line: local,
+                        reject,
+                        original: line.to_vec(),
+                    }),
                 }
             }
         }
@@ -457,30 +592,59 @@ impl Worker<'_> {
     }
 
     fn decode_line(&mut self, seg: &SegCtx, line: &[u8]) -> Result<Vec<Item>, Reject> {
-        let decoded = seg.source.decode(line, seg.segment.header.tenant.as_deref())?;
+        let decoded = seg
+            .source
+            .decode(line, seg.segment.header.tenant.as_deref())?;
         let mut items = Vec::with_capacity(decoded.len());
         for d in decoded {
             let checked = self.validator.check(&d.event)?;
             let f = checked.fields;
             // an upcast event is stored as its current-version serialization
             let record: std::borrow::Cow<'_, [u8]> = match &checked.upcast {
-                Some(up) => std::borrow::Cow::Owned(serde_json::to_vec(up).expect("a JSON value serializes")),
+                Some(up) => std::borrow::Cow::Owned(
+                    serde_json::to_vec(up).expect("a JSON value serializes"),
+                ),
                 None => d.record,
             };
-            let partition = Partition::of(f.occurred_at, &f.interaction_type)
-                .ok_or_else(|| Reject::new("event.partition", "/occurredAt", "occurredAt or interactionType cannot name a partition"))?;
-            let (policy_id, expires) = self.policies.apply(&f.tenant_id, &f.interaction_type, f.occurred_at);
+            let partition = Partition::of(f.occurred_at, &f.interaction_type).ok_or_else(|| {
+                Reject::new(
+                    "event.partition",
+                    "/occurredAt",
+                    "occurredAt or interactionType cannot name a partition",
+                )
+            })?;
+            let (policy_id, expires) =
+                self.policies
+                    .apply(&f.tenant_id, &f.interaction_type, f.occurred_at);
             if expires <= self.now {
                 items.push(Item::Expired(f.event_id));
                 continue;
             }
-            let file = FileKey { partition, policy: policy_id.clone() };
-            let pk = self.parts.entry(file.clone()).or_insert_with(|| self.keys.part(&file));
+            let file = FileKey {
+                partition,
+                policy: policy_id.clone(),
+            };
+            let pk = self
+                .parts
+                .entry(file.clone())
+                .or_insert_with(|| self.keys.part(&file));
             let (payload, plain) = match pk.dict.get() {
                 Some(dict) => {
-                    let aad = record_aad(&f.tenant_id, &f.event_id, &f.interaction_id, pk.cipher.dek_id());
+                    let aad = record_aad(
+                        &f.tenant_id,
+                        &f.event_id,
+                        &f.interaction_id,
+                        pk.cipher.dek_id(),
+                    );
                     let mut payload = Vec::with_capacity(record.len() / 3 + 64);
-                    seal_record(&pk.cipher, &mut self.z, dict.as_deref(), &record, &aad, &mut payload);
+                    seal_record(
+                        &pk.cipher,
+                        &mut self.z,
+                        dict.as_deref(),
+                        &record,
+                        &aad,
+                        &mut payload,
+                    );
                     (payload, None)
                 }
                 None => (Vec::new(), Some(record.clone().into_owned())),
@@ -553,8 +717,16 @@ struct Sink<'a> {
 
 impl Sink<'_> {
     /// Takes a row whose payload may still be plaintext beside it.
-    fn accept(&mut self, part: FileKey, mut row: Box<Row>, plain: Option<Vec<u8>>, report: &mut BatchReport) -> Result<(), JobError> {
-        let Some(plain) = plain else { return self.write(part, row, report) };
+    fn accept(
+        &mut self,
+        part: FileKey,
+        mut row: Box<Row>,
+        plain: Option<Vec<u8>>,
+        report: &mut BatchReport,
+    ) -> Result<(), JobError> {
+        let Some(plain) = plain else {
+            return self.write(part, row, report);
+        };
         let pk = self.keys.part(&part);
         if let Some(dict) = pk.dict.get().cloned() {
             self.seal(&pk, dict.as_deref(), &mut row, plain);
@@ -568,9 +740,27 @@ impl Sink<'_> {
         Ok(())
     }
 
-    fn seal(&mut self, pk: &PartKeys, dict: Option<&Dictionary>, row: &mut Row, mut plain: Vec<u8>) {
-        let aad = record_aad(&row.tenant_id, &row.event_id, &row.interaction_id, pk.cipher.dek_id());
-        seal_record(&pk.cipher, &mut self.z, dict, &plain, &aad, &mut row.payload);
+    fn seal(
+        &mut self,
+        pk: &PartKeys,
+        dict: Option<&Dictionary>,
+        row: &mut Row,
+        mut plain: Vec<u8>,
+    ) {
+        let aad = record_aad(
+            &row.tenant_id,
+            &row.event_id,
+            &row.interaction_id,
+            pk.cipher.dek_id(),
+        );
+        seal_record(
+            &pk.cipher,
+            &mut self.z,
+            dict,
+            &plain,
+            &aad,
+            &mut row.payload,
+        );
         zeroize::Zeroize::zeroize(&mut plain);
     }
 
@@ -589,9 +779,16 @@ impl Sink<'_> {
         Ok(())
     }
 
-    fn write(&mut self, part: FileKey, row: Box<Row>, report: &mut BatchReport) -> Result<(), JobError> {
+    fn write(
+        &mut self,
+        part: FileKey,
+        row: Box<Row>,
+        report: &mut BatchReport,
+    ) -> Result<(), JobError> {
         if !self.open.contains_key(&part) {
-            let f = self.rt.block_on(open_file(self.ctx, self.batch_id, &part, self.keys))?;
+            let f = self
+                .rt
+                .block_on(open_file(self.ctx, self.batch_id, &part, self.keys))?;
             self.open.insert(part.clone(), f);
         }
         let f = self.open.get_mut(&part).expect("opened");
@@ -608,13 +805,23 @@ impl Sink<'_> {
         if !f.policies.contains(row.policy_id.as_ref()) {
             f.policies.insert(row.policy_id.to_string());
         }
-        *report.stored_by_type.entry(part.partition.interaction_type.clone()).or_default() += 1;
-        *report.stored_by_policy.entry(row.policy_id.to_string()).or_default() += 1;
+        *report
+            .stored_by_type
+            .entry(part.partition.interaction_type.clone())
+            .or_default() += 1;
+        *report
+            .stored_by_policy
+            .entry(row.policy_id.to_string())
+            .or_default() += 1;
         report.stored += 1;
         f.writer.push(*row)?;
         let parts = f.writer.take_pending();
         if !parts.is_empty() {
-            self.rt.block_on(futures::future::try_join_all(parts)).map_err(|e| crate::lake::LakeError::store("writing", f.writer.path().as_ref(), e))?;
+            self.rt
+                .block_on(futures::future::try_join_all(parts))
+                .map_err(|e| {
+                    crate::lake::LakeError::store("writing", f.writer.path().as_ref(), e)
+                })?;
         }
         if self.since_check >= 1024 {
             self.since_check = 0;
@@ -634,19 +841,28 @@ impl Sink<'_> {
         for (part, mut f) in std::mem::take(&mut self.open) {
             let compression = match f.keys.dict.get().and_then(Option::as_ref) {
                 Some(d) => {
-                    f.writer.add_metadata("holdfast.dictionary", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, d.seal(&f.keys.cipher)));
+                    f.writer.add_metadata(
+                        "holdfast.dictionary",
+                        base64::Engine::encode(
+                            &base64::engine::general_purpose::STANDARD,
+                            d.seal(&f.keys.cipher),
+                        ),
+                    );
                     "zstd+dictionary"
                 }
                 None => "zstd",
             };
-            f.writer.add_metadata("holdfast.payload.compression", compression.to_string());
+            f.writer
+                .add_metadata("holdfast.payload.compression", compression.to_string());
             let (file, upload, parts) = f.writer.close()?;
             let complete = async {
                 futures::future::try_join_all(parts).await?;
                 let mut upload = upload;
                 upload.complete().await
             };
-            self.rt.block_on(complete).map_err(|e| crate::lake::LakeError::store("writing", file.path.as_ref(), e))?;
+            self.rt
+                .block_on(complete)
+                .map_err(|e| crate::lake::LakeError::store("writing", file.path.as_ref(), e))?;
             report.files += 1;
             report.bytes_written += file.size_bytes;
             let ts = crate::clock::from_micros;
@@ -675,7 +891,11 @@ impl Sink<'_> {
                 },
             ));
         }
-        report.partitions = finished.iter().map(|(p, _)| p).collect::<BTreeSet<_>>().len() as u64;
+        report.partitions = finished
+            .iter()
+            .map(|(p, _)| p)
+            .collect::<BTreeSet<_>>()
+            .len() as u64;
         Ok(finished)
     }
 }
@@ -723,7 +943,13 @@ fn coordinate(
             seg_lines.insert(p.seg.index, base + p.lines);
             let replay_of = &p.seg.segment.header.replay_of;
             if !replay_of.is_empty() {
-                replayed.extend(replay_of.iter().skip(base as usize).take(p.lines as usize).cloned());
+                replayed.extend(
+                    replay_of
+                        .iter()
+                        .skip(base as usize)
+                        .take(p.lines as usize)
+                        .cloned(),
+                );
             }
             report.lines += p.lines;
             report.blank_lines += p.blank;
@@ -734,8 +960,12 @@ fn coordinate(
                         let s = match seen.get_mut(part) {
                             Some(s) => s,
                             None => {
-                                let committed = rt.block_on(committed_ids(store, latest.get(part)))?;
-                                seen.entry(part.clone()).or_insert(Seen { committed, batch: HashSet::new() })
+                                let committed =
+                                    rt.block_on(committed_ids(store, latest.get(part)))?;
+                                seen.entry(part.clone()).or_insert(Seen {
+                                    committed,
+                                    batch: HashSet::new(),
+                                })
                             }
                         };
                         if s.committed.contains(&key) {
@@ -750,9 +980,15 @@ fn coordinate(
                         report.expired_on_arrival += 1;
                         expired_ids.push(id);
                     }
-                    Item::Reject { line, reject, original } => {
+                    Item::Reject {
+                        line,
+                        reject,
+                        original,
+                    } => {
                         if qwriter.is_none() {
-                            qwriter = Some(rt.block_on(quarantine::Writer::new(ctx.kms.as_ref(), batch_id))?);
+                            qwriter = Some(
+                                rt.block_on(quarantine::Writer::new(ctx.kms.as_ref(), batch_id))?,
+                            );
                         }
                         let h = &p.seg.segment.header;
                         let line_no = base + line + 1;
@@ -760,8 +996,20 @@ fn coordinate(
                         if let Some(id) = entry_id {
                             still_failing.insert(id.to_string());
                         }
-                        let origin = Origin { source: &h.source, tenant: h.tenant.as_deref(), entry_id, arrived_at: h.arrived_at, segment_id: &h.segment_id, line_no };
-                        let mut entry = qwriter.as_ref().expect("created").seal(&origin, &reject, &original, ctx.clock.now());
+                        let origin = Origin {
+                            source: &h.source,
+                            tenant: h.tenant.as_deref(),
+                            entry_id,
+                            arrived_at: h.arrived_at,
+                            segment_id: &h.segment_id,
+                            line_no,
+                        };
+                        let mut entry = qwriter.as_ref().expect("created").seal(
+                            &origin,
+                            &reject,
+                            &original,
+                            ctx.clock.now(),
+                        );
                         match entry_id {
                             // a replayed line that fails again: the entry keeps its provenance and
                             // counts the attempt, with the new reason (its replay segment is still
@@ -787,14 +1035,22 @@ fn coordinate(
         }
     }
     if !pending.is_empty() {
-        return Err(JobError::Worker("a worker stopped before its work was done".into()));
+        return Err(JobError::Worker(
+            "a worker stopped before its work was done".into(),
+        ));
     }
-    let passed = replayed.into_iter().filter(|id| !still_failing.contains(id)).collect();
+    let passed = replayed
+        .into_iter()
+        .filter(|id| !still_failing.contains(id))
+        .collect();
     report.expired_ids = crate::audit::id_list(expired_ids);
     Ok((sink.finish(report)?, passed))
 }
 
-async fn committed_ids(store: &Store, latest: Option<&Loaded>) -> Result<HashSet<[u8; 16]>, JobError> {
+async fn committed_ids(
+    store: &Store,
+    latest: Option<&Loaded>,
+) -> Result<HashSet<[u8; 16]>, JobError> {
     let mut ids = HashSet::new();
     let Some(l) = latest else { return Ok(ids) };
     for f in &l.manifest.files {
@@ -808,7 +1064,12 @@ async fn committed_ids(store: &Store, latest: Option<&Loaded>) -> Result<HashSet
     Ok(ids)
 }
 
-async fn open_file(ctx: &Context, batch_id: &str, file: &FileKey, keys: &KeyBook) -> Result<OpenFile, JobError> {
+async fn open_file(
+    ctx: &Context,
+    batch_id: &str,
+    file: &FileKey,
+    keys: &KeyBook,
+) -> Result<OpenFile, JobError> {
     let pk = keys.part(file);
     let wrapped = ctx.kms.wrap(&pk.dek).await?;
     let path = layout::data_file(&file.partition, &format!("{batch_id}-{}", file.policy));
@@ -831,14 +1092,25 @@ async fn open_file(ctx: &Context, batch_id: &str, file: &FileKey, keys: &KeyBook
 
 /// Keeps open files under the memory budget by ending row groups early, least recently
 /// used file first: input arrives roughly in time order, so an idle partition is likely done.
-fn relieve_memory(rt: &tokio::runtime::Handle, open: &mut BTreeMap<FileKey, OpenFile>, budget: usize) -> Result<(), JobError> {
+fn relieve_memory(
+    rt: &tokio::runtime::Handle,
+    open: &mut BTreeMap<FileKey, OpenFile>,
+    budget: usize,
+) -> Result<(), JobError> {
     let mut total: usize = open.values().map(|f| f.writer.memory()).sum();
     while total > budget {
-        let Some((_, f)) = open.iter_mut().filter(|(_, f)| f.writer.memory() > 0).min_by_key(|(_, f)| f.last_used) else { break };
+        let Some((_, f)) = open
+            .iter_mut()
+            .filter(|(_, f)| f.writer.memory() > 0)
+            .min_by_key(|(_, f)| f.last_used)
+        else {
+            break;
+        };
         let before = f.writer.memory();
         f.writer.flush_row_group()?;
         let parts = f.writer.take_pending();
-        rt.block_on(futures::future::try_join_all(parts)).map_err(|e| crate::lake::LakeError::store("writing", f.writer.path().as_ref(), e))?;
+        rt.block_on(futures::future::try_join_all(parts))
+            .map_err(|e| crate::lake::LakeError::store("writing", f.writer.path().as_ref(), e))?;
         let after = f.writer.memory();
         if after >= before {
             break;

@@ -43,31 +43,55 @@ fn alive(pid: u32) -> bool {
 impl Lease {
     /// Takes the lease; returns whether a dead holder's lease was taken over.
     /// Takes the batch lease for `holder` (e.g. `batch <id>`, `sweep-<id>`).
-    pub(crate) async fn acquire(store: &Store, holder: &str, started_at: &str) -> Result<(Lease, bool), JobError> {
+    pub(crate) async fn acquire(
+        store: &Store,
+        holder: &str,
+        started_at: &str,
+    ) -> Result<(Lease, bool), JobError> {
         Self::acquire_at(store, layout::LEASE, holder, started_at).await
     }
 
     /// Takes the lease at `lease`, waiting up to `wait` while a live holder has it.
-    pub(crate) async fn acquire_waiting(store: &Store, lease: &str, holder: &str, started_at: &str, wait: std::time::Duration) -> Result<(Lease, bool), JobError> {
+    pub(crate) async fn acquire_waiting(
+        store: &Store,
+        lease: &str,
+        holder: &str,
+        started_at: &str,
+        wait: std::time::Duration,
+    ) -> Result<(Lease, bool), JobError> {
         let until = std::time::Instant::now() + wait;
         loop {
             match Self::acquire_at(store, lease, holder, started_at).await {
-                Err(JobError::Busy { .. }) if std::time::Instant::now() < until => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                Err(JobError::Busy { .. }) if std::time::Instant::now() < until => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                }
                 other => return other,
             }
         }
     }
 
-    async fn acquire_at(store: &Store, lease: &str, batch_id: &str, started_at: &str) -> Result<(Lease, bool), JobError> {
+    async fn acquire_at(
+        store: &Store,
+        lease: &str,
+        batch_id: &str,
+        started_at: &str,
+    ) -> Result<(Lease, bool), JobError> {
         let path = Path::from(lease);
-        let me = LeaseFile { batch_id: batch_id.into(), host: hostname(), pid: std::process::id(), started_at: started_at.into() };
+        let me = LeaseFile {
+            batch_id: batch_id.into(),
+            host: hostname(),
+            pid: std::process::id(),
+            started_at: started_at.into(),
+        };
         let body = serde_json::to_vec_pretty(&me).expect("serializes");
         let mut took_over = false;
         for _ in 0..2 {
             if store.put_new(&path, body.clone()).await? == Put::Created {
                 return Ok((Lease { path }, took_over));
             }
-            let Some(bytes) = store.get_opt(&path).await? else { continue };
+            let Some(bytes) = store.get_opt(&path).await? else {
+                continue;
+            };
             let holder: Option<LeaseFile> = serde_json::from_slice(&bytes).ok();
             match holder {
                 Some(h) if h.host == me.host && !alive(h.pid) => {
@@ -76,16 +100,25 @@ impl Lease {
                 }
                 Some(h) => {
                     return Err(JobError::Busy {
-                        holder: format!("{} pid {} on {} since {}", h.batch_id, h.pid, h.host, h.started_at),
+                        holder: format!(
+                            "{} pid {} on {} since {}",
+                            h.batch_id, h.pid, h.host, h.started_at
+                        ),
                         path: store.local_path(&path).display().to_string(),
                     });
                 }
                 None => {
-                    return Err(JobError::Busy { holder: "unreadable lease".into(), path: store.local_path(&path).display().to_string() });
+                    return Err(JobError::Busy {
+                        holder: "unreadable lease".into(),
+                        path: store.local_path(&path).display().to_string(),
+                    });
                 }
             }
         }
-        Err(JobError::Busy { holder: "lease changed hands while taking it over".into(), path: store.local_path(&path).display().to_string() })
+        Err(JobError::Busy {
+            holder: "lease changed hands while taking it over".into(),
+            path: store.local_path(&path).display().to_string(),
+        })
     }
 
     pub(crate) async fn release(self, store: &Store) -> Result<(), JobError> {

@@ -3,7 +3,7 @@
 
 use super::{Context, JobError};
 use crate::lake::layout;
-use crate::landing::{quarantine, Segment};
+use crate::landing::{Segment, quarantine};
 use crate::schema::{self, Reject};
 use crate::sources::SourceKind;
 use std::collections::{BTreeMap, HashSet};
@@ -31,17 +31,33 @@ pub struct ValidateReport {
 impl std::fmt::Display for Tally {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let stored: u64 = self.would_store_by_type.values().sum();
-        write!(f, "{} line(s): {} event(s) would be stored", self.lines, stored)?;
+        write!(
+            f,
+            "{} line(s): {} event(s) would be stored",
+            self.lines, stored
+        )?;
         if !self.would_store_by_type.is_empty() {
-            let t: Vec<String> = self.would_store_by_type.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let t: Vec<String> = self
+                .would_store_by_type
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
             write!(f, " ({})", t.join(", "))?;
         }
         if self.duplicate_event_ids > 0 {
             write!(f, ", {} repeated event id(s)", self.duplicate_event_ids)?;
         }
-        write!(f, "; {} line(s) would be quarantined", self.would_quarantine)?;
+        write!(
+            f,
+            "; {} line(s) would be quarantined",
+            self.would_quarantine
+        )?;
         if !self.would_quarantine_by_code.is_empty() {
-            let c: Vec<String> = self.would_quarantine_by_code.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let c: Vec<String> = self
+                .would_quarantine_by_code
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
             write!(f, " ({})", c.join(", "))?;
         }
         Ok(())
@@ -53,19 +69,39 @@ impl std::fmt::Display for ValidateReport {
         if let Some(v) = &self.schema_version {
             writeln!(f, "every event taken as schema version {v}")?;
         }
-        writeln!(f, "landing ({} segment(s)): {}", self.landing_segments, self.landing)?;
-        write!(f, "quarantine ({} entr(ies)): {}", self.quarantine_entries, self.quarantine)
+        writeln!(
+            f,
+            "landing ({} segment(s)): {}",
+            self.landing_segments, self.landing
+        )?;
+        write!(
+            f,
+            "quarantine ({} entr(ies)): {}",
+            self.quarantine_entries, self.quarantine
+        )
     }
 }
 
-fn tally_line(t: &mut Tally, seen: &mut HashSet<String>, source: SourceKind, tenant: Option<&str>, line: &[u8], version: Option<&str>) {
+fn tally_line(
+    t: &mut Tally,
+    seen: &mut HashSet<String>,
+    source: SourceKind,
+    tenant: Option<&str>,
+    line: &[u8],
+    version: Option<&str>,
+) {
     t.lines += 1;
-    let result: Result<Vec<(String, String)>, Reject> = source.decode(line, tenant).and_then(|events| {
-        events
-            .iter()
-            .map(|d| schema::validator().check_as(&d.event, version).map(|c| (c.fields.event_id, c.fields.interaction_type)))
-            .collect()
-    });
+    let result: Result<Vec<(String, String)>, Reject> =
+        source.decode(line, tenant).and_then(|events| {
+            events
+                .iter()
+                .map(|d| {
+                    schema::validator()
+                        .check_as(&d.event, version)
+                        .map(|c| (c.fields.event_id, c.fields.interaction_type))
+                })
+                .collect()
+        });
     match result {
         Ok(events) => {
             for (id, kind) in events {
@@ -88,7 +124,10 @@ pub async fn validate(ctx: &Context, version: Option<&str>) -> Result<ValidateRe
     if let Some(v) = version.filter(|v| !schema::upcast::VERSIONS.contains(v)) {
         return Err(JobError::UnknownVersion(v.to_string()));
     }
-    let mut report = ValidateReport { schema_version: version.map(str::to_string), ..Default::default() };
+    let mut report = ValidateReport {
+        schema_version: version.map(str::to_string),
+        ..Default::default()
+    };
     let mut seen = HashSet::new();
     for meta in ctx.store.list(layout::LANDING).await? {
         if layout::parse_landing_segment(&meta.location).is_none() {
@@ -100,8 +139,18 @@ pub async fn validate(ctx: &Context, version: Option<&str>) -> Result<ValidateRe
         let source = SourceKind::from_name(&seg.header.source).unwrap_or(SourceKind::Auto);
         for b in 0..seg.block_count() {
             let mut data = seg.open_block(&cipher, b)?;
-            for line in data.split(|c| *c == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)) {
-                tally_line(&mut report.landing, &mut seen, source, seg.header.tenant.as_deref(), line, version);
+            for line in data
+                .split(|c| *c == b'\n')
+                .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            {
+                tally_line(
+                    &mut report.landing,
+                    &mut seen,
+                    source,
+                    seg.header.tenant.as_deref(),
+                    line,
+                    version,
+                );
             }
             zeroize::Zeroize::zeroize(&mut data);
         }
@@ -110,7 +159,14 @@ pub async fn validate(ctx: &Context, version: Option<&str>) -> Result<ValidateRe
         report.quarantine_entries += 1;
         let mut secret = quarantine::open(ctx.kms.as_ref(), &e).await?;
         let source = SourceKind::from_name(&e.source).unwrap_or(SourceKind::Auto);
-        tally_line(&mut report.quarantine, &mut seen, source, e.tenant.as_deref(), &secret.original, version);
+        tally_line(
+            &mut report.quarantine,
+            &mut seen,
+            source,
+            e.tenant.as_deref(),
+            &secret.original,
+            version,
+        );
         zeroize::Zeroize::zeroize(&mut secret.original);
     }
     Ok(report)

@@ -8,7 +8,8 @@
 
 use super::LakeError;
 use arrow::array::{
-    ArrayRef, BinaryBuilder, FixedSizeBinaryBuilder, ListBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BinaryBuilder, FixedSizeBinaryBuilder, ListBuilder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use object_store::MultipartUpload;
@@ -78,8 +79,20 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("occurred_at", ts(), false),
         Field::new("ingested_at", ts(), false),
         Field::new("queue_id", DataType::Utf8, true),
-        Field::new("agent_ids", DataType::List(Arc::new(Field::new("element", DataType::Utf8, true))), false),
-        Field::new("address_hmacs", DataType::List(Arc::new(Field::new("element", DataType::FixedSizeBinary(crate::crypto::BLIND_INDEX_BYTES as i32), true))), false),
+        Field::new(
+            "agent_ids",
+            DataType::List(Arc::new(Field::new("element", DataType::Utf8, true))),
+            false,
+        ),
+        Field::new(
+            "address_hmacs",
+            DataType::List(Arc::new(Field::new(
+                "element",
+                DataType::FixedSizeBinary(crate::crypto::BLIND_INDEX_BYTES as i32),
+                true,
+            ))),
+            false,
+        ),
         Field::new("wrap_up_code", DataType::Utf8, true),
         Field::new("disposition", DataType::Utf8, true),
         Field::new("schema_version", DataType::Utf8, false),
@@ -122,7 +135,11 @@ pub fn to_record_batch(rows: &[Row], dek_id: &str) -> RecordBatch {
     let occurred_at = t(|r| r.occurred_at);
     let ingested_at = t(|r| r.ingested_at);
     let expires_at = t(|r| r.expires_at);
-    let mut agents = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("element", DataType::Utf8, true)));
+    let mut agents = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+        "element",
+        DataType::Utf8,
+        true,
+    )));
     for r in rows {
         for a in &r.agent_ids {
             agents.values().append_value(a);
@@ -130,7 +147,9 @@ pub fn to_record_batch(rows: &[Row], dek_id: &str) -> RecordBatch {
         agents.append(true);
     }
     let width = crate::crypto::BLIND_INDEX_BYTES as i32;
-    let mut hmacs = ListBuilder::new(FixedSizeBinaryBuilder::new(width)).with_field(Arc::new(Field::new("element", DataType::FixedSizeBinary(width), true)));
+    let mut hmacs = ListBuilder::new(FixedSizeBinaryBuilder::new(width)).with_field(Arc::new(
+        Field::new("element", DataType::FixedSizeBinary(width), true),
+    ));
     for r in rows {
         for h in &r.address_hmacs {
             hmacs.values().append_value(h).expect("32 bytes");
@@ -138,7 +157,8 @@ pub fn to_record_batch(rows: &[Row], dek_id: &str) -> RecordBatch {
         hmacs.append(true);
     }
     let mut hash = FixedSizeBinaryBuilder::with_capacity(n, 32);
-    rows.iter().for_each(|r| hash.append_value(r.record_hash).expect("32 bytes"));
+    rows.iter()
+        .for_each(|r| hash.append_value(r.record_hash).expect("32 bytes"));
     let mut payload = BinaryBuilder::with_capacity(n, rows.iter().map(|r| r.payload.len()).sum());
     rows.iter().for_each(|r| payload.append_value(&r.payload));
     RecordBatch::try_new(
@@ -161,7 +181,9 @@ pub fn to_record_batch(rows: &[Row], dek_id: &str) -> RecordBatch {
             policy_id,
             expires_at,
             Arc::new(hash.finish()),
-            Arc::new(arrow::array::StringArray::from_iter_values(std::iter::repeat_n(dek_id, n))),
+            Arc::new(arrow::array::StringArray::from_iter_values(
+                std::iter::repeat_n(dek_id, n),
+            )),
             Arc::new(payload.finish()),
         ],
     )
@@ -176,7 +198,9 @@ pub fn writer_properties(kv: Vec<KeyValue>) -> WriterProperties {
     let c = |n: &str| ColumnPath::from(n);
     WriterProperties::builder()
         .set_created_by(format!("holdfast {}", env!("CARGO_PKG_VERSION")))
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
         .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
         .set_max_row_group_row_count(None)
         .set_column_dictionary_enabled(c("event_id"), false)
@@ -186,9 +210,30 @@ pub fn writer_properties(kv: Vec<KeyValue>) -> WriterProperties {
         .set_column_bloom_filter_enabled(c("interaction_id"), true)
         .set_column_bloom_filter_fpp(c("interaction_id"), 0.01)
         .set_column_bloom_filter_max_ndv(c("interaction_id"), BLOOM_MAX_NDV)
-        .set_column_dictionary_enabled(ColumnPath::from(vec!["address_hmacs".to_string(), "list".to_string(), "element".to_string()]), false)
-        .set_column_compression(ColumnPath::from(vec!["address_hmacs".to_string(), "list".to_string(), "element".to_string()]), Compression::UNCOMPRESSED)
-        .set_column_statistics_enabled(ColumnPath::from(vec!["address_hmacs".to_string(), "list".to_string(), "element".to_string()]), EnabledStatistics::None)
+        .set_column_dictionary_enabled(
+            ColumnPath::from(vec![
+                "address_hmacs".to_string(),
+                "list".to_string(),
+                "element".to_string(),
+            ]),
+            false,
+        )
+        .set_column_compression(
+            ColumnPath::from(vec![
+                "address_hmacs".to_string(),
+                "list".to_string(),
+                "element".to_string(),
+            ]),
+            Compression::UNCOMPRESSED,
+        )
+        .set_column_statistics_enabled(
+            ColumnPath::from(vec![
+                "address_hmacs".to_string(),
+                "list".to_string(),
+                "element".to_string(),
+            ]),
+            EnabledStatistics::None,
+        )
         .set_column_dictionary_enabled(c("record_hash"), false)
         .set_column_compression(c("record_hash"), Compression::UNCOMPRESSED)
         .set_column_statistics_enabled(c("record_hash"), EnabledStatistics::None)
@@ -210,7 +255,11 @@ pub struct FinishedFile {
 }
 
 /// A closed file: its description, the upload to complete, and the parts still in flight.
-pub type Closed = (FinishedFile, Box<dyn MultipartUpload>, Vec<object_store::UploadPart>);
+pub type Closed = (
+    FinishedFile,
+    Box<dyn MultipartUpload>,
+    Vec<object_store::UploadPart>,
+);
 
 /// Streams one data file to the store: rows are encoded into row groups and uploaded in
 /// parts as they complete, so memory holds at most the open row group. The object appears
@@ -236,10 +285,26 @@ const COLUMN_WRITERS_OVERHEAD: usize = 4 << 20;
 const ENCODE_ROWS: usize = 4096;
 
 impl FileWriter {
-    pub fn new(path: Path, upload: Box<dyn MultipartUpload>, dek_id: &str, kv: Vec<KeyValue>) -> Result<Self, LakeError> {
+    pub fn new(
+        path: Path,
+        upload: Box<dyn MultipartUpload>,
+        dek_id: &str,
+        kv: Vec<KeyValue>,
+    ) -> Result<Self, LakeError> {
         let writer = ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(writer_properties(kv)))
             .map_err(|e| LakeError::parquet(path.as_ref(), e))?;
-        Ok(FileWriter { path, writer, upload, pending: Vec::new(), hasher: sha2::Sha256::new(), uploaded: 0, rows: Vec::new(), rows_bytes: 0, record_count: 0, dek_id: dek_id.to_string() })
+        Ok(FileWriter {
+            path,
+            writer,
+            upload,
+            pending: Vec::new(),
+            hasher: sha2::Sha256::new(),
+            uploaded: 0,
+            rows: Vec::new(),
+            rows_bytes: 0,
+            record_count: 0,
+            dek_id: dek_id.to_string(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -259,7 +324,11 @@ impl FileWriter {
     /// contexts its column writers keep, which `memory_size` does not count), and bytes not
     /// yet uploaded.
     pub fn memory(&self) -> usize {
-        let open_row_group = if self.writer.in_progress_rows() > 0 { COLUMN_WRITERS_OVERHEAD } else { 0 };
+        let open_row_group = if self.writer.in_progress_rows() > 0 {
+            COLUMN_WRITERS_OVERHEAD
+        } else {
+            0
+        };
         self.rows_bytes + self.writer.memory_size() + open_row_group + self.writer.inner().len()
     }
 
@@ -271,7 +340,9 @@ impl FileWriter {
         self.record_count += self.rows.len() as u64;
         self.rows.clear();
         self.rows_bytes = 0;
-        self.writer.write(&batch).map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
+        self.writer
+            .write(&batch)
+            .map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
         self.ship(false);
         Ok(())
     }
@@ -280,20 +351,25 @@ impl FileWriter {
     pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), LakeError> {
         self.encode()?;
         self.record_count += batch.num_rows() as u64;
-        self.writer.write(batch).map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
+        self.writer
+            .write(batch)
+            .map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
         self.ship(false);
         Ok(())
     }
 
     /// Adds a footer key/value (written on close).
     pub fn add_metadata(&mut self, key: &str, value: String) {
-        self.writer.append_key_value_metadata(KeyValue::new(key.to_string(), value));
+        self.writer
+            .append_key_value_metadata(KeyValue::new(key.to_string(), value));
     }
 
     /// Ends the open row group now and uploads it (to release memory under pressure).
     pub fn flush_row_group(&mut self) -> Result<(), LakeError> {
         self.encode()?;
-        self.writer.flush().map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
+        self.writer
+            .flush()
+            .map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
         self.ship(true);
         Ok(())
     }
@@ -319,10 +395,17 @@ impl FileWriter {
     /// complete the returned upload.
     pub fn close(mut self) -> Result<Closed, LakeError> {
         self.encode()?;
-        self.writer.finish().map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
+        self.writer
+            .finish()
+            .map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
         self.ship(true);
         let sha256 = hex::encode(self.hasher.finalize());
-        let file = FinishedFile { path: self.path, sha256, size_bytes: self.uploaded, record_count: self.record_count };
+        let file = FinishedFile {
+            path: self.path,
+            sha256,
+            size_bytes: self.uploaded,
+            record_count: self.record_count,
+        };
         Ok((file, self.upload, self.pending))
     }
 }
@@ -330,50 +413,100 @@ impl FileWriter {
 /// Reads the named columns of a committed data file (projection pushdown: only those column
 /// chunks are fetched).
 #[allow(deprecated)] // ParquetObjectReader: still the shortest correct reader over object_store
-pub async fn read_columns(store: &super::storage::Store, path: &Path, size: u64, columns: &[&str]) -> Result<Vec<RecordBatch>, LakeError> {
+pub async fn read_columns(
+    store: &super::storage::Store,
+    path: &Path,
+    size: u64,
+    columns: &[&str],
+) -> Result<Vec<RecordBatch>, LakeError> {
     use futures::TryStreamExt;
-    use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask, async_reader::ParquetObjectReader};
+    use parquet::arrow::{
+        ParquetRecordBatchStreamBuilder, ProjectionMask, async_reader::ParquetObjectReader,
+    };
     let reader = ParquetObjectReader::new(store.object_store(), path.clone()).with_file_size(size);
     let err = |e| LakeError::parquet(path.as_ref(), e);
-    let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(err)?;
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(err)?;
     let indices: Vec<usize> = columns
         .iter()
-        .map(|c| SCHEMA.index_of(c).map_err(|_| LakeError::Corrupt { object: path.to_string(), problem: format!("no column {c}") }))
+        .map(|c| {
+            SCHEMA.index_of(c).map_err(|_| LakeError::Corrupt {
+                object: path.to_string(),
+                problem: format!("no column {c}"),
+            })
+        })
         .collect::<Result<_, _>>()?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-    let stream = builder.with_projection(mask).with_batch_size(8192).build().map_err(err)?;
+    let stream = builder
+        .with_projection(mask)
+        .with_batch_size(8192)
+        .build()
+        .map_err(err)?;
     stream.try_collect().await.map_err(err)
 }
 
 /// The footer of a committed data file (only the footer is fetched).
 #[allow(deprecated)] // ParquetObjectReader, as in read_columns
-pub async fn footer(store: &super::storage::Store, path: &Path, size: u64) -> Result<Arc<parquet::file::metadata::ParquetMetaData>, LakeError> {
+pub async fn footer(
+    store: &super::storage::Store,
+    path: &Path,
+    size: u64,
+) -> Result<Arc<parquet::file::metadata::ParquetMetaData>, LakeError> {
     use parquet::arrow::{ParquetRecordBatchStreamBuilder, async_reader::ParquetObjectReader};
     let reader = ParquetObjectReader::new(store.object_store(), path.clone()).with_file_size(size);
-    let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| LakeError::parquet(path.as_ref(), e))?;
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| LakeError::parquet(path.as_ref(), e))?;
     Ok(builder.metadata().clone())
 }
 
 /// Key/value metadata holdfast writes into every data file footer (the file describes itself
 /// even without its manifest).
-pub fn file_metadata(batch_id: &str, partition: &str, dek_id: &str, wrapped_dek: &crate::crypto::kms::WrappedKey) -> Vec<KeyValue> {
+pub fn file_metadata(
+    batch_id: &str,
+    partition: &str,
+    dek_id: &str,
+    wrapped_dek: &crate::crypto::kms::WrappedKey,
+) -> Vec<KeyValue> {
     vec![
         KeyValue::new("holdfast.format".into(), "1".to_string()),
         KeyValue::new("holdfast.batch_id".into(), batch_id.to_string()),
         KeyValue::new("holdfast.partition".into(), partition.to_string()),
-        KeyValue::new("holdfast.payload.algorithm".into(), crate::crypto::ALGORITHM.to_string()),
-        KeyValue::new("holdfast.payload.aad".into(), "holdfast.record.v1".to_string()),
+        KeyValue::new(
+            "holdfast.payload.algorithm".into(),
+            crate::crypto::ALGORITHM.to_string(),
+        ),
+        KeyValue::new(
+            "holdfast.payload.aad".into(),
+            "holdfast.record.v1".to_string(),
+        ),
         KeyValue::new("holdfast.dek_id".into(), dek_id.to_string()),
-        KeyValue::new("holdfast.wrapped_dek".into(), serde_json::to_string(wrapped_dek).expect("serializes")),
+        KeyValue::new(
+            "holdfast.wrapped_dek".into(),
+            serde_json::to_string(wrapped_dek).expect("serializes"),
+        ),
     ]
 }
 
 /// The file's record dictionary, opened with its DEK (`None`: records are plain zstd).
-pub fn dictionary(md: &parquet::file::metadata::FileMetaData, cipher: &crate::crypto::Cipher) -> Result<Option<zstd::dict::DecoderDictionary<'static>>, crate::crypto::CryptoError> {
-    let Some(v) = md.key_value_metadata().and_then(|kv| kv.iter().find(|k| k.key == "holdfast.dictionary")).and_then(|k| k.value.as_deref()) else {
+pub fn dictionary(
+    md: &parquet::file::metadata::FileMetaData,
+    cipher: &crate::crypto::Cipher,
+) -> Result<Option<zstd::dict::DecoderDictionary<'static>>, crate::crypto::CryptoError> {
+    let Some(v) = md
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == "holdfast.dictionary"))
+        .and_then(|k| k.value.as_deref())
+    else {
         return Ok(None);
     };
-    let sealed = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v)
-        .map_err(|_| crate::crypto::CryptoError::Truncated { what: "file dictionary".into(), len: v.len() })?;
+    let sealed =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v).map_err(|_| {
+            crate::crypto::CryptoError::Truncated {
+                what: "file dictionary".into(),
+                len: v.len(),
+            }
+        })?;
     crate::crypto::Dictionary::open(cipher, &sealed).map(Some)
 }

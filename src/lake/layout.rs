@@ -12,7 +12,7 @@
 //! data file holds the partition's records of one batch, every tenant's, under one DEK, and
 //! `tenant_id` is an index column.
 
-use chrono::{Datelike, DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use object_store::path::Path;
 
 pub const STORE_MARKER: &str = "holdfast.json";
@@ -25,7 +25,9 @@ pub const LANDING: &str = "landing";
 pub const QUARANTINE: &str = "quarantine";
 
 /// A hive partition: `year=YYYY/month=MM/day=DD/interaction_type=T` (zero-padded).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Partition {
     pub year: i32,
     pub month: u32,
@@ -38,29 +40,52 @@ pub fn valid_type(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 32
         && t.as_bytes()[0].is_ascii_uppercase()
-        && t.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        && t.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
 impl Partition {
     pub fn new(year: i32, month: u32, day: u32, interaction_type: &str) -> Option<Self> {
-        if !(1..=9999).contains(&year) || chrono::NaiveDate::from_ymd_opt(year, month, day).is_none() || !valid_type(interaction_type) {
+        if !(1..=9999).contains(&year)
+            || chrono::NaiveDate::from_ymd_opt(year, month, day).is_none()
+            || !valid_type(interaction_type)
+        {
             return None;
         }
-        Some(Partition { year, month, day, interaction_type: interaction_type.to_string() })
+        Some(Partition {
+            year,
+            month,
+            day,
+            interaction_type: interaction_type.to_string(),
+        })
     }
 
     pub fn of(occurred_at: DateTime<Utc>, interaction_type: &str) -> Option<Self> {
-        Self::new(occurred_at.year(), occurred_at.month(), occurred_at.day(), interaction_type)
+        Self::new(
+            occurred_at.year(),
+            occurred_at.month(),
+            occurred_at.day(),
+            interaction_type,
+        )
     }
 
     /// `year=2025/month=01/day=05/interaction_type=CALL`
     pub fn dir(&self) -> String {
-        format!("year={:04}/month={:02}/day={:02}/interaction_type={}", self.year, self.month, self.day, self.interaction_type)
+        format!(
+            "year={:04}/month={:02}/day={:02}/interaction_type={}",
+            self.year, self.month, self.day, self.interaction_type
+        )
     }
 
     /// Parses the four `key=value` segments at the start of `segments`.
     pub fn parse_segments<'a>(mut segments: impl Iterator<Item = &'a str>) -> Option<Self> {
-        let mut kv = |key: &str| segments.next()?.strip_prefix(key)?.strip_prefix('=').map(str::to_string);
+        let mut kv = |key: &str| {
+            segments
+                .next()?
+                .strip_prefix(key)?
+                .strip_prefix('=')
+                .map(str::to_string)
+        };
         let year = kv("year")?;
         let month = kv("month")?;
         let day = kv("day")?;
@@ -68,7 +93,12 @@ impl Partition {
         if year.len() != 4 || month.len() != 2 || day.len() != 2 {
             return None;
         }
-        Self::new(year.parse().ok()?, month.parse().ok()?, day.parse().ok()?, &t)
+        Self::new(
+            year.parse().ok()?,
+            month.parse().ok()?,
+            day.parse().ok()?,
+            &t,
+        )
     }
 
     pub fn parse_dir(dir: &str) -> Option<Self> {
@@ -89,7 +119,11 @@ pub fn batch_id(now: DateTime<Utc>, random: u32) -> String {
 }
 
 fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 80 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    !id.is_empty()
+        && id.len() <= 80
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 pub fn data_file(p: &Partition, batch_id: &str) -> Path {
@@ -131,7 +165,11 @@ pub fn landing_segment(id: &str) -> Path {
 }
 
 pub fn parse_landing_segment(path: &Path) -> Option<String> {
-    let id = path.as_ref().strip_prefix(LANDING)?.strip_prefix('/')?.strip_suffix(".seg")?;
+    let id = path
+        .as_ref()
+        .strip_prefix(LANDING)?
+        .strip_prefix('/')?
+        .strip_suffix(".seg")?;
     valid_id(id).then(|| id.to_string())
 }
 
@@ -141,7 +179,11 @@ pub fn quarantine_entry(id: &str) -> Path {
 }
 
 pub fn parse_quarantine_entry(path: &Path) -> Option<String> {
-    let id = path.as_ref().strip_prefix(QUARANTINE)?.strip_prefix('/')?.strip_suffix(".json")?;
+    let id = path
+        .as_ref()
+        .strip_prefix(QUARANTINE)?
+        .strip_prefix('/')?
+        .strip_suffix(".json")?;
     valid_id(id).then(|| id.to_string())
 }
 
@@ -151,7 +193,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn any_partition() -> impl Strategy<Value = Partition> {
-        (1i32..=9999, 1u32..=12, 1u32..=28, "[A-Z][A-Z0-9_]{0,31}").prop_map(|(y, m, d, t)| Partition::new(y, m, d, &t).unwrap())
+        (1i32..=9999, 1u32..=12, 1u32..=28, "[A-Z][A-Z0-9_]{0,31}")
+            .prop_map(|(y, m, d, t)| Partition::new(y, m, d, &t).unwrap())
     }
 
     proptest! {
@@ -177,6 +220,11 @@ mod tests {
         assert!(Partition::new(2025, 2, 30, "CALL").is_none());
         assert!(Partition::new(2025, 2, 3, "call").is_none());
         assert!(Partition::new(2025, 2, 3, "../x").is_none());
-        assert!(parse_data_file(&Path::from("lake/year=2025/month=01/day=05/interaction_type=CALL/x.parquet")).is_none());
+        assert!(
+            parse_data_file(&Path::from(
+                "lake/year=2025/month=01/day=05/interaction_type=CALL/x.parquet"
+            ))
+            .is_none()
+        );
     }
 }

@@ -6,9 +6,9 @@
 //! Frozen on-disk types: `ManifestFile::V1` never changes once released; a later layout adds
 //! `V2` and an upcast into [`Manifest`].
 
+use super::LakeError;
 use super::layout::{self, Partition};
 use super::storage::{Put, Store};
-use super::LakeError;
 use crate::crypto::kms::WrappedKey;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -107,16 +107,23 @@ pub struct FileEncryption {
 
 impl Manifest {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(&ManifestFile::V1(self.clone())).expect("manifest serializes");
+        let mut v = serde_json::to_vec_pretty(&ManifestFile::V1(self.clone()))
+            .expect("manifest serializes");
         v.push(b'\n');
         v
     }
 
     pub fn from_bytes(bytes: &[u8], path: &str) -> Result<Self, LakeError> {
-        let file: ManifestFile = serde_json::from_slice(bytes).map_err(|e| LakeError::Corrupt { object: path.to_string(), problem: format!("not a manifest: {e}") })?;
+        let file: ManifestFile = serde_json::from_slice(bytes).map_err(|e| LakeError::Corrupt {
+            object: path.to_string(),
+            problem: format!("not a manifest: {e}"),
+        })?;
         let ManifestFile::V1(m) = file;
         if m.format != FORMAT {
-            return Err(LakeError::Corrupt { object: path.to_string(), problem: format!("format is {:?}", m.format) });
+            return Err(LakeError::Corrupt {
+                object: path.to_string(),
+                problem: format!("format is {:?}", m.format),
+            });
         }
         Ok(m)
     }
@@ -152,15 +159,23 @@ pub async fn load(store: &Store, p: &Partition, seq: u64) -> Result<Loaded, Lake
     let bytes = store.get(&path).await?;
     let manifest = Manifest::from_bytes(&bytes, path.as_ref())?;
     if manifest.partition != *p || manifest.sequence != seq {
-        return Err(LakeError::Corrupt { object: path.to_string(), problem: "partition or sequence differs from its path".into() });
+        return Err(LakeError::Corrupt {
+            object: path.to_string(),
+            problem: "partition or sequence differs from its path".into(),
+        });
     }
-    Ok(Loaded { manifest, sha256: sha256_hex(&bytes) })
+    Ok(Loaded {
+        manifest,
+        sha256: sha256_hex(&bytes),
+    })
 }
 
 /// The latest manifest of every partition.
 pub async fn load_latest_all(store: &Store) -> Result<Vec<Loaded>, LakeError> {
     let versions = list_versions(store).await?;
-    let futs = versions.iter().filter_map(|(p, seqs)| seqs.last().map(|s| load(store, p, *s)));
+    let futs = versions
+        .iter()
+        .filter_map(|(p, seqs)| seqs.last().map(|s| load(store, p, *s)));
     futures::future::try_join_all(futs).await
 }
 
@@ -168,9 +183,11 @@ pub async fn load_latest(store: &Store, p: &Partition) -> Result<Option<Loaded>,
     let mut latest = None;
     for meta in store.list(layout::manifest_dir(p).as_ref()).await? {
         if let Some((q, seq)) = layout::parse_manifest(&meta.location)
-            && q == *p && latest.is_none_or(|l| seq > l) {
-                latest = Some(seq);
-            }
+            && q == *p
+            && latest.is_none_or(|l| seq > l)
+        {
+            latest = Some(seq);
+        }
     }
     match latest {
         Some(seq) => Ok(Some(load(store, p, seq).await?)),
@@ -179,19 +196,37 @@ pub async fn load_latest(store: &Store, p: &Partition) -> Result<Option<Loaded>,
 }
 
 /// Commits the next version of `p` after `base`, changed by `edit` (sweeps and rewrites).
-pub async fn commit_edit(store: &Store, p: &Partition, base: &Loaded, change_id: &str, now: DateTime<Utc>, edit: impl FnOnce(&mut Manifest)) -> Result<Commit, LakeError> {
+pub async fn commit_edit(
+    store: &Store,
+    p: &Partition,
+    base: &Loaded,
+    change_id: &str,
+    now: DateTime<Utc>,
+    edit: impl FnOnce(&mut Manifest),
+) -> Result<Commit, LakeError> {
     let mut m = base.manifest.clone();
     m.sequence += 1;
-    m.previous = Some(PreviousVersion { sequence: base.manifest.sequence, sha256: base.sha256.clone() });
+    m.previous = Some(PreviousVersion {
+        sequence: base.manifest.sequence,
+        sha256: base.sha256.clone(),
+    });
     m.committed_at = now;
     m.batch_id = change_id.to_string();
     edit(&mut m);
     m.files.sort_by(|a, b| a.path.cmp(&b.path));
     let bytes = m.to_bytes();
     let sha256 = sha256_hex(&bytes);
-    match store.put_new(&layout::manifest(p, m.sequence), bytes).await? {
-        Put::Created => Ok(Commit::Committed(Box::new(Loaded { manifest: m, sha256 }))),
-        Put::AlreadyExists => Ok(Commit::LostRace { sequence: m.sequence }),
+    match store
+        .put_new(&layout::manifest(p, m.sequence), bytes)
+        .await?
+    {
+        Put::Created => Ok(Commit::Committed(Box::new(Loaded {
+            manifest: m,
+            sha256,
+        }))),
+        Put::AlreadyExists => Ok(Commit::LostRace {
+            sequence: m.sequence,
+        }),
     }
 }
 
@@ -213,11 +248,21 @@ impl DataFileEntry {
 }
 
 /// Commits a version of `p` without the files in `removing` (a retention sweep).
-pub async fn commit_removal(store: &Store, p: &Partition, base: &Loaded, removing: &[String], sweep_id: &str, now: DateTime<Utc>) -> Result<Commit, LakeError> {
+pub async fn commit_removal(
+    store: &Store,
+    p: &Partition,
+    base: &Loaded,
+    removing: &[String],
+    sweep_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Commit, LakeError> {
     commit_edit(store, p, base, sweep_id, now, |m| {
-        let (gone, kept): (Vec<DataFileEntry>, Vec<DataFileEntry>) = std::mem::take(&mut m.files).into_iter().partition(|f| removing.contains(&f.path));
+        let (gone, kept): (Vec<DataFileEntry>, Vec<DataFileEntry>) = std::mem::take(&mut m.files)
+            .into_iter()
+            .partition(|f| removing.contains(&f.path));
         m.files = kept;
-        m.removed.extend(gone.into_iter().map(|f| f.removed(sweep_id, now)));
+        m.removed
+            .extend(gone.into_iter().map(|f| f.removed(sweep_id, now)));
     })
     .await
 }
@@ -227,24 +272,52 @@ pub async fn commit_removal(store: &Store, p: &Partition, base: &Loaded, removin
 pub enum Commit {
     Committed(Box<Loaded>),
     /// Another writer created this sequence first; nothing was written.
-    LostRace { sequence: u64 },
+    LostRace {
+        sequence: u64,
+    },
 }
 
 /// Commits a new version of `p` = `base` + `added` files. `base` is the latest version the
 /// caller read (None: the partition is new).
-pub async fn commit(store: &Store, p: &Partition, base: Option<&Loaded>, added: Vec<DataFileEntry>, batch_id: &str, now: DateTime<Utc>) -> Result<Commit, LakeError> {
+pub async fn commit(
+    store: &Store,
+    p: &Partition,
+    base: Option<&Loaded>,
+    added: Vec<DataFileEntry>,
+    batch_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Commit, LakeError> {
     let (sequence, previous, mut files) = match base {
-        Some(b) => (b.manifest.sequence + 1, Some(PreviousVersion { sequence: b.manifest.sequence, sha256: b.sha256.clone() }), b.manifest.files.clone()),
+        Some(b) => (
+            b.manifest.sequence + 1,
+            Some(PreviousVersion {
+                sequence: b.manifest.sequence,
+                sha256: b.sha256.clone(),
+            }),
+            b.manifest.files.clone(),
+        ),
         None => (1, None, Vec::new()),
     };
     files.extend(added);
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let removed = base.map(|b| b.manifest.removed.clone()).unwrap_or_default();
-    let m = Manifest { format: FORMAT.into(), partition: p.clone(), sequence, previous, committed_at: now, batch_id: batch_id.into(), files, removed };
+    let m = Manifest {
+        format: FORMAT.into(),
+        partition: p.clone(),
+        sequence,
+        previous,
+        committed_at: now,
+        batch_id: batch_id.into(),
+        files,
+        removed,
+    };
     let bytes = m.to_bytes();
     let sha256 = sha256_hex(&bytes);
     match store.put_new(&layout::manifest(p, sequence), bytes).await? {
-        Put::Created => Ok(Commit::Committed(Box::new(Loaded { manifest: m, sha256 }))),
+        Put::Created => Ok(Commit::Committed(Box::new(Loaded {
+            manifest: m,
+            sha256,
+        }))),
         Put::AlreadyExists => Ok(Commit::LostRace { sequence }),
     }
 }

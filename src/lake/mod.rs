@@ -10,11 +10,24 @@ pub mod verify;
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
     #[error("{context}: {source}")]
-    Io { context: String, #[source] source: std::io::Error },
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{op} {object}: {source}")]
-    Store { op: &'static str, object: String, #[source] source: object_store::Error },
+    Store {
+        op: &'static str,
+        object: String,
+        #[source]
+        source: object_store::Error,
+    },
     #[error("parquet {object}: {source}")]
-    Parquet { object: String, #[source] source: parquet::errors::ParquetError },
+    Parquet {
+        object: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
     #[error("{object}: {problem}")]
     Corrupt { object: String, problem: String },
     #[error("{0}")]
@@ -26,12 +39,22 @@ pub enum LakeError {
 
 impl LakeError {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        LakeError::Io { context: context.into(), source }
+        LakeError::Io {
+            context: context.into(),
+            source,
+        }
     }
     pub fn store(op: &'static str, object: &str, source: object_store::Error) -> Self {
-        LakeError::Store { op, object: object.to_string(), source }
+        LakeError::Store {
+            op,
+            object: object.to_string(),
+            source,
+        }
     }
     pub fn parquet(object: &str, source: parquet::errors::ParquetError) -> Self {
-        LakeError::Parquet { object: object.to_string(), source }
+        LakeError::Parquet {
+            object: object.to_string(),
+            source,
+        }
     }
 }

@@ -46,11 +46,19 @@ impl Store {
     /// Opens (creating the directory if asked) a store on the local filesystem.
     pub fn open_local(root: &std::path::Path, create: bool) -> Result<Self, LakeError> {
         if create {
-            std::fs::create_dir_all(root).map_err(|e| LakeError::io(format!("creating store directory {}", root.display()), e))?;
+            std::fs::create_dir_all(root).map_err(|e| {
+                LakeError::io(format!("creating store directory {}", root.display()), e)
+            })?;
         }
-        let root = root.canonicalize().map_err(|e| LakeError::io(format!("store {}", root.display()), e))?;
-        let fs = LocalFileSystem::new_with_prefix(&root).map_err(|e| LakeError::store("opening", &root.display().to_string(), e))?;
-        Ok(Store { inner: Arc::new(fs), root })
+        let root = root
+            .canonicalize()
+            .map_err(|e| LakeError::io(format!("store {}", root.display()), e))?;
+        let fs = LocalFileSystem::new_with_prefix(&root)
+            .map_err(|e| LakeError::store("opening", &root.display().to_string(), e))?;
+        Ok(Store {
+            inner: Arc::new(fs),
+            root,
+        })
     }
 
     pub fn root(&self) -> &std::path::Path {
@@ -70,8 +78,15 @@ impl Store {
         out
     }
 
-    pub async fn put_new(&self, path: &Path, bytes: impl Into<PutPayload>) -> Result<Put, LakeError> {
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+    pub async fn put_new(
+        &self,
+        path: &Path,
+        bytes: impl Into<PutPayload>,
+    ) -> Result<Put, LakeError> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
         match self.inner.put_opts(path, bytes.into(), opts).await {
             Ok(_) => Ok(Put::Created),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(Put::AlreadyExists),
@@ -80,13 +95,23 @@ impl Store {
     }
 
     pub async fn get(&self, path: &Path) -> Result<Bytes, LakeError> {
-        let r = self.inner.get(path).await.map_err(|e| LakeError::store("reading", path.as_ref(), e))?;
-        r.bytes().await.map_err(|e| LakeError::store("reading", path.as_ref(), e))
+        let r = self
+            .inner
+            .get(path)
+            .await
+            .map_err(|e| LakeError::store("reading", path.as_ref(), e))?;
+        r.bytes()
+            .await
+            .map_err(|e| LakeError::store("reading", path.as_ref(), e))
     }
 
     pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>, LakeError> {
         match self.inner.get(path).await {
-            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| LakeError::store("reading", path.as_ref(), e))?)),
+            Ok(r) => {
+                Ok(Some(r.bytes().await.map_err(|e| {
+                    LakeError::store("reading", path.as_ref(), e)
+                })?))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(LakeError::store("reading", path.as_ref(), e)),
         }
@@ -103,7 +128,12 @@ impl Store {
     /// Every object under `prefix` (recursive), sorted by path.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, LakeError> {
         let p = Path::from(prefix);
-        let mut v: Vec<ObjectMeta> = self.inner.list(Some(&p)).try_collect().await.map_err(|e| LakeError::store("listing", prefix, e))?;
+        let mut v: Vec<ObjectMeta> = self
+            .inner
+            .list(Some(&p))
+            .try_collect()
+            .await
+            .map_err(|e| LakeError::store("listing", prefix, e))?;
         v.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(v)
     }
@@ -118,14 +148,20 @@ impl Store {
 
     pub async fn lock(&self, path: &Path) -> Result<Lock, LakeError> {
         match self.get_opt(&lock_path(path)).await? {
-            Some(b) => serde_json::from_slice(&b).map_err(|e| LakeError::Corrupt { object: lock_path(path).to_string(), problem: e.to_string() }),
+            Some(b) => serde_json::from_slice(&b).map_err(|e| LakeError::Corrupt {
+                object: lock_path(path).to_string(),
+                problem: e.to_string(),
+            }),
             None => Ok(Lock::default()),
         }
     }
 
     async fn write_lock(&self, path: &Path, lock: &Lock) -> Result<(), LakeError> {
         let lp = lock_path(path);
-        self.inner.put(&lp, serde_json::to_vec(lock).expect("serializes").into()).await.map_err(|e| LakeError::store("writing", lp.as_ref(), e))?;
+        self.inner
+            .put(&lp, serde_json::to_vec(lock).expect("serializes").into())
+            .await
+            .map_err(|e| LakeError::store("writing", lp.as_ref(), e))?;
         // defence in depth on the local filesystem: a locked file is read-only
         let local = self.local_path(path);
         if let Ok(meta) = std::fs::metadata(&local) {
@@ -137,11 +173,18 @@ impl Store {
     }
 
     /// Sets or extends an object's retain-until; shortening it is refused.
-    pub async fn retain_until(&self, path: &Path, until: chrono::DateTime<chrono::Utc>) -> Result<(), LakeError> {
+    pub async fn retain_until(
+        &self,
+        path: &Path,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), LakeError> {
         let mut lock = self.lock(path).await?;
         match lock.retain_until {
             Some(current) if until < current => {
-                return Err(LakeError::ObjectLocked { object: path.to_string(), reason: format!("retain-until {current} can only be extended (asked {until})") });
+                return Err(LakeError::ObjectLocked {
+                    object: path.to_string(),
+                    reason: format!("retain-until {current} can only be extended (asked {until})"),
+                });
             }
             Some(current) if until == current => return Ok(()),
             _ => {}
@@ -151,7 +194,11 @@ impl Store {
     }
 
     /// Makes sure an object is retained at least until `until` (extends; never shortens).
-    pub async fn ensure_retained(&self, path: &Path, until: chrono::DateTime<chrono::Utc>) -> Result<(), LakeError> {
+    pub async fn ensure_retained(
+        &self,
+        path: &Path,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), LakeError> {
         match self.lock(path).await?.retain_until {
             Some(current) if current >= until => Ok(()),
             _ => self.retain_until(path, until).await,
@@ -169,13 +216,23 @@ impl Store {
     }
 
     /// Deletes an object unless its lock forbids it at `now` (then `ObjectLocked`).
-    pub async fn delete_checked(&self, path: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<(), LakeError> {
+    pub async fn delete_checked(
+        &self,
+        path: &Path,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), LakeError> {
         let lock = self.lock(path).await?;
         if lock.legal_hold {
-            return Err(LakeError::ObjectLocked { object: path.to_string(), reason: "under legal hold".into() });
+            return Err(LakeError::ObjectLocked {
+                object: path.to_string(),
+                reason: "under legal hold".into(),
+            });
         }
         if let Some(until) = lock.retain_until.filter(|u| *u > now) {
-            return Err(LakeError::ObjectLocked { object: path.to_string(), reason: format!("retained until {until}") });
+            return Err(LakeError::ObjectLocked {
+                object: path.to_string(),
+                reason: format!("retained until {until}"),
+            });
         }
         let local = self.local_path(path);
         if let Ok(meta) = std::fs::metadata(&local) {
@@ -190,28 +247,43 @@ impl Store {
 
     /// Starts writing a new object. Objects are write-once: an existing one is never
     /// overwritten (`ObjectLocked` when its lock protects it, else a conflict).
-    pub async fn start_upload(&self, path: &Path) -> Result<Box<dyn object_store::MultipartUpload>, LakeError> {
+    pub async fn start_upload(
+        &self,
+        path: &Path,
+    ) -> Result<Box<dyn object_store::MultipartUpload>, LakeError> {
         if self.head(path).await?.is_some() {
             let lock = self.lock(path).await?;
             if lock.legal_hold || lock.retain_until.is_some() {
-                return Err(LakeError::ObjectLocked { object: path.to_string(), reason: "locked objects cannot be overwritten".into() });
+                return Err(LakeError::ObjectLocked {
+                    object: path.to_string(),
+                    reason: "locked objects cannot be overwritten".into(),
+                });
             }
-            return Err(LakeError::Conflict(format!("{path} already exists; objects are written once")));
+            return Err(LakeError::Conflict(format!(
+                "{path} already exists; objects are written once"
+            )));
         }
-        self.inner.put_multipart(path).await.map_err(|e| LakeError::store("writing", path.as_ref(), e))
+        self.inner
+            .put_multipart(path)
+            .await
+            .map_err(|e| LakeError::store("writing", path.as_ref(), e))
     }
 
     /// Removes staging files a killed process left behind (`name#N`, invisible to listings).
     /// Call only while holding the batch lease. Returns how many were removed.
     pub fn remove_abandoned_staging(&self, under: &str) -> usize {
         fn walk(dir: &std::path::Path, n: &mut usize) {
-            let Ok(rd) = std::fs::read_dir(dir) else { return };
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                return;
+            };
             for e in rd.flatten() {
                 let p = e.path();
                 if p.is_dir() {
                     walk(&p, n);
-                } else if p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.rsplit_once('#').is_some_and(|(_, s)| s.bytes().all(|b| b.is_ascii_digit())))
-                    && std::fs::remove_file(&p).is_ok()
+                } else if p.file_name().and_then(|f| f.to_str()).is_some_and(|f| {
+                    f.rsplit_once('#')
+                        .is_some_and(|(_, s)| s.bytes().all(|b| b.is_ascii_digit()))
+                }) && std::fs::remove_file(&p).is_ok()
                 {
                     *n += 1;
                 }
@@ -229,7 +301,10 @@ mod tests {
     use chrono::{Duration, TimeZone, Utc};
 
     fn block<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[test]
@@ -241,18 +316,42 @@ mod tests {
         block(async {
             store.put_new(&p, b"data".to_vec()).await.unwrap();
             store.retain_until(&p, t0).await.unwrap();
-            assert!(matches!(store.retain_until(&p, t0 - Duration::days(1)).await, Err(LakeError::ObjectLocked { .. })), "cannot shorten");
-            store.retain_until(&p, t0 + Duration::days(1)).await.unwrap();
-            assert!(matches!(store.start_upload(&p).await, Err(LakeError::ObjectLocked { .. })), "no overwrite of a locked object");
+            assert!(
+                matches!(
+                    store.retain_until(&p, t0 - Duration::days(1)).await,
+                    Err(LakeError::ObjectLocked { .. })
+                ),
+                "cannot shorten"
+            );
+            store
+                .retain_until(&p, t0 + Duration::days(1))
+                .await
+                .unwrap();
+            assert!(
+                matches!(
+                    store.start_upload(&p).await,
+                    Err(LakeError::ObjectLocked { .. })
+                ),
+                "no overwrite of a locked object"
+            );
             let err = store.delete_checked(&p, t0).await.unwrap_err();
             assert!(err.to_string().starts_with("ObjectLocked"), "{err}");
             store.legal_hold(&p, true).await.unwrap();
-            assert!(store.delete_checked(&p, t0 + Duration::days(400)).await.is_err(), "a legal hold outlives retain-until");
+            assert!(
+                store
+                    .delete_checked(&p, t0 + Duration::days(400))
+                    .await
+                    .is_err(),
+                "a legal hold outlives retain-until"
+            );
             store.legal_hold(&p, false).await.unwrap();
             // wiping everything but the lock layer unlocks nothing
             let _ = std::fs::remove_dir_all(dir.path().join("manifests"));
             assert!(store.delete_checked(&p, t0).await.is_err());
-            store.delete_checked(&p, t0 + Duration::days(2)).await.unwrap();
+            store
+                .delete_checked(&p, t0 + Duration::days(2))
+                .await
+                .unwrap();
             assert!(store.head(&p).await.unwrap().is_none());
             assert_eq!(store.lock(&p).await.unwrap(), Lock::default());
         });

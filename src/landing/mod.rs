@@ -10,9 +10,9 @@
 pub mod quarantine;
 
 use crate::crypto::kms::{Kms, KmsError, WrappedKey};
-use crate::crypto::{aad, Cipher, CryptoError, DataKey};
+use crate::crypto::{Cipher, CryptoError, DataKey, aad};
 use crate::lake::storage::{Put, Store};
-use crate::lake::{layout, LakeError};
+use crate::lake::{LakeError, layout};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +35,11 @@ pub enum LandingError {
     #[error("{object}: {problem}")]
     Corrupt { object: String, problem: String },
     #[error("{context}: {source}")]
-    Io { context: String, #[source] source: std::io::Error },
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("quarantine entry {0} not found")]
     NotFound(String),
 }
@@ -64,7 +68,12 @@ pub struct SegmentHeader {
 
 fn block_aad(h: &SegmentHeader, index: u32) -> Vec<u8> {
     let at = crate::clock::fmt_ts(h.arrived_at);
-    let mut parts: Vec<&[u8]> = vec![b"holdfast.landing.v1", h.segment_id.as_bytes(), h.source.as_bytes(), at.as_bytes()];
+    let mut parts: Vec<&[u8]> = vec![
+        b"holdfast.landing.v1",
+        h.segment_id.as_bytes(),
+        h.source.as_bytes(),
+        at.as_bytes(),
+    ];
     let (index, count) = (index.to_be_bytes(), h.block_count.to_be_bytes());
     parts.extend([&index[..], &count[..]]);
     if let Some(t) = &h.tenant {
@@ -83,7 +92,12 @@ pub struct SegmentBuilder {
 
 impl Default for SegmentBuilder {
     fn default() -> Self {
-        SegmentBuilder { blocks: vec![Vec::with_capacity(BLOCK_BYTES + 4096)], lines: 0, raw: 0, replay_of: Vec::new() }
+        SegmentBuilder {
+            blocks: vec![Vec::with_capacity(BLOCK_BYTES + 4096)],
+            lines: 0,
+            raw: 0,
+            replay_of: Vec::new(),
+        }
     }
 }
 
@@ -99,7 +113,9 @@ impl SegmentBuilder {
             } else {
                 match memchr::memrchr(b'\n', &data[..room]) {
                     Some(i) => i + 1,
-                    None if cur.is_empty() => memchr::memchr(b'\n', data).map_or(data.len(), |i| i + 1),
+                    None if cur.is_empty() => {
+                        memchr::memchr(b'\n', data).map_or(data.len(), |i| i + 1)
+                    }
                     None => 0,
                 }
             };
@@ -137,7 +153,16 @@ impl SegmentBuilder {
 
     /// Compresses and seals the blocks (on `threads` threads) and writes the segment.
     #[allow(clippy::too_many_arguments)]
-    pub async fn write(mut self, store: &Store, kms: &dyn Kms, source: &str, tenant: Option<&str>, id: &str, arrived_at: DateTime<Utc>, threads: usize) -> Result<u64, LandingError> {
+    pub async fn write(
+        mut self,
+        store: &Store,
+        kms: &dyn Kms,
+        source: &str,
+        tenant: Option<&str>,
+        id: &str,
+        arrived_at: DateTime<Utc>,
+        threads: usize,
+    ) -> Result<u64, LandingError> {
         self.blocks.retain(|b| !b.is_empty());
         if self.blocks.is_empty() {
             return Ok(0);
@@ -165,7 +190,9 @@ impl SegmentBuilder {
             zeroize::Zeroize::zeroize(b);
         }
         let header_json = serde_json::to_vec(&header).expect("header serializes");
-        let mut out = Vec::with_capacity(12 + header_json.len() + sealed.iter().map(|s| s.len() + 4).sum::<usize>());
+        let mut out = Vec::with_capacity(
+            12 + header_json.len() + sealed.iter().map(|s| s.len() + 4).sum::<usize>(),
+        );
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(header_json.len() as u32).to_be_bytes());
         out.extend_from_slice(&header_json);
@@ -177,12 +204,20 @@ impl SegmentBuilder {
         let path = layout::landing_segment(id);
         match store.put_new(&path, out).await? {
             Put::Created => Ok(n),
-            Put::AlreadyExists => Err(LandingError::Corrupt { object: path.to_string(), problem: "a segment with this id already exists".into() }),
+            Put::AlreadyExists => Err(LandingError::Corrupt {
+                object: path.to_string(),
+                problem: "a segment with this id already exists".into(),
+            }),
         }
     }
 }
 
-fn seal_blocks(blocks: &[Vec<u8>], header: &SegmentHeader, cipher: &Cipher, threads: usize) -> Vec<Vec<u8>> {
+fn seal_blocks(
+    blocks: &[Vec<u8>],
+    header: &SegmentHeader,
+    cipher: &Cipher,
+    threads: usize,
+) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = vec![Vec::new(); blocks.len()];
     let chunk = blocks.len().div_ceil(threads);
     std::thread::scope(|s| {
@@ -210,16 +245,30 @@ pub struct Segment {
 
 impl Segment {
     pub fn parse(object: &str, bytes: bytes::Bytes) -> Result<Self, LandingError> {
-        let corrupt = |p: &str| LandingError::Corrupt { object: object.to_string(), problem: p.to_string() };
+        let corrupt = |p: &str| LandingError::Corrupt {
+            object: object.to_string(),
+            problem: p.to_string(),
+        };
         if bytes.len() < 12 || &bytes[..8] != MAGIC {
             return Err(corrupt("not a landing segment"));
         }
         let hlen = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
-        let header: SegmentHeader = serde_json::from_slice(bytes.get(12..12 + hlen).ok_or_else(|| corrupt("truncated header"))?).map_err(|_| corrupt("bad header"))?;
+        let header: SegmentHeader = serde_json::from_slice(
+            bytes
+                .get(12..12 + hlen)
+                .ok_or_else(|| corrupt("truncated header"))?,
+        )
+        .map_err(|_| corrupt("bad header"))?;
         let mut pos = 12 + hlen;
         let mut blocks = Vec::new();
         while pos < bytes.len() {
-            let len = u32::from_be_bytes(bytes.get(pos..pos + 4).ok_or_else(|| corrupt("truncated block"))?.try_into().unwrap()) as usize;
+            let len = u32::from_be_bytes(
+                bytes
+                    .get(pos..pos + 4)
+                    .ok_or_else(|| corrupt("truncated block"))?
+                    .try_into()
+                    .unwrap(),
+            ) as usize;
             let end = pos + 4 + len;
             if end > bytes.len() {
                 return Err(corrupt("truncated block"));
@@ -228,13 +277,24 @@ impl Segment {
             pos = end;
         }
         if blocks.len() != header.block_count as usize {
-            return Err(corrupt(&format!("holds {} blocks, header says {}", blocks.len(), header.block_count)));
+            return Err(corrupt(&format!(
+                "holds {} blocks, header says {}",
+                blocks.len(),
+                header.block_count
+            )));
         }
-        Ok(Segment { header, bytes, blocks })
+        Ok(Segment {
+            header,
+            bytes,
+            blocks,
+        })
     }
 
     pub async fn unwrap_key(&self, kms: &dyn Kms) -> Result<Cipher, LandingError> {
-        Ok(kms.unwrap_key(&self.header.dek_id, &self.header.wrapped_dek).await?.cipher())
+        Ok(kms
+            .unwrap_key(&self.header.dek_id, &self.header.wrapped_dek)
+            .await?
+            .cipher())
     }
 
     pub fn block_count(&self) -> usize {
@@ -244,8 +304,14 @@ impl Segment {
     /// The lines of block `i` (each ending in `\n`).
     pub fn open_block(&self, cipher: &Cipher, i: usize) -> Result<Vec<u8>, LandingError> {
         let id = &self.header.segment_id;
-        let mut c = cipher.open(&self.bytes[self.blocks[i].clone()], &block_aad(&self.header, i as u32), &|| format!("landing segment {id} block {i}"))?;
-        let out = zstd::stream::decode_all(c.as_slice()).map_err(|_| CryptoError::Decompress { what: format!("landing segment {id} block {i}") });
+        let mut c = cipher.open(
+            &self.bytes[self.blocks[i].clone()],
+            &block_aad(&self.header, i as u32),
+            &|| format!("landing segment {id} block {i}"),
+        )?;
+        let out = zstd::stream::decode_all(c.as_slice()).map_err(|_| CryptoError::Decompress {
+            what: format!("landing segment {id} block {i}"),
+        });
         zeroize::Zeroize::zeroize(&mut c);
         Ok(out?)
     }
@@ -253,7 +319,10 @@ impl Segment {
 
 /// Segment ids sort by arrival: `<yyyymmddThhmmss.ffffffZ>-<seq>-<random>`.
 pub fn segment_id(arrived_at: DateTime<Utc>, seq: u32, random: u32) -> String {
-    format!("{}-{seq:06}-{random:08x}", arrived_at.format("%Y%m%dT%H%M%S%.6fZ"))
+    format!(
+        "{}-{seq:06}-{random:08x}",
+        arrived_at.format("%Y%m%dT%H%M%S%.6fZ")
+    )
 }
 
 #[cfg(test)]

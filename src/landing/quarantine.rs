@@ -4,8 +4,8 @@
 //! the original bytes and the full error message (which may quote them) are sealed.
 
 use super::LandingError;
-use crate::crypto::kms::{b64, Kms, WrappedKey};
-use crate::crypto::{aad, Cipher, DataKey};
+use crate::crypto::kms::{Kms, WrappedKey, b64};
+use crate::crypto::{Cipher, DataKey, aad};
 use crate::lake::layout;
 use crate::lake::storage::{Put, Store};
 use chrono::{DateTime, Utc};
@@ -77,14 +77,32 @@ impl Writer {
     pub async fn new(kms: &dyn Kms, batch_id: &str) -> Result<Self, LandingError> {
         let dek = DataKey::generate();
         let wrapped = kms.wrap(&dek).await?;
-        Ok(Writer { cipher: dek.cipher(), wrapped, batch_id: batch_id.to_string() })
+        Ok(Writer {
+            cipher: dek.cipher(),
+            wrapped,
+            batch_id: batch_id.to_string(),
+        })
     }
 
-    pub fn seal(&self, origin: &Origin<'_>, reject: &crate::schema::Reject, original: &[u8], now: DateTime<Utc>) -> Entry {
-        let id = origin.entry_id.map_or_else(|| entry_id(origin.segment_id, origin.line_no), str::to_string);
-        let secret = Secret { message: reject.message.clone(), original: original.to_vec() };
+    pub fn seal(
+        &self,
+        origin: &Origin<'_>,
+        reject: &crate::schema::Reject,
+        original: &[u8],
+        now: DateTime<Utc>,
+    ) -> Entry {
+        let id = origin.entry_id.map_or_else(
+            || entry_id(origin.segment_id, origin.line_no),
+            str::to_string,
+        );
+        let secret = Secret {
+            message: reject.message.clone(),
+            original: original.to_vec(),
+        };
         let mut plain = serde_json::to_vec(&secret).expect("serializes");
-        let sealed = self.cipher.seal(&plain, &entry_aad(&id, self.cipher.dek_id()));
+        let sealed = self
+            .cipher
+            .seal(&plain, &entry_aad(&id, self.cipher.dek_id()));
         zeroize::Zeroize::zeroize(&mut plain);
         Entry {
             format: "holdfast.quarantine".into(),
@@ -112,7 +130,10 @@ impl Writer {
 /// Writes an entry; an entry already there (a rerun after a crash) is left as it is.
 pub async fn put(store: &Store, e: &Entry) -> Result<bool, LandingError> {
     let bytes = serde_json::to_vec_pretty(e).expect("serializes");
-    Ok(store.put_new(&layout::quarantine_entry(&e.id), bytes).await? == Put::Created)
+    Ok(store
+        .put_new(&layout::quarantine_entry(&e.id), bytes)
+        .await?
+        == Put::Created)
 }
 
 pub async fn list(store: &Store) -> Result<Vec<Entry>, LandingError> {
@@ -123,12 +144,17 @@ pub async fn list(store: &Store) -> Result<Vec<Entry>, LandingError> {
             out.push(parse(meta.location.as_ref(), &bytes)?);
         }
     }
-    out.sort_by(|a, b| (a.arrived_at, &a.segment_id, a.line_no).cmp(&(b.arrived_at, &b.segment_id, b.line_no)));
+    out.sort_by(|a, b| {
+        (a.arrived_at, &a.segment_id, a.line_no).cmp(&(b.arrived_at, &b.segment_id, b.line_no))
+    });
     Ok(out)
 }
 
 fn parse(object: &str, bytes: &[u8]) -> Result<Entry, LandingError> {
-    serde_json::from_slice(bytes).map_err(|e| LandingError::Corrupt { object: object.to_string(), problem: format!("not a quarantine entry: {e}") })
+    serde_json::from_slice(bytes).map_err(|e| LandingError::Corrupt {
+        object: object.to_string(),
+        problem: format!("not a quarantine entry: {e}"),
+    })
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<Entry, LandingError> {
@@ -145,8 +171,13 @@ pub async fn get(store: &Store, id: &str) -> Result<Entry, LandingError> {
 /// Decrypts an entry's original bytes and full message (for an operator).
 pub async fn open(kms: &dyn Kms, e: &Entry) -> Result<Secret, LandingError> {
     let cipher = kms.unwrap_key(&e.dek_id, &e.wrapped_dek).await?.cipher();
-    let mut plain = cipher.open(&e.sealed, &entry_aad(&e.id, &e.dek_id), &|| format!("quarantine entry {}", e.id))?;
-    let secret = serde_json::from_slice(&plain).map_err(|_| LandingError::Corrupt { object: e.id.clone(), problem: "sealed part is not readable".into() });
+    let mut plain = cipher.open(&e.sealed, &entry_aad(&e.id, &e.dek_id), &|| {
+        format!("quarantine entry {}", e.id)
+    })?;
+    let secret = serde_json::from_slice(&plain).map_err(|_| LandingError::Corrupt {
+        object: e.id.clone(),
+        problem: "sealed part is not readable".into(),
+    });
     zeroize::Zeroize::zeroize(&mut plain);
     secret
 }

@@ -5,14 +5,17 @@
 //! it opened, for the audit entry the caller writes before showing anything.
 
 use crate::crypto::kms::{Kms, WrappedKey};
-use crate::crypto::{open_record, record_aad, Cipher};
+use crate::crypto::{Cipher, open_record, record_aad};
 use crate::lake::datafile;
 use crate::lake::manifest::Loaded;
 use crate::lake::storage::Store;
 use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use arrow::datatypes::DataType;
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -43,42 +46,85 @@ impl Decryptor {
         let files = latest
             .iter()
             .flat_map(|l| l.manifest.files.iter())
-            .map(|f| (f.encryption.dek_id.clone(), (object_store::path::Path::from(f.path.as_str()), f.size_bytes, f.encryption.wrapped_dek.clone())))
+            .map(|f| {
+                (
+                    f.encryption.dek_id.clone(),
+                    (
+                        object_store::path::Path::from(f.path.as_str()),
+                        f.size_bytes,
+                        f.encryption.wrapped_dek.clone(),
+                    ),
+                )
+            })
             .collect();
-        Decryptor { store, kms, files, keys: Mutex::default(), opened: Mutex::default(), index_keys: Mutex::default(), blind_indexes: Default::default() }
+        Decryptor {
+            store,
+            kms,
+            files,
+            keys: Mutex::default(),
+            opened: Mutex::default(),
+            index_keys: Mutex::default(),
+            blind_indexes: Default::default(),
+        }
     }
 
     fn key(&self, dek_id: &str) -> Result<Arc<FileKey>, String> {
         if let Some(k) = self.keys.lock().expect("lock").get(dek_id) {
             return Ok(k.clone());
         }
-        let (path, size, wrapped) = self.files.get(dek_id).ok_or_else(|| format!("DEK {dek_id} is not in any committed manifest"))?;
+        let (path, size, wrapped) = self
+            .files
+            .get(dek_id)
+            .ok_or_else(|| format!("DEK {dek_id} is not in any committed manifest"))?;
         let load = async {
-            let dek = self.kms.unwrap_key(dek_id, wrapped).await.map_err(|e| e.to_string())?;
+            let dek = self
+                .kms
+                .unwrap_key(dek_id, wrapped)
+                .await
+                .map_err(|e| e.to_string())?;
             let cipher = dek.cipher();
-            let md = datafile::footer(&self.store, path, *size).await.map_err(|e| e.to_string())?;
-            let dict = datafile::dictionary(md.file_metadata(), &cipher).map_err(|e| e.to_string())?;
+            let md = datafile::footer(&self.store, path, *size)
+                .await
+                .map_err(|e| e.to_string())?;
+            let dict =
+                datafile::dictionary(md.file_metadata(), &cipher).map_err(|e| e.to_string())?;
             Ok::<_, String>(FileKey { cipher, dict })
         };
-        let key = Arc::new(tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(load))?);
-        self.keys.lock().expect("lock").insert(dek_id.to_string(), key.clone());
-        self.opened.lock().expect("lock").1.insert(dek_id.to_string());
+        let key = Arc::new(tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(load)
+        })?);
+        self.keys
+            .lock()
+            .expect("lock")
+            .insert(dek_id.to_string(), key.clone());
+        self.opened
+            .lock()
+            .expect("lock")
+            .1
+            .insert(dek_id.to_string());
         Ok(key)
     }
 
-    fn blind_index(&self, tenant: &str, value: &str) -> Result<[u8; crate::crypto::BLIND_INDEX_BYTES], String> {
+    fn blind_index(
+        &self,
+        tenant: &str,
+        value: &str,
+    ) -> Result<[u8; crate::crypto::BLIND_INDEX_BYTES], String> {
         let mut keys = self.index_keys.lock().expect("lock");
         if !keys.contains_key(tenant) {
-            let k = futures::executor::block_on(self.kms.index_key(tenant)).map_err(|e| e.to_string())?;
+            let k = futures::executor::block_on(self.kms.index_key(tenant))
+                .map_err(|e| e.to_string())?;
             keys.insert(tenant.to_string(), k);
         }
-        self.blind_indexes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.blind_indexes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(crate::crypto::blind_index(&keys[tenant], value))
     }
 
     /// How many blind indexes were computed.
     pub fn blind_indexes(&self) -> u64 {
-        self.blind_indexes.load(std::sync::atomic::Ordering::Relaxed)
+        self.blind_indexes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// (event ids opened, DEKs unwrapped) so far.
@@ -129,7 +175,12 @@ impl ScalarUDFImpl for DecryptPayload {
         let payload = arrow::compute::cast(&arrays[0], &DataType::Binary)?;
         let payload = payload.as_binary::<i32>();
         let cols: Vec<ArrayRef> = arrays[1..5].iter().map(strings).collect::<DfResult<_>>()?;
-        let (tenant, event, interaction, dek) = (cols[0].as_string::<i32>(), cols[1].as_string::<i32>(), cols[2].as_string::<i32>(), cols[3].as_string::<i32>());
+        let (tenant, event, interaction, dek) = (
+            cols[0].as_string::<i32>(),
+            cols[1].as_string::<i32>(),
+            cols[2].as_string::<i32>(),
+            cols[3].as_string::<i32>(),
+        );
         let mut out = StringBuilder::new();
         let mut opened = Vec::new();
         for i in 0..payload.len() {
@@ -137,14 +188,35 @@ impl ScalarUDFImpl for DecryptPayload {
                 out.append_null();
                 continue;
             }
-            let key = self.decryptor.0.key(dek.value(i)).map_err(DataFusionError::Execution)?;
-            let aad = record_aad(tenant.value(i), event.value(i), interaction.value(i), dek.value(i));
-            let plain = open_record(&key.cipher, key.dict.as_ref(), payload.value(i), &aad, &|| format!("event {}", event.value(i)))
-                .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+            let key = self
+                .decryptor
+                .0
+                .key(dek.value(i))
+                .map_err(DataFusionError::Execution)?;
+            let aad = record_aad(
+                tenant.value(i),
+                event.value(i),
+                interaction.value(i),
+                dek.value(i),
+            );
+            let plain = open_record(
+                &key.cipher,
+                key.dict.as_ref(),
+                payload.value(i),
+                &aad,
+                &|| format!("event {}", event.value(i)),
+            )
+            .map_err(|e| DataFusionError::Execution(e.to_string()))?;
             out.append_value(String::from_utf8_lossy(&plain));
             opened.push(event.value(i).to_string());
         }
-        self.decryptor.0.opened.lock().expect("lock").0.extend(opened);
+        self.decryptor
+            .0
+            .opened
+            .lock()
+            .expect("lock")
+            .0
+            .extend(opened);
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
 }
@@ -166,7 +238,9 @@ impl ScalarUDFImpl for BlindIndex {
         &self.signature
     }
     fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::FixedSizeBinary(crate::crypto::BLIND_INDEX_BYTES as i32))
+        Ok(DataType::FixedSizeBinary(
+            crate::crypto::BLIND_INDEX_BYTES as i32,
+        ))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
@@ -175,8 +249,12 @@ impl ScalarUDFImpl for BlindIndex {
             2 => (Some(cols[0].as_string::<i32>()), cols[1].as_string::<i32>()),
             _ => (None, cols[0].as_string::<i32>()),
         };
-        let mut out = arrow::array::FixedSizeBinaryBuilder::with_capacity(values.len(), crate::crypto::BLIND_INDEX_BYTES as i32);
-        let mut memo: HashMap<(String, String), [u8; crate::crypto::BLIND_INDEX_BYTES]> = HashMap::new();
+        let mut out = arrow::array::FixedSizeBinaryBuilder::with_capacity(
+            values.len(),
+            crate::crypto::BLIND_INDEX_BYTES as i32,
+        );
+        let mut memo: HashMap<(String, String), [u8; crate::crypto::BLIND_INDEX_BYTES]> =
+            HashMap::new();
         for i in 0..values.len() {
             let tenant = match tenants {
                 Some(t) if !t.is_null(i) => t.value(i).to_string(),
@@ -194,7 +272,11 @@ impl ScalarUDFImpl for BlindIndex {
             let h = match memo.get(&k) {
                 Some(h) => *h,
                 None => {
-                    let h = self.decryptor.0.blind_index(&k.0, &k.1).map_err(DataFusionError::Execution)?;
+                    let h = self
+                        .decryptor
+                        .0
+                        .blind_index(&k.0, &k.1)
+                        .map_err(DataFusionError::Execution)?;
                     memo.insert(k, h);
                     h
                 }
@@ -227,12 +309,18 @@ impl ScalarUDFImpl for JsonGet {
         let json = cols[0].as_string::<i32>();
         let mut out = StringBuilder::new();
         for i in 0..json.len() {
-            let v = if json.is_null(i) { None } else { serde_json::from_str::<serde_json::Value>(json.value(i)).ok() };
+            let v = if json.is_null(i) {
+                None
+            } else {
+                serde_json::from_str::<serde_json::Value>(json.value(i)).ok()
+            };
             let found = v.as_ref().and_then(|v| {
                 cols[1..].iter().try_fold(v, |v, k| {
                     let k = k.as_string::<i32>().value(i);
                     match v {
-                        serde_json::Value::Array(a) => k.parse::<usize>().ok().and_then(|n| a.get(n)),
+                        serde_json::Value::Array(a) => {
+                            k.parse::<usize>().ok().and_then(|n| a.get(n))
+                        }
                         _ => v.get(k),
                     }
                 })
@@ -248,16 +336,32 @@ impl ScalarUDFImpl for JsonGet {
 }
 
 /// Registers the decryption functions and the `decrypted` view.
-pub async fn enable(ctx: &datafusion::prelude::SessionContext, decryptor: Arc<Decryptor>, tenant: Option<String>) -> DfResult<()> {
-    let one_or_two = Signature::one_of(vec![TypeSignature::Any(1), TypeSignature::Any(2)], Volatility::Immutable);
-    ctx.register_udf(ScalarUDF::new_from_impl(BlindIndex { signature: one_or_two, decryptor: Shared(decryptor.clone()), tenant }));
+pub async fn enable(
+    ctx: &datafusion::prelude::SessionContext,
+    decryptor: Arc<Decryptor>,
+    tenant: Option<String>,
+) -> DfResult<()> {
+    let one_or_two = Signature::one_of(
+        vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+        Volatility::Immutable,
+    );
+    ctx.register_udf(ScalarUDF::new_from_impl(BlindIndex {
+        signature: one_or_two,
+        decryptor: Shared(decryptor.clone()),
+        tenant,
+    }));
     let any = TypeSignature::Any(5);
-    ctx.register_udf(ScalarUDF::new_from_impl(DecryptPayload { signature: Signature::new(any, Volatility::Immutable), decryptor: Shared(decryptor) }));
+    ctx.register_udf(ScalarUDF::new_from_impl(DecryptPayload {
+        signature: Signature::new(any, Volatility::Immutable),
+        decryptor: Shared(decryptor),
+    }));
     ctx.sql("CREATE VIEW decrypted AS SELECT *, decrypt_payload(payload, tenant_id, event_id, interaction_id, dek_id) AS record FROM events").await?;
     Ok(())
 }
 
 /// `json_get` is useful without decryption too (on any JSON text).
 pub fn register_json(ctx: &datafusion::prelude::SessionContext) {
-    ctx.register_udf(ScalarUDF::new_from_impl(JsonGet { signature: Signature::variadic_any(Volatility::Immutable) }));
+    ctx.register_udf(ScalarUDF::new_from_impl(JsonGet {
+        signature: Signature::variadic_any(Volatility::Immutable),
+    }));
 }

@@ -7,15 +7,20 @@ pub mod decrypt;
 pub mod named;
 mod view;
 
+use crate::lake::LakeError;
 use crate::lake::datafile::SCHEMA;
 use crate::lake::manifest::{self, Loaded};
 use crate::lake::storage::Store;
-use crate::lake::LakeError;
-use arrow::array::{ArrayRef, Int32Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder, UInt32Builder};
+use arrow::array::{
+    ArrayRef, Int32Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder, UInt32Builder,
+};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use std::sync::Arc;
 
@@ -71,18 +76,28 @@ pub async fn session_on(
         .set_bool("datafusion.execution.parquet.pushdown_filters", true)
         .set_bool("datafusion.execution.parquet.reorder_filters", true)
         .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true)
-        .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
+        .set_bool(
+            "datafusion.execution.parquet.schema_force_view_types",
+            false,
+        )
         .set_str("datafusion.execution.time_zone", "UTC");
     // No list-files cache: it matches partition prefixes as text (`day=2` would miss `day=02`),
     // and listing the committed view costs nothing anyway.
-    let caches = datafusion::execution::cache::cache_manager::CacheManagerConfig { list_files_cache_limit: 0, ..Default::default() };
-    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_cache_manager(caches).build_arc()?;
+    let caches = datafusion::execution::cache::cache_manager::CacheManagerConfig {
+        list_files_cache_limit: 0,
+        ..Default::default()
+    };
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_cache_manager(caches)
+        .build_arc()?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     let view = CommittedView::new(store.object_store(), &latest);
     let url = url::Url::parse(STORE_URL).expect("static url");
     ctx.register_object_store(&url, Arc::new(view));
 
-    let format = ParquetFormat::default().with_enable_pruning(true).with_skip_metadata(true);
+    let format = ParquetFormat::default()
+        .with_enable_pruning(true)
+        .with_skip_metadata(true);
     let options = ListingOptions::new(Arc::new(format))
         .with_file_extension(".parquet")
         .with_table_partition_cols(vec![
@@ -92,17 +107,31 @@ pub async fn session_on(
             ("interaction_type".to_string(), DataType::Utf8),
         ]);
     let table_url = ListingTableUrl::parse(format!("{STORE_URL}/{}/", crate::lake::layout::LAKE))?;
-    let config = ListingTableConfig::new(table_url).with_listing_options(options).with_schema(SCHEMA.clone());
+    let config = ListingTableConfig::new(table_url)
+        .with_listing_options(options)
+        .with_schema(SCHEMA.clone());
     ctx.register_table("events", Arc::new(ListingTable::try_new(config)?))?;
 
     let m = manifests_batch(&latest)?;
-    ctx.register_table("manifests", Arc::new(MemTable::try_new(m.schema(), vec![vec![m]])?))?;
+    ctx.register_table(
+        "manifests",
+        Arc::new(MemTable::try_new(m.schema(), vec![vec![m]])?),
+    )?;
     let r = removals_batch(&latest)?;
-    ctx.register_table("removals", Arc::new(MemTable::try_new(r.schema(), vec![vec![r]])?))?;
+    ctx.register_table(
+        "removals",
+        Arc::new(MemTable::try_new(r.schema(), vec![vec![r]])?),
+    )?;
     if audit {
-        let entries = crate::audit::Audit::new(store.clone(), Arc::new(crate::clock::SystemClock)).entries().await.map_err(|e| QueryError::Output(e.to_string()))?;
+        let entries = crate::audit::Audit::new(store.clone(), Arc::new(crate::clock::SystemClock))
+            .entries()
+            .await
+            .map_err(|e| QueryError::Output(e.to_string()))?;
         let a = audit_batch(&entries)?;
-        ctx.register_table("audit", Arc::new(MemTable::try_new(a.schema(), vec![vec![a]])?))?;
+        ctx.register_table(
+            "audit",
+            Arc::new(MemTable::try_new(a.schema(), vec![vec![a]])?),
+        )?;
     }
     // latest state per interaction (tenant + interaction id), one row each
     ctx.sql(
@@ -136,10 +165,25 @@ pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>
 /// The audit trail as a table: one row per entry.
 pub fn audit_batch(entries: &[(crate::audit::Entry, String)]) -> Result<RecordBatch, QueryError> {
     use arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
-    let text = |f: &dyn Fn(&crate::audit::Entry, &str) -> Option<String>| Arc::new(StringArray::from_iter(entries.iter().map(|(e, h)| f(e, h)))) as ArrayRef;
+    let text = |f: &dyn Fn(&crate::audit::Entry, &str) -> Option<String>| {
+        Arc::new(StringArray::from_iter(entries.iter().map(|(e, h)| f(e, h)))) as ArrayRef
+    };
     Ok(RecordBatch::try_from_iter(vec![
-        ("sequence", Arc::new(Int64Array::from_iter_values(entries.iter().map(|(e, _)| e.sequence as i64))) as ArrayRef),
-        ("at", Arc::new(TimestampMicrosecondArray::from_iter_values(entries.iter().map(|(e, _)| e.at.timestamp_micros())).with_timezone("UTC")) as ArrayRef),
+        (
+            "sequence",
+            Arc::new(Int64Array::from_iter_values(
+                entries.iter().map(|(e, _)| e.sequence as i64),
+            )) as ArrayRef,
+        ),
+        (
+            "at",
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(
+                    entries.iter().map(|(e, _)| e.at.timestamp_micros()),
+                )
+                .with_timezone("UTC"),
+            ) as ArrayRef,
+        ),
         ("actor", text(&|e, _| Some(e.actor.clone()))),
         ("action", text(&|e, _| Some(e.action.clone()))),
         ("case", text(&|e, _| e.case.clone())),
@@ -171,9 +215,18 @@ pub fn removals_batch(latest: &[Loaded]) -> Result<RecordBatch, QueryError> {
         Field::new("deleted_at", ts(), true),
         Field::new("awaiting_deletion", DataType::Boolean, false),
     ]));
-    let (mut part, mut typ, mut path, mut sha, mut sweep, mut by) = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+    let (mut part, mut typ, mut path, mut sha, mut sweep, mut by) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
     let (mut count, mut kept) = (Int64Builder::new(), Int64Builder::new());
-    let mut times: Vec<TimestampMicrosecondBuilder> = (0..3).map(|_| TimestampMicrosecondBuilder::new().with_timezone("UTC")).collect();
+    let mut times: Vec<TimestampMicrosecondBuilder> = (0..3)
+        .map(|_| TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+        .collect();
     let mut awaiting = arrow::array::BooleanBuilder::new();
     for l in latest {
         let m = &l.manifest;
@@ -189,12 +242,18 @@ pub fn removals_batch(latest: &[Loaded]) -> Result<RecordBatch, QueryError> {
             by.append_option(r.replaced_by.as_deref());
             kept.append_option(r.records_kept.map(|k| k as i64));
             // an ordinary removal deletes the object at `removed_at`
-            let deleted = if r.replaced_by.is_some() { r.deleted_at } else { Some(r.removed_at) };
+            let deleted = if r.replaced_by.is_some() {
+                r.deleted_at
+            } else {
+                Some(r.removed_at)
+            };
             times[2].append_option(deleted.map(|t| t.timestamp_micros()));
             awaiting.append_value(r.awaiting_deletion());
         }
     }
-    let mut t = times.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut t = times
+        .into_iter()
+        .map(|mut b| Arc::new(b.finish()) as ArrayRef);
     let mut next = || t.next().expect("column");
     let columns: Vec<ArrayRef> = vec![
         Arc::new(part.finish()),
@@ -244,9 +303,18 @@ pub fn manifests_batch(latest: &[Loaded]) -> Result<RecordBatch, QueryError> {
     let mut s: Vec<StringBuilder> = (0..9).map(|_| StringBuilder::new()).collect();
     let mut ints: Vec<Int32Builder> = (0..3).map(|_| Int32Builder::new()).collect();
     let mut longs: Vec<Int64Builder> = (0..3).map(|_| Int64Builder::new()).collect();
-    let mut times: Vec<TimestampMicrosecondBuilder> = (0..6).map(|_| TimestampMicrosecondBuilder::new().with_timezone("UTC")).collect();
-    let mut lists: Vec<ListBuilder<StringBuilder>> =
-        (0..2).map(|_| ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("element", DataType::Utf8, true)))).collect();
+    let mut times: Vec<TimestampMicrosecondBuilder> = (0..6)
+        .map(|_| TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+        .collect();
+    let mut lists: Vec<ListBuilder<StringBuilder>> = (0..2)
+        .map(|_| {
+            ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+                "element",
+                DataType::Utf8,
+                true,
+            )))
+        })
+        .collect();
     let mut kek_version = UInt32Builder::new();
     for l in latest {
         let m = &l.manifest;
@@ -260,7 +328,14 @@ pub fn manifests_batch(latest: &[Loaded]) -> Result<RecordBatch, QueryError> {
             s[3].append_value(&f.sha256);
             longs[0].append_value(f.size_bytes as i64);
             longs[1].append_value(f.record_count as i64);
-            for (b, t) in times.iter_mut().zip([f.min_occurred_at, f.max_occurred_at, f.earliest_expiry, f.latest_expiry, f.added_at, m.committed_at]) {
+            for (b, t) in times.iter_mut().zip([
+                f.min_occurred_at,
+                f.max_occurred_at,
+                f.earliest_expiry,
+                f.latest_expiry,
+                f.added_at,
+                m.committed_at,
+            ]) {
                 b.append_value(t.timestamp_micros());
             }
             for (b, v) in lists.iter_mut().zip([&f.tenant_ids, &f.policy_ids]) {
@@ -277,10 +352,18 @@ pub fn manifests_batch(latest: &[Loaded]) -> Result<RecordBatch, QueryError> {
         }
     }
     let mut s = s.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let mut ints = ints.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let mut longs = longs.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let mut times = times.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let mut lists = lists.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut ints = ints
+        .into_iter()
+        .map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut longs = longs
+        .into_iter()
+        .map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut times = times
+        .into_iter()
+        .map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut lists = lists
+        .into_iter()
+        .map(|mut b| Arc::new(b.finish()) as ArrayRef);
     let n = |it: &mut dyn Iterator<Item = ArrayRef>| it.next().expect("column");
     let columns = vec![
         n(&mut s),

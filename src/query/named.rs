@@ -20,14 +20,29 @@ pub fn placeholders(sql: &str) -> Vec<String> {
 /// Binds every placeholder; an unknown or missing parameter is an error naming them all.
 pub fn bind(sql: &str, params: &[(String, String)]) -> Result<String, String> {
     let wanted = placeholders(sql);
-    let missing: Vec<&String> = wanted.iter().filter(|w| !params.iter().any(|(k, _)| k == *w)).collect();
-    let unknown: Vec<&String> = params.iter().map(|(k, _)| k).filter(|k| !wanted.contains(k)).collect();
+    let missing: Vec<&String> = wanted
+        .iter()
+        .filter(|w| !params.iter().any(|(k, _)| k == *w))
+        .collect();
+    let unknown: Vec<&String> = params
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| !wanted.contains(k))
+        .collect();
     if !missing.is_empty() || !unknown.is_empty() {
-        return Err(format!("this query takes --param {}; missing: {:?}; unknown: {:?}", wanted.join(", --param "), missing, unknown));
+        return Err(format!(
+            "this query takes --param {}; missing: {:?}; unknown: {:?}",
+            wanted.join(", --param "),
+            missing,
+            unknown
+        ));
     }
     let mut out = sql.to_string();
     for (k, v) in params {
-        out = out.replace(&format!("{{{{{k}}}}}"), &format!("'{}'", v.replace('\'', "''")));
+        out = out.replace(
+            &format!("{{{{{k}}}}}"),
+            &format!("'{}'", v.replace('\'', "''")),
+        );
     }
     Ok(out)
 }
@@ -40,9 +55,31 @@ mod tests {
     fn binds_literals_safely() {
         let sql = "SELECT 1 WHERE a = {{x}} AND b = {{y}} AND c = {{x}}";
         assert_eq!(placeholders(sql), vec!["x", "y"]);
-        let b = bind(sql, &[("x".into(), "o'brien".into()), ("y".into(), "2".into())]).unwrap();
-        assert_eq!(b, "SELECT 1 WHERE a = 'o''brien' AND b = '2' AND c = 'o''brien'");
-        assert!(bind(sql, &[("x".into(), "1".into())]).unwrap_err().contains("missing"));
-        assert!(bind(sql, &[("x".into(), "1".into()), ("y".into(), "1".into()), ("z".into(), "1".into())]).unwrap_err().contains("unknown"));
+        let b = bind(
+            sql,
+            &[("x".into(), "o'brien".into()), ("y".into(), "2".into())],
+        )
+        .unwrap();
+        assert_eq!(
+            b,
+            "SELECT 1 WHERE a = 'o''brien' AND b = '2' AND c = 'o''brien'"
+        );
+        assert!(
+            bind(sql, &[("x".into(), "1".into())])
+                .unwrap_err()
+                .contains("missing")
+        );
+        assert!(
+            bind(
+                sql,
+                &[
+                    ("x".into(), "1".into()),
+                    ("y".into(), "1".into()),
+                    ("z".into(), "1".into())
+                ]
+            )
+            .unwrap_err()
+            .contains("unknown")
+        );
     }
 }

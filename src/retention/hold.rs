@@ -16,10 +16,10 @@
 //! `retentionOverride.enabled: false` is refused: a hold that does not override retention would
 //! protect nothing.
 
+use crate::lake::LakeError;
 use crate::lake::datafile;
 use crate::lake::manifest::{self, DataFileEntry};
 use crate::lake::storage::{Put, Store};
-use crate::lake::LakeError;
 use arrow::array::{Array, AsArray};
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
@@ -76,16 +76,27 @@ impl HoldRequest {
     /// Checks the parts of the body that decide the hold's lifetime; returns when it lapses
     /// (`None`: when released).
     pub fn lapse_date(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, String> {
-        if let Some(st) = self.status.as_deref().filter(|st| !st.eq_ignore_ascii_case("ACTIVE")) {
-            return Err(format!("status {st:?}: only ACTIVE holds are placed; release one with `holdfast hold release` and `hold approve`"));
+        if let Some(st) = self
+            .status
+            .as_deref()
+            .filter(|st| !st.eq_ignore_ascii_case("ACTIVE"))
+        {
+            return Err(format!(
+                "status {st:?}: only ACTIVE holds are placed; release one with `holdfast hold release` and `hold approve`"
+            ));
         }
-        let Some(v) = &self.retention_override else { return Ok(None) };
-        let o: RetentionOverride = serde_json::from_value(v.clone()).map_err(|e| format!("retentionOverride: {e}"))?;
+        let Some(v) = &self.retention_override else {
+            return Ok(None);
+        };
+        let o: RetentionOverride =
+            serde_json::from_value(v.clone()).map_err(|e| format!("retentionOverride: {e}"))?;
         if !o.enabled {
             return Err("retentionOverride.enabled is false: a hold that does not override retention would protect nothing; set it true or leave retentionOverride out".into());
         }
         match o.expiration_date {
-            Some(d) if d <= now => Err(format!("retentionOverride.expirationDate {d} has already passed")),
+            Some(d) if d <= now => Err(format!(
+                "retentionOverride.expirationDate {d} has already passed"
+            )),
             d => Ok(d),
         }
     }
@@ -95,10 +106,19 @@ impl HoldRequest {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Status {
     Active,
-    ReleaseRequested { by: String, at: DateTime<Utc> },
-    Released { requested_by: String, approved_by: String, at: DateTime<Utc> },
+    ReleaseRequested {
+        by: String,
+        at: DateTime<Utc>,
+    },
+    Released {
+        requested_by: String,
+        approved_by: String,
+        at: DateTime<Utc>,
+    },
     /// Its `retentionOverride.expirationDate` passed.
-    Lapsed { at: DateTime<Utc> },
+    Lapsed {
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,19 +155,37 @@ impl Hold {
     }
 
     /// Whether a record with these index fields is covered.
-    pub fn covers(&self, tenant: &str, interaction: &str, queue: Option<&str>, agents: &[&str], at: DateTime<Utc>) -> bool {
+    pub fn covers(
+        &self,
+        tenant: &str,
+        interaction: &str,
+        queue: Option<&str>,
+        agents: &[&str],
+        at: DateTime<Utc>,
+    ) -> bool {
         self.record_covered(tenant, interaction, queue, agents, at)
     }
 
-    fn record_covered(&self, tenant: &str, interaction: &str, queue: Option<&str>, agents: &[&str], at: DateTime<Utc>) -> bool {
+    fn record_covered(
+        &self,
+        tenant: &str,
+        interaction: &str,
+        queue: Option<&str>,
+        agents: &[&str],
+        at: DateTime<Utc>,
+    ) -> bool {
         let s = &self.scope;
         if self.tenant_id.as_deref().is_some_and(|t| t != tenant) {
             return false;
         }
-        if s.date_range.as_ref().is_some_and(|r| at < r.start || at > r.end) {
+        if s.date_range
+            .as_ref()
+            .is_some_and(|r| at < r.start || at > r.end)
+        {
             return false;
         }
-        let any_list = !(s.interaction_ids.is_empty() && s.queue_ids.is_empty() && s.agent_ids.is_empty());
+        let any_list =
+            !(s.interaction_ids.is_empty() && s.queue_ids.is_empty() && s.agent_ids.is_empty());
         !any_list
             || s.interaction_ids.iter().any(|i| i == interaction)
             || queue.is_some_and(|q| s.queue_ids.iter().any(|x| x == q))
@@ -156,10 +194,18 @@ impl Hold {
 
     /// Whether a file may hold covered records (manifest only: tenants and time range).
     fn file_may_be_covered(&self, f: &DataFileEntry) -> bool {
-        if self.tenant_id.as_ref().is_some_and(|t| !f.tenant_ids.contains(t)) {
+        if self
+            .tenant_id
+            .as_ref()
+            .is_some_and(|t| !f.tenant_ids.contains(t))
+        {
             return false;
         }
-        !self.scope.date_range.as_ref().is_some_and(|r| f.max_occurred_at < r.start || f.min_occurred_at > r.end)
+        !self
+            .scope
+            .date_range
+            .as_ref()
+            .is_some_and(|r| f.max_occurred_at < r.start || f.min_occurred_at > r.end)
     }
 }
 
@@ -176,20 +222,44 @@ fn version_path(seq: u64) -> Path {
 
 /// The latest registry version and the SHA-256 of its bytes.
 pub async fn load(store: &Store) -> Result<(Registry, Option<String>), LakeError> {
-    let latest = store.list("holds").await?.into_iter().filter_map(|m| m.location.as_ref().strip_prefix("holds/v")?.strip_suffix(".json")?.parse::<u64>().ok()).max();
+    let latest = store
+        .list("holds")
+        .await?
+        .into_iter()
+        .filter_map(|m| {
+            m.location
+                .as_ref()
+                .strip_prefix("holds/v")?
+                .strip_suffix(".json")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max();
     match latest {
         None => Ok((Registry::default(), None)),
         Some(seq) => {
             let bytes = store.get(&version_path(seq)).await?;
-            let r: Registry = serde_json::from_slice(&bytes).map_err(|e| LakeError::Corrupt { object: version_path(seq).to_string(), problem: e.to_string() })?;
+            let r: Registry = serde_json::from_slice(&bytes).map_err(|e| LakeError::Corrupt {
+                object: version_path(seq).to_string(),
+                problem: e.to_string(),
+            })?;
             Ok((r, Some(manifest::sha256_hex(&bytes))))
         }
     }
 }
 
 /// Commits the next version; `false` when another writer got there first.
-pub async fn commit(store: &Store, base: &Registry, base_sha: Option<String>, holds: Vec<Hold>) -> Result<bool, LakeError> {
-    let next = Registry { sequence: base.sequence + 1, previous_sha256: base_sha, holds };
+pub async fn commit(
+    store: &Store,
+    base: &Registry,
+    base_sha: Option<String>,
+    holds: Vec<Hold>,
+) -> Result<bool, LakeError> {
+    let next = Registry {
+        sequence: base.sequence + 1,
+        previous_sha256: base_sha,
+        holds,
+    };
     let bytes = serde_json::to_vec_pretty(&next).expect("serializes");
     Ok(store.put_new(&version_path(next.sequence), bytes).await? == Put::Created)
 }
@@ -197,14 +267,26 @@ pub async fn commit(store: &Store, base: &Registry, base_sha: Option<String>, ho
 /// Every committed data file holding a record the hold covers (reads the index columns of
 /// the files the manifests cannot rule out).
 pub async fn covered_files(store: &Store, hold: &Hold) -> Result<Vec<(String, u64)>, LakeError> {
-    Ok(covered_counts(store, hold, &Default::default()).await?.0.into_iter().map(|(_, path, n)| (path, n)).collect())
+    Ok(covered_counts(store, hold, &Default::default())
+        .await?
+        .0
+        .into_iter()
+        .map(|(_, path, n)| (path, n))
+        .collect())
 }
 
 /// Like [`covered_files`], but only over committed files not in `seen`; also returns every
 /// committed file it looked at (to look again later at only what is new).
-pub async fn covered_files_since(store: &Store, hold: &Hold, seen: &std::collections::HashSet<String>) -> Result<(Vec<(String, u64)>, std::collections::HashSet<String>), LakeError> {
+pub async fn covered_files_since(
+    store: &Store,
+    hold: &Hold,
+    seen: &std::collections::HashSet<String>,
+) -> Result<(Vec<(String, u64)>, std::collections::HashSet<String>), LakeError> {
     let (hits, examined) = covered_counts(store, hold, seen).await?;
-    Ok((hits.into_iter().map(|(_, path, n)| (path, n)).collect(), examined))
+    Ok((
+        hits.into_iter().map(|(_, path, n)| (path, n)).collect(),
+        examined,
+    ))
 }
 
 /// Files read at once when a hold's coverage is computed.
@@ -212,13 +294,36 @@ const READ_CONCURRENCY: usize = 16;
 
 /// (partition dir, path, covered records) of every committed file not in `skip` with covered
 /// records, in manifest order, and the paths looked at; files are read concurrently.
-async fn covered_counts(store: &Store, hold: &Hold, skip: &std::collections::HashSet<String>) -> Result<(Vec<(String, String, u64)>, std::collections::HashSet<String>), LakeError> {
+async fn covered_counts(
+    store: &Store,
+    hold: &Hold,
+    skip: &std::collections::HashSet<String>,
+) -> Result<
+    (
+        Vec<(String, String, u64)>,
+        std::collections::HashSet<String>,
+    ),
+    LakeError,
+> {
     use futures::StreamExt;
     let latest = manifest::load_latest_all(store).await?;
-    let files: Vec<(String, &DataFileEntry)> = latest.iter().flat_map(|l| l.manifest.files.iter().map(move |f| (l.manifest.partition.dir(), f))).filter(|(_, f)| !skip.contains(&f.path)).collect();
+    let files: Vec<(String, &DataFileEntry)> = latest
+        .iter()
+        .flat_map(|l| {
+            l.manifest
+                .files
+                .iter()
+                .map(move |f| (l.manifest.partition.dir(), f))
+        })
+        .filter(|(_, f)| !skip.contains(&f.path))
+        .collect();
     let examined = files.iter().map(|(_, f)| f.path.clone()).collect();
     let counted: Vec<Result<(String, String, u64), LakeError>> = futures::stream::iter(files)
-        .map(|(dir, f)| async move { covered_records(store, hold, f).await.map(|n| (dir, f.path.clone(), n)) })
+        .map(|(dir, f)| async move {
+            covered_records(store, hold, f)
+                .await
+                .map(|n| (dir, f.path.clone(), n))
+        })
         .buffered(READ_CONCURRENCY)
         .collect()
         .await;
@@ -233,36 +338,76 @@ async fn covered_counts(store: &Store, hold: &Hold, skip: &std::collections::Has
 }
 
 /// How many records of a committed file the hold covers.
-pub async fn covered_records(store: &Store, hold: &Hold, f: &DataFileEntry) -> Result<u64, LakeError> {
+pub async fn covered_records(
+    store: &Store,
+    hold: &Hold,
+    f: &DataFileEntry,
+) -> Result<u64, LakeError> {
     if !hold.file_may_be_covered(f) {
         return Ok(0);
     }
     let path = Path::from(f.path.as_str());
-    let batches = datafile::read_columns(store, &path, f.size_bytes, &["tenant_id", "interaction_id", "queue_id", "agent_ids", "occurred_at"]).await?;
-    let hit: u64 = batches.iter().map(|b| {
-        // the projection keeps the file's column order: look columns up by name
-        let col = |n: &str| b.column_by_name(n).expect("projected column");
-        let (t, i, q) = (col("tenant_id").as_string::<i32>(), col("interaction_id").as_string::<i32>(), col("queue_id").as_string::<i32>());
-        let agents = col("agent_ids").as_list::<i32>();
-        let at = col("occurred_at").as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-        (0..b.num_rows()).filter(|&r| {
-            let a = agents.value(r);
-            let a = a.as_string::<i32>();
-            let names: Vec<&str> = (0..a.len()).map(|k| a.value(k)).collect();
-            hold.record_covered(t.value(r), i.value(r), (!q.is_null(r)).then(|| q.value(r)), &names, crate::clock::from_micros(at.value(r)))
+    let batches = datafile::read_columns(
+        store,
+        &path,
+        f.size_bytes,
+        &[
+            "tenant_id",
+            "interaction_id",
+            "queue_id",
+            "agent_ids",
+            "occurred_at",
+        ],
+    )
+    .await?;
+    let hit: u64 = batches
+        .iter()
+        .map(|b| {
+            // the projection keeps the file's column order: look columns up by name
+            let col = |n: &str| b.column_by_name(n).expect("projected column");
+            let (t, i, q) = (
+                col("tenant_id").as_string::<i32>(),
+                col("interaction_id").as_string::<i32>(),
+                col("queue_id").as_string::<i32>(),
+            );
+            let agents = col("agent_ids").as_list::<i32>();
+            let at =
+                col("occurred_at").as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            (0..b.num_rows())
+                .filter(|&r| {
+                    let a = agents.value(r);
+                    let a = a.as_string::<i32>();
+                    let names: Vec<&str> = (0..a.len()).map(|k| a.value(k)).collect();
+                    hold.record_covered(
+                        t.value(r),
+                        i.value(r),
+                        (!q.is_null(r)).then(|| q.value(r)),
+                        &names,
+                        crate::clock::from_micros(at.value(r)),
+                    )
+                })
+                .count() as u64
         })
-        .count() as u64
-    }).sum();
+        .sum();
     Ok(hit)
 }
 
 /// Adds files (with their covered counts) to an active hold's listing; retries when another
 /// writer commits the registry first. Returns whether the hold was found active.
-pub async fn add_files(store: &Store, hold_id: &str, files: &[(String, u64)]) -> Result<bool, LakeError> {
+pub async fn add_files(
+    store: &Store,
+    hold_id: &str,
+    files: &[(String, u64)],
+) -> Result<bool, LakeError> {
     for _ in 0..20 {
         let (registry, sha) = load(store).await?;
         let mut holds = registry.holds.clone();
-        let Some(h) = holds.iter_mut().find(|h| h.hold_id == hold_id && h.active()) else { return Ok(false) };
+        let Some(h) = holds
+            .iter_mut()
+            .find(|h| h.hold_id == hold_id && h.active())
+        else {
+            return Ok(false);
+        };
         for (f, n) in files {
             if !h.files.contains(f) {
                 h.files.push(f.clone());
@@ -273,12 +418,18 @@ pub async fn add_files(store: &Store, hold_id: &str, files: &[(String, u64)]) ->
             return Ok(true);
         }
     }
-    Err(LakeError::Conflict("the hold registry kept changing; run hold sync".into()))
+    Err(LakeError::Conflict(
+        "the hold registry kept changing; run hold sync".into(),
+    ))
 }
 
 /// Applies every active hold to newly committed files: pins the covered ones at the storage
 /// layer and records them in the registry. Returns how many files were pinned.
-pub async fn apply_to_new(store: &Store, new: &[DataFileEntry], now: DateTime<Utc>) -> Result<u64, LakeError> {
+pub async fn apply_to_new(
+    store: &Store,
+    new: &[DataFileEntry],
+    now: DateTime<Utc>,
+) -> Result<u64, LakeError> {
     let (registry, sha) = load(store).await?;
     if !registry.holds.iter().any(|h| h.protecting(now)) || new.is_empty() {
         return Ok(0);
@@ -342,7 +493,10 @@ pub async fn sync(store: &Store, now: DateTime<Utc>) -> Result<SyncReport, LakeE
     let lapsed = lapse_due(store, now).await?;
     let (registry, sha) = load(store).await?;
     let mut holds = registry.holds.clone();
-    let mut report = SyncReport { lapsed, ..Default::default() };
+    let mut report = SyncReport {
+        lapsed,
+        ..Default::default()
+    };
     for h in holds.iter_mut().filter(|h| h.active()) {
         for (f, n) in covered_files(store, h).await? {
             if !h.files.contains(&f) {
@@ -359,16 +513,24 @@ pub async fn sync(store: &Store, now: DateTime<Utc>) -> Result<SyncReport, LakeE
             }
         }
     }
-    let listed: std::collections::HashSet<&String> = holds.iter().filter(|h| h.active()).flat_map(|h| h.files.iter()).collect();
+    let listed: std::collections::HashSet<&String> = holds
+        .iter()
+        .filter(|h| h.active())
+        .flat_map(|h| h.files.iter())
+        .collect();
     for l in manifest::load_latest_all(store).await? {
         for f in &l.manifest.files {
-            if !listed.contains(&f.path) && store.lock(&Path::from(f.path.as_str())).await?.legal_hold {
+            if !listed.contains(&f.path)
+                && store.lock(&Path::from(f.path.as_str())).await?.legal_hold
+            {
                 report.pinned_without_hold.push(f.path.clone());
             }
         }
     }
     if !report.files_added.is_empty() && !commit(store, &registry, sha, holds).await? {
-        return Err(LakeError::Conflict("the hold registry changed during sync; run it again".into()));
+        return Err(LakeError::Conflict(
+            "the hold registry changed during sync; run it again".into(),
+        ));
     }
     Ok(report)
 }
@@ -378,37 +540,105 @@ mod tests {
     use super::*;
 
     fn hold(scope: Scope, tenant: Option<&str>) -> Hold {
-        Hold { hold_id: "H".into(), tenant_id: tenant.map(str::to_string), scope, retention_override: None, placed_by: "a".into(), placed_at: Utc::now(), status: Status::Active, lapses_at: None, files: vec![], covered: Default::default() }
+        Hold {
+            hold_id: "H".into(),
+            tenant_id: tenant.map(str::to_string),
+            scope,
+            retention_override: None,
+            placed_by: "a".into(),
+            placed_at: Utc::now(),
+            status: Status::Active,
+            lapses_at: None,
+            files: vec![],
+            covered: Default::default(),
+        }
     }
 
     #[test]
     fn the_body_decides_the_lifetime() {
-        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc();
-        let body = |extra: &str| serde_json::from_str::<HoldRequest>(&format!(r#"{{"holdId": "H", "scope": {{}}{extra}}}"#)).unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        let body = |extra: &str| {
+            serde_json::from_str::<HoldRequest>(&format!(
+                r#"{{"holdId": "H", "scope": {{}}{extra}}}"#
+            ))
+            .unwrap()
+        };
         assert_eq!(body("").lapse_date(now), Ok(None));
         assert_eq!(body(r#", "status": "active", "retentionOverride": {"enabled": true, "expirationDate": null}"#).lapse_date(now), Ok(None));
-        let dated = body(r#", "retentionOverride": {"enabled": true, "expirationDate": "2031-05-14T00:00:00Z", "auditorTrail": {"caseReference": "X"}}"#);
-        assert_eq!(dated.lapse_date(now).unwrap().unwrap().to_rfc3339(), "2031-05-14T00:00:00+00:00");
-        assert!(body(r#", "status": "RELEASED""#).lapse_date(now).unwrap_err().contains("hold release"));
-        assert!(body(r#", "retentionOverride": {"enabled": false}"#).lapse_date(now).unwrap_err().contains("protect nothing"));
-        assert!(body(r#", "retentionOverride": {"expirationDate": "2020-01-01T00:00:00Z"}"#).lapse_date(now).unwrap_err().contains("already passed"));
-        assert!(body(r#", "retentionOverride": {"expirationDate": "soon"}"#).lapse_date(now).is_err());
+        let dated = body(
+            r#", "retentionOverride": {"enabled": true, "expirationDate": "2031-05-14T00:00:00Z", "auditorTrail": {"caseReference": "X"}}"#,
+        );
+        assert_eq!(
+            dated.lapse_date(now).unwrap().unwrap().to_rfc3339(),
+            "2031-05-14T00:00:00+00:00"
+        );
+        assert!(
+            body(r#", "status": "RELEASED""#)
+                .lapse_date(now)
+                .unwrap_err()
+                .contains("hold release")
+        );
+        assert!(
+            body(r#", "retentionOverride": {"enabled": false}"#)
+                .lapse_date(now)
+                .unwrap_err()
+                .contains("protect nothing")
+        );
+        assert!(
+            body(r#", "retentionOverride": {"expirationDate": "2020-01-01T00:00:00Z"}"#)
+                .lapse_date(now)
+                .unwrap_err()
+                .contains("already passed")
+        );
+        assert!(
+            body(r#", "retentionOverride": {"expirationDate": "soon"}"#)
+                .lapse_date(now)
+                .is_err()
+        );
     }
 
     #[test]
     fn scope_is_or_across_ids_and_within_the_range() {
         let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
-        let range = Some(DateRange { start: t("2024-01-01T00:00:00Z"), end: t("2024-12-31T23:59:59Z") });
-        let h = hold(Scope { interaction_ids: vec!["i1".into()], queue_ids: vec!["q1".into()], agent_ids: vec!["a1".into()], date_range: range.clone() }, Some("bank"));
+        let range = Some(DateRange {
+            start: t("2024-01-01T00:00:00Z"),
+            end: t("2024-12-31T23:59:59Z"),
+        });
+        let h = hold(
+            Scope {
+                interaction_ids: vec!["i1".into()],
+                queue_ids: vec!["q1".into()],
+                agent_ids: vec!["a1".into()],
+                date_range: range.clone(),
+            },
+            Some("bank"),
+        );
         let in_range = t("2024-05-14T09:23:11Z");
         assert!(h.record_covered("bank", "i1", None, &[], in_range));
         assert!(h.record_covered("bank", "other", Some("q1"), &[], in_range));
         assert!(h.record_covered("bank", "other", None, &["x", "a1"], in_range));
         assert!(!h.record_covered("bank", "other", Some("q2"), &["x"], in_range));
-        assert!(!h.record_covered("bank", "i1", None, &[], t("2025-01-01T00:00:00Z")), "outside the range");
-        assert!(!h.record_covered("other-bank", "i1", None, &[], in_range), "another tenant");
-        let everything = hold(Scope { date_range: range, ..Default::default() }, None);
-        assert!(everything.record_covered("any", "any", None, &[], in_range), "no id list: the whole range");
+        assert!(
+            !h.record_covered("bank", "i1", None, &[], t("2025-01-01T00:00:00Z")),
+            "outside the range"
+        );
+        assert!(
+            !h.record_covered("other-bank", "i1", None, &[], in_range),
+            "another tenant"
+        );
+        let everything = hold(
+            Scope {
+                date_range: range,
+                ..Default::default()
+            },
+            None,
+        );
+        assert!(
+            everything.record_covered("any", "any", None, &[], in_range),
+            "no id list: the whole range"
+        );
     }
 }
 
@@ -426,18 +656,32 @@ pub struct Lapse {
 /// a crash in between leaves flags that `hold sync` reports, never a hold silently dropped).
 pub async fn lapse_due(store: &Store, now: DateTime<Utc>) -> Result<Vec<Lapse>, LakeError> {
     let (registry, sha) = load(store).await?;
-    let due: Vec<usize> = registry.holds.iter().enumerate().filter(|(_, h)| h.active() && h.lapses_at.is_some_and(|d| d <= now)).map(|(i, _)| i).collect();
+    let due: Vec<usize> = registry
+        .holds
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.active() && h.lapses_at.is_some_and(|d| d <= now))
+        .map(|(i, _)| i)
+        .collect();
     if due.is_empty() {
         return Ok(Vec::new());
     }
     let mut holds = registry.holds.clone();
     for &i in &due {
-        holds[i].status = Status::Lapsed { at: holds[i].lapses_at.expect("dated") };
+        holds[i].status = Status::Lapsed {
+            at: holds[i].lapses_at.expect("dated"),
+        };
     }
     if !commit(store, &registry, sha, holds.clone()).await? {
-        return Err(LakeError::Conflict("the hold registry changed while lapsing holds; run the command again".into()));
+        return Err(LakeError::Conflict(
+            "the hold registry changed while lapsing holds; run the command again".into(),
+        ));
     }
-    let still: std::collections::HashSet<&String> = holds.iter().filter(|h| h.active()).flat_map(|h| h.files.iter()).collect();
+    let still: std::collections::HashSet<&String> = holds
+        .iter()
+        .filter(|h| h.active())
+        .flat_map(|h| h.files.iter())
+        .collect();
     let mut out = Vec::new();
     for &i in &due {
         let h = &holds[i];
@@ -449,7 +693,11 @@ pub async fn lapse_due(store: &Store, now: DateTime<Utc>) -> Result<Vec<Lapse>, 
             }
             unpinned.push(f.clone());
         }
-        out.push(Lapse { hold_id: h.hold_id.clone(), at: h.lapses_at.expect("dated"), unpinned });
+        out.push(Lapse {
+            hold_id: h.hold_id.clone(),
+            at: h.lapses_at.expect("dated"),
+            unpinned,
+        });
     }
     Ok(out)
 }

@@ -19,10 +19,10 @@ pub mod rewrite;
 
 use crate::audit::{Audit, AuditEvent};
 use crate::crypto::kms::Kms;
+use crate::lake::LakeError;
 use crate::lake::layout::Partition;
 use crate::lake::manifest::{self, Commit};
 use crate::lake::storage::Store;
-use crate::lake::LakeError;
 use arrow::array::AsArray;
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
@@ -41,9 +41,13 @@ pub enum SweepError {
     Kms(#[from] crate::crypto::kms::KmsError),
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
-    #[error("another writer changed {0} during the sweep; what was done is committed, run the sweep again to finish")]
+    #[error(
+        "another writer changed {0} during the sweep; what was done is committed, run the sweep again to finish"
+    )]
     Conflict(String),
-    #[error("the plan rewrites {0} file(s), which needs the keyring (the sweep moves survivors to a new DEK); none was rewritten")]
+    #[error(
+        "the plan rewrites {0} file(s), which needs the keyring (the sweep moves survivors to a new DEK); none was rewritten"
+    )]
     NoKeys(usize),
 }
 
@@ -104,12 +108,25 @@ pub struct SweepPlan {
 
 /// Decides what may be deleted or rewritten. No I/O, no clock. `held`: the files active holds
 /// list, each with the most records one hold is known to cover in it (0: not known).
-pub fn plan(now: DateTime<Utc>, files: Vec<FileInfo>, awaiting: Vec<AwaitingInfo>, held: &HashMap<String, u64>, rewrite_min_days: u32) -> SweepPlan {
-    let mut p = SweepPlan { now: Some(now), ..Default::default() };
+pub fn plan(
+    now: DateTime<Utc>,
+    files: Vec<FileInfo>,
+    awaiting: Vec<AwaitingInfo>,
+    held: &HashMap<String, u64>,
+    rewrite_min_days: u32,
+) -> SweepPlan {
+    let mut p = SweepPlan {
+        now: Some(now),
+        ..Default::default()
+    };
     // a rewrite killed before the registry listed its new file: the new file is as held as
     // the old one (the execute step moves the listing)
     let mut held = held.clone();
-    let replacements: Vec<String> = awaiting.iter().filter(|a| held.contains_key(&a.path)).map(|a| a.replaced_by.clone()).collect();
+    let replacements: Vec<String> = awaiting
+        .iter()
+        .filter(|a| held.contains_key(&a.path))
+        .map(|a| a.replaced_by.clone())
+        .collect();
     for r in replacements {
         held.entry(r).or_insert(0);
     }
@@ -125,13 +142,23 @@ pub fn plan(now: DateTime<Utc>, files: Vec<FileInfo>, awaiting: Vec<AwaitingInfo
         } else if f.latest_expiry <= now && !is_held {
             p.delete.push(f);
         } else if f.latest_expiry <= now || f.latest_expiry - now >= min_gain {
-            let reason = if is_held { RewriteReason::Held } else { RewriteReason::Mixed };
+            let reason = if is_held {
+                RewriteReason::Held
+            } else {
+                RewriteReason::Mixed
+            };
             p.rewrite.push(RewriteInfo { file: f, reason });
         } else {
             p.mixed.push(f);
         }
     }
-    p.awaiting_deletion = awaiting.into_iter().map(|a| AwaitingInfo { due: a.latest_expiry <= now, ..a }).collect();
+    p.awaiting_deletion = awaiting
+        .into_iter()
+        .map(|a| AwaitingInfo {
+            due: a.latest_expiry <= now,
+            ..a
+        })
+        .collect();
     p
 }
 
@@ -159,8 +186,15 @@ pub async fn inputs(store: &Store) -> Result<(Vec<FileInfo>, Vec<AwaitingInfo>),
     for b in crate::query::run_sql(&ctx, sql).await? {
         let s = |i: usize| b.column(i).as_string::<i32>().clone();
         let (part, path) = (s(0), s(1));
-        let n = b.column(2).as_primitive::<arrow::datatypes::Int64Type>().clone();
-        let ts = |i: usize| b.column(i).as_primitive::<arrow::datatypes::TimestampMicrosecondType>().clone();
+        let n = b
+            .column(2)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .clone();
+        let ts = |i: usize| {
+            b.column(i)
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+                .clone()
+        };
         let (e, l) = (ts(3), ts(4));
         for r in 0..b.num_rows() {
             files.push(FileInfo {
@@ -261,7 +295,11 @@ fn failpoint(point: &str) {
 }
 
 /// Why the storage layer would refuse to delete `path` at `now`, if it would.
-async fn lock_refusal(store: &Store, path: &Path, now: DateTime<Utc>) -> Result<Option<String>, LakeError> {
+async fn lock_refusal(
+    store: &Store,
+    path: &Path,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, LakeError> {
     Ok(refusal(&store.lock(path).await?, now))
 }
 
@@ -269,12 +307,17 @@ fn refusal(lock: &crate::lake::storage::Lock, now: DateTime<Utc>) -> Option<Stri
     if lock.legal_hold {
         Some("under legal hold".to_string())
     } else {
-        lock.retain_until.filter(|u| *u > now).map(|u| format!("retained until {u}"))
+        lock.retain_until
+            .filter(|u| *u > now)
+            .map(|u| format!("retained until {u}"))
     }
 }
 
 fn partition_of(dir: &str) -> Result<Partition, LakeError> {
-    Partition::parse_dir(dir).ok_or_else(|| LakeError::Corrupt { object: dir.to_string(), problem: "not a partition".into() })
+    Partition::parse_dir(dir).ok_or_else(|| LakeError::Corrupt {
+        object: dir.to_string(),
+        problem: "not a partition".into(),
+    })
 }
 
 /// An old file taken out by a rewrite, and the file that took its survivors.
@@ -292,28 +335,62 @@ struct Replacement {
 /// manifest swapped, new file locked and pinned as the old one was); then one registry commit
 /// moving hold listings to the new files; then the old files are unpinned and deleted where
 /// their lock allows. Each step is idempotent: a sweep killed anywhere is finished by the next.
-pub async fn execute(store: &Store, audit: &Audit, kms: Option<&dyn Kms>, actor: &str, plan: &SweepPlan, now: DateTime<Utc>, sweep_id: &str) -> Result<SweepReport, SweepError> {
-    let mut report = SweepReport { sweep_id: sweep_id.to_string(), mixed_kept: plan.mixed.len() as u64, ..Default::default() };
+pub async fn execute(
+    store: &Store,
+    audit: &Audit,
+    kms: Option<&dyn Kms>,
+    actor: &str,
+    plan: &SweepPlan,
+    now: DateTime<Utc>,
+    sweep_id: &str,
+) -> Result<SweepReport, SweepError> {
+    let mut report = SweepReport {
+        sweep_id: sweep_id.to_string(),
+        mixed_kept: plan.mixed.len() as u64,
+        ..Default::default()
+    };
     if !plan.rewrite.is_empty() && kms.is_none() {
         return Err(SweepError::NoKeys(plan.rewrite.len()));
     }
     delete_whole(store, audit, actor, plan, now, sweep_id, &mut report).await?;
 
     let (registry, _) = hold::load(store).await?;
-    let active: Vec<&hold::Hold> = registry.holds.iter().filter(|h| h.protecting(now)).collect();
+    let active: Vec<&hold::Hold> = registry
+        .holds
+        .iter()
+        .filter(|h| h.protecting(now))
+        .collect();
     // earlier rewrites first: a file one of them made may be rewritten again below, and the
     // registry must move its listing along the chain in order
     let mut replacements = Vec::new();
     for a in &plan.awaiting_deletion {
-        replacements.push(Replacement { partition: partition_of(&a.partition)?, old: a.path.clone(), new: a.replaced_by.clone(), records: a.record_count, latest_expiry: a.latest_expiry, holds: BTreeMap::new() });
+        replacements.push(Replacement {
+            partition: partition_of(&a.partition)?,
+            old: a.path.clone(),
+            new: a.replaced_by.clone(),
+            records: a.record_count,
+            latest_expiry: a.latest_expiry,
+            holds: BTreeMap::new(),
+        });
     }
     for (i, r) in plan.rewrite.iter().enumerate() {
         let kms = kms.expect("checked above");
         let p = partition_of(&r.file.partition)?;
-        let Some(base) = manifest::load_latest(store, &p).await? else { continue };
-        let Some(old) = base.manifest.files.iter().find(|m| m.path == r.file.path).cloned() else { continue };
+        let Some(base) = manifest::load_latest(store, &p).await? else {
+            continue;
+        };
+        let Some(old) = base
+            .manifest
+            .files
+            .iter()
+            .find(|m| m.path == r.file.path)
+            .cloned()
+        else {
+            continue;
+        };
         let file_id = format!("{sweep_id}-{i}");
-        let done = match rewrite::rewrite_file(store, kms, &p, &old, &active, now, &file_id).await? {
+        let done = match rewrite::rewrite_file(store, kms, &p, &old, &active, now, &file_id).await?
+        {
             rewrite::Outcome::Unchanged => {
                 report.unchanged.push(old.path.clone());
                 continue;
@@ -338,41 +415,81 @@ pub async fn execute(store: &Store, audit: &Audit, kms: Option<&dyn Kms>, actor:
         failpoint("sweep.after_rewrite_commit");
         let new_dek = new.encryption.dek_id.clone();
         audit
-            .record(actor, None, &Rewrote {
-                sweep_id,
-                path: &old.path,
-                replaced_by: &new.path,
-                reason: r.reason,
-                records_kept: done.kept,
-                records_dropped: done.dropped,
-                holds: &done.holds.keys().cloned().collect::<Vec<_>>(),
-                dek_unwrapped: &old.encryption.dek_id,
-                dek_created: &new_dek,
-            })
+            .record(
+                actor,
+                None,
+                &Rewrote {
+                    sweep_id,
+                    path: &old.path,
+                    replaced_by: &new.path,
+                    reason: r.reason,
+                    records_kept: done.kept,
+                    records_dropped: done.dropped,
+                    holds: &done.holds.keys().cloned().collect::<Vec<_>>(),
+                    dek_unwrapped: &old.encryption.dek_id,
+                    dek_created: &new_dek,
+                },
+            )
             .await?;
         report.files_rewritten += 1;
         report.records_kept += done.kept;
         report.records_removed += done.dropped;
-        replacements.push(Replacement { partition: p, old: old.path, new: new.path, records: old.record_count, latest_expiry: old.latest_expiry, holds: done.holds });
+        replacements.push(Replacement {
+            partition: p,
+            old: old.path,
+            new: new.path,
+            records: old.record_count,
+            latest_expiry: old.latest_expiry,
+            holds: done.holds,
+        });
     }
-    finish_replacements(store, audit, actor, &replacements, now, sweep_id, &mut report).await?;
+    finish_replacements(
+        store,
+        audit,
+        actor,
+        &replacements,
+        now,
+        sweep_id,
+        &mut report,
+    )
+    .await?;
     Ok(report)
 }
 
 /// Whole files whose every record expired: manifest first, then the object through the lock.
-async fn delete_whole(store: &Store, audit: &Audit, actor: &str, plan: &SweepPlan, now: DateTime<Utc>, sweep_id: &str, report: &mut SweepReport) -> Result<(), SweepError> {
+async fn delete_whole(
+    store: &Store,
+    audit: &Audit,
+    actor: &str,
+    plan: &SweepPlan,
+    now: DateTime<Utc>,
+    sweep_id: &str,
+    report: &mut SweepReport,
+) -> Result<(), SweepError> {
     let mut by_partition: BTreeMap<&str, Vec<&FileInfo>> = Default::default();
     for f in &plan.delete {
         by_partition.entry(&f.partition).or_default().push(f);
     }
     for (part, files) in by_partition {
         let p = partition_of(part)?;
-        let Some(base) = manifest::load_latest(store, &p).await? else { continue };
+        let Some(base) = manifest::load_latest(store, &p).await? else {
+            continue;
+        };
         let mut removing = Vec::new();
         for f in files {
             match lock_refusal(store, &Path::from(f.path.as_str()), now).await? {
                 Some(reason) => {
-                    audit.record(actor, None, &DeleteRefused { sweep_id, path: &f.path, reason: &reason }).await?;
+                    audit
+                        .record(
+                            actor,
+                            None,
+                            &DeleteRefused {
+                                sweep_id,
+                                path: &f.path,
+                                reason: &reason,
+                            },
+                        )
+                        .await?;
                     report.refused.push(f.path.clone());
                 }
                 None if base.manifest.files.iter().any(|m| m.path == f.path) => removing.push(f),
@@ -388,8 +505,22 @@ async fn delete_whole(store: &Store, audit: &Audit, actor: &str, plan: &SweepPla
             Commit::LostRace { .. } => return Err(SweepError::Conflict(part.to_string())),
         }
         for f in removing {
-            store.delete_checked(&Path::from(f.path.as_str()), now).await?;
-            audit.record(actor, None, &Deleted { sweep_id, path: &f.path, records: f.record_count as u64, latest_expiry: f.latest_expiry, replaced_by: None }).await?;
+            store
+                .delete_checked(&Path::from(f.path.as_str()), now)
+                .await?;
+            audit
+                .record(
+                    actor,
+                    None,
+                    &Deleted {
+                        sweep_id,
+                        path: &f.path,
+                        records: f.record_count as u64,
+                        latest_expiry: f.latest_expiry,
+                        replaced_by: None,
+                    },
+                )
+                .await?;
             report.files_removed += 1;
             report.records_removed += f.record_count as u64;
         }
@@ -400,7 +531,15 @@ async fn delete_whole(store: &Store, audit: &Audit, actor: &str, plan: &SweepPla
 /// Completes rewrites (this sweep's and earlier ones'): the new file carries the old one's
 /// lock and legal-hold flag; active holds list the new file instead of the old; the old file
 /// is unpinned once no active hold lists it, and deleted once its retain-until has passed.
-async fn finish_replacements(store: &Store, audit: &Audit, actor: &str, replacements: &[Replacement], now: DateTime<Utc>, sweep_id: &str, report: &mut SweepReport) -> Result<(), SweepError> {
+async fn finish_replacements(
+    store: &Store,
+    audit: &Audit,
+    actor: &str,
+    replacements: &[Replacement],
+    now: DateTime<Utc>,
+    sweep_id: &str,
+    report: &mut SweepReport,
+) -> Result<(), SweepError> {
     if replacements.is_empty() {
         return Ok(());
     }
@@ -413,10 +552,17 @@ async fn finish_replacements(store: &Store, audit: &Audit, actor: &str, replacem
             latest.insert(r.partition.clone(), l);
         }
         let new_path = Path::from(r.new.as_str());
-        if let Some(entry) = latest.get(&r.partition).and_then(|l| l.manifest.files.iter().find(|f| f.path == r.new)) {
-            store.ensure_retained(&new_path, entry.latest_expiry).await?;
+        if let Some(entry) = latest
+            .get(&r.partition)
+            .and_then(|l| l.manifest.files.iter().find(|f| f.path == r.new))
+        {
+            store
+                .ensure_retained(&new_path, entry.latest_expiry)
+                .await?;
         }
-        if (!r.holds.is_empty() || store.lock(&Path::from(r.old.as_str())).await?.legal_hold) && store.head(&new_path).await?.is_some() {
+        if (!r.holds.is_empty() || store.lock(&Path::from(r.old.as_str())).await?.legal_hold)
+            && store.head(&new_path).await?.is_some()
+        {
             store.legal_hold(&new_path, true).await?;
         }
     }
@@ -447,7 +593,11 @@ async fn finish_replacements(store: &Store, audit: &Audit, actor: &str, replacem
     if changed && !hold::commit(store, &registry, sha, holds.clone()).await? {
         return Err(SweepError::Conflict("the hold registry".into()));
     }
-    let listed: HashSet<&String> = holds.iter().filter(|h| h.active()).flat_map(|h| h.files.iter()).collect();
+    let listed: HashSet<&String> = holds
+        .iter()
+        .filter(|h| h.active())
+        .flat_map(|h| h.files.iter())
+        .collect();
     failpoint("sweep.after_registry");
     // 3. the old files: unpinned when no hold lists them, deleted when the lock allows
     let mut deleted: BTreeMap<Partition, Vec<&str>> = BTreeMap::new();
@@ -461,13 +611,35 @@ async fn finish_replacements(store: &Store, audit: &Audit, actor: &str, replacem
         match refusal(&lock, now) {
             Some(_) if listed.contains(&r.old) => {
                 let reason = "under legal hold (an active hold still lists the rewritten file)";
-                audit.record(actor, None, &DeleteRefused { sweep_id, path: &r.old, reason }).await?;
+                audit
+                    .record(
+                        actor,
+                        None,
+                        &DeleteRefused {
+                            sweep_id,
+                            path: &r.old,
+                            reason,
+                        },
+                    )
+                    .await?;
                 report.refused.push(r.old.clone());
             }
             Some(_) => report.awaiting_lock.push(r.old.clone()),
             None => {
                 store.delete_checked(&old, now).await?;
-                audit.record(actor, None, &Deleted { sweep_id, path: &r.old, records: r.records, latest_expiry: r.latest_expiry, replaced_by: Some(&r.new) }).await?;
+                audit
+                    .record(
+                        actor,
+                        None,
+                        &Deleted {
+                            sweep_id,
+                            path: &r.old,
+                            records: r.records,
+                            latest_expiry: r.latest_expiry,
+                            replaced_by: Some(&r.new),
+                        },
+                    )
+                    .await?;
                 report.files_removed += 1;
                 deleted.entry(r.partition.clone()).or_default().push(&r.old);
             }
@@ -476,9 +648,15 @@ async fn finish_replacements(store: &Store, audit: &Audit, actor: &str, replacem
     failpoint("sweep.after_old_deleted");
     // 4. the history says when each old file left storage
     for (p, paths) in deleted {
-        let Some(base) = manifest::load_latest(store, &p).await? else { continue };
+        let Some(base) = manifest::load_latest(store, &p).await? else {
+            continue;
+        };
         let commit = manifest::commit_edit(store, &p, &base, sweep_id, now, |m| {
-            for r in m.removed.iter_mut().filter(|r| r.awaiting_deletion() && paths.contains(&r.path.as_str())) {
+            for r in m
+                .removed
+                .iter_mut()
+                .filter(|r| r.awaiting_deletion() && paths.contains(&r.path.as_str()))
+            {
                 r.deleted_at = Some(now);
             }
         })
@@ -498,8 +676,15 @@ mod tests {
     fn file() -> impl Strategy<Value = FileInfo> {
         (0i64..4_000, 0i64..4_000, 1i64..100_000).prop_map(|(a, b, n)| {
             let (lo, hi) = (a.min(b), a.max(b));
-            let t = |d: i64| DateTime::<Utc>::from_timestamp(1_900_000_000 + d * 86_400, 0).unwrap();
-            FileInfo { partition: format!("p{lo}"), path: format!("f{lo}-{hi}-{n}"), record_count: n, earliest_expiry: t(lo), latest_expiry: t(hi) }
+            let t =
+                |d: i64| DateTime::<Utc>::from_timestamp(1_900_000_000 + d * 86_400, 0).unwrap();
+            FileInfo {
+                partition: format!("p{lo}"),
+                path: format!("f{lo}-{hi}-{n}"),
+                record_count: n,
+                earliest_expiry: t(lo),
+                latest_expiry: t(hi),
+            }
         })
     }
 

@@ -7,22 +7,24 @@
 //! no record is decompressed or parsed, and nothing is shown to the actor. The file's zstd
 //! dictionary moves the same way. Every rewrite is audited (`retention.rewrite`).
 
-use super::hold::Hold;
 use super::SweepError;
+use super::hold::Hold;
 use crate::crypto::kms::Kms;
-use crate::crypto::{record_aad, reseal_dictionary, reseal_record, DataKey};
+use crate::crypto::{DataKey, record_aad, reseal_dictionary, reseal_record};
+use crate::lake::LakeError;
 use crate::lake::datafile::{self, FileWriter, SCHEMA};
 use crate::lake::layout::{self, Partition};
 use crate::lake::manifest::{self, DataFileEntry, FileEncryption};
 use crate::lake::storage::Store;
-use crate::lake::LakeError;
-use arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, RecordBatch, StringArray,
+};
 use arrow::datatypes::TimestampMicrosecondType;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::metadata::KeyValue;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -47,19 +49,46 @@ pub struct Rewritten {
 }
 
 /// Which rows of `bytes` survive at `now`, and how many each hold covers (index columns only).
-fn survivors(bytes: &bytes::Bytes, object: &str, holds: &[&Hold], now: DateTime<Utc>) -> Result<(Vec<bool>, BTreeMap<String, u64>), LakeError> {
+fn survivors(
+    bytes: &bytes::Bytes,
+    object: &str,
+    holds: &[&Hold],
+    now: DateTime<Utc>,
+) -> Result<(Vec<bool>, BTreeMap<String, u64>), LakeError> {
     let err = |e| LakeError::parquet(object, e);
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(err)?;
-    let names = ["tenant_id", "interaction_id", "queue_id", "agent_ids", "occurred_at", "expires_at"];
-    let indices: Vec<usize> = names.iter().map(|n| SCHEMA.index_of(n).expect("column of the schema")).collect();
+    let names = [
+        "tenant_id",
+        "interaction_id",
+        "queue_id",
+        "agent_ids",
+        "occurred_at",
+        "expires_at",
+    ];
+    let indices: Vec<usize> = names
+        .iter()
+        .map(|n| SCHEMA.index_of(n).expect("column of the schema"))
+        .collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
     let now_us = now.timestamp_micros();
     let mut keep = Vec::new();
     let mut covering = BTreeMap::new();
-    for b in builder.with_projection(mask).with_batch_size(BATCH_ROWS).build().map_err(err)? {
-        let b = b.map_err(|e| LakeError::Corrupt { object: object.to_string(), problem: e.to_string() })?;
+    for b in builder
+        .with_projection(mask)
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(err)?
+    {
+        let b = b.map_err(|e| LakeError::Corrupt {
+            object: object.to_string(),
+            problem: e.to_string(),
+        })?;
         let col = |n: &str| b.column_by_name(n).expect("projected column");
-        let (t, i, q) = (col("tenant_id").as_string::<i32>(), col("interaction_id").as_string::<i32>(), col("queue_id").as_string::<i32>());
+        let (t, i, q) = (
+            col("tenant_id").as_string::<i32>(),
+            col("interaction_id").as_string::<i32>(),
+            col("queue_id").as_string::<i32>(),
+        );
         let agents = col("agent_ids").as_list::<i32>();
         let occurred = col("occurred_at").as_primitive::<TimestampMicrosecondType>();
         let expires = col("expires_at").as_primitive::<TimestampMicrosecondType>();
@@ -71,7 +100,13 @@ fn survivors(bytes: &bytes::Bytes, object: &str, holds: &[&Hold], now: DateTime<
                 let names: Vec<&str> = (0..a.len()).map(|k| a.value(k)).collect();
                 let at = crate::clock::from_micros(occurred.value(r));
                 for h in holds {
-                    if h.covers(t.value(r), i.value(r), (!q.is_null(r)).then(|| q.value(r)), &names, at) {
+                    if h.covers(
+                        t.value(r),
+                        i.value(r),
+                        (!q.is_null(r)).then(|| q.value(r)),
+                        &names,
+                        at,
+                    ) {
                         survives = true;
                         *covering.entry(h.hold_id.clone()).or_insert(0) += 1;
                     }
@@ -84,16 +119,33 @@ fn survivors(bytes: &bytes::Bytes, object: &str, holds: &[&Hold], now: DateTime<
 }
 
 fn footer_value<'a>(md: &'a parquet::file::metadata::FileMetaData, key: &str) -> Option<&'a str> {
-    md.key_value_metadata()?.iter().find(|k| k.key == key)?.value.as_deref()
+    md.key_value_metadata()?
+        .iter()
+        .find(|k| k.key == key)?
+        .value
+        .as_deref()
 }
 
 /// Writes the survivors of `old` (committed in partition `p`) to a new data file named by
 /// `file_id`. Commits nothing and locks nothing: the caller swaps the manifest entry.
-pub async fn rewrite_file(store: &Store, kms: &dyn Kms, p: &Partition, old: &DataFileEntry, holds: &[&Hold], now: DateTime<Utc>, file_id: &str) -> Result<Outcome, SweepError> {
+pub async fn rewrite_file(
+    store: &Store,
+    kms: &dyn Kms,
+    p: &Partition,
+    old: &DataFileEntry,
+    holds: &[&Hold],
+    now: DateTime<Utc>,
+    file_id: &str,
+) -> Result<Outcome, SweepError> {
     let old_path = Path::from(old.path.as_str());
     let bytes = store.get(&old_path).await?;
     if manifest::sha256_hex(&bytes) != old.sha256 {
-        return Err(LakeError::Corrupt { object: old.path.clone(), problem: "SHA-256 differs from the manifest; not rewritten (run holdfast verify)".into() }.into());
+        return Err(LakeError::Corrupt {
+            object: old.path.clone(),
+            problem: "SHA-256 differs from the manifest; not rewritten (run holdfast verify)"
+                .into(),
+        }
+        .into());
     }
     let (keep, covering) = survivors(&bytes, &old.path, holds, now)?;
     let kept = keep.iter().filter(|k| **k).count() as u64;
@@ -104,41 +156,73 @@ pub async fn rewrite_file(store: &Store, kms: &dyn Kms, p: &Partition, old: &Dat
     let err = |e| LakeError::parquet(&old.path, e);
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(err)?;
     let md = builder.metadata().file_metadata().clone();
-    let from = kms.unwrap_key(&old.encryption.dek_id, &old.encryption.wrapped_dek).await?.cipher();
+    let from = kms
+        .unwrap_key(&old.encryption.dek_id, &old.encryption.wrapped_dek)
+        .await?
+        .cipher();
     let dek = DataKey::generate();
     let wrapped = kms.wrap(&dek).await?;
     let to = dek.cipher();
 
     let new_path = layout::data_file(p, file_id);
     let mut kv = datafile::file_metadata(file_id, &p.dir(), dek.id(), &wrapped);
-    kv.push(KeyValue::new("holdfast.rewritten_from".into(), old.path.clone()));
+    kv.push(KeyValue::new(
+        "holdfast.rewritten_from".into(),
+        old.path.clone(),
+    ));
     if let Some(c) = footer_value(&md, "holdfast.payload.compression") {
-        kv.push(KeyValue::new("holdfast.payload.compression".into(), c.to_string()));
+        kv.push(KeyValue::new(
+            "holdfast.payload.compression".into(),
+            c.to_string(),
+        ));
     }
     if let Some(d) = footer_value(&md, "holdfast.dictionary") {
         let sealed = base64::engine::general_purpose::STANDARD
             .decode(d)
-            .map_err(|_| LakeError::Corrupt { object: old.path.clone(), problem: "footer dictionary is not base64".into() })?;
+            .map_err(|_| LakeError::Corrupt {
+                object: old.path.clone(),
+                problem: "footer dictionary is not base64".into(),
+            })?;
         let moved = reseal_dictionary(&from, &to, &sealed)?;
-        kv.push(KeyValue::new("holdfast.dictionary".into(), base64::engine::general_purpose::STANDARD.encode(moved)));
+        kv.push(KeyValue::new(
+            "holdfast.dictionary".into(),
+            base64::engine::general_purpose::STANDARD.encode(moved),
+        ));
     }
     let upload = store.start_upload(&new_path).await?;
     let mut w = FileWriter::new(new_path.clone(), upload, dek.id(), kv)?;
 
-    let (mut min_occ, mut max_occ, mut min_exp, mut max_exp) = (i64::MAX, i64::MIN, i64::MAX, i64::MIN);
+    let (mut min_occ, mut max_occ, mut min_exp, mut max_exp) =
+        (i64::MAX, i64::MIN, i64::MAX, i64::MIN);
     let (mut tenants, mut policies) = (BTreeSet::new(), BTreeSet::new());
     let mut offset = 0usize;
     for b in builder.with_batch_size(BATCH_ROWS).build().map_err(err)? {
-        let b = b.map_err(|e| LakeError::Corrupt { object: old.path.clone(), problem: e.to_string() })?;
+        let b = b.map_err(|e| LakeError::Corrupt {
+            object: old.path.clone(),
+            problem: e.to_string(),
+        })?;
         let mask = BooleanArray::from(keep[offset..offset + b.num_rows()].to_vec());
         offset += b.num_rows();
-        let b = arrow::compute::filter_record_batch(&b, &mask).map_err(|e| LakeError::Corrupt { object: old.path.clone(), problem: e.to_string() })?;
+        let b = arrow::compute::filter_record_batch(&b, &mask).map_err(|e| LakeError::Corrupt {
+            object: old.path.clone(),
+            problem: e.to_string(),
+        })?;
         if b.num_rows() == 0 {
             continue;
         }
         let col = |n: &str| b.column(SCHEMA.index_of(n).expect("column")).clone();
-        let (ev, it, tn, pol) = (col("event_id"), col("interaction_id"), col("tenant_id"), col("policy_id"));
-        let (ev, it, tn, pol) = (ev.as_string::<i32>(), it.as_string::<i32>(), tn.as_string::<i32>(), pol.as_string::<i32>());
+        let (ev, it, tn, pol) = (
+            col("event_id"),
+            col("interaction_id"),
+            col("tenant_id"),
+            col("policy_id"),
+        );
+        let (ev, it, tn, pol) = (
+            ev.as_string::<i32>(),
+            it.as_string::<i32>(),
+            tn.as_string::<i32>(),
+            pol.as_string::<i32>(),
+        );
         let payload = col("payload");
         let payload = payload.as_binary::<i32>();
         let occ = col("occurred_at");
@@ -151,7 +235,15 @@ pub async fn rewrite_file(store: &Store, kms: &dyn Kms, p: &Partition, old: &Dat
             buf.clear();
             let from_aad = record_aad(tn.value(r), ev.value(r), it.value(r), from.dek_id());
             let to_aad = record_aad(tn.value(r), ev.value(r), it.value(r), to.dek_id());
-            reseal_record(&from, &to, payload.value(r), &from_aad, &to_aad, &mut buf, &|| format!("event {} in {}", ev.value(r), old.path))?;
+            reseal_record(
+                &from,
+                &to,
+                payload.value(r),
+                &from_aad,
+                &to_aad,
+                &mut buf,
+                &|| format!("event {} in {}", ev.value(r), old.path),
+            )?;
             sealed.append_value(&buf);
             min_occ = min_occ.min(occ.value(r));
             max_occ = max_occ.max(occ.value(r));
@@ -165,16 +257,29 @@ pub async fn rewrite_file(store: &Store, kms: &dyn Kms, p: &Partition, old: &Dat
             }
         }
         let mut columns: Vec<ArrayRef> = b.columns().to_vec();
-        columns[SCHEMA.index_of("dek_id").expect("column")] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(to.dek_id(), b.num_rows())));
+        columns[SCHEMA.index_of("dek_id").expect("column")] = Arc::new(
+            StringArray::from_iter_values(std::iter::repeat_n(to.dek_id(), b.num_rows())),
+        );
         columns[SCHEMA.index_of("payload").expect("column")] = Arc::new(sealed.finish());
-        let out = RecordBatch::try_new(SCHEMA.clone(), columns).map_err(|e| LakeError::Corrupt { object: old.path.clone(), problem: e.to_string() })?;
+        let out =
+            RecordBatch::try_new(SCHEMA.clone(), columns).map_err(|e| LakeError::Corrupt {
+                object: old.path.clone(),
+                problem: e.to_string(),
+            })?;
         w.write_batch(&out)?;
         let parts = w.take_pending();
-        futures::future::try_join_all(parts).await.map_err(|e| LakeError::store("writing", new_path.as_ref(), e))?;
+        futures::future::try_join_all(parts)
+            .await
+            .map_err(|e| LakeError::store("writing", new_path.as_ref(), e))?;
     }
     let (file, mut upload, parts) = w.close()?;
-    futures::future::try_join_all(parts).await.map_err(|e| LakeError::store("writing", new_path.as_ref(), e))?;
-    upload.complete().await.map_err(|e| LakeError::store("writing", new_path.as_ref(), e))?;
+    futures::future::try_join_all(parts)
+        .await
+        .map_err(|e| LakeError::store("writing", new_path.as_ref(), e))?;
+    upload
+        .complete()
+        .await
+        .map_err(|e| LakeError::store("writing", new_path.as_ref(), e))?;
 
     let ts = crate::clock::from_micros;
     let entry = DataFileEntry {
@@ -198,5 +303,10 @@ pub async fn rewrite_file(store: &Store, kms: &dyn Kms, p: &Partition, old: &Dat
         batch_id: file_id.to_string(),
         added_at: now,
     };
-    Ok(Outcome::Rewritten(Box::new(Rewritten { entry, kept, dropped: keep.len() as u64 - kept, holds: covering })))
+    Ok(Outcome::Rewritten(Box::new(Rewritten {
+        entry,
+        kept,
+        dropped: keep.len() as u64 - kept,
+        holds: covering,
+    })))
 }

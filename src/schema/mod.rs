@@ -28,8 +28,17 @@ pub struct Reject {
 }
 
 impl Reject {
-    pub fn new(code: impl Into<String>, path: impl Into<String>, message: impl Into<String>) -> Self {
-        Reject { code: code.into(), path: path.into(), message: message.into(), schema_version: CURRENT_VERSION.into() }
+    pub fn new(
+        code: impl Into<String>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Reject {
+            code: code.into(),
+            path: path.into(),
+            message: message.into(),
+            schema_version: CURRENT_VERSION.into(),
+        }
     }
 }
 
@@ -65,7 +74,10 @@ static VALIDATOR: LazyLock<Validator> = LazyLock::new(|| Validator {
         .iter()
         .map(|(v, text)| {
             let schema: Value = serde_json::from_str(text).expect("bundled schema is JSON");
-            (*v, jsonschema::validator_for(&schema).expect("bundled schema compiles"))
+            (
+                *v,
+                jsonschema::validator_for(&schema).expect("bundled schema compiles"),
+            )
         })
         .collect(),
 });
@@ -84,7 +96,10 @@ pub fn validator() -> &'static Validator {
 
 impl Validator {
     fn get(&self, version: &str) -> Option<&jsonschema::Validator> {
-        self.by_version.iter().find(|(v, _)| *v == version).map(|(_, s)| s)
+        self.by_version
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, s)| s)
     }
 
     pub fn is_valid_as(&self, version: &str, event: &Value) -> bool {
@@ -97,7 +112,11 @@ impl Validator {
             return Ok(());
         }
         let err = schema.validate(event).expect_err("invalid");
-        let mut r = Reject::new(format!("schema.{}", err.kind().keyword()), err.instance_path().to_string(), err.to_string());
+        let mut r = Reject::new(
+            format!("schema.{}", err.kind().keyword()),
+            err.instance_path().to_string(),
+            err.to_string(),
+        );
         r.schema_version = version.to_string();
         Err(r)
     }
@@ -112,25 +131,48 @@ impl Validator {
     /// version, whatever it declares (a drift probe: what would version V accept?).
     pub fn check_as(&self, event: &Value, version: Option<&str>) -> Result<Checked, Reject> {
         if !event.is_object() {
-            return Err(Reject::new("json.not_object", "", "an event must be a JSON object"));
+            return Err(Reject::new(
+                "json.not_object",
+                "",
+                "an event must be a JSON object",
+            ));
         }
-        let version = version.map(str::to_string).or_else(|| upcast::detect(event)).unwrap_or_else(|| CURRENT_VERSION.to_string());
+        let version = version
+            .map(str::to_string)
+            .or_else(|| upcast::detect(event))
+            .unwrap_or_else(|| CURRENT_VERSION.to_string());
         if self.get(&version).is_none() {
-            let mut r = Reject::new("schema.unsupported_version", "/interaction/schemaVersion", format!("schema version {version} is not in the registry ({})", upcast::VERSIONS.join(", ")));
+            let mut r = Reject::new(
+                "schema.unsupported_version",
+                "/interaction/schemaVersion",
+                format!(
+                    "schema version {version} is not in the registry ({})",
+                    upcast::VERSIONS.join(", ")
+                ),
+            );
             r.schema_version = version.chars().take(32).collect();
             return Err(r);
         }
         self.validate_as(&version, event)?;
         if version == CURRENT_VERSION {
-            return Ok(Checked { fields: extract(event)?, upcast: None });
+            return Ok(Checked {
+                fields: extract(event)?,
+                upcast: None,
+            });
         }
         let up = upcast::to_current(event.clone(), &version);
         self.validate_as(CURRENT_VERSION, &up).map_err(|mut r| {
             r.code = "schema.upcast".into();
-            r.message = format!("upcast from {version} does not validate as {CURRENT_VERSION}: {}", r.message);
+            r.message = format!(
+                "upcast from {version} does not validate as {CURRENT_VERSION}: {}",
+                r.message
+            );
             r
         })?;
-        Ok(Checked { fields: extract(&up)?, upcast: Some(up) })
+        Ok(Checked {
+            fields: extract(&up)?,
+            upcast: Some(up),
+        })
     }
 }
 
@@ -144,9 +186,17 @@ fn s(v: &Value, path: &[&str]) -> Option<String> {
 }
 
 fn extract(e: &Value) -> Result<IndexFields, Reject> {
-    let occurred = get(e, &["occurredAt"]).and_then(Value::as_str).unwrap_or_default();
+    let occurred = get(e, &["occurredAt"])
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let occurred_at = DateTime::parse_from_rfc3339(occurred)
-        .map_err(|err| Reject::new("event.timestamp", "/occurredAt", format!("occurredAt is not a valid RFC 3339 time: {err}")))?
+        .map_err(|err| {
+            Reject::new(
+                "event.timestamp",
+                "/occurredAt",
+                format!("occurredAt is not a valid RFC 3339 time: {err}"),
+            )
+        })?
         .to_utc();
     let i = e.get("interaction").unwrap_or(&Value::Null);
     let routing = i.get("routingMetadata").unwrap_or(&Value::Null);
@@ -157,7 +207,11 @@ fn extract(e: &Value) -> Result<IndexFields, Reject> {
             let mut ids: Vec<String> = ps
                 .iter()
                 .filter(|p| p.get("type").and_then(Value::as_str) == Some("AGENT"))
-                .filter_map(|p| p.get("address").and_then(Value::as_str).or_else(|| p.get("participantId").and_then(Value::as_str)))
+                .filter_map(|p| {
+                    p.get("address")
+                        .and_then(Value::as_str)
+                        .or_else(|| p.get("participantId").and_then(Value::as_str))
+                })
                 .map(str::to_string)
                 .collect();
             ids.dedup();
@@ -228,7 +282,10 @@ mod tests {
     #[test]
     fn rejects_with_safe_code_and_path() {
         let mut e = event();
-        e["interaction"]["participants"][0].as_object_mut().unwrap().remove("participantId");
+        e["interaction"]["participants"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("participantId");
         let r = validator().check(&e).unwrap_err();
         assert_eq!(r.code, "schema.required");
         assert_eq!(r.path, "/interaction/participants/0");
@@ -238,21 +295,33 @@ mod tests {
         let mut e = event();
         e["interaction"]["schemaVersion"] = json!("0.9");
         let r = validator().check(&e).unwrap_err();
-        assert_eq!((r.code.as_str(), r.schema_version.as_str()), ("schema.unsupported_version", "0.9"));
+        assert_eq!(
+            (r.code.as_str(), r.schema_version.as_str()),
+            ("schema.unsupported_version", "0.9")
+        );
         let mut e = event();
         e["interaction"]["schemaVersion"] = json!("1.0");
         let r = validator().check(&e).unwrap_err();
-        assert_eq!(r.schema_version, "1.0", "a 2.1.0 shape declared as 1.0 fails the 1.0 schema");
+        assert_eq!(
+            r.schema_version, "1.0",
+            "a 2.1.0 shape declared as 1.0 fails the 1.0 schema"
+        );
         let mut e = event();
         e["occurredAt"] = json!("2024-13-14T09:24:45Z");
         assert_eq!(validator().check(&e).unwrap_err().code, "event.timestamp");
-        assert_eq!(validator().check(&json!([1])).unwrap_err().code, "json.not_object");
+        assert_eq!(
+            validator().check(&json!([1])).unwrap_err().code,
+            "json.not_object"
+        );
     }
 
     #[test]
     fn other_media_types_are_kept_with_their_own_type() {
         let mut e = event();
         e["interaction"]["interactionType"] = json!("VIDEO");
-        assert_eq!(validator().check(&e).unwrap().fields.interaction_type, "VIDEO");
+        assert_eq!(
+            validator().check(&e).unwrap().fields.interaction_type,
+            "VIDEO"
+        );
     }
 }

@@ -21,8 +21,13 @@ pub fn detect(e: &Value) -> Option<String> {
     if let Some(v) = i.get("schemaVersion") {
         return v.as_str().map(str::to_string);
     }
-    let flat = ["queueId", "queueName", "wrapUpCode", "disposition"].iter().any(|k| i.contains_key(*k));
-    let role = i.get("participants").and_then(Value::as_array).is_some_and(|ps| ps.iter().any(|p| p.get("role").is_some()));
+    let flat = ["queueId", "queueName", "wrapUpCode", "disposition"]
+        .iter()
+        .any(|k| i.contains_key(*k));
+    let role = i
+        .get("participants")
+        .and_then(Value::as_array)
+        .is_some_and(|ps| ps.iter().any(|p| p.get("role").is_some()));
     Some(if flat || role { "1.0" } else { "2.0" }.to_string())
 }
 
@@ -59,7 +64,9 @@ pub fn v2_0_to_v2_1_0(mut e: Value) -> Value {
 
 /// Applies every step from `from` to the current version (identity for the current one).
 pub fn to_current(mut e: Value, from: &str) -> Value {
-    let Some(start) = VERSIONS.iter().position(|v| *v == from) else { return e };
+    let Some(start) = VERSIONS.iter().position(|v| *v == from) else {
+        return e;
+    };
     for v in &VERSIONS[start..VERSIONS.len() - 1] {
         e = match *v {
             "1.0" => v1_0_to_v2_0(e),
@@ -77,7 +84,10 @@ mod tests {
     use serde_json::json;
 
     fn opt_str() -> impl Strategy<Value = Value> {
-        prop_oneof![Just(Value::Null), "[A-Za-z0-9 _-]{0,20}".prop_map(Value::from)]
+        prop_oneof![
+            Just(Value::Null),
+            "[A-Za-z0-9 _-]{0,20}".prop_map(Value::from)
+        ]
     }
 
     fn participant(field: &'static str) -> impl Strategy<Value = Value> {
@@ -141,7 +151,9 @@ mod tests {
 
     #[test]
     fn v2_0_gains_an_unknown_direction() {
-        let e = envelope(json!({"schemaVersion": "2.0", "interactionId": "i", "interactionType": "SMS", "routingMetadata": {"queueId": "q"}, "participants": []}));
+        let e = envelope(
+            json!({"schemaVersion": "2.0", "interactionId": "i", "interactionType": "SMS", "routingMetadata": {"queueId": "q"}, "participants": []}),
+        );
         assert!(crate::schema::validator().is_valid_as("2.0", &e));
         let up = to_current(e, "2.0");
         assert_eq!(up["interaction"]["direction"], Value::Null);

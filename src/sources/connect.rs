@@ -8,20 +8,29 @@
 //! `InitiationTimestamp`. Tenant: the instance id of `InstanceARN`, else the configured
 //! tenant. SMS is `Channel` CHAT with the `connect:SMS` subtype.
 
-use super::vendor::{self, missing, participant, path, text, Canonical};
+use super::vendor::{self, Canonical, missing, participant, path, text};
 use crate::schema::Reject;
 use serde_json::Value;
 
 fn segment_attr(r: &Value, name: &str) -> Option<String> {
-    path(r, &["SegmentAttributes", name, "ValueString"]).and_then(Value::as_str).map(str::to_string)
+    path(r, &["SegmentAttributes", name, "ValueString"])
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 pub fn record(r: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
     const SHAPE: &str = "connect-ctr";
     let contact = text(r, "ContactId").ok_or_else(|| missing(SHAPE, "ContactId"))?;
-    let initiated = text(r, "InitiationTimestamp").ok_or_else(|| missing(SHAPE, "InitiationTimestamp"))?;
+    let initiated =
+        text(r, "InitiationTimestamp").ok_or_else(|| missing(SHAPE, "InitiationTimestamp"))?;
     let instance = text(r, "InstanceARN").map(|a| vendor::last_segment(&a).to_string());
-    let tenant = instance.or(tenant.map(str::to_string)).ok_or_else(|| Reject::new("source.tenant_missing", "/InstanceARN", "no InstanceARN and no tenant configured"))?;
+    let tenant = instance.or(tenant.map(str::to_string)).ok_or_else(|| {
+        Reject::new(
+            "source.tenant_missing",
+            "/InstanceARN",
+            "no InstanceARN and no tenant configured",
+        )
+    })?;
     let channel = text(r, "Channel").unwrap_or_else(|| "UNKNOWN".into());
     let subtype = segment_attr(r, "connect:Subtype");
     let interaction_type = match channel.as_str() {
@@ -34,7 +43,8 @@ pub fn record(r: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
     let direction = match text(r, "InitiationMethod").as_deref() {
         Some("INBOUND") => Some("INBOUND".to_string()),
         Some("OUTBOUND" | "EXTERNAL_OUTBOUND" | "CALLBACK") => Some("OUTBOUND".into()),
-        Some("API") => segment_attr(r, "connect:Direction").or_else(|| (channel == "CHAT").then(|| "INBOUND".into())),
+        Some("API") => segment_attr(r, "connect:Direction")
+            .or_else(|| (channel == "CHAT").then(|| "INBOUND".into())),
         // TRANSFER, QUEUE_TRANSFER: the direction is the initial contact's, not in this record
         _ => None,
     };
@@ -44,17 +54,40 @@ pub fn record(r: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
     let mut people = Vec::new();
     if let Some(ep) = r.get("CustomerEndpoint").filter(|e| e.is_object()) {
         let joined = text(r, "ConnectedToSystemTimestamp").or_else(|| Some(initiated.clone()));
-        people.push(participant(format!("{contact}-customer"), "CUSTOMER", text(ep, "Address"), joined, disconnected.clone()));
+        people.push(participant(
+            format!("{contact}-customer"),
+            "CUSTOMER",
+            text(ep, "Address"),
+            joined,
+            disconnected.clone(),
+        ));
     }
     if let Some(a) = agent {
-        let id = text(a, "ARN").map(|arn| vendor::last_segment(&arn).to_string()).or_else(|| text(a, "Username")).unwrap_or_else(|| format!("{contact}-agent"));
+        let id = text(a, "ARN")
+            .map(|arn| vendor::last_segment(&arn).to_string())
+            .or_else(|| text(a, "Username"))
+            .unwrap_or_else(|| format!("{contact}-agent"));
         let left = text(a, "AfterContactWorkEndTimestamp").or_else(|| disconnected.clone());
-        people.push(participant(id, "AGENT", text(a, "Username"), text(a, "ConnectedToAgentTimestamp"), left));
+        people.push(participant(
+            id,
+            "AGENT",
+            text(a, "Username"),
+            text(a, "ConnectedToAgentTimestamp"),
+            left,
+        ));
     }
-    let disposition = if queue.is_some() && agent.is_none() { Some("ABANDONED".to_string()) } else { text(r, "DisconnectReason") };
+    let disposition = if queue.is_some() && agent.is_none() {
+        Some("ABANDONED".to_string())
+    } else {
+        text(r, "DisconnectReason")
+    };
     let event = Canonical {
         event_id: vendor::snapshot_key(SHAPE, &contact, r),
-        state: if disconnected.is_some() { "COMPLETED" } else { "UPDATED" },
+        state: if disconnected.is_some() {
+            "COMPLETED"
+        } else {
+            "UPDATED"
+        },
         platform: "AMAZON_CONNECT",
         tenant,
         occurred_at: initiated,
@@ -62,7 +95,9 @@ pub fn record(r: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
         leg_id: Some(contact),
         interaction_type,
         direction,
-        queue_id: queue.and_then(|q| text(q, "ARN")).map(|a| vendor::last_segment(&a).to_string()),
+        queue_id: queue
+            .and_then(|q| text(q, "ARN"))
+            .map(|a| vendor::last_segment(&a).to_string()),
         queue_name: queue.and_then(|q| text(q, "Name")),
         wrap_up_code: None,
         disposition,

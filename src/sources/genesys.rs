@@ -14,14 +14,17 @@
 //! address of an outbound e-mail or message event is taken from `addressTo` (an assumption:
 //! no public outbound sample was found).
 
-use super::vendor::{self, missing, participant, path, text, Canonical};
+use super::vendor::{self, Canonical, missing, participant, path, text};
 use crate::schema::Reject;
 use serde_json::Value;
 
 const PLATFORM: &str = "GENESYS_CX";
 
 fn media_type(media: &str, message_type: Option<&str>) -> String {
-    match (media.to_ascii_lowercase().as_str(), message_type.map(str::to_ascii_lowercase).as_deref()) {
+    match (
+        media.to_ascii_lowercase().as_str(),
+        message_type.map(str::to_ascii_lowercase).as_deref(),
+    ) {
         ("voice" | "callback", _) => "CALL".into(),
         ("chat", _) => "CHAT".into(),
         ("message", Some("sms")) => "SMS".into(),
@@ -32,15 +35,26 @@ fn media_type(media: &str, message_type: Option<&str>) -> String {
 }
 
 fn sessions(p: &Value) -> impl Iterator<Item = &Value> {
-    p.get("sessions").and_then(Value::as_array).into_iter().flatten()
+    p.get("sessions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
 }
 
 fn segments(p: &Value) -> impl Iterator<Item = &Value> {
-    sessions(p).flat_map(|s| s.get("segments").and_then(Value::as_array).into_iter().flatten())
+    sessions(p).flat_map(|s| {
+        s.get("segments")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+    })
 }
 
 fn purpose(p: &Value) -> String {
-    p.get("purpose").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase()
+    p.get("purpose")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_ascii_lowercase()
 }
 
 /// One conversation detail record -> one canonical event.
@@ -49,18 +63,46 @@ pub fn details(c: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
     let id = text(c, "conversationId").ok_or_else(|| missing(SHAPE, "conversationId"))?;
     let start = text(c, "conversationStart").ok_or_else(|| missing(SHAPE, "conversationStart"))?;
     let end = text(c, "conversationEnd");
-    let tenant = tenant.map(str::to_string).ok_or_else(|| Reject::new("source.tenant_missing", "", "genesys-details records carry no organisation id: set the source's tenant (--tenant)"))?;
-    let parts: Vec<&Value> = c.get("participants").and_then(Value::as_array).map(|v| v.iter().collect()).unwrap_or_default();
+    let tenant = tenant.map(str::to_string).ok_or_else(|| {
+        Reject::new(
+            "source.tenant_missing",
+            "",
+            "genesys-details records carry no organisation id: set the source's tenant (--tenant)",
+        )
+    })?;
+    let parts: Vec<&Value> = c
+        .get("participants")
+        .and_then(Value::as_array)
+        .map(|v| v.iter().collect())
+        .unwrap_or_default();
 
     // media: the customer's first session, else any session
-    let customer_first = parts.iter().filter(|p| matches!(purpose(p).as_str(), "customer" | "external")).chain(parts.iter());
+    let customer_first = parts
+        .iter()
+        .filter(|p| matches!(purpose(p).as_str(), "customer" | "external"))
+        .chain(parts.iter());
     let (media, message_type) = customer_first
         .flat_map(|p| sessions(p))
-        .find_map(|s| s.get("mediaType").and_then(Value::as_str).map(|m| (m.to_string(), s.get("messageType").and_then(Value::as_str).map(str::to_string))))
+        .find_map(|s| {
+            s.get("mediaType").and_then(Value::as_str).map(|m| {
+                (
+                    m.to_string(),
+                    s.get("messageType")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                )
+            })
+        })
         .unwrap_or_else(|| ("unknown".into(), None));
 
-    let routed = parts.iter().filter(|p| matches!(purpose(p).as_str(), "acd" | "agent" | "user"));
-    let queue_id = routed.clone().flat_map(|p| segments(p)).filter_map(|s| text(s, "queueId")).last();
+    let routed = parts
+        .iter()
+        .filter(|p| matches!(purpose(p).as_str(), "acd" | "agent" | "user"));
+    let queue_id = routed
+        .clone()
+        .flat_map(|p| segments(p))
+        .filter_map(|s| text(s, "queueId"))
+        .last();
     // the name of the acd participant that routed to that queue (acd participants are named
     // after their queue in practice), else the first acd participant's
     let acd = |p: &&&Value| purpose(p) == "acd";
@@ -70,16 +112,36 @@ pub fn details(c: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
         .find(|p| queue_id.is_some() && segments(p).any(|s| text(s, "queueId") == queue_id))
         .or_else(|| parts.iter().find(acd))
         .and_then(|p| text(p, "participantName"));
-    let wrap_up_code = parts.iter().flat_map(|p| segments(p)).filter(|s| s.get("segmentType").and_then(Value::as_str) == Some("wrapup")).filter_map(|s| text(s, "wrapUpCode")).last();
-    let has_agent = parts.iter().any(|p| matches!(purpose(p).as_str(), "agent" | "user"));
+    let wrap_up_code = parts
+        .iter()
+        .flat_map(|p| segments(p))
+        .filter(|s| s.get("segmentType").and_then(Value::as_str) == Some("wrapup"))
+        .filter_map(|s| text(s, "wrapUpCode"))
+        .last();
+    let has_agent = parts
+        .iter()
+        .any(|p| matches!(purpose(p).as_str(), "agent" | "user"));
     let abandoned = !has_agent
-        && parts.iter().filter(|p| purpose(p) == "acd").flat_map(|p| sessions(p)).any(|s| {
-            s.get("metrics").and_then(Value::as_array).is_some_and(|ms| ms.iter().any(|m| m.get("name").and_then(Value::as_str) == Some("tAbandon")))
-        });
+        && parts
+            .iter()
+            .filter(|p| purpose(p) == "acd")
+            .flat_map(|p| sessions(p))
+            .any(|s| {
+                s.get("metrics")
+                    .and_then(Value::as_array)
+                    .is_some_and(|ms| {
+                        ms.iter()
+                            .any(|m| m.get("name").and_then(Value::as_str) == Some("tAbandon"))
+                    })
+            });
     let disposition = if abandoned {
         Some("ABANDONED".to_string())
     } else {
-        parts.iter().flat_map(|p| segments(p)).filter_map(|s| text(s, "disconnectType")).last()
+        parts
+            .iter()
+            .flat_map(|p| segments(p))
+            .filter_map(|s| text(s, "disconnectType"))
+            .last()
     };
 
     let mut people = Vec::new();
@@ -99,14 +161,20 @@ pub fn details(c: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
                 match media {
                     "voice" if outbound => text(s, "dnis").or_else(|| text(s, "ani")),
                     "voice" => text(s, "ani").or_else(|| text(s, "dnis")),
-                    "callback" => s.get("callbackNumbers").and_then(|v| v.get(0)).and_then(Value::as_str).map(str::to_string),
+                    "callback" => s
+                        .get("callbackNumbers")
+                        .and_then(|v| v.get(0))
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
                     // the customer's own session names the customer in addressFrom, either way
                     _ => text(s, "addressFrom").or_else(|| text(s, "addressOther")),
                 }
                 .map(|a| vendor::strip_uri(&a))
             })
         };
-        let starts: Vec<String> = segments(p).filter_map(|s| text(s, "segmentStart")).collect();
+        let starts: Vec<String> = segments(p)
+            .filter_map(|s| text(s, "segmentStart"))
+            .collect();
         let ends: Vec<String> = segments(p).filter_map(|s| text(s, "segmentEnd")).collect();
         let open = segments(p).any(|s| s.get("segmentEnd").is_none());
         let joined = starts.into_iter().min();
@@ -116,7 +184,11 @@ pub fn details(c: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
 
     let event = Canonical {
         event_id: vendor::snapshot_key(SHAPE, &id, c),
-        state: if end.is_some() { "COMPLETED" } else { "UPDATED" },
+        state: if end.is_some() {
+            "COMPLETED"
+        } else {
+            "UPDATED"
+        },
         platform: PLATFORM,
         tenant,
         occurred_at: end.unwrap_or(start),
@@ -138,38 +210,86 @@ pub fn details(c: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
 pub fn eventbridge(e: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
     const SHAPE: &str = "genesys-eventbridge";
     let event_id = text(e, "id").ok_or_else(|| missing(SHAPE, "id"))?;
-    let body = path(e, &["detail", "eventBody"]).filter(|b| b.is_object()).ok_or_else(|| missing(SHAPE, "detail.eventBody"))?;
-    let topic = path(e, &["detail", "topicName"]).and_then(Value::as_str).ok_or_else(|| missing(SHAPE, "detail.topicName"))?;
-    let conversation = text(body, "conversationId").ok_or_else(|| missing(SHAPE, "detail.eventBody.conversationId"))?;
-    let at = body.get("eventTime").and_then(Value::as_i64).and_then(vendor::millis).ok_or_else(|| missing(SHAPE, "detail.eventBody.eventTime"))?;
-    let org = e.get("source").and_then(Value::as_str).and_then(|s| s.strip_prefix("aws.partner/genesys.com/cloud/")).and_then(|s| s.split('/').next()).filter(|s| !s.is_empty());
-    let tenant = org.or(tenant).map(str::to_string).ok_or_else(|| Reject::new("source.tenant_missing", "/source", "no organisation id in source and no tenant configured"))?;
+    let body = path(e, &["detail", "eventBody"])
+        .filter(|b| b.is_object())
+        .ok_or_else(|| missing(SHAPE, "detail.eventBody"))?;
+    let topic = path(e, &["detail", "topicName"])
+        .and_then(Value::as_str)
+        .ok_or_else(|| missing(SHAPE, "detail.topicName"))?;
+    let conversation = text(body, "conversationId")
+        .ok_or_else(|| missing(SHAPE, "detail.eventBody.conversationId"))?;
+    let at = body
+        .get("eventTime")
+        .and_then(Value::as_i64)
+        .and_then(vendor::millis)
+        .ok_or_else(|| missing(SHAPE, "detail.eventBody.eventTime"))?;
+    let org = e
+        .get("source")
+        .and_then(Value::as_str)
+        .and_then(|s| s.strip_prefix("aws.partner/genesys.com/cloud/"))
+        .and_then(|s| s.split('/').next())
+        .filter(|s| !s.is_empty());
+    let tenant = org.or(tenant).map(str::to_string).ok_or_else(|| {
+        Reject::new(
+            "source.tenant_missing",
+            "/source",
+            "no organisation id in source and no tenant configured",
+        )
+    })?;
     // the suffix after the conversation id: customer.start, acd.end, user.start, acw, wrapup, ...
-    let suffix = topic.split_once(&format!(".{conversation}.")).map(|(_, s)| s).unwrap_or_else(|| topic.rsplit_once('.').map_or(topic, |(_, s)| s));
+    let suffix = topic
+        .split_once(&format!(".{conversation}."))
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| topic.rsplit_once('.').map_or(topic, |(_, s)| s));
     let state = match suffix {
         "customer.start" => "CREATED",
         "customer.end" => "COMPLETED",
         _ => "UPDATED",
     };
-    let media = body.get("mediaType").and_then(Value::as_str).unwrap_or("UNKNOWN");
+    let media = body
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .unwrap_or("UNKNOWN");
     let message_type = body.get("messageType").and_then(Value::as_str);
-    let direction = body.get("direction").and_then(Value::as_str).filter(|d| *d != "UNKNOWN").map(str::to_string);
+    let direction = body
+        .get("direction")
+        .and_then(Value::as_str)
+        .filter(|d| *d != "UNKNOWN")
+        .map(str::to_string);
     let pid = text(body, "participantId").unwrap_or_else(|| format!("{conversation}-{suffix}"));
     let outbound = direction.as_deref() == Some("OUTBOUND");
     let participants = if suffix.starts_with("customer.") {
         let address = match media {
             "VOICE" if outbound => text(body, "dnis"),
             "VOICE" => text(body, "ani"),
-            "CALLBACK" => body.get("callbackNumbers").and_then(|v| v.get(0)).and_then(Value::as_str).map(str::to_string),
+            "CALLBACK" => body
+                .get("callbackNumbers")
+                .and_then(|v| v.get(0))
+                .and_then(Value::as_str)
+                .map(str::to_string),
             _ if outbound => text(body, "addressTo").or_else(|| text(body, "addressFrom")),
             _ => text(body, "addressFrom"),
         }
         .map(|a| vendor::strip_uri(&a));
-        let (joined, left) = if suffix.ends_with(".start") { (Some(at.clone()), None) } else { (None, Some(at.clone())) };
+        let (joined, left) = if suffix.ends_with(".start") {
+            (Some(at.clone()), None)
+        } else {
+            (None, Some(at.clone()))
+        };
         vec![participant(pid, "CUSTOMER", address, joined, left)]
     } else if suffix.starts_with("user.") || suffix == "acw" || suffix == "wrapup" {
-        let (joined, left) = if suffix.ends_with(".start") { (Some(at.clone()), None) } else { (None, Some(at.clone())) };
-        vec![participant(pid, "AGENT", text(body, "userId"), joined, left)]
+        let (joined, left) = if suffix.ends_with(".start") {
+            (Some(at.clone()), None)
+        } else {
+            (None, Some(at.clone()))
+        };
+        vec![participant(
+            pid,
+            "AGENT",
+            text(body, "userId"),
+            joined,
+            left,
+        )]
     } else {
         Vec::new()
     };

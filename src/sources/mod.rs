@@ -14,7 +14,9 @@ use std::borrow::Cow;
 /// Lines larger than this are quarantined unparsed.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 #[clap(rename_all = "kebab-case")]
 pub enum SourceKind {
@@ -41,8 +43,14 @@ pub struct Decoded<'a> {
 }
 
 impl SourceKind {
-    pub const ALL: [SourceKind; 6] =
-        [SourceKind::Canonical, SourceKind::GenesysDetails, SourceKind::GenesysEventbridge, SourceKind::NiceContacts, SourceKind::ConnectCtr, SourceKind::Auto];
+    pub const ALL: [SourceKind; 6] = [
+        SourceKind::Canonical,
+        SourceKind::GenesysDetails,
+        SourceKind::GenesysEventbridge,
+        SourceKind::NiceContacts,
+        SourceKind::ConnectCtr,
+        SourceKind::Auto,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -64,11 +72,20 @@ impl SourceKind {
         let has = |k: &str| v.get(k).is_some();
         if has("detail-type") && has("detail") {
             Some(SourceKind::GenesysEventbridge)
-        } else if has("conversationId") && has("participants") || v.get("conversations").is_some_and(Value::is_array) {
+        } else if has("conversationId") && has("participants")
+            || v.get("conversations").is_some_and(Value::is_array)
+        {
             Some(SourceKind::GenesysDetails)
-        } else if has("contactId") && (has("masterContactId") || has("mediaType") || has("contactStart")) || v.get("completedContacts").is_some_and(Value::is_array) {
+        } else if has("contactId")
+            && (has("masterContactId") || has("mediaType") || has("contactStart"))
+            || v.get("completedContacts").is_some_and(Value::is_array)
+        {
             Some(SourceKind::NiceContacts)
-        } else if has("ContactId") && (has("Channel") || has("InitiationMethod") || has("AWSContactTraceRecordFormatVersion")) {
+        } else if has("ContactId")
+            && (has("Channel")
+                || has("InitiationMethod")
+                || has("AWSContactTraceRecordFormatVersion"))
+        {
             Some(SourceKind::ConnectCtr)
         } else if has("eventId") && has("interaction") {
             Some(SourceKind::Canonical)
@@ -79,24 +96,54 @@ impl SourceKind {
 
     /// Decodes one line. `tenant` is the source's configured tenant, for shapes that carry
     /// none. Never panics on any input.
-    pub fn decode<'a>(self, line: &'a [u8], tenant: Option<&str>) -> Result<Vec<Decoded<'a>>, Reject> {
+    pub fn decode<'a>(
+        self,
+        line: &'a [u8],
+        tenant: Option<&str>,
+    ) -> Result<Vec<Decoded<'a>>, Reject> {
         if line.len() > MAX_LINE_BYTES {
-            return Err(Reject::new("event.too_large", "", format!("line is {} bytes; the limit is {MAX_LINE_BYTES}", line.len())));
+            return Err(Reject::new(
+                "event.too_large",
+                "",
+                format!(
+                    "line is {} bytes; the limit is {MAX_LINE_BYTES}",
+                    line.len()
+                ),
+            ));
         }
-        let value: Value = serde_json::from_slice(line).map_err(|e| Reject::new("json.parse", "", format!("not JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(line)
+            .map_err(|e| Reject::new("json.parse", "", format!("not JSON: {e}")))?;
         let kind = match self {
-            SourceKind::Auto => Self::recognise(&value).ok_or_else(|| Reject::new("source.unknown_shape", "", "the line matches no known source shape"))?,
+            SourceKind::Auto => Self::recognise(&value).ok_or_else(|| {
+                Reject::new(
+                    "source.unknown_shape",
+                    "",
+                    "the line matches no known source shape",
+                )
+            })?,
             k => k,
         };
         if kind == SourceKind::Canonical {
-            return Ok(vec![Decoded { event: value, record: Cow::Borrowed(line) }]);
+            return Ok(vec![Decoded {
+                event: value,
+                record: Cow::Borrowed(line),
+            }]);
         }
         if !value.is_object() {
-            return Err(Reject::new("json.not_object", "", format!("a {} line must be a JSON object", kind.name())));
+            return Err(Reject::new(
+                "json.not_object",
+                "",
+                format!("a {} line must be a JSON object", kind.name()),
+            ));
         }
         // whole API responses: one event per element
-        let items: Vec<&Value> = match (kind, value.get("conversations"), value.get("completedContacts")) {
-            (SourceKind::GenesysDetails, Some(Value::Array(a)), _) | (SourceKind::NiceContacts, _, Some(Value::Array(a))) => a.iter().collect(),
+        let items: Vec<&Value> = match (
+            kind,
+            value.get("conversations"),
+            value.get("completedContacts"),
+        ) {
+            (SourceKind::GenesysDetails, Some(Value::Array(a)), _)
+            | (SourceKind::NiceContacts, _, Some(Value::Array(a))) => a.iter().collect(),
             _ => vec![&value],
         };
         items
@@ -110,7 +157,10 @@ impl SourceKind {
                     SourceKind::Canonical | SourceKind::Auto => unreachable!("handled above"),
                 }?;
                 let record = serde_json::to_vec(&event).expect("a JSON value serializes");
-                Ok(Decoded { event, record: Cow::Owned(record) })
+                Ok(Decoded {
+                    event,
+                    record: Cow::Owned(record),
+                })
             })
             .collect()
     }
@@ -137,7 +187,12 @@ mod tests {
     fn adapters_match_golden_files() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
         let bless = std::env::var("HOLDFAST_BLESS").is_ok();
-        for kind in [SourceKind::GenesysDetails, SourceKind::GenesysEventbridge, SourceKind::NiceContacts, SourceKind::ConnectCtr] {
+        for kind in [
+            SourceKind::GenesysDetails,
+            SourceKind::GenesysEventbridge,
+            SourceKind::NiceContacts,
+            SourceKind::ConnectCtr,
+        ] {
             let dir = root.join(kind.name());
             let input = std::fs::read_to_string(dir.join("input.ndjson")).unwrap();
             let mut out = String::new();
@@ -152,8 +207,15 @@ mod tests {
                                     Err(r) => serde_json::json!({"reject": r.code, "path": r.path}),
                                     Ok(_) => {
                                         let mut e = d.event;
-                                        let payload = e["interaction"].as_object_mut().unwrap().remove("vendorPayload").unwrap();
-                                        assert!(payload.is_object(), "the vendor object is kept whole");
+                                        let payload = e["interaction"]
+                                            .as_object_mut()
+                                            .unwrap()
+                                            .remove("vendorPayload")
+                                            .unwrap();
+                                        assert!(
+                                            payload.is_object(),
+                                            "the vendor object is kept whole"
+                                        );
                                         e
                                     }
                                 })
@@ -165,7 +227,13 @@ mod tests {
                 let direct = run(kind);
                 let auto = run(SourceKind::Auto);
                 if direct.get("reject").is_none() {
-                    assert_eq!(direct, auto, "{} line {}: auto recognises the shape", kind.name(), n + 1);
+                    assert_eq!(
+                        direct,
+                        auto,
+                        "{} line {}: auto recognises the shape",
+                        kind.name(),
+                        n + 1
+                    );
                 }
                 out.push_str(&serde_json::to_string(&direct).unwrap());
                 out.push('\n');
@@ -188,15 +256,35 @@ mod tests {
         let row = br#"{"contactId": 1, "masterContactId": 1, "contactStart": "2024-11-05T16:00:00.000Z", "mediaType": 4, "agentId": 0}"#;
         let reordered = br#"{"mediaType": 4, "agentId": 0, "contactId": 1, "masterContactId": 1, "contactStart": "2024-11-05T16:00:00.000Z"}"#;
         let updated = br#"{"contactId": 1, "masterContactId": 1, "contactStart": "2024-11-05T16:00:00.000Z", "mediaType": 4, "agentId": 7}"#;
-        let id = |b: &[u8]| SourceKind::NiceContacts.decode(b, Some("t")).unwrap()[0].event["eventId"].clone();
+        let id = |b: &[u8]| {
+            SourceKind::NiceContacts.decode(b, Some("t")).unwrap()[0].event["eventId"].clone()
+        };
         assert_eq!(id(row), id(reordered));
         assert_ne!(id(row), id(updated));
     }
 
     #[test]
     fn malformed_lines_get_a_code() {
-        assert_eq!(SourceKind::Canonical.decode(b"{\"eventId\":", None).unwrap_err().code, "json.parse");
-        assert_eq!(SourceKind::Canonical.decode(&vec![b' '; MAX_LINE_BYTES + 1], None).unwrap_err().code, "event.too_large");
-        assert_eq!(SourceKind::Auto.decode(b"{\"hello\": 1}", None).unwrap_err().code, "source.unknown_shape");
+        assert_eq!(
+            SourceKind::Canonical
+                .decode(b"{\"eventId\":", None)
+                .unwrap_err()
+                .code,
+            "json.parse"
+        );
+        assert_eq!(
+            SourceKind::Canonical
+                .decode(&vec![b' '; MAX_LINE_BYTES + 1], None)
+                .unwrap_err()
+                .code,
+            "event.too_large"
+        );
+        assert_eq!(
+            SourceKind::Auto
+                .decode(b"{\"hello\": 1}", None)
+                .unwrap_err()
+                .code,
+            "source.unknown_shape"
+        );
     }
 }

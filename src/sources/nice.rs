@@ -7,7 +7,7 @@
 //! `contactStart` (or `contactStartDate`). `agentId` 0 or null means no agent. The tenant is the
 //! source's configured tenant (rows carry no business unit).
 
-use super::vendor::{self, missing, participant, text, Canonical};
+use super::vendor::{self, Canonical, missing, participant, text};
 use crate::schema::Reject;
 use serde_json::Value;
 
@@ -28,21 +28,61 @@ fn media_type(code: Option<&str>, subtype: Option<&str>) -> String {
 pub fn contact(r: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
     const SHAPE: &str = "nice-contacts";
     let contact = text(r, "contactId").ok_or_else(|| missing(SHAPE, "contactId"))?;
-    let master = text(r, "masterContactId").filter(|m| m != "0").unwrap_or_else(|| contact.clone());
-    let start = text(r, "contactStart").or_else(|| text(r, "contactStartDate")).ok_or_else(|| missing(SHAPE, "contactStart"))?;
-    let tenant = tenant.map(str::to_string).ok_or_else(|| Reject::new("source.tenant_missing", "", "nice-contacts rows carry no business unit: set the source's tenant (--tenant)"))?;
-    let outbound = r.get("isOutbound").and_then(Value::as_bool).unwrap_or(false);
-    let left = r.get("totalDurationSeconds").and_then(Value::as_f64).and_then(|secs| {
-        let t = chrono::DateTime::parse_from_rfc3339(&start).ok()?;
-        Some((t + chrono::Duration::milliseconds((secs * 1000.0) as i64)).to_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-    });
-    let customer_address = if outbound { text(r, "toAddr") } else { text(r, "fromAddr") };
-    let mut people = vec![participant(format!("{master}-customer"), "CUSTOMER", customer_address, Some(start.clone()), left.clone())];
+    let master = text(r, "masterContactId")
+        .filter(|m| m != "0")
+        .unwrap_or_else(|| contact.clone());
+    let start = text(r, "contactStart")
+        .or_else(|| text(r, "contactStartDate"))
+        .ok_or_else(|| missing(SHAPE, "contactStart"))?;
+    let tenant = tenant.map(str::to_string).ok_or_else(|| {
+        Reject::new(
+            "source.tenant_missing",
+            "",
+            "nice-contacts rows carry no business unit: set the source's tenant (--tenant)",
+        )
+    })?;
+    let outbound = r
+        .get("isOutbound")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let left = r
+        .get("totalDurationSeconds")
+        .and_then(Value::as_f64)
+        .and_then(|secs| {
+            let t = chrono::DateTime::parse_from_rfc3339(&start).ok()?;
+            Some(
+                (t + chrono::Duration::milliseconds((secs * 1000.0) as i64))
+                    .to_utc()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            )
+        });
+    let customer_address = if outbound {
+        text(r, "toAddr")
+    } else {
+        text(r, "fromAddr")
+    };
+    let mut people = vec![participant(
+        format!("{master}-customer"),
+        "CUSTOMER",
+        customer_address,
+        Some(start.clone()),
+        left.clone(),
+    )];
     if let Some(agent) = text(r, "agentId").filter(|a| a != "0") {
-        people.push(participant(agent.clone(), "AGENT", Some(agent), Some(start.clone()), left));
+        people.push(participant(
+            agent.clone(),
+            "AGENT",
+            Some(agent),
+            Some(start.clone()),
+            left,
+        ));
     }
     let abandoned = r.get("abandoned").and_then(Value::as_bool).unwrap_or(false);
-    let disposition = if abandoned { Some("ABANDONED".to_string()) } else { text(r, "transferIndicatorName") };
+    let disposition = if abandoned {
+        Some("ABANDONED".to_string())
+    } else {
+        text(r, "transferIndicatorName")
+    };
     let event = Canonical {
         event_id: vendor::snapshot_key(SHAPE, &contact, r),
         state: "COMPLETED",
@@ -51,7 +91,10 @@ pub fn contact(r: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
         occurred_at: start,
         interaction_id: master,
         leg_id: Some(contact),
-        interaction_type: media_type(text(r, "mediaType").as_deref(), r.get("mediaSubTypeName").and_then(Value::as_str)),
+        interaction_type: media_type(
+            text(r, "mediaType").as_deref(),
+            r.get("mediaSubTypeName").and_then(Value::as_str),
+        ),
         direction: Some(if outbound { "OUTBOUND" } else { "INBOUND" }.into()),
         queue_id: text(r, "skillId"),
         queue_name: text(r, "skillName"),

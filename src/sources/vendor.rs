@@ -4,10 +4,14 @@
 //! under `interaction.vendorPayload` (inside the encrypted record).
 
 use crate::schema::Reject;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 pub fn missing(shape: &str, field: &str) -> Reject {
-    Reject::new("source.missing_field", format!("/{}", field.replace('.', "/")), format!("{shape}: required field {field} is missing or empty"))
+    Reject::new(
+        "source.missing_field",
+        format!("/{}", field.replace('.', "/")),
+        format!("{shape}: required field {field} is missing or empty"),
+    )
 }
 
 /// A string field, also accepting numbers (NICE sends ids as either); empty is absent.
@@ -25,7 +29,8 @@ pub fn path<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
 
 /// Epoch milliseconds to RFC 3339 UTC with milliseconds.
 pub fn millis(ms: i64) -> Option<String> {
-    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 /// The last segment of an ARN or path (`arn:…:queue/abc` -> `abc`).
@@ -47,10 +52,19 @@ pub fn strip_uri(s: &str) -> String {
 /// stays when it re-sends the same content (keys sorted, so field order does not matter).
 pub fn snapshot_key(prefix: &str, id: &str, payload: &Value) -> String {
     let normal = serde_json::to_vec(payload).expect("a JSON value serializes");
-    format!("{prefix}:{id}:{}", &hex::encode(crate::crypto::sha256(&normal))[..24])
+    format!(
+        "{prefix}:{id}:{}",
+        &hex::encode(crate::crypto::sha256(&normal))[..24]
+    )
 }
 
-pub fn participant(id: String, kind: &str, address: Option<String>, joined: Option<String>, left: Option<String>) -> Value {
+pub fn participant(
+    id: String,
+    kind: &str,
+    address: Option<String>,
+    joined: Option<String>,
+    left: Option<String>,
+) -> Value {
     json!({"participantId": id, "type": kind, "address": address, "joinedTimestamp": joined, "leftTimestamp": left})
 }
 
@@ -75,7 +89,10 @@ pub struct Canonical {
 impl Canonical {
     pub fn into_event(self, payload: Value) -> Value {
         let mut interaction = Map::new();
-        interaction.insert("schemaVersion".into(), json!(crate::schema::CURRENT_VERSION));
+        interaction.insert(
+            "schemaVersion".into(),
+            json!(crate::schema::CURRENT_VERSION),
+        );
         interaction.insert("interactionId".into(), json!(self.interaction_id));
         if let Some(leg) = self.leg_id {
             interaction.insert("legId".into(), json!(leg));
@@ -103,6 +120,20 @@ impl Canonical {
 
 /// Upper-case token for a vendor enum value kept as it is (`screenshare` -> `SCREENSHARE`).
 pub fn token(s: &str) -> String {
-    let t: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).take(32).collect();
-    if t.starts_with(|c: char| c.is_ascii_uppercase()) { t } else { format!("X{}", &t[..t.len().min(31)]) }
+    let t: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .take(32)
+        .collect();
+    if t.starts_with(|c: char| c.is_ascii_uppercase()) {
+        t
+    } else {
+        format!("X{}", &t[..t.len().min(31)])
+    }
 }

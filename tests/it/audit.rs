@@ -8,7 +8,16 @@ fn audited_store() -> Env {
     env.ingest(&env.write("bad.ndjson", &common::malformed().0));
     env.ingest(&env.write("good.ndjson", &common::generate(50, 100, 0, 1).ndjson));
     env.batch();
-    let ids: Vec<String> = env.ok(&["quarantine", "list", "--format", "ndjson"]).lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = env
+        .ok(&["quarantine", "list", "--format", "ndjson"])
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     for id in &ids[..3] {
         env.ok(&["quarantine", "show", id, "--actor", "jdoe"]);
     }
@@ -23,19 +32,59 @@ fn entry(env: &Env, seq: u64) -> std::path::PathBuf {
 #[test]
 fn decryptions_are_recorded_and_the_chain_verifies() {
     let env = audited_store();
-    let rows: Vec<serde_json::Value> = env.ok(&["audit", "list", "--format", "ndjson"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = env
+        .ok(&["audit", "list", "--format", "ndjson"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let actions: Vec<&str> = rows.iter().map(|r| r["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["batch", "quarantine.show", "quarantine.show", "quarantine.show", "verify.deep"]);
+    assert_eq!(
+        actions,
+        [
+            "batch",
+            "quarantine.show",
+            "quarantine.show",
+            "quarantine.show",
+            "verify.deep"
+        ]
+    );
     assert_eq!(rows[1]["actor"], "jdoe");
-    let batch: serde_json::Value = serde_json::from_str(rows[0]["details"].as_str().unwrap()).unwrap();
-    assert_eq!(batch["deks_unwrapped"], 2, "one landing DEK per segment read");
-    assert_eq!(env.ok(&["audit", "list", "--action", "verify.deep", "--format", "ndjson"]).lines().count(), 1);
+    let batch: serde_json::Value =
+        serde_json::from_str(rows[0]["details"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        batch["deks_unwrapped"], 2,
+        "one landing DEK per segment read"
+    );
+    assert_eq!(
+        env.ok(&[
+            "audit",
+            "list",
+            "--action",
+            "verify.deep",
+            "--format",
+            "ndjson"
+        ])
+        .lines()
+        .count(),
+        1
+    );
     assert!(env.ok(&["audit", "verify"]).contains("intact: 5"));
     let head = env.ok(&["audit", "head"]);
-    assert!(head.starts_with("5 ") && head.trim().len() == 2 + 64, "{head}");
-    assert_eq!(env.count("SELECT count(*) FROM audit WHERE actor = 'jdoe'"), 3, "the trail is a SQL table too");
+    assert!(
+        head.starts_with("5 ") && head.trim().len() == 2 + 64,
+        "{head}"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit WHERE actor = 'jdoe'"),
+        3,
+        "the trail is a SQL table too"
+    );
     // show needs an actor
-    let out = env.cmd(&["quarantine", "show", "q-x"]).env_remove("HOLDFAST_ACTOR").output().unwrap();
+    let out = env
+        .cmd(&["quarantine", "show", "q-x"])
+        .env_remove("HOLDFAST_ACTOR")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -49,7 +98,10 @@ fn a_changed_entry_breaks_the_next_link() {
     let out = env.run(&["audit", "verify"]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(&format!("v{:020}.json", 3)) && stdout.contains("previous hash"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("v{:020}.json", 3)) && stdout.contains("previous hash"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -78,15 +130,27 @@ fn reordered_entries_are_caught() {
 fn concurrent_writers_do_not_fork_the_chain() {
     let env = Env::new();
     let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut tasks = Vec::new();
         for w in 0..4 {
-            let audit = holdfast::audit::Audit::new(store.clone(), std::sync::Arc::new(holdfast::clock::SystemClock));
+            let audit = holdfast::audit::Audit::new(
+                store.clone(),
+                std::sync::Arc::new(holdfast::clock::SystemClock),
+            );
             tasks.push(tokio::spawn(async move {
                 for i in 0..10 {
-                    let e = holdfast::audit::Replayed { entries: vec![format!("w{w}-{i}")] };
-                    audit.record(&format!("writer-{w}"), None, &e).await.unwrap();
+                    let e = holdfast::audit::Replayed {
+                        entries: vec![format!("w{w}-{i}")],
+                    };
+                    audit
+                        .record(&format!("writer-{w}"), None, &e)
+                        .await
+                        .unwrap();
                 }
             }));
         }

@@ -24,7 +24,11 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         let keyring = dir.path().join("keys").join("keyring.json");
-        let env = Env { dir, store, keyring };
+        let env = Env {
+            dir,
+            store,
+            keyring,
+        };
         env.ok(&["init"]);
         env
     }
@@ -48,7 +52,12 @@ impl Env {
     /// Runs and asserts exit 0; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "holdfast {args:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "holdfast {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -68,17 +77,30 @@ impl Env {
 
     /// Rows of a query as JSON objects.
     pub fn query(&self, sql: &str) -> Vec<serde_json::Value> {
-        self.ok(&["query", "--format", "ndjson", sql]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        self.ok(&["query", "--format", "ndjson", sql])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     pub fn count(&self, sql: &str) -> i64 {
         let rows = self.query(sql);
-        rows[0].as_object().unwrap().values().next().unwrap().as_i64().unwrap()
+        rows[0]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_i64()
+            .unwrap()
     }
 
     pub fn verify(&self) -> (bool, serde_json::Value) {
         let out = self.run(&["verify", "--format", "json"]);
-        (out.status.success(), serde_json::from_slice(&out.stdout).unwrap())
+        (
+            out.status.success(),
+            serde_json::from_slice(&out.stdout).unwrap(),
+        )
     }
 
     /// Every file under the store, recursively.
@@ -86,7 +108,11 @@ impl Env {
         fn walk(d: &Path, out: &mut Vec<PathBuf>) {
             for e in std::fs::read_dir(d).unwrap().flatten() {
                 let p = e.path();
-                if p.is_dir() { walk(&p, out) } else { out.push(p) }
+                if p.is_dir() {
+                    walk(&p, out)
+                } else {
+                    out.push(p)
+                }
             }
         }
         let mut v = Vec::new();
@@ -96,7 +122,9 @@ impl Env {
     }
 
     pub fn landing_segments(&self) -> usize {
-        std::fs::read_dir(self.store.join("landing")).map(|d| d.flatten().count()).unwrap_or(0)
+        std::fs::read_dir(self.store.join("landing"))
+            .map(|d| d.flatten().count())
+            .unwrap_or(0)
     }
 }
 
@@ -117,18 +145,27 @@ pub fn generate(seed: u64, unique: usize, dups: usize, days: u32) -> Gen {
     let mut lines: Vec<String> = Vec::with_capacity(unique + dups);
     let mut customer_addresses = Vec::new();
     let mut notes = Vec::new();
-    let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut rng = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = || {
-        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         rng >> 33
     };
     for i in 0..unique {
         let inter = i / 3;
         let t = TYPES[inter % 4];
         let secs = (next() % (days as u64 * 86_400)) as i64;
-        let at = chrono::DateTime::from_timestamp(1_759_276_800 + secs, 0).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let at = chrono::DateTime::from_timestamp(1_759_276_800 + secs, 0)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let addr = format!("+1202{:07}", (seed * 1_000_003 + i as u64) % 10_000_000);
-        let note = format!("Zq{seed}x{i}Wv customer disputes invoice {}", next() % 100000);
+        let note = format!(
+            "Zq{seed}x{i}Wv customer disputes invoice {}",
+            next() % 100000
+        );
         let line = serde_json::json!({
             "eventId": format!("evt-{seed}-{i}"),
             "eventType": "INTERACTION",
@@ -161,7 +198,12 @@ pub fn generate(seed: u64, unique: usize, dups: usize, days: u32) -> Gen {
     }
     let mut ndjson = lines.join("\n").into_bytes();
     ndjson.push(b'\n');
-    Gen { ndjson, unique, customer_addresses, notes }
+    Gen {
+        ndjson,
+        unique,
+        customer_addresses,
+        notes,
+    }
 }
 
 /// Lines that must each be quarantined, with a secret in each.

@@ -19,8 +19,14 @@ fn prepared(seed: u64, unique: usize) -> (Env, usize) {
 /// verify, no orphan, landing empty.
 fn assert_exactly_once(env: &Env, unique: usize) {
     assert_eq!(env.count("SELECT count(*) FROM events"), unique as i64);
-    assert_eq!(env.count("SELECT count(DISTINCT event_id) FROM events"), unique as i64);
-    let q = env.ok(&["quarantine", "list", "--format", "ndjson"]).lines().count();
+    assert_eq!(
+        env.count("SELECT count(DISTINCT event_id) FROM events"),
+        unique as i64
+    );
+    let q = env
+        .ok(&["quarantine", "list", "--format", "ndjson"])
+        .lines()
+        .count();
     assert_eq!(q, common::malformed().1);
     let (ok, r) = env.verify();
     assert!(ok, "{r}");
@@ -30,14 +36,24 @@ fn assert_exactly_once(env: &Env, unique: usize) {
 
 fn crash_at(point: &str) {
     let (env, unique) = prepared(10, 1500);
-    let out = env.cmd(&["batch"]).env("HOLDFAST_FAILPOINT", point).output().unwrap();
-    assert!(!out.status.success(), "{point}: the failpoint was not reached");
+    let out = env
+        .cmd(&["batch"])
+        .env("HOLDFAST_FAILPOINT", point)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "{point}: the failpoint was not reached"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("failpoint {point}")));
     // nothing uncommitted is visible in between
     let visible = env.count("SELECT count(*) FROM events");
     assert!(visible == 0 || visible as usize <= unique);
     let r = env.batch();
-    assert!(r["lease_taken_over"].as_bool().unwrap(), "the killed batch's lease is taken over: {r}");
+    assert!(
+        r["lease_taken_over"].as_bool().unwrap(),
+        "the killed batch's lease is taken over: {r}"
+    );
     assert_exactly_once(&env, unique);
     // and a further batch has nothing to do
     assert_eq!(env.batch()["stored"], 0);
@@ -78,7 +94,10 @@ fn kill_at_random_times() {
     // that batch completed; ingest fresh events to have work for the kills
     let g = common::generate(12, 12_000, 300, 4);
     env.ingest(&env.write("c.ndjson", &g.ndjson));
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     eprintln!("kill_at_random_times seed {seed} (clean batch took {took:?})");
     let mut x = seed | 1;
     let mut killed = 0;
@@ -87,7 +106,12 @@ fn kill_at_random_times() {
         x ^= x >> 7;
         x ^= x << 17;
         let at = Duration::from_millis(20 + x % (took.as_millis() as u64 + 50));
-        let mut child = env.cmd(&["batch"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = env
+            .cmd(&["batch"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(at);
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
@@ -105,7 +129,11 @@ fn kill_at_random_times() {
 #[test]
 fn a_commit_whose_lock_was_not_set_is_repaired() {
     let (env, unique) = prepared(13, 600);
-    let out = env.cmd(&["batch"]).env("HOLDFAST_FAILPOINT", "batch.after_manifest:1").output().unwrap();
+    let out = env
+        .cmd(&["batch"])
+        .env("HOLDFAST_FAILPOINT", "batch.after_manifest:1")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let r = env.batch();
     assert_eq!(r["locks_repaired"], 1, "{r}");

@@ -27,10 +27,23 @@ fn shared() -> &'static (Env, common::Gen) {
 fn every_unique_event_is_stored_once_and_counted() {
     let (env, _) = shared();
     assert_eq!(env.count("SELECT count(*) FROM events"), UNIQUE as i64);
-    assert_eq!(env.count("SELECT count(DISTINCT event_id) FROM events"), UNIQUE as i64);
-    assert_eq!(env.count("SELECT sum(record_count) FROM manifests"), UNIQUE as i64);
-    assert_eq!(env.count("SELECT count(*) FROM events WHERE interaction_type = 'SMS'"), env.count("SELECT sum(record_count) FROM manifests WHERE interaction_type = 'SMS'"));
-    assert_eq!(env.landing_segments(), 0, "consumed segments are removed after commit");
+    assert_eq!(
+        env.count("SELECT count(DISTINCT event_id) FROM events"),
+        UNIQUE as i64
+    );
+    assert_eq!(
+        env.count("SELECT sum(record_count) FROM manifests"),
+        UNIQUE as i64
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM events WHERE interaction_type = 'SMS'"),
+        env.count("SELECT sum(record_count) FROM manifests WHERE interaction_type = 'SMS'")
+    );
+    assert_eq!(
+        env.landing_segments(),
+        0,
+        "consumed segments are removed after commit"
+    );
 }
 
 #[test]
@@ -41,29 +54,62 @@ fn partitions_follow_the_utc_day_of_occurred_at() {
     );
     assert_eq!(wrong, 0);
     // a filter on numeric partition values finds the zero-padded directories
-    let one_day = env.count("SELECT count(*) FROM events WHERE year = 2025 AND month = 10 AND day = 2");
+    let one_day =
+        env.count("SELECT count(*) FROM events WHERE year = 2025 AND month = 10 AND day = 2");
     assert!(one_day > 0);
-    let files: Vec<_> = env.store_files().into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
-    assert!(files.iter().all(|p| p.to_string_lossy().contains("/month=10/day=0")), "zero-padded: {files:?}");
+    let files: Vec<_> = env
+        .store_files()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert!(
+        files
+            .iter()
+            .all(|p| p.to_string_lossy().contains("/month=10/day=0")),
+        "zero-padded: {files:?}"
+    );
 }
 
 #[test]
 fn retention_fields_come_from_the_default_policy() {
     let (env, _) = shared();
-    assert_eq!(env.count("SELECT count(*) FROM events WHERE policy_id <> 'FINRA_4511_6Y'"), 0);
-    assert_eq!(env.count("SELECT count(*) FROM events WHERE expires_at <> occurred_at + INTERVAL '6 years'"), 0);
+    assert_eq!(
+        env.count("SELECT count(*) FROM events WHERE policy_id <> 'FINRA_4511_6Y'"),
+        0
+    );
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM events WHERE expires_at <> occurred_at + INTERVAL '6 years'"
+        ),
+        0
+    );
 }
 
 #[test]
 fn no_payload_plaintext_in_any_stored_file() {
     let (env, g) = shared();
-    let secrets: Vec<&str> = g.customer_addresses.iter().chain(g.notes.iter()).map(String::as_str).chain(["+19995550001", "+19995550002", "+19995550003", "+19995550004"]).collect();
+    let secrets: Vec<&str> = g
+        .customer_addresses
+        .iter()
+        .chain(g.notes.iter())
+        .map(String::as_str)
+        .chain([
+            "+19995550001",
+            "+19995550002",
+            "+19995550003",
+            "+19995550004",
+        ])
+        .collect();
     let files = env.store_files();
     assert!(files.len() > 5);
     for f in files {
         let bytes = std::fs::read(&f).unwrap();
         for s in &secrets {
-            assert!(memchr::memmem::find(&bytes, s.as_bytes()).is_none(), "{s} in plaintext in {}", f.display());
+            assert!(
+                memchr::memmem::find(&bytes, s.as_bytes()).is_none(),
+                "{s} in plaintext in {}",
+                f.display()
+            );
         }
     }
 }
@@ -82,18 +128,45 @@ fn verify_passes_shallow_and_deep() {
 #[test]
 fn quarantine_lists_reasons_and_shows_original_bytes() {
     let (env, _) = shared();
-    let rows: Vec<serde_json::Value> = env.ok(&["quarantine", "list", "--format", "ndjson"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let codes: Vec<&str> = rows.iter().map(|r| r["error_code"].as_str().unwrap()).collect();
+    let rows: Vec<serde_json::Value> = env
+        .ok(&["quarantine", "list", "--format", "ndjson"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let codes: Vec<&str> = rows
+        .iter()
+        .map(|r| r["error_code"].as_str().unwrap())
+        .collect();
     assert_eq!(codes.len(), 4, "{codes:?}");
-    assert!(codes.contains(&"json.parse") && codes.contains(&"json.not_object") && codes.contains(&"schema.required"), "{codes:?}");
+    assert!(
+        codes.contains(&"json.parse")
+            && codes.contains(&"json.not_object")
+            && codes.contains(&"schema.required"),
+        "{codes:?}"
+    );
     let listed = env.ok(&["quarantine", "list", "--format", "csv"]);
     assert!(!listed.contains("+1999555"), "list shows no payload");
-    let id = rows.iter().find(|r| r["error_code"] == "schema.required").unwrap()["id"].as_str().unwrap().to_string();
+    let id = rows
+        .iter()
+        .find(|r| r["error_code"] == "schema.required")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let shown = env.ok(&["quarantine", "show", &id]);
-    assert!(shown.contains("+19995550003") && shown.contains("schema.required"), "{shown}");
-    let bin = rows.iter().find(|r| r["line_no"] == 4).unwrap()["id"].as_str().unwrap().to_string();
+    assert!(
+        shown.contains("+19995550003") && shown.contains("schema.required"),
+        "{shown}"
+    );
+    let bin = rows.iter().find(|r| r["line_no"] == 4).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let out = env.run(&["quarantine", "show", &bin]);
-    assert!(out.stdout.windows(2).any(|w| w == b"\xff\xfe"), "original bytes are kept exactly");
+    assert!(
+        out.stdout.windows(2).any(|w| w == b"\xff\xfe"),
+        "original bytes are kept exactly"
+    );
 }
 
 #[test]
@@ -102,7 +175,8 @@ fn query_formats() {
     let sql = "SELECT interaction_type, count(*) AS n FROM events GROUP BY 1 ORDER BY 1";
     let csv = env.ok(&["query", "--format", "csv", sql]);
     assert!(csv.starts_with("interaction_type,n\nCALL,"), "{csv}");
-    let json: serde_json::Value = serde_json::from_str(&env.ok(&["query", "--format", "json", sql])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["query", "--format", "json", sql])).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 4);
     let table = env.ok(&["query", "--format", "table", sql]);
     assert!(table.contains("| CALL"), "{table}");
@@ -114,7 +188,9 @@ fn query_formats() {
 #[test]
 fn manifests_table_describes_files_without_opening_them() {
     let (env, _) = shared();
-    let rows = env.query("SELECT path, sha256, record_count, kek_id, algorithm, manifest_sequence FROM manifests");
+    let rows = env.query(
+        "SELECT path, sha256, record_count, kek_id, algorithm, manifest_sequence FROM manifests",
+    );
     assert!(!rows.is_empty());
     for r in rows {
         assert_eq!(r["algorithm"], "AES-256-GCM");
@@ -128,24 +204,55 @@ fn manifests_table_describes_files_without_opening_them() {
 fn parquet_files_follow_the_interoperability_rules() {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let (env, _) = shared();
-    let file = env.store_files().into_iter().find(|p| p.extension().is_some_and(|e| e == "parquet")).unwrap();
+    let file = env
+        .store_files()
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .unwrap();
     let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
     let md = reader.metadata();
     let schema = md.file_metadata().schema_descr();
     let names: Vec<String> = schema.columns().iter().map(|c| c.path().string()).collect();
     for hive in ["year", "month", "day", "interaction_type"] {
-        assert!(!names.iter().any(|n| n == hive), "hive key {hive} must be in the path only");
+        assert!(
+            !names.iter().any(|n| n == hive),
+            "hive key {hive} must be in the path only"
+        );
     }
-    assert!(names.contains(&"agent_ids.list.element".to_string()), "{names:?}");
-    let col = |n: &str| schema.columns().iter().position(|c| c.path().string() == n).unwrap();
+    assert!(
+        names.contains(&"agent_ids.list.element".to_string()),
+        "{names:?}"
+    );
+    let col = |n: &str| {
+        schema
+            .columns()
+            .iter()
+            .position(|c| c.path().string() == n)
+            .unwrap()
+    };
     let occurred = schema.column(col("occurred_at"));
     assert_eq!(occurred.physical_type(), parquet::basic::Type::INT64);
-    assert!(format!("{:?}", occurred.logical_type_ref()).contains("MICROS") && format!("{:?}", occurred.logical_type_ref()).contains("is_adjusted_to_u_t_c: true"), "{:?}", occurred.logical_type_ref());
+    assert!(
+        format!("{:?}", occurred.logical_type_ref()).contains("MICROS")
+            && format!("{:?}", occurred.logical_type_ref()).contains("is_adjusted_to_u_t_c: true"),
+        "{:?}",
+        occurred.logical_type_ref()
+    );
     let rg = md.row_group(0);
     assert!(rg.column(col("event_id")).bloom_filter_offset().is_some());
-    assert!(rg.column(col("interaction_id")).bloom_filter_offset().is_some());
-    assert_eq!(rg.column(col("payload")).compression(), parquet::basic::Compression::UNCOMPRESSED);
-    assert!(matches!(rg.column(col("event_id")).compression(), parquet::basic::Compression::ZSTD(_)));
+    assert!(
+        rg.column(col("interaction_id"))
+            .bloom_filter_offset()
+            .is_some()
+    );
+    assert_eq!(
+        rg.column(col("payload")).compression(),
+        parquet::basic::Compression::UNCOMPRESSED
+    );
+    assert!(matches!(
+        rg.column(col("event_id")).compression(),
+        parquet::basic::Compression::ZSTD(_)
+    ));
     let kv = md.file_metadata().key_value_metadata().unwrap();
     assert!(kv.iter().any(|k| k.key == "holdfast.wrapped_dek"));
 }
@@ -163,8 +270,13 @@ fn the_main_job_runs_the_local_pipeline() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
     // fixtures/canonical/events.ndjson: 600 lines, 570 unique (gen_events.py --events 600 --dup-rate 0.05 --seed 7),
     // plus the four legacy (1.0 and 2.0) events of legacy.ndjson, plus 36 events from the 44
     // vendor fixture lines (fixtures/*/expected.ndjson: 8 lines rejected, one schema reject,
@@ -175,7 +287,10 @@ fn the_main_job_runs_the_local_pipeline() {
     assert_eq!(report["blank_lines"], 2);
     // the pipeline's rule: SMS under MiFID II
     assert!(report["stored_by_policy"]["MIFID2_5Y"].as_u64().unwrap() > 0);
-    assert_eq!(report["stored_by_policy"]["MIFID2_5Y"], report["stored_by_type"]["SMS"]);
+    assert_eq!(
+        report["stored_by_policy"]["MIFID2_5Y"],
+        report["stored_by_type"]["SMS"]
+    );
 }
 
 #[test]
@@ -186,13 +301,26 @@ fn ingesting_the_same_file_twice_changes_nothing_in_the_lake() {
     env.ingest(&f);
     env.batch();
     let snapshot = |env: &Env| -> Vec<(std::path::PathBuf, Vec<u8>)> {
-        env.store_files().into_iter().filter(|p| p.to_string_lossy().contains("/lake/") || p.to_string_lossy().contains("/manifests/")).map(|p| { let b = std::fs::read(&p).unwrap(); (p, b) }).collect()
+        env.store_files()
+            .into_iter()
+            .filter(|p| {
+                p.to_string_lossy().contains("/lake/")
+                    || p.to_string_lossy().contains("/manifests/")
+            })
+            .map(|p| {
+                let b = std::fs::read(&p).unwrap();
+                (p, b)
+            })
+            .collect()
     };
     let before = snapshot(&env);
     env.ingest(&f);
     let r = env.batch();
     assert_eq!(r["stored"], 0);
-    assert_eq!(r["already_stored"], 620, "every line, re-deliveries included, is already stored");
+    assert_eq!(
+        r["already_stored"], 620,
+        "every line, re-deliveries included, is already stored"
+    );
     assert_eq!(snapshot(&env), before);
     assert_eq!(env.count("SELECT count(*) FROM events"), 600);
 }
@@ -206,10 +334,18 @@ fn later_batches_add_manifest_versions_that_name_their_predecessor() {
     env.batch();
     assert_eq!(env.count("SELECT count(*) FROM events"), 800);
     assert_eq!(env.count("SELECT max(manifest_sequence) FROM manifests"), 2);
-    assert_eq!(env.count("SELECT count(DISTINCT batch_id) FROM manifests"), 2);
+    assert_eq!(
+        env.count("SELECT count(DISTINCT batch_id) FROM manifests"),
+        2
+    );
     let (ok, r) = env.verify();
     assert!(ok, "{r}");
-    let v2 = std::fs::read_dir(env.store.join("manifests/year=2025/month=10/day=01/interaction_type=CALL")).unwrap().count();
+    let v2 = std::fs::read_dir(
+        env.store
+            .join("manifests/year=2025/month=10/day=01/interaction_type=CALL"),
+    )
+    .unwrap()
+    .count();
     assert_eq!(v2, 2);
 }
 
@@ -219,11 +355,21 @@ fn usage_errors_and_refusals() {
     assert_eq!(env.run(&["batch", "--bogus"]).status.code(), Some(2));
     assert_eq!(env.run(&[]).status.code(), Some(2));
     // a keyring inside the store is refused
-    let out = std::process::Command::new(common::bin()).args(["init", "--store"]).arg(&env.store).arg("--keyring").arg(env.store.join("k.json")).output().unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["init", "--store"])
+        .arg(&env.store)
+        .arg("--keyring")
+        .arg(env.store.join("k.json"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("inside the store"));
     // an uninitialised store says what to do
-    let out = env.cmd(&["batch", "--store"]).arg(env.dir.path().join("nothing")).output().unwrap();
+    let out = env
+        .cmd(&["batch", "--store"])
+        .arg(env.dir.path().join("nothing"))
+        .output()
+        .unwrap();
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("holdfast init"));
     // a keyring readable by others is refused
@@ -241,7 +387,12 @@ fn stdin_ingest_and_empty_batch() {
     let r = env.batch();
     assert_eq!(r["segments"], 0);
     let g = common::generate(5, 50, 0, 1);
-    let mut child = env.cmd(&["ingest", "-"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = env
+        .cmd(&["ingest", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(&g.ndjson).unwrap();
     assert!(child.wait().unwrap().success());
     assert_eq!(env.batch()["stored"], 50);
@@ -251,7 +402,11 @@ fn stdin_ingest_and_empty_batch() {
 fn time_comes_from_the_injected_clock() {
     let env = Env::new();
     let f = env.write("e.ndjson", &common::generate(6, 30, 0, 1).ndjson);
-    let out = env.cmd(&["ingest", f.to_str().unwrap()]).env("HOLDFAST_NOW", "2030-01-02T03:04:05Z").output().unwrap();
+    let out = env
+        .cmd(&["ingest", f.to_str().unwrap()])
+        .env("HOLDFAST_NOW", "2030-01-02T03:04:05Z")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     env.batch();
     let rows = env.query("SELECT DISTINCT CAST(ingested_at AS VARCHAR) AS t FROM events");
@@ -267,29 +422,53 @@ fn a_live_batch_holds_the_lease() {
     let env = Env::new();
     env.ingest(&env.write("e.ndjson", &common::generate(7, 20, 0, 1).ndjson));
     // a lease held by a live process on this host (this test) is respected
-    let host = String::from_utf8(std::process::Command::new("hostname").output().unwrap().stdout).unwrap().trim().to_string();
+    let host = String::from_utf8(
+        std::process::Command::new("hostname")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
     let lease = serde_json::json!({"batch_id": "other", "host": host, "pid": std::process::id(), "started_at": "2026-01-01T00:00:00Z"});
     std::fs::write(env.store.join("_batch.lease"), lease.to_string()).unwrap();
     let out = env.run(&["batch"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("another job holds the lease"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another job holds the lease"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(env.landing_segments(), 1, "nothing consumed");
     // a sweep (which writes rewritten files) waits its turn too; its dry run does not
     let out = env.run(&["sweep", "--now", "2040-01-01T00:00:00Z"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("holds the lease"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds the lease"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     env.ok(&["sweep", "--dry-run", "--now", "2040-01-01T00:00:00Z"]);
     std::fs::remove_file(env.store.join("_batch.lease")).unwrap();
     assert_eq!(env.batch()["stored"], 20);
     env.ok(&["sweep", "--now", "2040-01-01T00:00:00Z"]);
-    assert!(!env.store.join("_batch.lease").exists(), "the sweep released the lease");
+    assert!(
+        !env.store.join("_batch.lease").exists(),
+        "the sweep released the lease"
+    );
 }
 
 #[test]
 fn a_damaged_landing_segment_stops_the_batch_and_loses_nothing() {
     let env = Env::new();
     env.ingest(&env.write("e.ndjson", &common::generate(8, 200, 0, 1).ndjson));
-    let seg = std::fs::read_dir(env.store.join("landing")).unwrap().next().unwrap().unwrap().path();
+    let seg = std::fs::read_dir(env.store.join("landing"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let original = std::fs::read(&seg).unwrap();
     let mut b = original.clone();
     let n = b.len();
@@ -299,7 +478,10 @@ fn a_damaged_landing_segment_stops_the_batch_and_loses_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     let id = seg.file_stem().unwrap().to_string_lossy().to_string();
-    assert!(err.contains("authentication failed") && err.contains(&id), "{err}");
+    assert!(
+        err.contains("authentication failed") && err.contains(&id),
+        "{err}"
+    );
     assert_eq!(env.count("SELECT count(*) FROM events"), 0);
     // restored (say, from a replica), the same segment goes through
     std::fs::write(&seg, &original).unwrap();
@@ -313,24 +495,61 @@ fn legacy_versions_are_upcast_and_stored_as_current() {
     env.ingest(&common::repo().join("fixtures/canonical/legacy.ndjson"));
     let r = env.batch();
     assert_eq!(r["stored"], 4, "{r}");
-    assert_eq!(env.count("SELECT count(*) FROM events WHERE schema_version = '2.1.0'"), 4);
-    let rows = env.query("SELECT event_id, queue_id, agent_ids, direction FROM events ORDER BY event_id");
+    assert_eq!(
+        env.count("SELECT count(*) FROM events WHERE schema_version = '2.1.0'"),
+        4
+    );
+    let rows =
+        env.query("SELECT event_id, queue_id, agent_ids, direction FROM events ORDER BY event_id");
     let by = |id: &str| rows.iter().find(|r| r["event_id"] == id).unwrap().clone();
-    assert_eq!(by("legacy-1.0-declared")["queue_id"], "q-legacy", "flat 1.0 routing fields move into routingMetadata");
-    assert_eq!(by("legacy-1.0-declared")["agent_ids"], serde_json::json!(["agent.legacy@cc.example"]), "role AGENT becomes type AGENT");
+    assert_eq!(
+        by("legacy-1.0-declared")["queue_id"],
+        "q-legacy",
+        "flat 1.0 routing fields move into routingMetadata"
+    );
+    assert_eq!(
+        by("legacy-1.0-declared")["agent_ids"],
+        serde_json::json!(["agent.legacy@cc.example"]),
+        "role AGENT becomes type AGENT"
+    );
     assert_eq!(by("legacy-1.0-by-shape")["queue_id"], "q-legacy");
-    assert_eq!(by("legacy-2.0-declared")["agent_ids"], serde_json::json!(["agent.two@cc.example"]));
-    assert!(by("legacy-2.0-by-shape").get("direction").is_none_or(|d| d.is_null()));
+    assert_eq!(
+        by("legacy-2.0-declared")["agent_ids"],
+        serde_json::json!(["agent.two@cc.example"])
+    );
+    assert!(
+        by("legacy-2.0-by-shape")
+            .get("direction")
+            .is_none_or(|d| d.is_null())
+    );
     let out = env.ok(&["verify", "--deep", "--format", "json"]);
-    assert!(out.contains("\"deep_records\": 4"), "record_hash covers the upcast record: {out}");
+    assert!(
+        out.contains("\"deep_records\": 4"),
+        "record_hash covers the upcast record: {out}"
+    );
 }
 
 #[test]
 fn vendor_payloads_go_through_ingest_and_batch() {
     let env = Env::new();
-    for shape in ["genesys-details", "genesys-eventbridge", "nice-contacts", "connect-ctr"] {
-        let input = common::repo().join("fixtures").join(shape).join("input.ndjson");
-        env.ok(&["ingest", "--source", shape, "--tenant", "bank-a", input.to_str().unwrap()]);
+    for shape in [
+        "genesys-details",
+        "genesys-eventbridge",
+        "nice-contacts",
+        "connect-ctr",
+    ] {
+        let input = common::repo()
+            .join("fixtures")
+            .join(shape)
+            .join("input.ndjson");
+        env.ok(&[
+            "ingest",
+            "--source",
+            shape,
+            "--tenant",
+            "bank-a",
+            input.to_str().unwrap(),
+        ]);
     }
     let r = env.batch();
     assert_eq!(r["stored"], 36, "{r}");
@@ -338,16 +557,37 @@ fn vendor_payloads_go_through_ingest_and_batch() {
     let codes = &r["quarantined_by_code"];
     assert_eq!(codes["source.missing_field"], 5, "{r}");
     assert_eq!(codes["json.parse"], 3, "{r}");
-    let by_platform = env.query("SELECT source_platform, count(*) AS n FROM events GROUP BY 1 ORDER BY 1");
+    let by_platform =
+        env.query("SELECT source_platform, count(*) AS n FROM events GROUP BY 1 ORDER BY 1");
     assert_eq!(by_platform.len(), 3, "{by_platform:?}");
     // a transfer stays one interaction: NICE legs share the master contact, Connect the initial contact
-    assert_eq!(env.count("SELECT count(*) FROM events WHERE interaction_id = '618204393822'"), 2);
-    assert_eq!(env.count("SELECT count(*) FROM events WHERE interaction_id = 'c-1001'"), 2);
-    assert_eq!(env.count("SELECT count(*) FROM events WHERE interaction_type = 'VIDEO'"), 1, "other media keep their own type");
+    assert_eq!(
+        env.count("SELECT count(*) FROM events WHERE interaction_id = '618204393822'"),
+        2
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM events WHERE interaction_id = 'c-1001'"),
+        2
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM events WHERE interaction_type = 'VIDEO'"),
+        1,
+        "other media keep their own type"
+    );
     // exact re-sends are dropped, as for canonical events
     for shape in ["nice-contacts", "connect-ctr"] {
-        let input = common::repo().join("fixtures").join(shape).join("input.ndjson");
-        env.ok(&["ingest", "--source", "auto", "--tenant", "bank-a", input.to_str().unwrap()]);
+        let input = common::repo()
+            .join("fixtures")
+            .join(shape)
+            .join("input.ndjson");
+        env.ok(&[
+            "ingest",
+            "--source",
+            "auto",
+            "--tenant",
+            "bank-a",
+            input.to_str().unwrap(),
+        ]);
     }
     let again = env.batch();
     assert_eq!(again["stored"], 0, "{again}");
@@ -355,14 +595,27 @@ fn vendor_payloads_go_through_ingest_and_batch() {
     // vendor personal data and free text stay inside the encrypted payload
     for f in env.store_files() {
         let bytes = std::fs::read(&f).unwrap();
-        for secret in ["+12025550143", "client.one@example.net", "Rate lock explained", "Client asked about rate lock", "+13125550177"] {
-            assert!(memchr::memmem::find(&bytes, secret.as_bytes()).is_none(), "{secret} in {}", f.display());
+        for secret in [
+            "+12025550143",
+            "client.one@example.net",
+            "Rate lock explained",
+            "Client asked about rate lock",
+            "+13125550177",
+        ] {
+            assert!(
+                memchr::memmem::find(&bytes, secret.as_bytes()).is_none(),
+                "{secret} in {}",
+                f.display()
+            );
         }
     }
 }
 
 fn quarantine_rows(env: &Env) -> Vec<serde_json::Value> {
-    env.ok(&["quarantine", "list", "--format", "ndjson"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    env.ok(&["quarantine", "list", "--format", "ndjson"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
@@ -372,47 +625,107 @@ fn validate_is_a_dry_run() {
     env.batch();
     env.ingest(&env.write("good.ndjson", &common::generate(40, 50, 5, 1).ndjson));
     env.ingest(&common::repo().join("fixtures/canonical/legacy.ndjson"));
-    let before: Vec<_> = env.store_files().into_iter().map(|p| { let b = std::fs::read(&p).unwrap(); (p, b) }).collect();
-    let r: serde_json::Value = serde_json::from_str(&env.ok(&["validate", "--format", "json"])).unwrap();
+    let before: Vec<_> = env
+        .store_files()
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    let r: serde_json::Value =
+        serde_json::from_str(&env.ok(&["validate", "--format", "json"])).unwrap();
     assert_eq!(r["landing"]["lines"], 59, "{r}");
-    let stored: u64 = r["landing"]["would_store_by_type"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let stored: u64 = r["landing"]["would_store_by_type"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(stored, 54, "{r}");
     assert_eq!(r["landing"]["duplicate_event_ids"], 5);
     assert_eq!(r["quarantine_entries"], 4);
     assert_eq!(r["quarantine"]["would_quarantine"], 4, "{r}");
-    let after: Vec<_> = env.store_files().into_iter().map(|p| { let b = std::fs::read(&p).unwrap(); (p, b) }).collect();
+    let after: Vec<_> = env
+        .store_files()
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
     assert_eq!(before, after, "validate writes nothing");
     // probing a version: taken as 1.0, current events fail the 1.0 schema
-    let r: serde_json::Value = serde_json::from_str(&env.ok(&["validate", "--schema-version", "1.0", "--format", "json"])).unwrap();
-    assert!(r["landing"]["would_quarantine"].as_u64().unwrap() >= 50, "{r}");
+    let r: serde_json::Value =
+        serde_json::from_str(&env.ok(&["validate", "--schema-version", "1.0", "--format", "json"]))
+            .unwrap();
+    assert!(
+        r["landing"]["would_quarantine"].as_u64().unwrap() >= 50,
+        "{r}"
+    );
 }
 
 #[test]
 fn replay_after_a_fix_stores_what_passes_once() {
     let env = Env::new();
     let details = common::repo().join("fixtures/genesys-details/input.ndjson");
-    env.ok(&["ingest", "--source", "genesys-details", details.to_str().unwrap()]);
+    env.ok(&[
+        "ingest",
+        "--source",
+        "genesys-details",
+        details.to_str().unwrap(),
+    ]);
     let r = env.batch();
     assert_eq!(r["stored"], 0);
     assert_eq!(r["quarantined_by_code"]["source.tenant_missing"], 9, "{r}");
     let first = quarantine_rows(&env);
     assert_eq!(first.len(), 11);
     // the fix: name the tenant the source lacked
-    let out = env.ok(&["quarantine", "replay", "--all", "--tenant", "bank-a", "--format", "json"]);
+    let out = env.ok(&[
+        "quarantine",
+        "replay",
+        "--all",
+        "--tenant",
+        "bank-a",
+        "--format",
+        "json",
+    ]);
     let r: serde_json::Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
     assert_eq!(r["stored"], 9, "{r}");
     assert_eq!(r["replayed_out"], 8, "{r}");
     let left = quarantine_rows(&env);
     assert_eq!(left.len(), 3, "{left:?}");
-    let retried = left.iter().find(|e| e["error_code"] == "schema.pattern").expect("the bad timestamp now fails for its own reason");
+    let retried = left
+        .iter()
+        .find(|e| e["error_code"] == "schema.pattern")
+        .expect("the bad timestamp now fails for its own reason");
     assert_eq!(retried["attempts"], 2);
-    assert!(first.iter().any(|e| e["id"] == retried["id"]), "the entry keeps its id");
+    assert!(
+        first.iter().any(|e| e["id"] == retried["id"]),
+        "the entry keeps its id"
+    );
     // replaying twice stores nothing twice
-    let out = env.ok(&["quarantine", "replay", "--all", "--tenant", "bank-a", "--format", "json"]);
+    let out = env.ok(&[
+        "quarantine",
+        "replay",
+        "--all",
+        "--tenant",
+        "bank-a",
+        "--format",
+        "json",
+    ]);
     let r: serde_json::Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
     assert_eq!(r["stored"], 0, "{r}");
     assert_eq!(quarantine_rows(&env).len(), 3);
-    assert_eq!(env.count("SELECT count(*) FROM events WHERE tenant_id = 'bank-a'"), 9);
-    assert_eq!(env.run(&["quarantine", "replay", "--id", "q-nope"]).status.code(), Some(2));
+    assert_eq!(
+        env.count("SELECT count(*) FROM events WHERE tenant_id = 'bank-a'"),
+        9
+    );
+    assert_eq!(
+        env.run(&["quarantine", "replay", "--id", "q-nope"])
+            .status
+            .code(),
+        Some(2)
+    );
     assert!(env.verify().0);
 }

@@ -7,7 +7,10 @@ use crate::common::{self, Env};
 #[test]
 fn pyarrow_and_duckdb_read_the_lake() {
     let Some(python) = std::env::var_os("HOLDFAST_TEST_PYTHON") else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but HOLDFAST_TEST_PYTHON is not set: run tests/run.sh");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but HOLDFAST_TEST_PYTHON is not set: run tests/run.sh"
+        );
         eprintln!("SKIPPED: HOLDFAST_TEST_PYTHON not set (tests/run.sh sets it)");
         return;
     };
@@ -21,5 +24,10 @@ fn pyarrow_and_duckdb_read_the_lake() {
         .arg(g.unique.to_string())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -17,11 +17,28 @@ const NOW: &str = "2031-10-02T12:00:00Z";
 fn a_dry_run_plans_from_the_manifests_and_changes_nothing() {
     let (env, _) = store();
     let before = env.store_files();
-    let plan: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--dry-run", "--now", NOW])).unwrap();
+    let plan: serde_json::Value =
+        serde_json::from_str(&env.ok(&["sweep", "--dry-run", "--now", NOW])).unwrap();
     let day1 = env.count("SELECT count(*) FROM manifests WHERE day = 1");
-    assert_eq!(plan["delete"].as_array().unwrap().len() as i64, day1, "{plan}");
-    assert!(plan["delete"].as_array().unwrap().iter().all(|f| f["partition"].as_str().unwrap().contains("day=01")));
-    assert!(plan["mixed"].as_array().unwrap().iter().all(|f| f["partition"].as_str().unwrap().contains("day=02")));
+    assert_eq!(
+        plan["delete"].as_array().unwrap().len() as i64,
+        day1,
+        "{plan}"
+    );
+    assert!(
+        plan["delete"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["partition"].as_str().unwrap().contains("day=01"))
+    );
+    assert!(
+        plan["mixed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["partition"].as_str().unwrap().contains("day=02"))
+    );
     assert_eq!(env.store_files(), before);
 }
 
@@ -30,22 +47,43 @@ fn expired_files_go_and_nothing_unexpired_does() {
     let (env, unique) = store();
     let day1 = env.count("SELECT count(*) FROM events WHERE day = 1");
     let files1 = env.count("SELECT count(*) FROM manifests WHERE day = 1");
-    let r: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", NOW, "--format", "json"])).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&env.ok(&["sweep", "--now", NOW, "--format", "json"])).unwrap();
     assert_eq!(r["files_removed"].as_i64().unwrap(), files1, "{r}");
     assert_eq!(r["records_removed"].as_i64().unwrap(), day1);
-    assert_eq!(env.count("SELECT count(*) FROM events"), unique as i64 - day1);
+    assert_eq!(
+        env.count("SELECT count(*) FROM events"),
+        unique as i64 - day1
+    );
     assert_eq!(env.count("SELECT count(*) FROM events WHERE day = 1"), 0);
     // every survivor belongs to a file whose last record has not expired
-    let now_sql = format!("SELECT count(*) FROM manifests WHERE latest_expiry <= TIMESTAMP '{NOW}'");
+    let now_sql =
+        format!("SELECT count(*) FROM manifests WHERE latest_expiry <= TIMESTAMP '{NOW}'");
     assert_eq!(env.count(&now_sql), 0);
     let (ok, v) = env.verify();
     assert!(ok, "{v}");
     assert_eq!(v["orphans"].as_array().unwrap().len(), 0);
-    let deletes = env.ok(&["audit", "list", "--action", "retention.delete", "--format", "ndjson"]).lines().count() as i64;
+    let deletes = env
+        .ok(&[
+            "audit",
+            "list",
+            "--action",
+            "retention.delete",
+            "--format",
+            "ndjson",
+        ])
+        .lines()
+        .count() as i64;
     assert_eq!(deletes, files1);
     // the manifest history says what was removed, when and by which sweep
-    let dir = env.store.join("manifests/year=2025/month=10/day=01/interaction_type=CALL");
-    let latest = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let dir = env
+        .store
+        .join("manifests/year=2025/month=10/day=01/interaction_type=CALL");
+    let latest = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(latest).unwrap()).unwrap();
     assert_eq!(m["files"].as_array().unwrap().len(), 0);
     assert_eq!(m["removed"][0]["sweep_id"], r["sweep_id"]);
@@ -54,29 +92,67 @@ fn expired_files_go_and_nothing_unexpired_does() {
     assert_eq!(env.count(&format!("SELECT count(*) FROM removals WHERE sweep_id = '{sweep_id}' AND deleted_at = removed_at AND NOT awaiting_deletion")), files1);
     assert_eq!(v["removed_files"].as_i64().unwrap(), files1, "{v}");
     // a second sweep at the same time has nothing to do
-    let again: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", NOW, "--format", "json"])).unwrap();
+    let again: serde_json::Value =
+        serde_json::from_str(&env.ok(&["sweep", "--now", NOW, "--format", "json"])).unwrap();
     assert_eq!(again["files_removed"], 0);
 }
 
 #[test]
 fn a_locked_file_is_refused_audited_and_kept() {
     let (env, _) = store();
-    let file = env.query("SELECT path FROM manifests WHERE day = 1 ORDER BY path LIMIT 1")[0]["path"].as_str().unwrap().to_string();
+    let file =
+        env.query("SELECT path FROM manifests WHERE day = 1 ORDER BY path LIMIT 1")[0]["path"]
+            .as_str()
+            .unwrap()
+            .to_string();
     let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(store.legal_hold(&object_store::path::Path::from(file.as_str()), true)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(store.legal_hold(&object_store::path::Path::from(file.as_str()), true))
+        .unwrap();
     // a refusal notifies (configured command, report on stdin) and fails the run
     let notified = env.dir.path().join("notified.json");
-    let pipe = env.write("p.toml", format!("[retention]\nnotify_command = [\"sh\", \"-c\", \"cat > {}\"]\n", notified.display()).as_bytes());
-    let out = env.run(&["sweep", "--now", NOW, "--format", "json", "--pipeline", pipe.to_str().unwrap()]);
+    let pipe = env.write(
+        "p.toml",
+        format!(
+            "[retention]\nnotify_command = [\"sh\", \"-c\", \"cat > {}\"]\n",
+            notified.display()
+        )
+        .as_bytes(),
+    );
+    let out = env.run(&[
+        "sweep",
+        "--now",
+        NOW,
+        "--format",
+        "json",
+        "--pipeline",
+        pipe.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["refused"], serde_json::json!([file.clone()]), "{r}");
-    let note: serde_json::Value = serde_json::from_slice(&std::fs::read(&notified).unwrap()).unwrap();
+    let note: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&notified).unwrap()).unwrap();
     assert_eq!(note["refused"], r["refused"]);
     assert!(env.store.join(&file).exists());
-    assert_eq!(env.count(&format!("SELECT count(*) FROM manifests WHERE path = '{file}'")), 1, "still committed and queryable");
-    let refusals = env.ok(&["audit", "list", "--action", "retention.refused", "--format", "ndjson"]);
+    assert_eq!(
+        env.count(&format!(
+            "SELECT count(*) FROM manifests WHERE path = '{file}'"
+        )),
+        1,
+        "still committed and queryable"
+    );
+    let refusals = env.ok(&[
+        "audit",
+        "list",
+        "--action",
+        "retention.refused",
+        "--format",
+        "ndjson",
+    ]);
     assert!(refusals.contains(&file) && refusals.contains("legal hold"));
     assert!(env.verify().0);
 }
@@ -84,45 +160,134 @@ fn a_locked_file_is_refused_audited_and_kept() {
 #[test]
 fn holds_pin_files_and_need_two_people_to_release() {
     let (env, _) = store();
-    let body = |id: &str, ids: &str| format!(r#"{{"holdId": "{id}", "tenantId": "tenant-0", "status": "ACTIVE", "scope": {{"interactionIds": [{ids}]}}, "retentionOverride": {{"enabled": true, "expirationDate": null, "auditorTrail": {{"requestedBy": "co@firm.example", "requestTimestamp": "2024-05-14T14:30:00Z", "caseReference": "SEC-INV-2024-0892"}}}}}}"#);
+    let body = |id: &str, ids: &str| {
+        format!(
+            r#"{{"holdId": "{id}", "tenantId": "tenant-0", "status": "ACTIVE", "scope": {{"interactionIds": [{ids}]}}, "retentionOverride": {{"enabled": true, "expirationDate": null, "auditorTrail": {{"requestedBy": "co@firm.example", "requestTimestamp": "2024-05-14T14:30:00Z", "caseReference": "SEC-INV-2024-0892"}}}}}}"#
+        )
+    };
     let a = env.write("a.json", body("LIT-A", "\"int-70-0\"").as_bytes());
-    let b = env.write("b.json", body("LIT-B", "\"int-70-0\", \"int-70-3\"").as_bytes());
-    let out = env.ok(&["hold", "apply", "--actor", "lee", "--file", a.to_str().unwrap()]);
+    let b = env.write(
+        "b.json",
+        body("LIT-B", "\"int-70-0\", \"int-70-3\"").as_bytes(),
+    );
+    let out = env.ok(&[
+        "hold",
+        "apply",
+        "--actor",
+        "lee",
+        "--file",
+        a.to_str().unwrap(),
+    ]);
     assert!(out.contains("pinned"), "{out}");
-    env.ok(&["hold", "apply", "--actor", "lee", "--file", b.to_str().unwrap()]);
+    env.ok(&[
+        "hold",
+        "apply",
+        "--actor",
+        "lee",
+        "--file",
+        b.to_str().unwrap(),
+    ]);
     let held_files = env.query("SELECT DISTINCT path FROM manifests").len();
     assert!(held_files > 0);
     // far in the future everything has expired, but held files stay
     let far = "2040-01-01T00:00:00Z";
     let count_a = env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-0'");
     assert_eq!(count_a, 3);
-    let plan: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--dry-run", "--now", far])).unwrap();
+    let plan: serde_json::Value =
+        serde_json::from_str(&env.ok(&["sweep", "--dry-run", "--now", far])).unwrap();
     let rewrites = plan["rewrite"].as_array().unwrap();
-    assert!(!rewrites.is_empty() && rewrites.iter().all(|r| r["reason"] == "held"), "{plan}");
+    assert!(
+        !rewrites.is_empty() && rewrites.iter().all(|r| r["reason"] == "held"),
+        "{plan}"
+    );
     // the held files' locks have run out: survivors move to new files, the rest goes now
-    let r: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", far, "--format", "json"])).unwrap();
-    assert_eq!(r["files_rewritten"].as_u64().unwrap(), rewrites.len() as u64, "{r}");
+    let r: serde_json::Value =
+        serde_json::from_str(&env.ok(&["sweep", "--now", far, "--format", "json"])).unwrap();
+    assert_eq!(
+        r["files_rewritten"].as_u64().unwrap(),
+        rewrites.len() as u64,
+        "{r}"
+    );
     assert_eq!(r["records_kept"], 6, "{r}");
-    assert_eq!(env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-0'"), 3, "held records survive");
-    assert_eq!(env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-3'"), 3);
-    assert_eq!(env.count("SELECT count(*) FROM events"), 6, "the expired, unheld records are gone");
+    assert_eq!(
+        env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-0'"),
+        3,
+        "held records survive"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-3'"),
+        3
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM events"),
+        6,
+        "the expired, unheld records are gone"
+    );
     assert_holds_pin_what_they_list(&env);
     let deep = env.run(&["verify", "--deep", "--format", "json"]);
-    assert!(deep.status.success(), "{}", String::from_utf8_lossy(&deep.stdout));
+    assert!(
+        deep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deep.stdout)
+    );
     let v: serde_json::Value = serde_json::from_slice(&deep.stdout).unwrap();
-    assert_eq!((v["deep_records"].as_u64(), v["orphans"].as_array().unwrap().len()), (Some(6), 0), "{v}");
-    assert_eq!(v["awaiting_deletion"].as_array().unwrap().len(), 0, "the old files' locks had run out: deleted at once");
-    let rewrites = env.ok(&["audit", "list", "--action", "retention.rewrite", "--format", "ndjson"]);
-    assert_eq!(rewrites.lines().count() as u64, r["files_rewritten"].as_u64().unwrap());
+    assert_eq!(
+        (
+            v["deep_records"].as_u64(),
+            v["orphans"].as_array().unwrap().len()
+        ),
+        (Some(6), 0),
+        "{v}"
+    );
+    assert_eq!(
+        v["awaiting_deletion"].as_array().unwrap().len(),
+        0,
+        "the old files' locks had run out: deleted at once"
+    );
+    let rewrites = env.ok(&[
+        "audit",
+        "list",
+        "--action",
+        "retention.rewrite",
+        "--format",
+        "ndjson",
+    ]);
+    assert_eq!(
+        rewrites.lines().count() as u64,
+        r["files_rewritten"].as_u64().unwrap()
+    );
     // the rewritten files are found by discovery with the decrypt flag, under their new DEK
-    let out = env.ok(&["query", "--decrypt", "--case", "LIT-A", "--actor", "lee", "--format", "ndjson", "SELECT json_get(record, 'eventId') AS e FROM decrypted WHERE interaction_id = 'int-70-0'"]);
+    let out = env.ok(&[
+        "query",
+        "--decrypt",
+        "--case",
+        "LIT-A",
+        "--actor",
+        "lee",
+        "--format",
+        "ndjson",
+        "SELECT json_get(record, 'eventId') AS e FROM decrypted WHERE interaction_id = 'int-70-0'",
+    ]);
     assert_eq!(out.lines().count(), 3, "{out}");
     // the registry knows LIT-B covers every record of the new files: kept whole, not opened
-    let plan: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--dry-run", "--now", far])).unwrap();
-    assert!(plan["rewrite"].as_array().unwrap().is_empty() && !plan["held"].as_array().unwrap().is_empty(), "{plan}");
+    let plan: serde_json::Value =
+        serde_json::from_str(&env.ok(&["sweep", "--dry-run", "--now", far])).unwrap();
+    assert!(
+        plan["rewrite"].as_array().unwrap().is_empty()
+            && !plan["held"].as_array().unwrap().is_empty(),
+        "{plan}"
+    );
     // a second sweep finds nothing to drop in them
-    let again: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", far, "--format", "json"])).unwrap();
-    assert_eq!((again["files_rewritten"].as_u64(), again["files_removed"].as_u64()), (Some(0), Some(0)), "{again}");
+    let again: serde_json::Value =
+        serde_json::from_str(&env.ok(&["sweep", "--now", far, "--format", "json"])).unwrap();
+    assert_eq!(
+        (
+            again["files_rewritten"].as_u64(),
+            again["files_removed"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "{again}"
+    );
     // one person cannot release alone
     env.ok(&["hold", "release", "--actor", "lee", "--hold", "LIT-A"]);
     let out = env.run(&["hold", "approve", "--actor", "lee", "--hold", "LIT-A"]);
@@ -133,19 +298,55 @@ fn holds_pin_files_and_need_two_people_to_release() {
     // LIT-B still needs the files of int-70-0
     env.ok(&["sweep", "--now", far]);
     assert_holds_pin_what_they_list(&env);
-    assert_eq!(env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-0'"), 3, "another active hold still pins them");
+    assert_eq!(
+        env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-0'"),
+        3,
+        "another active hold still pins them"
+    );
     env.ok(&["hold", "release", "--actor", "lee", "--hold", "LIT-B"]);
     env.ok(&["hold", "approve", "--actor", "kim", "--hold", "LIT-B"]);
     env.ok(&["sweep", "--now", far]);
-    assert_eq!(env.count("SELECT count(*) FROM events"), 0, "all expired, nothing held");
+    assert_eq!(
+        env.count("SELECT count(*) FROM events"),
+        0,
+        "all expired, nothing held"
+    );
     assert!(env.verify().0);
     let changes: Vec<String> = env
-        .ok(&["audit", "list", "--action", "legal_hold", "--format", "ndjson"])
+        .ok(&[
+            "audit",
+            "list",
+            "--action",
+            "legal_hold",
+            "--format",
+            "ndjson",
+        ])
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["details"].as_str().unwrap().to_string())
-        .map(|d| serde_json::from_str::<serde_json::Value>(&d).unwrap()["change"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["details"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .map(|d| {
+            serde_json::from_str::<serde_json::Value>(&d).unwrap()["change"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
-    assert_eq!(changes, ["placed", "placed", "release_requested", "refused", "released", "release_requested", "released"]);
+    assert_eq!(
+        changes,
+        [
+            "placed",
+            "placed",
+            "release_requested",
+            "refused",
+            "released",
+            "release_requested",
+            "released"
+        ]
+    );
     let list = env.ok(&["hold", "list", "--format", "ndjson"]);
     assert_eq!(list.matches("released").count(), 2, "{list}");
 }
@@ -154,7 +355,14 @@ fn holds_pin_files_and_need_two_people_to_release() {
 fn records_arriving_for_an_active_hold_are_held_from_the_start() {
     let env = Env::new();
     let body = r#"{"holdId": "LIT-NEW", "scope": {"queueIds": ["q-3"], "dateRange": {"start": "2025-10-01T00:00:00Z", "end": "2025-10-01T23:59:59Z"}}}"#;
-    env.ok(&["hold", "apply", "--actor", "lee", "--file", env.write("h.json", body.as_bytes()).to_str().unwrap()]);
+    env.ok(&[
+        "hold",
+        "apply",
+        "--actor",
+        "lee",
+        "--file",
+        env.write("h.json", body.as_bytes()).to_str().unwrap(),
+    ]);
     env.ingest(&env.write("e.ndjson", &common::generate(71, 300, 0, 2).ndjson));
     let r = env.batch();
     assert!(r["held_new_files"].as_u64().unwrap() > 0, "{r}");
@@ -168,17 +376,46 @@ fn records_arriving_for_an_active_hold_are_held_from_the_start() {
 fn with_roles_only_the_retention_role_sweeps() {
     let (env, _) = store();
     let notified = env.dir.path().join("denied.json");
-    let roles = format!("[retention]\nnotify_command = [\"sh\", \"-c\", \"cat > {}\"]\n[access.roles]\nsweeper = [\"retention\"]\njdoe = [\"investigator\"]\n", notified.display());
+    let roles = format!(
+        "[retention]\nnotify_command = [\"sh\", \"-c\", \"cat > {}\"]\n[access.roles]\nsweeper = [\"retention\"]\njdoe = [\"investigator\"]\n",
+        notified.display()
+    );
     let p = env.write("roles.toml", roles.as_bytes());
-    let out = env.run(&["sweep", "--now", NOW, "--actor", "jdoe", "--pipeline", p.to_str().unwrap()]);
+    let out = env.run(&[
+        "sweep",
+        "--now",
+        NOW,
+        "--actor",
+        "jdoe",
+        "--pipeline",
+        p.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("retention role"));
     // an access refusal is audited and notified like a storage refusal
-    let note: serde_json::Value = serde_json::from_slice(&std::fs::read(&notified).unwrap()).unwrap();
-    assert_eq!((note["refused"].as_str(), note["actor"].as_str()), (Some("access_denied"), Some("jdoe")), "{note}");
+    let note: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&notified).unwrap()).unwrap();
+    assert_eq!(
+        (note["refused"].as_str(), note["actor"].as_str()),
+        (Some("access_denied"), Some("jdoe")),
+        "{note}"
+    );
     let refusals = env.ok(&["audit", "list", "--format", "ndjson"]);
-    assert!(refusals.lines().any(|l| l.contains("jdoe") && l.contains("refused")), "{refusals}");
-    env.ok(&["sweep", "--now", NOW, "--actor", "sweeper", "--pipeline", p.to_str().unwrap()]);
+    assert!(
+        refusals
+            .lines()
+            .any(|l| l.contains("jdoe") && l.contains("refused")),
+        "{refusals}"
+    );
+    env.ok(&[
+        "sweep",
+        "--now",
+        NOW,
+        "--actor",
+        "sweeper",
+        "--pipeline",
+        p.to_str().unwrap(),
+    ]);
 }
 
 #[test]
@@ -186,11 +423,26 @@ fn an_event_arriving_after_its_expiry_is_not_stored() {
     let env = Env::new();
     let g = common::generate(72, 60, 0, 1); // 2025-10-01, FINRA: expires 2031-10-01
     env.ingest(&env.write("e.ndjson", &g.ndjson));
-    let out = env.cmd(&["batch", "--format", "json"]).env("HOLDFAST_NOW", "2033-01-01T00:00:00Z").output().unwrap();
+    let out = env
+        .cmd(&["batch", "--format", "json"])
+        .env("HOLDFAST_NOW", "2033-01-01T00:00:00Z")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((r["stored"].as_u64(), r["expired_on_arrival"].as_u64()), (Some(0), Some(60)), "{r}");
-    let audited = env.ok(&["audit", "list", "--action", "retention.expired_on_arrival", "--format", "ndjson"]);
+    assert_eq!(
+        (r["stored"].as_u64(), r["expired_on_arrival"].as_u64()),
+        (Some(0), Some(60)),
+        "{r}"
+    );
+    let audited = env.ok(&[
+        "audit",
+        "list",
+        "--action",
+        "retention.expired_on_arrival",
+        "--format",
+        "ndjson",
+    ]);
     assert!(audited.contains("evt-72-0"), "{audited}");
     assert_eq!(env.count("SELECT count(*) FROM events"), 0);
 }
@@ -200,25 +452,61 @@ fn preview_counts_and_sync_repairs_drift() {
     let (env, _) = store();
     let body = env.write("h.json", br#"{"holdId": "LIT-P", "tenantId": "tenant-0", "scope": {"interactionIds": ["int-70-0", "int-70-3"]}}"#);
     let before = env.store_files();
-    let p: serde_json::Value = serde_json::from_str(&env.ok(&["hold", "preview", "--file", body.to_str().unwrap()])).unwrap();
+    let p: serde_json::Value =
+        serde_json::from_str(&env.ok(&["hold", "preview", "--file", body.to_str().unwrap()]))
+            .unwrap();
     assert_eq!(p["records"], 6, "{p}");
     assert_eq!(env.store_files(), before, "preview changes nothing");
-    env.ok(&["hold", "apply", "--actor", "lee", "--file", body.to_str().unwrap()]);
+    env.ok(&[
+        "hold",
+        "apply",
+        "--actor",
+        "lee",
+        "--file",
+        body.to_str().unwrap(),
+    ]);
     // drift: a flag lost at the storage layer
     let file = p["files"][0].as_str().unwrap().to_string();
     let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(store.legal_hold(&object_store::path::Path::from(file.as_str()), false)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(store.legal_hold(&object_store::path::Path::from(file.as_str()), false))
+        .unwrap();
     let r: serde_json::Value = serde_json::from_str(&env.ok(&["hold", "sync"])).unwrap();
-    assert_eq!(r["flags_repaired"], serde_json::json!([file.clone()]), "{r}");
-    assert!(rt.block_on(store.lock(&object_store::path::Path::from(file.as_str()))).unwrap().legal_hold);
+    assert_eq!(
+        r["flags_repaired"],
+        serde_json::json!([file.clone()]),
+        "{r}"
+    );
+    assert!(
+        rt.block_on(store.lock(&object_store::path::Path::from(file.as_str())))
+            .unwrap()
+            .legal_hold
+    );
     // a wiped registry unpins nothing: sync only reports
     std::fs::remove_dir_all(env.store.join("holds")).unwrap();
     let r: serde_json::Value = serde_json::from_str(&env.ok(&["hold", "sync"])).unwrap();
-    assert!(r["pinned_without_hold"].as_array().unwrap().iter().any(|f| f == &serde_json::json!(file)), "{r}");
-    assert!(rt.block_on(store.lock(&object_store::path::Path::from(file.as_str()))).unwrap().legal_hold);
+    assert!(
+        r["pinned_without_hold"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == &serde_json::json!(file)),
+        "{r}"
+    );
+    assert!(
+        rt.block_on(store.lock(&object_store::path::Path::from(file.as_str())))
+            .unwrap()
+            .legal_hold
+    );
     let out = env.run(&["sweep", "--now", "2040-01-01T00:00:00Z", "--format", "json"]);
-    assert_eq!(out.status.code(), Some(1), "the storage layer still refuses");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the storage layer still refuses"
+    );
     assert!(std::path::Path::new(&env.store.join(&file)).exists());
 }
 
@@ -227,26 +515,78 @@ fn explain_says_which_policy_and_why() {
     let env = Env::new();
     env.ingest(&common::repo().join("fixtures/canonical/legacy.ndjson"));
     env.ok(&["batch", "--pipeline", "pipelines/local.toml"]);
-    let out = env.ok(&["retention", "explain", "--event", "legacy-1.0-by-shape", "--pipeline", "pipelines/local.toml"]);
-    assert!(out.contains("stored with policy MIFID2_5Y") && out.contains("retention.rules[0] matches first"), "{out}");
+    let out = env.ok(&[
+        "retention",
+        "explain",
+        "--event",
+        "legacy-1.0-by-shape",
+        "--pipeline",
+        "pipelines/local.toml",
+    ]);
+    assert!(
+        out.contains("stored with policy MIFID2_5Y")
+            && out.contains("retention.rules[0] matches first"),
+        "{out}"
+    );
     let out = env.ok(&["retention", "explain", "--event", "legacy-1.0-declared"]);
-    assert!(out.contains("FINRA_4511_6Y") && out.contains("default policy") && out.contains("legal holds: none"), "{out}");
-    let h = env.write("h.json", br#"{"holdId": "LIT-X", "scope": {"interactionIds": ["legacy-int-1"]}}"#);
-    env.ok(&["hold", "apply", "--actor", "lee", "--file", h.to_str().unwrap()]);
-    assert!(env.ok(&["retention", "explain", "--event", "legacy-1.0-declared"]).contains("legal holds: LIT-X"));
-    assert_eq!(env.run(&["retention", "explain", "--event", "nope"]).status.code(), Some(2));
+    assert!(
+        out.contains("FINRA_4511_6Y")
+            && out.contains("default policy")
+            && out.contains("legal holds: none"),
+        "{out}"
+    );
+    let h = env.write(
+        "h.json",
+        br#"{"holdId": "LIT-X", "scope": {"interactionIds": ["legacy-int-1"]}}"#,
+    );
+    env.ok(&[
+        "hold",
+        "apply",
+        "--actor",
+        "lee",
+        "--file",
+        h.to_str().unwrap(),
+    ]);
+    assert!(
+        env.ok(&["retention", "explain", "--event", "legacy-1.0-declared"])
+            .contains("legal holds: LIT-X")
+    );
+    assert_eq!(
+        env.run(&["retention", "explain", "--event", "nope"])
+            .status
+            .code(),
+        Some(2)
+    );
 }
 
 /// Every file an active hold lists is committed, stored and pinned by the storage layer.
 fn assert_holds_pin_what_they_list(env: &Env) {
     let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (registry, _) = rt.block_on(holdfast::retention::hold::load(&store)).unwrap();
-    let committed: Vec<String> = env.query("SELECT path FROM manifests").iter().map(|r| r["path"].as_str().unwrap().to_string()).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (registry, _) = rt
+        .block_on(holdfast::retention::hold::load(&store))
+        .unwrap();
+    let committed: Vec<String> = env
+        .query("SELECT path FROM manifests")
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
     for h in registry.holds.iter().filter(|h| h.active()) {
         for f in &h.files {
-            assert!(committed.contains(f), "{} lists {f}, which no manifest does", h.hold_id);
-            assert!(rt.block_on(store.lock(&object_store::path::Path::from(f.as_str()))).unwrap().legal_hold, "{f} is not pinned");
+            assert!(
+                committed.contains(f),
+                "{} lists {f}, which no manifest does",
+                h.hold_id
+            );
+            assert!(
+                rt.block_on(store.lock(&object_store::path::Path::from(f.as_str())))
+                    .unwrap()
+                    .legal_hold,
+                "{f} is not pinned"
+            );
         }
     }
 }
@@ -256,16 +596,40 @@ fn assert_holds_pin_what_they_list(env: &Env) {
 #[test]
 fn files_hold_one_policy_and_go_whole_when_it_ends() {
     let env = Env::new();
-    let pipe = env.write("p.toml", b"[[retention.rules]]\ntenants = [\"tenant-1\"]\npolicy = \"MIFID2_5Y\"\n");
+    let pipe = env.write(
+        "p.toml",
+        b"[[retention.rules]]\ntenants = [\"tenant-1\"]\npolicy = \"MIFID2_5Y\"\n",
+    );
     let pipe = pipe.to_str().unwrap();
     env.ingest(&env.write("e.ndjson", &common::generate(73, 600, 0, 3).ndjson));
     env.ok(&["batch", "--pipeline", pipe]);
-    assert_eq!(env.count("SELECT count(*) FROM manifests WHERE cardinality(policy_ids) <> 1"), 0);
-    let t1_files = env.count("SELECT count(*) FROM manifests WHERE array_has(policy_ids, 'MIFID2_5Y')");
+    assert_eq!(
+        env.count("SELECT count(*) FROM manifests WHERE cardinality(policy_ids) <> 1"),
+        0
+    );
+    let t1_files =
+        env.count("SELECT count(*) FROM manifests WHERE array_has(policy_ids, 'MIFID2_5Y')");
     let t1 = env.count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-1'");
     let total = env.count("SELECT count(*) FROM events");
-    let r: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", "2030-10-05T00:00:00Z", "--pipeline", pipe, "--format", "json"])).unwrap();
-    assert_eq!((r["files_removed"].as_i64().unwrap(), r["records_removed"].as_i64().unwrap(), r["files_rewritten"].as_i64().unwrap()), (t1_files, t1, 0), "{r}");
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "sweep",
+        "--now",
+        "2030-10-05T00:00:00Z",
+        "--pipeline",
+        pipe,
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        (
+            r["files_removed"].as_i64().unwrap(),
+            r["records_removed"].as_i64().unwrap(),
+            r["files_rewritten"].as_i64().unwrap()
+        ),
+        (t1_files, t1, 0),
+        "{r}"
+    );
     assert_eq!(env.count("SELECT count(*) FROM events"), total - t1);
 }
 
@@ -278,44 +642,122 @@ fn a_file_mixing_expired_and_unexpired_records_is_rewritten() {
     let pipe = env.write("p.toml", b"[retention]\nrewrite_min_days = 0\n");
     let pipe = pipe.to_str().unwrap();
     let now = "2031-10-02T12:00:00Z"; // day 1 expired, day 2 half expired, day 3 not
-    let plan: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--dry-run", "--now", now])).unwrap();
-    assert!(plan["rewrite"].as_array().unwrap().is_empty() && !plan["mixed"].as_array().unwrap().is_empty(), "default: a day-old lock is waited out: {plan}");
+    let plan: serde_json::Value =
+        serde_json::from_str(&env.ok(&["sweep", "--dry-run", "--now", now])).unwrap();
+    assert!(
+        plan["rewrite"].as_array().unwrap().is_empty()
+            && !plan["mixed"].as_array().unwrap().is_empty(),
+        "default: a day-old lock is waited out: {plan}"
+    );
     let day2_files = env.count("SELECT count(*) FROM manifests WHERE day = 2");
-    let day2_gone = env.count(&format!("SELECT count(*) FROM events WHERE day = 2 AND expires_at <= TIMESTAMP '{now}'"));
+    let day2_gone = env.count(&format!(
+        "SELECT count(*) FROM events WHERE day = 2 AND expires_at <= TIMESTAMP '{now}'"
+    ));
     let day1 = env.count("SELECT count(*) FROM events WHERE day = 1");
-    let r: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", now, "--pipeline", pipe, "--format", "json"])).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "sweep",
+        "--now",
+        now,
+        "--pipeline",
+        pipe,
+        "--format",
+        "json",
+    ]))
+    .unwrap();
     assert_eq!(r["files_rewritten"].as_i64().unwrap(), day2_files, "{r}");
-    assert_eq!(r["records_removed"].as_i64().unwrap(), day1 + day2_gone, "{r}");
-    assert_eq!(r["awaiting_lock"].as_array().unwrap().len() as i64, day2_files, "the old files are locked until their last record expires: {r}");
-    assert_eq!(env.count(&format!("SELECT count(*) FROM events WHERE expires_at <= TIMESTAMP '{now}'")), 0, "out of discovery at once");
-    assert_eq!(env.count("SELECT count(*) FROM events"), unique as i64 - day1 - day2_gone);
+    assert_eq!(
+        r["records_removed"].as_i64().unwrap(),
+        day1 + day2_gone,
+        "{r}"
+    );
+    assert_eq!(
+        r["awaiting_lock"].as_array().unwrap().len() as i64,
+        day2_files,
+        "the old files are locked until their last record expires: {r}"
+    );
+    assert_eq!(
+        env.count(&format!(
+            "SELECT count(*) FROM events WHERE expires_at <= TIMESTAMP '{now}'"
+        )),
+        0,
+        "out of discovery at once"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM events"),
+        unique as i64 - day1 - day2_gone
+    );
     let (ok, v) = env.verify();
     assert!(ok, "{v}");
-    assert_eq!((v["orphans"].as_array().unwrap().len() as i64, v["awaiting_deletion"].as_array().unwrap().len() as i64), (0, day2_files), "{v}");
+    assert_eq!(
+        (
+            v["orphans"].as_array().unwrap().len() as i64,
+            v["awaiting_deletion"].as_array().unwrap().len() as i64
+        ),
+        (0, day2_files),
+        "{v}"
+    );
     assert_eq!(env.count("SELECT count(*) FROM removals WHERE awaiting_deletion AND replaced_by IS NOT NULL AND deleted_at IS NULL"), day2_files);
     // the storage layer still refuses the old files, and a batch leaves them to the sweep
     let old = r["awaiting_lock"][0].as_str().unwrap().to_string();
     let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let at = chrono::DateTime::parse_from_rfc3339(now).unwrap().to_utc();
-    assert!(rt.block_on(store.delete_checked(&object_store::path::Path::from(old.as_str()), at)).is_err());
+    assert!(
+        rt.block_on(store.delete_checked(&object_store::path::Path::from(old.as_str()), at))
+            .is_err()
+    );
     env.batch();
     assert!(env.store.join(&old).exists());
     // when the locks have run out, the old files go, and so do the (now expired) new ones
     let later = "2031-10-03T00:00:00Z";
-    let r: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", later, "--pipeline", pipe, "--format", "json"])).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "sweep",
+        "--now",
+        later,
+        "--pipeline",
+        pipe,
+        "--format",
+        "json",
+    ]))
+    .unwrap();
     assert_eq!(r["files_removed"].as_i64().unwrap(), 2 * day2_files, "{r}");
     assert_eq!(env.count("SELECT count(*) FROM events WHERE day = 2"), 0);
     assert!(!env.store.join(&old).exists());
     let (ok, v) = env.verify();
-    assert!(ok && v["awaiting_deletion"].as_array().unwrap().is_empty(), "{v}");
-    assert_eq!(env.count("SELECT count(*) FROM removals WHERE awaiting_deletion OR deleted_at IS NULL"), 0);
+    assert!(
+        ok && v["awaiting_deletion"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM removals WHERE awaiting_deletion OR deleted_at IS NULL"),
+        0
+    );
     // the history: each old file names its replacement and when it left storage
-    let rel = std::path::Path::new(&old).parent().unwrap().strip_prefix("lake").unwrap();
-    let latest = std::fs::read_dir(env.store.join("manifests").join(rel)).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let rel = std::path::Path::new(&old)
+        .parent()
+        .unwrap()
+        .strip_prefix("lake")
+        .unwrap();
+    let latest = std::fs::read_dir(env.store.join("manifests").join(rel))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(latest).unwrap()).unwrap();
-    let gone = m["removed"].as_array().unwrap().iter().find(|g| g["path"] == old.as_str()).unwrap().clone();
-    assert!(gone["replaced_by"].is_string() && gone["deleted_at"].is_string(), "{gone}");
+    let gone = m["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["path"] == old.as_str())
+        .unwrap()
+        .clone();
+    assert!(
+        gone["replaced_by"].is_string() && gone["deleted_at"].is_string(),
+        "{gone}"
+    );
 }
 
 /// A sweep killed after a rewrite's manifest commit, then rerun years later when the new file
@@ -325,19 +767,58 @@ fn a_killed_rewrite_whose_new_file_is_rewritten_again_converges() {
     let (env, _) = store();
     let pipe = env.write("p.toml", b"[retention]\nrewrite_min_days = 0\n");
     let pipe = pipe.to_str().unwrap();
-    let h = env.write("h.json", br#"{"holdId": "LIT-C", "tenantId": "tenant-0", "scope": {"queueIds": ["q-2"]}}"#);
-    env.ok(&["hold", "apply", "--actor", "lee", "--file", h.to_str().unwrap()]);
-    let held = env.count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-0' AND queue_id = 'q-2'");
-    let out = env.cmd(&["sweep", "--now", "2031-10-01T12:00:00Z", "--pipeline", pipe]).env("HOLDFAST_FAILPOINT", "sweep.after_rewrite_commit").output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("failpoint"), "not reached");
-    let r: serde_json::Value = serde_json::from_str(&env.ok(&["sweep", "--now", "2040-01-01T00:00:00Z", "--pipeline", pipe, "--format", "json"])).unwrap();
-    assert!(r["refused"].as_array().unwrap().is_empty() && r["awaiting_lock"].as_array().unwrap().is_empty(), "{r}");
+    let h = env.write(
+        "h.json",
+        br#"{"holdId": "LIT-C", "tenantId": "tenant-0", "scope": {"queueIds": ["q-2"]}}"#,
+    );
+    env.ok(&[
+        "hold",
+        "apply",
+        "--actor",
+        "lee",
+        "--file",
+        h.to_str().unwrap(),
+    ]);
+    let held =
+        env.count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-0' AND queue_id = 'q-2'");
+    let out = env
+        .cmd(&["sweep", "--now", "2031-10-01T12:00:00Z", "--pipeline", pipe])
+        .env("HOLDFAST_FAILPOINT", "sweep.after_rewrite_commit")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("failpoint"),
+        "not reached"
+    );
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "sweep",
+        "--now",
+        "2040-01-01T00:00:00Z",
+        "--pipeline",
+        pipe,
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert!(
+        r["refused"].as_array().unwrap().is_empty()
+            && r["awaiting_lock"].as_array().unwrap().is_empty(),
+        "{r}"
+    );
     env.batch();
     assert_eq!(env.count("SELECT count(*) FROM events"), held);
     assert_holds_pin_what_they_list(&env);
     let (ok, v) = env.verify();
-    assert!(ok && v["orphans"].as_array().unwrap().is_empty() && v["awaiting_deletion"].as_array().unwrap().is_empty(), "{v}");
-    let lake_files = env.store_files().iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).count() as i64;
+    assert!(
+        ok && v["orphans"].as_array().unwrap().is_empty()
+            && v["awaiting_deletion"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
+    let lake_files = env
+        .store_files()
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .count() as i64;
     assert_eq!(lake_files, env.count("SELECT count(*) FROM manifests"));
 }
 
@@ -345,25 +826,73 @@ fn a_killed_rewrite_whose_new_file_is_rewritten_again_converges() {
 #[test]
 fn a_killed_rewrite_is_finished_by_the_next_sweep() {
     let far = "2040-01-01T00:00:00Z";
-    for point in ["sweep.after_rewrite_written", "sweep.after_rewrite_commit", "sweep.before_registry", "sweep.after_registry", "sweep.after_old_deleted"] {
+    for point in [
+        "sweep.after_rewrite_written",
+        "sweep.after_rewrite_commit",
+        "sweep.before_registry",
+        "sweep.after_registry",
+        "sweep.after_old_deleted",
+    ] {
         let (env, _) = store();
-        let h = env.write("h.json", br#"{"holdId": "LIT-K", "tenantId": "tenant-0", "scope": {"queueIds": ["q-2"]}}"#);
-        env.ok(&["hold", "apply", "--actor", "lee", "--file", h.to_str().unwrap()]);
-        let held = env.count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-0' AND queue_id = 'q-2'");
-        let out = env.cmd(&["sweep", "--now", far]).env("HOLDFAST_FAILPOINT", point).output().unwrap();
-        assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("failpoint {point}")), "{point}: not reached");
+        let h = env.write(
+            "h.json",
+            br#"{"holdId": "LIT-K", "tenantId": "tenant-0", "scope": {"queueIds": ["q-2"]}}"#,
+        );
+        env.ok(&[
+            "hold",
+            "apply",
+            "--actor",
+            "lee",
+            "--file",
+            h.to_str().unwrap(),
+        ]);
+        let held = env
+            .count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-0' AND queue_id = 'q-2'");
+        let out = env
+            .cmd(&["sweep", "--now", far])
+            .env("HOLDFAST_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("failpoint {point}")),
+            "{point}: not reached"
+        );
         // never less than the held records in between
-        assert!(env.count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-0' AND queue_id = 'q-2'") >= held, "{point}");
+        assert!(
+            env.count(
+                "SELECT count(*) FROM events WHERE tenant_id = 'tenant-0' AND queue_id = 'q-2'"
+            ) >= held,
+            "{point}"
+        );
         env.ok(&["sweep", "--now", far]);
         env.batch(); // removes a new file the kill left uncommitted
         assert_eq!(env.count("SELECT count(*) FROM events"), held, "{point}");
-        assert_eq!(env.count("SELECT count(DISTINCT event_id) FROM events"), held, "{point}");
+        assert_eq!(
+            env.count("SELECT count(DISTINCT event_id) FROM events"),
+            held,
+            "{point}"
+        );
         assert_holds_pin_what_they_list(&env);
         let (ok, v) = env.verify();
         assert!(ok, "{point}: {v}");
-        assert_eq!((v["orphans"].as_array().unwrap().len(), v["awaiting_deletion"].as_array().unwrap().len()), (0, 0), "{point}: {v}");
-        let lake_files = env.store_files().iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).count() as i64;
-        assert_eq!(lake_files, env.count("SELECT count(*) FROM manifests"), "{point}: stored data files are exactly the committed ones");
+        assert_eq!(
+            (
+                v["orphans"].as_array().unwrap().len(),
+                v["awaiting_deletion"].as_array().unwrap().len()
+            ),
+            (0, 0),
+            "{point}: {v}"
+        );
+        let lake_files = env
+            .store_files()
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count() as i64;
+        assert_eq!(
+            lake_files,
+            env.count("SELECT count(*) FROM manifests"),
+            "{point}: stored data files are exactly the committed ones"
+        );
     }
 }
 
@@ -398,27 +927,59 @@ fn over_years_of_random_sweeps_exactly_the_unexpired_or_held_records_remain() {
             .iter()
             .map(|r| {
                 let s = |k: &str| r[k].as_str().unwrap().to_string();
-                (s("event_id"), s("tenant_id"), s("queue_id"), chrono::DateTime::parse_from_rfc3339(&s("expires_at")).unwrap().to_utc())
+                (
+                    s("event_id"),
+                    s("tenant_id"),
+                    s("queue_id"),
+                    chrono::DateTime::parse_from_rfc3339(&s("expires_at"))
+                        .unwrap()
+                        .to_utc(),
+                )
             })
             .collect();
         // sweep times inside the three expiry windows (so files are caught part-expired), in
         // order, then one past everything
         let mut windows: Vec<chrono::DateTime<chrono::Utc>> = {
-            let mut starts: Vec<_> = ["tenant-0", "tenant-1", "tenant-2"].iter().filter_map(|t| all.iter().filter(|r| r.1 == *t).map(|r| r.3).min()).collect();
+            let mut starts: Vec<_> = ["tenant-0", "tenant-1", "tenant-2"]
+                .iter()
+                .filter_map(|t| all.iter().filter(|r| r.1 == *t).map(|r| r.3).min())
+                .collect();
             starts.sort();
-            starts.into_iter().flat_map(|w| [w + chrono::Duration::hours(next(36) as i64), w + chrono::Duration::hours(36 + next(36) as i64)]).collect()
+            starts
+                .into_iter()
+                .flat_map(|w| {
+                    [
+                        w + chrono::Duration::hours(next(36) as i64),
+                        w + chrono::Duration::hours(36 + next(36) as i64),
+                    ]
+                })
+                .collect()
         };
         windows.sort();
         windows.push(all.iter().map(|r| r.3).max().unwrap() + chrono::Duration::days(1));
         let mut active: Vec<(String, String, String)> = Vec::new(); // (hold, tenant, queue)
         // a hold placed later cannot bring back what an earlier sweep deleted
-        let mut present: std::collections::HashSet<String> = all.iter().map(|r| r.0.clone()).collect();
+        let mut present: std::collections::HashSet<String> =
+            all.iter().map(|r| r.0.clone()).collect();
         for (step, t) in windows.iter().copied().enumerate() {
             match next(3) {
                 0 | 1 if active.len() < 3 => {
-                    let (id, tenant, queue) = (format!("LIT-{seed}-{step}"), format!("tenant-{}", next(3)), format!("q-{}", next(7)));
-                    let body = format!(r#"{{"holdId": "{id}", "tenantId": "{tenant}", "scope": {{"queueIds": ["{queue}"]}}}}"#);
-                    env.ok(&["hold", "apply", "--actor", "lee", "--file", env.write("h.json", body.as_bytes()).to_str().unwrap()]);
+                    let (id, tenant, queue) = (
+                        format!("LIT-{seed}-{step}"),
+                        format!("tenant-{}", next(3)),
+                        format!("q-{}", next(7)),
+                    );
+                    let body = format!(
+                        r#"{{"holdId": "{id}", "tenantId": "{tenant}", "scope": {{"queueIds": ["{queue}"]}}}}"#
+                    );
+                    env.ok(&[
+                        "hold",
+                        "apply",
+                        "--actor",
+                        "lee",
+                        "--file",
+                        env.write("h.json", body.as_bytes()).to_str().unwrap(),
+                    ]);
                     active.push((id, tenant, queue));
                 }
                 _ if !active.is_empty() => {
@@ -432,22 +993,55 @@ fn over_years_of_random_sweeps_exactly_the_unexpired_or_held_records_remain() {
             env.ok(&["sweep", "--now", &now, "--pipeline", pipe]);
             let mut expected: Vec<&str> = all
                 .iter()
-                .filter(|(e, tenant, queue, exp)| present.contains(e) && (*exp > t || active.iter().any(|(_, ht, hq)| ht == tenant && hq == queue)))
+                .filter(|(e, tenant, queue, exp)| {
+                    present.contains(e)
+                        && (*exp > t
+                            || active.iter().any(|(_, ht, hq)| ht == tenant && hq == queue))
+                })
                 .map(|(e, ..)| e.as_str())
                 .collect();
             expected.sort_unstable();
-            let mut actual: Vec<String> = env.query("SELECT event_id FROM events").iter().map(|r| r["event_id"].as_str().unwrap().to_string()).collect();
+            let mut actual: Vec<String> = env
+                .query("SELECT event_id FROM events")
+                .iter()
+                .map(|r| r["event_id"].as_str().unwrap().to_string())
+                .collect();
             actual.sort_unstable();
-            let missing: Vec<_> = all.iter().filter(|r| expected.contains(&r.0.as_str()) && !actual.contains(&r.0)).collect();
-            let extra: Vec<&String> = actual.iter().filter(|a| !expected.contains(&a.as_str())).collect();
-            assert!(missing.is_empty() && extra.is_empty(), "seed {seed}, sweep at {now}, holds {active:?}: lost {missing:?}, kept {extra:?}");
+            let missing: Vec<_> = all
+                .iter()
+                .filter(|r| expected.contains(&r.0.as_str()) && !actual.contains(&r.0))
+                .collect();
+            let extra: Vec<&String> = actual
+                .iter()
+                .filter(|a| !expected.contains(&a.as_str()))
+                .collect();
+            assert!(
+                missing.is_empty() && extra.is_empty(),
+                "seed {seed}, sweep at {now}, holds {active:?}: lost {missing:?}, kept {extra:?}"
+            );
             present = actual.into_iter().collect();
             assert_holds_pin_what_they_list(&env);
             let (ok, v) = env.verify();
-            assert!(ok && v["orphans"].as_array().unwrap().is_empty(), "seed {seed} at {now}: {v}");
+            assert!(
+                ok && v["orphans"].as_array().unwrap().is_empty(),
+                "seed {seed} at {now}: {v}"
+            );
         }
-        let rewrites = env.ok(&["audit", "list", "--action", "retention.rewrite", "--format", "ndjson"]).lines().count();
-        assert!(rewrites >= 12, "seed {seed}: the mixed files were rewritten ({rewrites} rewrites)");
+        let rewrites = env
+            .ok(&[
+                "audit",
+                "list",
+                "--action",
+                "retention.rewrite",
+                "--format",
+                "ndjson",
+            ])
+            .lines()
+            .count();
+        assert!(
+            rewrites >= 12,
+            "seed {seed}: the mixed files were rewritten ({rewrites} rewrites)"
+        );
     }
 }
 
@@ -456,29 +1050,69 @@ fn over_years_of_random_sweeps_exactly_the_unexpired_or_held_records_remain() {
 #[test]
 fn a_dated_hold_lapses_on_its_expiration_date() {
     let (env, _) = store();
-    let body = |extra: &str| env.write("h.json", format!(r#"{{"holdId": "LIT-D", "tenantId": "tenant-0", "scope": {{"interactionIds": ["int-70-0"]}}{extra}}}"#).as_bytes());
+    let body = |extra: &str| {
+        env.write("h.json", format!(r#"{{"holdId": "LIT-D", "tenantId": "tenant-0", "scope": {{"interactionIds": ["int-70-0"]}}{extra}}}"#).as_bytes())
+    };
     for (extra, says) in [
         (r#", "status": "RELEASED""#, "only ACTIVE"),
-        (r#", "retentionOverride": {"enabled": false}"#, "protect nothing"),
-        (r#", "retentionOverride": {"enabled": true, "expirationDate": "2020-01-01T00:00:00Z"}"#, "already passed"),
+        (
+            r#", "retentionOverride": {"enabled": false}"#,
+            "protect nothing",
+        ),
+        (
+            r#", "retentionOverride": {"enabled": true, "expirationDate": "2020-01-01T00:00:00Z"}"#,
+            "already passed",
+        ),
     ] {
-        let out = env.run(&["hold", "apply", "--actor", "lee", "--file", body(extra).to_str().unwrap()]);
+        let out = env.run(&[
+            "hold",
+            "apply",
+            "--actor",
+            "lee",
+            "--file",
+            body(extra).to_str().unwrap(),
+        ]);
         assert_eq!(out.status.code(), Some(1), "{extra}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let dated = r#", "retentionOverride": {"enabled": true, "expirationDate": "2035-01-01T00:00:00Z", "auditorTrail": {"requestedBy": "co@firm.example", "caseReference": "SEC-INV-1"}}"#;
-    env.ok(&["hold", "apply", "--actor", "lee", "--file", body(dated).to_str().unwrap()]);
+    env.ok(&[
+        "hold",
+        "apply",
+        "--actor",
+        "lee",
+        "--file",
+        body(dated).to_str().unwrap(),
+    ]);
     assert!(env.ok(&["hold", "list"]).contains("lapses=2035-01-01"));
     env.ok(&["sweep", "--now", "2034-06-01T00:00:00Z"]);
-    assert_eq!(env.count("SELECT count(*) FROM events"), 3, "only the held interaction is left");
+    assert_eq!(
+        env.count("SELECT count(*) FROM events"),
+        3,
+        "only the held interaction is left"
+    );
     assert_holds_pin_what_they_list(&env);
     // the date passes: the next sweep records the lapse, unpins and deletes
     env.ok(&["sweep", "--now", "2035-01-02T00:00:00Z"]);
     assert_eq!(env.count("SELECT count(*) FROM events"), 0);
     let list = env.ok(&["hold", "list", "--format", "ndjson"]);
     assert!(list.contains(r#""status":"lapsed""#), "{list}");
-    let lapsed = env.ok(&["audit", "list", "--action", "legal_hold", "--format", "ndjson"]);
-    assert!(lapsed.lines().last().unwrap().contains("lapsed") && lapsed.contains("2035-01-01"), "{lapsed}");
+    let lapsed = env.ok(&[
+        "audit",
+        "list",
+        "--action",
+        "legal_hold",
+        "--format",
+        "ndjson",
+    ]);
+    assert!(
+        lapsed.lines().last().unwrap().contains("lapsed") && lapsed.contains("2035-01-01"),
+        "{lapsed}"
+    );
     assert!(env.verify().0);
 }
 
@@ -487,13 +1121,38 @@ fn a_dated_hold_lapses_on_its_expiration_date() {
 #[test]
 fn a_hold_waits_for_a_sweep_in_progress() {
     let (env, _) = store();
-    let host = String::from_utf8(std::process::Command::new("hostname").output().unwrap().stdout).unwrap().trim().to_string();
+    let host = String::from_utf8(
+        std::process::Command::new("hostname")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
     let lease = serde_json::json!({"batch_id": "sweep-test", "host": host, "pid": std::process::id(), "started_at": "2026-01-01T00:00:00Z"});
     std::fs::write(env.store.join("_holds.lease"), lease.to_string()).unwrap();
-    let h = env.write("h.json", br#"{"holdId": "LIT-W", "scope": {"interactionIds": ["int-70-0"]}}"#);
-    let mut child = env.cmd(&["hold", "apply", "--actor", "lee", "--file", h.to_str().unwrap()]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let h = env.write(
+        "h.json",
+        br#"{"holdId": "LIT-W", "scope": {"interactionIds": ["int-70-0"]}}"#,
+    );
+    let mut child = env
+        .cmd(&[
+            "hold",
+            "apply",
+            "--actor",
+            "lee",
+            "--file",
+            h.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    assert!(child.try_wait().unwrap().is_none(), "hold apply went ahead during a sweep");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "hold apply went ahead during a sweep"
+    );
     assert!(!env.ok(&["hold", "list"]).contains("LIT-W"));
     std::fs::remove_file(env.store.join("_holds.lease")).unwrap();
     let out = child.wait_with_output().unwrap();

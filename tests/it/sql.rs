@@ -30,7 +30,11 @@ fn every_named_query_matches_its_golden_output() {
             .current_dir(common::repo())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     run(&["run", "pipelines/local.toml"]);
@@ -43,17 +47,38 @@ fn every_named_query_matches_its_golden_output() {
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         let name = f.file_stem().unwrap().to_string_lossy().to_string();
-        assert!(text.starts_with(&format!("-- name: {name}\n")), "{} must start with its header", f.display());
-        let test = text.lines().find_map(|l| l.strip_prefix("-- test:")).map(str::trim).unwrap_or_else(|| panic!("{} has no -- test: line", f.display()));
-        let mut args = vec!["query".to_string(), "--format".into(), "csv".into(), "--file".into(), f.to_string_lossy().to_string()];
+        assert!(
+            text.starts_with(&format!("-- name: {name}\n")),
+            "{} must start with its header",
+            f.display()
+        );
+        let test = text
+            .lines()
+            .find_map(|l| l.strip_prefix("-- test:"))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("{} has no -- test: line", f.display()));
+        let mut args = vec![
+            "query".to_string(),
+            "--format".into(),
+            "csv".into(),
+            "--file".into(),
+            f.to_string_lossy().to_string(),
+        ];
         if text.lines().any(|l| l == "-- requires: decrypt") {
-            args.extend(["--decrypt", "--case", "GOLDEN-1", "--actor", "golden-test"].map(String::from));
+            args.extend(
+                ["--decrypt", "--case", "GOLDEN-1", "--actor", "golden-test"].map(String::from),
+            );
         }
         // name=value pairs; a value runs to the next " name=" (values may hold spaces)
         let mut pairs: Vec<String> = Vec::new();
         for tok in test.split(' ').filter(|t| !t.is_empty()) {
             match (tok.split_once('='), pairs.last_mut()) {
-                (Some((k, _)), _) if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !k.is_empty() => pairs.push(tok.to_string()),
+                (Some((k, _)), _)
+                    if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        && !k.is_empty() =>
+                {
+                    pairs.push(tok.to_string())
+                }
                 (_, Some(last)) => {
                     last.push(' ');
                     last.push_str(tok);
@@ -70,14 +95,30 @@ fn every_named_query_matches_its_golden_output() {
         let got: String = run(&refs)
             .split("part-")
             .enumerate()
-            .map(|(i, piece)| if i == 0 { piece.to_string() } else { format!("part-<batch>{}", &piece[piece.find(".parquet").unwrap_or(0)..]) })
+            .map(|(i, piece)| {
+                if i == 0 {
+                    piece.to_string()
+                } else {
+                    format!(
+                        "part-<batch>{}",
+                        &piece[piece.find(".parquet").unwrap_or(0)..]
+                    )
+                }
+            })
             .collect();
-        assert!(got.lines().count() > 1, "{name}: the test parameters select nothing");
+        assert!(
+            got.lines().count() > 1,
+            "{name}: the test parameters select nothing"
+        );
         let golden = root.join("tests").join(format!("{name}.csv"));
         if bless {
             std::fs::write(&golden, &got).unwrap();
         } else {
-            assert_eq!(got, std::fs::read_to_string(&golden).unwrap_or_default(), "{name}");
+            assert_eq!(
+                got,
+                std::fs::read_to_string(&golden).unwrap_or_default(),
+                "{name}"
+            );
         }
     }
 }

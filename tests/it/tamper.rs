@@ -15,7 +15,10 @@ fn two_batches() -> Env {
 }
 
 fn first(env: &Env, ext: &str, within: &str) -> PathBuf {
-    env.store_files().into_iter().find(|p| p.to_string_lossy().contains(within) && p.extension().is_some_and(|e| e == ext)).unwrap()
+    env.store_files()
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains(within) && p.extension().is_some_and(|e| e == ext))
+        .unwrap()
 }
 
 /// Attackers are not stopped by file modes; neither are these tests (nor root).
@@ -40,7 +43,10 @@ fn flipped_byte_in_a_data_file_is_named() {
     let (ok, r) = env.verify();
     assert!(!ok);
     let name = f.file_name().unwrap().to_string_lossy().to_string();
-    assert!(problems(&r).contains(&name) && problems(&r).contains("SHA-256"), "{r}");
+    assert!(
+        problems(&r).contains(&name) && problems(&r).contains("SHA-256"),
+        "{r}"
+    );
     let out = env.run(&["verify"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("MISMATCH"));
@@ -58,7 +64,9 @@ fn deleted_data_file_is_named() {
 #[test]
 fn removed_or_altered_manifest_versions_break_the_chain() {
     let env = two_batches();
-    let dir = env.store.join("manifests/year=2025/month=10/day=01/interaction_type=CALL");
+    let dir = env
+        .store
+        .join("manifests/year=2025/month=10/day=01/interaction_type=CALL");
     let v1 = dir.join(format!("v{:020}.json", 1));
     // altered: still valid JSON, different bytes
     let text = std::fs::read_to_string(&v1).unwrap();
@@ -68,7 +76,10 @@ fn removed_or_altered_manifest_versions_break_the_chain() {
     // removed
     std::fs::remove_file(&v1).unwrap();
     let (ok, r) = env.verify();
-    assert!(!ok && problems(&r).contains("missing from the chain"), "{r}");
+    assert!(
+        !ok && problems(&r).contains("missing from the chain"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -100,7 +111,12 @@ fn deep_verify_catches_swapped_ciphertexts() {
     let f = first(&env, "parquet", "/lake/");
     let bytes = bytes::Bytes::from(std::fs::read(&f).unwrap());
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
-    let kv = builder.metadata().file_metadata().key_value_metadata().unwrap().clone();
+    let kv = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap()
+        .clone();
     let batches: Vec<RecordBatch> = builder.build().unwrap().map(Result::unwrap).collect();
     let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
     let pi = batch.schema().index_of("payload").unwrap();
@@ -113,14 +129,32 @@ fn deep_verify_catches_swapped_ciphertexts() {
     let tampered = RecordBatch::try_new(batch.schema(), cols).unwrap();
     writable(&f);
     let mut out = Vec::new();
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, tampered.schema(), Some(datafile::writer_properties(kv))).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        &mut out,
+        tampered.schema(),
+        Some(datafile::writer_properties(kv)),
+    )
+    .unwrap();
     w.write(&tampered).unwrap();
     w.close().unwrap();
     std::fs::write(&f, &out).unwrap();
     // rewrite the (only) manifest version to match the new file
-    let rel = f.strip_prefix(&env.store).unwrap().to_string_lossy().to_string();
-    let part = rel.trim_start_matches("lake/").rsplit_once('/').unwrap().0.to_string();
-    let m = env.store.join("manifests").join(&part).join(format!("v{:020}.json", 1));
+    let rel = f
+        .strip_prefix(&env.store)
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let part = rel
+        .trim_start_matches("lake/")
+        .rsplit_once('/')
+        .unwrap()
+        .0
+        .to_string();
+    let m = env
+        .store
+        .join("manifests")
+        .join(&part)
+        .join(format!("v{:020}.json", 1));
     let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
     for file in doc["files"].as_array_mut().unwrap() {
         if file["path"] == rel.as_str() {
@@ -134,7 +168,10 @@ fn deep_verify_catches_swapped_ciphertexts() {
     let out = env.run(&["verify", "--deep", "--format", "json"]);
     assert_eq!(out.status.code(), Some(1));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(problems(&r).contains("2 record(s) fail authentication"), "{r}");
+    assert!(
+        problems(&r).contains("2 record(s) fail authentication"),
+        "{r}"
+    );
 }
 
 /// The storage layer refuses to delete a committed data file before its records expire, even
@@ -146,11 +183,19 @@ fn storage_refuses_deleting_a_locked_file_without_manifests() {
     std::fs::remove_dir_all(env.store.join("manifests")).unwrap();
     let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
     let rel = object_store::path::Path::from(f.strip_prefix(&env.store).unwrap().to_str().unwrap());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let lock = rt.block_on(store.lock(&rel)).unwrap();
     let until = lock.retain_until.expect("locked at commit");
-    assert!(until.to_rfc3339().starts_with("2031-10-"), "six years after 2025-10: {until}");
-    let now = chrono::DateTime::parse_from_rfc3339("2031-01-01T00:00:00Z").unwrap().to_utc();
+    assert!(
+        until.to_rfc3339().starts_with("2031-10-"),
+        "six years after 2025-10: {until}"
+    );
+    let now = chrono::DateTime::parse_from_rfc3339("2031-01-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
     let err = rt.block_on(store.delete_checked(&rel, now)).unwrap_err();
     assert!(err.to_string().starts_with("ObjectLocked"), "{err}");
     assert!(f.exists());
