@@ -1,0 +1,85 @@
+//! `audit`: the trail.
+
+use super::*;
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the whole chain; exit 1 at the first broken link, naming it
+    Verify {
+        #[command(flatten)]
+        s: StoreArgs,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// List entries
+    List {
+        #[command(flatten)]
+        s: StoreArgs,
+        /// Only entries at or after this time (RFC 3339)
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this action (decrypt, decrypt.refused, quarantine.show, …)
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// Print the sequence and hash of the newest entry, to record outside the system
+    Head {
+        #[command(flatten)]
+        s: StoreArgs,
+    },
+}
+
+pub(super) async fn audit_command(
+    command: AuditCommand,
+    clock: Arc<dyn Clock>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let open_store = |s: &StoreArgs| -> Result<Store> { Ok(Store::open_local(&s.store, false)?) };
+    match command {
+        AuditCommand::Verify { s, format } => {
+            let store = open_store(&s)?;
+            read_marker(&store).await?;
+            let report = crate::audit::Audit::new(store, clock).verify().await?;
+            output::write_report(format.unwrap_or(Format::Table), &report, out)?;
+            match report.broken {
+                Some(p) => Err(Error::AuditBroken(p.object)),
+                None => Ok(()),
+            }
+        }
+        AuditCommand::Head { s } => {
+            let store = open_store(&s)?;
+            read_marker(&store).await?;
+            let head = crate::audit::Audit::new(store, clock).head().await?;
+            let _ = writeln!(out, "{head}");
+            Ok(())
+        }
+        AuditCommand::List {
+            s,
+            since,
+            action,
+            format,
+        } => {
+            let store = open_store(&s)?;
+            read_marker(&store).await?;
+            let since = since
+                .map(|t| {
+                    chrono::DateTime::parse_from_rfc3339(&t)
+                        .map(|t| t.to_utc())
+                        .map_err(|e| Error::Usage(format!("--since: {e}")))
+                })
+                .transpose()?;
+            let entries = crate::audit::Audit::new(store, clock).entries().await?;
+            let rows: Vec<_> = entries
+                .into_iter()
+                .filter(|(e, _)| {
+                    since.is_none_or(|t| e.at >= t)
+                        && action.as_ref().is_none_or(|a| &e.action == a)
+                })
+                .collect();
+            let batch = crate::query::audit_batch(&rows)?;
+            output::write_batches(Format::resolve(format, Format::Csv), &[batch], out)
+        }
+    }
+}

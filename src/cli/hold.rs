@@ -1,0 +1,415 @@
+//! `hold`: legal holds.
+
+use super::*;
+
+/// Store, actor and (for roles) pipeline of a hold change.
+#[derive(Debug, clap::Args, Clone)]
+pub struct HoldActor {
+    #[command(flatten)]
+    s: StoreArgs,
+    /// Who changes the hold (recorded in the audit trail)
+    #[arg(long, env = "HOLDFAST_ACTOR")]
+    actor: String,
+    /// Pipeline file with the [access] roles
+    #[arg(long, env = "HOLDFAST_PIPELINE")]
+    pipeline: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HoldCommand {
+    /// Place a hold (body: holdId, tenantId, scope, retentionOverride); pins covered files before returning
+    Apply {
+        #[command(flatten)]
+        who: HoldActor,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Ask for a hold's release (a second actor must approve)
+    Release {
+        #[command(flatten)]
+        who: HoldActor,
+        #[arg(long)]
+        hold: String,
+    },
+    /// Approve a requested release (must be another actor); unpins files no other hold needs
+    Approve {
+        #[command(flatten)]
+        who: HoldActor,
+        #[arg(long)]
+        hold: String,
+    },
+    /// What a hold body would cover: records per partition, and the files (changes nothing)
+    Preview {
+        #[command(flatten)]
+        s: StoreArgs,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Reconcile active holds with the data and the storage flags; report and repair drift
+    Sync {
+        #[command(flatten)]
+        s: StoreArgs,
+    },
+    /// List holds
+    List {
+        #[command(flatten)]
+        s: StoreArgs,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+}
+
+/// Audits holds that lapsed on their expiration date (`legal_hold` / `lapsed`).
+pub(super) async fn record_lapses(
+    audit: &crate::audit::Audit,
+    actor: &str,
+    lapsed: &[crate::retention::hold::Lapse],
+) -> Result<()> {
+    for l in lapsed {
+        let detail = format!("expirationDate {} reached", crate::clock::fmt_ts(l.at));
+        audit
+            .record(
+                actor,
+                None,
+                &crate::audit::HoldChanged {
+                    hold: &l.hold_id,
+                    change: "lapsed",
+                    files: l.unpinned.len(),
+                    detail: &detail,
+                },
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn hold_command(
+    command: HoldCommand,
+    clock: Arc<dyn Clock>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    use crate::retention::hold::{self, Hold, HoldRequest, Status};
+    let (s, actor, pipeline) = match &command {
+        HoldCommand::Apply { who, .. }
+        | HoldCommand::Release { who, .. }
+        | HoldCommand::Approve { who, .. } => {
+            (who.s.clone(), who.actor.clone(), who.pipeline.clone())
+        }
+        HoldCommand::List { s, .. } | HoldCommand::Preview { s, .. } | HoldCommand::Sync { s } => {
+            (s.clone(), String::new(), None)
+        }
+    };
+    let store = Store::open_local(&s.store, false)?;
+    read_marker(&store).await?;
+    let audit = crate::audit::Audit::new(store.clone(), clock.clone());
+    let refuse = |hold_id: String, reason: String| {
+        let audit = audit.clone();
+        let actor = actor.clone();
+        async move {
+            audit
+                .record(
+                    &actor,
+                    None,
+                    &crate::audit::HoldChanged {
+                        hold: &hold_id,
+                        change: "refused",
+                        files: 0,
+                        detail: &reason,
+                    },
+                )
+                .await?;
+            Err::<(), Error>(Error::Refused(reason))
+        }
+    };
+    if !matches!(
+        command,
+        HoldCommand::List { .. } | HoldCommand::Preview { .. } | HoldCommand::Sync { .. }
+    ) {
+        let access = pipeline
+            .as_deref()
+            .map(Pipeline::load)
+            .transpose()?
+            .map(|p| p.access)
+            .unwrap_or_default();
+        if let Err(reason) = access.may_hold(&actor) {
+            let id = match &command {
+                HoldCommand::Release { hold, .. } | HoldCommand::Approve { hold, .. } => {
+                    hold.clone()
+                }
+                _ => String::new(),
+            };
+            return refuse(id, reason).await;
+        }
+    }
+    let (registry, sha) = hold::load(&store).await?;
+    let now = clock.now();
+    match command {
+        HoldCommand::Preview { file, .. } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
+            let req: HoldRequest = serde_json::from_str(&text)
+                .map_err(|e| Error::Usage(format!("{}: not a hold body: {e}", file.display())))?;
+            let h = Hold {
+                hold_id: req.hold_id,
+                tenant_id: req.tenant_id,
+                scope: req.scope,
+                retention_override: None,
+                placed_by: String::new(),
+                placed_at: now,
+                status: Status::Active,
+                lapses_at: None,
+                files: Vec::new(),
+                covered: Default::default(),
+            };
+            let p = hold::preview(&store, &h).await?;
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&p).expect("serializes")
+            );
+            Ok(())
+        }
+        HoldCommand::Sync { .. } => {
+            let r = hold::sync(&store, now).await?;
+            record_lapses(&audit, "holdfast-sync", &r.lapsed).await?;
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&r).expect("serializes")
+            );
+            Ok(())
+        }
+        HoldCommand::List { format, .. } => {
+            let rows: Vec<serde_json::Value> = registry
+                .holds
+                .iter()
+                .map(|h| serde_json::json!({"hold_id": h.hold_id, "tenant_id": h.tenant_id, "status": serde_json::to_value(&h.status).unwrap()["state"], "files": h.files.len(), "placed_by": h.placed_by, "placed_at": crate::clock::fmt_ts(h.placed_at), "lapses_at": h.lapses_at.map(crate::clock::fmt_ts)}))
+                .collect();
+            match format.unwrap_or(Format::Table) {
+                Format::Table => {
+                    for r in &rows {
+                        let lapses = r["lapses_at"]
+                            .as_str()
+                            .map(|t| format!(" lapses={t}"))
+                            .unwrap_or_default();
+                        let _ = writeln!(
+                            out,
+                            "{} {} {} files={} by={} at={}{lapses}",
+                            r["hold_id"].as_str().unwrap_or(""),
+                            r["tenant_id"].as_str().unwrap_or("*"),
+                            r["status"].as_str().unwrap_or(""),
+                            r["files"],
+                            r["placed_by"].as_str().unwrap_or(""),
+                            r["placed_at"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+                _ => {
+                    for r in &rows {
+                        let _ = writeln!(out, "{r}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        HoldCommand::Apply { file, .. } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
+            let req: HoldRequest = serde_json::from_str(&text)
+                .map_err(|e| Error::Usage(format!("{}: not a hold body: {e}", file.display())))?;
+            let lapses_at = match req.lapse_date(now) {
+                Ok(d) => d,
+                Err(reason) => {
+                    return refuse(
+                        req.hold_id.clone(),
+                        format!("hold {} not placed: {reason}", req.hold_id),
+                    )
+                    .await;
+                }
+            };
+            // never while a sweep decides which records survive (it holds this lease briefly)
+            let holder = format!("hold-apply-{}", std::process::id());
+            let (lease, _) = crate::job::Lease::acquire_waiting(
+                &store,
+                layout::HOLDS_LEASE,
+                &holder,
+                &crate::clock::fmt_ts(now),
+                HOLDS_LEASE_WAIT,
+            )
+            .await?;
+            let result = async {
+                let (registry, sha) = hold::load(&store).await?;
+                if registry
+                    .holds
+                    .iter()
+                    .any(|h| h.hold_id == req.hold_id && h.active())
+                {
+                    return refuse(
+                        req.hold_id.clone(),
+                        format!("hold {} is already active", req.hold_id),
+                    )
+                    .await;
+                }
+                let mut h = Hold {
+                    hold_id: req.hold_id,
+                    tenant_id: req.tenant_id,
+                    scope: req.scope,
+                    retention_override: req.retention_override,
+                    placed_by: actor.clone(),
+                    placed_at: now,
+                    status: Status::Active,
+                    lapses_at,
+                    files: Vec::new(),
+                    covered: Default::default(),
+                };
+                let (found, examined) =
+                    hold::covered_files_since(&store, &h, &Default::default()).await?;
+                for (f, n) in found {
+                    h.covered.insert(f.clone(), n);
+                    h.files.push(f);
+                }
+                // pin at the storage layer before the hold is recorded and before we return
+                for f in &h.files {
+                    store
+                        .legal_hold(&object_store::path::Path::from(f.as_str()), true)
+                        .await?;
+                }
+                let id = h.hold_id.clone();
+                let mut holds = registry.holds.clone();
+                holds.push(h.clone());
+                if !hold::commit(&store, &registry, sha, holds).await? {
+                    return Err(Error::Usage(
+                        "the hold registry changed meanwhile; run the command again".into(),
+                    ));
+                }
+                // a batch that committed files after our scan but read the registry before our
+                // commit did not pin them for this hold: look again now that it is recorded
+                let late = hold::covered_files_since(&store, &h, &examined).await?.0;
+                for (f, _) in &late {
+                    store
+                        .legal_hold(&object_store::path::Path::from(f.as_str()), true)
+                        .await?;
+                }
+                if !late.is_empty() {
+                    hold::add_files(&store, &id, &late).await?;
+                }
+                let n = h.files.len() + late.len();
+                audit
+                    .record(
+                        &actor,
+                        None,
+                        &crate::audit::HoldChanged {
+                            hold: &id,
+                            change: "placed",
+                            files: n,
+                            detail: "",
+                        },
+                    )
+                    .await?;
+                let _ = writeln!(out, "hold {id} placed: {n} file(s) pinned");
+                Ok(())
+            }
+            .await;
+            lease.release(&store).await?;
+            result
+        }
+        HoldCommand::Release { hold: id, .. } => {
+            let mut holds = registry.holds.clone();
+            let Some(h) = holds
+                .iter_mut()
+                .find(|h| h.hold_id == id && h.status == Status::Active)
+            else {
+                return refuse(id.clone(), format!("no active hold {id}")).await;
+            };
+            h.status = Status::ReleaseRequested {
+                by: actor.clone(),
+                at: now,
+            };
+            if !hold::commit(&store, &registry, sha, holds).await? {
+                return Err(Error::Usage(
+                    "the hold registry changed meanwhile; run the command again".into(),
+                ));
+            }
+            audit
+                .record(
+                    &actor,
+                    None,
+                    &crate::audit::HoldChanged {
+                        hold: &id,
+                        change: "release_requested",
+                        files: 0,
+                        detail: "",
+                    },
+                )
+                .await?;
+            let _ = writeln!(
+                out,
+                "release of {id} requested; a second actor must approve it"
+            );
+            Ok(())
+        }
+        HoldCommand::Approve { hold: id, .. } => {
+            let mut holds = registry.holds.clone();
+            let Some(i) = holds.iter().position(|h| {
+                h.hold_id == id && matches!(h.status, Status::ReleaseRequested { .. })
+            }) else {
+                return refuse(id.clone(), format!("hold {id} has no release request")).await;
+            };
+            let Status::ReleaseRequested { by, .. } = holds[i].status.clone() else {
+                unreachable!()
+            };
+            if by == actor {
+                return refuse(
+                    id.clone(),
+                    format!("{actor} requested this release; a different actor must approve it"),
+                )
+                .await;
+            }
+            holds[i].status = Status::Released {
+                requested_by: by,
+                approved_by: actor.clone(),
+                at: now,
+            };
+            let still: std::collections::HashSet<&String> = holds
+                .iter()
+                .filter(|h| h.active())
+                .flat_map(|h| h.files.iter())
+                .collect();
+            let freed: Vec<String> = holds[i]
+                .files
+                .iter()
+                .filter(|f| !still.contains(f))
+                .cloned()
+                .collect();
+            if !hold::commit(&store, &registry, sha, holds.clone()).await? {
+                return Err(Error::Usage(
+                    "the hold registry changed meanwhile; run the command again".into(),
+                ));
+            }
+            for f in &freed {
+                store
+                    .legal_hold(&object_store::path::Path::from(f.as_str()), false)
+                    .await?;
+            }
+            audit
+                .record(
+                    &actor,
+                    None,
+                    &crate::audit::HoldChanged {
+                        hold: &id,
+                        change: "released",
+                        files: freed.len(),
+                        detail: "",
+                    },
+                )
+                .await?;
+            let _ = writeln!(
+                out,
+                "hold {id} released; {} file(s) unpinned ({} still held by other holds)",
+                freed.len(),
+                holds[i].files.len() - freed.len()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! `quarantine list|show|replay`.
+
+use super::*;
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// List entries: id, arrival, source, error code and path (no key needed)
+    List {
+        #[command(flatten)]
+        s: StoreArgs,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// Decrypt one entry and print its error and original bytes (audited)
+    Show {
+        #[command(flatten)]
+        s: StoreArgs,
+        id: String,
+        /// Who is looking (recorded in the audit trail)
+        #[arg(long, env = "HOLDFAST_ACTOR")]
+        actor: String,
+    },
+    /// Run quarantined lines through the pipeline again (after a fix); those stored leave quarantine
+    Replay {
+        #[command(flatten)]
+        s: StoreArgs,
+        /// Entry ids to replay
+        #[arg(long = "id", required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Replay every entry
+        #[arg(long)]
+        all: bool,
+        /// Tenant for entries whose source had none (fixes `source.tenant_missing`)
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Who replays (recorded in the audit trail)
+        #[arg(long, env = "HOLDFAST_ACTOR")]
+        actor: String,
+        /// Pipeline file for the retention policy table and batch limits
+        #[arg(long, env = "HOLDFAST_PIPELINE")]
+        pipeline: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+}
+
+impl QuarantineCommand {
+    pub(super) async fn run(self, clock: Arc<dyn Clock>, out: &mut dyn Write) -> Result<()> {
+        match self {
+            QuarantineCommand::List { s, format } => list(s, format, out).await,
+            QuarantineCommand::Replay {
+                s,
+                ids,
+                all,
+                tenant,
+                actor,
+                pipeline,
+                format,
+            } => replay(s, ids, all, tenant, actor, pipeline, format, clock, out).await,
+            QuarantineCommand::Show { s, id, actor } => show(s, id, actor, clock, out).await,
+        }
+    }
+}
+
+pub(super) async fn list(s: StoreArgs, format: Option<Format>, out: &mut dyn Write) -> Result<()> {
+    let store = Store::open_local(&s.store, false)?;
+    read_marker(&store).await?;
+    let entries = crate::landing::quarantine::list(&store).await?;
+    let rows: Vec<QuarantineRow> = entries
+        .iter()
+        .map(|e| QuarantineRow {
+            id: &e.id,
+            arrived_at: crate::clock::fmt_ts(e.arrived_at),
+            source: &e.source,
+            error_code: &e.error_code,
+            error_path: &e.error_path,
+            schema_version: &e.schema_version,
+            segment_id: &e.segment_id,
+            line_no: e.line_no,
+            bytes: e.original_bytes,
+            attempts: e.attempts,
+        })
+        .collect();
+    let batch = quarantine_batch(&rows)?;
+    output::write_batches(Format::resolve(format, Format::Csv), &[batch], out)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn replay(
+    s: StoreArgs,
+    ids: Vec<String>,
+    all: bool,
+    tenant: Option<String>,
+    actor: String,
+    pipeline: Option<PathBuf>,
+    format: Option<Format>,
+    clock: Arc<dyn Clock>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let (store, kms) = open(&s).await?;
+    let p = pipeline.as_deref().map(Pipeline::load).transpose()?;
+    let policies = match &p {
+        Some(p) => p.validate(pipeline.as_deref().unwrap_or(Path::new("")))?,
+        None => Policies::default(),
+    };
+    let mut entries = crate::landing::quarantine::list(&store).await?;
+    if !all {
+        for id in &ids {
+            if !entries.iter().any(|e| &e.id == id) {
+                return Err(Error::Usage(format!("quarantine entry {id} not found")));
+            }
+        }
+        entries.retain(|e| ids.contains(&e.id));
+    }
+    let replayed = crate::audit::Replayed {
+        entries: entries.iter().map(|e| e.id.clone()).collect(),
+    };
+    crate::audit::Audit::new(store.clone(), clock.clone())
+        .record(&actor, None, &replayed)
+        .await?;
+    let ctx = context(store, kms, clock);
+    let queued = job::queue_replay(&ctx, &entries, tenant.as_deref()).await?;
+    let _ = writeln!(out, "replaying {queued} quarantine entr(ies)");
+    let report = job::batch(&ctx, &batch_options(p.as_ref(), policies)).await?;
+    output::write_report(format.unwrap_or(Format::Table), &report, out)
+}
+
+pub(super) async fn show(
+    s: StoreArgs,
+    id: String,
+    actor: String,
+    clock: Arc<dyn Clock>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let (store, kms) = open(&s).await?;
+    let e = crate::landing::quarantine::get(&store, &id).await?;
+    // recorded before the plaintext is shown
+    crate::audit::Audit::new(store.clone(), clock.clone())
+        .record(
+            &actor,
+            None,
+            &crate::audit::QuarantineShown {
+                entry: &e.id,
+                dek: &e.dek_id,
+            },
+        )
+        .await?;
+    let secret = crate::landing::quarantine::open(kms.as_ref(), &e).await?;
+    let _ = writeln!(out, "id:          {}", e.id);
+    let _ = writeln!(
+        out,
+        "source:      {} (segment {}, line {})",
+        e.source, e.segment_id, e.line_no
+    );
+    let _ = writeln!(out, "arrived:     {}", crate::clock::fmt_ts(e.arrived_at));
+    let _ = writeln!(
+        out,
+        "error:       {} at {}",
+        e.error_code,
+        if e.error_path.is_empty() {
+            "/"
+        } else {
+            &e.error_path
+        }
+    );
+    let _ = writeln!(out, "message:     {}", secret.message);
+    let _ = writeln!(out, "original ({} bytes):", secret.original.len());
+    let _ = out.write_all(&secret.original);
+    let _ = writeln!(out);
+    Ok(())
+}
+
+pub(super) struct QuarantineRow<'a> {
+    id: &'a str,
+    arrived_at: String,
+    source: &'a str,
+    error_code: &'a str,
+    error_path: &'a str,
+    schema_version: &'a str,
+    segment_id: &'a str,
+    line_no: u64,
+    bytes: u64,
+    attempts: u32,
+}
+
+pub(super) fn quarantine_batch(rows: &[QuarantineRow]) -> Result<arrow::array::RecordBatch> {
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    let text = |f: fn(&QuarantineRow) -> String| {
+        Arc::new(StringArray::from_iter_values(rows.iter().map(f))) as ArrayRef
+    };
+    let num = |f: fn(&QuarantineRow) -> i64| {
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(f))) as ArrayRef
+    };
+    arrow::array::RecordBatch::try_from_iter(vec![
+        ("id", text(|r| r.id.to_string())),
+        ("arrived_at", text(|r| r.arrived_at.clone())),
+        ("source", text(|r| r.source.to_string())),
+        ("error_code", text(|r| r.error_code.to_string())),
+        ("error_path", text(|r| r.error_path.to_string())),
+        ("schema_version", text(|r| r.schema_version.to_string())),
+        ("segment_id", text(|r| r.segment_id.to_string())),
+        ("line_no", num(|r| r.line_no as i64)),
+        ("bytes", num(|r| r.bytes as i64)),
+        ("attempts", num(|r| r.attempts as i64)),
+    ])
+    .map_err(|e| Error::Query(e.into()))
+}

@@ -1,0 +1,326 @@
+//! `sweep` and `retention explain`.
+
+use super::*;
+
+/// Retention sweep: delete expired files, rewrite files mixing expired and surviving records (plan from the manifests only)
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub s: StoreArgs,
+    /// Print the plan; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The sweep's notion of now (RFC 3339); default: the clock
+    #[arg(long)]
+    pub now: Option<String>,
+    /// Who runs the sweep (recorded with every deletion and refusal)
+    #[arg(long, env = "HOLDFAST_ACTOR", default_value = "holdfast-sweep")]
+    pub actor: String,
+    /// Pipeline file: roles, and `retention.notify_command` for refusals
+    #[arg(long, env = "HOLDFAST_PIPELINE")]
+    pub pipeline: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+impl SweepArgs {
+    pub(super) async fn run(self, clock: Arc<dyn Clock>, out: &mut dyn Write) -> Result<()> {
+        let SweepArgs {
+            s,
+            dry_run,
+            now,
+            actor,
+            pipeline,
+            format,
+        } = self;
+        let store = Store::open_local(&s.store, false)?;
+        read_marker(&store).await?;
+        let p = pipeline.as_deref().map(Pipeline::load).transpose()?;
+        if let Err(reason) = p
+            .as_ref()
+            .map(|p| p.access.clone())
+            .unwrap_or_default()
+            .may_sweep(&actor)
+        {
+            crate::audit::Audit::new(store.clone(), clock.clone())
+                .record(
+                    &actor,
+                    None,
+                    &crate::audit::Refused {
+                        what: "sweep",
+                        query: "",
+                        reason: &reason,
+                    },
+                )
+                .await?;
+            notify_refusal(
+                p.as_ref(),
+                &serde_json::json!({ "refused": "access_denied", "actor": actor, "reason": reason }),
+            );
+            return Err(Error::Refused(reason));
+        }
+        let now = match now {
+            Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
+                .map_err(|e| Error::Usage(format!("--now: {e}")))?
+                .to_utc(),
+            None => clock.now(),
+        };
+        // a sweep writes lake files (rewrites) and commits manifests: never beside a
+        // batch, whose orphan cleanup would take an uncommitted rewrite for debris
+        let lease = if dry_run {
+            None
+        } else {
+            let started = crate::clock::fmt_ts(clock.now());
+            let (lease, took_over) = crate::job::Lease::acquire(
+                &store,
+                &format!(
+                    "sweep-{}",
+                    layout::batch_id(clock.now(), rand::RngCore::next_u32(&mut rand::rng()))
+                ),
+                &started,
+            )
+            .await?;
+            if took_over {
+                let latest = crate::lake::manifest::load_latest_all(&store).await?;
+                crate::job::repair_locks(&store, latest.iter()).await?;
+            }
+            // and no hold is placed while it decides which records survive
+            match crate::job::Lease::acquire_waiting(
+                &store,
+                layout::HOLDS_LEASE,
+                "sweep",
+                &started,
+                HOLDS_LEASE_WAIT,
+            )
+            .await
+            {
+                Ok((holds_lease, _)) => Some((lease, holds_lease)),
+                Err(e) => {
+                    lease.release(&store).await?;
+                    return Err(e.into());
+                }
+            }
+        };
+        let result = sweep(
+            &store,
+            &clock,
+            p.as_ref(),
+            &s,
+            &actor,
+            now,
+            dry_run,
+            format,
+            out,
+        )
+        .await;
+        if let Some((lease, holds_lease)) = lease {
+            holds_lease.release(&store).await?;
+            lease.release(&store).await?;
+        }
+        result
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Which policy an event has, why, when it expires, and what holds it
+    Explain {
+        #[command(flatten)]
+        s: StoreArgs,
+        #[arg(long)]
+        event: String,
+        /// Pipeline file with the current policy table (default: the presets)
+        #[arg(long, env = "HOLDFAST_PIPELINE")]
+        pipeline: Option<PathBuf>,
+    },
+}
+
+impl RetentionCommand {
+    pub(super) async fn run(self, clock: Arc<dyn Clock>, out: &mut dyn Write) -> Result<()> {
+        let RetentionCommand::Explain { s, event, pipeline } = self;
+        let store = Store::open_local(&s.store, false)?;
+        read_marker(&store).await?;
+        let policies = match pipeline.as_deref() {
+            Some(p) => Pipeline::load(p)?.validate(p)?,
+            None => Policies::default(),
+        };
+        let ctx = crate::query::session(&store).await?;
+        let sql = format!(
+            "SELECT tenant_id, interaction_id, interaction_type, occurred_at, policy_id, expires_at, queue_id, agent_ids FROM events WHERE event_id = '{}'",
+            event.replace('\'', "''")
+        );
+        let batches = crate::query::run_sql(&ctx, &sql).await?;
+        let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
+            return Err(Error::Usage(format!(
+                "event {event} is not stored (never, expired on arrival, or swept)"
+            )));
+        };
+        use arrow::array::{Array, AsArray};
+        let text = |i: usize| {
+            arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8)
+                .map(|a| a.as_string::<i32>().value(0).to_string())
+                .unwrap_or_default()
+        };
+        let (tenant, interaction, kind, occurred, stored_policy, expires) =
+            (text(0), text(1), text(2), text(3), text(4), text(5));
+        let queue = (!b.column(6).is_null(0)).then(|| text(6));
+        let agents_list = b.column(7).as_list::<i32>().value(0);
+        let agents: Vec<String> = agents_list
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .map(str::to_string)
+            .collect();
+        let (policy, period, why) = policies.explain(&tenant, &kind);
+        let _ = writeln!(
+            out,
+            "event {event}: tenant {tenant}, {kind}, occurred {occurred}"
+        );
+        let _ = writeln!(
+            out,
+            "stored with policy {stored_policy}, expires {expires} (fixed when the record was written)"
+        );
+        let _ = writeln!(
+            out,
+            "the current table gives {policy} ({} years {} months {} days): {why}",
+            period.years, period.months, period.days
+        );
+        if policy.as_ref() != stored_policy {
+            let _ = writeln!(
+                out,
+                "note: the table changed since; a policy change applies to new records only"
+            );
+        }
+        let (registry, _) = crate::retention::hold::load(&store).await?;
+        let at = chrono::DateTime::parse_from_rfc3339(&occurred)
+            .map(|t| t.to_utc())
+            .unwrap_or_default();
+        let agent_refs: Vec<&str> = agents.iter().map(String::as_str).collect();
+        let holding: Vec<&str> = registry
+            .holds
+            .iter()
+            .filter(|h| {
+                h.protecting(clock.now())
+                    && h.covers(&tenant, &interaction, queue.as_deref(), &agent_refs, at)
+            })
+            .map(|h| h.hold_id.as_str())
+            .collect();
+        let _ = writeln!(
+            out,
+            "legal holds: {}",
+            if holding.is_empty() {
+                "none".to_string()
+            } else {
+                holding.join(", ")
+            }
+        );
+        Ok(())
+    }
+}
+
+/// How long `hold apply` and a sweep wait for each other (`_holds.lease`).
+pub(super) const HOLDS_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The sweep proper, under the lease (none for a dry run): lapse dated holds, plan, execute.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn sweep(
+    store: &Store,
+    clock: &Arc<dyn Clock>,
+    p: Option<&Pipeline>,
+    s: &StoreArgs,
+    actor: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    dry_run: bool,
+    format: Option<Format>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    // holds past their expiration date lapse first (audited under the sweep's actor)
+    if !dry_run {
+        let lapsed = crate::retention::hold::lapse_due(store, now).await?;
+        record_lapses(
+            &crate::audit::Audit::new(store.clone(), clock.clone()),
+            actor,
+            &lapsed,
+        )
+        .await?;
+    }
+    let (registry, _) = crate::retention::hold::load(store).await?;
+    let mut held: std::collections::HashMap<String, u64> = Default::default();
+    for h in registry.holds.iter().filter(|h| h.protecting(now)) {
+        for f in &h.files {
+            let n = held.entry(f.clone()).or_insert(0);
+            *n = (*n).max(h.covered.get(f).copied().unwrap_or(0));
+        }
+    }
+    let min_days = p.map_or_else(
+        || crate::config::RetentionConfig::default().rewrite_min_days,
+        |p| p.retention.rewrite_min_days,
+    );
+    let (files, awaiting) = crate::retention::inputs(store).await?;
+    let plan = crate::retention::plan(now, files, awaiting, &held, min_days);
+    let format = format.unwrap_or(Format::Table);
+    if dry_run {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&plan).expect("serializes")
+        );
+        return Ok(());
+    }
+    let sweep_id = format!(
+        "sweep-{}",
+        layout::batch_id(now, rand::RngCore::next_u32(&mut rand::rng()))
+    );
+    let audit = crate::audit::Audit::new(store.clone(), clock.clone());
+    // rewrites move survivors to a new DEK: only then is the keyring needed
+    let kms = if plan.rewrite.is_empty() {
+        None
+    } else {
+        Some(open(s).await?.1)
+    };
+    let report =
+        crate::retention::execute(store, &audit, kms.as_deref(), actor, &plan, now, &sweep_id)
+            .await?;
+    output::write_report(format, &report, out)?;
+    if report.refused.is_empty() {
+        return Ok(());
+    }
+    // refusals: notify, and fail the run so the scheduler sees it
+    notify_refusal(p, &serde_json::to_value(&report).expect("serializes"));
+    Err(Error::Refused(format!(
+        "{} file(s) refused by storage locks; see the report and the audit trail",
+        report.refused.len()
+    )))
+}
+
+/// Runs `retention.notify_command` with `report` as JSON on its standard input (a sweep
+/// refused by a storage lock or for want of the retention role). A command that cannot start
+/// is a warning: the run fails with exit 1 anyway.
+pub(super) fn notify_refusal(p: Option<&Pipeline>, report: &serde_json::Value) {
+    use std::io::Write as _;
+    let Some(cmd) = p
+        .and_then(|p| p.retention.notify_command.clone())
+        .filter(|c| !c.is_empty())
+    else {
+        return;
+    };
+    match std::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut c) => {
+            if let Some(mut stdin) = c.stdin.take() {
+                let _ = stdin.write_all(&serde_json::to_vec(report).expect("serializes"));
+            }
+            match c.wait() {
+                Ok(st) if !st.success() => {
+                    eprintln!("warning: notify command {:?} exited with {st}", cmd[0])
+                }
+                Err(e) => eprintln!("warning: notify command {:?}: {e}", cmd[0]),
+                _ => {}
+            }
+        }
+        Err(e) => eprintln!("warning: notify command {:?} failed to start: {e}", cmd[0]),
+    }
+}
