@@ -1,6 +1,7 @@
 //! Time. Every module takes a [`Clock`]; only [`SystemClock`] reads the system time.
 
 use chrono::{DateTime, Utc};
+#[cfg(any(test, feature = "test-hooks"))]
 use std::sync::Mutex;
 
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -16,10 +17,13 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that stands still until told to move; for tests and for `HOLDFAST_NOW`.
+/// A clock that stands still until told to move; for tests and for `HOLDFAST_NOW` (test
+/// builds only: see [`crate::hooks`]).
+#[cfg(any(test, feature = "test-hooks"))]
 #[derive(Debug)]
 pub struct FakeClock(Mutex<DateTime<Utc>>);
 
+#[cfg(any(test, feature = "test-hooks"))]
 impl FakeClock {
     pub fn new(at: DateTime<Utc>) -> Self {
         FakeClock(Mutex::new(at))
@@ -33,6 +37,7 @@ impl FakeClock {
     }
 }
 
+#[cfg(any(test, feature = "test-hooks"))]
 impl Clock for FakeClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().unwrap()

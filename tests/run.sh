@@ -2,6 +2,10 @@
 # Runs every test of holdfast: unit and property tests, the integration tests that drive the
 # real binary (crash, tamper, pipeline), and the reader checks (pyarrow and DuckDB read the lake).
 # Installs what it needs: a Python venv with the readers, in .venv-test/ (gitignored).
+#
+# Tests run a `test-hooks` build (HOLDFAST_NOW pins the clock, HOLDFAST_FAILPOINT aborts at a
+# named point). A plain build, the one users get, is built first and kept aside: a test runs it
+# to show that it ignores both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,4 +17,12 @@ if ! "$venv/bin/python" -c "import duckdb, pyarrow" 2>/dev/null; then
 fi
 export HOLDFAST_TEST_PYTHON="$PWD/$venv/bin/python"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-cargo test --locked "$@"
+target="${CARGO_TARGET_DIR:-target}"
+
+cargo build --locked --bin holdfast
+mkdir -p "$target/plain"
+cp "$target/debug/holdfast" "$target/plain/holdfast"
+export HOLDFAST_PLAIN_BIN="$PWD/$target/plain/holdfast"
+case "$target" in /*) export HOLDFAST_PLAIN_BIN="$target/plain/holdfast" ;; esac
+
+cargo test --locked --features test-hooks "$@"

@@ -172,8 +172,12 @@ impl Audit {
         Ok(out)
     }
 
-    /// Walks the chain; the first broken link, if any.
-    pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
+    /// Walks the chain; the first broken link, if any. An entry whose time lies more than
+    /// `max_skew` before the latest time seen so far breaks the chain too: entries are
+    /// appended in order, so time running backwards means a clock was set back or entries
+    /// were forged.
+    pub async fn verify(&self, max_skew: chrono::Duration) -> Result<VerifyReport, AuditError> {
+        let mut latest_at: Option<DateTime<Utc>> = None;
         let mut report = VerifyReport {
             entries: 0,
             head: None,
@@ -198,7 +202,16 @@ impl Audit {
                     seq - 1,
                     prev.as_deref().unwrap_or("none")
                 )),
-                Ok(_) => None,
+                Ok(e) if latest_at.is_some_and(|l| e.at < l - max_skew) => Some(format!(
+                    "recorded at {}, before an earlier entry's {} by more than the allowed skew of {} s",
+                    crate::clock::fmt_ts(e.at),
+                    crate::clock::fmt_ts(latest_at.unwrap_or_default()),
+                    max_skew.num_seconds()
+                )),
+                Ok(e) => {
+                    latest_at = Some(latest_at.map_or(e.at, |l| l.max(e.at)));
+                    None
+                }
             };
             if let Some(problem) = problem {
                 report.broken = Some(crate::lake::verify::Problem {

@@ -8,6 +8,10 @@ pub enum AuditCommand {
     Verify {
         #[command(flatten)]
         s: StoreArgs,
+        /// How far an entry's time may lie before an earlier entry's (clocks of several
+        /// writers differ a little); more breaks the chain
+        #[arg(long, default_value_t = 300)]
+        max_skew_seconds: u32,
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
@@ -38,10 +42,16 @@ pub(super) async fn audit_command(
 ) -> Result<()> {
     let open_store = |s: &StoreArgs| -> Result<Store> { Ok(Store::open_local(&s.store, false)?) };
     match command {
-        AuditCommand::Verify { s, format } => {
+        AuditCommand::Verify {
+            s,
+            max_skew_seconds,
+            format,
+        } => {
             let store = open_store(&s)?;
             read_marker(&store).await?;
-            let report = crate::audit::Audit::new(store, clock).verify().await?;
+            let report = crate::audit::Audit::new(store, clock)
+                .verify(chrono::Duration::seconds(max_skew_seconds.into()))
+                .await?;
             output::write_report(format.unwrap_or(Format::Table), &report, out)?;
             match report.broken {
                 Some(p) => Err(Error::AuditBroken(p.object)),

@@ -141,9 +141,7 @@ pub(super) fn context(store: Store, kms: Arc<dyn Kms>, clock: Arc<dyn Clock>) ->
         store,
         kms,
         clock,
-        failpoint: std::env::var("HOLDFAST_FAILPOINT")
-            .ok()
-            .filter(|s| !s.is_empty()),
+        failpoints: crate::hooks::Failpoints::from_env(),
     }
 }
 

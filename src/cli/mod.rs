@@ -11,7 +11,7 @@ mod store;
 mod sweep;
 mod verify;
 
-use crate::clock::{Clock, FakeClock, SystemClock};
+use crate::clock::Clock;
 use crate::config::{Pipeline, Policies};
 use crate::crypto::kms::{Kms, LocalKeyring};
 use crate::error::{Error, Result};
@@ -93,15 +93,9 @@ pub enum Command {
     Run(RunArgs),
 }
 
+/// The system clock; test builds may pin it with `HOLDFAST_NOW` ([`crate::hooks`]).
 fn clock() -> Result<Arc<dyn Clock>> {
-    match std::env::var("HOLDFAST_NOW") {
-        Ok(s) => {
-            let t = chrono::DateTime::parse_from_rfc3339(&s)
-                .map_err(|e| Error::Usage(format!("HOLDFAST_NOW: {e}")))?;
-            Ok(Arc::new(FakeClock::new(t.to_utc())))
-        }
-        Err(_) => Ok(Arc::new(SystemClock)),
-    }
+    crate::hooks::clock_from_env().map_err(Error::Usage)
 }
 
 impl Command {

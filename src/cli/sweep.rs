@@ -10,8 +10,9 @@ pub struct SweepArgs {
     /// Print the plan; change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// The sweep's notion of now (RFC 3339); default: the clock
-    #[arg(long)]
+    /// Plan as of this time (RFC 3339), to see what a later sweep would do; only with
+    /// --dry-run: a sweep that deletes or records anything uses the real clock
+    #[arg(long, requires = "dry_run")]
     pub now: Option<String>,
     /// Who runs the sweep (recorded with every deletion and refusal)
     #[arg(long, env = "HOLDFAST_ACTOR", default_value = "holdfast-sweep")]
@@ -278,9 +279,16 @@ pub(super) async fn sweep(
     } else {
         Some(open(s).await?.1)
     };
-    let report =
-        crate::retention::execute(store, &audit, kms.as_deref(), actor, &plan, now, &sweep_id)
-            .await?;
+    let failpoints = crate::hooks::Failpoints::from_env();
+    let run = crate::retention::SweepRun {
+        store,
+        audit: &audit,
+        actor,
+        now,
+        sweep_id: &sweep_id,
+        failpoints: &failpoints,
+    };
+    let report = crate::retention::execute(&run, kms.as_deref(), &plan).await?;
     output::write_report(format, &report, out)?;
     if report.refused.is_empty() {
         return Ok(());

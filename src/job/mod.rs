@@ -62,16 +62,13 @@ pub struct Context {
     pub store: Store,
     pub kms: Arc<dyn Kms>,
     pub clock: Arc<dyn Clock>,
-    /// Test-only crash injection: `abort()` when this named point is reached.
-    pub failpoint: Option<String>,
+    /// Crash points for tests (inert outside `test-hooks` builds).
+    pub failpoints: crate::hooks::Failpoints,
 }
 
 impl Context {
     pub(crate) fn fail(&self, point: &str) {
-        if self.failpoint.as_deref() == Some(point) {
-            eprintln!("failpoint {point}: aborting");
-            std::process::abort();
-        }
+        self.failpoints.hit(point);
     }
 }
 

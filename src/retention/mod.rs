@@ -286,12 +286,16 @@ impl AuditEvent for Rewrote<'_> {
     const ACTION: &'static str = "retention.rewrite";
 }
 
-/// Crash tests abort the sweep at named points (`HOLDFAST_FAILPOINT`, as for batches).
-fn failpoint(point: &str) {
-    if std::env::var("HOLDFAST_FAILPOINT").is_ok_and(|f| f == point) {
-        eprintln!("failpoint {point}: aborting");
-        std::process::abort();
-    }
+/// What every step of one sweep shares: where, who, when, under which id, and the crash
+/// points tests arm ([`crate::hooks`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SweepRun<'a> {
+    pub store: &'a Store,
+    pub audit: &'a Audit,
+    pub actor: &'a str,
+    pub now: DateTime<Utc>,
+    pub sweep_id: &'a str,
+    pub failpoints: &'a crate::hooks::Failpoints,
 }
 
 /// Why the storage layer would refuse to delete `path` at `now`, if it would.
@@ -336,14 +340,18 @@ struct Replacement {
 /// moving hold listings to the new files; then the old files are unpinned and deleted where
 /// their lock allows. Each step is idempotent: a sweep killed anywhere is finished by the next.
 pub async fn execute(
-    store: &Store,
-    audit: &Audit,
+    run: &SweepRun<'_>,
     kms: Option<&dyn Kms>,
-    actor: &str,
     plan: &SweepPlan,
-    now: DateTime<Utc>,
-    sweep_id: &str,
 ) -> Result<SweepReport, SweepError> {
+    let SweepRun {
+        store,
+        audit,
+        actor,
+        now,
+        sweep_id,
+        failpoints,
+    } = *run;
     let mut report = SweepReport {
         sweep_id: sweep_id.to_string(),
         mixed_kept: plan.mixed.len() as u64,
@@ -352,7 +360,7 @@ pub async fn execute(
     if !plan.rewrite.is_empty() && kms.is_none() {
         return Err(SweepError::NoKeys(plan.rewrite.len()));
     }
-    delete_whole(store, audit, actor, plan, now, sweep_id, &mut report).await?;
+    delete_whole(run, plan, &mut report).await?;
 
     let (registry, _) = hold::load(store).await?;
     let active: Vec<&hold::Hold> = registry
@@ -397,7 +405,7 @@ pub async fn execute(
             }
             rewrite::Outcome::Rewritten(done) => done,
         };
-        failpoint("sweep.after_rewrite_written");
+        failpoints.hit("sweep.after_rewrite_written");
         let new = done.entry.clone();
         let commit = manifest::commit_edit(store, &p, &base, sweep_id, now, |m| {
             m.files.retain(|f| f.path != old.path);
@@ -412,7 +420,7 @@ pub async fn execute(
             store.delete(&Path::from(new.path.as_str())).await?;
             return Err(SweepError::Conflict(p.dir()));
         }
-        failpoint("sweep.after_rewrite_commit");
+        failpoints.hit("sweep.after_rewrite_commit");
         let new_dek = new.encryption.dek_id.clone();
         audit
             .record(
@@ -443,29 +451,24 @@ pub async fn execute(
             holds: done.holds,
         });
     }
-    finish_replacements(
-        store,
-        audit,
-        actor,
-        &replacements,
-        now,
-        sweep_id,
-        &mut report,
-    )
-    .await?;
+    finish_replacements(run, &replacements, &mut report).await?;
     Ok(report)
 }
 
 /// Whole files whose every record expired: manifest first, then the object through the lock.
 async fn delete_whole(
-    store: &Store,
-    audit: &Audit,
-    actor: &str,
+    run: &SweepRun<'_>,
     plan: &SweepPlan,
-    now: DateTime<Utc>,
-    sweep_id: &str,
     report: &mut SweepReport,
 ) -> Result<(), SweepError> {
+    let SweepRun {
+        store,
+        audit,
+        actor,
+        now,
+        sweep_id,
+        ..
+    } = *run;
     let mut by_partition: BTreeMap<&str, Vec<&FileInfo>> = Default::default();
     for f in &plan.delete {
         by_partition.entry(&f.partition).or_default().push(f);
@@ -532,14 +535,18 @@ async fn delete_whole(
 /// lock and legal-hold flag; active holds list the new file instead of the old; the old file
 /// is unpinned once no active hold lists it, and deleted once its retain-until has passed.
 async fn finish_replacements(
-    store: &Store,
-    audit: &Audit,
-    actor: &str,
+    run: &SweepRun<'_>,
     replacements: &[Replacement],
-    now: DateTime<Utc>,
-    sweep_id: &str,
     report: &mut SweepReport,
 ) -> Result<(), SweepError> {
+    let SweepRun {
+        store,
+        audit,
+        actor,
+        now,
+        sweep_id,
+        failpoints,
+    } = *run;
     if replacements.is_empty() {
         return Ok(());
     }
@@ -566,7 +573,7 @@ async fn finish_replacements(
             store.legal_hold(&new_path, true).await?;
         }
     }
-    failpoint("sweep.before_registry");
+    failpoints.hit("sweep.before_registry");
     // 2. one registry version: listings move from the old files to the new ones
     let (registry, sha) = hold::load(store).await?;
     let mut holds = registry.holds.clone();
@@ -598,7 +605,7 @@ async fn finish_replacements(
         .filter(|h| h.active())
         .flat_map(|h| h.files.iter())
         .collect();
-    failpoint("sweep.after_registry");
+    failpoints.hit("sweep.after_registry");
     // 3. the old files: unpinned when no hold lists them, deleted when the lock allows
     let mut deleted: BTreeMap<Partition, Vec<&str>> = BTreeMap::new();
     for r in replacements {
@@ -645,7 +652,7 @@ async fn finish_replacements(
             }
         }
     }
-    failpoint("sweep.after_old_deleted");
+    failpoints.hit("sweep.after_old_deleted");
     // 4. the history says when each old file left storage
     for (p, paths) in deleted {
         let Some(base) = manifest::load_latest(store, &p).await? else {

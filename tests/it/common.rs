@@ -45,6 +45,29 @@ impl Env {
         c
     }
 
+    /// A command whose clock is pinned at `now` (`HOLDFAST_NOW`, a test-build hook).
+    pub fn cmd_at(&self, now: &str, args: &[&str]) -> Command {
+        let mut c = self.cmd(args);
+        c.env("HOLDFAST_NOW", now);
+        c
+    }
+
+    pub fn run_at(&self, now: &str, args: &[&str]) -> Output {
+        self.cmd_at(now, args).output().unwrap()
+    }
+
+    /// Runs at `now` and asserts exit 0; returns stdout.
+    pub fn ok_at(&self, now: &str, args: &[&str]) -> String {
+        let out = self.run_at(now, args);
+        assert!(
+            out.status.success(),
+            "holdfast {args:?} at {now} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().unwrap()
     }

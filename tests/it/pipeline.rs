@@ -442,7 +442,7 @@ fn a_live_batch_holds_the_lease() {
     );
     assert_eq!(env.landing_segments(), 1, "nothing consumed");
     // a sweep (which writes rewritten files) waits its turn too; its dry run does not
-    let out = env.run(&["sweep", "--now", "2040-01-01T00:00:00Z"]);
+    let out = env.run_at("2040-01-01T00:00:00Z", &["sweep"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("holds the lease"),
@@ -452,7 +452,7 @@ fn a_live_batch_holds_the_lease() {
     env.ok(&["sweep", "--dry-run", "--now", "2040-01-01T00:00:00Z"]);
     std::fs::remove_file(env.store.join("_batch.lease")).unwrap();
     assert_eq!(env.batch()["stored"], 20);
-    env.ok(&["sweep", "--now", "2040-01-01T00:00:00Z"]);
+    env.ok_at("2040-01-01T00:00:00Z", &["sweep"]);
     assert!(
         !env.store.join("_batch.lease").exists(),
         "the sweep released the lease"

@@ -48,7 +48,7 @@ fn expired_files_go_and_nothing_unexpired_does() {
     let day1 = env.count("SELECT count(*) FROM events WHERE day = 1");
     let files1 = env.count("SELECT count(*) FROM manifests WHERE day = 1");
     let r: serde_json::Value =
-        serde_json::from_str(&env.ok(&["sweep", "--now", NOW, "--format", "json"])).unwrap();
+        serde_json::from_str(&env.ok_at(NOW, &["sweep", "--format", "json"])).unwrap();
     assert_eq!(r["files_removed"].as_i64().unwrap(), files1, "{r}");
     assert_eq!(r["records_removed"].as_i64().unwrap(), day1);
     assert_eq!(
@@ -93,7 +93,7 @@ fn expired_files_go_and_nothing_unexpired_does() {
     assert_eq!(v["removed_files"].as_i64().unwrap(), files1, "{v}");
     // a second sweep at the same time has nothing to do
     let again: serde_json::Value =
-        serde_json::from_str(&env.ok(&["sweep", "--now", NOW, "--format", "json"])).unwrap();
+        serde_json::from_str(&env.ok_at(NOW, &["sweep", "--format", "json"])).unwrap();
     assert_eq!(again["files_removed"], 0);
 }
 
@@ -122,15 +122,16 @@ fn a_locked_file_is_refused_audited_and_kept() {
         )
         .as_bytes(),
     );
-    let out = env.run(&[
-        "sweep",
-        "--now",
+    let out = env.run_at(
         NOW,
-        "--format",
-        "json",
-        "--pipeline",
-        pipe.to_str().unwrap(),
-    ]);
+        &[
+            "sweep",
+            "--format",
+            "json",
+            "--pipeline",
+            pipe.to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["refused"], serde_json::json!([file.clone()]), "{r}");
@@ -202,7 +203,7 @@ fn holds_pin_files_and_need_two_people_to_release() {
     );
     // the held files' locks have run out: survivors move to new files, the rest goes now
     let r: serde_json::Value =
-        serde_json::from_str(&env.ok(&["sweep", "--now", far, "--format", "json"])).unwrap();
+        serde_json::from_str(&env.ok_at(far, &["sweep", "--format", "json"])).unwrap();
     assert_eq!(
         r["files_rewritten"].as_u64().unwrap(),
         rewrites.len() as u64,
@@ -279,7 +280,7 @@ fn holds_pin_files_and_need_two_people_to_release() {
     );
     // a second sweep finds nothing to drop in them
     let again: serde_json::Value =
-        serde_json::from_str(&env.ok(&["sweep", "--now", far, "--format", "json"])).unwrap();
+        serde_json::from_str(&env.ok_at(far, &["sweep", "--format", "json"])).unwrap();
     assert_eq!(
         (
             again["files_rewritten"].as_u64(),
@@ -296,7 +297,7 @@ fn holds_pin_files_and_need_two_people_to_release() {
     let out = env.ok(&["hold", "approve", "--actor", "kim", "--hold", "LIT-A"]);
     assert!(out.contains("released"), "{out}");
     // LIT-B still needs the files of int-70-0
-    env.ok(&["sweep", "--now", far]);
+    env.ok_at(far, &["sweep"]);
     assert_holds_pin_what_they_list(&env);
     assert_eq!(
         env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-0'"),
@@ -305,7 +306,7 @@ fn holds_pin_files_and_need_two_people_to_release() {
     );
     env.ok(&["hold", "release", "--actor", "lee", "--hold", "LIT-B"]);
     env.ok(&["hold", "approve", "--actor", "kim", "--hold", "LIT-B"]);
-    env.ok(&["sweep", "--now", far]);
+    env.ok_at(far, &["sweep"]);
     assert_eq!(
         env.count("SELECT count(*) FROM events"),
         0,
@@ -366,7 +367,7 @@ fn records_arriving_for_an_active_hold_are_held_from_the_start() {
     env.ingest(&env.write("e.ndjson", &common::generate(71, 300, 0, 2).ndjson));
     let r = env.batch();
     assert!(r["held_new_files"].as_u64().unwrap() > 0, "{r}");
-    env.ok(&["sweep", "--now", "2040-01-01T00:00:00Z"]);
+    env.ok_at("2040-01-01T00:00:00Z", &["sweep"]);
     let kept = env.count("SELECT count(*) FROM events WHERE queue_id = 'q-3' AND day = 1");
     assert!(kept > 0, "the covered records survive the sweep");
     assert!(env.verify().0);
@@ -381,15 +382,16 @@ fn with_roles_only_the_retention_role_sweeps() {
         notified.display()
     );
     let p = env.write("roles.toml", roles.as_bytes());
-    let out = env.run(&[
-        "sweep",
-        "--now",
+    let out = env.run_at(
         NOW,
-        "--actor",
-        "jdoe",
-        "--pipeline",
-        p.to_str().unwrap(),
-    ]);
+        &[
+            "sweep",
+            "--actor",
+            "jdoe",
+            "--pipeline",
+            p.to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("retention role"));
     // an access refusal is audited and notified like a storage refusal
@@ -407,15 +409,16 @@ fn with_roles_only_the_retention_role_sweeps() {
             .any(|l| l.contains("jdoe") && l.contains("refused")),
         "{refusals}"
     );
-    env.ok(&[
-        "sweep",
-        "--now",
+    env.ok_at(
         NOW,
-        "--actor",
-        "sweeper",
-        "--pipeline",
-        p.to_str().unwrap(),
-    ]);
+        &[
+            "sweep",
+            "--actor",
+            "sweeper",
+            "--pipeline",
+            p.to_str().unwrap(),
+        ],
+    );
 }
 
 #[test]
@@ -501,7 +504,7 @@ fn preview_counts_and_sync_repairs_drift() {
             .unwrap()
             .legal_hold
     );
-    let out = env.run(&["sweep", "--now", "2040-01-01T00:00:00Z", "--format", "json"]);
+    let out = env.run_at("2040-01-01T00:00:00Z", &["sweep", "--format", "json"]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -611,15 +614,10 @@ fn files_hold_one_policy_and_go_whole_when_it_ends() {
         env.count("SELECT count(*) FROM manifests WHERE array_has(policy_ids, 'MIFID2_5Y')");
     let t1 = env.count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-1'");
     let total = env.count("SELECT count(*) FROM events");
-    let r: serde_json::Value = serde_json::from_str(&env.ok(&[
-        "sweep",
-        "--now",
+    let r: serde_json::Value = serde_json::from_str(&env.ok_at(
         "2030-10-05T00:00:00Z",
-        "--pipeline",
-        pipe,
-        "--format",
-        "json",
-    ]))
+        &["sweep", "--pipeline", pipe, "--format", "json"],
+    ))
     .unwrap();
     assert_eq!(
         (
@@ -654,16 +652,9 @@ fn a_file_mixing_expired_and_unexpired_records_is_rewritten() {
         "SELECT count(*) FROM events WHERE day = 2 AND expires_at <= TIMESTAMP '{now}'"
     ));
     let day1 = env.count("SELECT count(*) FROM events WHERE day = 1");
-    let r: serde_json::Value = serde_json::from_str(&env.ok(&[
-        "sweep",
-        "--now",
-        now,
-        "--pipeline",
-        pipe,
-        "--format",
-        "json",
-    ]))
-    .unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&env.ok_at(now, &["sweep", "--pipeline", pipe, "--format", "json"]))
+            .unwrap();
     assert_eq!(r["files_rewritten"].as_i64().unwrap(), day2_files, "{r}");
     assert_eq!(
         r["records_removed"].as_i64().unwrap(),
@@ -713,16 +704,9 @@ fn a_file_mixing_expired_and_unexpired_records_is_rewritten() {
     assert!(env.store.join(&old).exists());
     // when the locks have run out, the old files go, and so do the (now expired) new ones
     let later = "2031-10-03T00:00:00Z";
-    let r: serde_json::Value = serde_json::from_str(&env.ok(&[
-        "sweep",
-        "--now",
-        later,
-        "--pipeline",
-        pipe,
-        "--format",
-        "json",
-    ]))
-    .unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&env.ok_at(later, &["sweep", "--pipeline", pipe, "--format", "json"]))
+            .unwrap();
     assert_eq!(r["files_removed"].as_i64().unwrap(), 2 * day2_files, "{r}");
     assert_eq!(env.count("SELECT count(*) FROM events WHERE day = 2"), 0);
     assert!(!env.store.join(&old).exists());
@@ -782,7 +766,7 @@ fn a_killed_rewrite_whose_new_file_is_rewritten_again_converges() {
     let held =
         env.count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-0' AND queue_id = 'q-2'");
     let out = env
-        .cmd(&["sweep", "--now", "2031-10-01T12:00:00Z", "--pipeline", pipe])
+        .cmd_at("2031-10-01T12:00:00Z", &["sweep", "--pipeline", pipe])
         .env("HOLDFAST_FAILPOINT", "sweep.after_rewrite_commit")
         .output()
         .unwrap();
@@ -790,15 +774,10 @@ fn a_killed_rewrite_whose_new_file_is_rewritten_again_converges() {
         String::from_utf8_lossy(&out.stderr).contains("failpoint"),
         "not reached"
     );
-    let r: serde_json::Value = serde_json::from_str(&env.ok(&[
-        "sweep",
-        "--now",
+    let r: serde_json::Value = serde_json::from_str(&env.ok_at(
         "2040-01-01T00:00:00Z",
-        "--pipeline",
-        pipe,
-        "--format",
-        "json",
-    ]))
+        &["sweep", "--pipeline", pipe, "--format", "json"],
+    ))
     .unwrap();
     assert!(
         r["refused"].as_array().unwrap().is_empty()
@@ -849,7 +828,7 @@ fn a_killed_rewrite_is_finished_by_the_next_sweep() {
         let held = env
             .count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-0' AND queue_id = 'q-2'");
         let out = env
-            .cmd(&["sweep", "--now", far])
+            .cmd_at(far, &["sweep"])
             .env("HOLDFAST_FAILPOINT", point)
             .output()
             .unwrap();
@@ -864,7 +843,7 @@ fn a_killed_rewrite_is_finished_by_the_next_sweep() {
             ) >= held,
             "{point}"
         );
-        env.ok(&["sweep", "--now", far]);
+        env.ok_at(far, &["sweep"]);
         env.batch(); // removes a new file the kill left uncommitted
         assert_eq!(env.count("SELECT count(*) FROM events"), held, "{point}");
         assert_eq!(
@@ -990,7 +969,7 @@ fn over_years_of_random_sweeps_exactly_the_unexpired_or_held_records_remain() {
                 _ => {}
             }
             let now = t.to_rfc3339();
-            env.ok(&["sweep", "--now", &now, "--pipeline", pipe]);
+            env.ok_at(&now, &["sweep", "--pipeline", pipe]);
             let mut expected: Vec<&str> = all
                 .iter()
                 .filter(|(e, tenant, queue, exp)| {
@@ -1089,7 +1068,7 @@ fn a_dated_hold_lapses_on_its_expiration_date() {
         body(dated).to_str().unwrap(),
     ]);
     assert!(env.ok(&["hold", "list"]).contains("lapses=2035-01-01"));
-    env.ok(&["sweep", "--now", "2034-06-01T00:00:00Z"]);
+    env.ok_at("2034-06-01T00:00:00Z", &["sweep"]);
     assert_eq!(
         env.count("SELECT count(*) FROM events"),
         3,
@@ -1097,7 +1076,7 @@ fn a_dated_hold_lapses_on_its_expiration_date() {
     );
     assert_holds_pin_what_they_list(&env);
     // the date passes: the next sweep records the lapse, unpins and deletes
-    env.ok(&["sweep", "--now", "2035-01-02T00:00:00Z"]);
+    env.ok_at("2035-01-02T00:00:00Z", &["sweep"]);
     assert_eq!(env.count("SELECT count(*) FROM events"), 0);
     let list = env.ok(&["hold", "list", "--format", "ndjson"]);
     assert!(list.contains(r#""status":"lapsed""#), "{list}");

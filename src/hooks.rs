@@ -1,0 +1,59 @@
+//! Test hooks: a pinned clock (`HOLDFAST_NOW`) and crash points (`HOLDFAST_FAILPOINT`).
+//!
+//! They exist only in builds with the `test-hooks` cargo feature, which `tests/run.sh` turns
+//! on and a release build does not have: a plain binary reads neither variable, so nobody can
+//! move its clock or stop it half-way from the outside (a test runs a plain build to show it).
+
+use crate::clock::Clock;
+use std::sync::Arc;
+
+/// Named points where a test build aborts the process (`HOLDFAST_FAILPOINT=<name>`), to
+/// show that a rerun recovers. In a plain build, [`Failpoints::hit`] does nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Failpoints {
+    #[cfg(feature = "test-hooks")]
+    armed: Option<Arc<str>>,
+}
+
+impl Failpoints {
+    /// No failpoint armed.
+    pub fn none() -> Self {
+        Failpoints::default()
+    }
+
+    /// The failpoint named by `HOLDFAST_FAILPOINT` (test builds); none otherwise.
+    pub fn from_env() -> Self {
+        #[cfg(feature = "test-hooks")]
+        {
+            let armed = std::env::var("HOLDFAST_FAILPOINT")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .map(Arc::from);
+            Failpoints { armed }
+        }
+        #[cfg(not(feature = "test-hooks"))]
+        Failpoints::default()
+    }
+
+    /// Aborts the process when `point` is the armed failpoint (test builds only).
+    pub fn hit(&self, point: &str) {
+        #[cfg(feature = "test-hooks")]
+        if self.armed.as_deref() == Some(point) {
+            eprintln!("failpoint {point}: aborting");
+            std::process::abort();
+        }
+        #[cfg(not(feature = "test-hooks"))]
+        let _ = point;
+    }
+}
+
+/// The clock of a command: the system clock, or in test builds the time `HOLDFAST_NOW` pins.
+pub fn clock_from_env() -> Result<Arc<dyn Clock>, String> {
+    #[cfg(feature = "test-hooks")]
+    if let Ok(s) = std::env::var("HOLDFAST_NOW") {
+        let t =
+            chrono::DateTime::parse_from_rfc3339(&s).map_err(|e| format!("HOLDFAST_NOW: {e}"))?;
+        return Ok(Arc::new(crate::clock::FakeClock::new(t.to_utc())));
+    }
+    Ok(Arc::new(crate::clock::SystemClock))
+}
