@@ -9,7 +9,8 @@
 //! The statement is parsed first (DataFusion's parser, so `COPY` and `CREATE EXTERNAL TABLE`
 //! parse too); the replacement then works on the tokens, so nothing the parser keeps
 //! elsewhere in its tree (a `COPY` target, an option value) is missed. Unquoted identifiers
-//! and keywords stay: they name tables, columns and functions.
+//! and keywords stay (they name tables, columns and functions), except an e-mail address typed
+//! without quotes, which is taken as one literal.
 
 use crate::crypto::kms::{Kms, KmsError};
 use datafusion::sql::parser::DFParser;
@@ -92,19 +93,21 @@ impl Redactor {
             };
         };
         let mut out = String::with_capacity(sql.len());
-        for t in &tokens {
-            match (secret(t), t) {
-                (Some(Secret::Literal(v)), _) if is_mark(&v, "lit") => {
+        for p in pieces(&tokens) {
+            match p {
+                Piece::Secret(Secret::Literal(v)) if is_mark(&v, "lit") => {
                     out.push_str(&format!("'{v}'"))
                 }
-                (Some(Secret::Identifier(v)), _) if is_mark(&v, "id") => {
+                Piece::Secret(Secret::Identifier(v)) if is_mark(&v, "id") => {
                     out.push_str(&format!("\"{v}\""))
                 }
-                (Some(Secret::Literal(v)), _) => out.push_str(&self.literal(&v)),
-                (Some(Secret::Identifier(v)), _) => out.push_str(&self.identifier(&v)),
-                (None, Token::Whitespace(Whitespace::SingleLineComment { .. })) => out.push('\n'),
-                (None, Token::Whitespace(Whitespace::MultiLineComment(_))) => out.push(' '),
-                (None, t) => out.push_str(&t.to_string()),
+                Piece::Secret(Secret::Literal(v)) => out.push_str(&self.literal(&v)),
+                Piece::Secret(Secret::Identifier(v)) => out.push_str(&self.identifier(&v)),
+                Piece::Token(Token::Whitespace(Whitespace::SingleLineComment { .. })) => {
+                    out.push('\n')
+                }
+                Piece::Token(Token::Whitespace(Whitespace::MultiLineComment(_))) => out.push(' '),
+                Piece::Token(t) => out.push_str(&t.to_string()),
             }
         }
         out.trim().to_string()
@@ -117,14 +120,23 @@ impl Redactor {
         let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
             return message.to_string();
         };
-        let mut values: Vec<(String, String)> = tokens
-            .iter()
-            .filter_map(|t| match secret(t)? {
-                Secret::Literal(v) => Some((self.literal(&v), v)),
-                Secret::Identifier(v) => Some((self.identifier(&v), v)),
+        let mut values: Vec<(String, String)> = pieces(&tokens)
+            .into_iter()
+            .filter_map(|p| match p {
+                Piece::Secret(Secret::Literal(v)) => Some((self.literal(&v), v)),
+                Piece::Secret(Secret::Identifier(v)) => Some((self.identifier(&v), v)),
+                Piece::Token(_) => None,
             })
             .filter(|(_, v)| !v.is_empty())
             .collect();
+        // DataFusion quotes an unquoted address as the names it parsed (`jane."doe@x".org`)
+        let parts: Vec<(String, String)> = values
+            .iter()
+            .filter(|(_, v)| v.contains('@'))
+            .flat_map(|(m, v)| v.split(['.', '-']).map(|p| (m.clone(), p.to_string())))
+            .filter(|(_, p)| !p.is_empty())
+            .collect();
+        values.extend(parts);
         values.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
         let mut out = message.to_string();
         for (mark, value) in values {
@@ -132,6 +144,42 @@ impl Redactor {
         }
         out
     }
+}
+
+enum Piece<'a> {
+    Secret(Secret),
+    Token(&'a Token),
+}
+
+/// The tokens with their secrets singled out. An e-mail address typed without quotes
+/// (`jane.doe@example.com` tokenizes as words, periods and minus signs, one word holding the
+/// `@`) is one literal: the whole run of such tokens around the `@`.
+fn pieces(tokens: &[Token]) -> Vec<Piece<'_>> {
+    let in_address = |t: &Token| match t {
+        Token::Word(w) => w.quote_style.is_none(),
+        Token::Period | Token::Minus | Token::Number(..) => true,
+        _ => false,
+    };
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let run = tokens[i..].iter().take_while(|t| in_address(t)).count();
+        let at = tokens[i..i + run]
+            .iter()
+            .any(|t| matches!(t, Token::Word(w) if w.value.contains('@')));
+        if at {
+            let text: String = tokens[i..i + run].iter().map(Token::to_string).collect();
+            out.push(Piece::Secret(Secret::Literal(text)));
+            i += run;
+            continue;
+        }
+        let step = run.max(1);
+        for t in &tokens[i..i + step] {
+            out.push(secret(t).map_or(Piece::Token(t), Piece::Secret));
+        }
+        i += step;
+    }
+    out
 }
 
 /// Whether `v` is already a mark this module writes (`<lit:…>`, `<lit>`, `<id:…>`, `<id>`).
@@ -240,6 +288,19 @@ mod tests {
     }
 
     #[test]
+    fn an_address_typed_without_quotes_is_a_literal() {
+        let r = keyed();
+        let got = r.statement(
+            "SELECT * FROM events WHERE x = jane-doe@ex-ample.co.uk OR y = a.b OR z = 'jane-doe@ex-ample.co.uk'",
+        );
+        let m = r.mark("jane-doe@ex-ample.co.uk");
+        assert_eq!(
+            got,
+            format!("SELECT * FROM events WHERE x = '<lit:{m}>' OR y = a.b OR z = '<lit:{m}>'")
+        );
+    }
+
+    #[test]
     fn copy_targets_and_options_are_literals_too() {
         let got = keyed().statement("COPY (SELECT 1) TO '/srv/store/_locks/x' STORED AS PARQUET");
         assert!(!got.contains("_locks"), "{got}");
@@ -269,5 +330,10 @@ mod tests {
         assert!(got.contains("Line: '<lit:"), "whole words only: {got}");
         assert!(got.contains("Column: '<lit:"), "{got}");
         assert_eq!(replace_words("a1 1 11 (1)", "1", "X"), "a1 X 11 (X)");
+        let got = r.message(
+            "No field named jane.\"doe@example\".com.",
+            "SELECT 1 FROM t WHERE x = jane.doe@example.com",
+        );
+        assert!(!got.contains("jane") && !got.contains("doe@"), "{got}");
     }
 }

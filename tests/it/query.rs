@@ -315,7 +315,7 @@ fn search_terms_never_reach_the_audit_trail_or_the_history() {
         &env,
         &state,
         &args,
-        "SELECT count(*) AS n FROM events\n  WHERE event_id = 'jane.doe@example.com' -- isn't it;\n  ;\nSELECT 15550198765 AS x;\n\\q\n",
+        "SELECT count(*) AS n FROM events\n  WHERE event_id = 'jane.doe@example.com' -- isn't it;\n  ;\nSELECT 15550198765 AS x;\nSELECT 1 FROM events WHERE event_id = jane.doe@example.com;\n\\q\n",
     );
     assert!(
         out.status.success(),
@@ -331,7 +331,15 @@ fn search_terms_never_reach_the_audit_trail_or_the_history() {
     assert_no_secrets(&hist);
     let text = std::fs::read_to_string(&hist).unwrap();
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("<lit")).collect();
-    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines.len(), 4, "{text}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("No field named"), "{stderr}");
+    for secret in SECRETS {
+        assert!(
+            !stderr.contains(secret),
+            "{secret} on the terminal with --decrypt: {stderr}"
+        );
+    }
     assert_eq!(marks(lines[1]), vec![m1[0].clone()], "{text}");
     assert_eq!(marks(lines[2]), vec![m0[0].clone()], "{text}");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
