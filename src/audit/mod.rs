@@ -258,6 +258,7 @@ impl std::fmt::Display for VerifyReport {
 /// Plaintext was produced from the lake for a query.
 #[derive(Debug, Serialize)]
 pub struct Decrypted<'a> {
+    /// The statement as [`crate::query::redact::Redactor::statement`] records it.
     pub query: &'a str,
     pub records: u64,
     /// The event ids, or, past 1,000 of them, their count and the SHA-256 of the sorted list.
@@ -274,6 +275,7 @@ impl AuditEvent for Decrypted<'_> {
 #[derive(Debug, Serialize)]
 pub struct Refused<'a> {
     pub what: &'a str,
+    /// Redacted as in [`Decrypted::query`].
     pub query: &'a str,
     pub reason: &'a str,
 }
@@ -309,31 +311,6 @@ pub struct Replayed {
 }
 impl AuditEvent for Replayed {
     const ACTION: &'static str = "quarantine.replay";
-}
-
-/// The query text as recorded: when it computes blind indexes, its string literals (the
-/// addresses searched for) are replaced, so no address reaches the trail in plaintext.
-pub fn recorded_query(sql: &str) -> String {
-    if !sql.to_ascii_lowercase().contains("blind_index") {
-        return sql.to_string();
-    }
-    let mut out = String::with_capacity(sql.len());
-    let mut in_literal = false;
-    for c in sql.chars() {
-        match (in_literal, c) {
-            (false, '\'') => {
-                in_literal = true;
-                out.push_str("'<redacted>");
-            }
-            (true, '\'') => {
-                in_literal = false;
-                out.push('\'');
-            }
-            (true, _) => {}
-            (false, c) => out.push(c),
-        }
-    }
-    out
 }
 
 /// A batch ran: it unwrapped the DEK of each landing segment it read (one per segment).

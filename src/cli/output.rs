@@ -32,18 +32,20 @@ fn out_err(e: impl std::fmt::Display) -> Error {
     Error::Query(crate::query::QueryError::Output(e.to_string()))
 }
 
+/// Writes a result. An empty result still carries its schema in its (empty) batch: CSV writes
+/// the header, Parquet a valid file with no rows, the table its header and `0 rows`.
 pub fn write_batches(format: Format, batches: &[RecordBatch], out: &mut dyn Write) -> Result<()> {
     match format {
         Format::Table => {
             writeln!(out, "{}", table(batches, terminal_width())?).map_err(out_err)?;
+            if batches.iter().all(|b| b.num_rows() == 0) {
+                writeln!(out, "0 rows").map_err(out_err)?;
+            }
         }
         Format::Csv => {
             let mut w = arrow::csv::WriterBuilder::new()
                 .with_header(true)
                 .build(&mut *out);
-            if batches.is_empty() {
-                return Ok(());
-            }
             for b in batches {
                 w.write(&flatten_nested(b)?).map_err(out_err)?;
             }
@@ -63,7 +65,9 @@ pub fn write_batches(format: Format, batches: &[RecordBatch], out: &mut dyn Writ
         }
         Format::Parquet => {
             let Some(first) = batches.first() else {
-                return Ok(());
+                return Err(out_err(
+                    "a result without a schema cannot be written as Parquet",
+                ));
             };
             let mut buf = Vec::new();
             let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, first.schema(), None)
@@ -199,5 +203,33 @@ mod tests {
         assert!(t.contains("short"));
         let wide = table(&[b], None).unwrap();
         assert!(wide.lines().any(|l| l.len() > 200), "no width: no wrapping");
+    }
+
+    #[test]
+    fn an_empty_result_keeps_its_columns() {
+        use arrow::datatypes::{DataType, Field, Schema};
+        let schema = std::sync::Arc::new(Schema::new(vec![
+            Field::new("event_id", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let empty = [RecordBatch::new_empty(schema.clone())];
+        let text = |f: Format| {
+            let mut out = Vec::new();
+            write_batches(f, &empty, &mut out).unwrap();
+            out
+        };
+        assert_eq!(
+            String::from_utf8(text(Format::Csv)).unwrap(),
+            "event_id,n\n"
+        );
+        let t = String::from_utf8(text(Format::Table)).unwrap();
+        assert!(t.contains("event_id") && t.ends_with("0 rows\n"), "{t}");
+        assert!(!t.contains("++"), "{t}");
+        assert_eq!(String::from_utf8(text(Format::Json)).unwrap(), "[]\n");
+        let pq = bytes::Bytes::from(text(Format::Parquet));
+        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(pq).unwrap();
+        assert_eq!(r.metadata().file_metadata().num_rows(), 0);
+        assert_eq!(r.schema().fields().len(), 2);
+        assert_eq!(r.schema().field(0).name(), "event_id");
     }
 }

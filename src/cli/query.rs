@@ -54,7 +54,9 @@ impl QueryArgs {
                 "Parquet is not for a terminal: add -o FILE".into(),
             ));
         }
-        let batches = execute(&s, &gate, &sql, &clock).await?;
+        let batches = execute(&s, &gate, &sql, &clock)
+            .await
+            .map_err(|e| scrubbed(e, &gate, &sql))?;
         match target {
             Some(path) => {
                 let mut f = std::io::BufWriter::new(
@@ -103,6 +105,23 @@ pub(super) fn history_path() -> Option<PathBuf> {
     Some(base.join("holdfast").join("sql_history"))
 }
 
+/// With decryption enabled, an error printed to the terminal loses the values of the
+/// statement (DataFusion's messages quote them); without it, the user sees their own
+/// statement's values as DataFusion reports them.
+fn scrubbed(e: Error, gate: &Gate, sql: &str) -> Error {
+    if !gate.decrypt {
+        return e;
+    }
+    let report = e.report();
+    let clean = crate::query::redact::Redactor::unkeyed().message(&report, sql);
+    if clean == report {
+        e
+    } else {
+        Error::Query(crate::query::QueryError::Output(clean))
+    }
+}
+
+/// Runs one statement of the shell and prints its result or its error; whether it succeeded.
 pub(super) async fn run_statement(
     s: &StoreArgs,
     gate: &Gate,
@@ -110,20 +129,28 @@ pub(super) async fn run_statement(
     clock: &Arc<dyn Clock>,
     format: Format,
     out: &mut dyn Write,
-) {
-    match execute(s, gate, sql, clock).await {
-        Ok(batches) => {
-            if let Err(e) = output::write_batches(format, &batches, out) {
+) -> bool {
+    let ok = match execute(s, gate, sql, clock).await {
+        Ok(batches) => match output::write_batches(format, &batches, out) {
+            Ok(()) => true,
+            Err(e) => {
                 eprintln!("error: {}", e.report());
+                false
             }
+        },
+        Err(e) => {
+            eprintln!("error: {}", scrubbed(e, gate, sql).report());
+            false
         }
-        Err(e) => eprintln!("error: {}", e.report()),
-    }
+    };
     let _ = out.flush();
+    ok
 }
 
-/// `holdfast sql`: statements end with `;`. History keeps statements as the audit trail
-/// records them (blind-index addresses redacted).
+/// `holdfast sql`: statements end with `;` (the SQL tokenizer finds them, so a `;` in a string
+/// or a comment does not end one). Reading a script from stdin, every statement runs and the
+/// exit code is 1 when any failed. History keeps statements as the audit trail records them
+/// (literals replaced by keyed hashes, comments dropped) in a file only its owner can read.
 pub(super) async fn shell(
     s: &StoreArgs,
     gate: &Gate,
@@ -137,16 +164,14 @@ pub(super) async fn shell(
         std::io::stdin()
             .read_to_string(&mut text)
             .map_err(|e| Error::io("reading stdin", e))?;
-        for stmt in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            run_statement(s, gate, stmt, clock, format, out).await;
-        }
-        return Ok(());
+        return run_script(s, gate, clock, format, &text, out).await;
     }
     let mut editor = rustyline::DefaultEditor::new()
         .map_err(|e| Error::Usage(format!("cannot start the line editor: {e}")))?;
+    let redactor = history_redactor(s).await;
     let history = history_path();
     if let Some(h) = &history {
-        let _ = editor.load_history(h);
+        load_history(&mut editor, h, &redactor);
     }
     let _ = writeln!(
         out,
@@ -175,21 +200,110 @@ pub(super) async fn shell(
         }
         buf.push_str(&line);
         buf.push('\n');
-        if let Some(end) = buf.rfind(';') {
-            let stmt = buf[..end].trim().to_string();
-            buf.clear();
-            if stmt.is_empty() {
-                continue;
-            }
-            let _ = editor.add_history_entry(crate::audit::recorded_query(&stmt));
+        // an unterminated string or comment: read on
+        let Ok(split) = crate::query::statement::split(&buf) else {
+            continue;
+        };
+        buf = split.rest;
+        for stmt in split.statements {
+            let _ = editor.add_history_entry(redactor.statement(&stmt));
             run_statement(s, gate, &stmt, clock, format, out).await;
         }
     }
-    if let Some(h) = &history {
-        if let Some(dir) = h.parent() {
-            let _ = std::fs::create_dir_all(dir);
+    if let Some(h) = &history
+        && let Err(e) = save_history(&mut editor, h)
+    {
+        eprintln!(
+            "warning: the SQL history was not saved to {}: {e}",
+            h.display()
+        );
+    }
+    Ok(())
+}
+
+/// A script's statements, all run; fails when any failed (or the script cannot be cut into
+/// statements, when none runs).
+async fn run_script(
+    s: &StoreArgs,
+    gate: &Gate,
+    clock: &Arc<dyn Clock>,
+    format: Format,
+    text: &str,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let split = crate::query::statement::split(text).map_err(|e| {
+        crate::query::QueryError::Output(format!(
+            "cannot cut the input into statements (nothing was run): {e}"
+        ))
+    })?;
+    let mut statements = split.statements;
+    if !split.rest.trim().is_empty() {
+        statements.push(split.rest.trim().to_string());
+    }
+    let mut failed = 0;
+    for stmt in &statements {
+        if !run_statement(s, gate, stmt, clock, format, out).await {
+            failed += 1;
         }
-        let _ = editor.save_history(h);
+    }
+    match failed {
+        0 => Ok(()),
+        _ => Err(crate::query::QueryError::StatementsFailed {
+            failed,
+            total: statements.len(),
+        }
+        .into()),
+    }
+}
+
+/// The history's redactor: keyed like the audit trail's when the store's keyring opens,
+/// else one that replaces literals without hashes.
+async fn history_redactor(s: &StoreArgs) -> crate::query::redact::Redactor {
+    use crate::query::redact::Redactor;
+    match open(s).await {
+        Ok((_, kms)) => Redactor::from_kms(kms.as_ref())
+            .await
+            .unwrap_or_else(|_| Redactor::unkeyed()),
+        Err(_) => Redactor::unkeyed(),
+    }
+}
+
+/// Loads the history, redacting every entry (a history written before redaction loses its
+/// literals at the next save).
+fn load_history(
+    editor: &mut rustyline::DefaultEditor,
+    path: &Path,
+    redactor: &crate::query::redact::Redactor,
+) {
+    if editor.load_history(path).is_err() {
+        return;
+    }
+    let entries: Vec<String> = editor
+        .history()
+        .iter()
+        .map(|e| redactor.statement(e))
+        .collect();
+    let _ = editor.clear_history();
+    for e in entries {
+        let _ = editor.add_history_entry(e);
+    }
+}
+
+/// Saves the history readable by its owner only (file 0600, its directory 0700).
+fn save_history(editor: &mut rustyline::DefaultEditor, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    editor
+        .save_history(path)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    if path.exists() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     }
     Ok(())
 }
@@ -250,7 +364,9 @@ pub(super) async fn execute(
             }
             (Some(_), Some(a)) => access.may_decrypt(a).err(),
         };
-        let recorded = crate::audit::recorded_query(&sql);
+        let recorded = crate::query::redact::Redactor::from_kms(kms.as_ref())
+            .await?
+            .statement(&sql);
         if let Some(reason) = refusal {
             audit
                 .record(

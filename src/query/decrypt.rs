@@ -19,6 +19,11 @@ use datafusion::logical_expr::{
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+/// Distinct (tenant, address) blind indexes one statement may compute. A search names a few
+/// addresses; computing more is enumerating, which the blind index exists to prevent. A
+/// constant: no flag, setting or environment of the caller raises it.
+pub const MAX_BLIND_INDEXES_PER_STATEMENT: usize = 100;
+
 struct FileKey {
     cipher: Cipher,
     dict: Option<zstd::dict::DecoderDictionary<'static>>,
@@ -32,7 +37,8 @@ pub struct Decryptor {
     keys: Mutex<HashMap<String, Arc<FileKey>>>,
     opened: Mutex<(BTreeSet<String>, BTreeSet<String>)>,
     index_keys: Mutex<HashMap<String, crate::crypto::kms::IndexKey>>,
-    blind_indexes: std::sync::atomic::AtomicU64,
+    /// Blind indexes computed for this statement, by (tenant, address).
+    blind_indexes: Mutex<HashMap<(String, String), [u8; crate::crypto::BLIND_INDEX_BYTES]>>,
 }
 
 impl std::fmt::Debug for Decryptor {
@@ -105,26 +111,38 @@ impl Decryptor {
         Ok(key)
     }
 
+    /// The blind index of `value` for `tenant`; refused past
+    /// [`MAX_BLIND_INDEXES_PER_STATEMENT`] distinct ones.
     fn blind_index(
         &self,
         tenant: &str,
         value: &str,
     ) -> Result<[u8; crate::crypto::BLIND_INDEX_BYTES], String> {
+        let mut done = self.blind_indexes.lock().expect("lock");
+        let k = (tenant.to_string(), value.to_string());
+        if let Some(h) = done.get(&k) {
+            return Ok(*h);
+        }
+        if done.len() >= MAX_BLIND_INDEXES_PER_STATEMENT {
+            return Err(format!(
+                "this statement computes more than {MAX_BLIND_INDEXES_PER_STATEMENT} blind indexes, \
+                 the most one statement may: search for fewer addresses at a time"
+            ));
+        }
         let mut keys = self.index_keys.lock().expect("lock");
         if !keys.contains_key(tenant) {
             let k = futures::executor::block_on(self.kms.index_key(tenant))
                 .map_err(|e| e.to_string())?;
             keys.insert(tenant.to_string(), k);
         }
-        self.blind_indexes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(crate::crypto::blind_index(&keys[tenant], value))
+        let h = crate::crypto::blind_index(&keys[tenant], value);
+        done.insert(k, h);
+        Ok(h)
     }
 
-    /// How many blind indexes were computed.
+    /// How many distinct (tenant, address) blind indexes were computed.
     pub fn blind_indexes(&self) -> u64 {
-        self.blind_indexes
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.blind_indexes.lock().expect("lock").len() as u64
     }
 
     /// (event ids opened, DEKs unwrapped) so far.
@@ -253,8 +271,6 @@ impl ScalarUDFImpl for BlindIndex {
             values.len(),
             crate::crypto::BLIND_INDEX_BYTES as i32,
         );
-        let mut memo: HashMap<(String, String), [u8; crate::crypto::BLIND_INDEX_BYTES]> =
-            HashMap::new();
         for i in 0..values.len() {
             let tenant = match tenants {
                 Some(t) if !t.is_null(i) => t.value(i).to_string(),
@@ -268,19 +284,11 @@ impl ScalarUDFImpl for BlindIndex {
                 out.append_null();
                 continue;
             }
-            let k = (tenant, values.value(i).to_string());
-            let h = match memo.get(&k) {
-                Some(h) => *h,
-                None => {
-                    let h = self
-                        .decryptor
-                        .0
-                        .blind_index(&k.0, &k.1)
-                        .map_err(DataFusionError::Execution)?;
-                    memo.insert(k, h);
-                    h
-                }
-            };
+            let h = self
+                .decryptor
+                .0
+                .blind_index(&tenant, values.value(i))
+                .map_err(DataFusionError::Execution)?;
             out.append_value(h)?;
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))

@@ -2,9 +2,15 @@
 //! object store view lists exactly the committed data files (no directory listing), and
 //! DataFusion prunes them by partition values, file statistics, row groups and bloom filters.
 //! `manifests` has one row per committed data file.
+//!
+//! Sessions only read: every statement goes through [`run_sql`], which refuses anything that
+//! writes, defines or changes the session ([`statement`]); the session's object stores hold
+//! the committed view alone (no `file://`), so no statement reaches a path by URL.
 
 pub mod decrypt;
 pub mod named;
+pub mod redact;
+pub mod statement;
 mod view;
 
 use crate::lake::LakeError;
@@ -36,6 +42,11 @@ pub enum QueryError {
     Lake(#[from] LakeError),
     #[error("{0}")]
     Output(String),
+    /// A statement that is not a read: its kind (`COPY`, `CREATE EXTERNAL TABLE`, …).
+    #[error("{0} is refused: queries only read (results leave through --format and -o)")]
+    ReadOnly(String),
+    #[error("{failed} of {total} statement(s) failed")]
+    StatementsFailed { failed: usize, total: usize },
 }
 
 pub const STORE_URL: &str = "holdfast://store";
@@ -91,6 +102,9 @@ pub async fn session_on(
         .with_cache_manager(caches)
         .build_arc()?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
+    // the committed view is the one store a session knows: no local file system behind `file://`
+    let local = url::Url::parse("file://").expect("static url");
+    ctx.runtime_env().deregister_object_store(&local)?;
     let view = CommittedView::new(store.object_store(), &latest);
     let url = url::Url::parse(STORE_URL).expect("static url");
     ctx.register_object_store(&url, Arc::new(view));
@@ -133,10 +147,11 @@ pub async fn session_on(
             Arc::new(MemTable::try_new(a.schema(), vec![vec![a]])?),
         )?;
     }
-    // latest state per interaction (tenant + interaction id), one row each
-    ctx.sql(
-        "CREATE VIEW interactions AS \
-         SELECT tenant_id, interaction_id, interaction_type, source_platform, state, direction, queue_id, agent_ids, \
+    // latest state per interaction (tenant + interaction id), one row each; a view built
+    // here, so that no statement of the session needs DDL
+    let interactions = ctx
+        .sql(
+            "SELECT tenant_id, interaction_id, interaction_type, source_platform, state, direction, queue_id, agent_ids, \
                 wrap_up_code, disposition, event_id AS latest_event_id, occurred_at AS latest_at, first_at, event_count, policy_id, expires_at \
          FROM (SELECT *, \
                       row_number() OVER (PARTITION BY tenant_id, interaction_id ORDER BY occurred_at DESC, ingested_at DESC, event_id DESC) AS rn, \
@@ -144,8 +159,9 @@ pub async fn session_on(
                       count(*) OVER (PARTITION BY tenant_id, interaction_id) AS event_count \
                FROM events) \
          WHERE rn = 1",
-    )
-    .await?;
+        )
+        .await?;
+    ctx.register_table("interactions", interactions.into_view())?;
     decrypt::register_json(&ctx);
     let decryptor = match kms {
         Some((kms, tenant)) => {
@@ -158,8 +174,25 @@ pub async fn session_on(
     Ok((ctx, decryptor))
 }
 
+/// Runs one read-only statement (anything else is refused with [`QueryError::ReadOnly`]).
+/// The result has at least one batch: an empty result is one empty batch with the result's
+/// schema, so that outputs can still write their header.
 pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
-    Ok(ctx.sql(sql).await?.collect().await?)
+    statement::check_read_only(sql)?;
+    let plan = ctx.state().create_logical_plan(sql).await?;
+    statement::read_only_options()
+        .verify_plan(&plan)
+        .map_err(|e| {
+            let msg = e.strip_backtrace();
+            QueryError::ReadOnly(msg.rsplit(": ").next().unwrap_or(&msg).to_string())
+        })?;
+    let df = ctx.execute_logical_plan(plan).await?;
+    let schema = df.schema().inner().clone();
+    let mut batches = df.collect().await?;
+    if batches.is_empty() {
+        batches.push(RecordBatch::new_empty(schema));
+    }
+    Ok(batches)
 }
 
 /// The audit trail as a table: one row per entry.

@@ -1,18 +1,37 @@
 //! Named queries (`sql/**/*.sql`): a header comment, then one statement with `{{name}}`
 //! placeholders. Each placeholder is bound as a SQL string literal (quotes doubled), so a value
-//! can never change the statement; the SQL casts it where it needs another type.
+//! can never change the statement; the SQL casts it where it needs another type. Binding is
+//! one pass over the template: text a value brings in is never scanned again, so a value that
+//! holds `{{other}}` stays that text.
+
+/// The template cut at its placeholders: literal text and placeholder names, in order.
+enum Piece<'a> {
+    Text(&'a str),
+    Placeholder(&'a str),
+}
+
+fn pieces(sql: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    let mut rest = sql;
+    while let Some(i) = rest.find("{{") {
+        let Some(j) = rest[i..].find("}}") else { break };
+        out.push(Piece::Text(&rest[..i]));
+        out.push(Piece::Placeholder(rest[i + 2..i + j].trim()));
+        rest = &rest[i + j + 2..];
+    }
+    out.push(Piece::Text(rest));
+    out
+}
 
 /// The placeholders a query uses, in order of first use.
 pub fn placeholders(sql: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let mut rest = sql;
-    while let Some(i) = rest.find("{{") {
-        let Some(j) = rest[i..].find("}}") else { break };
-        let name = rest[i + 2..i + j].trim().to_string();
-        if !out.contains(&name) {
-            out.push(name);
+    for p in pieces(sql) {
+        if let Piece::Placeholder(name) = p
+            && !out.iter().any(|o| o == name)
+        {
+            out.push(name.to_string());
         }
-        rest = &rest[i + j + 2..];
     }
     out
 }
@@ -37,12 +56,21 @@ pub fn bind(sql: &str, params: &[(String, String)]) -> Result<String, String> {
             unknown
         ));
     }
-    let mut out = sql.to_string();
-    for (k, v) in params {
-        out = out.replace(
-            &format!("{{{{{k}}}}}"),
-            &format!("'{}'", v.replace('\'', "''")),
-        );
+    let mut out = String::with_capacity(sql.len());
+    for p in pieces(sql) {
+        match p {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Placeholder(name) => {
+                // the first --param of a name wins, as before
+                let (_, v) = params
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .expect("checked above");
+                out.push('\'');
+                out.push_str(&v.replace('\'', "''"));
+                out.push('\'');
+            }
+        }
     }
     Ok(out)
 }
@@ -81,5 +109,37 @@ mod tests {
             .unwrap_err()
             .contains("unknown")
         );
+    }
+
+    #[test]
+    fn a_value_is_never_read_as_a_placeholder_or_as_sql() {
+        let sql = "SELECT * FROM events WHERE agent = {{agent}} AND at >= {{from}}";
+        let b = bind(
+            sql,
+            // `from` first: a binder that replaced name by name would then rewrite the
+            // `{{agent}}` that `from` brought in
+            &[
+                ("from".into(), "{{agent}}".into()),
+                ("agent".into(), "x') OR 1=1 --".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            b,
+            "SELECT * FROM events WHERE agent = 'x'') OR 1=1 --' AND at >= '{{agent}}'"
+        );
+        let lits: Vec<String> = datafusion::sql::sqlparser::tokenizer::Tokenizer::new(
+            &datafusion::sql::sqlparser::dialect::GenericDialect {},
+            &b,
+        )
+        .tokenize()
+        .unwrap()
+        .into_iter()
+        .filter_map(|t| match t {
+            datafusion::sql::sqlparser::tokenizer::Token::SingleQuotedString(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+        assert_eq!(lits, ["x') OR 1=1 --", "{{agent}}"]);
     }
 }

@@ -6,6 +6,7 @@ mod crash;
 mod discovery;
 mod hooks;
 mod pipeline;
+mod query;
 mod readers;
 mod retention;
 mod sql;
