@@ -253,7 +253,13 @@ fn id_key(tenant_id: &str, event_id: &str) -> [u8; 16] {
 async fn store_floor(store: &Store) -> Result<RetentionFloor, JobError> {
     let marker = object_store::path::Path::from(layout::STORE_MARKER);
     match store.get_opt(&marker).await? {
-        Some(bytes) => RetentionFloor::from_marker(&bytes).map_err(JobError::BelowFloor),
+        Some(bytes) => RetentionFloor::from_marker(&bytes).map_err(|problem| {
+            crate::lake::LakeError::Corrupt {
+                object: marker.to_string(),
+                problem,
+            }
+            .into()
+        }),
         None => Ok(RetentionFloor::default()),
     }
 }
