@@ -52,11 +52,7 @@ impl BatchArgs {
             format,
         } = self;
         let (store, kms) = open(&s).await?;
-        let p = pipeline.as_deref().map(Pipeline::load).transpose()?;
-        let policies = match &p {
-            Some(p) => p.validate(pipeline.as_deref().unwrap_or(Path::new("")))?,
-            None => Policies::default(),
-        };
+        let (p, policies) = pipeline_for(&store, pipeline.as_deref()).await?;
         let ctx = context(store, kms, clock);
         let report = job::batch(&ctx, &batch_options(p.as_ref(), policies)).await?;
         output::write_report(format.unwrap_or(Format::Table), &report, out)
@@ -85,7 +81,6 @@ impl RunArgs {
             format,
         } = self;
         let p = Pipeline::load(&pipeline)?;
-        let policies = p.validate(&pipeline)?;
         let store_path = store.or_else(|| p.store.path.clone()).ok_or_else(|| {
             Error::Usage(format!(
                 "{}: no [store] path; pass --store",
@@ -98,9 +93,10 @@ impl RunArgs {
         };
         let marker = s.store.join(layout::STORE_MARKER);
         if !marker.exists() {
-            init(&s, clock.as_ref(), out).await?;
+            init(&s, p.store.retention_floor_days, clock.as_ref(), out).await?;
         }
         let (store, kms) = open(&s).await?;
+        let (_, policies) = pipeline_for(&store, Some(&pipeline)).await?;
         let ctx = context(store, kms, clock);
         for src in &p.sources {
             ingest_paths(&ctx, src.format, src.tenant.as_deref(), &src.paths, out).await?;
@@ -145,17 +141,63 @@ pub(super) fn context(store: Store, kms: Arc<dyn Kms>, clock: Arc<dyn Clock>) ->
     }
 }
 
+/// The pipeline file (if any) and its policy table, checked against the store's retention
+/// floor: every problem in one error.
+pub(super) async fn pipeline_for(
+    store: &Store,
+    pipeline: Option<&Path>,
+) -> Result<(Option<Pipeline>, Policies)> {
+    let floor = Some(retention_floor(store).await?);
+    Ok(match pipeline {
+        Some(path) => {
+            let (p, policies) = Pipeline::load_for_store(path, floor)?;
+            (Some(p), policies)
+        }
+        None => {
+            let defaults = Path::new("the default retention policies");
+            (None, Pipeline::default().validate_with(defaults, floor)?)
+        }
+    })
+}
+
 pub(super) fn batch_options(pipeline: Option<&Pipeline>, policies: Policies) -> BatchOptions {
     let b = pipeline.map(|p| p.batch.clone()).unwrap_or_default();
     BatchOptions {
         policies,
-        max_input_bytes: b.max_input_mb << 20,
-        memory_bytes: (b.memory_mb as usize) << 20,
+        max_input_bytes: b.max_input_mb.saturating_mul(1 << 20),
+        memory_bytes: usize::try_from(b.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
         threads: if b.threads == 0 {
             job::default_threads()
         } else {
             b.threads
         },
+        max_future: chrono::Duration::hours(b.max_future_hours.into()),
+        ..BatchOptions::default()
+    }
+}
+
+/// Refuses the whole command, before anything is ingested, when any input is missing,
+/// unreadable or a directory; names every one.
+fn check_inputs(inputs: &[PathBuf]) -> Result<()> {
+    let problems: Vec<String> = inputs
+        .iter()
+        .filter(|i| i.as_os_str() != "-")
+        .filter_map(|i| {
+            let problem = match std::fs::metadata(i) {
+                Err(e) => e.to_string(),
+                Ok(m) if m.is_dir() => "is a directory".into(),
+                Ok(_) => std::fs::File::open(i).err()?.to_string(),
+            };
+            Some(format!("{}: {problem}", i.display()))
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "nothing ingested: {}",
+            problems.join("; ")
+        )))
     }
 }
 
@@ -166,6 +208,7 @@ pub(super) async fn ingest_paths(
     inputs: &[PathBuf],
     out: &mut dyn Write,
 ) -> Result<()> {
+    check_inputs(inputs)?;
     for input in inputs {
         let report = if input.as_os_str() == "-" {
             job::ingest(
@@ -192,12 +235,25 @@ pub(super) async fn ingest_paths(
         };
         let _ = writeln!(
             out,
-            "ingested {} line(s) from {} into {} landing segment(s) ({} bytes, {} source)",
+            "ingested {} line(s) from {}{} into {} landing segment(s) ({} bytes, {} source){}",
             report.lines,
             input.display(),
+            report
+                .compression
+                .map(|c| format!(" ({c}, {} bytes decompressed)", report.input_bytes))
+                .unwrap_or_default(),
             report.segments,
             report.stored_bytes,
-            report.source
+            report.source,
+            if report.too_large > 0 {
+                format!(
+                    "; {} line(s) over the {} MiB limit quarantined (event.too_large)",
+                    report.too_large,
+                    crate::sources::MAX_LINE_BYTES >> 20
+                )
+            } else {
+                String::new()
+            }
         );
     }
     Ok(())

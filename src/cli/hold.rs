@@ -23,6 +23,9 @@ pub enum HoldCommand {
         who: HoldActor,
         #[arg(long)]
         file: PathBuf,
+        /// Place it even though it covers no stored record (for records still to come)
+        #[arg(long)]
+        allow_empty: bool,
     },
     /// Ask for a hold's release (a second actor must approve)
     Release {
@@ -147,7 +150,7 @@ pub(super) async fn hold_command(
         HoldCommand::Preview { file, .. } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
-            let req: HoldRequest = serde_json::from_str(&text)
+            let req = HoldRequest::parse(&text)
                 .map_err(|e| Error::Usage(format!("{}: not a hold body: {e}", file.display())))?;
             let h = Hold {
                 hold_id: req.hold_id,
@@ -212,10 +215,12 @@ pub(super) async fn hold_command(
             }
             Ok(())
         }
-        HoldCommand::Apply { file, .. } => {
+        HoldCommand::Apply {
+            file, allow_empty, ..
+        } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
-            let req: HoldRequest = serde_json::from_str(&text)
+            let req = HoldRequest::parse(&text)
                 .map_err(|e| Error::Usage(format!("{}: not a hold body: {e}", file.display())))?;
             let lapses_at = match req.lapse_date(now) {
                 Ok(d) => d,
@@ -264,6 +269,13 @@ pub(super) async fn hold_command(
                 };
                 let (found, examined) =
                     hold::covered_files_since(&store, &h, &Default::default()).await?;
+                if found.is_empty() && !allow_empty {
+                    let reason = format!(
+                        "hold {} not placed: it covers no stored record (check tenantId and scope); pass --allow-empty to place it for records still to come",
+                        h.hold_id
+                    );
+                    return refuse(h.hold_id.clone(), reason).await;
+                }
                 for (f, n) in found {
                     h.covered.insert(f.clone(), n);
                     h.files.push(f);

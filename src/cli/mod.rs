@@ -50,10 +50,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a store and, if missing, the local keyring (outside the store)
-    Init {
-        #[command(flatten)]
-        s: StoreArgs,
-    },
+    Init(InitArgs),
     /// Append raw events to the landing zone ('-' reads stdin)
     Ingest(IngestArgs),
     /// Run one micro-batch: landing zone -> lake; prints a summary
@@ -102,7 +99,7 @@ impl Command {
     pub async fn run(self, out: &mut dyn Write) -> Result<()> {
         let clock = clock()?;
         match self {
-            Command::Init { s } => init(&s, clock.as_ref(), out).await,
+            Command::Init(a) => init(&a.s, a.retention_floor_days, clock.as_ref(), out).await,
             Command::Ingest(a) => a.run(clock, out).await,
             Command::Batch(a) => a.run(clock, out).await,
             Command::Verify(a) => a.run(clock, out).await,

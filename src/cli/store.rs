@@ -18,6 +18,22 @@ pub(super) struct StoreMarker {
     version: u32,
     created_at: String,
     kek_id: String,
+    /// The store's minimum retention, set once here (see [`crate::config::RetentionFloor`]);
+    /// a marker without it (older stores) has the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retention_floor_days: Option<u32>,
+}
+
+/// `init`'s arguments.
+#[derive(Debug, clap::Args, Clone)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub s: StoreArgs,
+    /// The store's minimum retention in days: no pipeline may keep a record for less, and
+    /// events older than it on arrival are quarantined. Set once, never lowered
+    /// [default: 2190, FINRA 4511's 6 years]
+    #[arg(long)]
+    pub retention_floor_days: Option<u32>,
 }
 
 pub(super) fn default_keyring() -> Result<PathBuf> {
@@ -73,7 +89,16 @@ pub(super) fn keyring_path(s: &StoreArgs) -> Result<PathBuf> {
     Ok(k)
 }
 
-pub(super) async fn init(s: &StoreArgs, clock: &dyn Clock, out: &mut dyn Write) -> Result<()> {
+pub(super) async fn init(
+    s: &StoreArgs,
+    floor_days: Option<u32>,
+    clock: &dyn Clock,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let floor = match floor_days {
+        Some(d) => crate::config::RetentionFloor::new(d).map_err(Error::Usage)?,
+        None => crate::config::RetentionFloor::default(),
+    };
     let kpath = keyring_path(s)?;
     let now = crate::clock::fmt_ts(clock.now());
     let (ring, created) = if kpath.exists() {
@@ -87,6 +112,7 @@ pub(super) async fn init(s: &StoreArgs, clock: &dyn Clock, out: &mut dyn Write) 
         version: 1,
         created_at: now,
         kek_id: ring.kek_id().to_string(),
+        retention_floor_days: Some(floor.days),
     };
     let path = object_store::path::Path::from(layout::STORE_MARKER);
     match store
@@ -99,11 +125,12 @@ pub(super) async fn init(s: &StoreArgs, clock: &dyn Clock, out: &mut dyn Write) 
         Put::Created => {
             let _ = writeln!(
                 out,
-                "initialised store {} (KEK {} in {}{})",
+                "initialised store {} (KEK {} in {}{}; retention floor {} days)",
                 store.root().display(),
                 ring.kek_id(),
                 kpath.display(),
-                if created { ", new keyring" } else { "" }
+                if created { ", new keyring" } else { "" },
+                floor.days
             );
         }
         Put::AlreadyExists => {
@@ -117,6 +144,15 @@ pub(super) async fn init(s: &StoreArgs, clock: &dyn Clock, out: &mut dyn Write) 
                     ring.kek_id()
                 )));
             }
+            let recorded = existing
+                .retention_floor_days
+                .unwrap_or(crate::config::RetentionFloor::DEFAULT_DAYS);
+            if floor_days.is_some_and(|d| d != recorded) {
+                return Err(Error::Usage(format!(
+                    "store {} has a retention floor of {recorded} days; it is set once, at init, and never changed",
+                    store.root().display()
+                )));
+            }
             let _ = writeln!(
                 out,
                 "store {} is already initialised (KEK {})",
@@ -126,6 +162,16 @@ pub(super) async fn init(s: &StoreArgs, clock: &dyn Clock, out: &mut dyn Write) 
         }
     }
     Ok(())
+}
+
+/// The store's retention floor, as its marker records it.
+pub(super) async fn retention_floor(store: &Store) -> Result<crate::config::RetentionFloor> {
+    let m = read_marker(store).await?;
+    Ok(crate::config::RetentionFloor {
+        days: m
+            .retention_floor_days
+            .unwrap_or(crate::config::RetentionFloor::DEFAULT_DAYS),
+    })
 }
 
 pub(super) async fn read_marker(store: &Store) -> Result<StoreMarker> {

@@ -8,7 +8,7 @@
 use super::lease::Lease;
 use super::{Context, JobError};
 use crate::clock::{fmt_ts, micros};
-use crate::config::Policies;
+use crate::config::{Policies, RetentionFloor};
 use crate::crypto::{
     Cipher, DataKey, Dictionary, RecordCompressor, record_aad, seal_record, sha256,
 };
@@ -28,9 +28,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 #[derive(Debug, Clone)]
 pub struct BatchOptions {
     pub policies: Policies,
+    /// Raw (decompressed) landing bytes one batch takes at most; the rest waits.
     pub max_input_bytes: u64,
     pub memory_bytes: usize,
+    /// Worker threads (at most [`crate::config::MAX_THREADS`]).
     pub threads: usize,
+    /// How far after its arrival an event's `occurredAt` may lie.
+    pub max_future: chrono::Duration,
+    /// The store's retention floor: read from the store by [`batch`], whatever is set here.
+    pub(crate) floor: RetentionFloor,
 }
 
 impl Default for BatchOptions {
@@ -40,6 +46,8 @@ impl Default for BatchOptions {
             max_input_bytes: 4096 << 20,
             memory_bytes: 64 << 20,
             threads: super::default_threads(),
+            max_future: chrono::Duration::hours(24),
+            floor: RetentionFloor::default(),
         }
     }
 }
@@ -55,7 +63,8 @@ pub struct BatchReport {
     pub duplicates_in_batch: u64,
     pub already_stored: u64,
     pub quarantined: u64,
-    /// Valid events whose retention had ended before they arrived: not stored (audited).
+    /// Valid events whose retention had ended before they arrived: quarantined
+    /// (`retention.expired_on_arrival`, also audited), for a person to decide.
     pub expired_on_arrival: u64,
     /// Quarantine entries replayed in this batch that are now stored (and left quarantine).
     pub replayed_out: u64,
@@ -96,7 +105,7 @@ impl std::fmt::Display for BatchReport {
         if self.expired_on_arrival > 0 {
             writeln!(
                 f,
-                "  expired      {} event(s) arrived after their retention ended: not stored (audited)",
+                "  expired      {} event(s) arrived after their retention ended: quarantined (retention.expired_on_arrival, audited)",
                 self.expired_on_arrival
             )?;
         }
@@ -163,9 +172,25 @@ enum Item {
         line: u64,
         reject: Reject,
         original: Vec<u8>,
+        /// The event id, when a valid event was refused because its retention had ended.
+        expired: Option<String>,
     },
-    /// A valid event whose retention had already ended when it arrived: not stored.
-    Expired(String),
+}
+
+/// Why a line is not stored; for an event whose retention had already ended, its id too
+/// (the audit entry lists them).
+struct Rejected {
+    reject: Reject,
+    expired: Option<String>,
+}
+
+impl From<Reject> for Rejected {
+    fn from(reject: Reject) -> Self {
+        Rejected {
+            reject,
+            expired: None,
+        }
+    }
 }
 
 struct Processed {
@@ -217,13 +242,40 @@ impl KeyBook {
 /// Records a partition's dictionary is trained on.
 const TRAIN_ROWS: usize = 256;
 
-fn id_key(event_id: &str) -> [u8; 16] {
-    sha256(event_id.as_bytes())[..16]
-        .try_into()
-        .expect("16 bytes")
+/// The dedupe key of an event: its tenant and id (two tenants may use the same id).
+fn id_key(tenant_id: &str, event_id: &str) -> [u8; 16] {
+    let key = crate::crypto::aad(&[tenant_id.as_bytes(), event_id.as_bytes()]);
+    sha256(&key)[..16].try_into().expect("16 bytes")
+}
+
+/// Reads the store's retention floor from its marker (the default for a marker that
+/// predates floors; the strictest for a store with no marker, which the CLI never opens).
+async fn store_floor(store: &Store) -> Result<RetentionFloor, JobError> {
+    let marker = object_store::path::Path::from(layout::STORE_MARKER);
+    match store.get_opt(&marker).await? {
+        Some(bytes) => RetentionFloor::from_marker(&bytes).map_err(|problem| {
+            crate::lake::LakeError::Corrupt {
+                object: marker.to_string(),
+                problem,
+            }
+            .into()
+        }),
+        None => Ok(RetentionFloor::default()),
+    }
 }
 
 pub async fn batch(ctx: &Context, opts: &BatchOptions) -> Result<BatchReport, JobError> {
+    // the floor is the store's, never the caller's
+    let floor = store_floor(&ctx.store).await?;
+    let below = opts.policies.below_floor(floor);
+    if !below.is_empty() {
+        return Err(JobError::BelowFloor(below.join("; ")));
+    }
+    let opts = &BatchOptions {
+        floor,
+        threads: opts.threads.clamp(1, crate::config::MAX_THREADS),
+        ..opts.clone()
+    };
     let started = ctx.clock.now();
     let batch_id = layout::batch_id(started, rand::rng().next_u32());
     let (lease, took_over) =
@@ -289,11 +341,15 @@ async fn run(
         if layout::parse_landing_segment(&meta.location).is_none() {
             continue;
         }
-        if !picked.is_empty() && budget + meta.size > opts.max_input_bytes {
+        // raw bytes, as ingested (the header says; the stored size if it cannot be read)
+        let raw = crate::landing::raw_size(store, &meta.location)
+            .await
+            .unwrap_or(meta.size);
+        if !picked.is_empty() && budget.saturating_add(raw) > opts.max_input_bytes {
             report.segments_waiting += 1;
             continue;
         }
-        budget += meta.size;
+        budget = budget.saturating_add(raw);
         picked.push(meta.location);
     }
     report.segments = picked.len() as u64;
@@ -485,6 +541,8 @@ fn process(
                 let mut w = Worker {
                     keys,
                     policies,
+                    floor: opts.floor,
+                    max_future: opts.max_future,
                     now: started,
                     validator: schema::validator(),
                     parts: HashMap::new(),
@@ -545,6 +603,8 @@ impl IndexKeys<'_> {
 struct Worker<'a> {
     keys: &'a KeyBook,
     policies: &'a Policies,
+    floor: RetentionFloor,
+    max_future: chrono::Duration,
     now: chrono::DateTime<chrono::Utc>,
     validator: &'static schema::Validator,
     parts: HashMap<FileKey, Arc<PartKeys>>,
@@ -579,10 +639,11 @@ impl Worker<'_> {
                 }
                 match self.decode_line(seg, line) {
                     Ok(rows) => out.items.extend(rows),
-                    Err(reject) => out.items.push(Item::Reject {
+                    Err(Rejected { reject, expired }) => out.items.push(Item::Reject {
                         line: local,
                         reject,
                         original: line.to_vec(),
+                        expired,
                     }),
                 }
             }
@@ -591,7 +652,68 @@ impl Worker<'_> {
         Ok(out)
     }
 
-    fn decode_line(&mut self, seg: &SegCtx, line: &[u8]) -> Result<Vec<Item>, Reject> {
+    /// Whether an event's time is one the store keeps: not later than its arrival plus
+    /// `max_future`, its retention not ended (`now`), and not older than the store's floor
+    /// allows. Anything else waits in quarantine for a person to decide.
+    fn check_time(
+        &self,
+        arrived_at: chrono::DateTime<chrono::Utc>,
+        f: &schema::IndexFields,
+        expires: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<chrono::DateTime<chrono::Utc>, Rejected> {
+        let at = crate::clock::fmt_ts(f.occurred_at);
+        let arrived = crate::clock::fmt_ts(arrived_at);
+        if arrived_at
+            .checked_add_signed(self.max_future)
+            .is_some_and(|latest| f.occurred_at > latest)
+        {
+            return Err(Reject::new(
+                "event.occurred_at_future",
+                "/occurredAt",
+                format!(
+                    "occurredAt {at} is more than {} hour(s) after the event arrived ({arrived})",
+                    self.max_future.num_hours()
+                ),
+            )
+            .into());
+        }
+        let Some(expires) = expires else {
+            return Err(Reject::new(
+                "retention.expiry",
+                "/occurredAt",
+                format!("occurredAt {at} plus the retention period is past the end of time"),
+            )
+            .into());
+        };
+        if expires <= self.now {
+            return Err(Rejected {
+                reject: Reject::new(
+                    "retention.expired_on_arrival",
+                    "/occurredAt",
+                    format!(
+                        "occurredAt {at}: its retention ended at {} before the batch at {}",
+                        crate::clock::fmt_ts(expires),
+                        crate::clock::fmt_ts(self.now)
+                    ),
+                ),
+                expired: Some(f.event_id.clone()),
+            });
+        }
+        if self.floor.passed(f.occurred_at, arrived_at) {
+            return Err(Reject::new(
+                "event.occurred_at_past",
+                "/occurredAt",
+                format!(
+                    "occurredAt {at} is more than the store's retention floor ({} days) before the event arrived ({arrived})",
+                    self.floor.days
+                ),
+            )
+            .into());
+        }
+        Ok(expires)
+    }
+
+    fn decode_line(&mut self, seg: &SegCtx, line: &[u8]) -> Result<Vec<Item>, Rejected> {
         let decoded = seg
             .source
             .decode(line, seg.segment.header.tenant.as_deref())?;
@@ -616,10 +738,7 @@ impl Worker<'_> {
             let (policy_id, expires) =
                 self.policies
                     .apply(&f.tenant_id, &f.interaction_type, f.occurred_at);
-            if expires <= self.now {
-                items.push(Item::Expired(f.event_id));
-                continue;
-            }
+            let expires = self.check_time(seg.segment.header.arrived_at, &f, expires)?;
             let file = FileKey {
                 partition,
                 policy: policy_id.clone(),
@@ -649,7 +768,7 @@ impl Worker<'_> {
                 }
                 None => (Vec::new(), Some(record.clone().into_owned())),
             };
-            let key = id_key(&f.event_id);
+            let key = id_key(&f.tenant_id, &f.event_id);
             let address_hmacs = self.index_keys.hmacs(&f.tenant_id, &f.addresses)?;
             let row = Row {
                 record_hash: sha256(&record),
@@ -700,6 +819,13 @@ struct OpenFile {
 /// A row held back with its plaintext record until its partition's dictionary is learnt.
 type Held = (Box<Row>, Vec<u8>);
 
+/// The rows one file holds back while its dictionary is learnt, and the bytes they take.
+#[derive(Default)]
+struct Learning {
+    rows: Vec<Held>,
+    bytes: usize,
+}
+
 /// Where deduplicated rows go: the open data files, and the rows of partitions whose
 /// dictionary is still being learnt.
 struct Sink<'a> {
@@ -707,9 +833,12 @@ struct Sink<'a> {
     ctx: &'a Context,
     batch_id: &'a str,
     keys: &'a KeyBook,
+    /// The budget for open files and rows held back for learning, together.
     memory_bytes: usize,
     open: BTreeMap<FileKey, OpenFile>,
-    learning: HashMap<FileKey, Vec<Held>>,
+    learning: HashMap<FileKey, Learning>,
+    /// Bytes of every row held back for learning.
+    learning_bytes: usize,
     z: RecordCompressor,
     since_check: usize,
     rows_written: u64,
@@ -732,10 +861,26 @@ impl Sink<'_> {
             self.seal(&pk, dict.as_deref(), &mut row, plain);
             return self.write(part, row, report);
         }
-        let rows = self.learning.entry(part.clone()).or_default();
-        rows.push((row, plain));
-        if rows.len() >= TRAIN_ROWS {
+        let held = row.heap_size() + plain.capacity();
+        let l = self.learning.entry(part.clone()).or_default();
+        l.rows.push((row, plain));
+        l.bytes += held;
+        self.learning_bytes += held;
+        if l.rows.len() >= TRAIN_ROWS {
             self.learn(part, report)?;
+        }
+        // rows held back count against the memory budget: past half of it, the file holding
+        // back the most learns its dictionary now, from fewer rows (plain zstd if too few)
+        while self.learning_bytes > self.memory_bytes / 2 {
+            let Some(biggest) = self
+                .learning
+                .iter()
+                .max_by_key(|(_, l)| l.bytes)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.learn(biggest, report)?;
         }
         Ok(())
     }
@@ -767,7 +912,8 @@ impl Sink<'_> {
     /// Trains the partition's dictionary on the rows held back, publishes it to the workers,
     /// then seals and writes those rows. Too few rows to learn from: plain zstd.
     fn learn(&mut self, part: FileKey, report: &mut BatchReport) -> Result<(), JobError> {
-        let rows = self.learning.remove(&part).unwrap_or_default();
+        let Learning { rows, bytes } = self.learning.remove(&part).unwrap_or_default();
+        self.learning_bytes -= bytes;
         let pk = self.keys.part(&part);
         let samples: Vec<&[u8]> = rows.iter().map(|(_, p)| p.as_slice()).collect();
         let dict = Dictionary::train(&samples).map(Arc::new);
@@ -825,7 +971,8 @@ impl Sink<'_> {
         }
         if self.since_check >= 1024 {
             self.since_check = 0;
-            relieve_memory(self.rt, &mut self.open, self.memory_bytes)?;
+            let budget = self.memory_bytes.saturating_sub(self.learning_bytes);
+            relieve_memory(self.rt, &mut self.open, budget)?;
         }
         Ok(())
     }
@@ -923,6 +1070,7 @@ fn coordinate(
         memory_bytes: opts.memory_bytes,
         open: BTreeMap::new(),
         learning: HashMap::new(),
+        learning_bytes: 0,
         z: RecordCompressor::default(),
         since_check: 0,
         rows_written: 0,
@@ -976,15 +1124,16 @@ fn coordinate(
                             sink.accept(file, row, plain, report)?;
                         }
                     }
-                    Item::Expired(id) => {
-                        report.expired_on_arrival += 1;
-                        expired_ids.push(id);
-                    }
                     Item::Reject {
                         line,
                         reject,
                         original,
+                        expired,
                     } => {
+                        if let Some(id) = expired {
+                            report.expired_on_arrival += 1;
+                            expired_ids.push(id);
+                        }
                         if qwriter.is_none() {
                             qwriter = Some(
                                 rt.block_on(quarantine::Writer::new(ctx.kms.as_ref(), batch_id))?,
@@ -1055,9 +1204,22 @@ async fn committed_ids(
     let Some(l) = latest else { return Ok(ids) };
     for f in &l.manifest.files {
         let path = object_store::path::Path::from(f.path.as_str());
-        for b in datafile::read_columns(store, &path, f.size_bytes, &["event_id"]).await? {
-            for id in b.column(0).as_string::<i32>().iter().flatten() {
-                ids.insert(id_key(id));
+        let columns = ["tenant_id", "event_id"];
+        for b in datafile::read_columns(store, &path, f.size_bytes, &columns).await? {
+            // projected columns come in file order: look them up by name
+            let column = |name: &str| {
+                b.column_by_name(name)
+                    .map(|c| c.as_string::<i32>().clone())
+                    .ok_or_else(|| crate::lake::LakeError::Corrupt {
+                        object: path.to_string(),
+                        problem: format!("no column {name}"),
+                    })
+            };
+            let (tenants, events) = (column("tenant_id")?, column("event_id")?);
+            for (t, e) in tenants.iter().zip(events.iter()) {
+                if let (Some(t), Some(e)) = (t, e) {
+                    ids.insert(id_key(t, e));
+                }
             }
         }
     }

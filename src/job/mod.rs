@@ -8,22 +8,22 @@
 //! derived from (segment, line) and are create-only too.
 
 mod batch;
+mod ingest;
 mod lease;
 pub(crate) use lease::Lease;
 mod validate;
 
 pub(crate) use batch::repair_locks;
 pub use batch::{BatchOptions, BatchReport, batch};
+pub use ingest::{IngestReport, PREFIX_BYTES, ingest};
 pub use validate::{ValidateReport, validate};
 
 use crate::clock::Clock;
 use crate::crypto::kms::Kms;
 use crate::lake::LakeError;
 use crate::lake::storage::Store;
-use crate::landing::{LandingError, SEGMENT_BYTES, SegmentBuilder, segment_id};
-use crate::sources::SourceKind;
+use crate::landing::{LandingError, SegmentBuilder, segment_id};
 use rand::RngCore;
-use std::io::Read;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,9 @@ pub enum JobError {
     Audit(#[from] crate::audit::AuditError),
     #[error("schema version {0} is not in the registry ({versions})", versions = crate::schema::upcast::VERSIONS.join(", "))]
     UnknownVersion(String),
+    /// A policy in use keeps records for less than the store's retention floor.
+    #[error("{0}")]
+    BelowFloor(String),
 }
 
 /// What a job needs: the store, the key service and the clock.
@@ -72,132 +75,10 @@ impl Context {
     }
 }
 
-#[derive(Debug, Default, serde::Serialize)]
-pub struct IngestReport {
-    pub source: String,
-    pub segments: u64,
-    pub lines: u64,
-    pub input_bytes: u64,
-    pub stored_bytes: u64,
-}
-
-/// Appends the lines of `input` to the landing zone as encrypted segments. Lines are stored
-/// as they came; parsing and validation happen in the batch.
-pub async fn ingest(
-    ctx: &Context,
-    source: SourceKind,
-    tenant: Option<&str>,
-    input_name: &str,
-    mut input: impl Read,
-    threads: usize,
-) -> Result<IngestReport, JobError> {
-    let mut report = IngestReport {
-        source: source.name().into(),
-        ..Default::default()
-    };
-    let random = rand::rng().next_u32();
-    let mut builder = SegmentBuilder::default();
-    let mut buf = vec![0u8; 4 << 20];
-    let mut carry: Vec<u8> = Vec::new();
-    let mut seq = 0u32;
-    let io = |source| JobError::Input {
-        input: input_name.to_string(),
-        source,
-    };
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io(e)),
-        };
-        report.input_bytes += n as u64;
-        let chunk = &buf[..n];
-        match memchr::memrchr(b'\n', chunk) {
-            Some(last) => {
-                if carry.is_empty() {
-                    builder.push_lines(&chunk[..=last]);
-                } else {
-                    carry.extend_from_slice(&chunk[..=last]);
-                    builder.push_lines(&carry);
-                    carry.clear();
-                }
-                carry.extend_from_slice(&chunk[last + 1..]);
-            }
-            None => carry.extend_from_slice(chunk),
-        }
-        if builder.raw_bytes() as usize >= SEGMENT_BYTES {
-            let full = std::mem::take(&mut builder);
-            write_segment(
-                ctx,
-                full,
-                source,
-                tenant,
-                &mut seq,
-                random,
-                threads,
-                &mut report,
-            )
-            .await?;
-        }
-    }
-    if !carry.is_empty() {
-        carry.push(b'\n');
-        builder.push_lines(&carry);
-    }
-    write_segment(
-        ctx,
-        builder,
-        source,
-        tenant,
-        &mut seq,
-        random,
-        threads,
-        &mut report,
-    )
-    .await?;
-    Ok(report)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn write_segment(
-    ctx: &Context,
-    b: SegmentBuilder,
-    source: SourceKind,
-    tenant: Option<&str>,
-    seq: &mut u32,
-    random: u32,
-    threads: usize,
-    report: &mut IngestReport,
-) -> Result<(), JobError> {
-    if b.lines() == 0 {
-        return Ok(());
-    }
-    let now = ctx.clock.now();
-    let id = segment_id(now, *seq, random);
-    let lines = b.lines();
-    let written = b
-        .write(
-            &ctx.store,
-            ctx.kms.as_ref(),
-            source.name(),
-            tenant,
-            &id,
-            now,
-            threads,
-        )
-        .await?;
-    *seq += 1;
-    report.segments += 1;
-    report.lines += lines;
-    report.stored_bytes += written;
-    ctx.fail(&format!("ingest.after_segment:{}", report.segments));
-    Ok(())
-}
-
 /// Puts the selected quarantine entries back into the landing zone as replay segments (one
 /// per source and tenant); the next batch stores what now passes, and removes those entries.
-/// Returns how many entries were queued.
+/// Returns how many entries were queued. Entries that keep only part of their line (over the
+/// limit of one event) cannot be replayed: they stay, and are not counted.
 /// `tenant` applies to entries whose source had none (the usual fix for `source.tenant_missing`).
 pub async fn queue_replay(
     ctx: &Context,
@@ -206,7 +87,8 @@ pub async fn queue_replay(
 ) -> Result<u64, JobError> {
     let mut groups: std::collections::BTreeMap<(String, Option<String>), SegmentBuilder> =
         Default::default();
-    for e in entries {
+    let entries: Vec<_> = entries.iter().filter(|e| e.replayable()).collect();
+    for e in &entries {
         let mut secret = crate::landing::quarantine::open(ctx.kms.as_ref(), e).await?;
         let t = e.tenant.clone().or_else(|| tenant.map(str::to_string));
         groups

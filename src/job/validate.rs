@@ -82,23 +82,29 @@ impl std::fmt::Display for ValidateReport {
     }
 }
 
+/// The batch's dedupe key: (tenant, event id).
+type EventKey = (String, String);
+/// Events already counted.
+type Seen = HashSet<EventKey>;
+
 fn tally_line(
     t: &mut Tally,
-    seen: &mut HashSet<String>,
+    seen: &mut Seen,
     source: SourceKind,
     tenant: Option<&str>,
     line: &[u8],
     version: Option<&str>,
 ) {
     t.lines += 1;
-    let result: Result<Vec<(String, String)>, Reject> =
+    let result: Result<Vec<(EventKey, String)>, Reject> =
         source.decode(line, tenant).and_then(|events| {
             events
                 .iter()
                 .map(|d| {
-                    schema::validator()
-                        .check_as(&d.event, version)
-                        .map(|c| (c.fields.event_id, c.fields.interaction_type))
+                    schema::validator().check_as(&d.event, version).map(|c| {
+                        let f = c.fields;
+                        ((f.tenant_id, f.event_id), f.interaction_type)
+                    })
                 })
                 .collect()
         });
@@ -128,7 +134,7 @@ pub async fn validate(ctx: &Context, version: Option<&str>) -> Result<ValidateRe
         schema_version: version.map(str::to_string),
         ..Default::default()
     };
-    let mut seen = HashSet::new();
+    let mut seen = Seen::new();
     for meta in ctx.store.list(layout::LANDING).await? {
         if layout::parse_landing_segment(&meta.location).is_none() {
             continue;

@@ -21,6 +21,9 @@ const MAGIC: &[u8; 8] = b"HFSEG001";
 pub const BLOCK_BYTES: usize = 1 << 20;
 /// Raw bytes per segment (one object).
 pub const SEGMENT_BYTES: usize = 64 << 20;
+/// Most raw bytes one block may hold: a block's worth of lines, or one line at the limit of
+/// one event. A block that decompresses past it (or past its segment's raw size) is damaged.
+pub const MAX_BLOCK_RAW: usize = BLOCK_BYTES + crate::sources::MAX_LINE_BYTES + 2;
 /// zstd level of landing blocks: fast; segments live only until their batch commits.
 const LANDING_LEVEL: i32 = 1;
 
@@ -301,7 +304,9 @@ impl Segment {
         self.blocks.len()
     }
 
-    /// The lines of block `i` (each ending in `\n`).
+    /// The lines of block `i` (each ending in `\n`). Decompression stops at
+    /// [`MAX_BLOCK_RAW`] (or the segment's raw size, if smaller): a block that would grow
+    /// past it is an error for this segment, never an allocation of whatever it claims.
     pub fn open_block(&self, cipher: &Cipher, i: usize) -> Result<Vec<u8>, LandingError> {
         let id = &self.header.segment_id;
         let mut c = cipher.open(
@@ -309,12 +314,65 @@ impl Segment {
             &block_aad(&self.header, i as u32),
             &|| format!("landing segment {id} block {i}"),
         )?;
-        let out = zstd::stream::decode_all(c.as_slice()).map_err(|_| CryptoError::Decompress {
-            what: format!("landing segment {id} block {i}"),
-        });
+        let limit = MAX_BLOCK_RAW.min(usize::try_from(self.header.raw_bytes).unwrap_or(usize::MAX));
+        let out = bounded_decompress(&c, limit);
         zeroize::Zeroize::zeroize(&mut c);
-        Ok(out?)
+        match out {
+            Ok(Some(out)) => Ok(out),
+            Ok(None) => Err(LandingError::Corrupt {
+                object: layout::landing_segment(id).to_string(),
+                problem: format!("block {i} decompresses past {limit} bytes"),
+            }),
+            Err(_) => Err(CryptoError::Decompress {
+                what: format!("landing segment {id} block {i}"),
+            }
+            .into()),
+        }
     }
+}
+
+/// zstd-decompresses `data` into at most `limit` bytes; `None` when there is more.
+fn bounded_decompress(data: &[u8], limit: usize) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let decoder = zstd::stream::read::Decoder::with_buffer(data)?;
+    let read = decoder.take(limit as u64 + 1).read_to_end(&mut out);
+    if read.is_err() || out.len() > limit {
+        zeroize::Zeroize::zeroize(&mut out);
+        return read.map(|_| None);
+    }
+    Ok(Some(out))
+}
+
+/// The raw (decompressed) size of a landed segment, from its header alone (two small reads),
+/// for the batch's input budget.
+pub async fn raw_size(store: &Store, path: &object_store::path::Path) -> Result<u64, LandingError> {
+    let corrupt = |p: &str| LandingError::Corrupt {
+        object: path.to_string(),
+        problem: p.to_string(),
+    };
+    let os = store.object_store();
+    let get = |r: std::ops::Range<u64>| {
+        let os = os.clone();
+        async move {
+            let mut parts = os
+                .get_ranges(path, std::slice::from_ref(&r))
+                .await
+                .map_err(|e| LakeError::store("reading", path.as_ref(), e))?;
+            Ok::<_, LandingError>(parts.pop().unwrap_or_default())
+        }
+    };
+    let head = get(0..12).await?;
+    if head.len() < 12 || &head[..8] != MAGIC {
+        return Err(corrupt("not a landing segment"));
+    }
+    let hlen = u32::from_be_bytes(head[8..12].try_into().expect("4 bytes")) as u64;
+    if hlen > 1 << 20 {
+        return Err(corrupt("header too large"));
+    }
+    let header: SegmentHeader =
+        serde_json::from_slice(&get(12..12 + hlen).await?).map_err(|_| corrupt("bad header"))?;
+    Ok(header.raw_bytes)
 }
 
 /// Segment ids sort by arrival: `<yyyymmddThhmmss.ffffffZ>-<seq>-<random>`.
@@ -326,8 +384,30 @@ pub fn segment_id(arrived_at: DateTime<Utc>, seq: u32, random: u32) -> String {
 }
 
 #[cfg(test)]
+impl SegmentBuilder {
+    /// Every line pushed so far, in order.
+    pub(crate) fn contents(&self) -> Vec<u8> {
+        self.blocks.concat()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decompression_stops_at_the_limit() {
+        let bomb = zstd::encode_all(&vec![0u8; 64 << 20][..], 3).unwrap();
+        assert!(bomb.len() < 1 << 20, "a small block that claims a lot");
+        assert_eq!(bounded_decompress(&bomb, MAX_BLOCK_RAW).unwrap(), None);
+        let fine = zstd::encode_all(&b"line\n"[..], 3).unwrap();
+        assert_eq!(
+            bounded_decompress(&fine, 5).unwrap().as_deref(),
+            Some(&b"line\n"[..])
+        );
+        assert_eq!(bounded_decompress(&fine, 4).unwrap(), None);
+        assert!(bounded_decompress(b"not zstd", 100).is_err());
+    }
 
     #[test]
     fn builder_keeps_whole_lines_per_block() {

@@ -2,6 +2,10 @@
 //! (segment id, line number), and entries are written create-only, so a batch rerun after a
 //! crash quarantines nothing twice. The error code, JSON path and provenance are plaintext;
 //! the original bytes and the full error message (which may quote them) are sealed.
+//!
+//! A line over the limit of one event ([`crate::sources::MAX_LINE_BYTES`]) is never kept
+//! whole: its entry seals the first [`crate::job::PREFIX_BYTES`] bytes and records the whole
+//! line's length and SHA-256 (`truncated`); such an entry cannot be replayed.
 
 use super::LandingError;
 use crate::crypto::kms::{Kms, WrappedKey, b64};
@@ -30,11 +34,33 @@ pub struct Entry {
     pub error_path: String,
     pub schema_version: String,
     pub attempts: u32,
+    /// Length of the original line (all of it, also when only a prefix is kept).
     pub original_bytes: u64,
+    /// Set when the line was too large to keep: only its first bytes are sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<TruncatedLine>,
     pub dek_id: String,
     pub wrapped_dek: WrappedKey,
     #[serde(with = "b64")]
     pub sealed: Vec<u8>,
+}
+
+/// What is known of a line too large to keep whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TruncatedLine {
+    /// The whole line's length in bytes.
+    pub length: u64,
+    /// The whole line's SHA-256, hex.
+    pub sha256: String,
+}
+
+impl Entry {
+    /// Whether the sealed original is the whole line (and within the limit), so a replay
+    /// can run it again.
+    pub fn replayable(&self) -> bool {
+        self.truncated.is_none() && self.original_bytes <= crate::sources::MAX_LINE_BYTES as u64
+    }
 }
 
 /// What the sealed part holds.
@@ -84,7 +110,43 @@ impl Writer {
         })
     }
 
+    /// Seals a rejected line. A line over the limit of one event keeps only its first bytes
+    /// (with its length and SHA-256), whatever the caller hands in.
     pub fn seal(
+        &self,
+        origin: &Origin<'_>,
+        reject: &crate::schema::Reject,
+        original: &[u8],
+        now: DateTime<Utc>,
+    ) -> Entry {
+        if original.len() > crate::sources::MAX_LINE_BYTES {
+            let t = TruncatedLine {
+                length: original.len() as u64,
+                sha256: hex::encode(crate::crypto::sha256(original)),
+            };
+            let prefix = &original[..crate::job::PREFIX_BYTES];
+            return self.seal_truncated(origin, reject, prefix, t, now);
+        }
+        self.seal_whole(origin, reject, original, now)
+    }
+
+    /// Seals what is kept of a line too large to keep whole: `prefix`, and in plaintext its
+    /// length and SHA-256.
+    pub fn seal_truncated(
+        &self,
+        origin: &Origin<'_>,
+        reject: &crate::schema::Reject,
+        prefix: &[u8],
+        line: TruncatedLine,
+        now: DateTime<Utc>,
+    ) -> Entry {
+        let mut e = self.seal_whole(origin, reject, prefix, now);
+        e.original_bytes = line.length;
+        e.truncated = Some(line);
+        e
+    }
+
+    fn seal_whole(
         &self,
         origin: &Origin<'_>,
         reject: &crate::schema::Reject,
@@ -120,6 +182,7 @@ impl Writer {
             schema_version: reject.schema_version.clone(),
             attempts: 1,
             original_bytes: original.len() as u64,
+            truncated: None,
             dek_id: self.cipher.dek_id().to_string(),
             wrapped_dek: self.wrapped.clone(),
             sealed,

@@ -25,8 +25,10 @@ use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
+/// What a hold covers. Unknown keys are refused (a misspelt `interactionIDs` would otherwise
+/// leave the hold covering the whole range).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Scope {
     #[serde(default)]
     pub interaction_ids: Vec<String>,
@@ -39,14 +41,16 @@ pub struct Scope {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DateRange {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
 }
 
 /// The request body (as `PATCH /api/v2/retention/holds` in the design), plus the tenant.
+/// Unknown keys are refused.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HoldRequest {
     pub hold_id: String,
     #[serde(default)]
@@ -73,6 +77,20 @@ fn yes() -> bool {
 }
 
 impl HoldRequest {
+    /// Reads a body: unknown keys anywhere in it and a `dateRange` that ends before it starts
+    /// are refused.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let req: HoldRequest = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(r) = req.scope.date_range.as_ref().filter(|r| r.start > r.end) {
+            return Err(format!(
+                "scope.dateRange: start {} is after end {}",
+                r.start.to_rfc3339(),
+                r.end.to_rfc3339()
+            ));
+        }
+        Ok(req)
+    }
+
     /// Checks the parts of the body that decide the hold's lifetime; returns when it lapses
     /// (`None`: when released).
     pub fn lapse_date(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, String> {
@@ -597,6 +615,33 @@ mod tests {
                 .lapse_date(now)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn bodies_with_unknown_keys_or_reversed_ranges_are_refused() {
+        let ok = r#"{"holdId": "H", "scope": {"interactionIds": ["i"], "dateRange": {"start": "2024-01-01T00:00:00Z", "end": "2024-01-01T00:00:00Z"}}}"#;
+        assert!(HoldRequest::parse(ok).is_ok());
+        for (body, says) in [
+            (
+                r#"{"holdId": "H", "scope": {"interactionIDs": ["i"]}}"#,
+                "unknown field `interactionIDs`",
+            ),
+            (
+                r#"{"holdId": "H", "scope": {}, "tenant": "t"}"#,
+                "unknown field `tenant`",
+            ),
+            (
+                r#"{"holdId": "H", "scope": {"dateRange": {"start": "2024-01-01T00:00:00Z", "end": "2024-12-31T00:00:00Z", "inclusive": true}}}"#,
+                "unknown field `inclusive`",
+            ),
+            (
+                r#"{"holdId": "H", "scope": {"dateRange": {"start": "2024-12-31T00:00:00Z", "end": "2024-01-01T00:00:00Z"}}}"#,
+                "is after end",
+            ),
+        ] {
+            let e = HoldRequest::parse(body).unwrap_err();
+            assert!(e.contains(says), "{body}: {e}");
+        }
     }
 
     #[test]

@@ -150,7 +150,7 @@ impl Validator {
                     upcast::VERSIONS.join(", ")
                 ),
             );
-            r.schema_version = version.chars().take(32).collect();
+            r.schema_version = version_label(&version);
             return Err(r);
         }
         self.validate_as(&version, event)?;
@@ -173,6 +173,25 @@ impl Validator {
             fields: extract(&up)?,
             upcast: Some(up),
         })
+    }
+}
+
+/// A declared schema version as quarantine may record it in plaintext: the value itself when
+/// it looks like a version (`1.0`, `2.1.0`: two or three dot-separated numbers of 1 to 4
+/// digits, at most 8 digits in all), else `invalid` (the field may hold anything, such as a
+/// phone number).
+pub fn version_label(declared: &str) -> String {
+    let parts: Vec<&str> = declared.split('.').collect();
+    let digits: usize = parts.iter().map(|p| p.len()).sum();
+    let looks_like_a_version = (2..=3).contains(&parts.len())
+        && digits <= 8
+        && parts
+            .iter()
+            .all(|p| (1..=4).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    if looks_like_a_version {
+        declared.to_string()
+    } else {
+        "invalid".to_string()
     }
 }
 
@@ -208,9 +227,13 @@ fn extract(e: &Value) -> Result<IndexFields, Reject> {
                 .iter()
                 .filter(|p| p.get("type").and_then(Value::as_str) == Some("AGENT"))
                 .filter_map(|p| {
-                    p.get("address")
-                        .and_then(Value::as_str)
-                        .or_else(|| p.get("participantId").and_then(Value::as_str))
+                    // an empty address is no identity: the participant id stands in
+                    let given = |k: &str| {
+                        p.get(k)
+                            .and_then(Value::as_str)
+                            .filter(|s| !s.trim().is_empty())
+                    };
+                    given("address").or_else(|| given("participantId"))
                 })
                 .map(str::to_string)
                 .collect();
@@ -313,6 +336,44 @@ mod tests {
             validator().check(&json!([1])).unwrap_err().code,
             "json.not_object"
         );
+    }
+
+    #[test]
+    fn an_agent_without_an_address_is_indexed_by_participant_id() {
+        let mut e = event();
+        e["interaction"]["participants"][1]["address"] = json!("");
+        let f = validator().check(&e).unwrap().fields;
+        assert_eq!(f.agent_ids, vec!["p2"]);
+        e["interaction"]["participants"][1]["address"] = json!("  ");
+        assert_eq!(validator().check(&e).unwrap().fields.agent_ids, vec!["p2"]);
+        e["interaction"]["participants"][1]["address"] = json!(null);
+        assert_eq!(validator().check(&e).unwrap().fields.agent_ids, vec!["p2"]);
+    }
+
+    #[test]
+    fn only_version_shaped_values_are_kept_in_plaintext() {
+        for (declared, kept) in [
+            ("0.9", "0.9"),
+            ("3.0.1", "3.0.1"),
+            ("2024.10", "2024.10"),
+            ("+15551234567", "invalid"),
+            ("15551234567", "invalid"),
+            ("555.123.4567", "invalid"),
+            ("1", "invalid"),
+            ("1.2.3.4", "invalid"),
+            ("v2.0", "invalid"),
+            ("", "invalid"),
+        ] {
+            assert_eq!(version_label(declared), kept, "{declared}");
+            let mut e = event();
+            e["interaction"]["schemaVersion"] = json!(declared);
+            let r = validator().check(&e).unwrap_err();
+            assert_eq!(
+                (r.code.as_str(), r.schema_version.as_str()),
+                ("schema.unsupported_version", kept),
+                "{declared}"
+            );
+        }
     }
 
     #[test]

@@ -8,9 +8,37 @@
 //! `InitiationTimestamp`. Tenant: the instance id of `InstanceARN`, else the configured
 //! tenant. SMS is `Channel` CHAT with the `connect:SMS` subtype.
 
-use super::vendor::{self, Canonical, missing, participant, path, text};
+use super::vendor::{self, Canonical, Kind, check_types, missing, participant, path, text};
 use crate::schema::Reject;
 use serde_json::Value;
+
+/// The CTR fields `record` reads, typed as the contact record data model declares them.
+const TYPES: &[(&str, Kind)] = &[
+    ("ContactId", Kind::Str),
+    ("InitialContactId", Kind::Str),
+    ("InstanceARN", Kind::Str),
+    ("Channel", Kind::Str),
+    ("InitiationMethod", Kind::Str),
+    ("InitiationTimestamp", Kind::Str),
+    ("ConnectedToSystemTimestamp", Kind::Str),
+    ("DisconnectTimestamp", Kind::Str),
+    ("DisconnectReason", Kind::Str),
+    ("CustomerEndpoint", Kind::Obj),
+    ("CustomerEndpoint.Address", Kind::Str),
+    ("Queue", Kind::Obj),
+    ("Queue.ARN", Kind::Str),
+    ("Queue.Name", Kind::Str),
+    ("Agent", Kind::Obj),
+    ("Agent.ARN", Kind::Str),
+    ("Agent.Username", Kind::Str),
+    ("Agent.ConnectedToAgentTimestamp", Kind::Str),
+    ("Agent.AfterContactWorkEndTimestamp", Kind::Str),
+    ("SegmentAttributes", Kind::Obj),
+    ("SegmentAttributes.connect:Subtype", Kind::Obj),
+    ("SegmentAttributes.connect:Subtype.ValueString", Kind::Str),
+    ("SegmentAttributes.connect:Direction", Kind::Obj),
+    ("SegmentAttributes.connect:Direction.ValueString", Kind::Str),
+];
 
 fn segment_attr(r: &Value, name: &str) -> Option<String> {
     path(r, &["SegmentAttributes", name, "ValueString"])
@@ -20,6 +48,7 @@ fn segment_attr(r: &Value, name: &str) -> Option<String> {
 
 pub fn record(r: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
     const SHAPE: &str = "connect-ctr";
+    check_types(SHAPE, r, TYPES)?;
     let contact = text(r, "ContactId").ok_or_else(|| missing(SHAPE, "ContactId"))?;
     let initiated =
         text(r, "InitiationTimestamp").ok_or_else(|| missing(SHAPE, "InitiationTimestamp"))?;

@@ -14,11 +14,78 @@
 //! address of an outbound e-mail or message event is taken from `addressTo` (an assumption:
 //! no public outbound sample was found).
 
-use super::vendor::{self, Canonical, missing, participant, path, text};
+use super::vendor::{self, Canonical, Kind, check_types, missing, participant, path, text};
 use crate::schema::Reject;
 use serde_json::Value;
 
 const PLATFORM: &str = "GENESYS_CX";
+
+/// The detail-record fields `details` reads, typed as the Genesys SDK models declare them.
+const DETAIL_TYPES: &[(&str, Kind)] = &[
+    ("conversationId", Kind::Str),
+    ("conversationStart", Kind::Str),
+    ("conversationEnd", Kind::Str),
+    ("originatingDirection", Kind::Str),
+    ("participants", Kind::Arr),
+    ("participants[].participantId", Kind::Str),
+    ("participants[].participantName", Kind::Str),
+    ("participants[].purpose", Kind::Str),
+    ("participants[].userId", Kind::Str),
+    ("participants[].sessions", Kind::Arr),
+    ("participants[].sessions[].mediaType", Kind::Str),
+    ("participants[].sessions[].messageType", Kind::Str),
+    ("participants[].sessions[].direction", Kind::Str),
+    ("participants[].sessions[].ani", Kind::Str),
+    ("participants[].sessions[].dnis", Kind::Str),
+    ("participants[].sessions[].addressFrom", Kind::Str),
+    ("participants[].sessions[].addressOther", Kind::Str),
+    ("participants[].sessions[].callbackNumbers[]", Kind::Str),
+    ("participants[].sessions[].metrics", Kind::Arr),
+    ("participants[].sessions[].metrics[].name", Kind::Str),
+    ("participants[].sessions[].segments", Kind::Arr),
+    (
+        "participants[].sessions[].segments[].segmentStart",
+        Kind::Str,
+    ),
+    ("participants[].sessions[].segments[].segmentEnd", Kind::Str),
+    (
+        "participants[].sessions[].segments[].segmentType",
+        Kind::Str,
+    ),
+    ("participants[].sessions[].segments[].queueId", Kind::Str),
+    ("participants[].sessions[].segments[].wrapUpCode", Kind::Str),
+    (
+        "participants[].sessions[].segments[].disconnectType",
+        Kind::Str,
+    ),
+];
+
+/// The EventBridge fields `eventbridge` reads, typed as the envelope and the detail-event
+/// models declare them.
+const EVENT_TYPES: &[(&str, Kind)] = &[
+    ("id", Kind::Str),
+    ("source", Kind::Str),
+    ("detail", Kind::Obj),
+    ("detail.topicName", Kind::Str),
+    ("detail.eventBody", Kind::Obj),
+    ("detail.eventBody.eventTime", Kind::Int),
+    ("detail.eventBody.conversationId", Kind::Str),
+    ("detail.eventBody.participantId", Kind::Str),
+    ("detail.eventBody.sessionId", Kind::Str),
+    ("detail.eventBody.mediaType", Kind::Str),
+    ("detail.eventBody.messageType", Kind::Str),
+    ("detail.eventBody.direction", Kind::Str),
+    ("detail.eventBody.ani", Kind::Str),
+    ("detail.eventBody.dnis", Kind::Str),
+    ("detail.eventBody.addressTo", Kind::Str),
+    ("detail.eventBody.addressFrom", Kind::Str),
+    ("detail.eventBody.callbackNumbers[]", Kind::Str),
+    ("detail.eventBody.userId", Kind::Str),
+    ("detail.eventBody.queueId", Kind::Str),
+    ("detail.eventBody.wrapupCode", Kind::Str),
+    ("detail.eventBody.acdOutcome", Kind::Str),
+    ("detail.eventBody.disconnectType", Kind::Str),
+];
 
 fn media_type(media: &str, message_type: Option<&str>) -> String {
     match (
@@ -60,6 +127,7 @@ fn purpose(p: &Value) -> String {
 /// One conversation detail record -> one canonical event.
 pub fn details(c: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
     const SHAPE: &str = "genesys-details";
+    check_types(SHAPE, c, DETAIL_TYPES)?;
     let id = text(c, "conversationId").ok_or_else(|| missing(SHAPE, "conversationId"))?;
     let start = text(c, "conversationStart").ok_or_else(|| missing(SHAPE, "conversationStart"))?;
     let end = text(c, "conversationEnd");
@@ -209,6 +277,7 @@ pub fn details(c: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
 /// One EventBridge detail event -> one canonical event.
 pub fn eventbridge(e: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
     const SHAPE: &str = "genesys-eventbridge";
+    check_types(SHAPE, e, EVENT_TYPES)?;
     let event_id = text(e, "id").ok_or_else(|| missing(SHAPE, "id"))?;
     let body = path(e, &["detail", "eventBody"])
         .filter(|b| b.is_object())

@@ -199,7 +199,12 @@ mod tests {
             for (n, line) in input.lines().enumerate() {
                 let run = |k: SourceKind| -> serde_json::Value {
                     match k.decode(line.as_bytes(), Some("tenant-fixture")) {
-                        Err(r) => serde_json::json!({"line": n + 1, "reject": r.code}),
+                        Err(r) if r.path.is_empty() => {
+                            serde_json::json!({"line": n + 1, "reject": r.code})
+                        }
+                        Err(r) => {
+                            serde_json::json!({"line": n + 1, "reject": r.code, "path": r.path})
+                        }
                         Ok(decoded) => {
                             let events: Vec<serde_json::Value> = decoded
                                 .into_iter()

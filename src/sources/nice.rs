@@ -7,9 +7,30 @@
 //! `contactStart` (or `contactStartDate`). `agentId` 0 or null means no agent. The tenant is the
 //! source's configured tenant (rows carry no business unit).
 
-use super::vendor::{self, Canonical, missing, participant, text};
+use super::vendor::{self, Canonical, Kind, check_types, missing, participant, text};
 use crate::schema::Reject;
 use serde_json::Value;
+
+/// The fields `contact` reads, typed as the Reporting API's consumers declare them (ids and
+/// `mediaType` arrive as integers or strings).
+const TYPES: &[(&str, Kind)] = &[
+    ("contactId", Kind::Id),
+    ("masterContactId", Kind::Id),
+    ("contactStart", Kind::Str),
+    ("contactStartDate", Kind::Str),
+    ("isOutbound", Kind::Bool),
+    ("totalDurationSeconds", Kind::Num),
+    ("fromAddr", Kind::Str),
+    ("toAddr", Kind::Str),
+    ("agentId", Kind::Id),
+    ("abandoned", Kind::Bool),
+    ("transferIndicatorName", Kind::Str),
+    ("mediaType", Kind::Id),
+    ("mediaSubTypeName", Kind::Str),
+    ("skillId", Kind::Id),
+    ("skillName", Kind::Str),
+    ("primaryDispositionId", Kind::Id),
+];
 
 fn media_type(code: Option<&str>, subtype: Option<&str>) -> String {
     match code {
@@ -27,6 +48,7 @@ fn media_type(code: Option<&str>, subtype: Option<&str>) -> String {
 
 pub fn contact(r: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
     const SHAPE: &str = "nice-contacts";
+    check_types(SHAPE, r, TYPES)?;
     let contact = text(r, "contactId").ok_or_else(|| missing(SHAPE, "contactId"))?;
     let master = text(r, "masterContactId")
         .filter(|m| m != "0")

@@ -14,6 +14,99 @@ pub fn missing(shape: &str, field: &str) -> Reject {
     )
 }
 
+/// The JSON type a vendor's schema gives a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    /// An integer number (epoch milliseconds).
+    Int,
+    Num,
+    Bool,
+    /// An id sent as a string or an integer (NICE: the vendor's consumers accept both).
+    Id,
+    Obj,
+    Arr,
+}
+
+impl Kind {
+    fn accepts(self, v: &Value) -> bool {
+        match self {
+            Kind::Str => v.is_string(),
+            Kind::Int => v.is_i64() || v.is_u64(),
+            Kind::Num => v.is_number(),
+            Kind::Bool => v.is_boolean(),
+            Kind::Id => v.is_string() || v.is_i64() || v.is_u64(),
+            Kind::Obj => v.is_object(),
+            Kind::Arr => v.is_array(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Str => "a string",
+            Kind::Int => "an integer",
+            Kind::Num => "a number",
+            Kind::Bool => "a boolean",
+            Kind::Id => "a string or an integer",
+            Kind::Obj => "an object",
+            Kind::Arr => "an array",
+        }
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a fractional number",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Checks the type of every field an adapter reads against the vendor's schema, so that
+/// drift (an id arriving as a number where the schema says string) is quarantined
+/// (`source.wrong_type`, with the JSON path) instead of coerced. `spec` names fields by dotted
+/// path, `name[]` for each element of an array; an absent or null field is not checked.
+pub fn check_types(shape: &str, v: &Value, spec: &[(&str, Kind)]) -> Result<(), Reject> {
+    spec.iter()
+        .try_for_each(|(path, kind)| walk_types(shape, v, path, String::new(), *kind))
+}
+
+fn walk_types(shape: &str, v: &Value, rest: &str, at: String, kind: Kind) -> Result<(), Reject> {
+    if rest.is_empty() {
+        if v.is_null() || kind.accepts(v) {
+            return Ok(());
+        }
+        return Err(Reject::new(
+            "source.wrong_type",
+            at.clone(),
+            format!(
+                "{shape}: {at} is {}; the vendor's schema says {}",
+                type_name(v),
+                kind.name()
+            ),
+        ));
+    }
+    let (head, tail) = rest.split_once('.').unwrap_or((rest, ""));
+    let (key, each) = match head.strip_suffix("[]") {
+        Some(k) => (k, true),
+        None => (head, false),
+    };
+    let here = format!("{at}/{}", key.replace('~', "~0").replace('/', "~1"));
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Array(items)) if each => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, x)| walk_types(shape, x, tail, format!("{here}/{i}"), kind)),
+        Some(other) if each => walk_types(shape, other, "", here, Kind::Arr),
+        Some(x) => walk_types(shape, x, tail, here, kind),
+    }
+}
+
 /// A string field, also accepting numbers (NICE sends ids as either); empty is absent.
 pub fn text(v: &Value, key: &str) -> Option<String> {
     match v.get(key)? {

@@ -21,6 +21,11 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Self {
+        Self::init_with(&[])
+    }
+
+    /// A store initialised with extra `init` arguments (e.g. `--retention-floor-days`).
+    pub fn init_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         let keyring = dir.path().join("keys").join("keyring.json");
@@ -29,7 +34,9 @@ impl Env {
             store,
             keyring,
         };
-        env.ok(&["init"]);
+        let mut init = vec!["init"];
+        init.extend_from_slice(args);
+        env.ok(&init);
         env
     }
 
@@ -92,6 +99,11 @@ impl Env {
 
     pub fn ingest(&self, path: &Path) {
         self.ok(&["ingest", path.to_str().unwrap()]);
+    }
+
+    /// Ingests with the clock pinned at `now` (the lines' arrival time).
+    pub fn ingest_at(&self, now: &str, path: &Path) {
+        self.ok_at(now, &["ingest", path.to_str().unwrap()]);
     }
 
     pub fn batch(&self) -> serde_json::Value {

@@ -5,6 +5,7 @@ mod common;
 mod crash;
 mod discovery;
 mod hooks;
+mod intake;
 mod pipeline;
 mod query;
 mod readers;

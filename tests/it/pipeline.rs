@@ -278,12 +278,13 @@ fn the_main_job_runs_the_local_pipeline() {
     let report: serde_json::Value =
         serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
     // fixtures/canonical/events.ndjson: 600 lines, 570 unique (gen_events.py --events 600 --dup-rate 0.05 --seed 7),
-    // plus the four legacy (1.0 and 2.0) events of legacy.ndjson, plus 36 events from the 44
-    // vendor fixture lines (fixtures/*/expected.ndjson: 8 lines rejected, one schema reject,
-    // one line holding two conversations)
+    // plus the four legacy (1.0 and 2.0) events of legacy.ndjson, plus 36 events from the 48
+    // vendor fixture lines (fixtures/*/expected.ndjson: 12 lines rejected, four of them for a
+    // field of the wrong type; one schema reject, one line holding two conversations)
     assert_eq!(report["stored"], 610, "{report}");
     assert_eq!(report["duplicates_in_batch"], 30);
-    assert_eq!(report["quarantined"], 16);
+    assert_eq!(report["quarantined"], 20);
+    assert_eq!(report["quarantined_by_code"]["source.wrong_type"], 4);
     assert_eq!(report["blank_lines"], 2);
     // the pipeline's rule: SMS under MiFID II
     assert!(report["stored_by_policy"]["MIFID2_5Y"].as_u64().unwrap() > 0);
@@ -553,10 +554,11 @@ fn vendor_payloads_go_through_ingest_and_batch() {
     }
     let r = env.batch();
     assert_eq!(r["stored"], 36, "{r}");
-    assert_eq!(r["quarantined"], 9, "{r}");
+    assert_eq!(r["quarantined"], 13, "{r}");
     let codes = &r["quarantined_by_code"];
     assert_eq!(codes["source.missing_field"], 5, "{r}");
     assert_eq!(codes["json.parse"], 3, "{r}");
+    assert_eq!(codes["source.wrong_type"], 4, "{r}");
     let by_platform =
         env.query("SELECT source_platform, count(*) AS n FROM events GROUP BY 1 ORDER BY 1");
     assert_eq!(by_platform.len(), 3, "{by_platform:?}");
@@ -679,7 +681,7 @@ fn replay_after_a_fix_stores_what_passes_once() {
     assert_eq!(r["stored"], 0);
     assert_eq!(r["quarantined_by_code"]["source.tenant_missing"], 9, "{r}");
     let first = quarantine_rows(&env);
-    assert_eq!(first.len(), 11);
+    assert_eq!(first.len(), 12);
     // the fix: name the tenant the source lacked
     let out = env.ok(&[
         "quarantine",
@@ -694,7 +696,7 @@ fn replay_after_a_fix_stores_what_passes_once() {
     assert_eq!(r["stored"], 9, "{r}");
     assert_eq!(r["replayed_out"], 8, "{r}");
     let left = quarantine_rows(&env);
-    assert_eq!(left.len(), 3, "{left:?}");
+    assert_eq!(left.len(), 4, "{left:?}");
     let retried = left
         .iter()
         .find(|e| e["error_code"] == "schema.pattern")
@@ -716,7 +718,7 @@ fn replay_after_a_fix_stores_what_passes_once() {
     ]);
     let r: serde_json::Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
     assert_eq!(r["stored"], 0, "{r}");
-    assert_eq!(quarantine_rows(&env).len(), 3);
+    assert_eq!(quarantine_rows(&env).len(), 4);
     assert_eq!(
         env.count("SELECT count(*) FROM events WHERE tenant_id = 'bank-a'"),
         9

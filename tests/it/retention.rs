@@ -363,6 +363,7 @@ fn records_arriving_for_an_active_hold_are_held_from_the_start() {
         "lee",
         "--file",
         env.write("h.json", body.as_bytes()).to_str().unwrap(),
+        "--allow-empty",
     ]);
     env.ingest(&env.write("e.ndjson", &common::generate(71, 300, 0, 2).ndjson));
     let r = env.batch();
@@ -422,7 +423,7 @@ fn with_roles_only_the_retention_role_sweeps() {
 }
 
 #[test]
-fn an_event_arriving_after_its_expiry_is_not_stored() {
+fn an_event_arriving_after_its_expiry_is_quarantined_not_stored() {
     let env = Env::new();
     let g = common::generate(72, 60, 0, 1); // 2025-10-01, FINRA: expires 2031-10-01
     env.ingest(&env.write("e.ndjson", &g.ndjson));
@@ -436,6 +437,11 @@ fn an_event_arriving_after_its_expiry_is_not_stored() {
     assert_eq!(
         (r["stored"].as_u64(), r["expired_on_arrival"].as_u64()),
         (Some(0), Some(60)),
+        "{r}"
+    );
+    // kept for a person to decide, with their original bytes
+    assert_eq!(
+        r["quarantined_by_code"]["retention.expired_on_arrival"], 60,
         "{r}"
     );
     let audited = env.ok(&[
@@ -515,7 +521,8 @@ fn preview_counts_and_sync_repairs_drift() {
 
 #[test]
 fn explain_says_which_policy_and_why() {
-    let env = Env::new();
+    // MiFID II SMS rule: a store created with a five-year floor
+    let env = Env::init_with(&["--retention-floor-days", "1825"]);
     env.ingest(&common::repo().join("fixtures/canonical/legacy.ndjson"));
     env.ok(&["batch", "--pipeline", "pipelines/local.toml"]);
     let out = env.ok(&[
@@ -598,7 +605,8 @@ fn assert_holds_pin_what_they_list(env: &Env) {
 /// files when they expire: tenant-1 on MiFID II's 5 years goes a year before the rest.
 #[test]
 fn files_hold_one_policy_and_go_whole_when_it_ends() {
-    let env = Env::new();
+    // MiFID II: a store created with a five-year floor
+    let env = Env::init_with(&["--retention-floor-days", "1825"]);
     let pipe = env.write(
         "p.toml",
         b"[[retention.rules]]\ntenants = [\"tenant-1\"]\npolicy = \"MIFID2_5Y\"\n",
@@ -895,11 +903,17 @@ fn over_years_of_random_sweeps_exactly_the_unexpired_or_held_records_remain() {
             "[retention]\nrewrite_min_days = 0\n[[retention.rules]]\ntenants = [\"tenant-1\"]\npolicy = \"P1\"\n[[retention.rules]]\ntenants = [\"tenant-2\"]\npolicy = \"P2\"\n[retention.policies.P1]\nyears = {}\nmonths = {}\n[retention.policies.P2]\nyears = {}\nmonths = {}\n",
             periods[0].0, periods[0].1, periods[1].0, periods[1].1
         );
-        let env = Env::new();
+        // periods from one year: a store created with a one-year floor
+        let env = Env::init_with(&["--retention-floor-days", "365"]);
         let pipe = env.write("p.toml", config.as_bytes());
         let pipe = pipe.to_str().unwrap();
-        env.ingest(&env.write("e.ndjson", &common::generate(80 + seed, 450, 0, 3).ndjson));
-        env.ok(&["batch", "--pipeline", pipe]);
+        // arriving as they happen (2025-10-01 .. 03): older ones would be past the floor
+        let arrival = "2025-10-04T00:00:00Z";
+        env.ingest_at(
+            arrival,
+            &env.write("e.ndjson", &common::generate(80 + seed, 450, 0, 3).ndjson),
+        );
+        env.ok_at(arrival, &["batch", "--pipeline", pipe]);
         // ground truth, read before anything is deleted: (event, tenant, queue, expires_at)
         let all: Vec<(String, String, String, chrono::DateTime<chrono::Utc>)> = env
             .query("SELECT event_id, tenant_id, queue_id, expires_at FROM events")
@@ -951,6 +965,7 @@ fn over_years_of_random_sweeps_exactly_the_unexpired_or_held_records_remain() {
                     let body = format!(
                         r#"{{"holdId": "{id}", "tenantId": "{tenant}", "scope": {{"queueIds": ["{queue}"]}}}}"#
                     );
+                    // (a hold placed after its records were swept covers nothing)
                     env.ok(&[
                         "hold",
                         "apply",
@@ -958,6 +973,7 @@ fn over_years_of_random_sweeps_exactly_the_unexpired_or_held_records_remain() {
                         "lee",
                         "--file",
                         env.write("h.json", body.as_bytes()).to_str().unwrap(),
+                        "--allow-empty",
                     ]);
                     active.push((id, tenant, queue));
                 }

@@ -1,0 +1,150 @@
+use super::*;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+}
+
+fn problems_of(e: ConfigError) -> Vec<String> {
+    match e {
+        ConfigError::Invalid { problems, .. } => problems,
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn presets_and_rules() {
+    let p = Pipeline::parse(
+        "t.toml".as_ref(),
+        r#"
+            [retention]
+            default_policy = "SEC_17A4_6Y"
+            [[retention.rules]]
+            interaction_types = ["SMS"]
+            policy = "MIFID2_5Y"
+            [[retention.rules]]
+            tenants = ["bank-a"]
+            policy = "KEEP_10Y"
+            [retention.policies.KEEP_10Y]
+            years = 10
+            "#,
+    )
+    .unwrap();
+    let pol = p.validate("t.toml".as_ref()).unwrap();
+    let t = at("2024-02-29T12:00:00Z");
+    assert_eq!(
+        pol.apply("x", "SMS", t),
+        (Arc::from("MIFID2_5Y"), Some(at("2029-02-28T12:00:00Z")))
+    );
+    assert_eq!(pol.apply("bank-a", "CALL", t).0.as_ref(), "KEEP_10Y");
+    assert_eq!(
+        pol.apply("bank-a", "SMS", t).0.as_ref(),
+        "MIFID2_5Y",
+        "first match wins"
+    );
+    assert_eq!(
+        pol.apply("x", "CALL", t),
+        (Arc::from("SEC_17A4_6Y"), Some(at("2030-02-28T12:00:00Z")))
+    );
+}
+
+#[test]
+fn reports_every_problem() {
+    let p = Pipeline::parse(
+        "t.toml".as_ref(),
+        r#"
+            [retention]
+            default_policy = "NOPE"
+            [[retention.rules]]
+            policy = "ALSO_NOPE"
+            interaction_types = ["sms"]
+            [batch]
+            memory_mb = 1
+            "#,
+    )
+    .unwrap();
+    let problems = problems_of(p.validate("t.toml".as_ref()).unwrap_err());
+    assert_eq!(problems.len(), 4, "{problems:?}");
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    assert!(Pipeline::parse("t.toml".as_ref(), "[batch]\nmax_input = 3\n").is_err());
+}
+
+/// Three mistakes of three kinds (an unknown key, a wrong type, a value out of bounds) and a
+/// policy no rule can find: one error names them all.
+#[test]
+fn structural_and_value_problems_come_in_one_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    std::fs::write(
+        &path,
+        r#"
+        [batch]
+        max_input = 3
+        threads = 5000000
+        [retention]
+        default_policy = "NOPE"
+        [retention.policies.SIX]
+        years = "six"
+        [[sources]]
+        name = "a"
+        format = "canonical"
+        pathz = ["x"]
+        "#,
+    )
+    .unwrap();
+    let problems = problems_of(Pipeline::load(&path).unwrap_err());
+    for want in [
+        "batch.max_input: unknown key",
+        "retention.policies.SIX.years: invalid type",
+        "sources[0].pathz: unknown key",
+        "sources[0].paths: missing",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(want)),
+            "{want}: {problems:#?}"
+        );
+    }
+    // sections with no structural problem are still checked for their values
+    let dir2 = tempfile::tempdir().unwrap();
+    let path2 = dir2.path().join("p.toml");
+    std::fs::write(
+        &path2,
+        "[batch]\nthreads = 5000000\nmemory_mb = 1\n[retention]\ndefault_policy = \"NOPE\"\n[store]\npaht = \"x\"\n",
+    )
+    .unwrap();
+    let problems = problems_of(Pipeline::load(&path2).unwrap_err());
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("batch.threads: 5000000"))
+    );
+    assert!(problems.iter().any(|p| p.contains("unknown policy NOPE")));
+    assert!(problems.iter().any(|p| p.starts_with("store.paht")));
+}
+
+#[test]
+fn thread_counts_are_bounded() {
+    let p = Pipeline::parse("t.toml".as_ref(), "[batch]\nthreads = 5000000\n").unwrap();
+    let problems = problems_of(p.validate("t.toml".as_ref()).unwrap_err());
+    assert!(problems[0].contains("more than 256"), "{problems:?}");
+    let p = Pipeline::parse("t.toml".as_ref(), "[batch]\nthreads = 256\n").unwrap();
+    assert!(p.validate("t.toml".as_ref()).is_ok());
+}
+
+#[test]
+fn a_syntax_error_is_reported_with_its_place() {
+    let Err(ConfigError::Parse { message, .. }) =
+        Pipeline::parse("t.toml".as_ref(), "[batch\nthreads = 1\n")
+    else {
+        panic!()
+    };
+    assert!(
+        message.contains("line 1") || message.contains("1:"),
+        "{message}"
+    );
+}
