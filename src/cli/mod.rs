@@ -53,6 +53,10 @@ pub enum Command {
     Init {
         #[command(flatten)]
         s: StoreArgs,
+        /// Let the store's group read it: objects 0640 and directories 0750 instead of
+        /// 0600/0700 (recorded in the store marker)
+        #[arg(long)]
+        group_readable: bool,
     },
     /// Append raw events to the landing zone ('-' reads stdin)
     Ingest(IngestArgs),
@@ -102,7 +106,9 @@ impl Command {
     pub async fn run(self, out: &mut dyn Write) -> Result<()> {
         let clock = clock()?;
         match self {
-            Command::Init { s } => init(&s, clock.as_ref(), out).await,
+            Command::Init { s, group_readable } => {
+                init(&s, group_readable, clock.as_ref(), out).await
+            }
             Command::Ingest(a) => a.run(clock, out).await,
             Command::Batch(a) => a.run(clock, out).await,
             Command::Verify(a) => a.run(clock, out).await,

@@ -18,6 +18,10 @@ pub(super) struct StoreMarker {
     version: u32,
     created_at: String,
     kek_id: String,
+    /// Objects 0640 and directories 0750 (the store's group may read), instead of 0600/0700.
+    /// Set by `init --group-readable`; never from the environment.
+    #[serde(default)]
+    group_readable: bool,
 }
 
 pub(super) fn default_keyring() -> Result<PathBuf> {
@@ -73,7 +77,12 @@ pub(super) fn keyring_path(s: &StoreArgs) -> Result<PathBuf> {
     Ok(k)
 }
 
-pub(super) async fn init(s: &StoreArgs, clock: &dyn Clock, out: &mut dyn Write) -> Result<()> {
+pub(super) async fn init(
+    s: &StoreArgs,
+    group_readable: bool,
+    clock: &dyn Clock,
+    out: &mut dyn Write,
+) -> Result<()> {
     let kpath = keyring_path(s)?;
     let now = crate::clock::fmt_ts(clock.now());
     let (ring, created) = if kpath.exists() {
@@ -81,12 +90,28 @@ pub(super) async fn init(s: &StoreArgs, clock: &dyn Clock, out: &mut dyn Write) 
     } else {
         (LocalKeyring::create(&kpath, &now)?, true)
     };
-    let store = Store::open_local(&s.store, true)?;
+    if s.store.join(layout::STORE_MARKER).exists() {
+        let store = Store::open_local(&s.store, false)?;
+        let existing = read_marker(&store).await?;
+        if existing.group_readable != group_readable {
+            return Err(Error::Usage(format!(
+                "store {} is already initialised {}; file modes are chosen once, at init",
+                store.root().display(),
+                if existing.group_readable {
+                    "group-readable"
+                } else {
+                    "owner-only"
+                }
+            )));
+        }
+    }
+    let store = Store::init_local(&s.store, group_readable)?;
     let marker = StoreMarker {
         format: "holdfast.store".into(),
         version: 1,
         created_at: now,
         kek_id: ring.kek_id().to_string(),
+        group_readable,
     };
     let path = object_store::path::Path::from(layout::STORE_MARKER);
     match store
