@@ -1,4 +1,5 @@
-//! Test hooks: a pinned clock (`HOLDFAST_NOW`) and crash points (`HOLDFAST_FAILPOINT`).
+//! Test hooks: a pinned clock (`HOLDFAST_NOW`), crash points (`HOLDFAST_FAILPOINT`) and pause
+//! points (`HOLDFAST_PAUSE`).
 //!
 //! They exist only in builds with the `test-hooks` cargo feature, which `tests/run.sh` turns
 //! on and a release build does not have: a plain binary reads neither variable, so nobody can
@@ -13,6 +14,10 @@ use std::sync::Arc;
 pub struct Failpoints {
     #[cfg(feature = "test-hooks")]
     armed: Option<Arc<str>>,
+    /// `HOLDFAST_PAUSE=<point>:<file>`: at `point`, create `<file>.reached` and wait while
+    /// `<file>` exists (a test interleaves two processes with it).
+    #[cfg(feature = "test-hooks")]
+    pause: Option<(Arc<str>, std::path::PathBuf)>,
 }
 
 impl Failpoints {
@@ -29,7 +34,11 @@ impl Failpoints {
                 .ok()
                 .filter(|s| !s.is_empty())
                 .map(Arc::from);
-            Failpoints { armed }
+            let pause = std::env::var("HOLDFAST_PAUSE").ok().and_then(|v| {
+                let (point, file) = v.split_once(':')?;
+                Some((Arc::from(point), std::path::PathBuf::from(file)))
+            });
+            Failpoints { armed, pause }
         }
         #[cfg(not(feature = "test-hooks"))]
         Failpoints::default()
@@ -41,6 +50,17 @@ impl Failpoints {
         if self.armed.as_deref() == Some(point) {
             eprintln!("failpoint {point}: aborting");
             std::process::abort();
+        }
+        #[cfg(feature = "test-hooks")]
+        if let Some((at, file)) = &self.pause
+            && at.as_ref() == point
+        {
+            let mut reached = file.clone().into_os_string();
+            reached.push(".reached");
+            let _ = std::fs::write(reached, point);
+            while file.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
         #[cfg(not(feature = "test-hooks"))]
         let _ = point;

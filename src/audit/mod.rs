@@ -338,6 +338,19 @@ impl AuditEvent for ExpiredOnArrival<'_> {
     const ACTION: &'static str = "retention.expired_on_arrival";
 }
 
+/// A landing segment that does not parse or fails authentication was moved aside whole, so
+/// the rest of the landing zone could go on; its bytes are kept at `moved_to`.
+#[derive(Debug, Serialize)]
+pub struct SegmentIsolated<'a> {
+    pub batch_id: &'a str,
+    pub segment: &'a str,
+    pub moved_to: &'a str,
+    pub reason: &'a str,
+}
+impl AuditEvent for SegmentIsolated<'_> {
+    const ACTION: &'static str = "landing.isolated";
+}
+
 /// A legal hold changed state (placed, release requested, released) or was refused.
 #[derive(Debug, Serialize)]
 pub struct HoldChanged<'a> {

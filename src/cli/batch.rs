@@ -55,7 +55,25 @@ impl BatchArgs {
         let (p, policies) = pipeline_for(&store, pipeline.as_deref()).await?;
         let ctx = context(store, kms, clock);
         let report = job::batch(&ctx, &batch_options(p.as_ref(), policies)).await?;
+        warn_damaged(&report);
         output::write_report(format.unwrap_or(Format::Table), &report, out)
+    }
+}
+
+/// Damaged landing segments and partitions, on stderr as well as in the report. The exit code
+/// stays 0: the batch committed everything it could and lost nothing (see README).
+fn warn_damaged(report: &job::BatchReport) {
+    for moved in &report.isolated {
+        eprintln!(
+            "warning: a landing segment that does not parse or fails authentication was moved to {moved} (audited as landing.isolated)"
+        );
+    }
+    if report.events_blocked > 0 {
+        eprintln!(
+            "warning: {} event(s) stay in landing: the latest manifest of {} cannot be read; run `holdfast verify`",
+            report.events_blocked,
+            report.damaged_partitions.join(", ")
+        );
     }
 }
 
@@ -93,7 +111,7 @@ impl RunArgs {
         };
         let marker = s.store.join(layout::STORE_MARKER);
         if !marker.exists() {
-            init(&s, p.store.retention_floor_days, clock.as_ref(), out).await?;
+            init(&s, p.store.retention_floor_days, false, clock.as_ref(), out).await?;
         }
         let (store, kms) = open(&s).await?;
         let (_, policies) = pipeline_for(&store, Some(&pipeline)).await?;
@@ -102,6 +120,7 @@ impl RunArgs {
             ingest_paths(&ctx, src.format, src.tenant.as_deref(), &src.paths, out).await?;
         }
         let report = job::batch(&ctx, &batch_options(Some(&p), policies)).await?;
+        warn_damaged(&report);
         output::write_report(format.unwrap_or(Format::Table), &report, out)
     }
 }

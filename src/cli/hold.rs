@@ -236,9 +236,9 @@ pub(super) async fn hold_command(
             let holder = format!("hold-apply-{}", std::process::id());
             let (lease, _) = crate::job::Lease::acquire_waiting(
                 &store,
+                clock.clone(),
                 layout::HOLDS_LEASE,
                 &holder,
-                &crate::clock::fmt_ts(now),
                 HOLDS_LEASE_WAIT,
             )
             .await?;
@@ -289,6 +289,7 @@ pub(super) async fn hold_command(
                 let id = h.hold_id.clone();
                 let mut holds = registry.holds.clone();
                 holds.push(h.clone());
+                lease.check().await.map_err(crate::job::JobError::from)?;
                 if !hold::commit(&store, &registry, sha, holds).await? {
                     return Err(Error::Usage(
                         "the hold registry changed meanwhile; run the command again".into(),
@@ -303,6 +304,7 @@ pub(super) async fn hold_command(
                         .await?;
                 }
                 if !late.is_empty() {
+                    lease.check().await.map_err(crate::job::JobError::from)?;
                     hold::add_files(&store, &id, &late).await?;
                 }
                 let n = h.files.len() + late.len();

@@ -99,7 +99,16 @@ impl Command {
     pub async fn run(self, out: &mut dyn Write) -> Result<()> {
         let clock = clock()?;
         match self {
-            Command::Init(a) => init(&a.s, a.retention_floor_days, clock.as_ref(), out).await,
+            Command::Init(a) => {
+                init(
+                    &a.s,
+                    a.retention_floor_days,
+                    a.group_readable,
+                    clock.as_ref(),
+                    out,
+                )
+                .await
+            }
             Command::Ingest(a) => a.run(clock, out).await,
             Command::Batch(a) => a.run(clock, out).await,
             Command::Verify(a) => a.run(clock, out).await,

@@ -381,8 +381,9 @@ pub(super) async fn execute(
                 .await?;
             return Err(Error::Refused(reason));
         }
-        let (ctx, decryptor) = crate::query::session_with(
+        let (ctx, decryptor) = crate::query::session_on(
             &store,
+            committed(&store).await?,
             Some((kms, tenant)),
             crate::query::mentions_audit(&sql),
         )
@@ -404,9 +405,24 @@ pub(super) async fn execute(
     } else {
         let store = Store::open_local(&s.store, false)?;
         read_marker(&store).await?;
+        let latest = committed(&store).await?;
         let (ctx, _) =
-            crate::query::session_with(&store, None, crate::query::mentions_audit(&sql)).await?;
+            crate::query::session_on(&store, latest, None, crate::query::mentions_audit(&sql))
+                .await?;
         crate::query::run_sql(&ctx, &sql).await?
     };
     Ok(batches)
+}
+
+/// The latest manifests. A partition whose latest version cannot be read is left out of the
+/// session, with a warning on stderr, so one damaged partition does not stop every query.
+async fn committed(store: &Store) -> Result<Vec<crate::lake::manifest::Loaded>> {
+    let (loaded, damaged) = crate::lake::manifest::load_latest_each(store).await?;
+    for d in &damaged {
+        eprintln!(
+            "warning: partition {} is left out: its latest manifest (v{}) cannot be read ({}); run `holdfast verify`",
+            d.partition, d.sequence, d.problem
+        );
+    }
+    Ok(loaded)
 }

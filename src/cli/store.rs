@@ -22,6 +22,10 @@ pub(super) struct StoreMarker {
     /// a marker without it (older stores) has the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     retention_floor_days: Option<u32>,
+    /// Objects 0640 and directories 0750 (the store's group may read), instead of 0600/0700.
+    /// Set by `init --group-readable`; never from the environment.
+    #[serde(default)]
+    group_readable: bool,
 }
 
 /// `init`'s arguments.
@@ -34,6 +38,10 @@ pub struct InitArgs {
     /// [default: 2190, FINRA 4511's 6 years]
     #[arg(long)]
     pub retention_floor_days: Option<u32>,
+    /// Let the store's group read it: objects 0640 and directories 0750 instead of
+    /// 0600/0700 (recorded in the store marker)
+    #[arg(long)]
+    pub group_readable: bool,
 }
 
 pub(super) fn default_keyring() -> Result<PathBuf> {
@@ -92,6 +100,7 @@ pub(super) fn keyring_path(s: &StoreArgs) -> Result<PathBuf> {
 pub(super) async fn init(
     s: &StoreArgs,
     floor_days: Option<u32>,
+    group_readable: bool,
     clock: &dyn Clock,
     out: &mut dyn Write,
 ) -> Result<()> {
@@ -106,13 +115,29 @@ pub(super) async fn init(
     } else {
         (LocalKeyring::create(&kpath, &now)?, true)
     };
-    let store = Store::open_local(&s.store, true)?;
+    if s.store.join(layout::STORE_MARKER).exists() {
+        let store = Store::open_local(&s.store, false)?;
+        let existing = read_marker(&store).await?;
+        if existing.group_readable != group_readable {
+            return Err(Error::Usage(format!(
+                "store {} is already initialised {}; file modes are chosen once, at init",
+                store.root().display(),
+                if existing.group_readable {
+                    "group-readable"
+                } else {
+                    "owner-only"
+                }
+            )));
+        }
+    }
+    let store = Store::init_local(&s.store, group_readable)?;
     let marker = StoreMarker {
         format: "holdfast.store".into(),
         version: 1,
         created_at: now,
         kek_id: ring.kek_id().to_string(),
         retention_floor_days: Some(floor.days),
+        group_readable,
     };
     let path = object_store::path::Path::from(layout::STORE_MARKER);
     match store

@@ -71,26 +71,26 @@ impl SweepArgs {
         let lease = if dry_run {
             None
         } else {
-            let started = crate::clock::fmt_ts(clock.now());
-            let (lease, took_over) = crate::job::Lease::acquire(
-                &store,
-                &format!(
-                    "sweep-{}",
-                    layout::batch_id(clock.now(), rand::RngCore::next_u32(&mut rand::rng()))
-                ),
-                &started,
-            )
-            .await?;
-            if took_over {
+            let holder = format!(
+                "sweep-{}",
+                layout::batch_id(clock.now(), rand::RngCore::next_u32(&mut rand::rng()))
+            );
+            let (lease, _) = crate::job::Lease::acquire(&store, clock.clone(), &holder).await?;
+            // a killed batch may have committed files without their locks
+            let repaired = async {
                 let latest = crate::lake::manifest::load_latest_all(&store).await?;
-                crate::job::repair_locks(&store, latest.iter()).await?;
+                Ok::<_, Error>(crate::job::repair_locks(&store, latest.iter()).await?)
+            };
+            if let Err(e) = repaired.await {
+                lease.release(&store).await?;
+                return Err(e);
             }
             // and no hold is placed while it decides which records survive
             match crate::job::Lease::acquire_waiting(
                 &store,
+                clock.clone(),
                 layout::HOLDS_LEASE,
                 "sweep",
-                &started,
                 HOLDS_LEASE_WAIT,
             )
             .await
@@ -102,6 +102,10 @@ impl SweepArgs {
                 }
             }
         };
+        let fence = match &lease {
+            Some((a, b)) => crate::job::Fence::of(&[a, b]),
+            None => crate::job::Fence::none(),
+        };
         let result = sweep(
             &store,
             &clock,
@@ -111,6 +115,7 @@ impl SweepArgs {
             now,
             dry_run,
             format,
+            &fence,
             out,
         )
         .await;
@@ -219,7 +224,7 @@ impl RetentionCommand {
     }
 }
 
-/// How long `hold apply` and a sweep wait for each other (`_holds.lease`).
+/// How long `hold apply` and a sweep wait for each other (the `holds` lease).
 pub(super) const HOLDS_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The sweep proper, under the lease (none for a dry run): lapse dated holds, plan, execute.
@@ -233,10 +238,12 @@ pub(super) async fn sweep(
     now: chrono::DateTime<chrono::Utc>,
     dry_run: bool,
     format: Option<Format>,
+    fence: &crate::job::Fence,
     out: &mut dyn Write,
 ) -> Result<()> {
     // holds past their expiration date lapse first (audited under the sweep's actor)
     if !dry_run {
+        fence.check().await.map_err(crate::job::JobError::from)?;
         let lapsed = crate::retention::hold::lapse_due(store, now).await?;
         record_lapses(
             &crate::audit::Audit::new(store.clone(), clock.clone()),
@@ -287,6 +294,7 @@ pub(super) async fn sweep(
         now,
         sweep_id: &sweep_id,
         failpoints: &failpoints,
+        fence,
     };
     let report = crate::retention::execute(&run, kms.as_deref(), &plan).await?;
     output::write_report(format, &report, out)?;

@@ -7,14 +7,14 @@
 
 use super::lease::Lease;
 use super::{Context, JobError};
-use crate::clock::{fmt_ts, micros};
+use crate::clock::micros;
 use crate::config::{Policies, RetentionFloor};
 use crate::crypto::{
     Cipher, DataKey, Dictionary, RecordCompressor, record_aad, seal_record, sha256,
 };
 use crate::lake::datafile::{self, FileWriter, Row};
 use crate::lake::layout::{self, Partition};
-use crate::lake::manifest::{self, Commit, DataFileEntry, FileEncryption, Loaded};
+use crate::lake::manifest::{DataFileEntry, FileEncryption, Loaded};
 use crate::lake::storage::Store;
 use crate::landing::Segment;
 use crate::landing::quarantine::{self, Origin};
@@ -80,6 +80,17 @@ pub struct BatchReport {
     pub held_new_files: u64,
     pub staging_removed: u64,
     pub lease_taken_over: bool,
+    /// Landing segments that do not parse or fail authentication: moved to `failed/` whole
+    /// (audited), the rest of the landing zone went on.
+    pub segments_isolated: u64,
+    /// Where each went (`failed/<segment-id>.seg`).
+    pub isolated: Vec<String>,
+    /// Partitions whose latest manifest cannot be read (`verify` says why): nothing is written
+    /// to them until repaired.
+    pub damaged_partitions: Vec<String>,
+    /// Events for those partitions, left in landing with their segments.
+    pub events_blocked: u64,
+    pub segments_kept: u64,
     pub stored_by_type: BTreeMap<String, u64>,
     pub stored_by_policy: BTreeMap<String, u64>,
     pub quarantined_by_code: BTreeMap<String, u64>,
@@ -137,6 +148,23 @@ impl std::fmt::Display for BatchReport {
                 f,
                 "\n  recovered    {} orphan file(s) and {} staging file(s) of an interrupted batch removed",
                 self.orphans_removed, self.staging_removed
+            )?;
+        }
+        if self.segments_isolated > 0 {
+            write!(
+                f,
+                "\n  isolated     {} damaged landing segment(s) moved aside, nothing read from them: {} (audited)",
+                self.segments_isolated,
+                self.isolated.join(", ")
+            )?;
+        }
+        if self.events_blocked > 0 {
+            write!(
+                f,
+                "\n  blocked      {} event(s) for partition(s) whose latest manifest is damaged ({}); {} segment(s) stay in landing; run `holdfast verify`",
+                self.events_blocked,
+                self.damaged_partitions.join(", "),
+                self.segments_kept
             )?;
         }
         if self.segments_waiting > 0 {
@@ -279,8 +307,8 @@ pub async fn batch(ctx: &Context, opts: &BatchOptions) -> Result<BatchReport, Jo
     let started = ctx.clock.now();
     let batch_id = layout::batch_id(started, rand::rng().next_u32());
     let (lease, took_over) =
-        Lease::acquire(&ctx.store, &format!("batch {batch_id}"), &fmt_ts(started)).await?;
-    let result = run(ctx, opts, &batch_id, took_over).await;
+        Lease::acquire(&ctx.store, ctx.clock.clone(), &format!("batch {batch_id}")).await?;
+    let result = run(ctx, opts, &batch_id, &lease, took_over).await;
     // On error the lease is released too: nothing uncommitted is visible, and a rerun recovers.
     lease.release(&ctx.store).await?;
     result
@@ -290,51 +318,53 @@ async fn run(
     ctx: &Context,
     opts: &BatchOptions,
     batch_id: &str,
+    lease: &Lease,
     took_over: bool,
 ) -> Result<BatchReport, JobError> {
-    let store = &ctx.store;
     let mut report = BatchReport {
         batch_id: batch_id.to_string(),
         lease_taken_over: took_over,
         ..Default::default()
     };
-
-    // Recovery: files of an interrupted batch that no manifest lists are invisible; remove them.
-    report.staging_removed = store.remove_abandoned_staging(layout::LAKE) as u64;
-    let latest: BTreeMap<Partition, Loaded> = manifest::load_latest_all(store)
-        .await?
-        .into_iter()
-        .map(|l| (l.manifest.partition.clone(), l))
-        .collect();
-    // committed files, and rewritten ones the sweep deletes once their lock allows
-    let committed: HashSet<&str> = latest
-        .values()
-        .flat_map(|l| {
-            l.manifest.files.iter().map(|f| f.path.as_str()).chain(
-                l.manifest
-                    .removed
-                    .iter()
-                    .filter(|r| r.awaiting_deletion())
-                    .map(|r| r.path.as_str()),
-            )
+    let (latest, damaged) =
+        super::commit::recover(&ctx.store, ctx.clock.now(), &mut report).await?;
+    let picked = pick_segments(&ctx.store, opts, &mut report).await?;
+    if picked.is_empty() {
+        return Ok(report);
+    }
+    let handle = tokio::runtime::Handle::current();
+    let (outcome, rep) = {
+        // data files and quarantine entries: their directories are synced at the commit
+        let ctx = Context {
+            store: ctx.store.deferred(),
+            ..ctx.clone()
+        };
+        let opts = opts.clone();
+        let batch_id = batch_id.to_string();
+        let picked = picked.clone();
+        let (latest, damaged) = (latest.clone(), damaged.clone());
+        tokio::task::spawn_blocking(move || {
+            let parts = Parts {
+                latest: &latest,
+                damaged: &damaged,
+            };
+            process(&handle, &ctx, &opts, &batch_id, &picked, parts, report)
         })
-        .collect();
-    for meta in store.list(layout::LAKE).await? {
-        if !committed.contains(meta.location.as_ref()) {
-            // uncommitted files are normally unlocked; one a storage lock still protects (a sweep
-            // raced with a hold) stays, reported, until the lock allows
-            match store.delete_checked(&meta.location, ctx.clock.now()).await {
-                Ok(()) => report.orphans_removed += 1,
-                Err(crate::lake::LakeError::ObjectLocked { .. }) => report.orphans_locked += 1,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    if took_over {
-        report.locks_repaired = repair_locks(store, latest.values()).await?;
-    }
+        .await
+        .map_err(|e| JobError::Worker(e.to_string()))??
+    };
+    report = rep;
+    ctx.fail("batch.after_files_written");
+    super::commit::commit(ctx, batch_id, lease, &picked, &latest, outcome, &mut report).await?;
+    Ok(report)
+}
 
-    // Pick segments in arrival order, up to the input budget (always at least one).
+/// Landing segments in arrival order, up to the input budget (always at least one).
+async fn pick_segments(
+    store: &Store,
+    opts: &BatchOptions,
+    report: &mut BatchReport,
+) -> Result<Vec<object_store::path::Path>, JobError> {
     let mut picked = Vec::new();
     let mut budget = 0u64;
     for meta in store.list(layout::LANDING).await? {
@@ -353,119 +383,76 @@ async fn run(
         picked.push(meta.location);
     }
     report.segments = picked.len() as u64;
-    if picked.is_empty() {
-        return Ok(report);
-    }
-
-    let handle = tokio::runtime::Handle::current();
-    let (files, passed, rep) = {
-        let ctx = ctx.clone();
-        let opts = opts.clone();
-        let batch_id = batch_id.to_string();
-        let picked = picked.clone();
-        let latest = latest.clone();
-        tokio::task::spawn_blocking(move || {
-            process(&handle, &ctx, &opts, &batch_id, &picked, &latest, report)
-        })
-        .await
-        .map_err(|e| JobError::Worker(e.to_string()))??
-    };
-    report = rep;
-    ctx.fail("batch.after_files_written");
-
-    // Commit: one create-only manifest version per partition (with one file per policy).
-    let now = ctx.clock.now();
-    let new_files: Vec<DataFileEntry> = files.iter().map(|(_, e)| e.clone()).collect();
-    let mut by_partition: BTreeMap<Partition, Vec<DataFileEntry>> = BTreeMap::new();
-    for (p, entry) in files {
-        by_partition.entry(p).or_default().push(entry);
-    }
-    for (i, (p, entries)) in by_partition.into_iter().enumerate() {
-        let locks: Vec<_> = entries
-            .iter()
-            .map(|e| {
-                (
-                    object_store::path::Path::from(e.path.as_str()),
-                    e.latest_expiry,
-                )
-            })
-            .collect();
-        match manifest::commit(store, &p, latest.get(&p), entries, batch_id, now).await? {
-            Commit::Committed(_) => {}
-            Commit::LostRace { .. } => return Err(JobError::Conflict { partition: p.dir() }),
-        }
-        ctx.fail(&format!("batch.after_manifest:{}", i + 1));
-        // committed: the storage layer now refuses to delete them before their last record expires
-        for (path, until) in locks {
-            store.ensure_retained(&path, until).await?;
-        }
-    }
-    // records that arrive for an active legal hold are held from the start
-    report.held_new_files = crate::retention::hold::apply_to_new(store, &new_files, now).await?;
-    // replayed lines that are stored now (or were already) leave quarantine
-    for id in &passed {
-        store.delete(&layout::quarantine_entry(id)).await?;
-    }
-    report.replayed_out = passed.len() as u64;
-    // the landing DEKs this batch unwrapped, on the trail (before the segments go)
-    let segments: Vec<String> = picked
-        .iter()
-        .filter_map(layout::parse_landing_segment)
-        .collect();
-    let event = crate::audit::BatchCommitted {
-        batch_id,
-        deks_unwrapped: segments.len() as u64,
-        segments,
-        stored: report.stored,
-        quarantined: report.quarantined,
-        files: report.files,
-    };
-    let audit = crate::audit::Audit::new(store.clone(), ctx.clock.clone());
-    audit.record("holdfast-batch", None, &event).await?;
-    if report.expired_on_arrival > 0 {
-        let e = crate::audit::ExpiredOnArrival {
-            batch_id,
-            events: report.expired_on_arrival,
-            event_ids: &report.expired_ids,
-        };
-        audit.record("holdfast-batch", None, &e).await?;
-    }
-    ctx.fail("batch.before_landing_delete");
-    for (i, path) in picked.iter().enumerate() {
-        store.delete(path).await?;
-        ctx.fail(&format!("batch.after_landing_delete:{}", i + 1));
-    }
-    Ok(report)
+    Ok(picked)
 }
 
-/// After taking over a dead holder's lease: it may have committed manifests before locking
-/// their files. Sets every committed file's retain-until to at least its latest expiry;
-/// returns how many needed it.
-pub(crate) async fn repair_locks<'a>(
-    store: &Store,
-    latest: impl Iterator<Item = &'a Loaded>,
-) -> Result<u64, JobError> {
-    let mut repaired = 0;
-    for l in latest {
-        for f in &l.manifest.files {
-            let path = object_store::path::Path::from(f.path.as_str());
-            if store
-                .lock(&path)
-                .await?
-                .retain_until
-                .is_none_or(|u| u < f.latest_expiry)
-            {
-                store.ensure_retained(&path, f.latest_expiry).await?;
-                repaired += 1;
+pub(super) type Finished = Vec<(Partition, DataFileEntry)>;
+
+/// What processing hands to the commit.
+pub(super) struct Outcome {
+    pub files: Finished,
+    /// Quarantine entries replayed in this batch whose lines are now stored.
+    pub passed: Vec<String>,
+    /// Segments (index into the picked list) holding events for a partition whose latest
+    /// manifest is damaged: they stay in landing until it is repaired.
+    pub kept: BTreeSet<usize>,
+    /// Segments that cannot be read (do not parse, fail authentication), with why.
+    pub failed: Vec<(usize, String)>,
+}
+
+/// The partitions as the batch found them: latest manifests, and those it cannot read.
+#[derive(Clone, Copy)]
+struct Parts<'a> {
+    latest: &'a BTreeMap<Partition, Loaded>,
+    damaged: &'a BTreeSet<Partition>,
+}
+
+/// Whether a segment failed for what its bytes are (damaged or altered), rather than for a
+/// store or key service failure (then the batch stops and a rerun tries again).
+fn damaged_segment(e: &JobError) -> bool {
+    use crate::landing::LandingError;
+    matches!(
+        e,
+        JobError::Landing(
+            LandingError::Corrupt { .. }
+                | LandingError::Crypto(_)
+                | LandingError::Kms(crate::crypto::kms::KmsError::InvalidCiphertext { .. })
+        )
+    )
+}
+
+/// Reads a segment, unwraps its key and opens every block once: a segment with a damaged
+/// block is set aside whole before any of its lines is stored.
+fn open_segment(
+    rt: &tokio::runtime::Handle,
+    ctx: &Context,
+    path: &object_store::path::Path,
+    index: usize,
+) -> Result<SegCtx, JobError> {
+    rt.block_on(async {
+        let bytes = ctx.store.get(path).await?;
+        let segment = Segment::parse(path.as_ref(), bytes)?;
+        let cipher = segment.unwrap_key(ctx.kms.as_ref()).await?;
+        let source = SourceKind::from_name(&segment.header.source).ok_or_else(|| {
+            crate::landing::LandingError::Corrupt {
+                object: path.to_string(),
+                problem: format!("unknown source {}", segment.header.source),
             }
+        })?;
+        for block in 0..segment.block_count() {
+            let mut lines = segment.open_block(&cipher, block)?;
+            zeroize::Zeroize::zeroize(&mut lines);
         }
-    }
-    Ok(repaired)
+        let ingested_at = micros(segment.header.arrived_at);
+        Ok::<_, JobError>(SegCtx {
+            segment,
+            cipher,
+            source,
+            ingested_at,
+            index,
+        })
+    })
 }
-
-type Finished = Vec<(Partition, DataFileEntry)>;
-/// What processing hands to the commit: the files, the quarantine entries replayed out, the report.
-type Processed3 = (Finished, Vec<String>, BatchReport);
 
 fn process(
     rt: &tokio::runtime::Handle,
@@ -473,61 +460,46 @@ fn process(
     opts: &BatchOptions,
     batch_id: &str,
     picked: &[object_store::path::Path],
-    latest: &BTreeMap<Partition, Loaded>,
+    parts: Parts<'_>,
     mut report: BatchReport,
-) -> Result<Processed3, JobError> {
+) -> Result<(Outcome, BatchReport), JobError> {
     let threads = opts.threads.max(1);
     let keys = KeyBook::default();
     let started = ctx.clock.now();
+    let failed = Mutex::new(Vec::new());
     let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<Chunk>(threads * 2);
     let (out_tx, out_rx) = crossbeam_channel::bounded::<Result<Processed, JobError>>(threads * 2);
-    std::thread::scope(|s| {
+    let outcome = std::thread::scope(|s| {
         // reader
         let reader_out = out_tx.clone();
+        let failed = &failed;
         s.spawn(move || {
             let mut seq = 0u64;
             for (index, path) in picked.iter().enumerate() {
-                let seg = rt.block_on(async {
-                    let bytes = ctx.store.get(path).await?;
-                    let segment = Segment::parse(path.as_ref(), bytes)?;
-                    let cipher = segment.unwrap_key(ctx.kms.as_ref()).await?;
-                    let source =
-                        SourceKind::from_name(&segment.header.source).ok_or_else(|| {
-                            crate::landing::LandingError::Corrupt {
-                                object: path.to_string(),
-                                problem: format!("unknown source {}", segment.header.source),
-                            }
-                        })?;
-                    let ingested_at = micros(segment.header.arrived_at);
-                    Ok::<_, JobError>(SegCtx {
-                        segment,
-                        cipher,
-                        source,
-                        ingested_at,
-                        index,
-                    })
-                });
-                match seg {
-                    Ok(seg) => {
-                        let seg = Arc::new(seg);
-                        for block in 0..seg.segment.block_count() {
-                            if chunk_tx
-                                .send(Chunk {
-                                    seq,
-                                    seg: seg.clone(),
-                                    block,
-                                })
-                                .is_err()
-                            {
-                                return;
-                            }
-                            seq += 1;
-                        }
+                let seg = match open_segment(rt, ctx, path, index) {
+                    Ok(seg) => Arc::new(seg),
+                    Err(e) if damaged_segment(&e) => {
+                        failed
+                            .lock()
+                            .expect("failed list")
+                            .push((index, e.to_string()));
+                        continue;
                     }
                     Err(e) => {
                         let _ = reader_out.send(Err(e));
                         return;
                     }
+                };
+                for block in 0..seg.segment.block_count() {
+                    let chunk = Chunk {
+                        seq,
+                        seg: seg.clone(),
+                        block,
+                    };
+                    if chunk_tx.send(chunk).is_err() {
+                        return;
+                    }
+                    seq += 1;
                 }
             }
         });
@@ -562,9 +534,10 @@ fn process(
         }
         drop(out_tx);
         drop(chunk_rx);
-        let r = coordinate(rt, ctx, opts, batch_id, latest, &keys, out_rx, &mut report);
-        r.map(|(files, passed)| (files, passed, report))
-    })
+        coordinate(rt, ctx, opts, batch_id, parts, &keys, out_rx, &mut report)
+    })?;
+    let failed = failed.into_inner().expect("failed list");
+    Ok((Outcome { failed, ..outcome }, report))
 }
 
 /// One worker's cache of tenants' blind-index keys.
@@ -1001,15 +974,13 @@ impl Sink<'_> {
             };
             f.writer
                 .add_metadata("holdfast.payload.compression", compression.to_string());
-            let (file, upload, parts) = f.writer.close()?;
-            let complete = async {
-                futures::future::try_join_all(parts).await?;
-                let mut upload = upload;
-                upload.complete().await
-            };
+            let (file, mut upload, parts) = f.writer.close()?;
+            let failed = |e| crate::lake::LakeError::store("writing", file.path.as_ref(), e);
             self.rt
-                .block_on(complete)
-                .map_err(|e| crate::lake::LakeError::store("writing", file.path.as_ref(), e))?;
+                .block_on(futures::future::try_join_all(parts))
+                .map_err(failed)?;
+            self.ctx.fail("batch.before_file_complete");
+            self.rt.block_on(upload.complete()).map_err(failed)?;
             report.files += 1;
             report.bytes_written += file.size_bytes;
             let ts = crate::clock::from_micros;
@@ -1053,12 +1024,14 @@ fn coordinate(
     ctx: &Context,
     opts: &BatchOptions,
     batch_id: &str,
-    latest: &BTreeMap<Partition, Loaded>,
+    parts: Parts<'_>,
     keys: &KeyBook,
     rx: crossbeam_channel::Receiver<Result<Processed, JobError>>,
     report: &mut BatchReport,
-) -> Result<(Finished, Vec<String>), JobError> {
+) -> Result<Outcome, JobError> {
     let store = &ctx.store;
+    let latest = parts.latest;
+    let mut kept: BTreeSet<usize> = BTreeSet::new();
     let mut pending: BTreeMap<u64, Processed> = BTreeMap::new();
     let mut next = 0u64;
     let mut seen: HashMap<Partition, Seen> = HashMap::new();
@@ -1078,7 +1051,7 @@ fn coordinate(
     let mut qwriter: Option<quarantine::Writer> = None;
     let mut still_failing: HashSet<String> = HashSet::new();
     let mut expired_ids: Vec<String> = Vec::new();
-    let mut replayed: Vec<String> = Vec::new();
+    let mut replayed: Vec<(usize, String)> = Vec::new();
     // lines of earlier blocks, per segment index, to number lines within a segment
     let mut seg_lines: HashMap<usize, u64> = HashMap::new();
 
@@ -1096,13 +1069,19 @@ fn coordinate(
                         .iter()
                         .skip(base as usize)
                         .take(p.lines as usize)
-                        .cloned(),
+                        .map(|id| (p.seg.index, id.clone())),
                 );
             }
             report.lines += p.lines;
             report.blank_lines += p.blank;
             for item in p.items {
                 match item {
+                    Item::Row(file, _, _, _) if parts.damaged.contains(&file.partition) => {
+                        // its latest manifest cannot be read: nothing is written there; the
+                        // segment stays in landing until the partition is repaired
+                        report.events_blocked += 1;
+                        kept.insert(p.seg.index);
+                    }
                     Item::Row(file, key, row, plain) => {
                         let part = &file.partition;
                         let s = match seen.get_mut(part) {
@@ -1190,10 +1169,16 @@ fn coordinate(
     }
     let passed = replayed
         .into_iter()
-        .filter(|id| !still_failing.contains(id))
+        .filter(|(seg, id)| !still_failing.contains(id) && !kept.contains(seg))
+        .map(|(_, id)| id)
         .collect();
     report.expired_ids = crate::audit::id_list(expired_ids);
-    Ok((sink.finish(report)?, passed))
+    Ok(Outcome {
+        files: sink.finish(report)?,
+        passed,
+        kept,
+        failed: Vec::new(),
+    })
 }
 
 async fn committed_ids(

@@ -8,13 +8,15 @@
 //! derived from (segment, line) and are create-only too.
 
 mod batch;
+mod commit;
 mod ingest;
 mod lease;
 pub(crate) use lease::Lease;
+pub use lease::{EXPIRY as LEASE_EXPIRY, Fence, LeaseLost};
 mod validate;
 
-pub(crate) use batch::repair_locks;
 pub use batch::{BatchOptions, BatchReport, batch};
+pub(crate) use commit::repair_locks;
 pub use ingest::{IngestReport, PREFIX_BYTES, ingest};
 pub use validate::{ValidateReport, validate};
 
@@ -41,9 +43,11 @@ pub enum JobError {
         source: std::io::Error,
     },
     #[error(
-        "another job holds the lease on this store ({holder}); if none is running, remove {path}"
+        "another job holds the lease on this store ({holder}); a lease its holder stops renewing expires by itself ({path})"
     )]
     Busy { holder: String, path: String },
+    #[error(transparent)]
+    LeaseLost(#[from] LeaseLost),
     #[error(
         "another writer committed {partition} first; nothing of this batch is visible, rerun it"
     )]

@@ -6,7 +6,10 @@
 //! quarantine/<entry-id>.json                                encrypted quarantine entries
 //! lake/year=YYYY/month=MM/day=DD/interaction_type=T/part-<batch-id>.parquet    data files
 //! manifests/year=YYYY/month=MM/day=DD/interaction_type=T/v<20 digits>.json     manifest versions
-//! _batch.lease                                              one running batch at a time
+//! failed/<segment-id>.seg                                   landing segments a batch could not read
+//! _locks/<object>.lock.json                                 storage lock of an object
+//! _leases/<name>/v<20 digits>.json                          lease versions (`batch`, `holds`)
+//! .staging/                                                 writes being staged (never read)
 //! ```
 //! The day is the UTC day of the event's `occurredAt`. The tenant is not in the path: each
 //! data file holds the partition's records of one batch, every tenant's, under one DEK, and
@@ -16,9 +19,14 @@ use chrono::{DateTime, Datelike, Utc};
 use object_store::path::Path;
 
 pub const STORE_MARKER: &str = "holdfast.json";
-pub const LEASE: &str = "_batch.lease";
+/// The lease a batch or a sweep holds (one at a time per store).
+pub const LEASE: &str = "batch";
 /// Held while a legal hold is placed or a sweep rewrites files.
-pub const HOLDS_LEASE: &str = "_holds.lease";
+pub const HOLDS_LEASE: &str = "holds";
+pub const LEASES: &str = "_leases";
+pub const LOCKS: &str = "_locks";
+/// Landing segments moved aside because they fail authentication or do not parse.
+pub const FAILED: &str = "failed";
 pub const LAKE: &str = "lake";
 pub const MANIFESTS: &str = "manifests";
 pub const LANDING: &str = "landing";
@@ -187,6 +195,41 @@ pub fn parse_quarantine_entry(path: &Path) -> Option<String> {
     valid_id(id).then(|| id.to_string())
 }
 
+/// A failed landing segment, moved aside (`failed/<segment-id>.seg`); a second one of the
+/// same id (bytes differing) gets the batch id too.
+pub fn failed_segment(id: &str, batch_id: Option<&str>) -> Path {
+    debug_assert!(valid_id(id));
+    match batch_id {
+        None => Path::from(format!("{FAILED}/{id}.seg")),
+        Some(b) => Path::from(format!("{FAILED}/{id}.{b}.seg")),
+    }
+}
+
+/// The lock record of an object: `_locks/<object>.lock.json`.
+pub fn lock_record(object: &Path) -> Path {
+    Path::from(format!("{LOCKS}/{}.lock.json", object.as_ref()))
+}
+
+/// The folder of a lease's versions: `_leases/<name>`.
+pub fn lease_dir(name: &str) -> Path {
+    debug_assert!(valid_id(name));
+    Path::from(format!("{LEASES}/{name}"))
+}
+
+/// One version of a lease; the version number is its fencing token.
+pub fn lease_version(name: &str, token: u64) -> Path {
+    debug_assert!(valid_id(name));
+    Path::from(format!("{LEASES}/{name}/v{token:020}.json"))
+}
+
+/// Lease name and token of a lease version path.
+pub fn parse_lease_version(path: &Path) -> Option<(String, u64)> {
+    let rest = path.as_ref().strip_prefix(LEASES)?.strip_prefix('/')?;
+    let (name, file) = rest.split_once('/')?;
+    let token = file.strip_prefix('v')?.strip_suffix(".json")?;
+    (token.len() == 20 && valid_id(name)).then(|| Some((name.to_string(), token.parse().ok()?)))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +248,10 @@ mod tests {
         #[test]
         fn manifest_path_round_trips(p in any_partition(), seq in 0u64..u64::MAX) {
             prop_assert_eq!(parse_manifest(&manifest(&p, seq)), Some((p, seq)));
+        }
+        #[test]
+        fn lease_path_round_trips(name in "[a-z]{1,12}", token in 0u64..u64::MAX) {
+            prop_assert_eq!(parse_lease_version(&lease_version(&name, token)), Some((name, token)));
         }
         #[test]
         fn dir_round_trips(p in any_partition()) {

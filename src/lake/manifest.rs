@@ -179,6 +179,38 @@ pub async fn load_latest_all(store: &Store) -> Result<Vec<Loaded>, LakeError> {
     futures::future::try_join_all(futs).await
 }
 
+/// A partition whose latest manifest version cannot be read (empty, truncated, altered).
+#[derive(Debug, Clone)]
+pub struct Damaged {
+    pub partition: Partition,
+    pub sequence: u64,
+    pub problem: String,
+}
+
+/// The latest manifest of every partition that has a readable one, and the partitions whose
+/// latest version is damaged, so that one bad partition does not stop the others. A store
+/// failure (I/O) still fails the call.
+pub async fn load_latest_each(store: &Store) -> Result<(Vec<Loaded>, Vec<Damaged>), LakeError> {
+    let versions = list_versions(store).await?;
+    let futs = versions.iter().filter_map(|(p, seqs)| {
+        seqs.last()
+            .map(|s| async move { (p, *s, load(store, p, *s).await) })
+    });
+    let (mut loaded, mut damaged) = (Vec::new(), Vec::new());
+    for (p, sequence, r) in futures::future::join_all(futs).await {
+        match r {
+            Ok(l) => loaded.push(l),
+            Err(LakeError::Corrupt { problem, .. }) => damaged.push(Damaged {
+                partition: p.clone(),
+                sequence,
+                problem,
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((loaded, damaged))
+}
+
 pub async fn load_latest(store: &Store, p: &Partition) -> Result<Option<Loaded>, LakeError> {
     let mut latest = None;
     for meta in store.list(layout::manifest_dir(p).as_ref()).await? {

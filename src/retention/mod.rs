@@ -41,6 +41,8 @@ pub enum SweepError {
     Kms(#[from] crate::crypto::kms::KmsError),
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
+    #[error(transparent)]
+    LeaseLost(#[from] crate::job::LeaseLost),
     #[error(
         "another writer changed {0} during the sweep; what was done is committed, run the sweep again to finish"
     )]
@@ -286,8 +288,8 @@ impl AuditEvent for Rewrote<'_> {
     const ACTION: &'static str = "retention.rewrite";
 }
 
-/// What every step of one sweep shares: where, who, when, under which id, and the crash
-/// points tests arm ([`crate::hooks`]).
+/// What every step of one sweep shares: where, who, when, under which id, the leases it runs
+/// under (checked before each commit step), and the crash points tests arm ([`crate::hooks`]).
 #[derive(Debug, Clone, Copy)]
 pub struct SweepRun<'a> {
     pub store: &'a Store,
@@ -296,6 +298,7 @@ pub struct SweepRun<'a> {
     pub now: DateTime<Utc>,
     pub sweep_id: &'a str,
     pub failpoints: &'a crate::hooks::Failpoints,
+    pub fence: &'a crate::job::Fence,
 }
 
 /// Why the storage layer would refuse to delete `path` at `now`, if it would.
@@ -339,6 +342,11 @@ struct Replacement {
 /// manifest swapped, new file locked and pinned as the old one was); then one registry commit
 /// moving hold listings to the new files; then the old files are unpinned and deleted where
 /// their lock allows. Each step is idempotent: a sweep killed anywhere is finished by the next.
+///
+/// Durability: a rewritten file is fsynced when completed and its directory synced
+/// (`Store::sync`) before the manifest naming it commits; every manifest version is durable
+/// (file and directory synced) before the object it removes is unlinked; the lease is checked
+/// before each manifest commit, registry commit and group of deletions.
 pub async fn execute(
     run: &SweepRun<'_>,
     kms: Option<&dyn Kms>,
@@ -351,6 +359,7 @@ pub async fn execute(
         now,
         sweep_id,
         failpoints,
+        ..
     } = *run;
     let mut report = SweepReport {
         sweep_id: sweep_id.to_string(),
@@ -406,6 +415,9 @@ pub async fn execute(
             rewrite::Outcome::Rewritten(done) => done,
         };
         failpoints.hit("sweep.after_rewrite_written");
+        // the new file's directory entry is durable before the manifest names it
+        store.sync().await?;
+        run.fence.check().await?;
         let new = done.entry.clone();
         let commit = manifest::commit_edit(store, &p, &base, sweep_id, now, |m| {
             m.files.retain(|f| f.path != old.path);
@@ -503,6 +515,9 @@ async fn delete_whole(
             continue;
         }
         let paths: Vec<String> = removing.iter().map(|f| f.path.clone()).collect();
+        run.fence.check().await?;
+        // the new version is durable (file and directory) when the put returns: only then go
+        // the objects it removes
         match manifest::commit_removal(store, &p, &base, &paths, sweep_id, now).await? {
             Commit::Committed(_) => {}
             Commit::LostRace { .. } => return Err(SweepError::Conflict(part.to_string())),
@@ -546,6 +561,7 @@ async fn finish_replacements(
         now,
         sweep_id,
         failpoints,
+        ..
     } = *run;
     if replacements.is_empty() {
         return Ok(());
@@ -574,6 +590,7 @@ async fn finish_replacements(
         }
     }
     failpoints.hit("sweep.before_registry");
+    run.fence.check().await?;
     // 2. one registry version: listings move from the old files to the new ones
     let (registry, sha) = hold::load(store).await?;
     let mut holds = registry.holds.clone();
@@ -606,6 +623,7 @@ async fn finish_replacements(
         .flat_map(|h| h.files.iter())
         .collect();
     failpoints.hit("sweep.after_registry");
+    run.fence.check().await?;
     // 3. the old files: unpinned when no hold lists them, deleted when the lock allows
     let mut deleted: BTreeMap<Partition, Vec<&str>> = BTreeMap::new();
     for r in replacements {
@@ -658,6 +676,7 @@ async fn finish_replacements(
         let Some(base) = manifest::load_latest(store, &p).await? else {
             continue;
         };
+        run.fence.check().await?;
         let commit = manifest::commit_edit(store, &p, &base, sweep_id, now, |m| {
             for r in m
                 .removed

@@ -8,6 +8,14 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_holdfast"))
 }
 
+/// This host's name, as a lease records it.
+pub fn hostname() -> String {
+    String::from_utf8(Command::new("hostname").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -24,8 +32,9 @@ impl Env {
         Self::init_with(&[])
     }
 
-    /// A store initialised with extra `init` arguments (e.g. `--retention-floor-days`).
-    pub fn init_with(args: &[&str]) -> Self {
+    /// A store initialised with extra `init` arguments (e.g. `--retention-floor-days`,
+    /// `--group-readable`).
+    pub fn init_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         let keyring = dir.path().join("keys").join("keyring.json");
@@ -34,9 +43,9 @@ impl Env {
             store,
             keyring,
         };
-        let mut init = vec!["init"];
-        init.extend_from_slice(args);
-        env.ok(&init);
+        let mut args = vec!["init"];
+        args.extend_from_slice(extra);
+        env.ok(&args);
         env
     }
 
@@ -154,6 +163,29 @@ impl Env {
         walk(&self.store, &mut v);
         v.sort();
         v
+    }
+
+    /// Plants a version of lease `name` (`batch`, `holds`) as another holder would have
+    /// written it.
+    pub fn plant_lease(&self, name: &str, token: u64, host: &str, pid: u32, expires_at: &str) {
+        let dir = self.store.join("_leases").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let v = serde_json::json!({
+            "format": "holdfast.lease", "version": 1, "token": token,
+            "holder": format!("{name} of another process"), "host": host, "pid": pid,
+            "acquired_at": "2026-01-01T00:00:00Z", "expires_at": expires_at, "released": false
+        });
+        std::fs::write(dir.join(format!("v{token:020}.json")), v.to_string()).unwrap();
+    }
+
+    /// The latest version of lease `name`, if any.
+    pub fn lease(&self, name: &str) -> Option<serde_json::Value> {
+        let dir = self.store.join("_leases").join(name);
+        let latest = std::fs::read_dir(dir)
+            .ok()?
+            .map(|e| e.unwrap().path())
+            .max()?;
+        Some(serde_json::from_slice(&std::fs::read(latest).unwrap()).unwrap())
     }
 
     pub fn landing_segments(&self) -> usize {

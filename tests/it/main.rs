@@ -4,6 +4,7 @@ mod audit;
 mod common;
 mod crash;
 mod discovery;
+mod durability;
 mod hooks;
 mod intake;
 mod pipeline;

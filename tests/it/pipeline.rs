@@ -422,18 +422,15 @@ fn time_comes_from_the_injected_clock() {
 fn a_live_batch_holds_the_lease() {
     let env = Env::new();
     env.ingest(&env.write("e.ndjson", &common::generate(7, 20, 0, 1).ndjson));
-    // a lease held by a live process on this host (this test) is respected
-    let host = String::from_utf8(
-        std::process::Command::new("hostname")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string();
-    let lease = serde_json::json!({"batch_id": "other", "host": host, "pid": std::process::id(), "started_at": "2026-01-01T00:00:00Z"});
-    std::fs::write(env.store.join("_batch.lease"), lease.to_string()).unwrap();
+    // an unexpired lease held by a live process on this host (this test) is respected
+    let host = common::hostname();
+    env.plant_lease(
+        "batch",
+        1,
+        &host,
+        std::process::id(),
+        "2100-01-01T00:00:00Z",
+    );
     let out = env.run(&["batch"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -451,17 +448,45 @@ fn a_live_batch_holds_the_lease() {
         String::from_utf8_lossy(&out.stderr)
     );
     env.ok(&["sweep", "--dry-run", "--now", "2040-01-01T00:00:00Z"]);
-    std::fs::remove_file(env.store.join("_batch.lease")).unwrap();
-    assert_eq!(env.batch()["stored"], 20);
-    env.ok_at("2040-01-01T00:00:00Z", &["sweep"]);
-    assert!(
-        !env.store.join("_batch.lease").exists(),
-        "the sweep released the lease"
+    // released by its holder (a released version), the lease is free again
+    env.plant_lease(
+        "batch",
+        2,
+        &host,
+        std::process::id(),
+        "2100-01-01T00:00:00Z",
     );
+    let mut v = env.lease("batch").unwrap();
+    v["released"] = true.into();
+    std::fs::write(
+        env.store.join("_leases/batch/v00000000000000000002.json"),
+        v.to_string(),
+    )
+    .unwrap();
+    let r = env.batch();
+    assert_eq!(r["stored"], 20);
+    assert_eq!(
+        r["lease_taken_over"], false,
+        "a released lease is not taken over"
+    );
+    assert_eq!(
+        env.lease("batch").unwrap()["released"],
+        true,
+        "the batch released it"
+    );
+    env.ok_at("2040-01-01T00:00:00Z", &["sweep"]);
+    assert_eq!(
+        env.lease("batch").unwrap()["released"],
+        true,
+        "the sweep released it"
+    );
+    assert_eq!(env.lease("holds").unwrap()["released"], true);
 }
 
+/// A segment that fails authentication no longer stops every later batch: it is moved aside
+/// whole to `failed/` (audited), the rest of the landing zone is stored, and nothing is lost.
 #[test]
-fn a_damaged_landing_segment_stops_the_batch_and_loses_nothing() {
+fn a_damaged_landing_segment_is_isolated_and_the_rest_flows_on() {
     let env = Env::new();
     env.ingest(&env.write("e.ndjson", &common::generate(8, 200, 0, 1).ndjson));
     let seg = std::fs::read_dir(env.store.join("landing"))
@@ -470,23 +495,58 @@ fn a_damaged_landing_segment_stops_the_batch_and_loses_nothing() {
         .unwrap()
         .unwrap()
         .path();
+    env.ingest(&env.write("f.ndjson", &common::generate(9, 150, 0, 1).ndjson));
     let original = std::fs::read(&seg).unwrap();
     let mut b = original.clone();
     let n = b.len();
     b[n - 20] ^= 0x01;
     std::fs::write(&seg, &b).unwrap();
-    let out = env.run(&["batch"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    let id = seg.file_stem().unwrap().to_string_lossy().to_string();
+    let out = env.run(&["batch", "--format", "json"]);
     assert!(
-        err.contains("authentication failed") && err.contains(&id),
-        "{err}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(env.count("SELECT count(*) FROM events"), 0);
-    // restored (say, from a replica), the same segment goes through
-    std::fs::write(&seg, &original).unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = seg.file_stem().unwrap().to_string_lossy().to_string();
+    assert_eq!(r["stored"], 150, "the other segment flowed on: {r}");
+    assert_eq!(r["segments_isolated"], 1, "{r}");
+    let moved = env.store.join(format!("failed/{id}.seg"));
+    assert_eq!(r["isolated"][0], format!("failed/{id}.seg"));
+    assert_eq!(
+        std::fs::read(&moved).unwrap(),
+        b,
+        "the bytes are kept as they were"
+    );
+    assert_eq!(
+        env.landing_segments(),
+        0,
+        "it no longer blocks the landing zone"
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains(&id) && err.contains("failed/"), "{err}");
+    let trail = env.ok(&[
+        "audit",
+        "list",
+        "--action",
+        "landing.isolated",
+        "--format",
+        "ndjson",
+    ]);
+    assert!(
+        trail.contains(&id) && trail.contains("authentication failed"),
+        "{trail}"
+    );
+    // later batches are not stopped by it
+    assert_eq!(env.batch()["stored"], 0);
+    // restored (say, from a replica) into landing, the same segment goes through
+    std::fs::write(
+        env.store.join("landing").join(format!("{id}.seg")),
+        &original,
+    )
+    .unwrap();
     assert_eq!(env.batch()["stored"], 200);
+    assert_eq!(env.count("SELECT count(*) FROM events"), 350);
     assert!(env.verify().0);
 }
 

@@ -1111,22 +1111,19 @@ fn a_dated_hold_lapses_on_its_expiration_date() {
     assert!(env.verify().0);
 }
 
-/// Placing a hold waits while a sweep holds `_holds.lease` (the sweep decides which records
+/// Placing a hold waits while a sweep holds the `holds` lease (the sweep decides which records
 /// survive under it), then goes ahead.
 #[test]
 fn a_hold_waits_for_a_sweep_in_progress() {
     let (env, _) = store();
-    let host = String::from_utf8(
-        std::process::Command::new("hostname")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string();
-    let lease = serde_json::json!({"batch_id": "sweep-test", "host": host, "pid": std::process::id(), "started_at": "2026-01-01T00:00:00Z"});
-    std::fs::write(env.store.join("_holds.lease"), lease.to_string()).unwrap();
+    let host = common::hostname();
+    env.plant_lease(
+        "holds",
+        1,
+        &host,
+        std::process::id(),
+        "2100-01-01T00:00:00Z",
+    );
     let h = env.write(
         "h.json",
         br#"{"holdId": "LIT-W", "scope": {"interactionIds": ["int-70-0"]}}"#,
@@ -1149,8 +1146,16 @@ fn a_hold_waits_for_a_sweep_in_progress() {
         "hold apply went ahead during a sweep"
     );
     assert!(!env.ok(&["hold", "list"]).contains("LIT-W"));
-    std::fs::remove_file(env.store.join("_holds.lease")).unwrap();
+    // the sweep ends: it releases the lease
+    let mut v = env.lease("holds").unwrap();
+    v["token"] = 2.into();
+    v["released"] = true.into();
+    std::fs::write(
+        env.store.join("_leases/holds/v00000000000000000002.json"),
+        v.to_string(),
+    )
+    .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("LIT-W placed"));
-    assert!(!env.store.join("_holds.lease").exists(), "released");
+    assert_eq!(env.lease("holds").unwrap()["released"], true, "released");
 }

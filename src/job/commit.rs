@@ -1,0 +1,253 @@
+//! A batch's recovery (at its start) and commit (at its end), in the order that keeps every
+//! step on stable storage before anything depends on it.
+
+use super::batch::{BatchReport, Outcome};
+use super::lease::Lease;
+use super::{Context, JobError};
+use crate::lake::layout::{self, Partition};
+use crate::lake::manifest::{self, Commit, DataFileEntry, Loaded};
+use crate::lake::storage::{Put, Store};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use object_store::path::Path;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+const ACTOR: &str = "holdfast-batch";
+
+/// At every batch start, under the lease: staging files of a killed writer removed; the
+/// latest manifests read (a partition whose latest version is damaged is reported and left
+/// alone); orphans of an interrupted batch removed; missing storage locks of committed files
+/// set. Returns the latest manifests and the damaged partitions.
+pub(super) async fn recover(
+    store: &Store,
+    now: DateTime<Utc>,
+    report: &mut BatchReport,
+) -> Result<(BTreeMap<Partition, Loaded>, BTreeSet<Partition>), JobError> {
+    report.staging_removed = store.remove_abandoned_staging() as u64;
+    let (loaded, damaged) = manifest::load_latest_each(store).await?;
+    let latest: BTreeMap<Partition, Loaded> = loaded
+        .into_iter()
+        .map(|l| (l.manifest.partition.clone(), l))
+        .collect();
+    report.damaged_partitions = damaged
+        .iter()
+        .map(|d| format!("{} (v{}: {})", d.partition, d.sequence, d.problem))
+        .collect();
+    let damaged: BTreeSet<Partition> = damaged.into_iter().map(|d| d.partition).collect();
+    // committed files, and rewritten ones the sweep deletes once their lock allows
+    let committed: HashSet<&str> = latest
+        .values()
+        .flat_map(|l| {
+            l.manifest.files.iter().map(|f| f.path.as_str()).chain(
+                l.manifest
+                    .removed
+                    .iter()
+                    .filter(|r| r.awaiting_deletion())
+                    .map(|r| r.path.as_str()),
+            )
+        })
+        .collect();
+    for meta in store.list(layout::LAKE).await? {
+        if committed.contains(meta.location.as_ref()) {
+            continue;
+        }
+        // which files of a partition with a damaged manifest are committed is unknown: none
+        // of them is touched
+        if layout::parse_data_file(&meta.location).is_some_and(|(p, _)| damaged.contains(&p)) {
+            continue;
+        }
+        // uncommitted files are normally unlocked; one a storage lock still protects (a sweep
+        // raced with a hold) stays, reported, until the lock allows
+        match store.delete_checked(&meta.location, now).await {
+            Ok(()) => report.orphans_removed += 1,
+            Err(crate::lake::LakeError::ObjectLocked { .. }) => report.orphans_locked += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    report.locks_repaired = repair_locks(store, latest.values()).await?;
+    Ok((latest, damaged))
+}
+
+/// A killed batch may have committed manifests before locking their files. Sets every
+/// committed file's retain-until to at least its latest expiry; returns how many needed it.
+/// Reads the lock records only (a few at a time), never a data file.
+pub(crate) async fn repair_locks<'a>(
+    store: &Store,
+    latest: impl Iterator<Item = &'a Loaded>,
+) -> Result<u64, JobError> {
+    let files: Vec<&DataFileEntry> = latest.flat_map(|l| l.manifest.files.iter()).collect();
+    let mut checks = futures::stream::iter(files)
+        .map(|f| async move {
+            let path = Path::from(f.path.as_str());
+            let lock = store.lock(&path).await?;
+            if lock.retain_until.is_none_or(|u| u < f.latest_expiry) {
+                store.ensure_retained(&path, f.latest_expiry).await?;
+                return Ok::<_, JobError>(1);
+            }
+            Ok(0)
+        })
+        .buffer_unordered(32);
+    let mut repaired = 0;
+    while let Some(n) = checks.next().await {
+        repaired += n?;
+    }
+    Ok(repaired)
+}
+
+/// The commit, in this order; the barriers make each step durable before the next depends
+/// on it, and the lease is checked (fencing) before each step that commits:
+/// 1. the data files, each fsynced as it was completed: one directory barrier for all of them
+///    (and for the quarantine entries written meanwhile);
+/// 2. per partition: the manifest version (create-only) and its files' storage locks; one
+///    barrier for every partition's;
+/// 3. holds on the new files (a registry commit), replayed entries out of quarantine, the
+///    batch's audit entry;
+/// 4. damaged segments moved to `failed/` (each copied, audited, then removed from landing);
+/// 5. the consumed landing segments deleted; a last barrier.
+pub(super) async fn commit(
+    ctx: &Context,
+    batch_id: &str,
+    lease: &Lease,
+    picked: &[Path],
+    latest: &BTreeMap<Partition, Loaded>,
+    outcome: Outcome,
+    report: &mut BatchReport,
+) -> Result<(), JobError> {
+    let store = &ctx.store;
+    let group = store.deferred();
+    // 1.
+    store.sync().await?;
+    // 2.
+    let now = ctx.clock.now();
+    let new_files: Vec<DataFileEntry> = outcome.files.iter().map(|(_, e)| e.clone()).collect();
+    let mut by_partition: BTreeMap<Partition, Vec<DataFileEntry>> = BTreeMap::new();
+    for (p, entry) in outcome.files {
+        by_partition.entry(p).or_default().push(entry);
+    }
+    for (i, (p, entries)) in by_partition.into_iter().enumerate() {
+        let locks: Vec<_> = entries
+            .iter()
+            .map(|e| (Path::from(e.path.as_str()), e.latest_expiry))
+            .collect();
+        lease.check().await?;
+        match manifest::commit(&group, &p, latest.get(&p), entries, batch_id, now).await? {
+            Commit::Committed(_) => {}
+            Commit::LostRace { .. } => return Err(JobError::Conflict { partition: p.dir() }),
+        }
+        ctx.fail(&format!("batch.after_manifest:{}", i + 1));
+        // committed: the storage layer now refuses to delete them before their last record expires
+        for (path, until) in locks {
+            group.ensure_retained(&path, until).await?;
+        }
+    }
+    group.sync().await?;
+    // 3.
+    lease.check().await?;
+    // records that arrive for an active legal hold are held from the start
+    report.held_new_files = crate::retention::hold::apply_to_new(store, &new_files, now).await?;
+    // replayed lines that are stored now (or were already) leave quarantine
+    for id in &outcome.passed {
+        group.delete(&layout::quarantine_entry(id)).await?;
+    }
+    report.replayed_out = outcome.passed.len() as u64;
+    let failed: BTreeSet<usize> = outcome.failed.iter().map(|(i, _)| *i).collect();
+    let consumed: Vec<&Path> = picked
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !failed.contains(i) && !outcome.kept.contains(i))
+        .map(|(_, p)| p)
+        .collect();
+    report.segments_kept = outcome.kept.len() as u64;
+    record_batch(
+        ctx,
+        batch_id,
+        picked.len() - failed.len(),
+        &consumed,
+        report,
+    )
+    .await?;
+    // 4.
+    for (i, reason) in &outcome.failed {
+        lease.check().await?;
+        isolate(ctx, &group, batch_id, &picked[*i], reason, report).await?;
+    }
+    // 5.
+    ctx.fail("batch.before_landing_delete");
+    lease.check().await?;
+    for (i, path) in consumed.into_iter().enumerate() {
+        group.delete(path).await?;
+        ctx.fail(&format!("batch.after_landing_delete:{}", i + 1));
+    }
+    group.sync().await?;
+    Ok(())
+}
+
+/// The batch's audit entries: the landing DEKs it unwrapped and the segments it consumed
+/// (before they go), and the events that arrived expired.
+async fn record_batch(
+    ctx: &Context,
+    batch_id: &str,
+    opened: usize,
+    consumed: &[&Path],
+    report: &BatchReport,
+) -> Result<(), JobError> {
+    let segments: Vec<String> = consumed
+        .iter()
+        .filter_map(|p| layout::parse_landing_segment(p))
+        .collect();
+    let event = crate::audit::BatchCommitted {
+        batch_id,
+        deks_unwrapped: opened as u64,
+        segments,
+        stored: report.stored,
+        quarantined: report.quarantined,
+        files: report.files,
+    };
+    let audit = crate::audit::Audit::new(ctx.store.clone(), ctx.clock.clone());
+    audit.record(ACTOR, None, &event).await?;
+    if report.expired_on_arrival > 0 {
+        let e = crate::audit::ExpiredOnArrival {
+            batch_id,
+            events: report.expired_on_arrival,
+            event_ids: &report.expired_ids,
+        };
+        audit.record(ACTOR, None, &e).await?;
+    }
+    Ok(())
+}
+
+/// Moves a damaged landing segment aside, whole: copied create-only to `failed/` (durable),
+/// audited, then removed from landing (synced with the other landing deletes). A rerun after
+/// a crash finds the copy already there and goes on.
+async fn isolate(
+    ctx: &Context,
+    group: &Store,
+    batch_id: &str,
+    path: &Path,
+    reason: &str,
+    report: &mut BatchReport,
+) -> Result<(), JobError> {
+    let store = &ctx.store;
+    let id = layout::parse_landing_segment(path).expect("picked segments have landing names");
+    let bytes = store.get(path).await?;
+    let mut to = layout::failed_segment(&id, None);
+    if store.put_new(&to, bytes.clone()).await? == Put::AlreadyExists
+        && store.get(&to).await? != bytes
+    {
+        to = layout::failed_segment(&id, Some(batch_id));
+        store.put_new(&to, bytes).await?;
+    }
+    let event = crate::audit::SegmentIsolated {
+        batch_id,
+        segment: &id,
+        moved_to: to.as_ref(),
+        reason,
+    };
+    crate::audit::Audit::new(store.clone(), ctx.clock.clone())
+        .record(ACTOR, None, &event)
+        .await?;
+    group.delete(path).await?;
+    report.segments_isolated += 1;
+    report.isolated.push(to.to_string());
+    Ok(())
+}
