@@ -1,6 +1,7 @@
 //! The `holdfast` command line. The only module that reads the environment, prints, or
 //! chooses exit codes (0 success, 1 failure, 2 usage).
 
+mod access;
 mod audit;
 mod batch;
 mod hold;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use access::*;
 use audit::*;
 use batch::*;
 use hold::*;
@@ -91,6 +93,11 @@ pub enum Command {
     },
     /// Run a pipeline file: initialise the store if needed, ingest its sources, run a batch
     Run(RunArgs),
+    /// The store's access policy: who may act as whom, roles and their tenants; changes need two administrators
+    Access {
+        #[command(subcommand)]
+        command: AccessCommand,
+    },
 }
 
 /// The system clock; test builds may pin it with `HOLDFAST_NOW` ([`crate::hooks`]).
@@ -102,7 +109,7 @@ impl Command {
     pub async fn run(self, out: &mut dyn Write) -> Result<()> {
         let clock = clock()?;
         match self {
-            Command::Init { s } => init(&s, clock.as_ref(), out).await,
+            Command::Init { s } => init(&s, clock, out).await,
             Command::Ingest(a) => a.run(clock, out).await,
             Command::Batch(a) => a.run(clock, out).await,
             Command::Verify(a) => a.run(clock, out).await,
@@ -115,6 +122,7 @@ impl Command {
             Command::Audit { command } => audit_command(command, clock, out).await,
             Command::Quarantine { command } => command.run(clock, out).await,
             Command::Run(a) => a.run(clock, out).await,
+            Command::Access { command } => command.run(clock, out).await,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! lake/year=YYYY/month=MM/day=DD/interaction_type=T/part-<batch-id>.parquet    data files
 //! manifests/year=YYYY/month=MM/day=DD/interaction_type=T/v<20 digits>.json     manifest versions
 //! _batch.lease                                              one running batch at a time
+//! access/v<20 digits>.json                                  access policy versions (create-only)
 //! ```
 //! The day is the UTC day of the event's `occurredAt`. The tenant is not in the path: each
 //! data file holds the partition's records of one batch, every tenant's, under one DEK, and
@@ -23,6 +24,8 @@ pub const LAKE: &str = "lake";
 pub const MANIFESTS: &str = "manifests";
 pub const LANDING: &str = "landing";
 pub const QUARANTINE: &str = "quarantine";
+/// The access policy: who may do what (`access/v<20 digits>.json`).
+pub const ACCESS: &str = "access";
 
 /// A hive partition: `year=YYYY/month=MM/day=DD/interaction_type=T` (zero-padded).
 #[derive(
@@ -187,6 +190,22 @@ pub fn parse_quarantine_entry(path: &Path) -> Option<String> {
     valid_id(id).then(|| id.to_string())
 }
 
+/// `access/v<20 digits>.json`: one version of the access policy.
+pub fn access_version(sequence: u64) -> Path {
+    Path::from(format!("{ACCESS}/v{sequence:020}.json"))
+}
+
+pub fn parse_access_version(path: &Path) -> Option<u64> {
+    let s = path
+        .as_ref()
+        .strip_prefix(ACCESS)?
+        .strip_prefix("/v")?
+        .strip_suffix(".json")?;
+    (s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +224,10 @@ mod tests {
         #[test]
         fn manifest_path_round_trips(p in any_partition(), seq in 0u64..u64::MAX) {
             prop_assert_eq!(parse_manifest(&manifest(&p, seq)), Some((p, seq)));
+        }
+        #[test]
+        fn access_version_path_round_trips(seq in 0u64..u64::MAX) {
+            prop_assert_eq!(parse_access_version(&access_version(seq)), Some(seq));
         }
         #[test]
         fn dir_round_trips(p in any_partition()) {
