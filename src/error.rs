@@ -21,6 +21,8 @@ pub enum Error {
     Job(#[from] crate::job::JobError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Access(#[from] crate::access::AccessError),
     #[error("audit trail broken at {0}")]
     AuditBroken(String),
     #[error("refused (audited): {0}")]
@@ -50,7 +52,9 @@ impl Error {
     /// 2 for usage errors (as clap), 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) | Error::Job(crate::job::JobError::UnknownVersion(_)) => 2,
+            Error::Usage(_)
+            | Error::Job(crate::job::JobError::UnknownVersion(_))
+            | Error::Access(crate::access::AccessError::Invalid(_)) => 2,
             _ => 1,
         }
     }

@@ -1,9 +1,11 @@
-//! Test hooks: a pinned clock (`HOLDFAST_NOW`), crash points (`HOLDFAST_FAILPOINT`) and pause
-//! points (`HOLDFAST_PAUSE`).
+//! Test hooks: a pinned clock (`HOLDFAST_NOW`), crash points (`HOLDFAST_FAILPOINT`), pause
+//! points (`HOLDFAST_PAUSE`), an I/O log (`HOLDFAST_TEST_IO_LOG`) and a stand-in
+//! operating-system user (`HOLDFAST_TEST_OS_USER`, so that one test can play two people).
 //!
 //! They exist only in builds with the `test-hooks` cargo feature, which `tests/run.sh` turns
-//! on and a release build does not have: a plain binary reads neither variable, so nobody can
-//! move its clock or stop it half-way from the outside (a test runs a plain build to show it).
+//! on and a release build does not have: a plain binary reads none of these variables, so
+//! nobody can move its clock, stop it half-way or claim another identity from the outside (a
+//! test runs a plain build to show it).
 
 use crate::clock::Clock;
 use std::sync::Arc;
@@ -76,4 +78,16 @@ pub fn clock_from_env() -> Result<Arc<dyn Clock>, String> {
         return Ok(Arc::new(crate::clock::FakeClock::new(t.to_utc())));
     }
     Ok(Arc::new(crate::clock::SystemClock))
+}
+
+/// The operating-system user a test build pretends to run as (`HOLDFAST_TEST_OS_USER`);
+/// always `None` in a plain build, whose identity is the kernel's (see [`crate::access`]).
+pub fn os_user_override() -> Option<String> {
+    #[cfg(feature = "test-hooks")]
+    if let Ok(u) = std::env::var("HOLDFAST_TEST_OS_USER")
+        && !u.is_empty()
+    {
+        return Some(u);
+    }
+    None
 }

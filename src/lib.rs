@@ -11,6 +11,7 @@
 //! ```
 //! `cli` sits on top and is the only module that reads the environment or prints.
 
+pub mod access;
 pub mod audit;
 pub mod cli;
 pub mod clock;

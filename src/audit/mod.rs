@@ -34,7 +34,13 @@ pub struct Entry {
     /// SHA-256 of the previous entry's bytes; `None` only for sequence 1.
     pub previous_sha256: Option<String>,
     pub at: DateTime<Utc>,
+    /// The name the actor acted under (`--actor`, which the access policy maps to the OS
+    /// user), or the OS user's own name.
     pub actor: String,
+    /// The operating-system user whose command appended the entry (absent only in entries
+    /// written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_user: Option<String>,
     /// `decrypt`, `decrypt.refused`, `blind_index`, `key.unwrap`, `quarantine.show`, …
     pub action: String,
     pub case: Option<String>,
@@ -63,6 +69,8 @@ pub trait AuditEvent: Serialize {
 pub struct Audit {
     store: Store,
     clock: Arc<dyn Clock>,
+    /// Recorded in every entry beside the actor.
+    os_user: String,
 }
 
 /// The head of the chain: what a third party records to check later that nothing before it
@@ -85,8 +93,19 @@ impl std::fmt::Display for Head {
 }
 
 impl Audit {
+    /// Appends entries under the operating-system user running this process.
     pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
-        Audit { store, clock }
+        let os_user = crate::access::identity::os_user();
+        Audit::for_user(store, clock, &os_user)
+    }
+
+    /// Appends entries under `os_user` (an identity the caller authenticated).
+    pub fn for_user(store: Store, clock: Arc<dyn Clock>, os_user: &str) -> Self {
+        Audit {
+            store,
+            clock,
+            os_user: os_user.to_string(),
+        }
     }
 
     async fn sequences(&self) -> Result<Vec<u64>, LakeError> {
@@ -139,6 +158,7 @@ impl Audit {
                 previous_sha256: head.sha256,
                 at: self.clock.now(),
                 actor: actor.to_string(),
+                os_user: Some(self.os_user.clone()),
                 action: E::ACTION.to_string(),
                 case: case.map(str::to_string),
                 details: details.clone(),
@@ -266,6 +286,11 @@ pub struct Decrypted<'a> {
     pub deks_unwrapped: Vec<String>,
     /// Blind indexes computed (addresses searched for); the addresses are not recorded.
     pub blind_indexes: u64,
+    /// The statement failed after it started; what it opened before is listed all the same.
+    pub failed: bool,
+    /// The kind of failure (`cast`, `parse`, `outside_scope`, …), never its message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
 }
 impl AuditEvent for Decrypted<'_> {
     const ACTION: &'static str = "decrypt";

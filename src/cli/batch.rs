@@ -111,7 +111,7 @@ impl RunArgs {
         };
         let marker = s.store.join(layout::STORE_MARKER);
         if !marker.exists() {
-            init(&s, p.store.retention_floor_days, false, clock.as_ref(), out).await?;
+            init(&s, p.store.retention_floor_days, false, clock.clone(), out).await?;
         }
         let (store, kms) = open(&s).await?;
         let (_, policies) = pipeline_for(&store, Some(&pipeline)).await?;
@@ -133,6 +133,11 @@ pub struct ValidateArgs {
     /// Take every event to be of this schema version
     #[arg(long)]
     pub schema_version: Option<String>,
+    /// Case reference the landing and quarantined lines are decrypted for (audited)
+    #[arg(long = "case")]
+    pub case_ref: Option<String>,
+    #[command(flatten)]
+    pub who: ActorArg,
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 }
@@ -142,11 +147,23 @@ impl ValidateArgs {
         let ValidateArgs {
             s,
             schema_version,
+            case_ref,
+            who,
             format,
         } = self;
-        let (store, kms) = open(&s).await?;
-        let ctx = context(store, kms, clock);
+        // it decrypts the landing zone and the quarantine: through the gate, audited
+        let d = Decrypting { s, case_ref, who };
+        let (kms, gate) = d
+            .open(crate::access::gate::Purpose::Validate, clock.clone())
+            .await?;
+        let ctx = context(gate.session().store.clone(), kms, clock);
         let report = job::validate(&ctx, schema_version.as_deref()).await?;
+        let event = crate::access::gate::Validated {
+            landing_segments: report.landing_segments,
+            quarantine_entries: report.quarantine_entries,
+            schema_version,
+        };
+        gate.record(&event).await?;
         output::write_report(format.unwrap_or(Format::Table), &report, out)
     }
 }

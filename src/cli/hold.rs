@@ -2,17 +2,13 @@
 
 use super::*;
 
-/// Store, actor and (for roles) pipeline of a hold change.
+/// Store and actor of a hold change (the compliance role comes from the store's policy).
 #[derive(Debug, clap::Args, Clone)]
 pub struct HoldActor {
     #[command(flatten)]
     s: StoreArgs,
-    /// Who changes the hold (recorded in the audit trail)
-    #[arg(long, env = "HOLDFAST_ACTOR")]
-    actor: String,
-    /// Pipeline file with the [access] roles
-    #[arg(long, env = "HOLDFAST_PIPELINE")]
-    pipeline: Option<PathBuf>,
+    #[command(flatten)]
+    who: ActorArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,19 +88,35 @@ pub(super) async fn hold_command(
     out: &mut dyn Write,
 ) -> Result<()> {
     use crate::retention::hold::{self, Hold, HoldRequest, Status};
-    let (s, actor, pipeline) = match &command {
+    let (s, who) = match &command {
         HoldCommand::Apply { who, .. }
         | HoldCommand::Release { who, .. }
-        | HoldCommand::Approve { who, .. } => {
-            (who.s.clone(), who.actor.clone(), who.pipeline.clone())
-        }
+        | HoldCommand::Approve { who, .. } => (who.s.clone(), Some(who.who.clone())),
         HoldCommand::List { s, .. } | HoldCommand::Preview { s, .. } | HoldCommand::Sync { s } => {
-            (s.clone(), String::new(), None)
+            (s.clone(), None)
         }
     };
     let store = Store::open_local(&s.store, false)?;
     read_marker(&store).await?;
-    let audit = crate::audit::Audit::new(store.clone(), clock.clone());
+    // changes need the compliance role, for the hold's tenant, from the store's policy
+    let session = match &who {
+        Some(w) => Some(session(&store, clock.clone(), w).await?),
+        None => None,
+    };
+    let audit = session.as_ref().map_or_else(
+        || crate::audit::Audit::new(store.clone(), clock.clone()),
+        |s| s.audit.clone(),
+    );
+    let actor = session
+        .as_ref()
+        .map_or_else(crate::access::identity::os_user, |s| {
+            s.identity.actor.clone()
+        });
+    let os_user = session
+        .as_ref()
+        .map_or_else(crate::access::identity::os_user, |s| {
+            s.identity.os_user.clone()
+        });
     let refuse = |hold_id: String, reason: String| {
         let audit = audit.clone();
         let actor = actor.clone();
@@ -124,25 +136,25 @@ pub(super) async fn hold_command(
             Err::<(), Error>(Error::Refused(reason))
         }
     };
-    if !matches!(
-        command,
-        HoldCommand::List { .. } | HoldCommand::Preview { .. } | HoldCommand::Sync { .. }
-    ) {
-        let access = pipeline
-            .as_deref()
-            .map(Pipeline::load)
-            .transpose()?
-            .map(|p| p.access)
-            .unwrap_or_default();
-        if let Err(reason) = access.may_hold(&actor) {
-            let id = match &command {
-                HoldCommand::Release { hold, .. } | HoldCommand::Approve { hold, .. } => {
-                    hold.clone()
-                }
-                _ => String::new(),
-            };
-            return refuse(id, reason).await;
-        }
+    // the compliance role for `tenant` (None: a hold over every tenant)
+    let may_hold = |tenant: Option<&str>| match &session {
+        Some(s) => s
+            .check(crate::access::Role::Compliance, tenant)
+            .map_err(|r| format!("{r}; holds need the compliance role")),
+        None => Ok(()),
+    };
+    // no compliance role at all: refused before anything is read
+    let lacks_role = session.as_ref().is_some_and(|s| {
+        s.policy
+            .reach(&s.identity.os_user, crate::access::Role::Compliance)
+            .is_none()
+    });
+    if let (true, Err(reason)) = (lacks_role, may_hold(None)) {
+        let id = match &command {
+            HoldCommand::Release { hold, .. } | HoldCommand::Approve { hold, .. } => hold.clone(),
+            _ => String::new(),
+        };
+        return refuse(id, reason).await;
     }
     let (registry, sha) = hold::load(&store).await?;
     let now = clock.now();
@@ -174,7 +186,7 @@ pub(super) async fn hold_command(
         }
         HoldCommand::Sync { .. } => {
             let r = hold::sync(&store, now).await?;
-            record_lapses(&audit, "holdfast-sync", &r.lapsed).await?;
+            record_lapses(&audit, &actor, &r.lapsed).await?;
             let _ = writeln!(
                 out,
                 "{}",
@@ -222,6 +234,9 @@ pub(super) async fn hold_command(
                 .map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
             let req = HoldRequest::parse(&text)
                 .map_err(|e| Error::Usage(format!("{}: not a hold body: {e}", file.display())))?;
+            if let Err(reason) = may_hold(req.tenant_id.as_deref()) {
+                return refuse(req.hold_id.clone(), reason).await;
+            }
             let lapses_at = match req.lapse_date(now) {
                 Ok(d) => d,
                 Err(reason) => {
@@ -335,8 +350,12 @@ pub(super) async fn hold_command(
             else {
                 return refuse(id.clone(), format!("no active hold {id}")).await;
             };
+            if let Err(reason) = may_hold(h.tenant_id.as_deref()) {
+                return refuse(id.clone(), reason).await;
+            }
             h.status = Status::ReleaseRequested {
                 by: actor.clone(),
+                by_os_user: Some(os_user.clone()),
                 at: now,
             };
             if !hold::commit(&store, &registry, sha, holds).await? {
@@ -369,19 +388,31 @@ pub(super) async fn hold_command(
             }) else {
                 return refuse(id.clone(), format!("hold {id} has no release request")).await;
             };
-            let Status::ReleaseRequested { by, .. } = holds[i].status.clone() else {
+            if let Err(reason) = may_hold(holds[i].tenant_id.as_deref()) {
+                return refuse(id.clone(), reason).await;
+            }
+            let Status::ReleaseRequested { by, by_os_user, .. } = holds[i].status.clone() else {
                 unreachable!()
             };
-            if by == actor {
+            // two people: compared by OS user (a name is only what someone acted under)
+            let same = match &by_os_user {
+                Some(u) => u == &os_user,
+                None => by == actor,
+            };
+            if same {
                 return refuse(
                     id.clone(),
-                    format!("{actor} requested this release; a different actor must approve it"),
+                    format!(
+                        "{os_user} requested this release (as {by}); a different actor, logged in as another OS user, must approve it"
+                    ),
                 )
                 .await;
             }
             holds[i].status = Status::Released {
                 requested_by: by,
                 approved_by: actor.clone(),
+                requested_by_os_user: by_os_user,
+                approved_by_os_user: Some(os_user.clone()),
                 at: now,
             };
             let still: std::collections::HashSet<&String> = holds

@@ -1,6 +1,7 @@
 //! The `holdfast` command line. The only module that reads the environment, prints, or
 //! chooses exit codes (0 success, 1 failure, 2 usage).
 
+mod access;
 mod audit;
 mod batch;
 mod hold;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use access::*;
 use audit::*;
 use batch::*;
 use hold::*;
@@ -88,6 +90,11 @@ pub enum Command {
     },
     /// Run a pipeline file: initialise the store if needed, ingest its sources, run a batch
     Run(RunArgs),
+    /// The store's access policy: who may act as whom, roles and their tenants; changes need two administrators
+    Access {
+        #[command(subcommand)]
+        command: AccessCommand,
+    },
 }
 
 /// The system clock; test builds may pin it with `HOLDFAST_NOW` ([`crate::hooks`]).
@@ -100,14 +107,7 @@ impl Command {
         let clock = clock()?;
         match self {
             Command::Init(a) => {
-                init(
-                    &a.s,
-                    a.retention_floor_days,
-                    a.group_readable,
-                    clock.as_ref(),
-                    out,
-                )
-                .await
+                init(&a.s, a.retention_floor_days, a.group_readable, clock, out).await
             }
             Command::Ingest(a) => a.run(clock, out).await,
             Command::Batch(a) => a.run(clock, out).await,
@@ -121,6 +121,7 @@ impl Command {
             Command::Audit { command } => audit_command(command, clock, out).await,
             Command::Quarantine { command } => command.run(clock, out).await,
             Command::Run(a) => a.run(clock, out).await,
+            Command::Access { command } => command.run(clock, out).await,
         }
     }
 }

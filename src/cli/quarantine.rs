@@ -16,9 +16,11 @@ pub enum QuarantineCommand {
         #[command(flatten)]
         s: StoreArgs,
         id: String,
-        /// Who is looking (recorded in the audit trail)
-        #[arg(long, env = "HOLDFAST_ACTOR")]
-        actor: String,
+        /// Case reference the entry is opened for (audited)
+        #[arg(long = "case")]
+        case_ref: Option<String>,
+        #[command(flatten)]
+        who: ActorArg,
     },
     /// Run quarantined lines through the pipeline again (after a fix); those stored leave quarantine
     Replay {
@@ -33,9 +35,11 @@ pub enum QuarantineCommand {
         /// Tenant for entries whose source had none (fixes `source.tenant_missing`)
         #[arg(long)]
         tenant: Option<String>,
-        /// Who replays (recorded in the audit trail)
-        #[arg(long, env = "HOLDFAST_ACTOR")]
-        actor: String,
+        /// Case reference the lines are decrypted for (audited)
+        #[arg(long = "case")]
+        case_ref: Option<String>,
+        #[command(flatten)]
+        who: ActorArg,
         /// Pipeline file for the retention policy table and batch limits
         #[arg(long, env = "HOLDFAST_PIPELINE")]
         pipeline: Option<PathBuf>,
@@ -53,11 +57,20 @@ impl QuarantineCommand {
                 ids,
                 all,
                 tenant,
-                actor,
+                case_ref,
+                who,
                 pipeline,
                 format,
-            } => replay(s, ids, all, tenant, actor, pipeline, format, clock, out).await,
-            QuarantineCommand::Show { s, id, actor } => show(s, id, actor, clock, out).await,
+            } => {
+                let d = Decrypting { s, case_ref, who };
+                replay(d, ids, all, tenant, pipeline, format, clock, out).await
+            }
+            QuarantineCommand::Show {
+                s,
+                id,
+                case_ref,
+                who,
+            } => show(Decrypting { s, case_ref, who }, id, clock, out).await,
         }
     }
 }
@@ -85,19 +98,51 @@ pub(super) async fn list(s: StoreArgs, format: Option<Format>, out: &mut dyn Wri
     output::write_batches(Format::resolve(format, Format::Csv), &[batch], out)
 }
 
+/// The store, case and actor of a command that decrypts.
+pub(super) struct Decrypting {
+    pub s: StoreArgs,
+    pub case_ref: Option<String>,
+    pub who: ActorArg,
+}
+
+impl Decrypting {
+    /// Opens the store and keyring, authenticates, and passes the decryption gate for
+    /// `purpose` (a refusal is audited).
+    pub(super) async fn open(
+        &self,
+        purpose: crate::access::gate::Purpose,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Arc<dyn Kms>, crate::access::gate::Opened)> {
+        let (store, kms) = open(&self.s).await?;
+        let session = session(&store, clock, &self.who).await?;
+        let req = crate::access::gate::Request {
+            purpose,
+            case: self.case_ref.as_deref(),
+            tenant: None,
+            statement: "",
+        };
+        Ok((kms, crate::access::gate::open(&session, &req).await?))
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn replay(
-    s: StoreArgs,
+    d: Decrypting,
     ids: Vec<String>,
     all: bool,
     tenant: Option<String>,
-    actor: String,
     pipeline: Option<PathBuf>,
     format: Option<Format>,
     clock: Arc<dyn Clock>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let (store, kms) = open(&s).await?;
+    let (kms, gate) = d
+        .open(
+            crate::access::gate::Purpose::QuarantineReplay,
+            clock.clone(),
+        )
+        .await?;
+    let store = gate.session().store.clone();
     let p = pipeline.as_deref().map(Pipeline::load).transpose()?;
     let policies = match &p {
         Some(p) => p.validate(pipeline.as_deref().unwrap_or(Path::new("")))?,
@@ -115,9 +160,7 @@ pub(super) async fn replay(
     let replayed = crate::audit::Replayed {
         entries: entries.iter().map(|e| e.id.clone()).collect(),
     };
-    crate::audit::Audit::new(store.clone(), clock.clone())
-        .record(&actor, None, &replayed)
-        .await?;
+    gate.record(&replayed).await?;
     let ctx = context(store, kms, clock);
     let queued = job::queue_replay(&ctx, &entries, tenant.as_deref()).await?;
     let _ = writeln!(out, "replaying {queued} quarantine entr(ies)");
@@ -126,25 +169,21 @@ pub(super) async fn replay(
 }
 
 pub(super) async fn show(
-    s: StoreArgs,
+    d: Decrypting,
     id: String,
-    actor: String,
     clock: Arc<dyn Clock>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let (store, kms) = open(&s).await?;
-    let e = crate::landing::quarantine::get(&store, &id).await?;
-    // recorded before the plaintext is shown
-    crate::audit::Audit::new(store.clone(), clock.clone())
-        .record(
-            &actor,
-            None,
-            &crate::audit::QuarantineShown {
-                entry: &e.id,
-                dek: &e.dek_id,
-            },
-        )
+    let (kms, gate) = d
+        .open(crate::access::gate::Purpose::QuarantineShow, clock)
         .await?;
+    let e = crate::landing::quarantine::get(&gate.session().store, &id).await?;
+    // recorded before the plaintext is shown
+    let shown = crate::audit::QuarantineShown {
+        entry: &e.id,
+        dek: &e.dek_id,
+    };
+    gate.record(&shown).await?;
     let secret = crate::landing::quarantine::open(kms.as_ref(), &e).await?;
     let _ = writeln!(out, "id:          {}", e.id);
     let _ = writeln!(

@@ -311,107 +311,47 @@ fn save_history(editor: &mut rustyline::DefaultEditor, path: &Path) -> std::io::
 /// Whether and for whom a query may decrypt (flags shared by `query` and `sql`).
 #[derive(Debug, clap::Args, Clone)]
 pub struct Gate {
-    /// Enable decrypt_payload(), blind_index() and the `decrypted` view; needs --case and --actor; audited
+    /// Enable decrypt_payload(), blind_index() and the `decrypted` view; needs --case and the investigator role; audited
     #[arg(long)]
     decrypt: bool,
     /// Case reference the decryption is for
     #[arg(long = "case")]
     case_ref: Option<String>,
-    /// Who decrypts
-    #[arg(long, env = "HOLDFAST_ACTOR")]
-    actor: Option<String>,
+    #[command(flatten)]
+    who: ActorArg,
     /// Tenant for the one-argument blind_index(address)
     #[arg(long)]
     tenant: Option<String>,
-    /// Pipeline file with the [access] roles
-    #[arg(long, env = "HOLDFAST_PIPELINE")]
-    pipeline: Option<PathBuf>,
 }
 
-/// Runs one statement; with the gate open, decryption and blind indexes are enabled, checked
-/// against case and role, and audited (refusals too) before any result is returned.
+/// Runs one statement; with the gate open, through the library's decryption gate (role,
+/// case and tenants from the store's policy; audited, refusals and failures too; errors
+/// that could quote decrypted values replaced).
 pub(super) async fn execute(
     s: &StoreArgs,
     gate: &Gate,
     sql: &str,
     clock: &Arc<dyn Clock>,
 ) -> Result<Vec<arrow::array::RecordBatch>> {
-    let Gate {
-        decrypt,
-        case_ref,
-        actor,
-        tenant,
-        pipeline,
-    } = gate;
-    let (decrypt, tenant, pipeline) = (*decrypt, tenant.clone(), pipeline.clone());
-    let sql = sql.to_string();
-    let clock = clock.clone();
-    let batches = if decrypt {
+    if gate.decrypt {
         let (store, kms) = open(s).await?;
-        let audit = crate::audit::Audit::new(store.clone(), clock.clone());
-        let who = actor.clone().unwrap_or_default();
-        let access = pipeline
-            .as_deref()
-            .map(Pipeline::load)
-            .transpose()?
-            .map(|p| p.access)
-            .unwrap_or_default();
-        let refusal = match (&case_ref, &actor) {
-            (None, _) => Some("a case reference (--case) is required to decrypt".to_string()),
-            (_, None) => Some("an actor (--actor) is required to decrypt".to_string()),
-            (Some(c), Some(a)) if c.trim().is_empty() || a.trim().is_empty() => {
-                Some("case and actor must not be empty".to_string())
-            }
-            (Some(_), Some(a)) => access.may_decrypt(a).err(),
-        };
-        let recorded = crate::query::redact::Redactor::from_kms(kms.as_ref())
-            .await?
-            .statement(&sql);
-        if let Some(reason) = refusal {
-            audit
-                .record(
-                    if who.is_empty() { "unknown" } else { &who },
-                    case_ref.as_deref(),
-                    &crate::audit::Refused {
-                        what: "decrypt",
-                        query: &recorded,
-                        reason: &reason,
-                    },
-                )
-                .await?;
-            return Err(Error::Refused(reason));
-        }
-        let (ctx, decryptor) = crate::query::session_on(
-            &store,
-            committed(&store).await?,
-            Some((kms, tenant)),
-            crate::query::mentions_audit(&sql),
+        let session = session(&store, clock.clone(), &gate.who).await?;
+        let batches = crate::access::gate::query(
+            &session,
+            kms,
+            gate.case_ref.as_deref(),
+            gate.tenant.as_deref(),
+            sql,
         )
         .await?;
-        let batches = crate::query::run_sql(&ctx, &sql).await?;
-        let decryptor = decryptor.expect("decryption enabled");
-        let (events, deks) = decryptor.opened();
-        let records = events.len() as u64;
-        // recorded before anything is shown
-        let event = crate::audit::Decrypted {
-            query: &recorded,
-            records,
-            event_ids: crate::audit::id_list(events),
-            deks_unwrapped: deks,
-            blind_indexes: decryptor.blind_indexes(),
-        };
-        audit.record(&who, case_ref.as_deref(), &event).await?;
-        batches
-    } else {
-        let store = Store::open_local(&s.store, false)?;
-        read_marker(&store).await?;
-        let latest = committed(&store).await?;
-        let (ctx, _) =
-            crate::query::session_on(&store, latest, None, crate::query::mentions_audit(&sql))
-                .await?;
-        crate::query::run_sql(&ctx, &sql).await?
-    };
-    Ok(batches)
+        return Ok(batches);
+    }
+    let store = Store::open_local(&s.store, false)?;
+    read_marker(&store).await?;
+    let latest = committed(&store).await?;
+    let (ctx, _) =
+        crate::query::session_on(&store, latest, None, crate::query::mentions_audit(sql)).await?;
+    Ok(crate::query::run_sql(&ctx, sql).await?)
 }
 
 /// The latest manifests. A partition whose latest version cannot be read is left out of the

@@ -97,11 +97,13 @@ pub(super) fn keyring_path(s: &StoreArgs) -> Result<PathBuf> {
     Ok(k)
 }
 
+/// Creates the store (or checks an existing one against the keyring) and records its first
+/// access policy if it has none: the OS user running `init` administers it alone.
 pub(super) async fn init(
     s: &StoreArgs,
     floor_days: Option<u32>,
     group_readable: bool,
-    clock: &dyn Clock,
+    clock: Arc<dyn Clock>,
     out: &mut dyn Write,
 ) -> Result<()> {
     let floor = match floor_days {
@@ -185,6 +187,16 @@ pub(super) async fn init(
                 ring.kek_id()
             );
         }
+    }
+    let os_user = crate::access::identity::os_user();
+    if crate::access::admin::record_first(&store, clock, &os_user)
+        .await?
+        .is_some()
+    {
+        let _ = writeln!(
+            out,
+            "access policy recorded: {os_user} administers this store alone and holds every role; two-person actions wait until a second person is added (`holdfast access grant --user NAME --role admin …`)"
+        );
     }
     Ok(())
 }

@@ -14,10 +14,9 @@ pub struct SweepArgs {
     /// --dry-run: a sweep that deletes or records anything uses the real clock
     #[arg(long, requires = "dry_run")]
     pub now: Option<String>,
-    /// Who runs the sweep (recorded with every deletion and refusal)
-    #[arg(long, env = "HOLDFAST_ACTOR", default_value = "holdfast-sweep")]
-    pub actor: String,
-    /// Pipeline file: roles, and `retention.notify_command` for refusals
+    #[command(flatten)]
+    pub who: ActorArg,
+    /// Pipeline file: `retention.notify_command` for refusals, `rewrite_min_days`
     #[arg(long, env = "HOLDFAST_PIPELINE")]
     pub pipeline: Option<PathBuf>,
     #[arg(long, value_enum)]
@@ -30,22 +29,20 @@ impl SweepArgs {
             s,
             dry_run,
             now,
-            actor,
+            who,
             pipeline,
             format,
         } = self;
         let store = Store::open_local(&s.store, false)?;
         read_marker(&store).await?;
         let p = pipeline.as_deref().map(Pipeline::load).transpose()?;
-        if let Err(reason) = p
-            .as_ref()
-            .map(|p| p.access.clone())
-            .unwrap_or_default()
-            .may_sweep(&actor)
-        {
-            crate::audit::Audit::new(store.clone(), clock.clone())
+        // a sweep deletes every tenant's expired records: the retention role, for all tenants
+        let session = session(&store, clock.clone(), &who).await?;
+        let actor = session.identity.actor.clone();
+        if let Err(reason) = session.check(crate::access::Role::Retention, None) {
+            let reason = format!("{reason}; sweeps need the retention role");
+            session
                 .record(
-                    &actor,
                     None,
                     &crate::audit::Refused {
                         what: "sweep",
@@ -56,7 +53,7 @@ impl SweepArgs {
                 .await?;
             notify_refusal(
                 p.as_ref(),
-                &serde_json::json!({ "refused": "access_denied", "actor": actor, "reason": reason }),
+                &serde_json::json!({ "refused": "access_denied", "actor": actor, "os_user": session.identity.os_user, "reason": reason }),
             );
             return Err(Error::Refused(reason));
         }

@@ -10,9 +10,11 @@ pub struct VerifyArgs {
     /// Also decrypt every record and check its AAD and record_hash (needs the keyring; audited)
     #[arg(long)]
     pub deep: bool,
-    /// Who runs the deep check (recorded in the audit trail)
-    #[arg(long, env = "HOLDFAST_ACTOR", default_value = "holdfast-verify")]
-    pub actor: String,
+    /// Case reference the deep check is for, if any (audited)
+    #[arg(long = "case", requires = "deep")]
+    pub case_ref: Option<String>,
+    #[command(flatten)]
+    pub who: ActorArg,
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 }
@@ -22,27 +24,36 @@ impl VerifyArgs {
         let VerifyArgs {
             s,
             deep,
-            actor,
+            case_ref,
+            who,
             format,
         } = self;
-        let (store, kms) = if deep {
-            let (st, k) = open(&s).await?;
-            (st, Some(k))
+        // a deep check decrypts every record: through the gate (investigator, every tenant)
+        let (store, kms, gate) = if deep {
+            let d = Decrypting { s, case_ref, who };
+            let (kms, gate) = d
+                .open(crate::access::gate::Purpose::DeepVerify, clock.clone())
+                .await?;
+            (gate.session().store.clone(), Some(kms), Some(gate))
         } else {
             let st = Store::open_local(&s.store, false)?;
             read_marker(&st).await?;
-            (st, None)
+            (st, None, None)
         };
-        let report = crate::lake::verify::verify(&store, kms.as_deref()).await?;
-        if deep {
+        let mut report = crate::lake::verify::verify(&store, kms.as_deref()).await?;
+        // the access policy's versions form a chain too
+        for (object, problem) in crate::access::policy::verify_chain(&store).await? {
+            report
+                .problems
+                .push(crate::lake::verify::Problem { object, problem });
+        }
+        if let Some(gate) = &gate {
             let event = crate::audit::DeepVerified {
                 files: report.files,
                 records: report.deep_records,
                 problems: report.problems.len(),
             };
-            crate::audit::Audit::new(store.clone(), clock.clone())
-                .record(&actor, None, &event)
-                .await?;
+            gate.record(&event).await?;
         }
         output::write_report(format.unwrap_or(Format::Table), &report, out)?;
         if report.problems.is_empty() {

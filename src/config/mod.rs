@@ -13,7 +13,6 @@ pub use retention::{
 use crate::sources::SourceKind;
 use check::{Shape, opt, req, ty};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,75 +43,10 @@ pub struct Pipeline {
     pub batch: BatchConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Refused when present: roles live in the store's access policy (`holdfast access`),
+    /// never in a file the caller picks.
     #[serde(default)]
-    pub access: AccessConfig,
-}
-
-/// Who may do what. With no roles configured (the embedded default, one operator), any named
-/// actor may decrypt with a case reference; once any role is configured, roles are enforced.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct AccessConfig {
-    /// actor -> roles
-    #[serde(default)]
-    pub roles: BTreeMap<String, Vec<Role>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// index columns only
-    Analyst,
-    /// may decrypt and compute blind indexes, for a case
-    Investigator,
-    /// places and releases legal holds
-    Compliance,
-    /// runs retention sweeps; cannot decrypt
-    Retention,
-}
-
-impl AccessConfig {
-    /// Whether `actor` may run retention sweeps (which never decrypt).
-    pub fn may_sweep(&self, actor: &str) -> Result<(), String> {
-        if self.roles.is_empty() {
-            return Ok(());
-        }
-        match self.roles.get(actor) {
-            Some(r) if r.contains(&Role::Retention) => Ok(()),
-            _ => Err(format!(
-                "actor {actor} lacks the retention role that sweeps need"
-            )),
-        }
-    }
-
-    /// Whether `actor` may place, release or approve holds.
-    pub fn may_hold(&self, actor: &str) -> Result<(), String> {
-        if self.roles.is_empty() {
-            return Ok(());
-        }
-        match self.roles.get(actor) {
-            Some(r) if r.contains(&Role::Compliance) => Ok(()),
-            _ => Err(format!(
-                "actor {actor} lacks the compliance role that holds need"
-            )),
-        }
-    }
-
-    /// Whether `actor` may decrypt; the refusal reason otherwise.
-    pub fn may_decrypt(&self, actor: &str) -> Result<(), String> {
-        if self.roles.is_empty() {
-            return Ok(());
-        }
-        match self.roles.get(actor) {
-            Some(r) if r.contains(&Role::Investigator) => Ok(()),
-            Some(r) => Err(format!(
-                "actor {actor} has roles {r:?}; decryption needs the investigator role"
-            )),
-            None => Err(format!(
-                "actor {actor} has no role; decryption needs the investigator role"
-            )),
-        }
-    }
+    access: Option<toml::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -262,12 +196,8 @@ impl Pipeline {
             sources: section(&table, "sources", &Shape::List(&SOURCE), &mut problems),
             batch: section(&table, "batch", &BATCH, &mut problems),
             retention: section(&table, "retention", &RETENTION, &mut problems),
-            access: section(
-                &table,
-                "access",
-                &Shape::Leaf(ty::<AccessConfig>),
-                &mut problems,
-            ),
+            // refused in `validate`, with a pointer to `holdfast access`
+            access: table.get("access").cloned(),
         };
         Ok((p, problems))
     }
@@ -325,6 +255,9 @@ impl Pipeline {
         floor: Option<RetentionFloor>,
     ) -> Result<Policies, ConfigError> {
         let mut problems = Vec::new();
+        if self.access.is_some() {
+            problems.push("[access]: roles are no longer read from pipeline files; they live in the store's access policy (see `holdfast access show`, `holdfast access grant`)".into());
+        }
         let policies = match self.retention.validate(floor) {
             Ok(p) => Some(p),
             Err(mut e) => {

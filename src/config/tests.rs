@@ -148,3 +148,14 @@ fn a_syntax_error_is_reported_with_its_place() {
         "{message}"
     );
 }
+
+#[test]
+fn roles_in_a_pipeline_file_are_refused() {
+    let p = Pipeline::parse(
+        "t.toml".as_ref(),
+        "[access.roles]\nmallory = [\"investigator\"]\n",
+    )
+    .unwrap();
+    let e = p.validate("t.toml".as_ref()).unwrap_err().to_string();
+    assert!(e.contains("holdfast access"), "{e}");
+}

@@ -10,6 +10,7 @@
 //! _locks/<object>.lock.json                                 storage lock of an object
 //! _leases/<name>/v<20 digits>.json                          lease versions (`batch`, `holds`)
 //! .staging/                                                 writes being staged (never read)
+//! access/v<20 digits>.json                                  access policy versions (create-only)
 //! ```
 //! The day is the UTC day of the event's `occurredAt`. The tenant is not in the path: each
 //! data file holds the partition's records of one batch, every tenant's, under one DEK, and
@@ -31,6 +32,8 @@ pub const LAKE: &str = "lake";
 pub const MANIFESTS: &str = "manifests";
 pub const LANDING: &str = "landing";
 pub const QUARANTINE: &str = "quarantine";
+/// The access policy: who may do what (`access/v<20 digits>.json`).
+pub const ACCESS: &str = "access";
 
 /// A hive partition: `year=YYYY/month=MM/day=DD/interaction_type=T` (zero-padded).
 #[derive(
@@ -230,6 +233,22 @@ pub fn parse_lease_version(path: &Path) -> Option<(String, u64)> {
     (token.len() == 20 && valid_id(name)).then(|| Some((name.to_string(), token.parse().ok()?)))?
 }
 
+/// `access/v<20 digits>.json`: one version of the access policy.
+pub fn access_version(sequence: u64) -> Path {
+    Path::from(format!("{ACCESS}/v{sequence:020}.json"))
+}
+
+pub fn parse_access_version(path: &Path) -> Option<u64> {
+    let s = path
+        .as_ref()
+        .strip_prefix(ACCESS)?
+        .strip_prefix("/v")?
+        .strip_suffix(".json")?;
+    (s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +271,10 @@ mod tests {
         #[test]
         fn lease_path_round_trips(name in "[a-z]{1,12}", token in 0u64..u64::MAX) {
             prop_assert_eq!(parse_lease_version(&lease_version(&name, token)), Some((name, token)));
+        }
+        #[test]
+        fn access_version_path_round_trips(seq in 0u64..u64::MAX) {
+            prop_assert_eq!(parse_access_version(&access_version(seq)), Some(seq));
         }
         #[test]
         fn dir_round_trips(p in any_partition()) {

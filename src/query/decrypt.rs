@@ -39,6 +39,26 @@ pub struct Decryptor {
     index_keys: Mutex<HashMap<String, crate::crypto::kms::IndexKey>>,
     /// Blind indexes computed for this statement, by (tenant, address).
     blind_indexes: Mutex<HashMap<(String, String), [u8; crate::crypto::BLIND_INDEX_BYTES]>>,
+    /// The tenants whose rows may be opened (`None`: every tenant); set by the access gate.
+    scope: Mutex<Option<BTreeSet<String>>>,
+}
+
+/// An error the decryption functions raise themselves. Its message is their own (tenant,
+/// event and DEK ids, never plaintext), so the access gate may show it as it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct OwnError {
+    /// `outside_scope`, `unreadable_record` or `usage`.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+fn own(kind: &'static str, message: String) -> DataFusionError {
+    DataFusionError::External(Box::new(OwnError { kind, message }))
+}
+
+fn unreadable(message: String) -> DataFusionError {
+    own("unreadable_record", message)
 }
 
 impl std::fmt::Debug for Decryptor {
@@ -71,6 +91,22 @@ impl Decryptor {
             opened: Mutex::default(),
             index_keys: Mutex::default(),
             blind_indexes: Default::default(),
+            scope: Mutex::default(),
+        }
+    }
+
+    /// Opens only rows of these tenants from now on (`None`: every tenant).
+    pub fn restrict(&self, tenants: Option<BTreeSet<String>>) {
+        *self.scope.lock().expect("lock") = tenants;
+    }
+
+    fn allow(&self, tenant: &str) -> DfResult<()> {
+        match &*self.scope.lock().expect("lock") {
+            Some(t) if !t.contains(tenant) => Err(own(
+                "outside_scope",
+                format!("a row of tenant {tenant} is outside the tenants this actor may decrypt"),
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -206,11 +242,8 @@ impl ScalarUDFImpl for DecryptPayload {
                 out.append_null();
                 continue;
             }
-            let key = self
-                .decryptor
-                .0
-                .key(dek.value(i))
-                .map_err(DataFusionError::Execution)?;
+            self.decryptor.0.allow(tenant.value(i))?;
+            let key = self.decryptor.0.key(dek.value(i)).map_err(unreadable)?;
             let aad = record_aad(
                 tenant.value(i),
                 event.value(i),
@@ -224,7 +257,7 @@ impl ScalarUDFImpl for DecryptPayload {
                 &aad,
                 &|| format!("event {}", event.value(i)),
             )
-            .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+            .map_err(|e| unreadable(e.to_string()))?;
             out.append_value(String::from_utf8_lossy(&plain));
             opened.push(event.value(i).to_string());
         }
@@ -278,17 +311,19 @@ impl ScalarUDFImpl for BlindIndex {
                     out.append_null();
                     continue;
                 }
-                None => self.tenant.clone().ok_or_else(|| DataFusionError::Plan("blind_index(address) needs --tenant; or call blind_index(tenant_id, address)".into()))?,
+                None => self.tenant.clone().ok_or_else(|| own("usage", "blind_index(address) needs --tenant; or call blind_index(tenant_id, address)".into()))?,
             };
             if values.is_null(i) {
                 out.append_null();
                 continue;
             }
+            self.decryptor.0.allow(&tenant)?;
+            // the cap's refusal is a usage error the gate may show as it is
             let h = self
                 .decryptor
                 .0
                 .blind_index(&tenant, values.value(i))
-                .map_err(DataFusionError::Execution)?;
+                .map_err(|e| own("usage", e))?;
             out.append_value(h)?;
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))

@@ -218,6 +218,7 @@ pub fn audit_batch(entries: &[(crate::audit::Entry, String)]) -> Result<RecordBa
             ) as ArrayRef,
         ),
         ("actor", text(&|e, _| Some(e.actor.clone()))),
+        ("os_user", text(&|e, _| e.os_user.clone())),
         ("action", text(&|e, _| Some(e.action.clone()))),
         ("case", text(&|e, _| e.case.clone())),
         ("details", text(&|e, _| Some(e.details.to_string()))),

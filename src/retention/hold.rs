@@ -125,12 +125,20 @@ impl HoldRequest {
 pub enum Status {
     Active,
     ReleaseRequested {
+        /// The name the requester acted under.
         by: String,
+        /// The requester's OS user: the approver must be another one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by_os_user: Option<String>,
         at: DateTime<Utc>,
     },
     Released {
         requested_by: String,
         approved_by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requested_by_os_user: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approved_by_os_user: Option<String>,
         at: DateTime<Utc>,
     },
     /// Its `retentionOverride.expirationDate` passed.

@@ -8,20 +8,11 @@ fn audited_store() -> Env {
     env.ingest(&env.write("bad.ndjson", &common::malformed().0));
     env.ingest(&env.write("good.ndjson", &common::generate(50, 100, 0, 1).ndjson));
     env.batch();
-    let ids: Vec<String> = env
-        .ok(&["quarantine", "list", "--format", "ndjson"])
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let ids = ids_of(&env);
     for id in &ids[..3] {
-        env.ok(&["quarantine", "show", id, "--actor", "jdoe"]);
+        env.ok(&["quarantine", "show", id, "--case", "INC-7"]);
     }
-    env.ok(&["verify", "--deep", "--actor", "auditor"]);
+    env.ok(&["verify", "--deep"]);
     env
 }
 
@@ -41,6 +32,7 @@ fn decryptions_are_recorded_and_the_chain_verifies() {
     assert_eq!(
         actions,
         [
+            "access.policy",
             "batch",
             "quarantine.show",
             "quarantine.show",
@@ -48,9 +40,14 @@ fn decryptions_are_recorded_and_the_chain_verifies() {
             "verify.deep"
         ]
     );
-    assert_eq!(rows[1]["actor"], "jdoe");
+    // who: the OS user and the name acted under, in every entry
+    for r in &rows {
+        assert_eq!(r["os_user"], common::OPERATOR, "{r}");
+    }
+    assert_eq!(rows[2]["actor"], common::OPERATOR);
+    assert_eq!(rows[2]["case"], "INC-7");
     let batch: serde_json::Value =
-        serde_json::from_str(rows[0]["details"].as_str().unwrap()).unwrap();
+        serde_json::from_str(rows[1]["details"].as_str().unwrap()).unwrap();
     assert_eq!(
         batch["deks_unwrapped"], 2,
         "one landing DEK per segment read"
@@ -68,38 +65,58 @@ fn decryptions_are_recorded_and_the_chain_verifies() {
         .count(),
         1
     );
-    assert!(env.ok(&["audit", "verify"]).contains("intact: 5"));
+    assert!(env.ok(&["audit", "verify"]).contains("intact: 6"));
     let head = env.ok(&["audit", "head"]);
     assert!(
-        head.starts_with("5 ") && head.trim().len() == 2 + 64,
+        head.starts_with("6 ") && head.trim().len() == 2 + 64,
         "{head}"
     );
     assert_eq!(
-        env.count("SELECT count(*) FROM audit WHERE actor = 'jdoe'"),
+        env.count(
+            r#"SELECT count(*) FROM audit WHERE "case" = 'INC-7' AND os_user = 'test-operator'"#
+        ),
         3,
         "the trail is a SQL table too"
     );
-    // show needs an actor
-    let out = env
-        .cmd(&["quarantine", "show", "q-x"])
-        .env_remove("HOLDFAST_ACTOR")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    // show needs a case: refused, and the refusal is recorded
+    let out = env.run(&["quarantine", "show", &ids_of(&env)[0]]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("case reference"));
+    assert!(out.stdout.is_empty());
+    let last = env.query("SELECT action, details FROM audit ORDER BY sequence DESC LIMIT 1");
+    assert_eq!(last[0]["action"], "decrypt.refused");
+    assert!(
+        last[0]["details"]
+            .as_str()
+            .unwrap()
+            .contains("quarantine.show")
+    );
+}
+
+fn ids_of(env: &Env) -> Vec<String> {
+    env.ok(&["quarantine", "list", "--format", "ndjson"])
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
 }
 
 #[test]
 fn a_changed_entry_breaks_the_next_link() {
     let env = audited_store();
-    let p = entry(&env, 2);
+    let p = entry(&env, 3);
     let text = std::fs::read_to_string(&p).unwrap();
-    assert!(text.contains("jdoe"));
-    std::fs::write(&p, text.replacen("jdoe", "jdoX", 1)).unwrap();
+    assert!(text.contains("INC-7"));
+    std::fs::write(&p, text.replacen("INC-7", "INC-8", 1)).unwrap();
     let out = env.run(&["audit", "verify"]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains(&format!("v{:020}.json", 3)) && stdout.contains("previous hash"),
+        stdout.contains(&format!("v{:020}.json", 4)) && stdout.contains("previous hash"),
         "{stdout}"
     );
 }
@@ -158,5 +175,5 @@ fn concurrent_writers_do_not_fork_the_chain() {
             t.await.unwrap();
         }
     });
-    assert!(env.ok(&["audit", "verify"]).contains("intact: 40"));
+    assert!(env.ok(&["audit", "verify"]).contains("intact: 41"));
 }

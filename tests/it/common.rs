@@ -20,6 +20,12 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The test-build hook that stands in for the OS user (see `src/hooks.rs`).
+pub const OS_USER_VAR: &str = "HOLDFAST_TEST_OS_USER";
+/// The OS user every command runs as unless a test says otherwise; it ran `init`, so it is
+/// the store's only administrator and holds every role.
+pub const OPERATOR: &str = "test-operator";
+
 /// A store and a keyring in a fresh temporary directory (keyring outside the store).
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -54,11 +60,59 @@ impl Env {
         c.args(args)
             .env("HOLDFAST_STORE", &self.store)
             .env("HOLDFAST_KEYRING", &self.keyring)
-            .env("HOLDFAST_ACTOR", "test-operator")
+            .env(OS_USER_VAR, OPERATOR)
+            .env_remove("HOLDFAST_ACTOR")
             .env_remove("HOLDFAST_FAILPOINT")
             .env_remove("HOLDFAST_NOW")
             .current_dir(repo());
         c
+    }
+
+    /// A command run by another OS user (`HOLDFAST_TEST_OS_USER`, a test-build hook).
+    pub fn cmd_as(&self, os_user: &str, args: &[&str]) -> Command {
+        let mut c = self.cmd(args);
+        c.env(OS_USER_VAR, os_user);
+        c
+    }
+
+    pub fn run_as(&self, os_user: &str, args: &[&str]) -> Output {
+        self.cmd_as(os_user, args).output().unwrap()
+    }
+
+    /// Runs as `os_user` and asserts exit 0; returns stdout.
+    pub fn ok_as(&self, os_user: &str, args: &[&str]) -> String {
+        let out = self.run_as(os_user, args);
+        assert!(
+            out.status.success(),
+            "holdfast {args:?} as {os_user} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Adds `os_user` as the second administrator, with `roles` besides (the one change the
+    /// sole administrator makes alone), so that two-person actions can run.
+    pub fn second_person(&self, os_user: &str, roles: &[&str]) {
+        let mut args = vec!["access", "grant", "--user", os_user, "--role", "admin"];
+        for r in roles {
+            args.extend(["--role", r]);
+        }
+        let out = self.ok(&args);
+        assert!(out.contains("applied"), "{out}");
+    }
+
+    /// Asks for a policy change as the operator and approves it as `approver`, an
+    /// administrator added with [`Env::second_person`].
+    pub fn change_policy(&self, approver: &str, args: &[&str]) {
+        let out = self.ok(args);
+        let id = out
+            .split_whitespace()
+            .nth(1)
+            .filter(|id| id.starts_with('R'))
+            .unwrap_or_else(|| panic!("no request id in {out:?}"))
+            .to_string();
+        self.ok_as(approver, &["access", "approve", "--request", &id]);
     }
 
     /// A command whose clock is pinned at `now` (`HOLDFAST_NOW`, a test-build hook).

@@ -28,8 +28,6 @@ fn decryption_needs_a_case_and_is_audited() {
             "--decrypt",
             "--case",
             "SEC-INV-2024-0892",
-            "--actor",
-            "jdoe",
             "--format",
             "ndjson",
             sql,
@@ -47,8 +45,13 @@ fn decryption_needs_a_case_and_is_audited() {
             last["actor"].as_str(),
             last["case"].as_str()
         ),
-        (Some("decrypt"), Some("jdoe"), Some("SEC-INV-2024-0892"))
+        (
+            Some("decrypt"),
+            Some(common::OPERATOR),
+            Some("SEC-INV-2024-0892")
+        )
     );
+    assert_eq!(last["os_user"], common::OPERATOR);
     let details: serde_json::Value =
         serde_json::from_str(last["details"].as_str().unwrap()).unwrap();
     assert_eq!(
@@ -66,7 +69,7 @@ fn decryption_needs_a_case_and_is_audited() {
     );
 
     // no case: refused, and the refusal is audited
-    let out = env.run(&["query", "--decrypt", "--actor", "jdoe", sql]);
+    let out = env.run(&["query", "--decrypt", sql]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("case reference"));
     assert!(out.stdout.is_empty());
@@ -83,49 +86,80 @@ fn decryption_needs_a_case_and_is_audited() {
     let out = env.run(&["query", "SELECT record FROM decrypted"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        env.ok(&["audit", "verify"]).contains("intact: 3"),
-        "batch, decrypt, refusal"
+        env.ok(&["audit", "verify"]).contains("intact: 4"),
+        "first policy, batch, decrypt, refusal"
     );
 }
 
+/// Roles come from the store's access policy: only investigators decrypt; a name the policy
+/// does not map to the OS user is refused.
 #[test]
-fn configured_roles_are_enforced() {
+fn roles_from_the_store_policy_are_enforced() {
     let (env, _) = store();
-    let p = env.write("roles.toml", b"[access.roles]\njdoe = [\"investigator\"]\nann = [\"analyst\"]\nsweeper = [\"retention\"]\n");
+    env.second_person("kim", &[]);
+    env.change_policy(
+        "kim",
+        &["access", "grant", "--user", "ann", "--role", "analyst"],
+    );
+    env.change_policy(
+        "kim",
+        &[
+            "access",
+            "grant",
+            "--user",
+            "sweeper",
+            "--role",
+            "retention",
+        ],
+    );
     let sql = "SELECT count(record) FROM decrypted WHERE event_id = 'evt-60-1'";
-    let pipe = p.to_str().unwrap();
-    env.ok(&[
-        "query",
-        "--decrypt",
-        "--case",
-        "C-1",
-        "--actor",
-        "jdoe",
-        "--pipeline",
-        pipe,
-        sql,
-    ]);
-    for actor in ["ann", "sweeper", "mallory"] {
-        let out = env.run(&[
+    let q = ["query", "--decrypt", "--case", "C-1", sql];
+    env.ok(&q);
+    for user in ["ann", "sweeper", "mallory", "kim"] {
+        let out = env.run_as(user, &q);
+        assert_eq!(out.status.code(), Some(1), "{user}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("investigator"),
+            "{user}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // a pipeline file's roles count for nothing: such a file is refused outright
+    let p = env.write(
+        "roles.toml",
+        b"[access.roles]\nmallory = [\"investigator\"]\n",
+    );
+    let out = env.run(&["batch", "--pipeline", p.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holdfast access"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env.run_as(
+        "mallory",
+        &[
             "query",
             "--decrypt",
             "--case",
             "C-1",
-            "--actor",
-            actor,
             "--pipeline",
-            pipe,
+            p.to_str().unwrap(),
             sql,
-        ]);
-        assert_eq!(out.status.code(), Some(1), "{actor}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("investigator"));
-    }
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "no --pipeline on query any more"
+    );
     let actions: Vec<String> = audit_rows(&env)
         .iter()
+        .filter(|r| r["action"].as_str().unwrap().starts_with("decrypt"))
         .map(|r| {
             format!(
                 "{}:{}",
-                r["actor"].as_str().unwrap(),
+                r["os_user"].as_str().unwrap(),
                 r["action"].as_str().unwrap()
             )
         })
@@ -133,13 +167,220 @@ fn configured_roles_are_enforced() {
     assert_eq!(
         actions,
         [
-            "holdfast-batch:batch",
-            "jdoe:decrypt",
+            "test-operator:decrypt",
             "ann:decrypt.refused",
             "sweeper:decrypt.refused",
-            "mallory:decrypt.refused"
+            "mallory:decrypt.refused",
+            "kim:decrypt.refused"
         ]
     );
+}
+
+/// `--actor` names only what the policy maps to the OS user; anything else is refused and
+/// the refusal is recorded with the OS user who tried.
+#[test]
+fn an_actor_the_policy_does_not_map_to_the_os_user_is_refused() {
+    let (env, _) = store();
+    let sql = "SELECT count(record) FROM decrypted WHERE event_id = 'evt-60-1'";
+    for args in [
+        vec![
+            "query",
+            "--decrypt",
+            "--case",
+            "C-1",
+            "--actor",
+            "jdoe",
+            sql,
+        ],
+        vec!["sweep", "--actor", "jdoe"],
+        vec!["verify", "--deep", "--actor", "jdoe"],
+    ] {
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("may not act as"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let last = audit_rows(&env).pop().unwrap();
+        assert_eq!(
+            (last["action"].as_str(), last["os_user"].as_str()),
+            (Some("access.refused"), Some(common::OPERATOR)),
+            "{last}"
+        );
+        assert!(last["details"].as_str().unwrap().contains("jdoe"));
+    }
+    // once the policy maps jdoe to the operator (two administrators agreeing), it is accepted
+    env.second_person("kim", &[]);
+    env.change_policy(
+        "kim",
+        &[
+            "access",
+            "grant",
+            "--user",
+            common::OPERATOR,
+            "--alias",
+            "jdoe",
+        ],
+    );
+    env.ok(&[
+        "query",
+        "--decrypt",
+        "--case",
+        "C-1",
+        "--actor",
+        "jdoe",
+        sql,
+    ]);
+    let last = audit_rows(&env).pop().unwrap();
+    assert_eq!(
+        (last["actor"].as_str(), last["os_user"].as_str()),
+        (Some("jdoe"), Some(common::OPERATOR))
+    );
+    // but only for the operator: kim cannot act as jdoe
+    let out = env.run_as("kim", &["access", "whoami", "--actor", "jdoe"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// An investigator scoped to some tenants opens their rows only.
+#[test]
+fn an_investigator_scoped_to_a_tenant_opens_only_its_rows() {
+    let (env, g) = store();
+    env.second_person("kim", &[]);
+    env.change_policy(
+        "kim",
+        &[
+            "access",
+            "grant",
+            "--user",
+            "ann",
+            "--role",
+            "investigator",
+            "--tenant",
+            "tenant-0",
+        ],
+    );
+    // evt-60-0 belongs to tenant-0, evt-60-3 to tenant-1 (interaction 1)
+    let one = |id: &str| {
+        format!(
+            "SELECT json_get(record, 'interaction', 'notes') AS n FROM decrypted WHERE event_id = '{id}'"
+        )
+    };
+    let out = env.ok_as(
+        "ann",
+        &[
+            "query",
+            "--decrypt",
+            "--case",
+            "C-2",
+            "--format",
+            "csv",
+            &one("evt-60-0"),
+        ],
+    );
+    assert!(out.contains(&g.notes[0]), "{out}");
+    let out = env.run_as(
+        "ann",
+        &["query", "--decrypt", "--case", "C-2", &one("evt-60-3")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tenant-1") && !err.contains(&g.notes[3]),
+        "{err}"
+    );
+    let last = audit_rows(&env).pop().unwrap();
+    let details: serde_json::Value =
+        serde_json::from_str(last["details"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (
+            details["failed"].as_bool(),
+            details["error"].as_str(),
+            details["records"].as_u64()
+        ),
+        (Some(true), Some("outside_scope"), Some(0)),
+        "{details}"
+    );
+    // a blind index for another tenant is refused before anything runs
+    let out = env.run_as(
+        "ann",
+        &[
+            "query",
+            "--decrypt",
+            "--case",
+            "C-2",
+            "--tenant",
+            "tenant-1",
+            "SELECT blind_index('+12025550100')",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tenant-1"));
+}
+
+/// A statement that fails over decrypted data says what failed, never with the data, and is
+/// audited with what it opened.
+#[test]
+fn a_failed_statement_over_decrypted_data_leaks_nothing_and_is_audited() {
+    let (env, g) = store();
+    let sql = "SELECT CAST(record AS INT) FROM decrypted WHERE event_id = 'evt-60-5'";
+    let out = env.run(&["query", "--decrypt", "--case", "C-3", sql]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for secret in [
+        g.notes[5].as_str(),
+        &g.notes[5][..12],
+        g.customer_addresses[5].as_str(),
+        "eventId",
+        "evt-60-5\"",
+    ] {
+        assert!(!err.contains(secret), "{secret:?} in {err}");
+    }
+    assert!(
+        err.contains("cast of a decrypted column failed") && err.contains("decrypted.record"),
+        "{err}"
+    );
+    let last = audit_rows(&env).pop().unwrap();
+    assert_eq!(last["action"], "decrypt");
+    let details: serde_json::Value =
+        serde_json::from_str(last["details"].as_str().unwrap()).unwrap();
+    assert_eq!(details["failed"], true, "{details}");
+    assert_eq!(details["error"], "cast", "{details}");
+    assert_eq!(
+        details["event_ids"],
+        serde_json::json!(["evt-60-5"]),
+        "{details}"
+    );
+    // the same through the shell
+    use std::io::Write;
+    let mut child = env
+        .cmd(&["sql", "--decrypt", "--case", "C-3"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{sql};\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cast of a decrypted column failed"), "{err}");
+    assert!(!err.contains(&g.notes[5][..12]), "{err}");
+    // a statement that fails while planning decrypted nothing and says why
+    let out = env.run(&[
+        "query",
+        "--decrypt",
+        "--case",
+        "C-3",
+        "SELECT nope FROM decrypted",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
 
 #[test]
@@ -155,8 +396,6 @@ fn blind_index_finds_a_customer_without_decrypting_and_without_recording_the_add
         "--decrypt",
         "--case",
         "SUBPOENA-7",
-        "--actor",
-        "jdoe",
         "--format",
         "csv",
         &sql,

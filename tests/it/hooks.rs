@@ -1,6 +1,6 @@
 //! Test hooks exist only in test builds: a plain build (the binary users get) ignores
-//! `HOLDFAST_NOW` and `HOLDFAST_FAILPOINT`; a sweep that deletes uses the real clock; the
-//! audit trail refuses time running backwards.
+//! `HOLDFAST_NOW`, `HOLDFAST_FAILPOINT` and `HOLDFAST_TEST_OS_USER`; a sweep that deletes uses
+//! the real clock; the audit trail refuses time running backwards.
 
 use crate::common::{self, Env};
 use std::path::PathBuf;
@@ -30,7 +30,8 @@ fn a_plain_build_ignores_the_test_clock_and_failpoints() {
         p.args(args)
             .env("HOLDFAST_STORE", &env.store)
             .env("HOLDFAST_KEYRING", &env.keyring)
-            .env("HOLDFAST_ACTOR", "test-operator")
+            .env_remove("HOLDFAST_ACTOR")
+            .env_remove(common::OS_USER_VAR)
             .current_dir(common::repo());
         for (k, v) in envs {
             p.env(k, v);
@@ -56,6 +57,27 @@ fn a_plain_build_ignores_the_test_clock_and_failpoints() {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["stored"], 60, "{report}");
+    // the plain build is whoever the kernel says: HOLDFAST_TEST_OS_USER names nobody there
+    let real = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    assert_ne!(real, common::OPERATOR);
+    let posing = [(common::OS_USER_VAR, common::OPERATOR)];
+    let out = run(&["access", "whoami"], &posing);
+    let who = String::from_utf8_lossy(&out.stdout);
+    assert!(who.starts_with(&format!("os user {real},")), "{who}");
+    // so the operator's retention role is not theirs: the sweep is refused
+    let out = run(&["sweep"], &posing);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("retention role"));
+    env.second_person(&real, &["retention"]);
     // a sweep under a far-future HOLDFAST_NOW deletes nothing: the real clock decides
     let out = run(&["sweep", "--format", "json"], &far);
     assert!(
@@ -107,13 +129,18 @@ fn the_audit_trail_refuses_time_running_backwards() {
         env.ok_at(now, &["ingest", input.to_str().unwrap()]);
         env.ok_at(now, &["batch"]);
     };
-    batch("2026-06-01T12:00:00Z");
+    // after `init`'s entry (the first access policy), which carries the real time
+    let at = |minutes_back: i64| {
+        (chrono::Utc::now() + chrono::Duration::days(1) - chrono::Duration::minutes(minutes_back))
+            .to_rfc3339()
+    };
+    batch(&at(0));
     env.ok(&["audit", "verify"]);
     // a few seconds back is clock skew between writers: allowed
-    batch("2026-06-01T11:59:00Z");
+    batch(&at(1));
     env.ok(&["audit", "verify"]);
     // an hour back is not
-    batch("2026-06-01T11:00:00Z");
+    batch(&at(60));
     let out = env.run(&["audit", "verify"]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);

@@ -1,5 +1,6 @@
 //! Integration tests: the real `holdfast` binary on temporary stores.
 
+mod access;
 mod audit;
 mod common;
 mod crash;

@@ -153,7 +153,7 @@ fn quarantine_lists_reasons_and_shows_original_bytes() {
         .as_str()
         .unwrap()
         .to_string();
-    let shown = env.ok(&["quarantine", "show", &id]);
+    let shown = env.ok(&["quarantine", "show", "--case", "INC-1", &id]);
     assert!(
         shown.contains("+19995550003") && shown.contains("schema.required"),
         "{shown}"
@@ -162,7 +162,7 @@ fn quarantine_lists_reasons_and_shows_original_bytes() {
         .as_str()
         .unwrap()
         .to_string();
-    let out = env.run(&["quarantine", "show", &bin]);
+    let out = env.run(&["quarantine", "show", "--case", "INC-1", &bin]);
     assert!(
         out.stdout.windows(2).any(|w| w == b"\xff\xfe"),
         "original bytes are kept exactly"
@@ -696,7 +696,8 @@ fn validate_is_a_dry_run() {
         })
         .collect();
     let r: serde_json::Value =
-        serde_json::from_str(&env.ok(&["validate", "--format", "json"])).unwrap();
+        serde_json::from_str(&env.ok(&["validate", "--case", "INC-1", "--format", "json"]))
+            .unwrap();
     assert_eq!(r["landing"]["lines"], 59, "{r}");
     let stored: u64 = r["landing"]["would_store_by_type"]
         .as_object()
@@ -716,11 +717,26 @@ fn validate_is_a_dry_run() {
             (p, b)
         })
         .collect();
-    assert_eq!(before, after, "validate writes nothing");
+    // validate decrypts: it writes its audit entry, and nothing else
+    let audit = env.store.join("audit");
+    let (new, old): (Vec<_>, Vec<_>) = after.iter().partition(|a| !before.contains(a));
+    assert_eq!(old.len(), before.len(), "validate changes nothing");
+    assert!(
+        new.len() == 1 && new[0].0.starts_with(&audit),
+        "validate writes only its audit entry: {:?}",
+        new.iter().map(|n| &n.0).collect::<Vec<_>>()
+    );
     // probing a version: taken as 1.0, current events fail the 1.0 schema
-    let r: serde_json::Value =
-        serde_json::from_str(&env.ok(&["validate", "--schema-version", "1.0", "--format", "json"]))
-            .unwrap();
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "validate",
+        "--case",
+        "INC-1",
+        "--schema-version",
+        "1.0",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
     assert!(
         r["landing"]["would_quarantine"].as_u64().unwrap() >= 50,
         "{r}"
@@ -746,6 +762,8 @@ fn replay_after_a_fix_stores_what_passes_once() {
     let out = env.ok(&[
         "quarantine",
         "replay",
+        "--case",
+        "INC-2",
         "--all",
         "--tenant",
         "bank-a",
@@ -770,6 +788,8 @@ fn replay_after_a_fix_stores_what_passes_once() {
     let out = env.ok(&[
         "quarantine",
         "replay",
+        "--case",
+        "INC-2",
         "--all",
         "--tenant",
         "bank-a",
@@ -784,7 +804,7 @@ fn replay_after_a_fix_stores_what_passes_once() {
         9
     );
     assert_eq!(
-        env.run(&["quarantine", "replay", "--id", "q-nope"])
+        env.run(&["quarantine", "replay", "--case", "INC-2", "--id", "q-nope"])
             .status
             .code(),
         Some(2)

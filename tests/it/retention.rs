@@ -161,6 +161,7 @@ fn a_locked_file_is_refused_audited_and_kept() {
 #[test]
 fn holds_pin_files_and_need_two_people_to_release() {
     let (env, _) = store();
+    env.second_person("kim", &["compliance"]);
     let body = |id: &str, ids: &str| {
         format!(
             r#"{{"holdId": "{id}", "tenantId": "tenant-0", "status": "ACTIVE", "scope": {{"interactionIds": [{ids}]}}, "retentionOverride": {{"enabled": true, "expirationDate": null, "auditorTrail": {{"requestedBy": "co@firm.example", "requestTimestamp": "2024-05-14T14:30:00Z", "caseReference": "SEC-INV-2024-0892"}}}}}}"#
@@ -171,23 +172,9 @@ fn holds_pin_files_and_need_two_people_to_release() {
         "b.json",
         body("LIT-B", "\"int-70-0\", \"int-70-3\"").as_bytes(),
     );
-    let out = env.ok(&[
-        "hold",
-        "apply",
-        "--actor",
-        "lee",
-        "--file",
-        a.to_str().unwrap(),
-    ]);
+    let out = env.ok(&["hold", "apply", "--file", a.to_str().unwrap()]);
     assert!(out.contains("pinned"), "{out}");
-    env.ok(&[
-        "hold",
-        "apply",
-        "--actor",
-        "lee",
-        "--file",
-        b.to_str().unwrap(),
-    ]);
+    env.ok(&["hold", "apply", "--file", b.to_str().unwrap()]);
     let held_files = env.query("SELECT DISTINCT path FROM manifests").len();
     assert!(held_files > 0);
     // far in the future everything has expired, but held files stay
@@ -263,8 +250,6 @@ fn holds_pin_files_and_need_two_people_to_release() {
         "--decrypt",
         "--case",
         "LIT-A",
-        "--actor",
-        "lee",
         "--format",
         "ndjson",
         "SELECT json_get(record, 'eventId') AS e FROM decrypted WHERE interaction_id = 'int-70-0'",
@@ -290,11 +275,11 @@ fn holds_pin_files_and_need_two_people_to_release() {
         "{again}"
     );
     // one person cannot release alone
-    env.ok(&["hold", "release", "--actor", "lee", "--hold", "LIT-A"]);
-    let out = env.run(&["hold", "approve", "--actor", "lee", "--hold", "LIT-A"]);
+    env.ok(&["hold", "release", "--hold", "LIT-A"]);
+    let out = env.run(&["hold", "approve", "--hold", "LIT-A"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("different actor"));
-    let out = env.ok(&["hold", "approve", "--actor", "kim", "--hold", "LIT-A"]);
+    let out = env.ok_as("kim", &["hold", "approve", "--hold", "LIT-A"]);
     assert!(out.contains("released"), "{out}");
     // LIT-B still needs the files of int-70-0
     env.ok_at(far, &["sweep"]);
@@ -304,8 +289,8 @@ fn holds_pin_files_and_need_two_people_to_release() {
         3,
         "another active hold still pins them"
     );
-    env.ok(&["hold", "release", "--actor", "lee", "--hold", "LIT-B"]);
-    env.ok(&["hold", "approve", "--actor", "kim", "--hold", "LIT-B"]);
+    env.ok(&["hold", "release", "--hold", "LIT-B"]);
+    env.ok_as("kim", &["hold", "approve", "--hold", "LIT-B"]);
     env.ok_at(far, &["sweep"]);
     assert_eq!(
         env.count("SELECT count(*) FROM events"),
@@ -359,8 +344,6 @@ fn records_arriving_for_an_active_hold_are_held_from_the_start() {
     env.ok(&[
         "hold",
         "apply",
-        "--actor",
-        "lee",
         "--file",
         env.write("h.json", body.as_bytes()).to_str().unwrap(),
         "--allow-empty",
@@ -374,52 +357,185 @@ fn records_arriving_for_an_active_hold_are_held_from_the_start() {
     assert!(env.verify().0);
 }
 
+/// Sweeps need the retention role from the store's access policy, for every tenant.
 #[test]
-fn with_roles_only_the_retention_role_sweeps() {
+fn only_the_retention_role_sweeps() {
     let (env, _) = store();
     let notified = env.dir.path().join("denied.json");
-    let roles = format!(
-        "[retention]\nnotify_command = [\"sh\", \"-c\", \"cat > {}\"]\n[access.roles]\nsweeper = [\"retention\"]\njdoe = [\"investigator\"]\n",
+    let config = format!(
+        "[retention]\nnotify_command = [\"sh\", \"-c\", \"cat > {}\"]\n",
         notified.display()
     );
-    let p = env.write("roles.toml", roles.as_bytes());
-    let out = env.run_at(
-        NOW,
-        &[
-            "sweep",
-            "--actor",
-            "jdoe",
-            "--pipeline",
-            p.to_str().unwrap(),
-        ],
-    );
+    let p = env.write("notify.toml", config.as_bytes());
+    env.second_person("kim", &["investigator"]);
+    let out = env
+        .cmd_at(NOW, &["sweep", "--pipeline", p.to_str().unwrap()])
+        .env(common::OS_USER_VAR, "kim")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("retention role"));
     // an access refusal is audited and notified like a storage refusal
     let note: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&notified).unwrap()).unwrap();
     assert_eq!(
-        (note["refused"].as_str(), note["actor"].as_str()),
-        (Some("access_denied"), Some("jdoe")),
+        (
+            note["refused"].as_str(),
+            note["actor"].as_str(),
+            note["os_user"].as_str()
+        ),
+        (Some("access_denied"), Some("kim"), Some("kim")),
         "{note}"
     );
     let refusals = env.ok(&["audit", "list", "--format", "ndjson"]);
     assert!(
         refusals
             .lines()
-            .any(|l| l.contains("jdoe") && l.contains("refused")),
+            .any(|l| l.contains("\"kim\"") && l.contains("refused")),
         "{refusals}"
     );
-    env.ok_at(
-        NOW,
+    // a retention role for some tenants only does not cover a sweep, which sees them all
+    env.change_policy(
+        "kim",
         &[
-            "sweep",
-            "--actor",
-            "sweeper",
-            "--pipeline",
-            p.to_str().unwrap(),
+            "access",
+            "grant",
+            "--user",
+            "kim",
+            "--role",
+            "retention",
+            "--tenant",
+            "tenant-0",
         ],
     );
+    let out = env
+        .cmd_at(NOW, &["sweep"])
+        .env(common::OS_USER_VAR, "kim")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("every tenant"));
+    env.ok_at(NOW, &["sweep", "--pipeline", p.to_str().unwrap()]);
+}
+
+/// One OS user acting under two names is still one person: a release they asked for as
+/// `alice` cannot be approved by them as `bob`; the hold stays and a sweep keeps its data.
+#[test]
+fn one_os_user_cannot_release_as_alice_and_approve_as_bob() {
+    let (env, _) = store();
+    env.second_person("kim", &["compliance"]);
+    env.change_policy(
+        "kim",
+        &[
+            "access",
+            "grant",
+            "--user",
+            common::OPERATOR,
+            "--alias",
+            "alice",
+            "--alias",
+            "bob",
+        ],
+    );
+    let h = env.write(
+        "h.json",
+        br#"{"holdId": "LIT-AB", "tenantId": "tenant-0", "scope": {"interactionIds": ["int-70-0"]}}"#,
+    );
+    env.ok(&[
+        "hold",
+        "apply",
+        "--actor",
+        "alice",
+        "--file",
+        h.to_str().unwrap(),
+    ]);
+    env.ok(&["hold", "release", "--actor", "alice", "--hold", "LIT-AB"]);
+    let out = env.run(&["hold", "approve", "--actor", "bob", "--hold", "LIT-AB"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another OS user"), "{err}");
+    let refused = env.query(
+        "SELECT actor, os_user, details FROM audit WHERE action = 'legal_hold' ORDER BY sequence DESC LIMIT 1",
+    );
+    assert_eq!(
+        (refused[0]["actor"].as_str(), refused[0]["os_user"].as_str()),
+        (Some("bob"), Some(common::OPERATOR))
+    );
+    assert!(refused[0]["details"].as_str().unwrap().contains("refused"));
+    assert!(
+        env.ok(&["hold", "list"])
+            .contains("LIT-AB tenant-0 release_requested")
+    );
+    // the hold still protects: a sweep long after every expiry keeps the held records
+    env.ok_at("2040-01-01T00:00:00Z", &["sweep"]);
+    assert_eq!(
+        env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-0'"),
+        3
+    );
+    assert_eq!(env.count("SELECT count(*) FROM events"), 3);
+    // a second person releases it
+    env.ok_as("kim", &["hold", "approve", "--hold", "LIT-AB"]);
+    env.ok_at("2040-01-01T00:00:00Z", &["sweep"]);
+    assert_eq!(env.count("SELECT count(*) FROM events"), 0);
+}
+
+/// Holds need the compliance role for the hold's tenant.
+#[test]
+fn holds_need_the_compliance_role_for_their_tenant() {
+    let (env, _) = store();
+    env.second_person("kim", &[]);
+    env.change_policy(
+        "kim",
+        &[
+            "access",
+            "grant",
+            "--user",
+            "lee",
+            "--role",
+            "compliance",
+            "--tenant",
+            "tenant-1",
+        ],
+    );
+    let body = |tenant: &str| {
+        env.write(
+            "h.json",
+            format!(r#"{{"holdId": "LIT-{tenant}", "tenantId": "{tenant}", "scope": {{}}}}"#)
+                .as_bytes(),
+        )
+    };
+    let out = env.run_as(
+        "lee",
+        &[
+            "hold",
+            "apply",
+            "--file",
+            body("tenant-0").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tenant-0"));
+    env.ok_as(
+        "lee",
+        &[
+            "hold",
+            "apply",
+            "--file",
+            body("tenant-1").to_str().unwrap(),
+        ],
+    );
+    let out = env.run_as("kim", &["hold", "release", "--hold", "LIT-tenant-1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("compliance"));
+    let refusals = env.ok(&[
+        "audit",
+        "list",
+        "--action",
+        "legal_hold",
+        "--format",
+        "ndjson",
+    ]);
+    assert_eq!(refusals.matches("refused").count(), 2, "{refusals}");
 }
 
 #[test]
@@ -466,14 +582,7 @@ fn preview_counts_and_sync_repairs_drift() {
             .unwrap();
     assert_eq!(p["records"], 6, "{p}");
     assert_eq!(env.store_files(), before, "preview changes nothing");
-    env.ok(&[
-        "hold",
-        "apply",
-        "--actor",
-        "lee",
-        "--file",
-        body.to_str().unwrap(),
-    ]);
+    env.ok(&["hold", "apply", "--file", body.to_str().unwrap()]);
     // drift: a flag lost at the storage layer
     let file = p["files"][0].as_str().unwrap().to_string();
     let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
@@ -549,14 +658,7 @@ fn explain_says_which_policy_and_why() {
         "h.json",
         br#"{"holdId": "LIT-X", "scope": {"interactionIds": ["legacy-int-1"]}}"#,
     );
-    env.ok(&[
-        "hold",
-        "apply",
-        "--actor",
-        "lee",
-        "--file",
-        h.to_str().unwrap(),
-    ]);
+    env.ok(&["hold", "apply", "--file", h.to_str().unwrap()]);
     assert!(
         env.ok(&["retention", "explain", "--event", "legacy-1.0-declared"])
             .contains("legal holds: LIT-X")
@@ -763,14 +865,7 @@ fn a_killed_rewrite_whose_new_file_is_rewritten_again_converges() {
         "h.json",
         br#"{"holdId": "LIT-C", "tenantId": "tenant-0", "scope": {"queueIds": ["q-2"]}}"#,
     );
-    env.ok(&[
-        "hold",
-        "apply",
-        "--actor",
-        "lee",
-        "--file",
-        h.to_str().unwrap(),
-    ]);
+    env.ok(&["hold", "apply", "--file", h.to_str().unwrap()]);
     let held =
         env.count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-0' AND queue_id = 'q-2'");
     let out = env
@@ -825,14 +920,7 @@ fn a_killed_rewrite_is_finished_by_the_next_sweep() {
             "h.json",
             br#"{"holdId": "LIT-K", "tenantId": "tenant-0", "scope": {"queueIds": ["q-2"]}}"#,
         );
-        env.ok(&[
-            "hold",
-            "apply",
-            "--actor",
-            "lee",
-            "--file",
-            h.to_str().unwrap(),
-        ]);
+        env.ok(&["hold", "apply", "--file", h.to_str().unwrap()]);
         let held = env
             .count("SELECT count(*) FROM events WHERE tenant_id = 'tenant-0' AND queue_id = 'q-2'");
         let out = env
@@ -905,6 +993,7 @@ fn over_years_of_random_sweeps_exactly_the_unexpired_or_held_records_remain() {
         );
         // periods from one year: a store created with a one-year floor
         let env = Env::init_with(&["--retention-floor-days", "365"]);
+        env.second_person("kim", &["compliance"]);
         let pipe = env.write("p.toml", config.as_bytes());
         let pipe = pipe.to_str().unwrap();
         // arriving as they happen (2025-10-01 .. 03): older ones would be past the floor
@@ -969,8 +1058,6 @@ fn over_years_of_random_sweeps_exactly_the_unexpired_or_held_records_remain() {
                     env.ok(&[
                         "hold",
                         "apply",
-                        "--actor",
-                        "lee",
                         "--file",
                         env.write("h.json", body.as_bytes()).to_str().unwrap(),
                         "--allow-empty",
@@ -979,8 +1066,8 @@ fn over_years_of_random_sweeps_exactly_the_unexpired_or_held_records_remain() {
                 }
                 _ if !active.is_empty() => {
                     let (id, _, _) = active.remove(next(active.len() as u64) as usize);
-                    env.ok(&["hold", "release", "--actor", "lee", "--hold", &id]);
-                    env.ok(&["hold", "approve", "--actor", "kim", "--hold", &id]);
+                    env.ok(&["hold", "release", "--hold", &id]);
+                    env.ok_as("kim", &["hold", "approve", "--hold", &id]);
                 }
                 _ => {}
             }
@@ -1059,14 +1146,7 @@ fn a_dated_hold_lapses_on_its_expiration_date() {
             "already passed",
         ),
     ] {
-        let out = env.run(&[
-            "hold",
-            "apply",
-            "--actor",
-            "lee",
-            "--file",
-            body(extra).to_str().unwrap(),
-        ]);
+        let out = env.run(&["hold", "apply", "--file", body(extra).to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(1), "{extra}");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains(says),
@@ -1075,14 +1155,7 @@ fn a_dated_hold_lapses_on_its_expiration_date() {
         );
     }
     let dated = r#", "retentionOverride": {"enabled": true, "expirationDate": "2035-01-01T00:00:00Z", "auditorTrail": {"requestedBy": "co@firm.example", "caseReference": "SEC-INV-1"}}"#;
-    env.ok(&[
-        "hold",
-        "apply",
-        "--actor",
-        "lee",
-        "--file",
-        body(dated).to_str().unwrap(),
-    ]);
+    env.ok(&["hold", "apply", "--file", body(dated).to_str().unwrap()]);
     assert!(env.ok(&["hold", "list"]).contains("lapses=2035-01-01"));
     env.ok_at("2034-06-01T00:00:00Z", &["sweep"]);
     assert_eq!(
@@ -1129,14 +1202,7 @@ fn a_hold_waits_for_a_sweep_in_progress() {
         br#"{"holdId": "LIT-W", "scope": {"interactionIds": ["int-70-0"]}}"#,
     );
     let mut child = env
-        .cmd(&[
-            "hold",
-            "apply",
-            "--actor",
-            "lee",
-            "--file",
-            h.to_str().unwrap(),
-        ])
+        .cmd(&["hold", "apply", "--file", h.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

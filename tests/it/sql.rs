@@ -65,9 +65,7 @@ fn every_named_query_matches_its_golden_output() {
             f.to_string_lossy().to_string(),
         ];
         if text.lines().any(|l| l == "-- requires: decrypt") {
-            args.extend(
-                ["--decrypt", "--case", "GOLDEN-1", "--actor", "golden-test"].map(String::from),
-            );
+            args.extend(["--decrypt", "--case", "GOLDEN-1"].map(String::from));
         }
         // name=value pairs; a value runs to the next " name=" (values may hold spaces)
         let mut pairs: Vec<String> = Vec::new();
