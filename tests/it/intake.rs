@@ -86,7 +86,13 @@ fn an_event_from_1970_is_quarantined_not_dropped() {
     let rows = quarantine_rows(&env);
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["error_code"], "retention.expired_on_arrival");
-    let shown = env.ok(&["quarantine", "show", rows[0]["id"].as_str().unwrap()]);
+    let shown = env.ok(&[
+        "quarantine",
+        "show",
+        "--case",
+        "T-1",
+        rows[0]["id"].as_str().unwrap(),
+    ]);
     assert!(
         shown.contains("\"eventId\":\"from-1970\""),
         "original bytes kept: {shown}"
@@ -170,7 +176,16 @@ fn events_outside_the_time_window_are_quarantined() {
         .to_string();
     let out = env.ok_at(
         "2030-06-01T00:00:00Z",
-        &["quarantine", "replay", "--id", &id, "--format", "json"],
+        &[
+            "quarantine",
+            "replay",
+            "--case",
+            "T-1",
+            "--id",
+            &id,
+            "--format",
+            "json",
+        ],
     );
     let r: serde_json::Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
     assert_eq!(
@@ -290,10 +305,16 @@ fn a_huge_single_line_is_quarantined_at_ingest() {
     let r = env.batch();
     assert_eq!(r["already_stored"], 2, "{r}");
     assert_eq!(quarantine_rows(&env).len(), 1);
-    let shown = env.ok(&["quarantine", "show", e["id"].as_str().unwrap()]);
+    let shown = env.ok(&[
+        "quarantine",
+        "show",
+        "--case",
+        "T-1",
+        e["id"].as_str().unwrap(),
+    ]);
     assert!(shown.contains("original (4096 bytes)"), "{shown}");
     // a prefix cannot be replayed: the entry stays as it is
-    env.ok(&["quarantine", "replay", "--all"]);
+    env.ok(&["quarantine", "replay", "--case", "T-1", "--all"]);
     assert_eq!(quarantine_rows(&env)[0]["attempts"], 1);
 }
 
@@ -419,14 +440,7 @@ fn hold_bodies_are_checked() {
     env.batch();
     let apply = |body: &str, extra: &[&str]| {
         let f = env.write("h.json", body.as_bytes());
-        let mut args = vec![
-            "hold",
-            "apply",
-            "--actor",
-            "lee",
-            "--file",
-            f.to_str().unwrap(),
-        ];
+        let mut args = vec!["hold", "apply", "--file", f.to_str().unwrap()];
         args.extend_from_slice(extra);
         env.run(&args)
     };
