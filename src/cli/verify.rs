@@ -2,17 +2,21 @@
 
 use super::*;
 
-/// Check manifests and data files (hashes, sizes, counts, chains) without a key; exit 1 on mismatch
+/// Check the store against its signed head: manifests, data files, audit trail, holds and locks (no key needed); exit 1 on any problem
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub s: StoreArgs,
-    /// Also decrypt every record and check its AAD and record_hash (needs the keyring; audited)
+    /// Also decrypt every record, check its AAD and record_hash, and recompute its index columns (needs the keyring; audited)
     #[arg(long)]
     pub deep: bool,
     /// Who runs the deep check (recorded in the audit trail)
     #[arg(long, env = "HOLDFAST_ACTOR", default_value = "holdfast-verify")]
     pub actor: String,
+    /// A line `holdfast anchor` printed earlier and published outside the store: its head
+    /// must be in the chain, and the chain must extend it
+    #[arg(long)]
+    pub anchor: Option<String>,
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 }
@@ -23,26 +27,51 @@ impl VerifyArgs {
             s,
             deep,
             actor,
+            anchor,
             format,
         } = self;
+        let anchor = anchor
+            .as_deref()
+            .map(str::parse::<crate::head::Anchor>)
+            .transpose()
+            .map_err(|e| Error::Usage(format!("--anchor: {e}")))?;
+        // the keyring, when at hand, must hold the key the heads are signed with
         let (store, kms) = if deep {
             let (st, k) = open(&s).await?;
             (st, Some(k))
         } else {
-            let st = Store::open_local(&s.store, false)?;
-            read_marker(&st).await?;
-            (st, None)
+            match open(&s).await {
+                Ok((st, k)) => (st, Some(k)),
+                Err(_) => {
+                    let st = Store::open_local(&s.store, false)?;
+                    read_marker(&st).await?;
+                    (st, None)
+                }
+            }
         };
-        let report = crate::lake::verify::verify(&store, kms.as_deref()).await?;
+        let audit = crate::audit::Audit::new(store.clone(), clock.clone());
+        let options = crate::head::check::Options {
+            audit: &audit,
+            deep: kms.as_deref().filter(|_| deep),
+            keyring: kms.as_deref(),
+            anchor: anchor.as_ref(),
+            // the chain's links and position; clock skew is `audit verify`'s check
+            max_skew: chrono::Duration::days(365 * 1000),
+        };
+        let mut report = crate::head::check::verify_store(&store, options).await?;
+        if kms.is_none() {
+            report.notes.push(
+                "no keyring at hand: head signatures checked against the key the chain names"
+                    .into(),
+            );
+        }
         if deep {
             let event = crate::audit::DeepVerified {
                 files: report.files,
                 records: report.deep_records,
                 problems: report.problems.len(),
             };
-            crate::audit::Audit::new(store.clone(), clock.clone())
-                .record(&actor, None, &event)
-                .await?;
+            audit.record(&actor, None, &event).await?;
         }
         output::write_report(format.unwrap_or(Format::Table), &report, out)?;
         if report.problems.is_empty() {
@@ -67,11 +96,25 @@ impl std::fmt::Display for crate::lake::verify::VerifyReport {
                 self.deep_records
             )?;
         }
-        for o in &self.orphans {
+        match &self.head {
+            Some(h) => writeln!(
+                f,
+                "head v{} {} signed by {} ({} version(s)); audit trail {} entr(ies)",
+                h.sequence, h.sha256, h.key_fingerprint, self.head_versions, self.audit_entries
+            )?,
+            None => writeln!(f, "no signed head yet")?,
+        }
+        if let Some(a) = &self.anchor {
+            writeln!(f, "checked against the published anchor: {a}")?;
+        }
+        for o in &self.leftovers {
             writeln!(
                 f,
-                "note: uncommitted file {o} (left by an interrupted batch; the next batch removes it)"
+                "note: uncommitted file {o} (left by an interrupted batch or sweep; the next batch removes it, audited)"
             )?;
+        }
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
         }
         if self.removed_files > 0 {
             writeln!(

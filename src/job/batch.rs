@@ -62,9 +62,11 @@ pub struct BatchReport {
     pub partitions: u64,
     pub files: u64,
     pub bytes_written: u64,
-    pub orphans_removed: u64,
-    /// Uncommitted files kept because a storage lock still protects them.
-    pub orphans_locked: u64,
+    /// Uncommitted data files of an interrupted batch or sweep (named by its intent record),
+    /// removed and audited (`batch.leftover_removed`).
+    pub leftovers_removed: u64,
+    /// Such files kept because they have a lock record (only the audited sweep deletes those).
+    pub leftovers_locked: u64,
     /// Committed files whose storage lock a killed batch had not set yet, set now.
     pub locks_repaired: u64,
     /// New files holding records an active legal hold covers (pinned at once).
@@ -123,11 +125,11 @@ impl std::fmt::Display for BatchReport {
                 .collect();
             write!(f, " ({}); see `holdfast quarantine list`", codes.join(", "))?;
         }
-        if self.orphans_removed + self.staging_removed > 0 || self.lease_taken_over {
+        if self.leftovers_removed + self.staging_removed > 0 || self.lease_taken_over {
             write!(
                 f,
-                "\n  recovered    {} orphan file(s) and {} staging file(s) of an interrupted batch removed",
-                self.orphans_removed, self.staging_removed
+                "\n  recovered    {} leftover file(s) and {} staging file(s) of an interrupted batch removed",
+                self.leftovers_removed, self.staging_removed
             )?;
         }
         if self.segments_waiting > 0 {
@@ -247,37 +249,24 @@ async fn run(
         ..Default::default()
     };
 
-    // Recovery: files of an interrupted batch that no manifest lists are invisible; remove them.
+    // Recovery: what interrupted batches and sweeps left (their intent records name them)
     report.staging_removed = store.remove_abandoned_staging(layout::LAKE) as u64;
     let latest: BTreeMap<Partition, Loaded> = manifest::load_latest_all(store)
         .await?
         .into_iter()
         .map(|l| (l.manifest.partition.clone(), l))
         .collect();
-    // committed files, and rewritten ones the sweep deletes once their lock allows
-    let committed: HashSet<&str> = latest
-        .values()
-        .flat_map(|l| {
-            l.manifest.files.iter().map(|f| f.path.as_str()).chain(
-                l.manifest
-                    .removed
-                    .iter()
-                    .filter(|r| r.awaiting_deletion())
-                    .map(|r| r.path.as_str()),
-            )
-        })
-        .collect();
-    for meta in store.list(layout::LAKE).await? {
-        if !committed.contains(meta.location.as_ref()) {
-            // uncommitted files are normally unlocked; one a storage lock still protects (a sweep
-            // raced with a hold) stays, reported, until the lock allows
-            match store.delete_checked(&meta.location, ctx.clock.now()).await {
-                Ok(()) => report.orphans_removed += 1,
-                Err(crate::lake::LakeError::ObjectLocked { .. }) => report.orphans_locked += 1,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
+    let audit = crate::audit::Audit::new(store.clone(), ctx.clock.clone());
+    let committer = crate::head::Committer {
+        store,
+        kms: ctx.kms.as_ref(),
+        audit: &audit,
+    };
+    let recovery = crate::head::intent::recover(committer, &latest, ctx.clock.now()).await?;
+    report.leftovers_removed = recovery.leftovers_removed;
+    report.leftovers_locked = recovery.leftovers_locked;
+    // never build on a store that no longer matches its signed head (rolled back, truncated)
+    crate::head::check_current(store, &audit, &latest).await?;
     if took_over {
         report.locks_repaired = repair_locks(store, latest.values()).await?;
     }
@@ -300,6 +289,8 @@ async fn run(
     if picked.is_empty() {
         return Ok(report);
     }
+    // before the first upload: the files this batch writes are named by its id
+    crate::head::intent::begin(store, batch_id, "batch", ctx.clock.now()).await?;
 
     let handle = tokio::runtime::Handle::current();
     let (files, passed, rep) = {
@@ -324,6 +315,7 @@ async fn run(
     for (p, entry) in files {
         by_partition.entry(p).or_default().push(entry);
     }
+    let mut change = crate::head::Change::new(format!("batch {batch_id}"));
     for (i, (p, entries)) in by_partition.into_iter().enumerate() {
         let locks: Vec<_> = entries
             .iter()
@@ -335,7 +327,7 @@ async fn run(
             })
             .collect();
         match manifest::commit(store, &p, latest.get(&p), entries, batch_id, now).await? {
-            Commit::Committed(_) => {}
+            Commit::Committed(l) => change.manifest(&l),
             Commit::LostRace { .. } => return Err(JobError::Conflict { partition: p.dir() }),
         }
         ctx.fail(&format!("batch.after_manifest:{}", i + 1));
@@ -363,8 +355,14 @@ async fn run(
         stored: report.stored,
         quarantined: report.quarantined,
         files: report.files,
+        committed_files: new_files.iter().map(|f| f.path.clone()).collect(),
+        partitions: change
+            .partitions
+            .iter()
+            .map(|(p, pos)| (p.dir(), pos.sequence))
+            .collect(),
+        recovered: false,
     };
-    let audit = crate::audit::Audit::new(store.clone(), ctx.clock.clone());
     audit.record("holdfast-batch", None, &event).await?;
     if report.expired_on_arrival > 0 {
         let e = crate::audit::ExpiredOnArrival {
@@ -374,6 +372,9 @@ async fn run(
         };
         audit.record("holdfast-batch", None, &e).await?;
     }
+    // the signed head records every manifest, the hold registry and the audit trail as of now
+    crate::head::commit(committer, &change, ctx.clock.now()).await?;
+    crate::head::intent::end(store, batch_id).await?;
     ctx.fail("batch.before_landing_delete");
     for (i, path) in picked.iter().enumerate() {
         store.delete(path).await?;

@@ -7,6 +7,8 @@
 //! lake/year=YYYY/month=MM/day=DD/interaction_type=T/part-<batch-id>.parquet    data files
 //! manifests/year=YYYY/month=MM/day=DD/interaction_type=T/v<20 digits>.json     manifest versions
 //! _batch.lease                                              one running batch at a time
+//! head/v<20 digits>.json                                    signed store heads (create-only chain)
+//! batches/<job-id>.json                                     intent of a running batch or sweep
 //! ```
 //! The day is the UTC day of the event's `occurredAt`. The tenant is not in the path: each
 //! data file holds the partition's records of one batch, every tenant's, under one DEK, and
@@ -23,6 +25,10 @@ pub const LAKE: &str = "lake";
 pub const MANIFESTS: &str = "manifests";
 pub const LANDING: &str = "landing";
 pub const QUARANTINE: &str = "quarantine";
+/// The signed store heads.
+pub const HEADS: &str = "head";
+/// Intent records of running batches and sweeps (removed when they finish).
+pub const INTENTS: &str = "batches";
 
 /// A hive partition: `year=YYYY/month=MM/day=DD/interaction_type=T` (zero-padded).
 #[derive(
@@ -187,6 +193,43 @@ pub fn parse_quarantine_entry(path: &Path) -> Option<String> {
     valid_id(id).then(|| id.to_string())
 }
 
+/// `head/v<20 digits>.json`
+pub fn head(sequence: u64) -> Path {
+    Path::from(format!("{HEADS}/v{sequence:020}.json"))
+}
+
+pub fn parse_head(path: &Path) -> Option<u64> {
+    let seq = path
+        .as_ref()
+        .strip_prefix(HEADS)?
+        .strip_prefix("/v")?
+        .strip_suffix(".json")?;
+    (seq.len() == 20).then(|| seq.parse().ok()).flatten()
+}
+
+/// `batches/<job-id>.json`: written before a batch or sweep uploads its first data file.
+pub fn intent(job_id: &str) -> Path {
+    debug_assert!(valid_id(job_id));
+    Path::from(format!("{INTENTS}/{job_id}.json"))
+}
+
+pub fn parse_intent(path: &Path) -> Option<String> {
+    let id = path
+        .as_ref()
+        .strip_prefix(INTENTS)?
+        .strip_prefix('/')?
+        .strip_suffix(".json")?;
+    valid_id(id).then(|| id.to_string())
+}
+
+/// Whether a data file was written by job `job_id` (its file id is `<job-id>-<suffix>`).
+pub fn written_by(path: &Path, job_id: &str) -> bool {
+    parse_data_file(path).is_some_and(|(_, id)| {
+        id.strip_prefix(job_id)
+            .is_some_and(|rest| rest.len() > 1 && rest.starts_with('-'))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +248,16 @@ mod tests {
         #[test]
         fn manifest_path_round_trips(p in any_partition(), seq in 0u64..u64::MAX) {
             prop_assert_eq!(parse_manifest(&manifest(&p, seq)), Some((p, seq)));
+        }
+        #[test]
+        fn head_and_intent_paths_round_trip(seq in 0u64..u64::MAX, id in "[0-9A-Za-z]{1,20}-[0-9a-f]{8}") {
+            prop_assert_eq!(parse_head(&head(seq)), Some(seq));
+            prop_assert_eq!(parse_intent(&intent(&id)), Some(id.clone()));
+            let p = Partition::new(2025, 1, 5, "CALL").unwrap();
+            let file_id = format!("{id}-FINRA_4511_6Y");
+            prop_assert!(written_by(&data_file(&p, &file_id), &id));
+            let other = format!("{}x", id);
+            prop_assert!(!written_by(&data_file(&p, &file_id), &other));
         }
         #[test]
         fn dir_round_trips(p in any_partition()) {

@@ -41,6 +41,8 @@ pub enum SweepError {
     Kms(#[from] crate::crypto::kms::KmsError),
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
+    #[error(transparent)]
+    Head(#[from] crate::head::HeadError),
     #[error(
         "another writer changed {0} during the sweep; what was done is committed, run the sweep again to finish"
     )]
@@ -339,9 +341,49 @@ struct Replacement {
 /// manifest swapped, new file locked and pinned as the old one was); then one registry commit
 /// moving hold listings to the new files; then the old files are unpinned and deleted where
 /// their lock allows. Each step is idempotent: a sweep killed anywhere is finished by the next.
+///
+/// The sweep records its intent before writing anything (its rewrites' files carry its id),
+/// and commits the signed store head at the end (a sweep that changed nothing signs nothing
+/// new; a lapse recorded before it is picked up from the registry).
 pub async fn execute(
     run: &SweepRun<'_>,
-    kms: Option<&dyn Kms>,
+    kms: &dyn Kms,
+    plan: &SweepPlan,
+) -> Result<SweepReport, SweepError> {
+    let touches =
+        !(plan.delete.is_empty() && plan.rewrite.is_empty() && plan.awaiting_deletion.is_empty());
+    if touches {
+        crate::head::intent::begin(run.store, run.sweep_id, "sweep", run.now).await?;
+    }
+    let report = execute_plan(run, kms, plan).await?;
+    let mut change = crate::head::Change::new(format!("sweep {}", run.sweep_id));
+    let parts: std::collections::BTreeSet<&str> = plan
+        .delete
+        .iter()
+        .map(|f| f.partition.as_str())
+        .chain(plan.rewrite.iter().map(|r| r.file.partition.as_str()))
+        .chain(plan.awaiting_deletion.iter().map(|a| a.partition.as_str()))
+        .collect();
+    for part in parts {
+        if let Some(l) = manifest::load_latest(run.store, &partition_of(part)?).await? {
+            change.manifest(&l);
+        }
+    }
+    let c = crate::head::Committer {
+        store: run.store,
+        kms,
+        audit: run.audit,
+    };
+    crate::head::commit(c, &change, run.now).await?;
+    if touches {
+        crate::head::intent::end(run.store, run.sweep_id).await?;
+    }
+    Ok(report)
+}
+
+async fn execute_plan(
+    run: &SweepRun<'_>,
+    kms: &dyn Kms,
     plan: &SweepPlan,
 ) -> Result<SweepReport, SweepError> {
     let SweepRun {
@@ -357,9 +399,6 @@ pub async fn execute(
         mixed_kept: plan.mixed.len() as u64,
         ..Default::default()
     };
-    if !plan.rewrite.is_empty() && kms.is_none() {
-        return Err(SweepError::NoKeys(plan.rewrite.len()));
-    }
     delete_whole(run, plan, &mut report).await?;
 
     let (registry, _) = hold::load(store).await?;
@@ -382,7 +421,6 @@ pub async fn execute(
         });
     }
     for (i, r) in plan.rewrite.iter().enumerate() {
-        let kms = kms.expect("checked above");
         let p = partition_of(&r.file.partition)?;
         let Some(base) = manifest::load_latest(store, &p).await? else {
             continue;

@@ -42,13 +42,14 @@ fn decryptions_are_recorded_and_the_chain_verifies() {
         actions,
         [
             "batch",
+            "head.started",
             "quarantine.show",
             "quarantine.show",
             "quarantine.show",
             "verify.deep"
         ]
     );
-    assert_eq!(rows[1]["actor"], "jdoe");
+    assert_eq!(rows[2]["actor"], "jdoe");
     let batch: serde_json::Value =
         serde_json::from_str(rows[0]["details"].as_str().unwrap()).unwrap();
     assert_eq!(
@@ -68,10 +69,10 @@ fn decryptions_are_recorded_and_the_chain_verifies() {
         .count(),
         1
     );
-    assert!(env.ok(&["audit", "verify"]).contains("intact: 5"));
+    assert!(env.ok(&["audit", "verify"]).contains("intact: 6"));
     let head = env.ok(&["audit", "head"]);
     assert!(
-        head.starts_with("5 ") && head.trim().len() == 2 + 64,
+        head.starts_with("6 ") && head.trim().len() == 2 + 64,
         "{head}"
     );
     assert_eq!(
@@ -91,7 +92,7 @@ fn decryptions_are_recorded_and_the_chain_verifies() {
 #[test]
 fn a_changed_entry_breaks_the_next_link() {
     let env = audited_store();
-    let p = entry(&env, 2);
+    let p = entry(&env, 3);
     let text = std::fs::read_to_string(&p).unwrap();
     assert!(text.contains("jdoe"));
     std::fs::write(&p, text.replacen("jdoe", "jdoX", 1)).unwrap();
@@ -99,7 +100,7 @@ fn a_changed_entry_breaks_the_next_link() {
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains(&format!("v{:020}.json", 3)) && stdout.contains("previous hash"),
+        stdout.contains(&format!("v{:020}.json", 4)) && stdout.contains("previous hash"),
         "{stdout}"
     );
 }

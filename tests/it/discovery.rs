@@ -77,7 +77,7 @@ fn decryption_needs_a_case_and_is_audited() {
     let out = env.run(&["query", "SELECT record FROM decrypted"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        env.ok(&["audit", "verify"]).contains("intact: 3"),
+        env.ok(&["audit", "verify"]).contains("intact: 4"),
         "batch, decrypt, refusal"
     );
 }
@@ -128,6 +128,7 @@ fn configured_roles_are_enforced() {
         actions,
         [
             "holdfast-batch:batch",
+            "holdfast:head.started",
             "jdoe:decrypt",
             "ann:decrypt.refused",
             "sweeper:decrypt.refused",
