@@ -350,6 +350,20 @@ pub async fn execute(
     kms: &dyn Kms,
     plan: &SweepPlan,
 ) -> Result<SweepReport, SweepError> {
+    let c = crate::head::Committer {
+        store: run.store,
+        kms,
+        audit: run.audit,
+    };
+    // what an interrupted batch or sweep left is finished first; then the store must match
+    // its signed head, or nothing is changed
+    let latest = manifest::load_latest_all(run.store)
+        .await?
+        .into_iter()
+        .map(|l| (l.manifest.partition.clone(), l))
+        .collect();
+    crate::head::intent::recover(c, &latest, run.now).await?;
+    crate::head::check_current(run.store, run.audit, &latest).await?;
     let touches =
         !(plan.delete.is_empty() && plan.rewrite.is_empty() && plan.awaiting_deletion.is_empty());
     if touches {
@@ -369,11 +383,6 @@ pub async fn execute(
             change.manifest(&l);
         }
     }
-    let c = crate::head::Committer {
-        store: run.store,
-        kms,
-        audit: run.audit,
-    };
     crate::head::commit(c, &change, run.now).await?;
     if touches {
         crate::head::intent::end(run.store, run.sweep_id).await?;

@@ -152,6 +152,10 @@ fn deleting_the_newest_manifest_version_is_a_rollback() {
     let b = env.run(&["batch"]);
     assert_eq!(b.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&b.stderr).contains("signed head"));
+    // nor a sweep
+    let sw = env.run_at("2040-01-01T00:00:00Z", &["sweep"]);
+    assert_eq!(sw.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&sw.stderr).contains("signed head"));
 }
 
 #[test]
