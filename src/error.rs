@@ -29,6 +29,8 @@ pub enum Error {
     Refused(String),
     #[error(transparent)]
     Sweep(#[from] crate::retention::SweepError),
+    #[error(transparent)]
+    Head(#[from] crate::head::HeadError),
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -338,7 +338,9 @@ impl AuditEvent for Replayed {
     const ACTION: &'static str = "quarantine.replay";
 }
 
-/// A batch ran: it unwrapped the DEK of each landing segment it read (one per segment).
+/// A batch ran: it unwrapped the DEK of each landing segment it read (one per segment), and
+/// committed these data files in these manifest versions (`verify` reconciles both with the
+/// manifests). `recovered`: recorded by the next batch for a batch killed after its commit.
 #[derive(Debug, Serialize)]
 pub struct BatchCommitted<'a> {
     pub batch_id: &'a str,
@@ -347,6 +349,11 @@ pub struct BatchCommitted<'a> {
     pub stored: u64,
     pub quarantined: u64,
     pub files: u64,
+    pub committed_files: Vec<String>,
+    /// Partition directory -> the manifest version the batch committed.
+    pub partitions: std::collections::BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
 }
 impl AuditEvent for BatchCommitted<'_> {
     const ACTION: &'static str = "batch";

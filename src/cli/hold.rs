@@ -82,6 +82,21 @@ pub(super) async fn record_lapses(
     Ok(())
 }
 
+/// Commits the signed store head after a hold change (the registry is read afresh).
+async fn commit_head(
+    store: &Store,
+    audit: &crate::audit::Audit,
+    kms: Option<&dyn Kms>,
+    what: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    let kms =
+        kms.ok_or_else(|| Error::Usage("the keyring is needed to sign the store head".into()))?;
+    let c = crate::head::Committer { store, kms, audit };
+    crate::head::commit(c, &crate::head::Change::new(what), now).await?;
+    Ok(())
+}
+
 pub(super) async fn hold_command(
     command: HoldCommand,
     clock: Arc<dyn Clock>,
@@ -117,6 +132,15 @@ pub(super) async fn hold_command(
         .map_or_else(crate::access::identity::os_user, |s| {
             s.identity.os_user.clone()
         });
+    // every change is recorded in the signed store head: the keyring is needed up front
+    let kms = match &command {
+        HoldCommand::List { .. } | HoldCommand::Preview { .. } => None,
+        _ => Some(open(&s).await?.1),
+    };
+    let head = |what: String| {
+        let (store, audit, kms, clock) = (store.clone(), audit.clone(), kms.clone(), clock.clone());
+        async move { commit_head(&store, &audit, kms.as_deref(), &what, clock.now()).await }
+    };
     let refuse = |hold_id: String, reason: String| {
         let audit = audit.clone();
         let actor = actor.clone();
@@ -187,12 +211,13 @@ pub(super) async fn hold_command(
         HoldCommand::Sync { .. } => {
             let r = hold::sync(&store, now).await?;
             record_lapses(&audit, &actor, &r.lapsed).await?;
+            // the report first: a store that no longer matches its head fails the commit below
             let _ = writeln!(
                 out,
                 "{}",
                 serde_json::to_string_pretty(&r).expect("serializes")
             );
-            Ok(())
+            head("hold sync".into()).await
         }
         HoldCommand::List { format, .. } => {
             let rows: Vec<serde_json::Value> = registry
@@ -335,6 +360,7 @@ pub(super) async fn hold_command(
                         },
                     )
                     .await?;
+                head(format!("hold apply {id}")).await?;
                 let _ = writeln!(out, "hold {id} placed: {n} file(s) pinned");
                 Ok(())
             }
@@ -375,6 +401,7 @@ pub(super) async fn hold_command(
                     },
                 )
                 .await?;
+            head(format!("hold release {id}")).await?;
             let _ = writeln!(
                 out,
                 "release of {id} requested; a second actor must approve it"
@@ -448,6 +475,7 @@ pub(super) async fn hold_command(
                     },
                 )
                 .await?;
+            head(format!("hold approve {id}")).await?;
             let _ = writeln!(
                 out,
                 "hold {id} released; {} file(s) unpinned ({} still held by other holds)",

@@ -2,6 +2,7 @@
 //! chooses exit codes (0 success, 1 failure, 2 usage).
 
 mod access;
+mod anchor;
 mod audit;
 mod batch;
 mod hold;
@@ -29,6 +30,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use access::*;
+use anchor::*;
 use audit::*;
 use batch::*;
 use hold::*;
@@ -57,8 +59,10 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Run one micro-batch: landing zone -> lake; prints a summary
     Batch(BatchArgs),
-    /// Check manifests and data files (hashes, sizes, counts, chains) without a key; exit 1 on mismatch
+    /// Check the store against its signed head: manifests, data files, audit trail, holds and locks (no key needed); exit 1 on any problem
     Verify(VerifyArgs),
+    /// Print the newest signed store head's digest and key fingerprint, to publish outside the store
+    Anchor(AnchorArgs),
     /// Run SQL over `events`, `interactions`, `manifests` and `audit` (and, with --decrypt, `decrypted`)
     Query(QueryArgs),
     /// Dry run of the current adapters and schema over the landing zone and quarantine; writes nothing
@@ -112,6 +116,7 @@ impl Command {
             Command::Ingest(a) => a.run(clock, out).await,
             Command::Batch(a) => a.run(clock, out).await,
             Command::Verify(a) => a.run(clock, out).await,
+            Command::Anchor(a) => a.run(clock, out).await,
             Command::Query(a) => a.run(clock, out).await,
             Command::Validate(a) => a.run(clock, out).await,
             Command::Sql(a) => a.run(clock, out).await,

@@ -277,12 +277,8 @@ pub(super) async fn sweep(
         layout::batch_id(now, rand::RngCore::next_u32(&mut rand::rng()))
     );
     let audit = crate::audit::Audit::new(store.clone(), clock.clone());
-    // rewrites move survivors to a new DEK: only then is the keyring needed
-    let kms = if plan.rewrite.is_empty() {
-        None
-    } else {
-        Some(open(s).await?.1)
-    };
+    // rewrites move survivors to a new DEK, and every sweep signs the store head
+    let kms = open(s).await?.1;
     let failpoints = crate::hooks::Failpoints::from_env();
     let run = crate::retention::SweepRun {
         store,
@@ -293,7 +289,7 @@ pub(super) async fn sweep(
         failpoints: &failpoints,
         fence,
     };
-    let report = crate::retention::execute(&run, kms.as_deref(), &plan).await?;
+    let report = crate::retention::execute(&run, kms.as_ref(), &plan).await?;
     output::write_report(format, &report, out)?;
     if report.refused.is_empty() {
         return Ok(());

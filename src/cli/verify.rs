@@ -2,12 +2,12 @@
 
 use super::*;
 
-/// Check manifests and data files (hashes, sizes, counts, chains) without a key; exit 1 on mismatch
+/// Check the store against its signed head: manifests, data files, audit trail, holds and locks (no key needed); exit 1 on any problem
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub s: StoreArgs,
-    /// Also decrypt every record and check its AAD and record_hash (needs the keyring; audited)
+    /// Also decrypt every record, check its AAD and record_hash, and recompute its index columns (needs the keyring; audited)
     #[arg(long)]
     pub deep: bool,
     /// Case reference the deep check is for, if any (audited)
@@ -15,6 +15,10 @@ pub struct VerifyArgs {
     pub case_ref: Option<String>,
     #[command(flatten)]
     pub who: ActorArg,
+    /// A line `holdfast anchor` printed earlier and published outside the store: its head
+    /// must be in the chain, and the chain must extend it
+    #[arg(long)]
+    pub anchor: Option<String>,
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 }
@@ -26,9 +30,16 @@ impl VerifyArgs {
             deep,
             case_ref,
             who,
+            anchor,
             format,
         } = self;
-        // a deep check decrypts every record: through the gate (investigator, every tenant)
+        let anchor = anchor
+            .as_deref()
+            .map(str::parse::<crate::head::Anchor>)
+            .transpose()
+            .map_err(|e| Error::Usage(format!("--anchor: {e}")))?;
+        // a deep check decrypts every record: through the gate (investigator, every tenant);
+        // otherwise the keyring, when at hand, must hold the key the heads are signed with
         let (store, kms, gate) = if deep {
             let d = Decrypting { s, case_ref, who };
             let (kms, gate) = d
@@ -36,11 +47,31 @@ impl VerifyArgs {
                 .await?;
             (gate.session().store.clone(), Some(kms), Some(gate))
         } else {
-            let st = Store::open_local(&s.store, false)?;
-            read_marker(&st).await?;
-            (st, None, None)
+            match open(&s).await {
+                Ok((st, k)) => (st, Some(k), None),
+                Err(_) => {
+                    let st = Store::open_local(&s.store, false)?;
+                    read_marker(&st).await?;
+                    (st, None, None)
+                }
+            }
         };
-        let mut report = crate::lake::verify::verify(&store, kms.as_deref()).await?;
+        let audit = crate::audit::Audit::new(store.clone(), clock.clone());
+        let options = crate::head::check::Options {
+            audit: &audit,
+            deep: kms.as_deref().filter(|_| deep),
+            keyring: kms.as_deref(),
+            anchor: anchor.as_ref(),
+            // the chain's links and position; clock skew is `audit verify`'s check
+            max_skew: chrono::Duration::days(365 * 1000),
+        };
+        let mut report = crate::head::check::verify_store(&store, options).await?;
+        if kms.is_none() {
+            report.notes.push(
+                "no keyring at hand: head signatures checked against the key the chain names"
+                    .into(),
+            );
+        }
         // the access policy's versions form a chain too
         for (object, problem) in crate::access::policy::verify_chain(&store).await? {
             report
@@ -78,11 +109,25 @@ impl std::fmt::Display for crate::lake::verify::VerifyReport {
                 self.deep_records
             )?;
         }
-        for o in &self.orphans {
+        match &self.head {
+            Some(h) => writeln!(
+                f,
+                "head v{} {} signed by {} ({} version(s)); audit trail {} entr(ies)",
+                h.sequence, h.sha256, h.key_fingerprint, self.head_versions, self.audit_entries
+            )?,
+            None => writeln!(f, "no signed head yet")?,
+        }
+        if let Some(a) = &self.anchor {
+            writeln!(f, "checked against the published anchor: {a}")?;
+        }
+        for o in &self.leftovers {
             writeln!(
                 f,
-                "note: uncommitted file {o} (left by an interrupted batch; the next batch removes it)"
+                "note: uncommitted file {o} (left by an interrupted batch or sweep; the next batch removes it, audited)"
             )?;
+        }
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
         }
         if self.removed_files > 0 {
             writeln!(

@@ -4,7 +4,9 @@
 //!
 //! Every backend guarantees: `unwrap(wrap(dek)) == dek`; a wrapped key altered, or presented
 //! under another DEK id or KEK, fails with [`KmsError::InvalidCiphertext`] (never wrong bytes);
-//! key material is never logged or put in an error.
+//! key material is never logged or put in an error. Every backend also signs store heads with
+//! an Ed25519 key that never enters the store ([`Kms::sign`]); anyone checks a signature with
+//! the public key alone ([`PublicKey::verify`]).
 
 use super::{Cipher, DataKey, aad};
 use base64::Engine as _;
@@ -59,6 +61,53 @@ pub mod b64 {
     }
 }
 
+/// An Ed25519 public key that checks store heads; safe to store anywhere.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PublicKey({})", self.fingerprint())
+    }
+}
+
+impl PublicKey {
+    pub fn to_base64(&self) -> String {
+        B64.encode(self.0)
+    }
+
+    pub fn from_base64(s: &str) -> Option<Self> {
+        let raw = B64.decode(s).ok()?;
+        Some(PublicKey(raw.as_slice().try_into().ok()?))
+    }
+
+    /// `ed25519:` and the first 16 bytes of the key's SHA-256, in hex: short enough to publish.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "ed25519:{}",
+            hex::encode(&crate::crypto::sha256(&self.0)[..16])
+        )
+    }
+
+    /// Whether `signature` is this key's signature of `message` (strict Ed25519 checks).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&self.0) else {
+            return false;
+        };
+        let Ok(sig) = ed25519_dalek::Signature::from_slice(signature) else {
+            return false;
+        };
+        key.verify_strict(message, &sig).is_ok()
+    }
+}
+
+/// A signature and the public key that checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    pub public_key: PublicKey,
+    pub signature: Vec<u8>,
+}
+
 pub trait Kms: std::fmt::Debug + Send + Sync + 'static {
     /// Backend name for messages, e.g. `local keyring /home/x/.config/holdfast/keyring.json`.
     fn describe(&self) -> String;
@@ -72,14 +121,23 @@ pub trait Kms: std::fmt::Debug + Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<DataKey, KmsError>>;
     /// The tenant's blind-index key (HMAC key for participant addresses).
     fn index_key<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<IndexKey, KmsError>>;
+    /// Signs `message` with the backend's Ed25519 head-signing key (creating that key the
+    /// first time, where the backend allows it).
+    fn sign<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<Signed, KmsError>>;
+    /// The head-signing public key; `None` while the backend has none yet (never creates it).
+    fn signing_key(&self) -> BoxFuture<'_, Result<Option<PublicKey>, KmsError>>;
 }
 
 /// A tenant's blind-index key; zeroized on drop.
 pub type IndexKey = Zeroizing<[u8; 32]>;
 
 const KEYRING_FORMAT: &str = "holdfast.keyring";
+/// Version 2 adds the head-signing key; version 1 files still load (and gain one, atomically,
+/// the first time something is signed).
+const KEYRING_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct KeyringFile {
     format: String,
     version: u32,
@@ -88,9 +146,13 @@ struct KeyringFile {
     keys: Vec<KeyringEntry>,
     /// Master secret the per-tenant blind-index keys are derived from.
     index_master: String,
+    /// Ed25519 seed of the store-head signing key (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signing_key: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct KeyringEntry {
     version: u32,
     created_at: String,
@@ -110,6 +172,8 @@ pub struct LocalKeyring {
     primary: u32,
     keks: Vec<Kek>,
     index_master: Zeroizing<[u8; 32]>,
+    /// The head-signing key (zeroized on drop); `None` for a version-1 file until first use.
+    signing: std::sync::Mutex<Option<ed25519_dalek::SigningKey>>,
 }
 
 impl std::fmt::Debug for LocalKeyring {
@@ -165,6 +229,7 @@ impl LocalKeyring {
                 material,
             }],
             index_master,
+            signing: std::sync::Mutex::new(Some(new_signing_key())),
         };
         let text = Zeroizing::new(ring.to_json());
         let mut f = std::fs::OpenOptions::new()
@@ -197,15 +262,7 @@ impl LocalKeyring {
                 path.display()
             )));
         }
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
-        let file: KeyringFile =
-            serde_json::from_str(&text).map_err(|e| bad(format!("not a keyring file ({e})")))?;
-        if file.format != KEYRING_FORMAT || file.version != 1 {
-            return Err(bad(format!(
-                "unsupported format {} v{}",
-                file.format, file.version
-            )));
-        }
+        let file = read_file(path)?;
         let mut keks = Vec::new();
         for k in file.keys {
             let raw = Zeroizing::new(
@@ -233,19 +290,34 @@ impl LocalKeyring {
             <[u8; 32]>::try_from(raw.as_slice())
                 .map_err(|_| bad("index master is not 32 bytes".into()))?,
         );
+        let signing = file
+            .signing_key
+            .as_deref()
+            .map(|s| {
+                signing_key_from(s)
+                    .ok_or_else(|| bad("signing key is not a base64 32-byte seed".into()))
+            })
+            .transpose()?;
         Ok(LocalKeyring {
             path: path.to_path_buf(),
             kek_id: file.kek_id,
             primary: file.primary,
             keks,
             index_master,
+            signing: std::sync::Mutex::new(signing),
         })
     }
 
     fn to_json(&self) -> String {
+        let signing_key = self
+            .signing
+            .lock()
+            .expect("signing key lock")
+            .as_ref()
+            .map(|k| B64.encode(k.as_bytes()));
         let file = KeyringFile {
             format: KEYRING_FORMAT.into(),
-            version: 1,
+            version: KEYRING_VERSION,
             kek_id: self.kek_id.clone(),
             primary: self.primary,
             keys: self
@@ -258,8 +330,25 @@ impl LocalKeyring {
                 })
                 .collect(),
             index_master: B64.encode(self.index_master.as_ref()),
+            signing_key,
         };
         serde_json::to_string_pretty(&file).expect("keyring serializes")
+    }
+
+    /// The signing key, adding one to a version-1 keyring file first. The file is rewritten
+    /// under an exclusive `flock` (re-read inside it, so two processes upgrading at once agree
+    /// on one key), through a 0600 temporary file in the same directory, fsync'd and renamed
+    /// over the old one, then the directory is fsync'd: a crash leaves the old or the new file,
+    /// never a mix. Chosen over refusing: a store must not stop committing because its
+    /// keyring predates head signing, and the upgrade adds a key without touching the KEKs.
+    fn signing_key_or_create(&self) -> Result<ed25519_dalek::SigningKey, KmsError> {
+        let mut slot = self.signing.lock().expect("signing key lock");
+        if let Some(k) = slot.as_ref() {
+            return Ok(k.clone());
+        }
+        let key = upgrade_file(&self.path)?;
+        *slot = Some(key.clone());
+        Ok(key)
     }
 
     pub fn path(&self) -> &Path {
@@ -290,6 +379,99 @@ impl LocalKeyring {
     }
 }
 
+fn new_signing_key() -> ed25519_dalek::SigningKey {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(seed.as_mut());
+    ed25519_dalek::SigningKey::from_bytes(&seed)
+}
+
+fn signing_key_from(b64: &str) -> Option<ed25519_dalek::SigningKey> {
+    let raw = Zeroizing::new(B64.decode(b64).ok()?);
+    let seed = Zeroizing::new(<[u8; 32]>::try_from(raw.as_slice()).ok()?);
+    Some(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
+/// Reads and checks a keyring file (versions 1 and 2).
+fn read_file(path: &Path) -> Result<KeyringFile, KmsError> {
+    let bad = |problem: String| KmsError::Keyring {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let text =
+        Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|source| KmsError::KeyringIo {
+                path: path.to_path_buf(),
+                source,
+            })?,
+        );
+    let file: KeyringFile =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not a keyring file ({e})")))?;
+    if file.format != KEYRING_FORMAT || !(1..=KEYRING_VERSION).contains(&file.version) {
+        return Err(bad(format!(
+            "unsupported format {} v{}",
+            file.format, file.version
+        )));
+    }
+    Ok(file)
+}
+
+/// Adds a signing key to the keyring file at `path` (see `signing_key_or_create`); returns
+/// the key the file holds afterwards (another process's, if it upgraded first).
+fn upgrade_file(path: &Path) -> Result<ed25519_dalek::SigningKey, KmsError> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| KmsError::KeyringIo {
+        path: path.to_path_buf(),
+        source,
+    };
+    let guard = std::fs::File::open(path).map_err(io)?;
+    // SAFETY: flock on a file descriptor we own; released when `guard` closes.
+    if unsafe { libc::flock(guard.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io(std::io::Error::last_os_error()));
+    }
+    let mut file = read_file(path)?;
+    if let Some(k) = file.signing_key.as_deref() {
+        return signing_key_from(k).ok_or_else(|| KmsError::Keyring {
+            path: path.to_path_buf(),
+            problem: "signing key is not a base64 32-byte seed".into(),
+        });
+    }
+    let key = new_signing_key();
+    file.version = KEYRING_VERSION;
+    file.signing_key = Some(B64.encode(key.as_bytes()));
+    let text = Zeroizing::new(serde_json::to_string_pretty(&file).expect("keyring serializes"));
+    if let Some(s) = file.signing_key.as_mut() {
+        zeroize::Zeroize::zeroize(s);
+    }
+    zeroize::Zeroize::zeroize(&mut file.index_master);
+    for k in &mut file.keys {
+        zeroize::Zeroize::zeroize(&mut k.material);
+    }
+    let tmp = path.with_extension(format!("upgrade-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    let written = f
+        .write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    drop(guard);
+    Ok(key)
+}
+
 impl Kms for LocalKeyring {
     fn describe(&self) -> String {
         format!("local keyring {}", self.path.display())
@@ -316,6 +498,26 @@ impl Kms for LocalKeyring {
                 &self.index_master,
                 &label,
             )))
+        })
+    }
+    fn sign<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<Signed, KmsError>> {
+        Box::pin(async move {
+            use ed25519_dalek::Signer;
+            let key = self.signing_key_or_create()?;
+            Ok(Signed {
+                public_key: PublicKey(key.verifying_key().to_bytes()),
+                signature: key.sign(message).to_bytes().to_vec(),
+            })
+        })
+    }
+    fn signing_key(&self) -> BoxFuture<'_, Result<Option<PublicKey>, KmsError>> {
+        Box::pin(async move {
+            Ok(self
+                .signing
+                .lock()
+                .expect("signing key lock")
+                .as_ref()
+                .map(|k| PublicKey(k.verifying_key().to_bytes())))
         })
     }
     fn unwrap_key<'a>(
@@ -427,6 +629,58 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = LocalKeyring::load(&path).unwrap_err().to_string();
         assert!(err.contains("0600"), "{err}");
+    }
+
+    /// A version-1 keyring (no signing key) still unwraps; the first signature adds a key to
+    /// the file (mode 0600, version 2) and later loads sign with the same key.
+    #[test]
+    fn a_version_1_keyring_gains_a_signing_key_on_first_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        let ring = LocalKeyring::create(&path, "2026-01-01T00:00:00Z").unwrap();
+        let dek = DataKey::generate();
+        let w = block(ring.wrap(&dek)).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["version"], 2);
+        v.as_object_mut().unwrap().remove("signing_key");
+        v["version"] = 1.into();
+        std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+        let old = LocalKeyring::load(&path).unwrap();
+        assert_eq!(
+            block(old.signing_key()).unwrap(),
+            None,
+            "loading creates nothing"
+        );
+        assert_eq!(
+            block(old.unwrap_key(dek.id(), &w)).unwrap().expose(),
+            dek.expose()
+        );
+        let signed = block(old.sign(b"head")).unwrap();
+        assert!(signed.public_key.verify(b"head", &signed.signature));
+        assert!(!signed.public_key.verify(b"other", &signed.signature));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let again = LocalKeyring::load(&path).unwrap();
+        assert_eq!(block(again.signing_key()).unwrap(), Some(signed.public_key));
+        assert_eq!(
+            block(again.sign(b"x")).unwrap().public_key,
+            signed.public_key
+        );
+        assert_eq!(
+            block(again.unwrap_key(dek.id(), &w)).unwrap().expose(),
+            dek.expose(),
+            "the KEKs are untouched"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"version\": 2"), "{text}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
     }
 
     #[test]

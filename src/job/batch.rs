@@ -71,9 +71,11 @@ pub struct BatchReport {
     pub partitions: u64,
     pub files: u64,
     pub bytes_written: u64,
-    pub orphans_removed: u64,
-    /// Uncommitted files kept because a storage lock still protects them.
-    pub orphans_locked: u64,
+    /// Uncommitted data files of an interrupted batch or sweep (named by its intent record),
+    /// removed and audited (`batch.leftover_removed`).
+    pub leftovers_removed: u64,
+    /// Such files kept because they have a lock record (only the audited sweep deletes those).
+    pub leftovers_locked: u64,
     /// Committed files whose storage lock a killed batch had not set yet, set now.
     pub locks_repaired: u64,
     /// New files holding records an active legal hold covers (pinned at once).
@@ -143,11 +145,11 @@ impl std::fmt::Display for BatchReport {
                 .collect();
             write!(f, " ({}); see `holdfast quarantine list`", codes.join(", "))?;
         }
-        if self.orphans_removed + self.staging_removed > 0 || self.lease_taken_over {
+        if self.leftovers_removed + self.staging_removed > 0 || self.lease_taken_over {
             write!(
                 f,
-                "\n  recovered    {} orphan file(s) and {} staging file(s) of an interrupted batch removed",
-                self.orphans_removed, self.staging_removed
+                "\n  recovered    {} leftover file(s) and {} staging file(s) of an interrupted batch removed",
+                self.leftovers_removed, self.staging_removed
             )?;
         }
         if self.segments_isolated > 0 {
@@ -326,12 +328,13 @@ async fn run(
         lease_taken_over: took_over,
         ..Default::default()
     };
-    let (latest, damaged) =
-        super::commit::recover(&ctx.store, ctx.clock.now(), &mut report).await?;
+    let (latest, damaged) = super::commit::recover(ctx, &mut report).await?;
     let picked = pick_segments(&ctx.store, opts, &mut report).await?;
     if picked.is_empty() {
         return Ok(report);
     }
+    // before the first upload: the files this batch writes are named by its id
+    crate::head::intent::begin(&ctx.store, batch_id, "batch", ctx.clock.now()).await?;
     let handle = tokio::runtime::Handle::current();
     let (outcome, rep) = {
         // data files and quarantine entries: their directories are synced at the commit

@@ -7,22 +7,24 @@ use super::{Context, JobError};
 use crate::lake::layout::{self, Partition};
 use crate::lake::manifest::{self, Commit, DataFileEntry, Loaded};
 use crate::lake::storage::{Put, Store};
-use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use object_store::path::Path;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 const ACTOR: &str = "holdfast-batch";
 
 /// At every batch start, under the lease: staging files of a killed writer removed; the
 /// latest manifests read (a partition whose latest version is damaged is reported and left
-/// alone); orphans of an interrupted batch removed; missing storage locks of committed files
-/// set. Returns the latest manifests and the damaged partitions.
+/// alone); what interrupted batches and sweeps left finished (their intent records name their
+/// files: recorded in the head, audited, their uncommitted unlocked files removed; nothing
+/// else is ever removed here); the store checked against its signed head (a rolled-back or
+/// truncated store is refused); missing storage locks of committed files set. Returns the
+/// latest manifests and the damaged partitions.
 pub(super) async fn recover(
-    store: &Store,
-    now: DateTime<Utc>,
+    ctx: &Context,
     report: &mut BatchReport,
 ) -> Result<(BTreeMap<Partition, Loaded>, BTreeSet<Partition>), JobError> {
+    let store = &ctx.store;
     report.staging_removed = store.remove_abandoned_staging() as u64;
     let (loaded, damaged) = manifest::load_latest_each(store).await?;
     let latest: BTreeMap<Partition, Loaded> = loaded
@@ -34,36 +36,19 @@ pub(super) async fn recover(
         .map(|d| format!("{} (v{}: {})", d.partition, d.sequence, d.problem))
         .collect();
     let damaged: BTreeSet<Partition> = damaged.into_iter().map(|d| d.partition).collect();
-    // committed files, and rewritten ones the sweep deletes once their lock allows
-    let committed: HashSet<&str> = latest
-        .values()
-        .flat_map(|l| {
-            l.manifest.files.iter().map(|f| f.path.as_str()).chain(
-                l.manifest
-                    .removed
-                    .iter()
-                    .filter(|r| r.awaiting_deletion())
-                    .map(|r| r.path.as_str()),
-            )
-        })
-        .collect();
-    for meta in store.list(layout::LAKE).await? {
-        if committed.contains(meta.location.as_ref()) {
-            continue;
-        }
-        // which files of a partition with a damaged manifest are committed is unknown: none
-        // of them is touched
-        if layout::parse_data_file(&meta.location).is_some_and(|(p, _)| damaged.contains(&p)) {
-            continue;
-        }
-        // uncommitted files are normally unlocked; one a storage lock still protects (a sweep
-        // raced with a hold) stays, reported, until the lock allows
-        match store.delete_checked(&meta.location, now).await {
-            Ok(()) => report.orphans_removed += 1,
-            Err(crate::lake::LakeError::ObjectLocked { .. }) => report.orphans_locked += 1,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let audit = crate::audit::Audit::new(store.clone(), ctx.clock.clone());
+    let committer = crate::head::Committer {
+        store,
+        kms: ctx.kms.as_ref(),
+        audit: &audit,
+    };
+    let recovery =
+        crate::head::intent::recover(committer, &latest, &damaged, ctx.clock.now()).await?;
+    report.leftovers_removed = recovery.leftovers_removed;
+    report.leftovers_locked = recovery.leftovers_locked;
+    // never build on a store that no longer matches its signed head (rolled back, truncated);
+    // a partition whose manifest cannot be read is left alone instead (reported above)
+    crate::head::check_current(store, &audit, &latest, &damaged).await?;
     report.locks_repaired = repair_locks(store, latest.values()).await?;
     Ok((latest, damaged))
 }
@@ -124,6 +109,7 @@ pub(super) async fn commit(
     for (p, entry) in outcome.files {
         by_partition.entry(p).or_default().push(entry);
     }
+    let mut change = crate::head::Change::new(format!("batch {batch_id}"));
     for (i, (p, entries)) in by_partition.into_iter().enumerate() {
         let locks: Vec<_> = entries
             .iter()
@@ -131,7 +117,7 @@ pub(super) async fn commit(
             .collect();
         lease.check().await?;
         match manifest::commit(&group, &p, latest.get(&p), entries, batch_id, now).await? {
-            Commit::Committed(_) => {}
+            Commit::Committed(l) => change.manifest(&l),
             Commit::LostRace { .. } => return Err(JobError::Conflict { partition: p.dir() }),
         }
         ctx.fail(&format!("batch.after_manifest:{}", i + 1));
@@ -158,14 +144,27 @@ pub(super) async fn commit(
         .map(|(_, p)| p)
         .collect();
     report.segments_kept = outcome.kept.len() as u64;
+    let audit = crate::audit::Audit::new(store.clone(), ctx.clock.clone());
     record_batch(
-        ctx,
+        &audit,
         batch_id,
         picked.len() - failed.len(),
         &consumed,
+        &new_files,
+        &change,
         report,
     )
     .await?;
+    // the signed head records every manifest, the hold registry and the audit trail as of
+    // now; then the batch's intent record goes (what it wrote is committed)
+    lease.check().await?;
+    let committer = crate::head::Committer {
+        store,
+        kms: ctx.kms.as_ref(),
+        audit: &audit,
+    };
+    crate::head::commit(committer, &change, ctx.clock.now()).await?;
+    crate::head::intent::end(store, batch_id).await?;
     // 4.
     for (i, reason) in &outcome.failed {
         lease.check().await?;
@@ -185,10 +184,12 @@ pub(super) async fn commit(
 /// The batch's audit entries: the landing DEKs it unwrapped and the segments it consumed
 /// (before they go), and the events that arrived expired.
 async fn record_batch(
-    ctx: &Context,
+    audit: &crate::audit::Audit,
     batch_id: &str,
     opened: usize,
     consumed: &[&Path],
+    committed: &[DataFileEntry],
+    change: &crate::head::Change,
     report: &BatchReport,
 ) -> Result<(), JobError> {
     let segments: Vec<String> = consumed
@@ -202,8 +203,14 @@ async fn record_batch(
         stored: report.stored,
         quarantined: report.quarantined,
         files: report.files,
+        committed_files: committed.iter().map(|f| f.path.clone()).collect(),
+        partitions: change
+            .partitions
+            .iter()
+            .map(|(p, pos)| (p.dir(), pos.sequence))
+            .collect(),
+        recovered: false,
     };
-    let audit = crate::audit::Audit::new(ctx.store.clone(), ctx.clock.clone());
     audit.record(ACTOR, None, &event).await?;
     if report.expired_on_arrival > 0 {
         let e = crate::audit::ExpiredOnArrival {

@@ -56,6 +56,8 @@ pub enum JobError {
     Worker(String),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Head(#[from] crate::head::HeadError),
     #[error("schema version {0} is not in the registry ({versions})", versions = crate::schema::upcast::VERSIONS.join(", "))]
     UnknownVersion(String),
     /// A policy in use keeps records for less than the store's retention floor.

@@ -11,6 +11,8 @@
 //! _leases/<name>/v<20 digits>.json                          lease versions (`batch`, `holds`)
 //! .staging/                                                 writes being staged (never read)
 //! access/v<20 digits>.json                                  access policy versions (create-only)
+//! head/v<20 digits>.json                                    signed store heads (create-only chain)
+//! batches/<job-id>.json                                     intent of a running batch or sweep
 //! ```
 //! The day is the UTC day of the event's `occurredAt`. The tenant is not in the path: each
 //! data file holds the partition's records of one batch, every tenant's, under one DEK, and
@@ -34,6 +36,10 @@ pub const LANDING: &str = "landing";
 pub const QUARANTINE: &str = "quarantine";
 /// The access policy: who may do what (`access/v<20 digits>.json`).
 pub const ACCESS: &str = "access";
+/// The signed store heads.
+pub const HEADS: &str = "head";
+/// Intent records of running batches and sweeps (removed when they finish).
+pub const INTENTS: &str = "batches";
 
 /// A hive partition: `year=YYYY/month=MM/day=DD/interaction_type=T` (zero-padded).
 #[derive(
@@ -249,6 +255,43 @@ pub fn parse_access_version(path: &Path) -> Option<u64> {
         .flatten()
 }
 
+/// `head/v<20 digits>.json`
+pub fn head(sequence: u64) -> Path {
+    Path::from(format!("{HEADS}/v{sequence:020}.json"))
+}
+
+pub fn parse_head(path: &Path) -> Option<u64> {
+    let seq = path
+        .as_ref()
+        .strip_prefix(HEADS)?
+        .strip_prefix("/v")?
+        .strip_suffix(".json")?;
+    (seq.len() == 20).then(|| seq.parse().ok()).flatten()
+}
+
+/// `batches/<job-id>.json`: written before a batch or sweep uploads its first data file.
+pub fn intent(job_id: &str) -> Path {
+    debug_assert!(valid_id(job_id));
+    Path::from(format!("{INTENTS}/{job_id}.json"))
+}
+
+pub fn parse_intent(path: &Path) -> Option<String> {
+    let id = path
+        .as_ref()
+        .strip_prefix(INTENTS)?
+        .strip_prefix('/')?
+        .strip_suffix(".json")?;
+    valid_id(id).then(|| id.to_string())
+}
+
+/// Whether a data file was written by job `job_id` (its file id is `<job-id>-<suffix>`).
+pub fn written_by(path: &Path, job_id: &str) -> bool {
+    parse_data_file(path).is_some_and(|(_, id)| {
+        id.strip_prefix(job_id)
+            .is_some_and(|rest| rest.len() > 1 && rest.starts_with('-'))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +318,16 @@ mod tests {
         #[test]
         fn access_version_path_round_trips(seq in 0u64..u64::MAX) {
             prop_assert_eq!(parse_access_version(&access_version(seq)), Some(seq));
+        }
+        #[test]
+        fn head_and_intent_paths_round_trip(seq in 0u64..u64::MAX, id in "[0-9A-Za-z]{1,20}-[0-9a-f]{8}") {
+            prop_assert_eq!(parse_head(&head(seq)), Some(seq));
+            prop_assert_eq!(parse_intent(&intent(&id)), Some(id.clone()));
+            let p = Partition::new(2025, 1, 5, "CALL").unwrap();
+            let file_id = format!("{id}-FINRA_4511_6Y");
+            prop_assert!(written_by(&data_file(&p, &file_id), &id));
+            let other = format!("{}x", id);
+            prop_assert!(!written_by(&data_file(&p, &file_id), &other));
         }
         #[test]
         fn dir_round_trips(p in any_partition()) {

@@ -1,20 +1,34 @@
-//! `holdfast verify`: recomputes every committed data file's SHA-256, size and record count
-//! against its manifest and walks every manifest chain, with no key. `deep` also opens every
-//! record with the keyring and checks its AAD and `record_hash`.
+//! The lake part of `holdfast verify`: recomputes every committed data file's SHA-256, size
+//! and record count against its manifest, checks the manifest's metadata (tenants, time
+//! ranges, expiries, policies) against the file's own index columns, and walks every manifest
+//! chain, with no key. `deep` also opens every record with the keyring, checks its AAD and
+//! `record_hash`, and recomputes every index column from the decrypted record. The store-level
+//! checks (signed head, audit trail, holds, locks, uncommitted files) are in
+//! [`crate::head::check`].
 
 use super::LakeError;
 use super::datafile;
-use super::layout;
-use super::manifest::{self, Loaded};
+use super::layout::{self, Partition};
+use super::manifest::{self, DataFileEntry, Loaded};
 use super::storage::Store;
 use crate::crypto::kms::Kms;
-use arrow::array::{Array, AsArray};
-use std::collections::BTreeSet;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::TimestampMicrosecondType;
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Problem {
     pub object: String,
     pub problem: String,
+}
+
+/// The newest store head, as `verify` found it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeadSummary {
+    pub sequence: u64,
+    pub sha256: String,
+    pub key_fingerprint: String,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -25,10 +39,19 @@ pub struct VerifyReport {
     pub records: u64,
     pub bytes: u64,
     pub deep_records: u64,
+    /// The newest signed store head (none: the store has no head yet).
+    pub head: Option<HeadSummary>,
+    pub head_versions: usize,
+    pub audit_entries: u64,
+    /// A published anchor the store was checked against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<String>,
     pub problems: Vec<Problem>,
-    /// Data files no manifest lists: left by a killed batch, invisible to queries, removed by
-    /// the next batch. Reported, not a failure.
+    /// Data files no manifest lists and no interrupted job wrote: each is also a problem.
     pub orphans: Vec<String>,
+    /// Uncommitted files of an interrupted batch or sweep (its intent record names it); the
+    /// next batch removes them, audited. Reported, not a failure.
+    pub leftovers: Vec<String>,
     /// Files a retention rewrite took out of their partition, still stored until their
     /// storage lock runs out (the manifest history lists them). Reported, not a failure.
     pub awaiting_deletion: Vec<String>,
@@ -36,10 +59,12 @@ pub struct VerifyReport {
     /// `removals` table in `holdfast query` has the details).
     pub removed_files: u64,
     pub removed_records: u64,
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 impl VerifyReport {
-    fn problem(&mut self, object: impl Into<String>, problem: impl Into<String>) {
+    pub fn problem(&mut self, object: impl Into<String>, problem: impl Into<String>) {
         self.problems.push(Problem {
             object: object.into(),
             problem: problem.into(),
@@ -47,78 +72,99 @@ impl VerifyReport {
     }
 }
 
-pub async fn verify(store: &Store, deep: Option<&dyn Kms>) -> Result<VerifyReport, LakeError> {
-    let mut r = VerifyReport::default();
-    let versions = manifest::list_versions(store).await?;
-    let mut committed = BTreeSet::new();
-    let mut awaiting = BTreeSet::new();
-    for (p, seqs) in &versions {
+/// What the lake holds, for the store-level checks.
+#[derive(Debug, Default)]
+pub struct LakeState {
+    /// Every manifest version present, per partition.
+    pub versions: BTreeMap<Partition, Vec<u64>>,
+    /// The newest readable version of each partition whose newest version is readable.
+    pub latest: BTreeMap<Partition, Loaded>,
+}
+
+pub async fn verify(
+    store: &Store,
+    deep: Option<&dyn Kms>,
+    r: &mut VerifyReport,
+) -> Result<LakeState, LakeError> {
+    let mut state = LakeState {
+        versions: manifest::list_versions(store).await?,
+        ..Default::default()
+    };
+    let mut deep = deep.map(|kms| Deep {
+        kms,
+        index_keys: HashMap::new(),
+    });
+    for (p, seqs) in &state.versions {
         r.partitions += 1;
-        let mut prev: Option<Loaded> = None;
-        for (i, seq) in seqs.iter().enumerate() {
-            r.manifest_versions += 1;
-            let path = layout::manifest(p, *seq);
-            if *seq != i as u64 + 1 {
-                r.problem(
-                    path.to_string(),
-                    format!("version {} is missing from the chain", i + 1),
-                );
-            }
-            let loaded = match manifest::load(store, p, *seq).await {
-                Ok(l) => l,
-                Err(e) => {
-                    r.problem(path.to_string(), e.to_string());
-                    prev = None;
-                    continue;
-                }
-            };
-            match (&prev, &loaded.manifest.previous) {
-                (None, None) if *seq == 1 => {}
-                (Some(pv), Some(link))
-                    if link.sequence == pv.manifest.sequence && link.sha256 == pv.sha256 => {}
-                (Some(pv), Some(link)) if link.sequence == pv.manifest.sequence => r.problem(
-                    path.to_string(),
-                    format!(
-                        "names predecessor hash {} but v{} hashes to {}",
-                        link.sha256, pv.manifest.sequence, pv.sha256
-                    ),
-                ),
-                _ => r.problem(
-                    path.to_string(),
-                    "link to the previous version is broken".to_string(),
-                ),
-            }
-            prev = Some(loaded);
-        }
-        let Some(latest) = prev else { continue };
+        let Some(latest) = walk_chain(store, p, seqs, r).await else {
+            continue;
+        };
         for gone in &latest.manifest.removed {
             r.removed_files += 1;
             r.removed_records += gone.record_count - gone.records_kept.unwrap_or(0);
             if gone.awaiting_deletion() {
-                awaiting.insert(gone.path.clone());
+                r.awaiting_deletion.push(gone.path.clone());
             }
         }
         for f in &latest.manifest.files {
-            committed.insert(f.path.clone());
-            check_file(store, &latest, f, deep, &mut r).await;
+            check_file(store, &latest, f, deep.as_mut(), r).await;
         }
+        state.latest.insert(p.clone(), latest);
     }
-    for meta in store.list(layout::LAKE).await? {
-        let path = meta.location.as_ref();
-        if awaiting.contains(path) {
-            r.awaiting_deletion.push(path.to_string());
-        } else if !committed.contains(path) {
-            r.orphans.push(path.to_string());
+    Ok(state)
+}
+
+/// Walks a partition's versions; returns the newest when it loads.
+async fn walk_chain(
+    store: &Store,
+    p: &Partition,
+    seqs: &[u64],
+    r: &mut VerifyReport,
+) -> Option<Loaded> {
+    let mut prev: Option<Loaded> = None;
+    for (i, seq) in seqs.iter().enumerate() {
+        r.manifest_versions += 1;
+        let path = layout::manifest(p, *seq);
+        if *seq != i as u64 + 1 {
+            r.problem(
+                path.to_string(),
+                format!("version {} is missing from the chain", i + 1),
+            );
         }
+        let loaded = match manifest::load(store, p, *seq).await {
+            Ok(l) => l,
+            Err(e) => {
+                r.problem(path.to_string(), e.to_string());
+                prev = None;
+                continue;
+            }
+        };
+        match (&prev, &loaded.manifest.previous) {
+            (None, None) if *seq == 1 => {}
+            (Some(pv), Some(link))
+                if link.sequence == pv.manifest.sequence && link.sha256 == pv.sha256 => {}
+            (Some(pv), Some(link)) if link.sequence == pv.manifest.sequence => r.problem(
+                path.to_string(),
+                format!(
+                    "names predecessor hash {} but v{} hashes to {}",
+                    link.sha256, pv.manifest.sequence, pv.sha256
+                ),
+            ),
+            _ => r.problem(
+                path.to_string(),
+                "link to the previous version is broken".to_string(),
+            ),
+        }
+        prev = Some(loaded);
     }
-    Ok(r)
+    prev
 }
 
 async fn check_file(
     store: &Store,
     m: &Loaded,
-    f: &manifest::DataFileEntry,
-    deep: Option<&dyn Kms>,
+    f: &DataFileEntry,
+    deep: Option<&mut Deep<'_>>,
     r: &mut VerifyReport,
 ) {
     r.files += 1;
@@ -160,12 +206,6 @@ async fn check_file(
     };
     let rows = md.file_metadata().num_rows() as u64;
     r.records += rows;
-    if rows != f.record_count {
-        r.problem(
-            &f.path,
-            format!("holds {rows} records, manifest says {}", f.record_count),
-        );
-    }
     let kv_dek = md
         .file_metadata()
         .key_value_metadata()
@@ -177,78 +217,415 @@ async fn check_file(
             "DEK id in the file footer differs from the manifest",
         );
     }
-    if let Some(kms) = deep
-        && let Err(p) = deep_check(kms, f, bytes, r).await
+    match read_summary(bytes.clone()) {
+        Ok(s) => {
+            for p in metadata_problems(f, &s) {
+                r.problem(&f.path, p);
+            }
+        }
+        Err(e) => r.problem(&f.path, format!("index columns unreadable: {e}")),
+    }
+    if let Some(deep) = deep
+        && let Err(p) = deep.check(&m.manifest.partition, f, bytes, r).await
     {
         r.problem(&f.path, p);
     }
 }
 
-async fn deep_check(
-    kms: &dyn Kms,
-    f: &manifest::DataFileEntry,
-    bytes: bytes::Bytes,
-    r: &mut VerifyReport,
-) -> Result<(), String> {
-    let dek = kms
-        .unwrap_key(&f.encryption.dek_id, &f.encryption.wrapped_dek)
-        .await
-        .map_err(|e| e.to_string())?;
-    let cipher = dek.cipher();
-    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(|e| e.to_string())?;
-    let dict = datafile::dictionary(builder.metadata().file_metadata(), &cipher)
-        .map_err(|e| e.to_string())?;
-    let reader = builder.build().map_err(|e| e.to_string())?;
-    let mut bad = 0u64;
-    let mut first_bad = None;
-    for batch in reader {
-        let batch = batch.map_err(|e| e.to_string())?;
-        let col = |n: &str| {
-            batch
-                .column(datafile::SCHEMA.index_of(n).expect("column"))
-                .clone()
-        };
-        let (ev, it, tn) = (col("event_id"), col("interaction_id"), col("tenant_id"));
-        let (ev, it, tn) = (
-            ev.as_string::<i32>(),
-            it.as_string::<i32>(),
-            tn.as_string::<i32>(),
+/// What a file's own index columns say about it, to hold against its manifest entry.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ColumnSummary {
+    pub records: u64,
+    pub tenant_ids: BTreeSet<String>,
+    pub policy_ids: BTreeSet<String>,
+    pub min_occurred_at: Option<DateTime<Utc>>,
+    pub max_occurred_at: Option<DateTime<Utc>>,
+    pub earliest_expiry: Option<DateTime<Utc>>,
+    pub latest_expiry: Option<DateTime<Utc>>,
+}
+
+impl ColumnSummary {
+    /// Adds one batch with (at least) `tenant_id`, `policy_id`, `occurred_at`, `expires_at`.
+    pub fn add(&mut self, b: &RecordBatch) {
+        let col = |n: &str| b.column_by_name(n).expect("projected column");
+        let (t, p) = (
+            col("tenant_id").as_string::<i32>(),
+            col("policy_id").as_string::<i32>(),
         );
-        let hashes = col("record_hash");
-        let hashes = hashes.as_fixed_size_binary();
-        let payload = col("payload");
-        let payload = payload.as_binary::<i32>();
-        for i in 0..batch.num_rows() {
-            let aad =
-                crate::crypto::record_aad(tn.value(i), ev.value(i), it.value(i), cipher.dek_id());
-            let ok = match crate::crypto::open_record(
-                &cipher,
-                dict.as_ref(),
-                payload.value(i),
-                &aad,
-                &|| format!("event {}", ev.value(i)),
-            ) {
-                Ok(mut plain) => {
-                    let same = crate::crypto::sha256(&plain).as_slice() == hashes.value(i);
-                    zeroize::Zeroize::zeroize(&mut plain);
-                    same
-                }
-                Err(_) => false,
-            };
-            r.deep_records += 1;
-            if !ok {
-                bad += 1;
-                first_bad.get_or_insert_with(|| ev.value(i).to_string());
+        let occ = col("occurred_at").as_primitive::<TimestampMicrosecondType>();
+        let exp = col("expires_at").as_primitive::<TimestampMicrosecondType>();
+        for i in 0..b.num_rows() {
+            self.records += 1;
+            if !self.tenant_ids.contains(t.value(i)) {
+                self.tenant_ids.insert(t.value(i).to_string());
             }
+            if !self.policy_ids.contains(p.value(i)) {
+                self.policy_ids.insert(p.value(i).to_string());
+            }
+            let (o, e) = (
+                crate::clock::from_micros(occ.value(i)),
+                crate::clock::from_micros(exp.value(i)),
+            );
+            let widen = |lo: &mut Option<DateTime<Utc>>, hi: &mut Option<DateTime<Utc>>, v| {
+                *lo = Some(lo.map_or(v, |x: DateTime<Utc>| x.min(v)));
+                *hi = Some(hi.map_or(v, |x: DateTime<Utc>| x.max(v)));
+            };
+            widen(&mut self.min_occurred_at, &mut self.max_occurred_at, o);
+            widen(&mut self.earliest_expiry, &mut self.latest_expiry, e);
         }
-        let _ = payload.len();
     }
-    if bad > 0 {
-        return Err(format!(
-            "{bad} record(s) fail authentication or record_hash (first: event {})",
-            first_bad.unwrap_or_default()
+}
+
+fn read_summary(bytes: bytes::Bytes) -> Result<ColumnSummary, parquet::errors::ParquetError> {
+    use parquet::arrow::ProjectionMask;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let mask = ProjectionMask::columns(
+        builder.parquet_schema(),
+        ["tenant_id", "policy_id", "occurred_at", "expires_at"],
+    );
+    let mut s = ColumnSummary::default();
+    for b in builder.with_projection(mask).build()? {
+        s.add(&b?);
+    }
+    Ok(s)
+}
+
+/// Where a manifest entry's metadata disagrees with the file's columns (sweeps and holds
+/// decide from the manifest alone, so a rewritten `tenant_ids` would hide records from a
+/// tenant's hold).
+pub fn metadata_problems(f: &DataFileEntry, s: &ColumnSummary) -> Vec<String> {
+    let mut out = Vec::new();
+    if s.records != f.record_count {
+        out.push(format!(
+            "holds {} records, manifest says {}",
+            s.records, f.record_count
         ));
     }
-    Ok(())
+    let listed: BTreeSet<String> = f.tenant_ids.iter().cloned().collect();
+    if listed != s.tenant_ids {
+        out.push(format!(
+            "manifest tenant_ids {:?} differ from the file's tenants {:?}",
+            listed, s.tenant_ids
+        ));
+    }
+    let policies: BTreeSet<String> = f.policy_ids.iter().cloned().collect();
+    if policies != s.policy_ids {
+        out.push(format!(
+            "manifest policy_ids {:?} differ from the file's {:?}",
+            policies, s.policy_ids
+        ));
+    }
+    let ts = |t: Option<DateTime<Utc>>| t.map(crate::clock::fmt_ts).unwrap_or_default();
+    for (name, listed, found) in [
+        ("min_occurred_at", f.min_occurred_at, s.min_occurred_at),
+        ("max_occurred_at", f.max_occurred_at, s.max_occurred_at),
+        ("earliest_expiry", f.earliest_expiry, s.earliest_expiry),
+        ("latest_expiry", f.latest_expiry, s.latest_expiry),
+    ] {
+        if s.records > 0 && Some(listed) != found {
+            out.push(format!(
+                "manifest {name} {} differs from the file's {}",
+                crate::clock::fmt_ts(listed),
+                ts(found)
+            ));
+        }
+    }
+    out
+}
+
+/// Deep verification: the keyring, and the tenants' blind-index keys met so far.
+struct Deep<'a> {
+    kms: &'a dyn Kms,
+    index_keys: HashMap<String, crate::crypto::kms::IndexKey>,
+}
+
+/// Index columns of one row as stored, or as recomputed from its record.
+#[derive(Debug, PartialEq)]
+struct IndexRow {
+    event_id: String,
+    interaction_id: String,
+    tenant_id: String,
+    source_platform: String,
+    state: String,
+    direction: Option<String>,
+    occurred_at: i64,
+    interaction_type: String,
+    queue_id: Option<String>,
+    agent_ids: Vec<String>,
+    address_hmacs: Vec<Vec<u8>>,
+    wrap_up_code: Option<String>,
+    disposition: Option<String>,
+    schema_version: String,
+}
+
+impl IndexRow {
+    /// Names of the columns where `self` and `other` differ.
+    fn differences(&self, other: &IndexRow) -> Vec<&'static str> {
+        let mut d = Vec::new();
+        let mut cmp = |name, same: bool| {
+            if !same {
+                d.push(name)
+            }
+        };
+        cmp("event_id", self.event_id == other.event_id);
+        cmp(
+            "interaction_id",
+            self.interaction_id == other.interaction_id,
+        );
+        cmp("tenant_id", self.tenant_id == other.tenant_id);
+        cmp(
+            "source_platform",
+            self.source_platform == other.source_platform,
+        );
+        cmp("state", self.state == other.state);
+        cmp("direction", self.direction == other.direction);
+        cmp("occurred_at", self.occurred_at == other.occurred_at);
+        cmp(
+            "interaction_type",
+            self.interaction_type == other.interaction_type,
+        );
+        cmp("queue_id", self.queue_id == other.queue_id);
+        cmp("agent_ids", self.agent_ids == other.agent_ids);
+        cmp("address_hmacs", self.address_hmacs == other.address_hmacs);
+        cmp("wrap_up_code", self.wrap_up_code == other.wrap_up_code);
+        cmp("disposition", self.disposition == other.disposition);
+        cmp(
+            "schema_version",
+            self.schema_version == other.schema_version,
+        );
+        d
+    }
+}
+
+fn stored_row(b: &RecordBatch, i: usize, interaction_type: &str) -> IndexRow {
+    let col = |n: &str| b.column_by_name(n).expect("data file column");
+    let s = |n: &str| col(n).as_string::<i32>().value(i).to_string();
+    let o = |n: &str| {
+        let c = col(n).as_string::<i32>();
+        (!c.is_null(i)).then(|| c.value(i).to_string())
+    };
+    let agents = col("agent_ids").as_list::<i32>().value(i);
+    let hmacs = col("address_hmacs").as_list::<i32>().value(i);
+    let hmacs = hmacs.as_fixed_size_binary();
+    IndexRow {
+        event_id: s("event_id"),
+        interaction_id: s("interaction_id"),
+        tenant_id: s("tenant_id"),
+        source_platform: s("source_platform"),
+        state: s("state"),
+        direction: o("direction"),
+        occurred_at: col("occurred_at")
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(i),
+        interaction_type: interaction_type.to_string(),
+        queue_id: o("queue_id"),
+        agent_ids: agents
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .map(str::to_string)
+            .collect(),
+        address_hmacs: (0..hmacs.len()).map(|k| hmacs.value(k).to_vec()).collect(),
+        wrap_up_code: o("wrap_up_code"),
+        disposition: o("disposition"),
+        schema_version: s("schema_version"),
+    }
+}
+
+impl Deep<'_> {
+    /// Opens every record of a file; counts records that fail authentication, `record_hash`,
+    /// or whose index columns differ from what the record says.
+    async fn check(
+        &mut self,
+        p: &Partition,
+        f: &DataFileEntry,
+        bytes: bytes::Bytes,
+        r: &mut VerifyReport,
+    ) -> Result<(), String> {
+        let dek = self
+            .kms
+            .unwrap_key(&f.encryption.dek_id, &f.encryption.wrapped_dek)
+            .await
+            .map_err(|e| e.to_string())?;
+        let cipher = dek.cipher();
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .map_err(|e| e.to_string())?;
+        let dict = datafile::dictionary(builder.metadata().file_metadata(), &cipher)
+            .map_err(|e| e.to_string())?;
+        let reader = builder.build().map_err(|e| e.to_string())?;
+        let (mut bad, mut first_bad) = (0u64, None);
+        let (mut differ, mut first_differ) = (0u64, None);
+        for batch in reader {
+            let batch = batch.map_err(|e| e.to_string())?;
+            let hashes = batch.column_by_name("record_hash").expect("column");
+            let hashes = hashes.as_fixed_size_binary();
+            let payload = batch.column_by_name("payload").expect("column");
+            let payload = payload.as_binary::<i32>();
+            for i in 0..batch.num_rows() {
+                r.deep_records += 1;
+                let stored = stored_row(&batch, i, &p.interaction_type);
+                let aad = crate::crypto::record_aad(
+                    &stored.tenant_id,
+                    &stored.event_id,
+                    &stored.interaction_id,
+                    cipher.dek_id(),
+                );
+                let opened = crate::crypto::open_record(
+                    &cipher,
+                    dict.as_ref(),
+                    payload.value(i),
+                    &aad,
+                    &|| format!("event {}", stored.event_id),
+                );
+                let Ok(mut plain) = opened else {
+                    bad += 1;
+                    first_bad.get_or_insert_with(|| stored.event_id.clone());
+                    continue;
+                };
+                let same_hash = crate::crypto::sha256(&plain).as_slice() == hashes.value(i);
+                let recomputed = self.recompute(&plain).await;
+                zeroize::Zeroize::zeroize(&mut plain);
+                if !same_hash {
+                    bad += 1;
+                    first_bad.get_or_insert_with(|| stored.event_id.clone());
+                    continue;
+                }
+                let cols = match recomputed {
+                    Some(row) => stored.differences(&row),
+                    None => vec!["(record no longer validates)"],
+                };
+                if !cols.is_empty() {
+                    differ += 1;
+                    first_differ.get_or_insert_with(|| (stored.event_id.clone(), cols.join(", ")));
+                }
+            }
+        }
+        let mut problems = Vec::new();
+        if bad > 0 {
+            problems.push(format!(
+                "{bad} record(s) fail authentication or record_hash (first: event {})",
+                first_bad.unwrap_or_default()
+            ));
+        }
+        if let Some((event, cols)) = first_differ {
+            problems.push(format!(
+                "{differ} record(s) whose index columns differ from the decrypted record (first: event {event}, columns {cols})"
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// The index columns a record gives (as the batch computes them); `None` if it no longer
+    /// validates. Values never leave this function except as the comparison.
+    async fn recompute(&mut self, plain: &[u8]) -> Option<IndexRow> {
+        let value: serde_json::Value = serde_json::from_slice(plain).ok()?;
+        let f = crate::schema::validator().check(&value).ok()?.fields;
+        if !self.index_keys.contains_key(&f.tenant_id) {
+            let k = self.kms.index_key(&f.tenant_id).await.ok()?;
+            self.index_keys.insert(f.tenant_id.clone(), k);
+        }
+        let key = &self.index_keys[&f.tenant_id];
+        let mut hmacs: Vec<Vec<u8>> = f
+            .addresses
+            .iter()
+            .map(|a| crate::crypto::blind_index(key, a).to_vec())
+            .collect();
+        hmacs.sort_unstable();
+        hmacs.dedup();
+        Some(IndexRow {
+            event_id: f.event_id,
+            interaction_id: f.interaction_id,
+            tenant_id: f.tenant_id,
+            source_platform: f.source_platform,
+            state: f.state,
+            direction: f.direction,
+            occurred_at: crate::clock::micros(f.occurred_at),
+            interaction_type: f.interaction_type,
+            queue_id: f.queue_id,
+            agent_ids: f.agent_ids,
+            address_hmacs: hmacs,
+            wrap_up_code: f.wrap_up_code,
+            disposition: f.disposition,
+            schema_version: f.schema_version,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::kms::WrappedKey;
+    use crate::lake::manifest::FileEncryption;
+
+    fn entry() -> DataFileEntry {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        DataFileEntry {
+            path: "lake/x.parquet".into(),
+            sha256: String::new(),
+            size_bytes: 0,
+            record_count: 2,
+            min_occurred_at: t("2025-10-01T00:00:00Z"),
+            max_occurred_at: t("2025-10-01T05:00:00Z"),
+            earliest_expiry: t("2031-10-01T00:00:00Z"),
+            latest_expiry: t("2031-10-01T05:00:00Z"),
+            tenant_ids: vec!["bank".into(), "other".into()],
+            policy_ids: vec!["FINRA_4511_6Y".into()],
+            encryption: FileEncryption {
+                algorithm: String::new(),
+                compression: String::new(),
+                aad: String::new(),
+                dek_id: String::new(),
+                wrapped_dek: WrappedKey {
+                    kek_id: String::new(),
+                    kek_version: 1,
+                    ciphertext: vec![],
+                },
+            },
+            batch_id: "b".into(),
+            added_at: t("2025-10-02T00:00:00Z"),
+        }
+    }
+
+    fn summary(f: &DataFileEntry) -> ColumnSummary {
+        ColumnSummary {
+            records: f.record_count,
+            tenant_ids: f.tenant_ids.iter().cloned().collect(),
+            policy_ids: f.policy_ids.iter().cloned().collect(),
+            min_occurred_at: Some(f.min_occurred_at),
+            max_occurred_at: Some(f.max_occurred_at),
+            earliest_expiry: Some(f.earliest_expiry),
+            latest_expiry: Some(f.latest_expiry),
+        }
+    }
+
+    /// A manifest whose metadata was rewritten (and re-hashed, and the head re-signed by the
+    /// keyring's holder) still disagrees with the file's own columns.
+    #[test]
+    fn manifest_metadata_is_checked_against_the_file() {
+        let f = entry();
+        assert!(metadata_problems(&f, &summary(&f)).is_empty());
+        let mut rewritten = f.clone();
+        rewritten.tenant_ids = vec!["other".into()];
+        let p = metadata_problems(&rewritten, &summary(&f));
+        assert!(p.len() == 1 && p[0].contains("tenant_ids"), "{p:?}");
+        let mut later = f.clone();
+        later.latest_expiry += chrono::Duration::days(1);
+        later.min_occurred_at += chrono::Duration::hours(1);
+        later.policy_ids = vec!["SEC_17A4_6Y".into()];
+        later.record_count = 1;
+        let p = metadata_problems(&later, &summary(&f)).join("\n");
+        for what in [
+            "latest_expiry",
+            "min_occurred_at",
+            "policy_ids",
+            "holds 2 records",
+        ] {
+            assert!(p.contains(what), "{what}: {p}");
+        }
+    }
 }

@@ -43,6 +43,8 @@ pub enum SweepError {
     Crypto(#[from] crate::crypto::CryptoError),
     #[error(transparent)]
     LeaseLost(#[from] crate::job::LeaseLost),
+    #[error(transparent)]
+    Head(#[from] crate::head::HeadError),
     #[error(
         "another writer changed {0} during the sweep; what was done is committed, run the sweep again to finish"
     )]
@@ -343,13 +345,64 @@ struct Replacement {
 /// moving hold listings to the new files; then the old files are unpinned and deleted where
 /// their lock allows. Each step is idempotent: a sweep killed anywhere is finished by the next.
 ///
+/// The sweep records its intent before writing anything (its rewrites' files carry its id),
+/// and commits the signed store head at the end (a sweep that changed nothing signs nothing
+/// new; a lapse recorded before it is picked up from the registry).
+///
 /// Durability: a rewritten file is fsynced when completed and its directory synced
 /// (`Store::sync`) before the manifest naming it commits; every manifest version is durable
 /// (file and directory synced) before the object it removes is unlinked; the lease is checked
 /// before each manifest commit, registry commit and group of deletions.
 pub async fn execute(
     run: &SweepRun<'_>,
-    kms: Option<&dyn Kms>,
+    kms: &dyn Kms,
+    plan: &SweepPlan,
+) -> Result<SweepReport, SweepError> {
+    let c = crate::head::Committer {
+        store: run.store,
+        kms,
+        audit: run.audit,
+    };
+    // what an interrupted batch or sweep left is finished first; then the store must match
+    // its signed head, or nothing is changed
+    let latest = manifest::load_latest_all(run.store)
+        .await?
+        .into_iter()
+        .map(|l| (l.manifest.partition.clone(), l))
+        .collect();
+    // (a sweep stops on a partition whose manifest cannot be read: `load_latest_all` fails)
+    let damaged = Default::default();
+    crate::head::intent::recover(c, &latest, &damaged, run.now).await?;
+    crate::head::check_current(run.store, run.audit, &latest, &damaged).await?;
+    let touches =
+        !(plan.delete.is_empty() && plan.rewrite.is_empty() && plan.awaiting_deletion.is_empty());
+    if touches {
+        crate::head::intent::begin(run.store, run.sweep_id, "sweep", run.now).await?;
+    }
+    let report = execute_plan(run, kms, plan).await?;
+    let mut change = crate::head::Change::new(format!("sweep {}", run.sweep_id));
+    let parts: std::collections::BTreeSet<&str> = plan
+        .delete
+        .iter()
+        .map(|f| f.partition.as_str())
+        .chain(plan.rewrite.iter().map(|r| r.file.partition.as_str()))
+        .chain(plan.awaiting_deletion.iter().map(|a| a.partition.as_str()))
+        .collect();
+    for part in parts {
+        if let Some(l) = manifest::load_latest(run.store, &partition_of(part)?).await? {
+            change.manifest(&l);
+        }
+    }
+    crate::head::commit(c, &change, run.now).await?;
+    if touches {
+        crate::head::intent::end(run.store, run.sweep_id).await?;
+    }
+    Ok(report)
+}
+
+async fn execute_plan(
+    run: &SweepRun<'_>,
+    kms: &dyn Kms,
     plan: &SweepPlan,
 ) -> Result<SweepReport, SweepError> {
     let SweepRun {
@@ -366,9 +419,6 @@ pub async fn execute(
         mixed_kept: plan.mixed.len() as u64,
         ..Default::default()
     };
-    if !plan.rewrite.is_empty() && kms.is_none() {
-        return Err(SweepError::NoKeys(plan.rewrite.len()));
-    }
     delete_whole(run, plan, &mut report).await?;
 
     let (registry, _) = hold::load(store).await?;
@@ -391,7 +441,6 @@ pub async fn execute(
         });
     }
     for (i, r) in plan.rewrite.iter().enumerate() {
-        let kms = kms.expect("checked above");
         let p = partition_of(&r.file.partition)?;
         let Some(base) = manifest::load_latest(store, &p).await? else {
             continue;

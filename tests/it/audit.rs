@@ -34,6 +34,7 @@ fn decryptions_are_recorded_and_the_chain_verifies() {
         [
             "access.policy",
             "batch",
+            "head.started",
             "quarantine.show",
             "quarantine.show",
             "quarantine.show",

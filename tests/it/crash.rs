@@ -31,6 +31,7 @@ fn assert_exactly_once(env: &Env, unique: usize) {
     let (ok, r) = env.verify();
     assert!(ok, "{r}");
     assert_eq!(r["orphans"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(r["leftovers"].as_array().unwrap().len(), 0, "{r}");
     assert_eq!(env.landing_segments(), 0);
 }
 
@@ -137,5 +138,41 @@ fn a_commit_whose_lock_was_not_set_is_repaired() {
     assert!(!out.status.success());
     let r = env.batch();
     assert_eq!(r["locks_repaired"], 1, "{r}");
+    assert_exactly_once(&env, unique);
+}
+
+/// A batch killed after writing its files leaves them uncommitted; its intent record names
+/// them, so `verify` reports them as leftovers (not a failure) and the next batch removes
+/// exactly those, each with an audit entry.
+#[test]
+fn a_killed_batch_leaves_recorded_leftovers_the_next_batch_removes() {
+    let (env, unique) = prepared(14, 600);
+    let out = env
+        .cmd(&["batch"])
+        .env("HOLDFAST_FAILPOINT", "batch.after_files_written")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let (ok, r) = env.verify();
+    assert!(ok, "recorded leftovers are not a failure: {r}");
+    let left = r["leftovers"].as_array().unwrap().clone();
+    assert!(!left.is_empty(), "{r}");
+    assert_eq!(r["orphans"].as_array().unwrap().len(), 0, "{r}");
+    let rep = env.batch();
+    assert_eq!(rep["leftovers_removed"], left.len(), "{rep}");
+    let removed: Vec<String> = env
+        .query("SELECT details FROM audit WHERE action = 'batch.leftover_removed'")
+        .iter()
+        .map(|row| row["details"].to_string())
+        .collect();
+    assert_eq!(removed.len(), left.len());
+    for f in &left {
+        let f = f.as_str().unwrap();
+        assert!(
+            removed.iter().any(|d| d.contains(f)),
+            "{f} not audited: {removed:?}"
+        );
+        assert!(!env.store.join(f).exists());
+    }
     assert_exactly_once(&env, unique);
 }

@@ -603,9 +603,13 @@ fn preview_counts_and_sync_repairs_drift() {
             .unwrap()
             .legal_hold
     );
-    // a wiped registry unpins nothing: sync only reports
+    // a wiped registry unpins nothing: sync only reports, and fails (the signed head still
+    // records the registry, so nothing is signed over the wipe)
     std::fs::remove_dir_all(env.store.join("holds")).unwrap();
-    let r: serde_json::Value = serde_json::from_str(&env.ok(&["hold", "sync"])).unwrap();
+    let out = env.run(&["hold", "sync"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("signed head"));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         r["pinned_without_hold"]
             .as_array()

@@ -1,5 +1,7 @@
-//! `verify` catches changed, missing and re-linked objects; `--deep` catches ciphertext moved
-//! between rows even when the attacker also rewrote the manifest to match.
+//! `verify` catches changed, missing and re-linked objects, rollbacks and truncations against
+//! the signed store head, missing lock records and planted files; `--deep` catches ciphertext
+//! moved between rows and rewritten index columns even when whoever holds the keyring rewrote
+//! the manifest and re-signed the head to match.
 
 use crate::common::{self, Env};
 use std::path::PathBuf;
@@ -82,31 +84,271 @@ fn removed_or_altered_manifest_versions_break_the_chain() {
     );
 }
 
+/// A data file no manifest lists and no interrupted batch wrote is a problem, and no batch
+/// deletes it (only an interrupted job's recorded leftovers are removed).
 #[test]
-fn extra_file_is_an_orphan_not_a_commit() {
+fn a_planted_file_fails_verify_and_the_next_batch_leaves_it() {
     let env = two_batches();
     let f = first(&env, "parquet", "/lake/");
     let copy = f.with_file_name("part-20990101T000000Z-deadbeef.parquet");
     std::fs::copy(&f, &copy).unwrap();
     let (ok, r) = env.verify();
-    assert!(ok, "an uncommitted file does not fail verify: {r}");
+    assert!(!ok, "an unlisted file fails verify: {r}");
     assert_eq!(r["orphans"].as_array().unwrap().len(), 1);
+    assert!(
+        problems(&r).contains("part-20990101T000000Z-deadbeef"),
+        "{r}"
+    );
     let before = env.count("SELECT count(*) FROM events");
     assert_eq!(before, 600, "uncommitted files are invisible to queries");
     let rep = env.batch();
-    assert_eq!(rep["orphans_removed"], 1);
-    assert!(!copy.exists());
+    assert_eq!(rep["leftovers_removed"], 0);
+    assert!(
+        copy.exists(),
+        "only recorded leftovers of an interrupted batch are removed"
+    );
+    assert!(!env.verify().0);
 }
 
-/// Swap the payloads of two rows, then rewrite the file and its manifest so that hashes,
-/// sizes and counts all match: only the AAD binding can tell.
+fn manifest_dir(env: &Env) -> PathBuf {
+    env.store
+        .join("manifests/year=2025/month=10/day=01/interaction_type=CALL")
+}
+
+fn newest_in(dir: &std::path::Path) -> PathBuf {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v.pop().unwrap()
+}
+
+/// verify's exit code and its problems as text.
+fn failed(env: &Env, args: &[&str]) -> (Option<i32>, String) {
+    let mut a = vec!["verify", "--format", "json"];
+    a.extend_from_slice(args);
+    let out = env.run(&a);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
 #[test]
-fn deep_verify_catches_swapped_ciphertexts() {
-    use arrow::array::{Array, AsArray, BinaryArray, RecordBatch};
+fn deleting_the_newest_manifest_version_is_a_rollback() {
+    let env = two_batches();
+    let v2 = newest_in(&manifest_dir(&env));
+    assert!(v2.ends_with(format!("v{:020}.json", 2)));
+    std::fs::remove_file(&v2).unwrap();
+    let (code, out) = failed(&env, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("interaction_type=CALL") && out.contains("rolled back"),
+        "{out}"
+    );
+    // and no batch builds on it
+    env.ingest(&env.write("c.ndjson", &common::generate(23, 30, 0, 1).ndjson));
+    let b = env.run(&["batch"]);
+    assert_eq!(b.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&b.stderr).contains("signed head"));
+    // nor a sweep
+    let sw = env.run_at("2040-01-01T00:00:00Z", &["sweep"]);
+    assert_eq!(sw.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&sw.stderr).contains("signed head"));
+}
+
+#[test]
+fn emptying_the_newest_manifest_version_fails() {
+    let env = two_batches();
+    let v2 = newest_in(&manifest_dir(&env));
+    std::fs::write(&v2, b"").unwrap();
+    let (code, out) = failed(&env, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("interaction_type=CALL"), "{out}");
+}
+
+#[test]
+fn removing_every_manifest_fails() {
+    let env = two_batches();
+    std::fs::remove_dir_all(env.store.join("manifests")).unwrap();
+    let (code, out) = failed(&env, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("has no manifests"), "{out}");
+    let text = String::from_utf8_lossy(&env.run(&["verify"]).stdout).to_string();
+    assert!(
+        text.contains("verified 0 partition(s)") && text.contains("FAILED"),
+        "{text}"
+    );
+}
+
+#[test]
+fn truncating_the_audit_trail_fails() {
+    let env = two_batches();
+    let last = newest_in(&env.store.join("audit"));
+    std::fs::remove_file(&last).unwrap();
+    let (code, out) = failed(&env, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("truncated"), "{out}");
+}
+
+#[test]
+fn replacing_the_hold_registry_fails() {
+    let env = two_batches();
+    let body = r#"{"holdId": "H-1", "tenantId": "tenant-0", "scope": {"queueIds": ["q-1"]}}"#;
+    let h = env.write("h.json", body.as_bytes());
+    env.ok(&[
+        "hold",
+        "apply",
+        "--actor",
+        "lee",
+        "--file",
+        h.to_str().unwrap(),
+    ]);
+    assert!(env.verify().0);
+    let newest = newest_in(&env.store.join("holds"));
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&newest).unwrap()).unwrap();
+    doc["holds"][0]["files"] = serde_json::json!([]);
+    std::fs::write(&newest, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let (code, out) = failed(&env, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("hold registry"), "{out}");
+}
+
+#[test]
+fn deleting_a_lock_record_fails() {
+    let env = two_batches();
+    let lock = first(&env, "json", "/_locks/");
+    std::fs::remove_file(&lock).unwrap();
+    let (code, out) = failed(&env, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("lock record is missing"), "{out}");
+}
+
+/// The anchor line names the newest head; a later chain extends it; a chain rolled back
+/// below it (its newest head deleted) fails against it.
+#[test]
+fn a_published_anchor_catches_a_rolled_back_head() {
+    let env = two_batches();
+    let line = env.ok(&["anchor"]).trim().to_string();
+    assert!(
+        line.starts_with("holdfast-anchor v1 head=") && line.contains(" key=ed25519:"),
+        "{line}"
+    );
+    env.ok(&["verify", "--anchor", &line]);
+    env.ingest(&env.write("c.ndjson", &common::generate(23, 30, 0, 1).ndjson));
+    env.batch();
+    env.ok(&["verify", "--anchor", &line]);
+    let later = env.ok(&["anchor"]).trim().to_string();
+    assert_ne!(later, line);
+    std::fs::remove_file(newest_in(&env.store.join("head"))).unwrap();
+    let (code, out) = failed(&env, &["--anchor", &later]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("published anchor"), "{out}");
+    let bad = env.run(&["verify", "--anchor", "holdfast-anchor v1 head=x"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Rewrites the newest head with `edit` and signs it with `kms`, as whoever holds a keyring
+/// could.
+fn resign_head(
+    env: &Env,
+    kms: &dyn holdfast::crypto::kms::Kms,
+    edit: impl FnOnce(&mut holdfast::head::Head),
+) {
+    let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
+    let rt = rt();
+    let mut newest = rt
+        .block_on(holdfast::head::newest(&store))
+        .unwrap()
+        .unwrap()
+        .head;
+    edit(&mut newest);
+    rt.block_on(newest.sign(kms)).unwrap();
+    let path = env
+        .store
+        .join("head")
+        .join(format!("v{:020}.json", newest.sequence));
+    std::fs::write(path, newest.to_bytes()).unwrap();
+}
+
+#[test]
+fn a_head_signed_by_another_key_fails() {
+    let env = two_batches();
+    let other = holdfast::crypto::kms::LocalKeyring::create(
+        &env.dir.path().join("other.json"),
+        "2026-01-01T00:00:00Z",
+    )
+    .unwrap();
+    resign_head(&env, &other, |_| {});
+    let (code, out) = failed(&env, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("keyring's signing key"), "{out}");
+    // without the keyring, the chain's own key still tells
+    let out = env
+        .cmd(&["verify", "--format", "json"])
+        .env("HOLDFAST_KEYRING", env.dir.path().join("absent.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("but the chain is signed by"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// The keyring's holder rewrites a manifest's `tenant_ids` (hiding a tenant from its holds)
+/// and re-signs the head to match: the metadata check still names the file.
+#[test]
+fn rewritten_tenant_ids_in_a_manifest_fail_verify() {
+    let env = two_batches();
+    let v2 = newest_in(&manifest_dir(&env));
+    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&v2).unwrap()).unwrap();
+    let path = doc["files"][0]["path"].as_str().unwrap().to_string();
+    doc["files"][0]["tenant_ids"] = serde_json::json!(["tenant-1"]);
+    let bytes = serde_json::to_vec_pretty(&doc).unwrap();
+    std::fs::write(&v2, &bytes).unwrap();
+    let ring = holdfast::crypto::kms::LocalKeyring::load(&env.keyring).unwrap();
+    let sha = holdfast::lake::manifest::sha256_hex(&bytes);
+    resign_head(&env, &ring, |h| {
+        for (p, pos) in h.partitions.iter_mut() {
+            if p.interaction_type == "CALL" && pos.sequence == 2 {
+                pos.sha256 = sha.clone();
+            }
+        }
+    });
+    let (code, out) = failed(&env, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let probs = r["problems"].as_array().unwrap();
+    assert!(
+        probs.iter().all(|p| p["object"] == path.as_str()),
+        "only the metadata check fails: {out}"
+    );
+    assert!(problems(&r).contains("tenant_ids"), "{out}");
+}
+
+/// Rewrites the first data file of a one-batch store with `edit` applied to its rows, then
+/// its manifest (hash and size) and the signed head to match, as whoever holds the keyring
+/// could; returns the file's path. Shallow verify sees nothing afterwards.
+fn rewrite_first_file(
+    seed: u64,
+    edit: impl FnOnce(&arrow::array::RecordBatch) -> arrow::array::RecordBatch,
+) -> (Env, String) {
+    use arrow::array::RecordBatch;
     use holdfast::lake::datafile;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let env = Env::new();
-    env.ingest(&env.write("a.ndjson", &common::generate(22, 200, 0, 1).ndjson));
+    env.ingest(&env.write("a.ndjson", &common::generate(seed, 200, 0, 1).ndjson));
     env.batch();
     let f = first(&env, "parquet", "/lake/");
     let bytes = bytes::Bytes::from(std::fs::read(&f).unwrap());
@@ -119,14 +361,7 @@ fn deep_verify_catches_swapped_ciphertexts() {
         .clone();
     let batches: Vec<RecordBatch> = builder.build().unwrap().map(Result::unwrap).collect();
     let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
-    let pi = batch.schema().index_of("payload").unwrap();
-    let payload = batch.column(pi).as_binary::<i32>();
-    assert!(payload.len() >= 2);
-    let mut values: Vec<&[u8]> = (0..payload.len()).map(|i| payload.value(i)).collect();
-    values.swap(0, 1);
-    let mut cols = batch.columns().to_vec();
-    cols[pi] = std::sync::Arc::new(BinaryArray::from(values));
-    let tampered = RecordBatch::try_new(batch.schema(), cols).unwrap();
+    let tampered = edit(&batch);
     writable(&f);
     let mut out = Vec::new();
     let mut w = parquet::arrow::ArrowWriter::try_new(
@@ -162,14 +397,91 @@ fn deep_verify_catches_swapped_ciphertexts() {
             file["size_bytes"] = serde_json::json!(out.len());
         }
     }
-    std::fs::write(&m, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let mbytes = serde_json::to_vec_pretty(&doc).unwrap();
+    std::fs::write(&m, &mbytes).unwrap();
+    let (ok, r) = env.verify();
+    assert!(
+        !ok && problems(&r).contains("head records"),
+        "the signed head sees the rewritten manifest: {r}"
+    );
+    let ring = holdfast::crypto::kms::LocalKeyring::load(&env.keyring).unwrap();
+    let sha = holdfast::lake::manifest::sha256_hex(&mbytes);
+    resign_head(&env, &ring, |h| {
+        for (p, pos) in h.partitions.iter_mut() {
+            if p.dir() == part {
+                pos.sha256 = sha.clone();
+            }
+        }
+    });
     let (ok, r) = env.verify();
     assert!(ok, "shallow verify cannot see it: {r}");
+    (env, rel)
+}
+
+/// Swap the payloads of two rows, then rewrite the file and its manifest so that hashes,
+/// sizes and counts all match: only the AAD binding can tell.
+#[test]
+fn deep_verify_catches_swapped_ciphertexts() {
+    use arrow::array::{Array, AsArray, BinaryArray, RecordBatch};
+    let (env, _) = rewrite_first_file(22, |batch| {
+        let pi = batch.schema().index_of("payload").unwrap();
+        let payload = batch.column(pi).as_binary::<i32>();
+        assert!(payload.len() >= 2);
+        let mut values: Vec<&[u8]> = (0..payload.len()).map(|i| payload.value(i)).collect();
+        values.swap(0, 1);
+        let mut cols = batch.columns().to_vec();
+        cols[pi] = std::sync::Arc::new(BinaryArray::from(values));
+        RecordBatch::try_new(batch.schema(), cols).unwrap()
+    });
     let out = env.run(&["verify", "--deep", "--format", "json"]);
     assert_eq!(out.status.code(), Some(1));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         problems(&r).contains("2 record(s) fail authentication"),
+        "{r}"
+    );
+}
+
+/// Rewrite `agent_ids` of one row (a hold by agent would then miss it): the record still
+/// authenticates, but `--deep` recomputes the index columns from it and names the file.
+#[test]
+fn deep_verify_recomputes_rewritten_agent_ids() {
+    use arrow::array::{ListBuilder, RecordBatch, StringBuilder};
+    let (env, path) = rewrite_first_file(24, |batch| {
+        let ai = batch.schema().index_of("agent_ids").unwrap();
+        let field = match batch.schema().field(ai).data_type() {
+            arrow::datatypes::DataType::List(f) => f.clone(),
+            _ => unreachable!(),
+        };
+        let old = batch.column(ai).clone();
+        let old = arrow::array::AsArray::as_list::<i32>(&old);
+        let mut b = ListBuilder::new(StringBuilder::new()).with_field(field);
+        for i in 0..batch.num_rows() {
+            if i == 0 {
+                b.values().append_value("agent-nobody@cc.example");
+            } else {
+                let v = old.value(i);
+                for a in arrow::array::AsArray::as_string::<i32>(&v).iter().flatten() {
+                    b.values().append_value(a);
+                }
+            }
+            b.append(true);
+        }
+        let mut cols = batch.columns().to_vec();
+        cols[ai] = std::sync::Arc::new(b.finish());
+        RecordBatch::try_new(batch.schema(), cols).unwrap()
+    });
+    let out = env.run(&["verify", "--deep", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let probs = r["problems"].as_array().unwrap();
+    assert!(
+        probs.iter().any(|p| p["object"] == path.as_str()
+            && p["problem"]
+                .as_str()
+                .unwrap()
+                .contains("1 record(s) whose index columns differ")
+            && p["problem"].as_str().unwrap().contains("agent_ids")),
         "{r}"
     );
 }
