@@ -189,7 +189,7 @@ pub(super) async fn init(
         }
     }
     let os_user = crate::access::identity::os_user();
-    if crate::access::admin::record_first(&store, clock, &os_user)
+    if crate::access::admin::record_first(&store, clock.clone(), &os_user)
         .await?
         .is_some()
     {
@@ -197,6 +197,16 @@ pub(super) async fn init(
             out,
             "access policy recorded: {os_user} administers this store alone and holds every role; two-person actions wait until a second person is added (`holdfast access grant --user NAME --role admin …`)"
         );
+    }
+    // the signed head chain starts here, naming the first policy and the audit trail
+    if crate::head::newest(&store).await?.is_none() {
+        let audit = crate::audit::Audit::new(store.clone(), clock.clone());
+        let c = crate::head::Committer {
+            store: &store,
+            kms: &ring,
+            audit: &audit,
+        };
+        crate::head::commit(c, &crate::head::Change::new("init"), clock.now()).await?;
     }
     Ok(())
 }

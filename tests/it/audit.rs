@@ -33,8 +33,8 @@ fn decryptions_are_recorded_and_the_chain_verifies() {
         actions,
         [
             "access.policy",
-            "batch",
             "head.started",
+            "batch",
             "quarantine.show",
             "quarantine.show",
             "quarantine.show",
@@ -45,10 +45,10 @@ fn decryptions_are_recorded_and_the_chain_verifies() {
     for r in &rows {
         assert_eq!(r["os_user"], common::OPERATOR, "{r}");
     }
-    assert_eq!(rows[2]["actor"], common::OPERATOR);
-    assert_eq!(rows[2]["case"], "INC-7");
+    assert_eq!(rows[3]["actor"], common::OPERATOR);
+    assert_eq!(rows[3]["case"], "INC-7");
     let batch: serde_json::Value =
-        serde_json::from_str(rows[1]["details"].as_str().unwrap()).unwrap();
+        serde_json::from_str(rows[2]["details"].as_str().unwrap()).unwrap();
     assert_eq!(
         batch["deks_unwrapped"], 2,
         "one landing DEK per segment read"
@@ -66,10 +66,10 @@ fn decryptions_are_recorded_and_the_chain_verifies() {
         .count(),
         1
     );
-    assert!(env.ok(&["audit", "verify"]).contains("intact: 6"));
+    assert!(env.ok(&["audit", "verify"]).contains("intact: 7"));
     let head = env.ok(&["audit", "head"]);
     assert!(
-        head.starts_with("6 ") && head.trim().len() == 2 + 64,
+        head.starts_with("7 ") && head.trim().len() == 2 + 64,
         "{head}"
     );
     assert_eq!(
@@ -109,7 +109,7 @@ fn ids_of(env: &Env) -> Vec<String> {
 #[test]
 fn a_changed_entry_breaks_the_next_link() {
     let env = audited_store();
-    let p = entry(&env, 3);
+    let p = entry(&env, 4);
     let text = std::fs::read_to_string(&p).unwrap();
     assert!(text.contains("INC-7"));
     std::fs::write(&p, text.replacen("INC-7", "INC-8", 1)).unwrap();
@@ -117,7 +117,7 @@ fn a_changed_entry_breaks_the_next_link() {
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains(&format!("v{:020}.json", 4)) && stdout.contains("previous hash"),
+        stdout.contains(&format!("v{:020}.json", 5)) && stdout.contains("previous hash"),
         "{stdout}"
     );
 }
@@ -176,5 +176,5 @@ fn concurrent_writers_do_not_fork_the_chain() {
             t.await.unwrap();
         }
     });
-    assert!(env.ok(&["audit", "verify"]).contains("intact: 41"));
+    assert!(env.ok(&["audit", "verify"]).contains("intact: 42"));
 }

@@ -86,8 +86,8 @@ fn decryption_needs_a_case_and_is_audited() {
     let out = env.run(&["query", "SELECT record FROM decrypted"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        env.ok(&["audit", "verify"]).contains("intact: 4"),
-        "first policy, batch, decrypt, refusal"
+        env.ok(&["audit", "verify"]).contains("intact: 5"),
+        "first policy, head started, batch, decrypt, refusal"
     );
 }
 

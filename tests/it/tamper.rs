@@ -197,14 +197,7 @@ fn replacing_the_hold_registry_fails() {
     let env = two_batches();
     let body = r#"{"holdId": "H-1", "tenantId": "tenant-0", "scope": {"queueIds": ["q-1"]}}"#;
     let h = env.write("h.json", body.as_bytes());
-    env.ok(&[
-        "hold",
-        "apply",
-        "--actor",
-        "lee",
-        "--file",
-        h.to_str().unwrap(),
-    ]);
+    env.ok(&["hold", "apply", "--file", h.to_str().unwrap()]);
     assert!(env.verify().0);
     let newest = newest_in(&env.store.join("holds"));
     let mut doc: serde_json::Value =
