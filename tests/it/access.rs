@@ -25,7 +25,11 @@ fn init_records_a_policy_whose_only_administrator_is_the_os_user() {
     );
     assert!(env.store.join("access/v00000000000000000001.json").exists());
     let rows = audit_rows(&env);
-    assert_eq!(rows.len(), 2, "the first policy, then the head chain's start");
+    assert_eq!(
+        rows.len(),
+        2,
+        "the first policy, then the head chain's start"
+    );
     assert_eq!(
         (rows[0]["action"].as_str(), rows[0]["os_user"].as_str()),
         (Some("access.policy"), Some(common::OPERATOR))
