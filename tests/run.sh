@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Runs every test of holdfast: unit and property tests, the integration tests that drive the
-# real binary (crash, tamper, pipeline), and the reader checks (pyarrow and DuckDB read the lake).
+# Runs every test of holdfast: the formatting and lint checks, unit and property tests, the
+# integration tests that drive the real binary (crash, tamper, pipeline), and the reader checks
+# (pyarrow and DuckDB read the lake).
 # Installs what it needs: a Python venv with the readers, in .venv-test/ (gitignored).
 #
 # Tests run a `test-hooks` build (HOLDFAST_NOW pins the clock, HOLDFAST_FAILPOINT aborts at a
-# named point). A plain build, the one users get, is built first and kept aside: a test runs it
-# to show that it ignores both.
+# named point, HOLDFAST_TEST_OS_USER stands in another person). A plain build, the one users
+# get, is built first and kept aside: a test runs it to show that it ignores them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,12 @@ fi
 export HOLDFAST_TEST_PYTHON="$PWD/$venv/bin/python"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 target="${CARGO_TARGET_DIR:-target}"
+
+# guard rails: formatting, and the lints (clippy.toml encodes rules of the design: time only
+# from the clock, the environment only in cli) with and without the test hooks
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --features test-hooks -- -D warnings
 
 cargo build --locked --bin holdfast
 mkdir -p "$target/plain"

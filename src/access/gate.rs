@@ -165,7 +165,7 @@ pub async fn query(
     sql: &str,
 ) -> Result<Vec<RecordBatch>> {
     // refused before anything is planned or decrypted: only reads pass
-    crate::query::statement::check_read_only(sql).map_err(QueryError::from)?;
+    crate::query::statement::check_read_only(sql)?;
     let recorded = crate::query::redact::Redactor::from_kms(kms.as_ref())
         .await?
         .statement(sql);

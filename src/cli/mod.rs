@@ -1,6 +1,9 @@
 //! The `holdfast` command line. The only module that reads the environment, prints, or
 //! chooses exit codes (0 success, 1 failure, 2 usage).
 
+// the one module that reads the environment (store, keyring and history locations)
+#![allow(clippy::disallowed_methods)]
+
 mod access;
 mod anchor;
 mod audit;

@@ -572,7 +572,7 @@ mod tests {
             scope,
             retention_override: None,
             placed_by: "a".into(),
-            placed_at: Utc::now(),
+            placed_at: DateTime::from_timestamp(1_760_000_000, 0).unwrap(),
             status: Status::Active,
             lapses_at: None,
             files: vec![],

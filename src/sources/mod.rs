@@ -186,6 +186,7 @@ mod tests {
     #[test]
     fn adapters_match_golden_files() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        #[allow(clippy::disallowed_methods)] // a test's own switch to rewrite its golden files
         let bless = std::env::var("HOLDFAST_BLESS").is_ok();
         for kind in [
             SourceKind::GenesysDetails,

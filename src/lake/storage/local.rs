@@ -98,6 +98,7 @@ impl LocalFs {
             modes,
             dirty: Mutex::new(BTreeSet::new()),
             #[cfg(feature = "test-hooks")]
+            #[allow(clippy::disallowed_methods)] // a test hook, in test builds only
             log: std::env::var_os("HOLDFAST_TEST_IO_LOG")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
