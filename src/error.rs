@@ -37,8 +37,21 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The command line asked for something it cannot mean (a bad flag value, a missing
+    /// argument): exit code 2, as clap's own errors.
     #[error("{0}")]
     Usage(String),
+    /// Something the command needs is not there (an event, a quarantine entry, a request).
+    #[error("{0}")]
+    NotFound(String),
+    /// The store (or the keyring beside it) is not in a state the command can run on: not a
+    /// store, bound to another key, no signed head yet.
+    #[error("{0}")]
+    Unusable(String),
+    /// Someone else changed what the command read (`retry`: running it again may succeed), or
+    /// the command asks for what contradicts a choice made once (`retry: false`).
+    #[error("{what}; {}", if *retry { "running the command again may succeed" } else { "running the command again will not help" })]
+    Conflict { what: String, retry: bool },
     #[error("verification failed: {0} problem(s) found")]
     VerifyFailed(usize),
 }
@@ -51,9 +64,18 @@ impl Error {
         }
     }
 
-    /// 2 for usage errors (as clap), 1 for everything else.
+    /// A conflict: running the command again may succeed (`retry`) or will not.
+    pub fn conflict(what: impl Into<String>, retry: bool) -> Self {
+        Error::Conflict {
+            what: what.into(),
+            retry,
+        }
+    }
+
+    /// 2 for usage errors (as clap: the command line itself is wrong), 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
+            // `--schema-version` names no version; an access change the flags cannot mean
             Error::Usage(_)
             | Error::Job(crate::job::JobError::UnknownVersion(_))
             | Error::Access(crate::access::AccessError::Invalid(_)) => 2,

@@ -155,7 +155,7 @@ pub async fn approve(s: &Session, id: &str) -> Result<(Request, Policy)> {
     for _ in 0..ATTEMPTS {
         let base = policy::load(&s.store).await?;
         let Some(r) = base.requests.iter().find(|r| r.id == id).cloned() else {
-            return Err(AccessError::Invalid(format!(
+            return Err(AccessError::NotFound(format!(
                 "no pending access request {id}"
             )));
         };
@@ -167,7 +167,7 @@ pub async fn approve(s: &Session, id: &str) -> Result<(Request, Policy)> {
         }
         let next = base
             .apply(&r.change)
-            .map_err(|e| AccessError::Invalid(format!("request {id} no longer applies: {e}")))?;
+            .map_err(|e| AccessError::Stale(format!("request {id} no longer applies: {e}")))?;
         let requests = base
             .requests
             .iter()
@@ -205,7 +205,7 @@ pub async fn cancel(s: &Session, id: &str) -> Result<Request> {
     for _ in 0..ATTEMPTS {
         let base = policy::load(&s.store).await?;
         let Some(r) = base.requests.iter().find(|r| r.id == id).cloned() else {
-            return Err(AccessError::Invalid(format!(
+            return Err(AccessError::NotFound(format!(
                 "no pending access request {id}"
             )));
         };

@@ -56,7 +56,13 @@ pub enum AccessError {
     /// A request that cannot be carried out as given (nothing was changed).
     #[error("{0}")]
     Invalid(String),
-    #[error("the access policy changed meanwhile; run the command again")]
+    /// No pending request of that id (a runtime failure, not a usage error).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request no longer applies to the policy in force; asking again will not help.
+    #[error("{0}; running the command again will not help")]
+    Stale(String),
+    #[error("the access policy changed meanwhile; running the command again may succeed")]
     Conflict,
 }
 

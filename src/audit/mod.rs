@@ -41,7 +41,7 @@ pub struct Entry {
     /// written before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_user: Option<String>,
-    /// `decrypt`, `decrypt.refused`, `blind_index`, `key.unwrap`, `quarantine.show`, …
+    /// `decrypt`, `decrypt.refused`, `sweep.refused`, `blind_index`, `key.unwrap`, `quarantine.show`, …
     pub action: String,
     pub case: Option<String>,
     pub details: serde_json::Value,
@@ -306,6 +306,17 @@ pub struct Refused<'a> {
 }
 impl AuditEvent for Refused<'_> {
     const ACTION: &'static str = "decrypt.refused";
+}
+
+/// A retention sweep was asked for and refused (for want of the retention role).
+#[derive(Debug, Serialize)]
+pub struct SweepRefused<'a> {
+    pub reason: &'a str,
+    /// Whether the refused sweep was a dry run.
+    pub dry_run: bool,
+}
+impl AuditEvent for SweepRefused<'_> {
+    const ACTION: &'static str = "sweep.refused";
 }
 
 /// An operator decrypted a quarantine entry.

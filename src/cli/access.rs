@@ -195,7 +195,7 @@ fn roles_text(p: &access::policy::Principal) -> String {
 
 fn show(p: &access::Policy, format: Option<Format>, out: &mut dyn Write) -> Result<()> {
     if !p.exists() {
-        return Err(Error::Usage(
+        return Err(Error::Unusable(
             "this store has no access policy; `holdfast init` records the first one".into(),
         ));
     }

@@ -25,7 +25,7 @@ impl AnchorArgs {
             // a store from before signed heads: start its chain now (needs the keyring)
             None => {
                 let Some((_, kms)) = &keyring else {
-                    return Err(Error::Usage(
+                    return Err(Error::Unusable(
                         "the store has no signed head yet; run this once with its keyring to start one".into(),
                     ));
                 };
@@ -38,7 +38,7 @@ impl AnchorArgs {
                 crate::head::commit(c, &crate::head::Change::new("anchor"), clock.now()).await?;
                 crate::head::newest(&store)
                     .await?
-                    .ok_or_else(|| Error::Usage("no head after committing one".into()))?
+                    .ok_or_else(|| Error::Unusable("no head after committing one".into()))?
             }
         };
         if !newest.head.signature_ok() {

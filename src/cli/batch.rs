@@ -28,7 +28,8 @@ impl IngestArgs {
         } = self;
         let (store, kms) = open(&s).await?;
         let ctx = context(store, kms, clock);
-        ingest_paths(&ctx, source, tenant.as_deref(), &inputs, out).await
+        ingest_paths(&ctx, source, tenant.as_deref(), &inputs, out).await?;
+        Ok(())
     }
 }
 
@@ -109,19 +110,34 @@ impl RunArgs {
             store: store_path,
             keyring,
         };
-        let marker = s.store.join(layout::STORE_MARKER);
-        if !marker.exists() {
-            init(&s, p.store.retention_floor_days, false, clock.clone(), out).await?;
+        // with a machine format, stdout is one JSON document: the prose goes to stderr
+        let format = format.unwrap_or(Format::Table);
+        let mut stderr = std::io::stderr();
+        let prose: &mut dyn Write = if format == Format::Table {
+            &mut *out
+        } else {
+            &mut stderr
+        };
+        let initialised = !s.store.join(layout::STORE_MARKER).exists();
+        if initialised {
+            let floor = p.store.retention_floor_days;
+            init(&s, floor, false, clock.clone(), prose).await?;
         }
         let (store, kms) = open(&s).await?;
         let (_, policies) = pipeline_for(&store, Some(&pipeline)).await?;
         let ctx = context(store, kms, clock);
+        let mut ingested = Vec::new();
         for src in &p.sources {
-            ingest_paths(&ctx, src.format, src.tenant.as_deref(), &src.paths, out).await?;
+            let tenant = src.tenant.as_deref();
+            ingested.extend(ingest_paths(&ctx, src.format, tenant, &src.paths, prose).await?);
         }
         let report = job::batch(&ctx, &batch_options(Some(&p), policies)).await?;
         warn_damaged(&report);
-        output::write_report(format.unwrap_or(Format::Table), &report, out)
+        if format == Format::Table {
+            return output::write_report(format, &report, out);
+        }
+        let doc = serde_json::json!({ "init": initialised, "ingest": ingested, "batch": report });
+        output::write_json(format, &doc, out)
     }
 }
 
@@ -237,14 +253,24 @@ fn check_inputs(inputs: &[PathBuf]) -> Result<()> {
     }
 }
 
+/// What one input of `ingest` or `run` landed.
+#[derive(Debug, Serialize)]
+pub(super) struct Ingested {
+    pub input: String,
+    #[serde(flatten)]
+    pub report: job::IngestReport,
+}
+
+/// Lands every input, a line of prose on `out` for each.
 pub(super) async fn ingest_paths(
     ctx: &Context,
     source: SourceKind,
     tenant: Option<&str>,
     inputs: &[PathBuf],
     out: &mut dyn Write,
-) -> Result<()> {
+) -> Result<Vec<Ingested>> {
     check_inputs(inputs)?;
+    let mut ingested = Vec::with_capacity(inputs.len());
     for input in inputs {
         let report = if input.as_os_str() == "-" {
             job::ingest(
@@ -291,6 +317,10 @@ pub(super) async fn ingest_paths(
                 String::new()
             }
         );
+        ingested.push(Ingested {
+            input: input.display().to_string(),
+            report,
+        });
     }
-    Ok(())
+    Ok(ingested)
 }

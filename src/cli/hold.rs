@@ -91,7 +91,7 @@ async fn commit_head(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<()> {
     let kms =
-        kms.ok_or_else(|| Error::Usage("the keyring is needed to sign the store head".into()))?;
+        kms.ok_or_else(|| Error::Unusable("the keyring is needed to sign the store head".into()))?;
     let c = crate::head::Committer { store, kms, audit };
     crate::head::commit(c, &crate::head::Change::new(what), now).await?;
     Ok(())
@@ -331,8 +331,9 @@ pub(super) async fn hold_command(
                 holds.push(h.clone());
                 lease.check().await.map_err(crate::job::JobError::from)?;
                 if !hold::commit(&store, &registry, sha, holds).await? {
-                    return Err(Error::Usage(
-                        "the hold registry changed meanwhile; run the command again".into(),
+                    return Err(Error::conflict(
+                        "the hold registry changed meanwhile",
+                        true,
                     ));
                 }
                 // a batch that committed files after our scan but read the registry before our
@@ -385,9 +386,7 @@ pub(super) async fn hold_command(
                 at: now,
             };
             if !hold::commit(&store, &registry, sha, holds).await? {
-                return Err(Error::Usage(
-                    "the hold registry changed meanwhile; run the command again".into(),
-                ));
+                return Err(Error::conflict("the hold registry changed meanwhile", true));
             }
             audit
                 .record(
@@ -454,9 +453,7 @@ pub(super) async fn hold_command(
                 .cloned()
                 .collect();
             if !hold::commit(&store, &registry, sha, holds.clone()).await? {
-                return Err(Error::Usage(
-                    "the hold registry changed meanwhile; run the command again".into(),
-                ));
+                return Err(Error::conflict("the hold registry changed meanwhile", true));
             }
             for f in &freed {
                 store

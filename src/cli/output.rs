@@ -104,6 +104,15 @@ pub fn write_report<T: serde::Serialize + std::fmt::Display>(
     .map_err(out_err)
 }
 
+/// One JSON document, for a machine `--format`: pretty for `json`, one line otherwise.
+pub fn write_json(format: Format, doc: &serde_json::Value, out: &mut dyn Write) -> Result<()> {
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(doc),
+        _ => serde_json::to_string(doc),
+    };
+    writeln!(out, "{}", text.expect("serializes")).map_err(out_err)
+}
+
 /// The terminal's width in columns, when stdout is one.
 pub fn terminal_width() -> Option<u16> {
     if !std::io::stdout().is_terminal() {

@@ -152,7 +152,7 @@ pub(super) async fn replay(
     if !all {
         for id in &ids {
             if !entries.iter().any(|e| &e.id == id) {
-                return Err(Error::Usage(format!("quarantine entry {id} not found")));
+                return Err(Error::NotFound(format!("quarantine entry {id} not found")));
             }
         }
         entries.retain(|e| ids.contains(&e.id));
@@ -163,9 +163,17 @@ pub(super) async fn replay(
     gate.record(&replayed).await?;
     let ctx = context(store, kms, clock);
     let queued = job::queue_replay(&ctx, &entries, tenant.as_deref()).await?;
-    let _ = writeln!(out, "replaying {queued} quarantine entr(ies)");
+    let format = format.unwrap_or(Format::Table);
+    if format == Format::Table {
+        let _ = writeln!(out, "replaying {queued} quarantine entr(ies)");
+    }
     let report = job::batch(&ctx, &batch_options(p.as_ref(), policies)).await?;
-    output::write_report(format.unwrap_or(Format::Table), &report, out)
+    if format == Format::Table {
+        return output::write_report(format, &report, out);
+    }
+    // with a machine format, stdout is one JSON document
+    let doc = serde_json::json!({ "queued": queued, "batch": report });
+    output::write_json(format, &doc, out)
 }
 
 pub(super) async fn show(

@@ -167,7 +167,7 @@ pub(super) async fn shell(
         return run_script(s, gate, clock, format, &text, out).await;
     }
     let mut editor = rustyline::DefaultEditor::new()
-        .map_err(|e| Error::Usage(format!("cannot start the line editor: {e}")))?;
+        .map_err(|e| Error::Unusable(format!("cannot start the line editor: {e}")))?;
     let redactor = history_redactor(s).await;
     let history = history_path();
     if let Some(h) = &history {

@@ -121,15 +121,18 @@ pub(super) async fn init(
         let store = Store::open_local(&s.store, false)?;
         let existing = read_marker(&store).await?;
         if existing.group_readable != group_readable {
-            return Err(Error::Usage(format!(
-                "store {} is already initialised {}; file modes are chosen once, at init",
-                store.root().display(),
-                if existing.group_readable {
-                    "group-readable"
-                } else {
-                    "owner-only"
-                }
-            )));
+            return Err(Error::conflict(
+                format!(
+                    "store {} is already initialised {}; file modes are chosen once, at init",
+                    store.root().display(),
+                    if existing.group_readable {
+                        "group-readable"
+                    } else {
+                        "owner-only"
+                    }
+                ),
+                false,
+            ));
         }
     }
     let store = Store::init_local(&s.store, group_readable)?;
@@ -163,22 +166,28 @@ pub(super) async fn init(
         Put::AlreadyExists => {
             let existing = read_marker(&store).await?;
             if existing.kek_id != ring.kek_id() {
-                return Err(Error::Usage(format!(
-                    "store {} is bound to KEK {}, but keyring {} holds {}",
-                    store.root().display(),
-                    existing.kek_id,
-                    kpath.display(),
-                    ring.kek_id()
-                )));
+                return Err(Error::conflict(
+                    format!(
+                        "store {} is bound to KEK {}, but keyring {} holds {}",
+                        store.root().display(),
+                        existing.kek_id,
+                        kpath.display(),
+                        ring.kek_id()
+                    ),
+                    false,
+                ));
             }
             let recorded = existing
                 .retention_floor_days
                 .unwrap_or(crate::config::RetentionFloor::DEFAULT_DAYS);
             if floor_days.is_some_and(|d| d != recorded) {
-                return Err(Error::Usage(format!(
-                    "store {} has a retention floor of {recorded} days; it is set once, at init, and never changed",
-                    store.root().display()
-                )));
+                return Err(Error::conflict(
+                    format!(
+                        "store {} has a retention floor of {recorded} days; it is set once, at init, and never changed",
+                        store.root().display()
+                    ),
+                    false,
+                ));
             }
             let _ = writeln!(
                 out,
@@ -221,17 +230,29 @@ pub(super) async fn retention_floor(store: &Store) -> Result<crate::config::Rete
     })
 }
 
+/// `--store` naming nothing is a usage error (2); a path that exists but holds no store
+/// marker is a runtime failure (1).
+fn not_a_store(path: &Path) -> Error {
+    let what = format!(
+        "{} is not a holdfast store; run `holdfast init --store {}` first",
+        path.display(),
+        path.display()
+    );
+    if path.exists() {
+        Error::Unusable(what)
+    } else {
+        Error::Usage(what)
+    }
+}
+
 pub(super) async fn read_marker(store: &Store) -> Result<StoreMarker> {
     let path = object_store::path::Path::from(layout::STORE_MARKER);
-    let bytes = store.get_opt(&path).await?.ok_or_else(|| {
-        Error::Usage(format!(
-            "{} is not a holdfast store; run `holdfast init --store {}` first",
-            store.root().display(),
-            store.root().display()
-        ))
-    })?;
+    let bytes = store
+        .get_opt(&path)
+        .await?
+        .ok_or_else(|| not_a_store(store.root()))?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        Error::Usage(format!(
+        Error::Unusable(format!(
             "{}: unreadable store marker: {e}",
             store.root().display()
         ))
@@ -241,24 +262,23 @@ pub(super) async fn read_marker(store: &Store) -> Result<StoreMarker> {
 /// Opens an initialised store and its keyring, checking that they belong together.
 pub(super) async fn open(s: &StoreArgs) -> Result<(Store, Arc<dyn Kms>)> {
     if !s.store.is_dir() {
-        return Err(Error::Usage(format!(
-            "{} is not a holdfast store; run `holdfast init --store {}` first",
-            s.store.display(),
-            s.store.display()
-        )));
+        return Err(not_a_store(&s.store));
     }
     let store = Store::open_local(&s.store, false)?;
     let marker = read_marker(&store).await?;
     let kpath = keyring_path(s)?;
     let ring = LocalKeyring::load(&kpath)?;
     if ring.kek_id() != marker.kek_id {
-        return Err(Error::Usage(format!(
-            "store {} needs KEK {}, but keyring {} holds {}",
-            store.root().display(),
-            marker.kek_id,
-            kpath.display(),
-            ring.kek_id()
-        )));
+        return Err(Error::conflict(
+            format!(
+                "store {} needs KEK {}, but keyring {} holds {}",
+                store.root().display(),
+                marker.kek_id,
+                kpath.display(),
+                ring.kek_id()
+            ),
+            false,
+        ));
     }
     Ok((store, Arc::new(ring)))
 }

@@ -44,10 +44,9 @@ impl SweepArgs {
             session
                 .record(
                     None,
-                    &crate::audit::Refused {
-                        what: "sweep",
-                        query: "",
+                    &crate::audit::SweepRefused {
                         reason: &reason,
+                        dry_run,
                     },
                 )
                 .await?;
@@ -154,7 +153,7 @@ impl RetentionCommand {
         );
         let batches = crate::query::run_sql(&ctx, &sql).await?;
         let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
-            return Err(Error::Usage(format!(
+            return Err(Error::NotFound(format!(
                 "event {event} is not stored (never, expired on arrival, or swept)"
             )));
         };

@@ -9,6 +9,7 @@ mod common;
 mod crash;
 mod discovery;
 mod durability;
+mod exit;
 mod hooks;
 mod intake;
 mod pipeline;

@@ -275,8 +275,16 @@ fn the_main_job_runs_the_local_pipeline() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
+    // stdout is one JSON document: whether run initialised the store, each input, the batch
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["init"], true, "{doc}");
+    let ingested = doc["ingest"].as_array().unwrap();
+    assert!(!ingested.is_empty(), "{doc}");
+    assert!(
+        ingested.iter().all(|i| i["lines"].as_u64() > Some(0)),
+        "{doc}"
+    );
+    let report = &doc["batch"];
     // fixtures/canonical/events.ndjson: 600 lines, 570 unique (gen_events.py --events 600 --dup-rate 0.05 --seed 7),
     // plus the four legacy (1.0 and 2.0) events of legacy.ndjson, plus 36 events from the 48
     // vendor fixture lines (fixtures/*/expected.ndjson: 12 lines rejected, four of them for a
@@ -770,7 +778,8 @@ fn replay_after_a_fix_stores_what_passes_once() {
         "--format",
         "json",
     ]);
-    let r: serde_json::Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let r = &doc["batch"];
     assert_eq!(r["stored"], 9, "{r}");
     assert_eq!(r["replayed_out"], 8, "{r}");
     let left = quarantine_rows(&env);
@@ -796,7 +805,9 @@ fn replay_after_a_fix_stores_what_passes_once() {
         "--format",
         "json",
     ]);
-    let r: serde_json::Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["queued"], 4, "{doc}");
+    let r = &doc["batch"];
     assert_eq!(r["stored"], 0, "{r}");
     assert_eq!(quarantine_rows(&env).len(), 4);
     assert_eq!(
@@ -807,7 +818,8 @@ fn replay_after_a_fix_stores_what_passes_once() {
         env.run(&["quarantine", "replay", "--case", "INC-2", "--id", "q-nope"])
             .status
             .code(),
-        Some(2)
+        Some(1),
+        "a missing entry is a runtime failure, not a usage error"
     );
     assert!(env.verify().0);
 }
