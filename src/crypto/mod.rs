@@ -363,27 +363,13 @@ pub fn open_record(
     out
 }
 
-/// HMAC-SHA-256 (RFC 2104).
+/// HMAC-SHA-256 (RFC 2104), from the `hmac` crate (its key state is zeroized on drop).
 pub fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    let mut ipad = [0x36u8; 64];
-    let mut opad = [0x5cu8; 64];
-    for (i, k) in key.iter().enumerate() {
-        ipad[i] ^= k;
-        opad[i] ^= k;
-    }
-    let inner = sha2::Sha256::new()
-        .chain_update(ipad)
-        .chain_update(message)
-        .finalize();
-    let out: [u8; 32] = sha2::Sha256::new()
-        .chain_update(opad)
-        .chain_update(inner)
-        .finalize()
-        .into();
-    ipad.zeroize();
-    opad.zeroize();
-    out
+    use hmac::{KeyInit, Mac};
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// The normal form a blind index hashes: e-mail lower-cased; a phone number as E.164
@@ -460,6 +446,27 @@ mod tests {
         ));
         let other = DataKey::generate().cipher();
         assert!(other.open(&sealed, &a, &|| "x".into()).is_err());
+    }
+
+    /// RFC 4231 test case 1 (a 20-byte key: HMAC pads it with zeros to the block size, as
+    /// ours is padded to 32 bytes), and a blind-index value computed before the `hmac` crate
+    /// replaced the hand-written construction: stored blind indexes must not change.
+    #[test]
+    fn hmac_matches_rfc_4231_and_earlier_blind_indexes() {
+        let mut key = [0u8; 32];
+        key[..20].copy_from_slice(&[0x0b; 20]);
+        assert_eq!(
+            hex::encode(hmac_sha256(&key, b"Hi There")),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+        assert_eq!(
+            hex::encode(hmac_sha256(&[7u8; 32], b"+15550198765")),
+            "cacae5935b4085922db3472c232115ac95ffd86a2b252ba1f7466d18af9107e0"
+        );
+        assert_eq!(
+            hex::encode(blind_index(&[7u8; 32], "tel:+1 555 019 8765")),
+            "cacae5935b4085922db3472c232115ac"
+        );
     }
 
     #[test]
