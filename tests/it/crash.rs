@@ -85,7 +85,8 @@ fn crash_between_landing_deletes() {
     crash_at("batch.after_landing_delete:1");
 }
 
-/// kill -9 at random instants, several times in a row, then a clean rerun.
+/// kill -9 at random instants, several times in a row, then a clean rerun. The seed is
+/// printed; `HOLDFAST_TEST_SEED=<seed>` replays the same kill times.
 #[test]
 fn kill_at_random_times() {
     let (env, unique) = prepared(11, 12_000);
@@ -95,18 +96,25 @@ fn kill_at_random_times() {
     // that batch completed; ingest fresh events to have work for the kills
     let g = common::generate(12, 12_000, 300, 4);
     env.ingest(&env.write("c.ndjson", &g.ndjson));
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("kill_at_random_times seed {seed} (clean batch took {took:?})");
+    let seed = match std::env::var("HOLDFAST_TEST_SEED") {
+        Ok(s) => s.parse().expect("HOLDFAST_TEST_SEED is a u64"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    };
+    eprintln!(
+        "kill_at_random_times seed {seed} (replay with HOLDFAST_TEST_SEED={seed}); a clean batch took {took:?}"
+    );
+    // kill times fall within 80% of a clean batch's run time, so that a kill lands mid-run
+    let window = (took.as_millis() as u64 * 4 / 5).max(1);
     let mut x = seed | 1;
     let mut killed = 0;
-    for _ in 0..4 {
+    for round in 0..4 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let at = Duration::from_millis(20 + x % (took.as_millis() as u64 + 50));
+        let at = Duration::from_millis(20 + x % window);
         let mut child = env
             .cmd(&["batch"])
             .stdout(std::process::Stdio::null())
@@ -117,10 +125,16 @@ fn kill_at_random_times() {
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             killed += 1;
+            eprintln!("round {round}: killed at {at:?}");
+        } else {
+            eprintln!("round {round}: finished before {at:?}");
         }
         child.wait().unwrap();
     }
-    eprintln!("killed {killed} of 4 batches mid-run");
+    assert!(
+        killed > 0,
+        "seed {seed}: every batch finished before its kill time; the test killed nothing"
+    );
     env.batch();
     assert_exactly_once(&env, unique + g.unique);
 }
