@@ -25,6 +25,7 @@ fn a_dry_run_plans_from_the_manifests_and_changes_nothing() {
         day1,
         "{plan}"
     );
+    assert!(day1 > 0);
     assert!(
         plan["delete"]
             .as_array()
@@ -32,10 +33,10 @@ fn a_dry_run_plans_from_the_manifests_and_changes_nothing() {
             .iter()
             .all(|f| f["partition"].as_str().unwrap().contains("day=01"))
     );
+    let mixed = plan["mixed"].as_array().unwrap();
+    assert!(!mixed.is_empty(), "{plan}");
     assert!(
-        plan["mixed"]
-            .as_array()
-            .unwrap()
+        mixed
             .iter()
             .all(|f| f["partition"].as_str().unwrap().contains("day=02"))
     );
@@ -175,8 +176,10 @@ fn holds_pin_files_and_need_two_people_to_release() {
     let out = env.ok(&["hold", "apply", "--file", a.to_str().unwrap()]);
     assert!(out.contains("pinned"), "{out}");
     env.ok(&["hold", "apply", "--file", b.to_str().unwrap()]);
-    let held_files = env.query("SELECT DISTINCT path FROM manifests").len();
-    assert!(held_files > 0);
+    // the held files: those the holds list, not every file of the store
+    let held = held_files(&env);
+    let all = env.query("SELECT DISTINCT path FROM manifests").len();
+    assert!(!held.is_empty() && held.len() < all, "{held:?} of {all}");
     // far in the future everything has expired, but held files stay
     let far = "2040-01-01T00:00:00Z";
     let count_a = env.count("SELECT count(*) FROM events WHERE interaction_id = 'int-70-0'");
@@ -187,6 +190,14 @@ fn holds_pin_files_and_need_two_people_to_release() {
     assert!(
         !rewrites.is_empty() && rewrites.iter().all(|r| r["reason"] == "held"),
         "{plan}"
+    );
+    let rewritten: std::collections::BTreeSet<String> = rewrites
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        rewritten, held,
+        "the held files, and only they, are rewritten"
     );
     // the held files' locks have run out: survivors move to new files, the rest goes now
     let r: serde_json::Value =
@@ -350,10 +361,15 @@ fn records_arriving_for_an_active_hold_are_held_from_the_start() {
     ]);
     env.ingest(&env.write("e.ndjson", &common::generate(71, 300, 0, 2).ndjson));
     let r = env.batch();
-    assert!(r["held_new_files"].as_u64().unwrap() > 0, "{r}");
+    // every file of the held day holds q-3 records: each is pinned as it is written
+    let day1_files = env.count("SELECT count(*) FROM manifests WHERE day = 1");
+    assert!(day1_files > 0);
+    assert_eq!(r["held_new_files"].as_i64(), Some(day1_files), "{r}");
+    let covered = env.count("SELECT count(*) FROM events WHERE queue_id = 'q-3' AND day = 1");
+    assert!(covered > 0);
     env.ok_at("2040-01-01T00:00:00Z", &["sweep"]);
     let kept = env.count("SELECT count(*) FROM events WHERE queue_id = 'q-3' AND day = 1");
-    assert!(kept > 0, "the covered records survive the sweep");
+    assert_eq!(kept, covered, "the covered records survive the sweep");
     assert!(env.verify().0);
 }
 
@@ -678,6 +694,24 @@ fn explain_says_which_policy_and_why() {
 }
 
 /// Every file an active hold lists is committed, stored and pinned by the storage layer.
+/// The files the active holds of the registry list.
+fn held_files(env: &Env) -> std::collections::BTreeSet<String> {
+    let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (registry, _) = rt
+        .block_on(holdfast::retention::hold::load(&store))
+        .unwrap();
+    registry
+        .holds
+        .iter()
+        .filter(|h| h.active())
+        .flat_map(|h| h.files.iter().cloned())
+        .collect()
+}
+
 fn assert_holds_pin_what_they_list(env: &Env) {
     let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
