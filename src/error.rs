@@ -101,3 +101,30 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn only_usage_errors_exit_2_and_conflicts_say_whether_to_retry() {
+        assert_eq!(Error::Usage("--now: bad".into()).exit_code(), 2);
+        assert_eq!(Error::NotFound("event e1".into()).exit_code(), 1);
+        assert_eq!(Error::Unusable("not a store".into()).exit_code(), 1);
+        let again = Error::conflict("the hold registry changed meanwhile", true);
+        assert_eq!(again.exit_code(), 1);
+        assert_eq!(
+            again.report(),
+            "the hold registry changed meanwhile; running the command again may succeed"
+        );
+        let never = Error::conflict("store s is bound to KEK a", false);
+        assert_eq!(never.exit_code(), 1);
+        assert!(
+            never
+                .report()
+                .ends_with("running the command again will not help")
+        );
+        let access = Error::Access(crate::access::AccessError::NotFound("no request".into()));
+        assert_eq!(access.exit_code(), 1);
+    }
+}
