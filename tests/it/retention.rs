@@ -685,12 +685,10 @@ fn explain_says_which_policy_and_why() {
         env.ok(&["retention", "explain", "--event", "legacy-1.0-declared"])
             .contains("legal holds: LIT-X")
     );
-    assert_eq!(
-        env.run(&["retention", "explain", "--event", "nope"])
-            .status
-            .code(),
-        Some(2)
-    );
+    // a missing event is a runtime failure (1), not a usage error
+    let out = env.run(&["retention", "explain", "--event", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("event nope is not stored"));
 }
 
 /// Every file an active hold lists is committed, stored and pinned by the storage layer.
