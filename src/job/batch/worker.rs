@@ -1,0 +1,242 @@
+//! The batch's worker threads: open landing blocks, decode, validate, hash, compress and
+//! seal records (see [`super`]).
+
+use super::*;
+use crate::clock::micros;
+use crate::config::{Policies, RetentionFloor};
+use crate::crypto::{RecordCompressor, record_aad, seal_record, sha256};
+use crate::job::JobError;
+use crate::lake::datafile::Row;
+use crate::lake::layout::Partition;
+use crate::schema::{self, Reject};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One worker's cache of tenants' blind-index keys.
+pub(super) struct IndexKeys<'a> {
+    pub(super) kms: &'a dyn crate::crypto::kms::Kms,
+    pub(super) keys: HashMap<String, crate::crypto::kms::IndexKey>,
+}
+
+impl IndexKeys<'_> {
+    fn hmacs(
+        &mut self,
+        tenant: &str,
+        addresses: &[String],
+    ) -> Result<Vec<[u8; crate::crypto::BLIND_INDEX_BYTES]>, Reject> {
+        if addresses.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.keys.contains_key(tenant) {
+            let k = futures::executor::block_on(self.kms.index_key(tenant))
+                .map_err(|e| Reject::new("kms.index_key", "/tenantId", e.to_string()))?;
+            self.keys.insert(tenant.to_string(), k);
+        }
+        let key = &self.keys[tenant];
+        let mut out: Vec<[u8; crate::crypto::BLIND_INDEX_BYTES]> = addresses
+            .iter()
+            .map(|a| crate::crypto::blind_index(key, a))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+/// One worker thread: what it shares (key book, policies, the batch's time) and what it
+/// keeps (cached partition keys and index keys, a zstd context).
+pub(super) struct Worker<'a> {
+    pub(super) keys: &'a KeyBook,
+    pub(super) policies: &'a Policies,
+    pub(super) floor: RetentionFloor,
+    pub(super) max_future: chrono::Duration,
+    pub(super) now: chrono::DateTime<chrono::Utc>,
+    pub(super) validator: &'static schema::Validator,
+    pub(super) parts: HashMap<FileKey, Arc<PartKeys>>,
+    pub(super) index_keys: IndexKeys<'a>,
+    pub(super) z: RecordCompressor,
+}
+
+impl Worker<'_> {
+    pub(super) fn work(&mut self, chunk: &Chunk) -> Result<Processed, JobError> {
+        let seg = &chunk.seg;
+        let mut data = seg.segment.open_block(&seg.cipher, chunk.block)?;
+        let mut out = Processed {
+            seq: chunk.seq,
+            seg: seg.clone(),
+            lines: 0,
+            blank: 0,
+            items: Vec::new(),
+        };
+        if !data.is_empty() {
+            let body = data.strip_suffix(b"\n").unwrap_or(&data);
+            let mut start = 0;
+            let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
+            for end in ends {
+                let line = &body[start..end];
+                start = end + 1;
+                let local = out.lines;
+                out.lines += 1;
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    out.blank += 1;
+                    continue;
+                }
+                match self.decode_line(seg, line) {
+                    Ok(rows) => out.items.extend(rows),
+                    Err(Rejected { reject, expired }) => out.items.push(Item::Reject {
+                        line: local,
+                        reject,
+                        original: line.to_vec(),
+                        expired,
+                    }),
+                }
+            }
+        }
+        zeroize::Zeroize::zeroize(&mut data);
+        Ok(out)
+    }
+
+    /// Whether an event's time is one the store keeps: not later than its arrival plus
+    /// `max_future`, its retention not ended (`now`), and not older than the store's floor
+    /// allows. Anything else waits in quarantine for a person to decide.
+    fn check_time(
+        &self,
+        arrived_at: chrono::DateTime<chrono::Utc>,
+        f: &schema::IndexFields,
+        expires: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<chrono::DateTime<chrono::Utc>, Rejected> {
+        let at = crate::clock::fmt_ts(f.occurred_at);
+        let arrived = crate::clock::fmt_ts(arrived_at);
+        if arrived_at
+            .checked_add_signed(self.max_future)
+            .is_some_and(|latest| f.occurred_at > latest)
+        {
+            return Err(Reject::new(
+                "event.occurred_at_future",
+                "/occurredAt",
+                format!(
+                    "occurredAt {at} is more than {} hour(s) after the event arrived ({arrived})",
+                    self.max_future.num_hours()
+                ),
+            )
+            .into());
+        }
+        let Some(expires) = expires else {
+            return Err(Reject::new(
+                "retention.expiry",
+                "/occurredAt",
+                format!("occurredAt {at} plus the retention period is past the end of time"),
+            )
+            .into());
+        };
+        if expires <= self.now {
+            return Err(Rejected {
+                reject: Reject::new(
+                    "retention.expired_on_arrival",
+                    "/occurredAt",
+                    format!(
+                        "occurredAt {at}: its retention ended at {} before the batch at {}",
+                        crate::clock::fmt_ts(expires),
+                        crate::clock::fmt_ts(self.now)
+                    ),
+                ),
+                expired: Some(f.event_id.clone()),
+            });
+        }
+        if self.floor.passed(f.occurred_at, arrived_at) {
+            return Err(Reject::new(
+                "event.occurred_at_past",
+                "/occurredAt",
+                format!(
+                    "occurredAt {at} is more than the store's retention floor ({} days) before the event arrived ({arrived})",
+                    self.floor.days
+                ),
+            )
+            .into());
+        }
+        Ok(expires)
+    }
+
+    fn decode_line(&mut self, seg: &SegCtx, line: &[u8]) -> Result<Vec<Item>, Rejected> {
+        let decoded = seg
+            .source
+            .decode(line, seg.segment.header.tenant.as_deref())?;
+        let mut items = Vec::with_capacity(decoded.len());
+        for d in decoded {
+            let checked = self.validator.check(&d.event)?;
+            let f = checked.fields;
+            // an upcast event is stored as its current-version serialization
+            let record: std::borrow::Cow<'_, [u8]> = match &checked.upcast {
+                Some(up) => std::borrow::Cow::Owned(
+                    serde_json::to_vec(up).expect("a JSON value serializes"),
+                ),
+                None => d.record,
+            };
+            let partition = Partition::of(f.occurred_at, &f.interaction_type).ok_or_else(|| {
+                Reject::new(
+                    "event.partition",
+                    "/occurredAt",
+                    "occurredAt or interactionType cannot name a partition",
+                )
+            })?;
+            let (policy_id, expires) =
+                self.policies
+                    .apply(&f.tenant_id, &f.interaction_type, f.occurred_at);
+            let expires = self.check_time(seg.segment.header.arrived_at, &f, expires)?;
+            let file = FileKey {
+                partition,
+                policy: policy_id.clone(),
+            };
+            let pk = self
+                .parts
+                .entry(file.clone())
+                .or_insert_with(|| self.keys.part(&file));
+            let (payload, plain) = match pk.dict.get() {
+                Some(dict) => {
+                    let aad = record_aad(
+                        &f.tenant_id,
+                        &f.event_id,
+                        &f.interaction_id,
+                        pk.cipher.dek_id(),
+                    );
+                    let mut payload = Vec::with_capacity(record.len() / 3 + 64);
+                    seal_record(
+                        &pk.cipher,
+                        &mut self.z,
+                        dict.as_deref(),
+                        &record,
+                        &aad,
+                        &mut payload,
+                    );
+                    (payload, None)
+                }
+                None => (Vec::new(), Some(record.clone().into_owned())),
+            };
+            let key = id_key(&f.tenant_id, &f.event_id);
+            let address_hmacs = self.index_keys.hmacs(&f.tenant_id, &f.addresses)?;
+            let row = Row {
+                record_hash: sha256(&record),
+                event_id: f.event_id,
+                interaction_id: f.interaction_id,
+                tenant_id: f.tenant_id,
+                source_platform: f.source_platform,
+                state: f.state,
+                direction: f.direction,
+                occurred_at: micros(f.occurred_at),
+                ingested_at: seg.ingested_at,
+                queue_id: f.queue_id,
+                agent_ids: f.agent_ids,
+                address_hmacs,
+                wrap_up_code: f.wrap_up_code,
+                disposition: f.disposition,
+                schema_version: f.schema_version,
+                policy_id,
+                expires_at: micros(expires),
+                payload,
+            };
+            items.push(Item::Row(file, key, Box::new(row), plain));
+        }
+        Ok(items)
+    }
+}
