@@ -15,7 +15,9 @@
 //!   it would gain little and store the survivors twice meanwhile; it goes whole then.
 
 pub mod hold;
+mod plan;
 pub mod rewrite;
+pub use plan::{AwaitingInfo, FileInfo, RewriteInfo, RewriteReason, SweepPlan, inputs, plan};
 
 use crate::audit::{Audit, AuditEvent};
 use crate::crypto::kms::Kms;
@@ -23,11 +25,10 @@ use crate::lake::LakeError;
 use crate::lake::layout::Partition;
 use crate::lake::manifest::{self, Commit};
 use crate::lake::storage::Store;
-use arrow::array::AsArray;
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
@@ -53,164 +54,6 @@ pub enum SweepError {
         "the plan rewrites {0} file(s), which needs the keyring (the sweep moves survivors to a new DEK); none was rewritten"
     )]
     NoKeys(usize),
-}
-
-/// One committed file, as the plan sees it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct FileInfo {
-    pub partition: String,
-    pub path: String,
-    pub record_count: i64,
-    pub earliest_expiry: DateTime<Utc>,
-    pub latest_expiry: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum RewriteReason {
-    /// An active legal hold lists the file: its covered records survive.
-    Held,
-    /// Its unexpired records survive, and its last one expires long after now.
-    Mixed,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RewriteInfo {
-    #[serde(flatten)]
-    pub file: FileInfo,
-    pub reason: RewriteReason,
-}
-
-/// A file an earlier rewrite took out of its partition, still stored.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct AwaitingInfo {
-    pub partition: String,
-    pub path: String,
-    pub replaced_by: String,
-    pub record_count: u64,
-    /// When its storage lock runs out (its last record's expiry).
-    pub latest_expiry: DateTime<Utc>,
-    /// The lock has run out: delete it now.
-    pub due: bool,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct SweepPlan {
-    pub now: Option<DateTime<Utc>>,
-    /// Every record expired, no hold: remove the file.
-    pub delete: Vec<FileInfo>,
-    /// Expired records to drop, survivors to move to a new file.
-    pub rewrite: Vec<RewriteInfo>,
-    /// Some records expired, the last expires within `rewrite_min_days`: kept whole until then.
-    pub mixed: Vec<FileInfo>,
-    /// Some records expired, but a hold covers every record: kept whole.
-    pub held: Vec<FileInfo>,
-    /// Rewritten earlier and still stored: deleted once due (re-checks the new file's lock).
-    pub awaiting_deletion: Vec<AwaitingInfo>,
-    pub unexpired_files: u64,
-}
-
-/// Decides what may be deleted or rewritten. No I/O, no clock. `held`: the files active holds
-/// list, each with the most records one hold is known to cover in it (0: not known).
-pub fn plan(
-    now: DateTime<Utc>,
-    files: Vec<FileInfo>,
-    awaiting: Vec<AwaitingInfo>,
-    held: &HashMap<String, u64>,
-    rewrite_min_days: u32,
-) -> SweepPlan {
-    let mut p = SweepPlan {
-        now: Some(now),
-        ..Default::default()
-    };
-    // a rewrite killed before the registry listed its new file: the new file is as held as
-    // the old one (the execute step moves the listing)
-    let mut held = held.clone();
-    let replacements: Vec<String> = awaiting
-        .iter()
-        .filter(|a| held.contains_key(&a.path))
-        .map(|a| a.replaced_by.clone())
-        .collect();
-    for r in replacements {
-        held.entry(r).or_insert(0);
-    }
-    let held = &held;
-    let min_gain = chrono::Duration::days(rewrite_min_days.into());
-    for f in files {
-        let covered = held.get(&f.path).copied();
-        let is_held = covered.is_some();
-        if f.earliest_expiry > now {
-            p.unexpired_files += 1;
-        } else if covered.is_some_and(|n| n >= f.record_count as u64) {
-            p.held.push(f);
-        } else if f.latest_expiry <= now && !is_held {
-            p.delete.push(f);
-        } else if f.latest_expiry <= now || f.latest_expiry - now >= min_gain {
-            let reason = if is_held {
-                RewriteReason::Held
-            } else {
-                RewriteReason::Mixed
-            };
-            p.rewrite.push(RewriteInfo { file: f, reason });
-        } else {
-            p.mixed.push(f);
-        }
-    }
-    p.awaiting_deletion = awaiting
-        .into_iter()
-        .map(|a| AwaitingInfo {
-            due: a.latest_expiry <= now,
-            ..a
-        })
-        .collect();
-    p
-}
-
-/// The planner's input, from one read of the latest manifests: the committed files (through
-/// the `manifests` table and `sql/retention/sweep_candidates.sql`) and the rewritten files
-/// still stored (their `removed` history).
-pub async fn inputs(store: &Store) -> Result<(Vec<FileInfo>, Vec<AwaitingInfo>), SweepError> {
-    let latest = manifest::load_latest_all(store).await?;
-    let mut awaiting = Vec::new();
-    for l in &latest {
-        for r in l.manifest.removed.iter().filter(|r| r.awaiting_deletion()) {
-            awaiting.push(AwaitingInfo {
-                partition: l.manifest.partition.dir(),
-                path: r.path.clone(),
-                replaced_by: r.replaced_by.clone().unwrap_or_default(),
-                record_count: r.record_count,
-                latest_expiry: r.latest_expiry,
-                due: false,
-            });
-        }
-    }
-    let (ctx, _) = crate::query::session_on(store, latest, None, false).await?;
-    let sql = include_str!("../../sql/retention/sweep_candidates.sql");
-    let mut files = Vec::new();
-    for b in crate::query::run_sql(&ctx, sql).await? {
-        let s = |i: usize| b.column(i).as_string::<i32>().clone();
-        let (part, path) = (s(0), s(1));
-        let n = b
-            .column(2)
-            .as_primitive::<arrow::datatypes::Int64Type>()
-            .clone();
-        let ts = |i: usize| {
-            b.column(i)
-                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
-                .clone()
-        };
-        let (e, l) = (ts(3), ts(4));
-        for r in 0..b.num_rows() {
-            files.push(FileInfo {
-                partition: part.value(r).to_string(),
-                path: path.value(r).to_string(),
-                record_count: n.value(r),
-                earliest_expiry: crate::clock::from_micros(e.value(r)),
-                latest_expiry: crate::clock::from_micros(l.value(r)),
-            });
-        }
-    }
-    Ok((files, awaiting))
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -744,49 +587,4 @@ async fn finish_replacements(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn file() -> impl Strategy<Value = FileInfo> {
-        (0i64..4_000, 0i64..4_000, 1i64..100_000).prop_map(|(a, b, n)| {
-            let (lo, hi) = (a.min(b), a.max(b));
-            let t =
-                |d: i64| DateTime::<Utc>::from_timestamp(1_900_000_000 + d * 86_400, 0).unwrap();
-            FileInfo {
-                partition: format!("p{lo}"),
-                path: format!("f{lo}-{hi}-{n}"),
-                record_count: n,
-                earliest_expiry: t(lo),
-                latest_expiry: t(hi),
-            }
-        })
-    }
-
-    proptest! {
-        /// Nothing with an unexpired or held record is ever planned for deletion, every fully
-        /// expired unheld file is, rewrites happen only where they free something, and every
-        /// file lands in exactly one bucket.
-        #[test]
-        fn the_plan_never_deletes_anything_unexpired_or_held(files in proptest::collection::vec(file(), 0..200), day in 0i64..4_000, held_every in 1usize..6, min_days in 0u32..30) {
-            let now = DateTime::<Utc>::from_timestamp(1_900_000_000 + day * 86_400, 0).unwrap();
-            let n = files.len() as u64;
-            // every other held file is known to be covered whole
-            let held: HashMap<String, u64> = files.iter().step_by(held_every).enumerate().map(|(i, f)| (f.path.clone(), if i % 2 == 0 { f.record_count as u64 } else { 0 })).collect();
-            let expired = files.iter().filter(|f| f.latest_expiry <= now && !held.contains_key(&f.path)).count();
-            let p = plan(now, files, Vec::new(), &held, min_days);
-            prop_assert!(p.delete.iter().all(|f| f.latest_expiry <= now && !held.contains_key(&f.path)));
-            prop_assert!(p.held.iter().all(|f| f.earliest_expiry <= now && held[&f.path] >= f.record_count as u64), "kept whole only when wholly covered");
-            prop_assert_eq!(p.delete.len(), expired);
-            for r in &p.rewrite {
-                prop_assert!(r.file.earliest_expiry <= now, "a rewrite drops something expired");
-                prop_assert!(r.file.latest_expiry <= now || r.file.latest_expiry - now >= chrono::Duration::days(min_days.into()));
-                prop_assert!(r.file.latest_expiry > now || held.contains_key(&r.file.path), "fully expired and unheld goes whole");
-                prop_assert_eq!(r.reason == RewriteReason::Held, held.contains_key(&r.file.path));
-                prop_assert!(held.get(&r.file.path).is_none_or(|n| *n < r.file.record_count as u64));
-            }
-            prop_assert!(p.mixed.iter().all(|f| f.earliest_expiry <= now && f.latest_expiry > now));
-            prop_assert_eq!(p.delete.len() as u64 + p.rewrite.len() as u64 + p.mixed.len() as u64 + p.held.len() as u64 + p.unexpired_files, n);
-        }
-    }
-}
+mod tests;

@@ -1,0 +1,107 @@
+use super::*;
+use std::os::unix::fs::PermissionsExt;
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn local_keyring_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k/keyring.json");
+    let ring = LocalKeyring::create(&path, "2026-01-01T00:00:00Z").unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    block(contract::round_trip(&ring));
+    block(contract::rejects_altered_or_moved(&ring));
+    // a reloaded keyring unwraps what the first one wrapped
+    let dek = DataKey::generate();
+    let w = block(ring.wrap(&dek)).unwrap();
+    let again = LocalKeyring::load(&path).unwrap();
+    assert_eq!(
+        block(again.unwrap_key(dek.id(), &w)).unwrap().expose(),
+        dek.expose()
+    );
+    assert!(
+        LocalKeyring::create(&path, "x").is_err(),
+        "never overwrites a keyring"
+    );
+}
+
+#[test]
+fn refuses_world_readable_keyring() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyring.json");
+    LocalKeyring::create(&path, "2026-01-01T00:00:00Z").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = LocalKeyring::load(&path).unwrap_err().to_string();
+    assert!(err.contains("0600"), "{err}");
+}
+
+/// A version-1 keyring (no signing key) still unwraps; the first signature adds a key to
+/// the file (mode 0600, version 2) and later loads sign with the same key.
+#[test]
+fn a_version_1_keyring_gains_a_signing_key_on_first_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyring.json");
+    let ring = LocalKeyring::create(&path, "2026-01-01T00:00:00Z").unwrap();
+    let dek = DataKey::generate();
+    let w = block(ring.wrap(&dek)).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(v["version"], 2);
+    v.as_object_mut().unwrap().remove("signing_key");
+    v["version"] = 1.into();
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+    let old = LocalKeyring::load(&path).unwrap();
+    assert_eq!(
+        block(old.signing_key()).unwrap(),
+        None,
+        "loading creates nothing"
+    );
+    assert_eq!(
+        block(old.unwrap_key(dek.id(), &w)).unwrap().expose(),
+        dek.expose()
+    );
+    let signed = block(old.sign(b"head")).unwrap();
+    assert!(signed.public_key.verify(b"head", &signed.signature));
+    assert!(!signed.public_key.verify(b"other", &signed.signature));
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = LocalKeyring::load(&path).unwrap();
+    assert_eq!(block(again.signing_key()).unwrap(), Some(signed.public_key));
+    assert_eq!(
+        block(again.sign(b"x")).unwrap().public_key,
+        signed.public_key
+    );
+    assert_eq!(
+        block(again.unwrap_key(dek.id(), &w)).unwrap().expose(),
+        dek.expose(),
+        "the KEKs are untouched"
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"version\": 2"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no temporary left"
+    );
+}
+
+#[test]
+fn debug_and_errors_hold_no_key_material() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyring.json");
+    let ring = LocalKeyring::create(&path, "2026-01-01T00:00:00Z").unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let material = file["keys"][0]["material"].as_str().unwrap().to_string();
+    assert!(!format!("{ring:?}").contains(&material));
+}
