@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod format;
 pub mod head;
 pub mod hooks;
 pub mod job;
