@@ -6,6 +6,8 @@
 //! manifests), the hold registry's latest version, the lock records of committed and held
 //! files, and data files no manifest lists (a problem unless an interrupted job left them).
 
+mod chain;
+
 use super::intent;
 use super::{ACCESS, AUDIT, Anchor, HOLDS, Head, HeadStarted, Position};
 use crate::audit::{Audit, AuditEvent, BatchCommitted};
@@ -15,6 +17,7 @@ use crate::lake::layout::{self, Partition};
 use crate::lake::manifest::Loaded;
 use crate::lake::storage::Store;
 use crate::lake::verify::{HeadSummary, LakeState, VerifyReport};
+use chain::{check_link, check_signer, keyring_signing_key};
 use object_store::path::Path;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -64,19 +67,7 @@ async fn check_heads(
     let mut prev: Option<(Head, String)> = None;
     let mut chain_key: Option<PublicKey> = None;
     let mut by_seq: HashMap<u64, (String, PublicKey)> = HashMap::new();
-    let keyring_key = match o.keyring {
-        Some(kms) => match kms.signing_key().await {
-            Ok(k) => k,
-            Err(e) => {
-                r.problem(layout::HEADS, format!("keyring: {e}"));
-                None
-            }
-        },
-        None => None,
-    };
-    if o.keyring.is_some() && keyring_key.is_none() && !seqs.is_empty() {
-        r.notes.push("the keyring has no signing key yet".into());
-    }
+    let keyring_key = keyring_signing_key(o, !seqs.is_empty(), r).await;
     for (i, &seq) in seqs.iter().enumerate() {
         r.head_versions += 1;
         let object = layout::head(seq).to_string();
@@ -95,48 +86,8 @@ async fn check_heads(
             }
         };
         let h = &loaded.head;
-        if !h.signature_ok() {
-            r.problem(&object, "signature does not verify with the key it names");
-        }
-        match chain_key {
-            None => chain_key = Some(h.public_key),
-            Some(k) if k != h.public_key => r.problem(
-                &object,
-                format!(
-                    "signed by {}, but the chain is signed by {}",
-                    h.public_key.fingerprint(),
-                    k.fingerprint()
-                ),
-            ),
-            Some(_) => {}
-        }
-        if let Some(k) = keyring_key.filter(|k| *k != h.public_key) {
-            r.problem(
-                &object,
-                format!(
-                    "signed by {}, but the keyring's signing key is {}",
-                    h.public_key.fingerprint(),
-                    k.fingerprint()
-                ),
-            );
-        }
-        let expected = prev.as_ref().map(|(p, sha)| Position {
-            sequence: p.sequence,
-            sha256: sha.clone(),
-        });
-        if h.previous != expected && !(seq == 1 && h.previous.is_none()) {
-            r.problem(&object, "link to the previous head is broken");
-        }
-        if let Some((p, _)) = &prev {
-            for (part, was) in &p.partitions {
-                if h.partitions
-                    .get(part)
-                    .is_none_or(|now| now.sequence < was.sequence)
-                {
-                    r.problem(&object, format!("goes back on partition {part}"));
-                }
-            }
-        }
+        check_signer(h, &object, &mut chain_key, keyring_key, r);
+        check_link(h, seq, &object, prev.as_ref(), r);
         by_seq.insert(seq, (loaded.sha256.clone(), h.public_key));
         prev = Some((loaded.head, loaded.sha256));
     }

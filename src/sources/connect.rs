@@ -46,6 +46,64 @@ fn segment_attr(r: &Value, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+fn interaction_type(r: &Value, channel: &str) -> String {
+    let subtype = segment_attr(r, "connect:Subtype");
+    match channel {
+        "VOICE" => "CALL".to_string(),
+        "CHAT" if subtype.as_deref() == Some("connect:SMS") => "SMS".into(),
+        "CHAT" => "CHAT".into(),
+        "EMAIL" => "EMAIL".into(),
+        other => vendor::token(other),
+    }
+}
+
+fn direction(r: &Value, channel: &str) -> Option<String> {
+    match text(r, "InitiationMethod").as_deref() {
+        Some("INBOUND") => Some("INBOUND".to_string()),
+        Some("OUTBOUND" | "EXTERNAL_OUTBOUND" | "CALLBACK") => Some("OUTBOUND".into()),
+        Some("API") => segment_attr(r, "connect:Direction")
+            .or_else(|| (channel == "CHAT").then(|| "INBOUND".into())),
+        // TRANSFER, QUEUE_TRANSFER: the direction is the initial contact's, not in this record
+        _ => None,
+    }
+}
+
+/// The customer (from `CustomerEndpoint`) and the agent (from `Agent`) of a contact record.
+fn participants(
+    r: &Value,
+    contact: &str,
+    initiated: &str,
+    disconnected: Option<&str>,
+) -> Vec<Value> {
+    let mut people = Vec::new();
+    let disconnected = disconnected.map(str::to_string);
+    if let Some(ep) = r.get("CustomerEndpoint").filter(|e| e.is_object()) {
+        let joined = text(r, "ConnectedToSystemTimestamp").or_else(|| Some(initiated.to_string()));
+        people.push(participant(
+            format!("{contact}-customer"),
+            "CUSTOMER",
+            text(ep, "Address"),
+            joined,
+            disconnected.clone(),
+        ));
+    }
+    if let Some(a) = r.get("Agent").filter(|a| a.is_object()) {
+        let id = text(a, "ARN")
+            .map(|arn| vendor::last_segment(&arn).to_string())
+            .or_else(|| text(a, "Username"))
+            .unwrap_or_else(|| format!("{contact}-agent"));
+        let left = text(a, "AfterContactWorkEndTimestamp").or(disconnected);
+        people.push(participant(
+            id,
+            "AGENT",
+            text(a, "Username"),
+            text(a, "ConnectedToAgentTimestamp"),
+            left,
+        ));
+    }
+    people
+}
+
 pub fn record(r: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
     const SHAPE: &str = "connect-ctr";
     check_types(SHAPE, r, TYPES)?;
@@ -61,50 +119,12 @@ pub fn record(r: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
         )
     })?;
     let channel = text(r, "Channel").unwrap_or_else(|| "UNKNOWN".into());
-    let subtype = segment_attr(r, "connect:Subtype");
-    let interaction_type = match channel.as_str() {
-        "VOICE" => "CALL".to_string(),
-        "CHAT" if subtype.as_deref() == Some("connect:SMS") => "SMS".into(),
-        "CHAT" => "CHAT".into(),
-        "EMAIL" => "EMAIL".into(),
-        other => vendor::token(other),
-    };
-    let direction = match text(r, "InitiationMethod").as_deref() {
-        Some("INBOUND") => Some("INBOUND".to_string()),
-        Some("OUTBOUND" | "EXTERNAL_OUTBOUND" | "CALLBACK") => Some("OUTBOUND".into()),
-        Some("API") => segment_attr(r, "connect:Direction")
-            .or_else(|| (channel == "CHAT").then(|| "INBOUND".into())),
-        // TRANSFER, QUEUE_TRANSFER: the direction is the initial contact's, not in this record
-        _ => None,
-    };
+    let interaction_type = interaction_type(r, &channel);
+    let direction = direction(r, &channel);
     let queue = r.get("Queue").filter(|q| q.is_object());
     let agent = r.get("Agent").filter(|a| a.is_object());
     let disconnected = text(r, "DisconnectTimestamp");
-    let mut people = Vec::new();
-    if let Some(ep) = r.get("CustomerEndpoint").filter(|e| e.is_object()) {
-        let joined = text(r, "ConnectedToSystemTimestamp").or_else(|| Some(initiated.clone()));
-        people.push(participant(
-            format!("{contact}-customer"),
-            "CUSTOMER",
-            text(ep, "Address"),
-            joined,
-            disconnected.clone(),
-        ));
-    }
-    if let Some(a) = agent {
-        let id = text(a, "ARN")
-            .map(|arn| vendor::last_segment(&arn).to_string())
-            .or_else(|| text(a, "Username"))
-            .unwrap_or_else(|| format!("{contact}-agent"));
-        let left = text(a, "AfterContactWorkEndTimestamp").or_else(|| disconnected.clone());
-        people.push(participant(
-            id,
-            "AGENT",
-            text(a, "Username"),
-            text(a, "ConnectedToAgentTimestamp"),
-            left,
-        ));
-    }
+    let people = participants(r, &contact, &initiated, disconnected.as_deref());
     let disposition = if queue.is_some() && agent.is_none() {
         Some("ABANDONED".to_string())
     } else {

@@ -143,111 +143,20 @@ pub fn details(c: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
         .and_then(Value::as_array)
         .map(|v| v.iter().collect())
         .unwrap_or_default();
-
-    // media: the customer's first session, else any session
-    let customer_first = parts
-        .iter()
-        .filter(|p| matches!(purpose(p).as_str(), "customer" | "external"))
-        .chain(parts.iter());
-    let (media, message_type) = customer_first
-        .flat_map(|p| sessions(p))
-        .find_map(|s| {
-            s.get("mediaType").and_then(Value::as_str).map(|m| {
-                (
-                    m.to_string(),
-                    s.get("messageType")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                )
-            })
-        })
-        .unwrap_or_else(|| ("unknown".into(), None));
-
-    let routed = parts
-        .iter()
-        .filter(|p| matches!(purpose(p).as_str(), "acd" | "agent" | "user"));
-    let queue_id = routed
-        .clone()
-        .flat_map(|p| segments(p))
-        .filter_map(|s| text(s, "queueId"))
-        .last();
-    // the name of the acd participant that routed to that queue (acd participants are named
-    // after their queue in practice), else the first acd participant's
-    let acd = |p: &&&Value| purpose(p) == "acd";
-    let queue_name = parts
-        .iter()
-        .filter(acd)
-        .find(|p| queue_id.is_some() && segments(p).any(|s| text(s, "queueId") == queue_id))
-        .or_else(|| parts.iter().find(acd))
-        .and_then(|p| text(p, "participantName"));
+    let (media, message_type) = detail_media(&parts);
+    let (queue_id, queue_name) = detail_queue(&parts);
     let wrap_up_code = parts
         .iter()
         .flat_map(|p| segments(p))
         .filter(|s| s.get("segmentType").and_then(Value::as_str) == Some("wrapup"))
         .filter_map(|s| text(s, "wrapUpCode"))
         .last();
-    let has_agent = parts
-        .iter()
-        .any(|p| matches!(purpose(p).as_str(), "agent" | "user"));
-    let abandoned = !has_agent
-        && parts
-            .iter()
-            .filter(|p| purpose(p) == "acd")
-            .flat_map(|p| sessions(p))
-            .any(|s| {
-                s.get("metrics")
-                    .and_then(Value::as_array)
-                    .is_some_and(|ms| {
-                        ms.iter()
-                            .any(|m| m.get("name").and_then(Value::as_str) == Some("tAbandon"))
-                    })
-            });
-    let disposition = if abandoned {
-        Some("ABANDONED".to_string())
-    } else {
-        parts
-            .iter()
-            .flat_map(|p| segments(p))
-            .filter_map(|s| text(s, "disconnectType"))
-            .last()
-    };
-
+    let disposition = detail_disposition(&parts);
     let mut people = Vec::new();
     for p in &parts {
-        let kind = match purpose(p).as_str() {
-            "customer" | "external" => "CUSTOMER",
-            "agent" | "user" => "AGENT",
-            _ => continue,
-        };
-        let pid = text(p, "participantId").unwrap_or_else(|| format!("{id}-{}", people.len()));
-        let address = if kind == "AGENT" {
-            text(p, "userId")
-        } else {
-            sessions(p).find_map(|s| {
-                let media = s.get("mediaType").and_then(Value::as_str).unwrap_or("");
-                let outbound = s.get("direction").and_then(Value::as_str) == Some("outbound");
-                match media {
-                    "voice" if outbound => text(s, "dnis").or_else(|| text(s, "ani")),
-                    "voice" => text(s, "ani").or_else(|| text(s, "dnis")),
-                    "callback" => s
-                        .get("callbackNumbers")
-                        .and_then(|v| v.get(0))
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                    // the customer's own session names the customer in addressFrom, either way
-                    _ => text(s, "addressFrom").or_else(|| text(s, "addressOther")),
-                }
-                .map(|a| vendor::strip_uri(&a))
-            })
-        };
-        let starts: Vec<String> = segments(p)
-            .filter_map(|s| text(s, "segmentStart"))
-            .collect();
-        let ends: Vec<String> = segments(p).filter_map(|s| text(s, "segmentEnd")).collect();
-        let open = segments(p).any(|s| s.get("segmentEnd").is_none());
-        let joined = starts.into_iter().min();
-        let left = if open { None } else { ends.into_iter().max() };
-        people.push(participant(pid, kind, address, joined, left));
+        if let Some(person) = detail_participant(&id, people.len(), p) {
+            people.push(person);
+        }
     }
 
     let event = Canonical {
@@ -272,6 +181,115 @@ pub fn details(c: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
         shape: SHAPE,
     };
     Ok(event.into_event(c.clone()))
+}
+
+/// The media of a detail record: the customer's first session, else any session.
+fn detail_media(parts: &[&Value]) -> (String, Option<String>) {
+    let customer_first = parts
+        .iter()
+        .filter(|p| matches!(purpose(p).as_str(), "customer" | "external"))
+        .chain(parts.iter());
+    customer_first
+        .flat_map(|p| sessions(p))
+        .find_map(|s| {
+            s.get("mediaType").and_then(Value::as_str).map(|m| {
+                (
+                    m.to_string(),
+                    s.get("messageType")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                )
+            })
+        })
+        .unwrap_or_else(|| ("unknown".into(), None))
+}
+
+/// The last queue the interaction was routed to, and its name: the name of the acd
+/// participant that routed to that queue (acd participants are named after their queue in
+/// practice), else the first acd participant's.
+fn detail_queue(parts: &[&Value]) -> (Option<String>, Option<String>) {
+    let queue_id = parts
+        .iter()
+        .filter(|p| matches!(purpose(p).as_str(), "acd" | "agent" | "user"))
+        .flat_map(|p| segments(p))
+        .filter_map(|s| text(s, "queueId"))
+        .last();
+    let acd = |p: &&&Value| purpose(p) == "acd";
+    let queue_name = parts
+        .iter()
+        .filter(acd)
+        .find(|p| queue_id.is_some() && segments(p).any(|s| text(s, "queueId") == queue_id))
+        .or_else(|| parts.iter().find(acd))
+        .and_then(|p| text(p, "participantName"));
+    (queue_id, queue_name)
+}
+
+/// ABANDONED when no agent took part and an acd session counted a `tAbandon`, else the
+/// last disconnect type.
+fn detail_disposition(parts: &[&Value]) -> Option<String> {
+    let has_agent = parts
+        .iter()
+        .any(|p| matches!(purpose(p).as_str(), "agent" | "user"));
+    let abandoned = !has_agent
+        && parts
+            .iter()
+            .filter(|p| purpose(p) == "acd")
+            .flat_map(|p| sessions(p))
+            .any(|s| {
+                s.get("metrics")
+                    .and_then(Value::as_array)
+                    .is_some_and(|ms| {
+                        ms.iter()
+                            .any(|m| m.get("name").and_then(Value::as_str) == Some("tAbandon"))
+                    })
+            });
+    if abandoned {
+        return Some("ABANDONED".to_string());
+    }
+    parts
+        .iter()
+        .flat_map(|p| segments(p))
+        .filter_map(|s| text(s, "disconnectType"))
+        .last()
+}
+
+/// A customer or agent participant of a detail record (`None` for acd, ivr, ...); `index`
+/// numbers participants that carry no id.
+fn detail_participant(id: &str, index: usize, p: &Value) -> Option<Value> {
+    let kind = match purpose(p).as_str() {
+        "customer" | "external" => "CUSTOMER",
+        "agent" | "user" => "AGENT",
+        _ => return None,
+    };
+    let pid = text(p, "participantId").unwrap_or_else(|| format!("{id}-{index}"));
+    let address = if kind == "AGENT" {
+        text(p, "userId")
+    } else {
+        sessions(p).find_map(|s| {
+            let media = s.get("mediaType").and_then(Value::as_str).unwrap_or("");
+            let outbound = s.get("direction").and_then(Value::as_str) == Some("outbound");
+            match media {
+                "voice" if outbound => text(s, "dnis").or_else(|| text(s, "ani")),
+                "voice" => text(s, "ani").or_else(|| text(s, "dnis")),
+                "callback" => s
+                    .get("callbackNumbers")
+                    .and_then(|v| v.get(0))
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                // the customer's own session names the customer in addressFrom, either way
+                _ => text(s, "addressFrom").or_else(|| text(s, "addressOther")),
+            }
+            .map(|a| vendor::strip_uri(&a))
+        })
+    };
+    let joined = segments(p).filter_map(|s| text(s, "segmentStart")).min();
+    let open = segments(p).any(|s| s.get("segmentEnd").is_none());
+    let left = if open {
+        None
+    } else {
+        segments(p).filter_map(|s| text(s, "segmentEnd")).max()
+    };
+    Some(participant(pid, kind, address, joined, left))
 }
 
 /// One EventBridge detail event -> one canonical event.
@@ -327,41 +345,9 @@ pub fn eventbridge(e: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
         .map(str::to_string);
     let pid = text(body, "participantId").unwrap_or_else(|| format!("{conversation}-{suffix}"));
     let outbound = direction.as_deref() == Some("OUTBOUND");
-    let participants = if suffix.starts_with("customer.") {
-        let address = match media {
-            "VOICE" if outbound => text(body, "dnis"),
-            "VOICE" => text(body, "ani"),
-            "CALLBACK" => body
-                .get("callbackNumbers")
-                .and_then(|v| v.get(0))
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            _ if outbound => text(body, "addressTo").or_else(|| text(body, "addressFrom")),
-            _ => text(body, "addressFrom"),
-        }
-        .map(|a| vendor::strip_uri(&a));
-        let (joined, left) = if suffix.ends_with(".start") {
-            (Some(at.clone()), None)
-        } else {
-            (None, Some(at.clone()))
-        };
-        vec![participant(pid, "CUSTOMER", address, joined, left)]
-    } else if suffix.starts_with("user.") || suffix == "acw" || suffix == "wrapup" {
-        let (joined, left) = if suffix.ends_with(".start") {
-            (Some(at.clone()), None)
-        } else {
-            (None, Some(at.clone()))
-        };
-        vec![participant(
-            pid,
-            "AGENT",
-            text(body, "userId"),
-            joined,
-            left,
-        )]
-    } else {
-        Vec::new()
-    };
+    let participants = eventbridge_participant(body, suffix, pid, media, outbound, &at)
+        .into_iter()
+        .collect();
     let disposition = text(body, "acdOutcome").or_else(|| text(body, "disconnectType"));
     let event = Canonical {
         event_id: format!("{SHAPE}:{event_id}"),
@@ -381,4 +367,46 @@ pub fn eventbridge(e: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
         shape: SHAPE,
     };
     Ok(event.into_event(e.clone()))
+}
+
+/// The participant an EventBridge topic names: the customer for `customer.*`, the agent for
+/// `user.*`, `acw` and `wrapup`, none for the rest; joined at a `.start`, left otherwise.
+fn eventbridge_participant(
+    body: &Value,
+    suffix: &str,
+    pid: String,
+    media: &str,
+    outbound: bool,
+    at: &str,
+) -> Option<Value> {
+    let (joined, left) = if suffix.ends_with(".start") {
+        (Some(at.to_string()), None)
+    } else {
+        (None, Some(at.to_string()))
+    };
+    if suffix.starts_with("customer.") {
+        let address = match media {
+            "VOICE" if outbound => text(body, "dnis"),
+            "VOICE" => text(body, "ani"),
+            "CALLBACK" => body
+                .get("callbackNumbers")
+                .and_then(|v| v.get(0))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            _ if outbound => text(body, "addressTo").or_else(|| text(body, "addressFrom")),
+            _ => text(body, "addressFrom"),
+        }
+        .map(|a| vendor::strip_uri(&a));
+        Some(participant(pid, "CUSTOMER", address, joined, left))
+    } else if suffix.starts_with("user.") || suffix == "acw" || suffix == "wrapup" {
+        Some(participant(
+            pid,
+            "AGENT",
+            text(body, "userId"),
+            joined,
+            left,
+        ))
+    } else {
+        None
+    }
 }
