@@ -41,7 +41,10 @@ pub enum AccessCommand {
         #[command(flatten)]
         who: ActorArg,
     },
-    /// Ask to give a user roles (optionally for some tenants only), names to act as, a display name; a second administrator approves
+    /// Ask to give a user roles (optionally per tenant) or names; another administrator approves
+    ///
+    /// Roles (optionally for some tenants only), names to act as, a display name. The first
+    /// second person a sole administrator adds is applied at once.
     #[command(
         after_help = "Example:\n  holdfast access grant --store data --user ann --role investigator --tenant legacy-tenant --alias jdoe"
     )]
@@ -65,7 +68,7 @@ pub enum AccessCommand {
         #[arg(long)]
         display_name: Option<String>,
     },
-    /// Ask to take roles or names away from a user (with neither, remove the user); a second administrator approves
+    /// Ask to take roles or names from a user (neither: remove the user); another admin approves
     #[command(
         after_help = "Example:\n  holdfast access revoke --store data --user ann --alias jdoe"
     )]
@@ -92,7 +95,7 @@ pub enum AccessCommand {
         request: String,
     },
     /// Withdraw a pending request
-    #[command(after_help = "Example:\n  holdfast access cancel --store data --request R4")]
+    #[command(after_help = "Example:\n  holdfast access cancel --store data --request R5")]
     Cancel {
         #[command(flatten)]
         s: StoreArgs,
