@@ -26,6 +26,7 @@ pub(super) async fn session(
 #[derive(Debug, Subcommand)]
 pub enum AccessCommand {
     /// Print the policy: principals, the names they may act as, roles and their tenants, pending requests
+    #[command(after_help = "Example:\n  holdfast access show --store data")]
     Show {
         #[command(flatten)]
         s: StoreArgs,
@@ -33,13 +34,20 @@ pub enum AccessCommand {
         format: Option<Format>,
     },
     /// Print who runs this command (the OS user) and what the policy lets them do
+    #[command(after_help = "Example:\n  holdfast access whoami --store data")]
     Whoami {
         #[command(flatten)]
         s: StoreArgs,
         #[command(flatten)]
         who: ActorArg,
     },
-    /// Ask to give a user roles (optionally for some tenants only), names to act as, a display name; a second administrator approves
+    /// Ask to give a user roles (optionally per tenant) or names; another administrator approves
+    ///
+    /// Roles (optionally for some tenants only), names to act as, a display name. The first
+    /// second person a sole administrator adds is applied at once.
+    #[command(
+        after_help = "Example:\n  holdfast access grant --store data --user ann --role investigator --tenant legacy-tenant --alias jdoe"
+    )]
     Grant {
         #[command(flatten)]
         s: StoreArgs,
@@ -60,7 +68,10 @@ pub enum AccessCommand {
         #[arg(long)]
         display_name: Option<String>,
     },
-    /// Ask to take roles or names away from a user (with neither, remove the user); a second administrator approves
+    /// Ask to take roles or names from a user (neither: remove the user); another admin approves
+    #[command(
+        after_help = "Example:\n  holdfast access revoke --store data --user ann --alias jdoe"
+    )]
     Revoke {
         #[command(flatten)]
         s: StoreArgs,
@@ -74,6 +85,7 @@ pub enum AccessCommand {
         aliases: Vec<String>,
     },
     /// Approve a pending request (an administrator other than the one who asked) and apply it
+    #[command(after_help = "Example:\n  holdfast access approve --store data --request R3")]
     Approve {
         #[command(flatten)]
         s: StoreArgs,
@@ -83,6 +95,7 @@ pub enum AccessCommand {
         request: String,
     },
     /// Withdraw a pending request
+    #[command(after_help = "Example:\n  holdfast access cancel --store data --request R5")]
     Cancel {
         #[command(flatten)]
         s: StoreArgs,

@@ -5,6 +5,7 @@ use super::*;
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Walk the whole chain; exit 1 at the first broken link, naming it
+    #[command(after_help = "Example:\n  holdfast audit verify --store data")]
     Verify {
         #[command(flatten)]
         s: StoreArgs,
@@ -16,6 +17,7 @@ pub enum AuditCommand {
         format: Option<Format>,
     },
     /// List entries
+    #[command(after_help = "Example:\n  holdfast audit list --store data --action decrypt")]
     List {
         #[command(flatten)]
         s: StoreArgs,
@@ -29,6 +31,7 @@ pub enum AuditCommand {
         format: Option<Format>,
     },
     /// Print the sequence and hash of the newest entry, to record outside the system
+    #[command(after_help = "Example:\n  holdfast audit head --store data")]
     Head {
         #[command(flatten)]
         s: StoreArgs,

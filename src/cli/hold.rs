@@ -14,6 +14,7 @@ pub struct HoldActor {
 #[derive(Debug, Subcommand)]
 pub enum HoldCommand {
     /// Place a hold (body: holdId, tenantId, scope, retentionOverride); pins covered files before returning
+    #[command(after_help = "Example:\n  holdfast hold apply --store data --file hold.json")]
     Apply {
         #[command(flatten)]
         who: HoldActor,
@@ -24,6 +25,7 @@ pub enum HoldCommand {
         allow_empty: bool,
     },
     /// Ask for a hold's release (a second actor must approve)
+    #[command(after_help = "Example:\n  holdfast hold release --store data --hold LIT-2025-001")]
     Release {
         #[command(flatten)]
         who: HoldActor,
@@ -31,6 +33,7 @@ pub enum HoldCommand {
         hold: String,
     },
     /// Approve a requested release (must be another actor); unpins files no other hold needs
+    #[command(after_help = "Example:\n  holdfast hold approve --store data --hold LIT-2025-001")]
     Approve {
         #[command(flatten)]
         who: HoldActor,
@@ -38,6 +41,7 @@ pub enum HoldCommand {
         hold: String,
     },
     /// What a hold body would cover: records per partition, and the files (changes nothing)
+    #[command(after_help = "Example:\n  holdfast hold preview --store data --file hold.json")]
     Preview {
         #[command(flatten)]
         s: StoreArgs,
@@ -45,11 +49,13 @@ pub enum HoldCommand {
         file: PathBuf,
     },
     /// Reconcile active holds with the data and the storage flags; report and repair drift
+    #[command(after_help = "Example:\n  holdfast hold sync --store data")]
     Sync {
         #[command(flatten)]
         s: StoreArgs,
     },
     /// List holds
+    #[command(after_help = "Example:\n  holdfast hold list --store data")]
     List {
         #[command(flatten)]
         s: StoreArgs,

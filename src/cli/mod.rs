@@ -57,47 +57,81 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a store and, if missing, the local keyring (outside the store)
+    #[command(after_help = "Example:\n  holdfast init --store data --retention-floor-days 1825")]
     Init(InitArgs),
     /// Append raw events to the landing zone ('-' reads stdin)
+    #[command(
+        after_help = "Example:\n  holdfast ingest --store data --source auto --tenant tenant-fixture fixtures/nice-contacts/input.ndjson"
+    )]
     Ingest(IngestArgs),
     /// Run one micro-batch: landing zone -> lake; prints a summary
+    #[command(
+        after_help = "Example:\n  holdfast batch --store data --pipeline pipelines/local.toml --format json"
+    )]
     Batch(BatchArgs),
-    /// Check the store against its signed head: manifests, data files, audit trail, holds and locks (no key needed); exit 1 on any problem
+    /// Check the store against its signed head; exit 1 on any problem (no key needed)
+    ///
+    /// Checks manifests, data files, the audit trail, holds and locks against the newest signed
+    /// head; `--deep` also decrypts every record (audited).
+    #[command(after_help = "Example:\n  holdfast verify --store data")]
     Verify(VerifyArgs),
-    /// Print the newest signed store head's digest and key fingerprint, to publish outside the store
+    /// Print the newest signed head's digest and key fingerprint, to publish outside the store
+    #[command(after_help = "Example:\n  holdfast anchor --store data")]
     Anchor(AnchorArgs),
-    /// Run SQL over `events`, `interactions`, `manifests` and `audit` (and, with --decrypt, `decrypted`)
+    /// Read-only SQL over events, interactions, manifests, removals, audit (and decrypted)
+    ///
+    /// Tables: `events`, `interactions`, `manifests`, `removals` and `audit`; with `--decrypt
+    /// --case C` also `decrypted`, `decrypt_payload()` and `blind_index()` (audited).
+    #[command(
+        after_help = "Example:\n  holdfast query --store data \"SELECT interaction_type, count(*) AS events FROM events GROUP BY 1 ORDER BY 1\""
+    )]
     Query(QueryArgs),
-    /// Dry run of the current adapters and schema over the landing zone and quarantine; writes nothing
+    /// Dry run of the current adapters and schema over landing and quarantine; writes nothing
+    #[command(after_help = "Example:\n  holdfast validate --store data --case DEMO-1")]
     Validate(ValidateArgs),
-    /// Interactive SQL shell with history; statements end with `;`, `\q` quits. Reads
-    /// statements from stdin when it is not a terminal.
+    /// Interactive SQL shell with history; statements end with `;`, `\q` quits
+    ///
+    /// Reads statements from stdin when it is not a terminal.
+    #[command(
+        after_help = "Example:\n  echo \"SELECT count(*) FROM interactions;\" | holdfast sql --store data"
+    )]
     Sql(SqlArgs),
-    /// Retention sweep: delete expired files, rewrite files mixing expired and surviving records (plan from the manifests only)
+    /// Retention sweep: delete expired files, rewrite part-expired ones (plans from manifests)
+    #[command(
+        after_help = "Example:\n  holdfast sweep --store data --dry-run --now 2031-06-01T00:00:00Z"
+    )]
     Sweep(SweepArgs),
     /// Retention questions
+    #[command(
+        after_help = "Example:\n  holdfast retention explain --store data --event 1fdcee50-50d7-4d5e-96f8-a8fe31707850"
+    )]
     Retention {
         #[command(subcommand)]
         command: RetentionCommand,
     },
-    /// Legal holds: place, release (two people), list
+    /// Legal holds: place, preview, release (two people), sync, list
+    #[command(after_help = "Example:\n  holdfast hold list --store data")]
     Hold {
         #[command(subcommand)]
         command: HoldCommand,
     },
     /// The tamper-evident audit trail
+    #[command(after_help = "Example:\n  holdfast audit verify --store data")]
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
     },
     /// Inspect and replay quarantined events
+    #[command(after_help = "Example:\n  holdfast quarantine list --store data")]
     Quarantine {
         #[command(subcommand)]
         command: QuarantineCommand,
     },
     /// Run a pipeline file: initialise the store if needed, ingest its sources, run a batch
+    #[command(after_help = "Example:\n  holdfast run pipelines/local.toml")]
     Run(RunArgs),
-    /// The store's access policy: who may act as whom, roles and their tenants; changes need two administrators
+    /// The store's access policy: who acts as whom, roles; changes need two administrators
+    #[command(after_help = "Example:\n  holdfast access whoami --store data")]
     Access {
         #[command(subcommand)]
         command: AccessCommand,

@@ -5,6 +5,7 @@ use super::*;
 #[derive(Debug, Subcommand)]
 pub enum QuarantineCommand {
     /// List entries: id, arrival, source, error code and path (no key needed)
+    #[command(after_help = "Example:\n  holdfast quarantine list --store data")]
     List {
         #[command(flatten)]
         s: StoreArgs,
@@ -12,6 +13,9 @@ pub enum QuarantineCommand {
         format: Option<Format>,
     },
     /// Decrypt one entry and print its error and original bytes (audited)
+    #[command(
+        after_help = "Example:\n  holdfast quarantine show --store data --case DEMO-1 \"$(holdfast quarantine list --store data | sed -n 2p | cut -d, -f1)\""
+    )]
     Show {
         #[command(flatten)]
         s: StoreArgs,
@@ -23,6 +27,9 @@ pub enum QuarantineCommand {
         who: ActorArg,
     },
     /// Run quarantined lines through the pipeline again (after a fix); those stored leave quarantine
+    #[command(
+        after_help = "Example:\n  holdfast quarantine replay --store data --case DEMO-1 --all"
+    )]
     Replay {
         #[command(flatten)]
         s: StoreArgs,

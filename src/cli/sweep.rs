@@ -126,6 +126,9 @@ impl SweepArgs {
 #[derive(Debug, Subcommand)]
 pub enum RetentionCommand {
     /// Which policy an event has, why, when it expires, and what holds it
+    #[command(
+        after_help = "Example:\n  holdfast retention explain --store data --event 1fdcee50-50d7-4d5e-96f8-a8fe31707850"
+    )]
     Explain {
         #[command(flatten)]
         s: StoreArgs,
