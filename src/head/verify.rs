@@ -1,0 +1,62 @@
+//! `holdfast verify` as one library call: the store-level checks ([`super::check`]), the
+//! access policy's own chain, and, for a deep check, the audited pass through the decryption
+//! gate. Returns the report; the caller decides what a problem means (the command exits 1).
+
+use super::Anchor;
+use crate::access::gate::Opened;
+use crate::clock::Clock;
+use crate::crypto::kms::Kms;
+use crate::error::Result;
+use crate::lake::storage::Store;
+use crate::lake::verify::{Problem, VerifyReport};
+use std::sync::Arc;
+
+/// What a verification may use besides the store.
+#[derive(Clone, Copy, Default)]
+pub struct Request<'a> {
+    /// The store's keyring, when at hand: the heads must be signed with its key. Without
+    /// it, head signatures are checked against the key the chain names (noted in the report).
+    pub keyring: Option<&'a dyn Kms>,
+    /// Decrypt every record too, through this open gate (purpose `DeepVerify`); the pass is
+    /// audited (`verify.deep`). Needs the keyring.
+    pub deep: Option<&'a Opened>,
+    /// A line `holdfast anchor` printed earlier: its head must be in the chain, and the
+    /// chain must extend it.
+    pub anchor: Option<&'a Anchor>,
+}
+
+/// Verifies the store; the report lists every problem found (none: the store is intact).
+pub async fn verify(
+    store: &Store,
+    clock: Arc<dyn Clock>,
+    req: Request<'_>,
+) -> Result<VerifyReport> {
+    let audit = crate::audit::Audit::new(store.clone(), clock);
+    let options = super::check::Options {
+        audit: &audit,
+        deep: req.keyring.filter(|_| req.deep.is_some()),
+        keyring: req.keyring,
+        anchor: req.anchor,
+        // the chain's links and position; clock skew is `audit verify`'s check
+        max_skew: chrono::Duration::days(365 * 1000),
+    };
+    let mut report = super::check::verify_store(store, options).await?;
+    if req.keyring.is_none() {
+        report.notes.push(
+            "no keyring at hand: head signatures checked against the key the chain names".into(),
+        );
+    }
+    // the access policy's versions form a chain too
+    for (object, problem) in crate::access::policy::verify_chain(store).await? {
+        report.problems.push(Problem { object, problem });
+    }
+    if let Some(gate) = req.deep {
+        let event = crate::audit::DeepVerified {
+            files: report.files,
+            records: report.deep_records,
+            problems: report.problems.len(),
+        };
+        gate.record(&event).await?;
+    }
+    Ok(report)
+}
