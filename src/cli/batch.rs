@@ -173,13 +173,7 @@ impl ValidateArgs {
             .open(crate::access::gate::Purpose::Validate, clock.clone())
             .await?;
         let ctx = context(gate.session().store.clone(), kms, clock);
-        let report = job::validate(&ctx, schema_version.as_deref()).await?;
-        let event = crate::access::gate::Validated {
-            landing_segments: report.landing_segments,
-            quarantine_entries: report.quarantine_entries,
-            schema_version,
-        };
-        gate.record(&event).await?;
+        let report = job::validate_opened(&gate, &ctx, schema_version.as_deref()).await?;
         output::write_report(format.unwrap_or(Format::Table), &report, out)
     }
 }

@@ -6,7 +6,7 @@ use super::Anchor;
 use crate::access::gate::Opened;
 use crate::clock::Clock;
 use crate::crypto::kms::Kms;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lake::storage::Store;
 use crate::lake::verify::{Problem, VerifyReport};
 use std::sync::Arc;
@@ -60,3 +60,68 @@ pub async fn verify(
     }
     Ok(report)
 }
+
+/// What [`anchor`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Anchoring {
+    /// The newest head, to publish outside the store.
+    Ready(Anchor),
+    /// The newest head does not verify with the key it names.
+    BadSignature { sequence: u64 },
+    /// The newest head is signed by another key than the keyring's.
+    OtherKey {
+        sequence: u64,
+        signed_by: String,
+        keyring: String,
+    },
+}
+
+/// The newest signed head as an anchor line. A store from before signed heads gets its
+/// chain started now, which needs the keyring; with the keyring at hand the head must be
+/// signed with its key.
+pub async fn anchor(
+    store: &Store,
+    keyring: Option<&dyn Kms>,
+    clock: Arc<dyn Clock>,
+) -> Result<Anchoring> {
+    let newest = match super::newest(store).await? {
+        Some(n) => n,
+        None => {
+            let Some(kms) = keyring else {
+                return Err(Error::Unusable(
+                    "the store has no signed head yet; run this once with its keyring to start one"
+                        .into(),
+                ));
+            };
+            let audit = crate::audit::Audit::new(store.clone(), clock.clone());
+            let c = super::Committer {
+                store,
+                kms,
+                audit: &audit,
+            };
+            super::commit(c, &super::Change::new("anchor"), clock.now()).await?;
+            super::newest(store)
+                .await?
+                .ok_or_else(|| Error::Unusable("no head after committing one".into()))?
+        }
+    };
+    let sequence = newest.head.sequence;
+    if !newest.head.signature_ok() {
+        return Ok(Anchoring::BadSignature { sequence });
+    }
+    if let Some(kms) = keyring
+        && let Some(k) = kms.signing_key().await?
+        && k != newest.head.public_key
+    {
+        return Ok(Anchoring::OtherKey {
+            sequence,
+            signed_by: newest.head.public_key.fingerprint(),
+            keyring: k.fingerprint(),
+        });
+    }
+    Ok(Anchoring::Ready(newest.anchor()))
+}
+
+#[cfg(test)]
+#[path = "verify_tests.rs"]
+mod tests;

@@ -21,7 +21,7 @@ pub use batch::{BatchOptions, BatchReport, batch};
 pub(crate) use commit::repair_locks;
 pub use ingest::{IngestReport, PREFIX_BYTES, ingest};
 pub use options::batch_options;
-pub use validate::{ValidateReport, validate};
+pub use validate::{ValidateReport, validate, validate_opened};
 
 use crate::clock::Clock;
 use crate::crypto::kms::Kms;
