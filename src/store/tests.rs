@@ -43,7 +43,7 @@ fn init_creates_the_store_its_policy_and_head_once_and_checks_it_after() {
     assert_eq!(head.head.change, "init");
     assert_eq!(
         block(kms.signing_key()).unwrap(),
-        Some(head.head.public_key.clone())
+        Some(head.head.public_key)
     );
 
     // again: nothing new, and what was chosen once stays
