@@ -53,9 +53,9 @@ impl BatchArgs {
             format,
         } = self;
         let (store, kms) = open(&s).await?;
-        let (p, policies) = pipeline_for(&store, pipeline.as_deref()).await?;
+        let (p, policies) = crate::store::policies_for(&store, pipeline.as_deref()).await?;
         let ctx = context(store, kms, clock);
-        let report = job::batch(&ctx, &batch_options(p.as_ref(), policies)).await?;
+        let report = job::batch(&ctx, &job::batch_options(p.as_ref(), policies)).await?;
         warn_damaged(&report);
         output::write_report(format.unwrap_or(Format::Table), &report, out)
     }
@@ -124,14 +124,14 @@ impl RunArgs {
             init(&s, floor, false, clock.clone(), prose).await?;
         }
         let (store, kms) = open(&s).await?;
-        let (_, policies) = pipeline_for(&store, Some(&pipeline)).await?;
+        let (_, policies) = crate::store::policies_for(&store, Some(&pipeline)).await?;
         let ctx = context(store, kms, clock);
         let mut ingested = Vec::new();
         for src in &p.sources {
             let tenant = src.tenant.as_deref();
             ingested.extend(ingest_paths(&ctx, src.format, tenant, &src.paths, prose).await?);
         }
-        let report = job::batch(&ctx, &batch_options(Some(&p), policies)).await?;
+        let report = job::batch(&ctx, &job::batch_options(Some(&p), policies)).await?;
         warn_damaged(&report);
         if format == Format::Table {
             return output::write_report(format, &report, out);
@@ -173,13 +173,7 @@ impl ValidateArgs {
             .open(crate::access::gate::Purpose::Validate, clock.clone())
             .await?;
         let ctx = context(gate.session().store.clone(), kms, clock);
-        let report = job::validate(&ctx, schema_version.as_deref()).await?;
-        let event = crate::access::gate::Validated {
-            landing_segments: report.landing_segments,
-            quarantine_entries: report.quarantine_entries,
-            schema_version,
-        };
-        gate.record(&event).await?;
+        let report = job::validate_opened(&gate, &ctx, schema_version.as_deref()).await?;
         output::write_report(format.unwrap_or(Format::Table), &report, out)
     }
 }
@@ -190,41 +184,6 @@ pub(super) fn context(store: Store, kms: Arc<dyn Kms>, clock: Arc<dyn Clock>) ->
         kms,
         clock,
         failpoints: crate::hooks::Failpoints::from_env(),
-    }
-}
-
-/// The pipeline file (if any) and its policy table, checked against the store's retention
-/// floor: every problem in one error.
-pub(super) async fn pipeline_for(
-    store: &Store,
-    pipeline: Option<&Path>,
-) -> Result<(Option<Pipeline>, Policies)> {
-    let floor = Some(retention_floor(store).await?);
-    Ok(match pipeline {
-        Some(path) => {
-            let (p, policies) = Pipeline::load_for_store(path, floor)?;
-            (Some(p), policies)
-        }
-        None => {
-            let defaults = Path::new("the default retention policies");
-            (None, Pipeline::default().validate_with(defaults, floor)?)
-        }
-    })
-}
-
-pub(super) fn batch_options(pipeline: Option<&Pipeline>, policies: Policies) -> BatchOptions {
-    let b = pipeline.map(|p| p.batch.clone()).unwrap_or_default();
-    BatchOptions {
-        policies,
-        max_input_bytes: b.max_input_mb.saturating_mul(1 << 20),
-        memory_bytes: usize::try_from(b.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
-        threads: if b.threads == 0 {
-            job::default_threads()
-        } else {
-            b.threads
-        },
-        max_future: chrono::Duration::hours(b.max_future_hours.into()),
-        ..BatchOptions::default()
     }
 }
 

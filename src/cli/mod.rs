@@ -18,15 +18,15 @@ mod verify;
 
 use crate::clock::Clock;
 use crate::config::{Pipeline, Policies};
-use crate::crypto::kms::{Kms, LocalKeyring};
+use crate::crypto::kms::Kms;
 use crate::error::{Error, Result};
-use crate::job::{self, BatchOptions, Context};
+use crate::job::{self, Context};
 use crate::lake::layout;
-use crate::lake::storage::{Put, Store};
+use crate::lake::storage::Store;
 use crate::sources::SourceKind;
 use clap::{Parser, Subcommand};
 use output::Format;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -147,9 +147,7 @@ impl Command {
     pub async fn run(self, out: &mut dyn Write) -> Result<()> {
         let clock = clock()?;
         match self {
-            Command::Init(a) => {
-                init(&a.s, a.retention_floor_days, a.group_readable, clock, out).await
-            }
+            Command::Init(a) => a.run(clock, out).await,
             Command::Ingest(a) => a.run(clock, out).await,
             Command::Batch(a) => a.run(clock, out).await,
             Command::Verify(a) => a.run(clock, out).await,
@@ -159,7 +157,7 @@ impl Command {
             Command::Sql(a) => a.run(clock, out).await,
             Command::Sweep(a) => a.run(clock, out).await,
             Command::Retention { command } => command.run(clock, out).await,
-            Command::Hold { command } => hold_command(command, clock, out).await,
+            Command::Hold { command } => command.run(clock, out).await,
             Command::Audit { command } => audit_command(command, clock, out).await,
             Command::Quarantine { command } => command.run(clock, out).await,
             Command::Run(a) => a.run(clock, out).await,

@@ -83,8 +83,7 @@ impl QuarantineCommand {
 }
 
 pub(super) async fn list(s: StoreArgs, format: Option<Format>, out: &mut dyn Write) -> Result<()> {
-    let store = Store::open_local(&s.store, false)?;
-    read_marker(&store).await?;
+    let store = crate::store::open_unkeyed(&s.store).await?;
     let entries = crate::landing::quarantine::list(&store).await?;
     let rows: Vec<QuarantineRow> = entries
         .iter()
@@ -149,37 +148,26 @@ pub(super) async fn replay(
             clock.clone(),
         )
         .await?;
-    let store = gate.session().store.clone();
     let p = pipeline.as_deref().map(Pipeline::load).transpose()?;
     let policies = match &p {
         Some(p) => p.validate(pipeline.as_deref().unwrap_or(Path::new("")))?,
         None => Policies::default(),
     };
-    let mut entries = crate::landing::quarantine::list(&store).await?;
-    if !all {
-        for id in &ids {
-            if !entries.iter().any(|e| &e.id == id) {
-                return Err(Error::NotFound(format!("quarantine entry {id} not found")));
-            }
-        }
-        entries.retain(|e| ids.contains(&e.id));
-    }
-    let replayed = crate::audit::Replayed {
-        entries: entries.iter().map(|e| e.id.clone()).collect(),
+    let which = if all {
+        job::replay::Selection::All
+    } else {
+        job::replay::Selection::Ids(ids)
     };
-    gate.record(&replayed).await?;
-    let ctx = context(store, kms, clock);
-    let queued = job::queue_replay(&ctx, &entries, tenant.as_deref()).await?;
+    let ctx = context(gate.session().store.clone(), kms, clock);
+    let opts = job::batch_options(p.as_ref(), policies);
+    let r = job::replay::replay(&gate, &ctx, &which, tenant.as_deref(), &opts).await?;
     let format = format.unwrap_or(Format::Table);
     if format == Format::Table {
-        let _ = writeln!(out, "replaying {queued} quarantine entr(ies)");
-    }
-    let report = job::batch(&ctx, &batch_options(p.as_ref(), policies)).await?;
-    if format == Format::Table {
-        return output::write_report(format, &report, out);
+        let _ = writeln!(out, "replaying {} quarantine entr(ies)", r.queued);
+        return output::write_report(format, &r.batch, out);
     }
     // with a machine format, stdout is one JSON document
-    let doc = serde_json::json!({ "queued": queued, "batch": report });
+    let doc = serde_json::json!({ "queued": r.queued, "batch": r.batch });
     output::write_json(format, &doc, out)
 }
 
@@ -192,14 +180,8 @@ pub(super) async fn show(
     let (kms, gate) = d
         .open(crate::access::gate::Purpose::QuarantineShow, clock)
         .await?;
-    let e = crate::landing::quarantine::get(&gate.session().store, &id).await?;
-    // recorded before the plaintext is shown
-    let shown = crate::audit::QuarantineShown {
-        entry: &e.id,
-        dek: &e.dek_id,
-    };
-    gate.record(&shown).await?;
-    let secret = crate::landing::quarantine::open(kms.as_ref(), &e).await?;
+    let job::replay::Shown { entry: e, secret } =
+        job::replay::show(&gate, kms.as_ref(), &id).await?;
     let _ = writeln!(out, "id:          {}", e.id);
     let _ = writeln!(
         out,

@@ -346,12 +346,9 @@ pub(super) async fn execute(
         .await?;
         return Ok(batches);
     }
-    let store = Store::open_local(&s.store, false)?;
-    read_marker(&store).await?;
+    let store = crate::store::open_unkeyed(&s.store).await?;
     let latest = committed(&store).await?;
-    let (ctx, _) =
-        crate::query::session_on(&store, latest, None, crate::query::mentions_audit(sql)).await?;
-    Ok(crate::query::run_sql(&ctx, sql).await?)
+    Ok(crate::query::read(&store, latest, sql).await?)
 }
 
 /// The latest manifests. A partition whose latest version cannot be read is left out of the

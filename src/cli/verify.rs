@@ -49,43 +49,15 @@ impl VerifyArgs {
         } else {
             match open(&s).await {
                 Ok((st, k)) => (st, Some(k), None),
-                Err(_) => {
-                    let st = Store::open_local(&s.store, false)?;
-                    read_marker(&st).await?;
-                    (st, None, None)
-                }
+                Err(_) => (crate::store::open_unkeyed(&s.store).await?, None, None),
             }
         };
-        let audit = crate::audit::Audit::new(store.clone(), clock.clone());
-        let options = crate::head::check::Options {
-            audit: &audit,
-            deep: kms.as_deref().filter(|_| deep),
+        let req = crate::head::verify::Request {
             keyring: kms.as_deref(),
+            deep: gate.as_ref(),
             anchor: anchor.as_ref(),
-            // the chain's links and position; clock skew is `audit verify`'s check
-            max_skew: chrono::Duration::days(365 * 1000),
         };
-        let mut report = crate::head::check::verify_store(&store, options).await?;
-        if kms.is_none() {
-            report.notes.push(
-                "no keyring at hand: head signatures checked against the key the chain names"
-                    .into(),
-            );
-        }
-        // the access policy's versions form a chain too
-        for (object, problem) in crate::access::policy::verify_chain(&store).await? {
-            report
-                .problems
-                .push(crate::lake::verify::Problem { object, problem });
-        }
-        if let Some(gate) = &gate {
-            let event = crate::audit::DeepVerified {
-                files: report.files,
-                records: report.deep_records,
-                problems: report.problems.len(),
-            };
-            gate.record(&event).await?;
-        }
+        let report = crate::head::verify::verify(&store, clock, req).await?;
         output::write_report(format.unwrap_or(Format::Table), &report, out)?;
         if report.problems.is_empty() {
             Ok(())

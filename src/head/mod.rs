@@ -12,6 +12,7 @@
 
 pub mod check;
 pub mod intent;
+pub mod verify;
 
 use crate::audit::{Audit, AuditEvent};
 use crate::crypto::kms::{Kms, PublicKey};

@@ -11,6 +11,8 @@ mod batch;
 mod commit;
 mod ingest;
 mod lease;
+mod options;
+pub mod replay;
 pub(crate) use lease::Lease;
 pub use lease::{EXPIRY as LEASE_EXPIRY, Fence, LeaseLost};
 mod validate;
@@ -18,7 +20,8 @@ mod validate;
 pub use batch::{BatchOptions, BatchReport, batch};
 pub(crate) use commit::repair_locks;
 pub use ingest::{IngestReport, PREFIX_BYTES, ingest};
-pub use validate::{ValidateReport, validate};
+pub use options::batch_options;
+pub use validate::{ValidateReport, validate, validate_opened};
 
 use crate::clock::Clock;
 use crate::crypto::kms::Kms;

@@ -177,3 +177,21 @@ pub async fn validate(ctx: &Context, version: Option<&str>) -> Result<ValidateRe
     }
     Ok(report)
 }
+
+/// [`validate`] for a caller who passed the decryption gate (purpose `Validate`): it decrypts
+/// the landing zone and the quarantine, so the pass is recorded through the gate (`validate`,
+/// with what it read).
+pub async fn validate_opened(
+    gate: &crate::access::gate::Opened,
+    ctx: &Context,
+    version: Option<&str>,
+) -> crate::Result<ValidateReport> {
+    let report = validate(ctx, version).await?;
+    let event = crate::access::gate::Validated {
+        landing_segments: report.landing_segments,
+        quarantine_entries: report.quarantine_entries,
+        schema_version: version.map(str::to_string),
+    };
+    gate.record(&event).await?;
+    Ok(report)
+}

@@ -16,6 +16,7 @@
 //! `retentionOverride.enabled: false` is refused: a hold that does not override retention would
 //! protect nothing.
 
+pub mod lifecycle;
 mod upkeep;
 pub use upkeep::{Lapse, SyncReport, lapse_due, sync};
 

@@ -1,0 +1,315 @@
+//! A holdfast store as a whole: its marker (`holdfast.json`: format, the KEK it is bound to,
+//! the retention floor, file modes), creating one ([`init`]) and opening one with the keyring
+//! that belongs to it ([`open`]). The entry points every command and the server start from;
+//! where the keyring lives by default (the environment) is the caller's business.
+
+use crate::clock::Clock;
+use crate::config::{Pipeline, Policies, RetentionFloor};
+use crate::crypto::kms::{Kms, LocalKeyring};
+use crate::error::{Error, Result};
+use crate::lake::layout;
+use crate::lake::storage::{Put, Store};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StoreMarker {
+    format: String,
+    version: u32,
+    created_at: String,
+    kek_id: String,
+    /// The store's minimum retention, set once here (see [`crate::config::RetentionFloor`]);
+    /// a marker without it (older stores) has the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retention_floor_days: Option<u32>,
+    /// Objects 0640 and directories 0750 (the store's group may read), instead of 0600/0700.
+    /// Set by `init --group-readable`; never from the environment.
+    #[serde(default)]
+    group_readable: bool,
+}
+
+impl StoreMarker {
+    /// The KEK the store is bound to.
+    pub fn kek_id(&self) -> &str {
+        &self.kek_id
+    }
+
+    /// Whether the store's group may read it (chosen once, at init).
+    pub fn group_readable(&self) -> bool {
+        self.group_readable
+    }
+
+    /// The store's retention floor (the default for a marker from before floors).
+    pub fn retention_floor(&self) -> RetentionFloor {
+        RetentionFloor {
+            days: self
+                .retention_floor_days
+                .unwrap_or(RetentionFloor::DEFAULT_DAYS),
+        }
+    }
+}
+
+/// What [`init`] creates or checks.
+#[derive(Debug, Clone)]
+pub struct InitRequest<'a> {
+    /// The store directory.
+    pub store: &'a Path,
+    /// The local keyring file (created when missing; never inside the store).
+    pub keyring: &'a Path,
+    /// The store's minimum retention in days; `None`: the default (set once, never lowered).
+    pub retention_floor_days: Option<u32>,
+    /// Objects 0640 and directories 0750 instead of 0600/0700 (chosen once).
+    pub group_readable: bool,
+    /// The OS user running init: the first access policy names them sole administrator.
+    pub admin: &'a str,
+}
+
+/// What [`init`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Initialised {
+    pub root: PathBuf,
+    pub keyring: PathBuf,
+    pub kek_id: String,
+    /// The keyring was created now.
+    pub new_keyring: bool,
+    /// The store was created now (`false`: it existed and matches the request).
+    pub created: bool,
+    pub retention_floor_days: u32,
+    /// The first access policy was recorded now (naming [`InitRequest::admin`]).
+    pub policy_recorded: bool,
+}
+
+/// Creates the store (or checks an existing one against the keyring) and records its first
+/// access policy if it has none: `req.admin` administers it alone. The signed head chain
+/// starts here.
+pub async fn init(req: &InitRequest<'_>, clock: Arc<dyn Clock>) -> Result<Initialised> {
+    let floor = match req.retention_floor_days {
+        Some(d) => RetentionFloor::new(d).map_err(Error::Usage)?,
+        None => RetentionFloor::default(),
+    };
+    keyring_apart(req.keyring, req.store)?;
+    let kpath = req.keyring;
+    let now = crate::clock::fmt_ts(clock.now());
+    let (ring, new_keyring) = if kpath.exists() {
+        (LocalKeyring::load(kpath)?, false)
+    } else {
+        (LocalKeyring::create(kpath, &now)?, true)
+    };
+    if req.store.join(layout::STORE_MARKER).exists() {
+        let store = Store::open_local(req.store, false)?;
+        let existing = read_marker(&store).await?;
+        if existing.group_readable != req.group_readable {
+            return Err(Error::conflict(
+                format!(
+                    "store {} is already initialised {}; file modes are chosen once, at init",
+                    store.root().display(),
+                    if existing.group_readable {
+                        "group-readable"
+                    } else {
+                        "owner-only"
+                    }
+                ),
+                false,
+            ));
+        }
+    }
+    let store = Store::init_local(req.store, req.group_readable)?;
+    let created = write_marker(&store, req, &ring, floor, now).await?;
+    let policy_recorded = crate::access::admin::record_first(&store, clock.clone(), req.admin)
+        .await?
+        .is_some();
+    // the signed head chain starts here, naming the first policy and the audit trail
+    if crate::head::newest(&store).await?.is_none() {
+        let audit = crate::audit::Audit::new(store.clone(), clock.clone());
+        let c = crate::head::Committer {
+            store: &store,
+            kms: &ring,
+            audit: &audit,
+        };
+        crate::head::commit(c, &crate::head::Change::new("init"), clock.now()).await?;
+    }
+    Ok(Initialised {
+        root: store.root().to_path_buf(),
+        keyring: kpath.to_path_buf(),
+        kek_id: ring.kek_id().to_string(),
+        new_keyring,
+        created,
+        retention_floor_days: floor.days,
+        policy_recorded,
+    })
+}
+
+/// Writes the marker create-only; whether it was created (an existing one must name the same
+/// KEK and, when the request names one, the same floor).
+async fn write_marker(
+    store: &Store,
+    req: &InitRequest<'_>,
+    ring: &LocalKeyring,
+    floor: RetentionFloor,
+    now: String,
+) -> Result<bool> {
+    let marker = StoreMarker {
+        format: "holdfast.store".into(),
+        version: 1,
+        created_at: now,
+        kek_id: ring.kek_id().to_string(),
+        retention_floor_days: Some(floor.days),
+        group_readable: req.group_readable,
+    };
+    let path = object_store::path::Path::from(layout::STORE_MARKER);
+    let bytes = serde_json::to_vec_pretty(&marker).expect("serializes");
+    if store.put_new(&path, bytes).await? == Put::Created {
+        return Ok(true);
+    }
+    let existing = read_marker(store).await?;
+    if existing.kek_id != ring.kek_id() {
+        return Err(Error::conflict(
+            format!(
+                "store {} is bound to KEK {}, but keyring {} holds {}",
+                store.root().display(),
+                existing.kek_id,
+                req.keyring.display(),
+                ring.kek_id()
+            ),
+            false,
+        ));
+    }
+    let recorded = existing.retention_floor().days;
+    if req.retention_floor_days.is_some_and(|d| d != recorded) {
+        return Err(Error::conflict(
+            format!(
+                "store {} has a retention floor of {recorded} days; it is set once, at init, and never changed",
+                store.root().display()
+            ),
+            false,
+        ));
+    }
+    Ok(false)
+}
+
+/// The store's retention floor, as its marker records it.
+pub async fn retention_floor(store: &Store) -> Result<RetentionFloor> {
+    Ok(read_marker(store).await?.retention_floor())
+}
+
+/// `--store` naming nothing is a usage error (2); a path that exists but holds no store
+/// marker is a runtime failure (1).
+fn not_a_store(path: &Path) -> Error {
+    let what = format!(
+        "{} is not a holdfast store; run `holdfast init --store {}` first",
+        path.display(),
+        path.display()
+    );
+    if path.exists() {
+        Error::Unusable(what)
+    } else {
+        Error::Usage(what)
+    }
+}
+
+/// The store's marker; a store without one is not a holdfast store.
+pub async fn read_marker(store: &Store) -> Result<StoreMarker> {
+    let path = object_store::path::Path::from(layout::STORE_MARKER);
+    let bytes = store
+        .get_opt(&path)
+        .await?
+        .ok_or_else(|| not_a_store(store.root()))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::Unusable(format!(
+            "{}: unreadable store marker: {e}",
+            store.root().display()
+        ))
+    })
+}
+
+/// Opens an initialised store without its keyring (commands that need no key).
+pub async fn open_unkeyed(store: &Path) -> Result<Store> {
+    let store = Store::open_local(store, false)?;
+    read_marker(&store).await?;
+    Ok(store)
+}
+
+/// Opens an initialised store and its keyring, checking that they belong together (and that
+/// the keyring is not kept inside the store).
+pub async fn open(path: &Path, keyring: &Path) -> Result<(Store, Arc<dyn Kms>)> {
+    if !path.is_dir() {
+        return Err(not_a_store(path));
+    }
+    let store = Store::open_local(path, false)?;
+    let marker = read_marker(&store).await?;
+    keyring_apart(keyring, path)?;
+    let ring = LocalKeyring::load(keyring)?;
+    if ring.kek_id() != marker.kek_id {
+        return Err(Error::conflict(
+            format!(
+                "store {} needs KEK {}, but keyring {} holds {}",
+                store.root().display(),
+                marker.kek_id,
+                keyring.display(),
+                ring.kek_id()
+            ),
+            false,
+        ));
+    }
+    Ok((store, Arc::new(ring)))
+}
+
+/// Refuses a keyring inside the store: keys stay apart from the data they protect.
+pub fn keyring_apart(keyring: &Path, store: &Path) -> Result<()> {
+    if absolute(keyring).starts_with(absolute(store)) {
+        return Err(Error::Usage(format!(
+            "the keyring {} is inside the store {}; keep keys apart from the data they protect",
+            keyring.display(),
+            store.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Absolute path without requiring it to exist (for the keyring-inside-store check).
+fn absolute(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    // resolve the deepest existing ancestor so that symlinks cannot hide containment
+    let mut existing = abs.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (
+            existing.file_name().map(|f| f.to_os_string()),
+            existing.parent(),
+        ) {
+            (Some(f), Some(parent)) => {
+                rest.push(f);
+                existing = parent.to_path_buf();
+            }
+            _ => return abs,
+        }
+    }
+    let mut out = existing.canonicalize().unwrap_or(existing);
+    for f in rest.into_iter().rev() {
+        out.push(f);
+    }
+    out
+}
+
+/// The pipeline file (if any) and its policy table, checked against the store's retention
+/// floor: every problem in one error.
+pub async fn policies_for(
+    store: &Store,
+    pipeline: Option<&Path>,
+) -> Result<(Option<Pipeline>, Policies)> {
+    let floor = Some(retention_floor(store).await?);
+    Ok(match pipeline {
+        Some(path) => {
+            let (p, policies) = Pipeline::load_for_store(path, floor)?;
+            (Some(p), policies)
+        }
+        None => {
+            let defaults = Path::new("the default retention policies");
+            (None, Pipeline::default().validate_with(defaults, floor)?)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;
