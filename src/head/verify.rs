@@ -123,5 +123,4 @@ pub async fn anchor(
 }
 
 #[cfg(test)]
-#[path = "verify_tests.rs"]
 mod tests;

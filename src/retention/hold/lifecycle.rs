@@ -416,5 +416,4 @@ async fn commit_head(
 }
 
 #[cfg(test)]
-#[path = "lifecycle_tests.rs"]
 mod tests;
