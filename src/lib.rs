@@ -28,5 +28,6 @@ pub mod query;
 pub mod retention;
 pub mod schema;
 pub mod sources;
+pub mod storage;
 
 pub use error::{Error, Result};

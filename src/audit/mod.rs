@@ -6,7 +6,7 @@
 
 use crate::clock::Clock;
 use crate::lake::LakeError;
-use crate::lake::storage::{Put, Store};
+use crate::storage::{Put, Store};
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};

@@ -15,7 +15,7 @@ impl AnchorArgs {
         let store = match &keyring {
             Some((st, _)) => st.clone(),
             None => {
-                let st = Store::open_local(&self.s.store, false)?;
+                let st = Store::open(&self.s.store, false)?;
                 read_marker(&st).await?;
                 st
             }

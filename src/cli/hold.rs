@@ -111,7 +111,7 @@ pub(super) async fn hold_command(
             (s.clone(), None)
         }
     };
-    let store = Store::open_local(&s.store, false)?;
+    let store = Store::open(&s.store, false)?;
     read_marker(&store).await?;
     // changes need the compliance role, for the hold's tenant, from the store's policy
     let session = match &who {

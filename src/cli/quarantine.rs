@@ -76,7 +76,7 @@ impl QuarantineCommand {
 }
 
 pub(super) async fn list(s: StoreArgs, format: Option<Format>, out: &mut dyn Write) -> Result<()> {
-    let store = Store::open_local(&s.store, false)?;
+    let store = Store::open(&s.store, false)?;
     read_marker(&store).await?;
     let entries = crate::landing::quarantine::list(&store).await?;
     let rows: Vec<QuarantineRow> = entries

@@ -176,7 +176,7 @@ pub(super) async fn shell(
     let _ = writeln!(
         out,
         "holdfast SQL on {} (tables: events, interactions, manifests, audit{}); end statements with ;  \\q quits",
-        s.store.display(),
+        s.store,
         if gate.decrypt { ", decrypted" } else { "" }
     );
     let _ = out.flush();
@@ -346,7 +346,7 @@ pub(super) async fn execute(
         .await?;
         return Ok(batches);
     }
-    let store = Store::open_local(&s.store, false)?;
+    let store = Store::open(&s.store, false)?;
     read_marker(&store).await?;
     let latest = committed(&store).await?;
     let (ctx, _) =

@@ -4,9 +4,9 @@ use super::*;
 
 #[derive(Debug, clap::Args, Clone)]
 pub struct StoreArgs {
-    /// Store directory
+    /// Store: a directory (a path or file:///path) or memory://NAME
     #[arg(long, env = "HOLDFAST_STORE")]
-    pub store: PathBuf,
+    pub store: crate::storage::StoreUrl,
     /// Local keyring file (default: $XDG_CONFIG_HOME/holdfast/keyring.json; never inside a store)
     #[arg(long, env = "HOLDFAST_KEYRING")]
     pub keyring: Option<PathBuf>,
@@ -86,12 +86,15 @@ pub(super) fn keyring_path(s: &StoreArgs) -> Result<PathBuf> {
         Some(k) => k.clone(),
         None => default_keyring()?,
     };
-    let (k_abs, s_abs) = (absolute(&k), absolute(&s.store));
-    if k_abs.starts_with(&s_abs) {
+    let inside = s
+        .store
+        .local_dir()
+        .is_some_and(|dir| absolute(&k).starts_with(absolute(dir)));
+    if inside {
         return Err(Error::Usage(format!(
             "the keyring {} is inside the store {}; keep keys apart from the data they protect",
             k.display(),
-            s.store.display()
+            s.store
         )));
     }
     Ok(k)
@@ -117,14 +120,13 @@ pub(super) async fn init(
     } else {
         (LocalKeyring::create(&kpath, &now)?, true)
     };
-    if s.store.join(layout::STORE_MARKER).exists() {
-        let store = Store::open_local(&s.store, false)?;
+    if let Some(store) = initialised(&s.store).await? {
         let existing = read_marker(&store).await?;
         if existing.group_readable != group_readable {
             return Err(Error::conflict(
                 format!(
                     "store {} is already initialised {}; file modes are chosen once, at init",
-                    store.root().display(),
+                    store.describe(),
                     if existing.group_readable {
                         "group-readable"
                     } else {
@@ -135,7 +137,7 @@ pub(super) async fn init(
             ));
         }
     }
-    let store = Store::init_local(&s.store, group_readable)?;
+    let store = Store::init(&s.store, group_readable)?;
     let marker = StoreMarker {
         format: "holdfast.store".into(),
         version: 1,
@@ -156,7 +158,7 @@ pub(super) async fn init(
             let _ = writeln!(
                 out,
                 "initialised store {} (KEK {} in {}{}; retention floor {} days)",
-                store.root().display(),
+                store.describe(),
                 ring.kek_id(),
                 kpath.display(),
                 if created { ", new keyring" } else { "" },
@@ -169,7 +171,7 @@ pub(super) async fn init(
                 return Err(Error::conflict(
                     format!(
                         "store {} is bound to KEK {}, but keyring {} holds {}",
-                        store.root().display(),
+                        store.describe(),
                         existing.kek_id,
                         kpath.display(),
                         ring.kek_id()
@@ -184,7 +186,7 @@ pub(super) async fn init(
                 return Err(Error::conflict(
                     format!(
                         "store {} has a retention floor of {recorded} days; it is set once, at init, and never changed",
-                        store.root().display()
+                        store.describe()
                     ),
                     false,
                 ));
@@ -192,7 +194,7 @@ pub(super) async fn init(
             let _ = writeln!(
                 out,
                 "store {} is already initialised (KEK {})",
-                store.root().display(),
+                store.describe(),
                 ring.kek_id()
             );
         }
@@ -230,15 +232,21 @@ pub(super) async fn retention_floor(store: &Store) -> Result<crate::config::Rete
     })
 }
 
-/// `--store` naming nothing is a usage error (2); a path that exists but holds no store
+/// The store at `url` if it exists and holds a store marker.
+pub(super) async fn initialised(url: &crate::storage::StoreUrl) -> Result<Option<Store>> {
+    let Ok(store) = Store::open(url, false) else {
+        return Ok(None);
+    };
+    let marker = object_store::path::Path::from(layout::STORE_MARKER);
+    Ok(store.get_opt(&marker).await?.map(|_| store))
+}
+
+/// `--store` naming nothing is a usage error (2); a store that exists but holds no store
 /// marker is a runtime failure (1).
-fn not_a_store(path: &Path) -> Error {
-    let what = format!(
-        "{} is not a holdfast store; run `holdfast init --store {}` first",
-        path.display(),
-        path.display()
-    );
-    if path.exists() {
+fn not_a_store(store: &str, exists: bool) -> Error {
+    let what =
+        format!("{store} is not a holdfast store; run `holdfast init --store {store}` first");
+    if exists {
         Error::Unusable(what)
     } else {
         Error::Usage(what)
@@ -250,21 +258,21 @@ pub(super) async fn read_marker(store: &Store) -> Result<StoreMarker> {
     let bytes = store
         .get_opt(&path)
         .await?
-        .ok_or_else(|| not_a_store(store.root()))?;
+        .ok_or_else(|| not_a_store(&store.describe(), true))?;
     serde_json::from_slice(&bytes).map_err(|e| {
         Error::Unusable(format!(
             "{}: unreadable store marker: {e}",
-            store.root().display()
+            store.describe()
         ))
     })
 }
 
 /// Opens an initialised store and its keyring, checking that they belong together.
 pub(super) async fn open(s: &StoreArgs) -> Result<(Store, Arc<dyn Kms>)> {
-    if !s.store.is_dir() {
-        return Err(not_a_store(&s.store));
-    }
-    let store = Store::open_local(&s.store, false)?;
+    let Ok(store) = Store::open(&s.store, false) else {
+        let exists = s.store.local_dir().is_some_and(|d| d.exists());
+        return Err(not_a_store(&s.store.to_string(), exists));
+    };
     let marker = read_marker(&store).await?;
     let kpath = keyring_path(s)?;
     let ring = LocalKeyring::load(&kpath)?;
@@ -272,7 +280,7 @@ pub(super) async fn open(s: &StoreArgs) -> Result<(Store, Arc<dyn Kms>)> {
         return Err(Error::conflict(
             format!(
                 "store {} needs KEK {}, but keyring {} holds {}",
-                store.root().display(),
+                store.describe(),
                 marker.kek_id,
                 kpath.display(),
                 ring.kek_id()

@@ -50,7 +50,7 @@ impl VerifyArgs {
             match open(&s).await {
                 Ok((st, k)) => (st, Some(k), None),
                 Err(_) => {
-                    let st = Store::open_local(&s.store, false)?;
+                    let st = Store::open(&s.store, false)?;
                     read_marker(&st).await?;
                     (st, None, None)
                 }

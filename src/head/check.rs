@@ -13,8 +13,8 @@ use crate::crypto::kms::{Kms, PublicKey};
 use crate::lake::LakeError;
 use crate::lake::layout::{self, Partition};
 use crate::lake::manifest::Loaded;
-use crate::lake::storage::Store;
 use crate::lake::verify::{HeadSummary, LakeState, VerifyReport};
+use crate::storage::Store;
 use object_store::path::Path;
 use std::collections::{BTreeMap, HashMap, HashSet};
 

@@ -8,8 +8,8 @@
 
 use super::LakeError;
 use super::layout::{self, Partition};
-use super::storage::{Put, Store};
 use crate::crypto::kms::WrappedKey;
+use crate::storage::{Put, Store};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

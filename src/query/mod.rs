@@ -16,7 +16,7 @@ mod view;
 use crate::lake::LakeError;
 use crate::lake::datafile::SCHEMA;
 use crate::lake::manifest::{self, Loaded};
-use crate::lake::storage::Store;
+use crate::storage::Store;
 use arrow::array::{
     ArrayRef, Int32Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder,
     TimestampMicrosecondBuilder, UInt32Builder,

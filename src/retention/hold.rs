@@ -22,7 +22,7 @@ pub use upkeep::{Lapse, SyncReport, lapse_due, sync};
 use crate::lake::LakeError;
 use crate::lake::datafile;
 use crate::lake::manifest::{self, DataFileEntry};
-use crate::lake::storage::{Put, Store};
+use crate::storage::{Put, Store};
 use arrow::array::{Array, AsArray};
 use chrono::{DateTime, Utc};
 use object_store::path::Path;

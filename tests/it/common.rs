@@ -225,7 +225,7 @@ impl Env {
         let dir = self.store.join("_leases").join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let v = serde_json::json!({
-            "format": "holdfast.lease", "version": 1, "token": token,
+            "format": "holdfast.lease", "version": "1", "token": token,
             "holder": format!("{name} of another process"), "host": host, "pid": pid,
             "acquired_at": "2026-01-01T00:00:00Z", "expires_at": expires_at, "released": false
         });
