@@ -415,3 +415,6 @@ pub fn id_list(mut ids: Vec<String>) -> serde_json::Value {
     let joined = ids.join("\n");
     serde_json::json!({"count": ids.len(), "sha256_of_sorted_list": crate::lake::manifest::sha256_hex(joined.as_bytes())})
 }
+
+#[cfg(test)]
+mod tests;

@@ -353,3 +353,6 @@ pub async fn commit(
         Put::AlreadyExists => Ok(Commit::LostRace { sequence }),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -504,4 +504,6 @@ pub async fn preview(store: &Store, hold: &Hold) -> Result<Preview, LakeError> {
 }
 
 #[cfg(test)]
+mod registry_tests;
+#[cfg(test)]
 mod tests;

@@ -310,3 +310,6 @@ pub async fn rewrite_file(
         holds: covering,
     })))
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,10 +9,8 @@ use crate::clock::{Clock, FakeClock};
 use crate::lake::layout;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
-/// A fresh memory store (a new name each time).
-pub(crate) fn memory() -> Store {
-    let name = format!("contract-{:016x}", rand::random::<u64>());
-    Store::open(&StoreUrl::Memory(name), true).unwrap()
+fn memory() -> Store {
+    Store::memory_for_tests()
 }
 
 fn rt() -> tokio::runtime::Runtime {

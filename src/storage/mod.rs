@@ -219,6 +219,13 @@ impl Store {
         Ok(Self::with(backend))
     }
 
+    /// Test support: a fresh in-memory store under a name of its own.
+    #[cfg(test)]
+    pub(crate) fn memory_for_tests() -> Store {
+        let name = format!("test-{:016x}", rand::random::<u64>());
+        Store::open(&StoreUrl::Memory(name), true).expect("a new memory store")
+    }
+
     fn with(backend: Arc<dyn Backend>) -> Self {
         Store {
             backend,
