@@ -1,7 +1,8 @@
 //! The `holdfast` command line. The only module that reads the environment, prints, or
 //! chooses exit codes (0 success, 1 failure, 2 usage).
 
-// the one module that reads the environment (store, keyring and history locations)
+// the one module that reads the environment (store, keyring and history locations) and the
+// caller's own files (inputs, pipeline and hold files, query output)
 #![allow(clippy::disallowed_methods)]
 
 mod access;
