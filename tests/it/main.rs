@@ -17,4 +17,5 @@ mod query;
 mod readers;
 mod retention;
 mod sql;
+mod stores;
 mod tamper;
