@@ -100,6 +100,12 @@ impl Error {
     }
 }
 
+impl From<crate::storage::lease::LeaseError> for Error {
+    fn from(e: crate::storage::lease::LeaseError) -> Self {
+        Error::Job(e.into())
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //!              index)       segments,    partition,  │
 //!                           quarantine)  encrypt)    └──> query (DataFusion over committed files)
 //! ```
+//! `storage` sits under all of them (a `Store` from a URL: a directory or `memory://`).
 //! `cli` sits on top and is the only module that reads the environment or prints.
 
 pub mod access;
@@ -28,6 +29,7 @@ pub mod query;
 pub mod retention;
 pub mod schema;
 pub mod sources;
+pub mod storage;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -8,7 +8,7 @@ use crate::config::{Pipeline, Policies, RetentionFloor};
 use crate::crypto::kms::{Kms, LocalKeyring};
 use crate::error::{Error, Result};
 use crate::lake::layout;
-use crate::lake::storage::{Put, Store};
+use crate::storage::{Put, Store, StoreUrl};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,8 +53,8 @@ impl StoreMarker {
 /// What [`init`] creates or checks.
 #[derive(Debug, Clone)]
 pub struct InitRequest<'a> {
-    /// The store directory.
-    pub store: &'a Path,
+    /// Where the store is (a directory, `file://` or `memory://` URL).
+    pub store: &'a StoreUrl,
     /// The local keyring file (created when missing; never inside the store).
     pub keyring: &'a Path,
     /// The store's minimum retention in days; `None`: the default (set once, never lowered).
@@ -68,7 +68,8 @@ pub struct InitRequest<'a> {
 /// What [`init`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Initialised {
-    pub root: PathBuf,
+    /// The store, as messages name it.
+    pub store: String,
     pub keyring: PathBuf,
     pub kek_id: String,
     /// The keyring was created now.
@@ -96,14 +97,13 @@ pub async fn init(req: &InitRequest<'_>, clock: Arc<dyn Clock>) -> Result<Initia
     } else {
         (LocalKeyring::create(kpath, &now)?, true)
     };
-    if req.store.join(layout::STORE_MARKER).exists() {
-        let store = Store::open_local(req.store, false)?;
+    if let Some(store) = initialised(req.store).await? {
         let existing = read_marker(&store).await?;
         if existing.group_readable != req.group_readable {
             return Err(Error::conflict(
                 format!(
                     "store {} is already initialised {}; file modes are chosen once, at init",
-                    store.root().display(),
+                    store.describe(),
                     if existing.group_readable {
                         "group-readable"
                     } else {
@@ -114,7 +114,7 @@ pub async fn init(req: &InitRequest<'_>, clock: Arc<dyn Clock>) -> Result<Initia
             ));
         }
     }
-    let store = Store::init_local(req.store, req.group_readable)?;
+    let store = Store::init(req.store, req.group_readable)?;
     let created = write_marker(&store, req, &ring, floor, now).await?;
     let policy_recorded = crate::access::admin::record_first(&store, clock.clone(), req.admin)
         .await?
@@ -130,7 +130,7 @@ pub async fn init(req: &InitRequest<'_>, clock: Arc<dyn Clock>) -> Result<Initia
         crate::head::commit(c, &crate::head::Change::new("init"), clock.now()).await?;
     }
     Ok(Initialised {
-        root: store.root().to_path_buf(),
+        store: store.describe(),
         keyring: kpath.to_path_buf(),
         kek_id: ring.kek_id().to_string(),
         new_keyring,
@@ -167,7 +167,7 @@ async fn write_marker(
         return Err(Error::conflict(
             format!(
                 "store {} is bound to KEK {}, but keyring {} holds {}",
-                store.root().display(),
+                store.describe(),
                 existing.kek_id,
                 req.keyring.display(),
                 ring.kek_id()
@@ -180,7 +180,7 @@ async fn write_marker(
         return Err(Error::conflict(
             format!(
                 "store {} has a retention floor of {recorded} days; it is set once, at init, and never changed",
-                store.root().display()
+                store.describe()
             ),
             false,
         ));
@@ -193,15 +193,21 @@ pub async fn retention_floor(store: &Store) -> Result<RetentionFloor> {
     Ok(read_marker(store).await?.retention_floor())
 }
 
-/// `--store` naming nothing is a usage error (2); a path that exists but holds no store
+/// The store at `url` if it exists and holds a store marker.
+pub async fn initialised(url: &StoreUrl) -> Result<Option<Store>> {
+    let Ok(store) = Store::open(url, false) else {
+        return Ok(None);
+    };
+    let marker = object_store::path::Path::from(layout::STORE_MARKER);
+    Ok(store.get_opt(&marker).await?.map(|_| store))
+}
+
+/// `--store` naming nothing is a usage error (2); a store that exists but holds no store
 /// marker is a runtime failure (1).
-fn not_a_store(path: &Path) -> Error {
-    let what = format!(
-        "{} is not a holdfast store; run `holdfast init --store {}` first",
-        path.display(),
-        path.display()
-    );
-    if path.exists() {
+fn not_a_store(store: &str, exists: bool) -> Error {
+    let what =
+        format!("{store} is not a holdfast store; run `holdfast init --store {store}` first");
+    if exists {
         Error::Unusable(what)
     } else {
         Error::Usage(what)
@@ -214,37 +220,39 @@ pub async fn read_marker(store: &Store) -> Result<StoreMarker> {
     let bytes = store
         .get_opt(&path)
         .await?
-        .ok_or_else(|| not_a_store(store.root()))?;
+        .ok_or_else(|| not_a_store(&store.describe(), true))?;
     serde_json::from_slice(&bytes).map_err(|e| {
         Error::Unusable(format!(
             "{}: unreadable store marker: {e}",
-            store.root().display()
+            store.describe()
         ))
     })
 }
 
 /// Opens an initialised store without its keyring (commands that need no key).
-pub async fn open_unkeyed(store: &Path) -> Result<Store> {
-    let store = Store::open_local(store, false)?;
+pub async fn open_unkeyed(url: &StoreUrl) -> Result<Store> {
+    let Ok(store) = Store::open(url, false) else {
+        return Err(not_a_store(&url.to_string(), false));
+    };
     read_marker(&store).await?;
     Ok(store)
 }
 
 /// Opens an initialised store and its keyring, checking that they belong together (and that
 /// the keyring is not kept inside the store).
-pub async fn open(path: &Path, keyring: &Path) -> Result<(Store, Arc<dyn Kms>)> {
-    if !path.is_dir() {
-        return Err(not_a_store(path));
-    }
-    let store = Store::open_local(path, false)?;
+pub async fn open(url: &StoreUrl, keyring: &Path) -> Result<(Store, Arc<dyn Kms>)> {
+    let Ok(store) = Store::open(url, false) else {
+        let exists = url.local_dir().is_some_and(|d| d.exists());
+        return Err(not_a_store(&url.to_string(), exists));
+    };
     let marker = read_marker(&store).await?;
-    keyring_apart(keyring, path)?;
+    keyring_apart(keyring, url)?;
     let ring = LocalKeyring::load(keyring)?;
     if ring.kek_id() != marker.kek_id {
         return Err(Error::conflict(
             format!(
                 "store {} needs KEK {}, but keyring {} holds {}",
-                store.root().display(),
+                store.describe(),
                 marker.kek_id,
                 keyring.display(),
                 ring.kek_id()
@@ -256,12 +264,15 @@ pub async fn open(path: &Path, keyring: &Path) -> Result<(Store, Arc<dyn Kms>)> 
 }
 
 /// Refuses a keyring inside the store: keys stay apart from the data they protect.
-pub fn keyring_apart(keyring: &Path, store: &Path) -> Result<()> {
-    if absolute(keyring).starts_with(absolute(store)) {
+pub fn keyring_apart(keyring: &Path, store: &StoreUrl) -> Result<()> {
+    let inside = store
+        .local_dir()
+        .is_some_and(|dir| absolute(keyring).starts_with(absolute(dir)));
+    if inside {
         return Err(Error::Usage(format!(
             "the keyring {} is inside the store {}; keep keys apart from the data they protect",
             keyring.display(),
-            store.display()
+            store
         )));
     }
     Ok(())

@@ -9,7 +9,7 @@ use super::policy::{self, Change, Policy, Request};
 use super::{AccessError, AccessRefused, PolicyChanged, Result, Role, Session};
 use crate::audit::Audit;
 use crate::clock::Clock;
-use crate::lake::storage::Store;
+use crate::storage::Store;
 use std::sync::Arc;
 
 /// Commits rounds lost to a concurrent writer before giving up.

@@ -29,7 +29,7 @@ pub mod policy;
 use crate::audit::{Audit, AuditError, AuditEvent};
 use crate::clock::Clock;
 use crate::lake::LakeError;
-use crate::lake::storage::Store;
+use crate::storage::Store;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 

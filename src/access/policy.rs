@@ -9,7 +9,7 @@ use super::{AccessError, Role};
 use crate::lake::LakeError;
 use crate::lake::layout;
 use crate::lake::manifest::sha256_hex;
-use crate::lake::storage::{Put, Store};
+use crate::storage::{Put, Store};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};

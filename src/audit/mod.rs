@@ -6,7 +6,7 @@
 
 use crate::clock::Clock;
 use crate::lake::LakeError;
-use crate::lake::storage::{Put, Store};
+use crate::storage::{Put, Store};
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
@@ -415,3 +415,6 @@ pub fn id_list(mut ids: Vec<String>) -> serde_json::Value {
     let joined = ids.join("\n");
     serde_json::json!({"count": ids.len(), "sha256_of_sorted_list": crate::lake::manifest::sha256_hex(joined.as_bytes())})
 }
+
+#[cfg(test)]
+mod tests;

@@ -116,7 +116,7 @@ impl AccessCommand {
             | AccessCommand::Approve { s, who, .. }
             | AccessCommand::Cancel { s, who, .. } => (s.clone(), who.clone()),
         };
-        let store = Store::open_local(&s.store, false)?;
+        let store = Store::open(&s.store, false)?;
         read_marker(&store).await?;
         let session = session(&store, clock, &who).await?;
         match self {

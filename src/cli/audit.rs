@@ -43,7 +43,7 @@ pub(super) async fn audit_command(
     clock: Arc<dyn Clock>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let open_store = |s: &StoreArgs| -> Result<Store> { Ok(Store::open_local(&s.store, false)?) };
+    let open_store = |s: &StoreArgs| -> Result<Store> { Ok(Store::open(&s.store, false)?) };
     match command {
         AuditCommand::Verify {
             s,

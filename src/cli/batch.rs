@@ -82,9 +82,9 @@ fn warn_damaged(report: &job::BatchReport) {
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     pub pipeline: PathBuf,
-    /// Overrides the pipeline's store path
+    /// Overrides the pipeline's store (a path, file:///path or memory://NAME)
     #[arg(long, env = "HOLDFAST_STORE")]
-    pub store: Option<PathBuf>,
+    pub store: Option<crate::storage::StoreUrl>,
     #[arg(long, env = "HOLDFAST_KEYRING")]
     pub keyring: Option<PathBuf>,
     #[arg(long, value_enum)]
@@ -118,7 +118,7 @@ impl RunArgs {
         } else {
             &mut stderr
         };
-        let initialised = !s.store.join(layout::STORE_MARKER).exists();
+        let initialised = crate::store::initialised(&s.store).await?.is_none();
         if initialised {
             let floor = p.store.retention_floor_days;
             init(&s, floor, false, clock.clone(), prose).await?;

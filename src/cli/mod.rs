@@ -1,7 +1,8 @@
 //! The `holdfast` command line. The only module that reads the environment, prints, or
 //! chooses exit codes (0 success, 1 failure, 2 usage).
 
-// the one module that reads the environment (store, keyring and history locations)
+// the one module that reads the environment (store, keyring and history locations) and the
+// caller's own files (inputs, pipeline and hold files, query output)
 #![allow(clippy::disallowed_methods)]
 
 mod access;
@@ -22,8 +23,8 @@ use crate::crypto::kms::Kms;
 use crate::error::{Error, Result};
 use crate::job::{self, Context};
 use crate::lake::layout;
-use crate::lake::storage::Store;
 use crate::sources::SourceKind;
+use crate::storage::Store;
 use clap::{Parser, Subcommand};
 use output::Format;
 use serde::Serialize;

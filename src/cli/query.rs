@@ -176,7 +176,7 @@ pub(super) async fn shell(
     let _ = writeln!(
         out,
         "holdfast SQL on {} (tables: events, interactions, manifests, audit{}); end statements with ;  \\q quits",
-        s.store.display(),
+        s.store,
         if gate.decrypt { ", decrypted" } else { "" }
     );
     let _ = out.flush();

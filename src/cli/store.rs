@@ -5,9 +5,9 @@ use super::*;
 
 #[derive(Debug, clap::Args, Clone)]
 pub struct StoreArgs {
-    /// Store directory
+    /// Store: a directory (a path or file:///path) or memory://NAME
     #[arg(long, env = "HOLDFAST_STORE")]
-    pub store: PathBuf,
+    pub store: crate::storage::StoreUrl,
     /// Local keyring file (default: $XDG_CONFIG_HOME/holdfast/keyring.json; never inside a store)
     #[arg(long, env = "HOLDFAST_KEYRING")]
     pub keyring: Option<PathBuf>,
@@ -85,7 +85,7 @@ pub(super) async fn init(
         let _ = writeln!(
             out,
             "initialised store {} (KEK {} in {}{}; retention floor {} days)",
-            done.root.display(),
+            done.store,
             done.kek_id,
             done.keyring.display(),
             if done.new_keyring {
@@ -99,8 +99,7 @@ pub(super) async fn init(
         let _ = writeln!(
             out,
             "store {} is already initialised (KEK {})",
-            done.root.display(),
-            done.kek_id
+            done.store, done.kek_id
         );
     }
     if done.policy_recorded {

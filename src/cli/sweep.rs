@@ -33,7 +33,7 @@ impl SweepArgs {
             pipeline,
             format,
         } = self;
-        let store = Store::open_local(&s.store, false)?;
+        let store = Store::open(&s.store, false)?;
         read_marker(&store).await?;
         let p = pipeline.as_deref().map(Pipeline::load).transpose()?;
         // a sweep deletes every tenant's expired records: the retention role, for all tenants
@@ -143,7 +143,7 @@ pub enum RetentionCommand {
 impl RetentionCommand {
     pub(super) async fn run(self, clock: Arc<dyn Clock>, out: &mut dyn Write) -> Result<()> {
         let RetentionCommand::Explain { s, event, pipeline } = self;
-        let store = Store::open_local(&s.store, false)?;
+        let store = Store::open(&s.store, false)?;
         read_marker(&store).await?;
         let policies = match pipeline.as_deref() {
             Some(p) => Pipeline::load(p)?.validate(p)?,

@@ -52,8 +52,9 @@ pub struct Pipeline {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// Local directory of the store (`--store` / `HOLDFAST_STORE` override it).
-    pub path: Option<PathBuf>,
+    /// The store: a directory (a path or `file:///path`) or `memory://name` (`--store` /
+    /// `HOLDFAST_STORE` override it).
+    pub path: Option<crate::storage::StoreUrl>,
     /// The retention floor `holdfast run` records when it creates the store (like
     /// `init --retention-floor-days`); an existing store keeps the floor it has.
     #[serde(default)]
@@ -118,7 +119,7 @@ impl Default for BatchConfig {
 }
 
 static STORE: Shape = Shape::Table(&[
-    opt("path", Shape::Leaf(ty::<PathBuf>)),
+    opt("path", Shape::Leaf(ty::<crate::storage::StoreUrl>)),
     opt("retention_floor_days", Shape::Leaf(ty::<u32>)),
 ]);
 static SOURCE: Shape = Shape::Table(&[
@@ -225,6 +226,7 @@ impl Pipeline {
         path: &std::path::Path,
         floor: Option<RetentionFloor>,
     ) -> Result<(Self, Policies), ConfigError> {
+        #[allow(clippy::disallowed_methods)] // the caller's pipeline file, not the store
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,

@@ -1,3 +1,5 @@
+#![allow(clippy::disallowed_methods)] // the tests write pipeline files to load
+
 use super::*;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;

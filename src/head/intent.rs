@@ -13,7 +13,7 @@ use crate::audit::{AuditEvent, BatchCommitted};
 use crate::lake::LakeError;
 use crate::lake::layout::{self, Partition};
 use crate::lake::manifest::{self, Loaded};
-use crate::lake::storage::{Lock, Store};
+use crate::storage::{Lock, Store};
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};

@@ -19,7 +19,7 @@ use crate::crypto::kms::{Kms, PublicKey};
 use crate::lake::LakeError;
 use crate::lake::layout::{self, Partition};
 use crate::lake::manifest::{self, Loaded};
-use crate::lake::storage::{Put, Store};
+use crate::storage::{Put, Store};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};

@@ -7,8 +7,8 @@ use crate::access::gate::Opened;
 use crate::clock::Clock;
 use crate::crypto::kms::Kms;
 use crate::error::{Error, Result};
-use crate::lake::storage::Store;
 use crate::lake::verify::{Problem, VerifyReport};
+use crate::storage::Store;
 use std::sync::Arc;
 
 /// What a verification may use besides the store.

@@ -6,7 +6,7 @@ use super::lease::Lease;
 use super::{Context, JobError};
 use crate::lake::layout::{self, Partition};
 use crate::lake::manifest::{self, Commit, DataFileEntry, Loaded};
-use crate::lake::storage::{Put, Store};
+use crate::storage::{Put, Store};
 use futures::StreamExt;
 use object_store::path::Path;
 use std::collections::{BTreeMap, BTreeSet};

@@ -10,9 +10,10 @@
 mod batch;
 mod commit;
 mod ingest;
-mod lease;
 mod options;
 pub mod replay;
+// leases live in storage (they work on every backend); `job` runs under them
+use crate::storage::lease;
 pub(crate) use lease::Lease;
 pub use lease::{EXPIRY as LEASE_EXPIRY, Fence, LeaseLost};
 mod validate;
@@ -26,8 +27,8 @@ pub use validate::{ValidateReport, validate, validate_opened};
 use crate::clock::Clock;
 use crate::crypto::kms::Kms;
 use crate::lake::LakeError;
-use crate::lake::storage::Store;
 use crate::landing::{LandingError, SegmentBuilder, segment_id};
+use crate::storage::Store;
 use rand::RngCore;
 use std::sync::Arc;
 
@@ -66,6 +67,15 @@ pub enum JobError {
     /// A policy in use keeps records for less than the store's retention floor.
     #[error("{0}")]
     BelowFloor(String),
+}
+
+impl From<lease::LeaseError> for JobError {
+    fn from(e: lease::LeaseError) -> Self {
+        match e {
+            lease::LeaseError::Busy { holder, path } => JobError::Busy { holder, path },
+            lease::LeaseError::Store(e) => JobError::Lake(e),
+        }
+    }
 }
 
 /// What a job needs: the store, the key service and the clock.

@@ -90,7 +90,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = chrono::DateTime::from_timestamp(1_760_000_000, 0).unwrap();
         let clock: Arc<dyn Clock> = Arc::new(FakeClock::new(t));
-        let (path, keyring) = (dir.path().join("s"), dir.path().join("k.json"));
+        let (path, keyring) = (
+            crate::storage::StoreUrl::local(dir.path().join("s")),
+            dir.path().join("k.json"),
+        );
         let req = crate::store::InitRequest {
             store: &path,
             keyring: &keyring,

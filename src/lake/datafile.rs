@@ -414,7 +414,7 @@ impl FileWriter {
 /// chunks are fetched).
 #[allow(deprecated)] // ParquetObjectReader: still the shortest correct reader over object_store
 pub async fn read_columns(
-    store: &super::storage::Store,
+    store: &crate::storage::Store,
     path: &Path,
     size: u64,
     columns: &[&str],
@@ -449,7 +449,7 @@ pub async fn read_columns(
 /// The footer of a committed data file (only the footer is fetched).
 #[allow(deprecated)] // ParquetObjectReader, as in read_columns
 pub async fn footer(
-    store: &super::storage::Store,
+    store: &crate::storage::Store,
     path: &Path,
     size: u64,
 ) -> Result<Arc<parquet::file::metadata::ParquetMetaData>, LakeError> {

@@ -8,8 +8,8 @@
 
 use super::LakeError;
 use super::layout::{self, Partition};
-use super::storage::{Put, Store};
 use crate::crypto::kms::WrappedKey;
+use crate::storage::{Put, Store};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -353,3 +353,6 @@ pub async fn commit(
         Put::AlreadyExists => Ok(Commit::LostRace { sequence }),
     }
 }
+
+#[cfg(test)]
+mod tests;

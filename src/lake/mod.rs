@@ -1,10 +1,9 @@
-//! The lake: Parquet data files under hive partitions, per-partition manifests, and the
-//! storage layer under both. `crypto` seals records before they reach here.
+//! The lake: Parquet data files under hive partitions and per-partition manifests, on top of
+//! [`crate::storage`]. `crypto` seals records before they reach here.
 
 pub mod datafile;
 pub mod layout;
 pub mod manifest;
-pub mod storage;
 pub mod verify;
 
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,8 @@ pub mod quarantine;
 
 use crate::crypto::kms::{Kms, KmsError, WrappedKey};
 use crate::crypto::{Cipher, CryptoError, DataKey, aad};
-use crate::lake::storage::{Put, Store};
 use crate::lake::{LakeError, layout};
+use crate::storage::{Put, Store};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

@@ -11,7 +11,7 @@ use super::LandingError;
 use crate::crypto::kms::{Kms, WrappedKey, b64};
 use crate::crypto::{Cipher, DataKey, aad};
 use crate::lake::layout;
-use crate::lake::storage::{Put, Store};
+use crate::storage::{Put, Store};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

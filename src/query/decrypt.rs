@@ -8,7 +8,7 @@ use crate::crypto::kms::{Kms, WrappedKey};
 use crate::crypto::{Cipher, open_record, record_aad};
 use crate::lake::datafile;
 use crate::lake::manifest::Loaded;
-use crate::lake::storage::Store;
+use crate::storage::Store;
 use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use arrow::datatypes::DataType;
 use datafusion::error::{DataFusionError, Result as DfResult};

@@ -17,7 +17,7 @@ mod view;
 use crate::lake::LakeError;
 use crate::lake::datafile::SCHEMA;
 use crate::lake::manifest::{self, Loaded};
-use crate::lake::storage::Store;
+use crate::storage::Store;
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use datafusion::datasource::MemTable;

@@ -23,7 +23,7 @@ pub use upkeep::{Lapse, SyncReport, lapse_due, sync};
 use crate::lake::LakeError;
 use crate::lake::datafile;
 use crate::lake::manifest::{self, DataFileEntry};
-use crate::lake::storage::{Put, Store};
+use crate::storage::{Put, Store};
 use arrow::array::{Array, AsArray};
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
@@ -504,5 +504,7 @@ pub async fn preview(store: &Store, hold: &Hold) -> Result<Preview, LakeError> {
     Ok(p)
 }
 
+#[cfg(test)]
+mod registry_tests;
 #[cfg(test)]
 mod tests;

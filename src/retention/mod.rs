@@ -24,7 +24,7 @@ use crate::crypto::kms::Kms;
 use crate::lake::LakeError;
 use crate::lake::layout::Partition;
 use crate::lake::manifest::{self, Commit};
-use crate::lake::storage::Store;
+use crate::storage::Store;
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use serde::Serialize;
@@ -155,14 +155,9 @@ async fn lock_refusal(
     Ok(refusal(&store.lock(path).await?, now))
 }
 
-fn refusal(lock: &crate::lake::storage::Lock, now: DateTime<Utc>) -> Option<String> {
-    if lock.legal_hold {
-        Some("under legal hold".to_string())
-    } else {
-        lock.retain_until
-            .filter(|u| *u > now)
-            .map(|u| format!("retained until {u}"))
-    }
+/// The storage layer's one rule ([`crate::storage::Lock::refusal`]).
+fn refusal(lock: &crate::storage::Lock, now: DateTime<Utc>) -> Option<String> {
+    lock.refusal(now)
 }
 
 fn partition_of(dir: &str) -> Result<Partition, LakeError> {

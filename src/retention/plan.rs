@@ -3,7 +3,7 @@
 
 use super::SweepError;
 use crate::lake::manifest::{self};
-use crate::lake::storage::Store;
+use crate::storage::Store;
 use arrow::array::AsArray;
 use chrono::{DateTime, Utc};
 use serde::Serialize;

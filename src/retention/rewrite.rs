@@ -15,7 +15,7 @@ use crate::lake::LakeError;
 use crate::lake::datafile::{self, FileWriter, SCHEMA};
 use crate::lake::layout::{self, Partition};
 use crate::lake::manifest::{self, DataFileEntry, FileEncryption};
-use crate::lake::storage::Store;
+use crate::storage::Store;
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, RecordBatch, StringArray,
 };
@@ -310,3 +310,6 @@ pub async fn rewrite_file(
         holds: covering,
     })))
 }
+
+#[cfg(test)]
+mod tests;

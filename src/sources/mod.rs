@@ -167,6 +167,7 @@ impl SourceKind {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the tests read and bless fixture files of the repository
 mod tests {
     use super::*;
     use proptest::prelude::*;

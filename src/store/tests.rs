@@ -16,7 +16,7 @@ fn clock() -> Arc<dyn Clock> {
     Arc::new(FakeClock::new(t))
 }
 
-fn request<'a>(store: &'a Path, keyring: &'a Path) -> InitRequest<'a> {
+fn request<'a>(store: &'a StoreUrl, keyring: &'a Path) -> InitRequest<'a> {
     InitRequest {
         store,
         keyring,
@@ -29,7 +29,10 @@ fn request<'a>(store: &'a Path, keyring: &'a Path) -> InitRequest<'a> {
 #[test]
 fn init_creates_the_store_its_policy_and_head_once_and_checks_it_after() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, keyring) = (dir.path().join("s"), dir.path().join("k.json"));
+    let (path, keyring) = (
+        StoreUrl::local(dir.path().join("s")),
+        dir.path().join("k.json"),
+    );
     let first = block(init(&request(&path, &keyring), clock())).unwrap();
     assert!(first.created && first.new_keyring && first.policy_recorded);
     assert_eq!(first.retention_floor_days, 2555);
@@ -79,8 +82,9 @@ fn init_creates_the_store_its_policy_and_head_once_and_checks_it_after() {
 #[test]
 fn a_keyring_inside_the_store_a_bad_floor_and_a_missing_store_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s");
-    let inside = path.join("keys").join("k.json");
+    let sdir = dir.path().join("s");
+    let path = StoreUrl::local(&sdir);
+    let inside = sdir.join("keys").join("k.json");
     let e = block(init(&request(&path, &inside), clock())).unwrap_err();
     assert!(
         matches!(&e, Error::Usage(m) if m.contains("inside the store")),
@@ -96,7 +100,7 @@ fn a_keyring_inside_the_store_a_bad_floor_and_a_missing_store_are_refused() {
     // nothing there: a usage error (2); a directory that is no store: a runtime failure (1)
     let e = block(open(&path, &keyring)).err().unwrap();
     assert_eq!(e.exit_code(), 2, "{e}");
-    std::fs::create_dir(&path).unwrap();
+    std::fs::create_dir(&sdir).unwrap();
     let e = block(open_unkeyed(&path)).unwrap_err();
     assert!(
         matches!(&e, Error::Unusable(m) if m.contains("not a holdfast store")),

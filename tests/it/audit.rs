@@ -147,7 +147,9 @@ fn reordered_entries_are_caught() {
 #[test]
 fn concurrent_writers_do_not_fork_the_chain() {
     let env = Env::new();
-    let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
+    let store =
+        holdfast::storage::Store::open(&holdfast::storage::StoreUrl::local(&env.store), false)
+            .unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -173,6 +173,11 @@ impl Env {
         serde_json::from_str(&self.ok(&["batch", "--format", "json"])).unwrap()
     }
 
+    /// A batch with the clock pinned at `now`; its JSON report.
+    pub fn batch_at(&self, now: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok_at(now, &["batch", "--format", "json"])).unwrap()
+    }
+
     /// Rows of a query as JSON objects.
     pub fn query(&self, sql: &str) -> Vec<serde_json::Value> {
         self.ok(&["query", "--format", "ndjson", sql])
@@ -225,7 +230,7 @@ impl Env {
         let dir = self.store.join("_leases").join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let v = serde_json::json!({
-            "format": "holdfast.lease", "version": 1, "token": token,
+            "format": "holdfast.lease", "version": "1", "token": token,
             "holder": format!("{name} of another process"), "host": host, "pid": pid,
             "acquired_at": "2026-01-01T00:00:00Z", "expires_at": expires_at, "released": false
         });
@@ -247,6 +252,19 @@ impl Env {
             .map(|d| d.flatten().count())
             .unwrap_or(0)
     }
+}
+
+/// The real time plus `n` times two lease expiries: a run pinned there finds the lease of a
+/// run killed before it expired (liveness is the expiry alone, not the holder's pid).
+pub fn after_lease_expiry(n: u32) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let step = 2 * holdfast::job::LEASE_EXPIRY.as_secs() as i64;
+    chrono::DateTime::from_timestamp(now + i64::from(n) * step, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Deterministic canonical events with secrets that must never appear in plaintext.

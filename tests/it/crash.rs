@@ -50,7 +50,16 @@ fn crash_at(point: &str) {
     // nothing uncommitted is visible in between
     let visible = env.count("SELECT count(*) FROM events");
     assert!(visible == 0 || visible as usize <= unique);
-    let r = env.batch();
+    // the killed batch's lease holds until it expires (nobody can tell a dead holder from a
+    // slow one on another machine); a batch after that takes it over
+    let out = env.run(&["batch"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{point}: the lease is still held"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds the lease"));
+    let r = env.batch_at(&common::after_lease_expiry(1));
     assert!(
         r["lease_taken_over"].as_bool().unwrap(),
         "the killed batch's lease is taken over: {r}"
@@ -115,8 +124,9 @@ fn kill_at_random_times() {
         x ^= x >> 7;
         x ^= x << 17;
         let at = Duration::from_millis(20 + x % window);
+        // each round after the lease a killed round left has expired
         let mut child = env
-            .cmd(&["batch"])
+            .cmd_at(&common::after_lease_expiry(round + 1), &["batch"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -135,7 +145,7 @@ fn kill_at_random_times() {
         killed > 0,
         "seed {seed}: every batch finished before its kill time; the test killed nothing"
     );
-    env.batch();
+    env.batch_at(&common::after_lease_expiry(5));
     assert_exactly_once(&env, unique + g.unique);
 }
 
@@ -150,7 +160,7 @@ fn a_commit_whose_lock_was_not_set_is_repaired() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let r = env.batch();
+    let r = env.batch_at(&common::after_lease_expiry(1));
     assert_eq!(r["locks_repaired"], 1, "{r}");
     assert_exactly_once(&env, unique);
 }
@@ -172,7 +182,7 @@ fn a_killed_batch_leaves_recorded_leftovers_the_next_batch_removes() {
     let left = r["leftovers"].as_array().unwrap().clone();
     assert!(!left.is_empty(), "{r}");
     assert_eq!(r["orphans"].as_array().unwrap().len(), 0, "{r}");
-    let rep = env.batch();
+    let rep = env.batch_at(&common::after_lease_expiry(1));
     assert_eq!(rep["leftovers_removed"], left.len(), "{rep}");
     let removed: Vec<String> = env
         .query("SELECT details FROM audit WHERE action = 'batch.leftover_removed'")

@@ -245,13 +245,20 @@ fn a_killed_batch_leaves_only_parquet_files_in_the_lake() {
     let env = Env::new();
     let g = common::generate(43, 2000, 0, 3);
     env.ingest(&env.write("e.ndjson", &g.ndjson));
-    for point in ["batch.before_file_complete", "batch.after_files_written"] {
+    for (n, point) in [
+        (0, "batch.before_file_complete"),
+        (1, "batch.after_files_written"),
+    ] {
+        // the second run starts after the first one's lease expired
         let out = env
-            .cmd(&["batch"])
+            .cmd_at(&common::after_lease_expiry(n), &["batch"])
             .env("HOLDFAST_FAILPOINT", point)
             .output()
             .unwrap();
-        assert!(!out.status.success(), "{point} was not reached");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("failpoint {point}")),
+            "{point} was not reached"
+        );
         let files = lake_files(&env);
         assert!(
             files.iter().all(|f| f.ends_with(".parquet")),
@@ -271,7 +278,7 @@ fn a_killed_batch_leaves_only_parquet_files_in_the_lake() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let r = env.batch();
+    let r = env.batch_at(&common::after_lease_expiry(2));
     assert_eq!(r["stored"], 2000, "{r}");
     assert_eq!(env.count("SELECT count(*) FROM events"), 2000);
 }

@@ -19,4 +19,5 @@ mod query;
 mod readers;
 mod retention;
 mod sql;
+mod stores;
 mod tamper;

@@ -257,7 +257,9 @@ fn resign_head(
     kms: &dyn holdfast::crypto::kms::Kms,
     edit: impl FnOnce(&mut holdfast::head::Head),
 ) {
-    let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
+    let store =
+        holdfast::storage::Store::open(&holdfast::storage::StoreUrl::local(&env.store), false)
+            .unwrap();
     let rt = rt();
     let mut newest = rt
         .block_on(holdfast::head::newest(&store))
@@ -486,7 +488,9 @@ fn storage_refuses_deleting_a_locked_file_without_manifests() {
     let env = two_batches();
     let f = first(&env, "parquet", "/lake/");
     std::fs::remove_dir_all(env.store.join("manifests")).unwrap();
-    let store = holdfast::lake::storage::Store::open_local(&env.store, false).unwrap();
+    let store =
+        holdfast::storage::Store::open(&holdfast::storage::StoreUrl::local(&env.store), false)
+            .unwrap();
     let rel = object_store::path::Path::from(f.strip_prefix(&env.store).unwrap().to_str().unwrap());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,3 +1,5 @@
+#![allow(clippy::disallowed_methods)] // the tests look at the keyring file itself
+
 use super::*;
 use std::os::unix::fs::PermissionsExt;
 

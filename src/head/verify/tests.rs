@@ -17,7 +17,10 @@ fn fresh() -> (tempfile::TempDir, Store, Arc<dyn Kms>, Arc<dyn Clock>) {
     let dir = tempfile::tempdir().unwrap();
     let t = chrono::DateTime::from_timestamp(1_760_000_000, 0).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(FakeClock::new(t));
-    let (path, keyring) = (dir.path().join("s"), dir.path().join("k.json"));
+    let (path, keyring) = (
+        crate::storage::StoreUrl::local(dir.path().join("s")),
+        dir.path().join("k.json"),
+    );
     let req = crate::store::InitRequest {
         store: &path,
         keyring: &keyring,
@@ -84,7 +87,7 @@ fn a_removed_policy_version_is_a_problem() {
     let versions = block(store.list("access")).unwrap();
     assert!(!versions.is_empty());
     for m in versions {
-        std::fs::remove_file(store.root().join(m.location.as_ref())).unwrap();
+        block(store.delete(&m.location)).unwrap();
     }
     let with = Request {
         keyring: Some(kms.as_ref()),

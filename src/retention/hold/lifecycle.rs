@@ -15,7 +15,7 @@ use crate::audit::{Audit, HoldChanged};
 use crate::crypto::kms::Kms;
 use crate::error::{Error, Result};
 use crate::lake::layout;
-use crate::lake::storage::Store;
+use crate::storage::Store;
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use serde::Serialize;

@@ -4,7 +4,7 @@
 use super::*;
 use crate::lake::LakeError;
 use crate::lake::manifest::{self};
-use crate::lake::storage::Store;
+use crate::storage::Store;
 use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use serde::Serialize;

@@ -55,7 +55,10 @@ fn event(i: usize, tenant: &str, inter: &str) -> String {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(FakeClock::new(at("2025-10-10T00:00:00Z")));
-    let (path, keyring) = (dir.path().join("store"), dir.path().join("keyring.json"));
+    let (path, keyring) = (
+        crate::storage::StoreUrl::local(dir.path().join("store")),
+        dir.path().join("keyring.json"),
+    );
     let req = crate::store::InitRequest {
         store: &path,
         keyring: &keyring,

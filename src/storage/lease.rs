@@ -7,21 +7,25 @@
 //! - **expiry:** each version says until when it holds ([`EXPIRY`] after it was written);
 //! - **renewal:** the holder writes the next version every `EXPIRY / 3` from a background
 //!   task, and stops committing if it could not renew for `EXPIRY * 3/4`;
-//! - **takeover:** a version that has expired (or was released, or whose holder ran on this
-//!   host and is dead) is taken by creating the next version; of two takers one wins the
-//!   create-only put, the other finds the lease held;
+//! - **takeover:** a version that has expired (or was released) is taken by creating the next
+//!   version; of two takers one wins the create-only put, the other finds the lease held.
+//!   Liveness is judged by expiry alone, so a holder that died on any machine is taken over
+//!   the same way (the host and pid in a version are information for people, nothing more);
 //! - **fencing:** before each commit step the holder checks ([`Lease::check`], [`Fence`])
 //!   that its version is still the latest; one that was taken over stops.
+//!
+//! It needs nothing of a backend but create-only puts, listing and deletes, so it works the
+//! same on every [`Store`]. A version's on-disk format is [`LeaseFile`] (`holdfast.lease`,
+//! version 1).
 //!
 //! What it does not guarantee: expiry compares the clocks of different hosts, so their skew
 //! must stay well under [`EXPIRY`]; a holder paused between its check and its write for longer
 //! than the time left on its lease can still write once (S3 conditional writes would close that
 //! window); removing a lease by hand defeats it.
 
-use super::JobError;
+use super::{Put, Store};
 use crate::clock::Clock;
-use crate::lake::layout;
-use crate::lake::storage::{Put, Store};
+use crate::lake::{LakeError, layout};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -33,12 +37,18 @@ pub const EXPIRY: Duration = Duration::from_secs(60);
 const MARGIN: Duration = Duration::from_secs(15);
 const FORMAT: &str = "holdfast.lease";
 
-/// One lease version as stored (frozen format 1).
+/// One lease version as stored. Frozen: a new layout is a new variant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "version")]
+pub(crate) enum LeaseFile {
+    #[serde(rename = "1")]
+    V1(LeaseV1),
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LeaseV1 {
+pub(crate) struct LeaseV1 {
     format: String,
-    version: u32,
     token: u64,
     holder: String,
     host: String,
@@ -49,6 +59,72 @@ struct LeaseV1 {
     released: bool,
 }
 
+/// A lease version, as this holdfast reads it.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseRecord {
+    pub(crate) token: u64,
+    pub(crate) holder: String,
+    pub(crate) host: String,
+    pub(crate) pid: u32,
+    pub(crate) acquired_at: DateTime<Utc>,
+    pub(crate) expires_at: DateTime<Utc>,
+    pub(crate) released: bool,
+}
+
+impl From<&LeaseRecord> for LeaseFile {
+    fn from(r: &LeaseRecord) -> Self {
+        LeaseFile::V1(LeaseV1 {
+            format: FORMAT.into(),
+            token: r.token,
+            holder: r.holder.clone(),
+            host: r.host.clone(),
+            pid: r.pid,
+            acquired_at: r.acquired_at,
+            expires_at: r.expires_at,
+            released: r.released,
+        })
+    }
+}
+
+impl From<LeaseFile> for LeaseRecord {
+    fn from(f: LeaseFile) -> Self {
+        match f {
+            LeaseFile::V1(v) => LeaseRecord {
+                token: v.token,
+                holder: v.holder,
+                host: v.host,
+                pid: v.pid,
+                acquired_at: v.acquired_at,
+                expires_at: v.expires_at,
+                released: v.released,
+            },
+        }
+    }
+}
+
+impl LeaseRecord {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        crate::format::encode(&LeaseFile::from(self))
+    }
+
+    /// Reads a lease version; another format or an unknown version is refused by name.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, crate::format::FormatError> {
+        crate::format::decode::<LeaseFile>(bytes, FORMAT, &["1"]).map(LeaseRecord::from)
+    }
+}
+
+/// Why a lease could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Another holder has it and has not let it expire.
+    #[error(
+        "another job holds the lease on this store ({holder}); a lease its holder stops renewing expires by itself ({path})"
+    )]
+    Busy { holder: String, path: String },
+    #[error(transparent)]
+    Store(#[from] LakeError),
+}
+
 /// The holder of a lease lost it: taken over after it expired, or not renewed in time.
 #[derive(Debug, thiserror::Error)]
 #[error("the {lease} lease was lost ({reason}); this run commits nothing more, run it again")]
@@ -57,7 +133,7 @@ pub struct LeaseLost {
     pub reason: String,
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: buf is valid for its length; gethostname NUL-terminates on success.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
@@ -68,12 +144,6 @@ fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-fn alive(pid: u32) -> bool {
-    // SAFETY: kill with signal 0 only checks for existence.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 fn chrono_expiry() -> chrono::Duration {
     chrono::Duration::from_std(EXPIRY).expect("small duration")
 }
@@ -81,11 +151,11 @@ fn chrono_expiry() -> chrono::Duration {
 /// The latest version of a lease: its token and, if readable, its contents.
 struct Latest {
     token: u64,
-    record: Option<LeaseV1>,
+    record: Option<LeaseRecord>,
     written: DateTime<Utc>,
 }
 
-async fn max_token(store: &Store, name: &str) -> Result<Option<u64>, crate::lake::LakeError> {
+async fn max_token(store: &Store, name: &str) -> Result<Option<u64>, LakeError> {
     Ok(store
         .list(layout::lease_dir(name).as_ref())
         .await?
@@ -96,7 +166,7 @@ async fn max_token(store: &Store, name: &str) -> Result<Option<u64>, crate::lake
         .max())
 }
 
-async fn latest(store: &Store, name: &str) -> Result<Option<Latest>, crate::lake::LakeError> {
+async fn latest(store: &Store, name: &str) -> Result<Option<Latest>, LakeError> {
     let mut versions: Vec<_> = store
         .list(layout::lease_dir(name).as_ref())
         .await?
@@ -111,9 +181,7 @@ async fn latest(store: &Store, name: &str) -> Result<Option<Latest>, crate::lake
         return Ok(None);
     };
     let record = match store.get_opt(&layout::lease_version(name, token)).await? {
-        Some(b) => serde_json::from_slice::<LeaseV1>(&b)
-            .ok()
-            .filter(|r| r.format == FORMAT && r.token == token),
+        Some(b) => LeaseRecord::decode(&b).ok().filter(|r| r.token == token),
         None => None,
     };
     Ok(Some(Latest {
@@ -131,11 +199,10 @@ enum Standing {
 }
 
 impl Latest {
-    fn standing(&self, now: DateTime<Utc>, host: &str) -> Standing {
+    fn standing(&self, now: DateTime<Utc>) -> Standing {
         match &self.record {
             Some(r) if r.released => Standing::Free,
             Some(r) if r.expires_at <= now => Standing::TakeOver,
-            Some(r) if r.host == host && !alive(r.pid) => Standing::TakeOver,
             Some(r) => Standing::Held(format!(
                 "{} pid {} on {}, until {} unless renewed",
                 r.holder,
@@ -173,9 +240,7 @@ struct Shared {
 
 impl Shared {
     fn record(&self, token: u64, now: DateTime<Utc>, released: bool) -> Vec<u8> {
-        let r = LeaseV1 {
-            format: FORMAT.into(),
-            version: 1,
+        LeaseRecord {
             token,
             holder: self.holder.clone(),
             host: self.host.clone(),
@@ -183,8 +248,8 @@ impl Shared {
             acquired_at: self.acquired_at,
             expires_at: now + chrono_expiry(),
             released,
-        };
-        serde_json::to_vec_pretty(&r).expect("serializes")
+        }
+        .encode()
     }
 
     fn lost(&self, reason: impl Into<String>) -> LeaseLost {
@@ -234,7 +299,7 @@ impl Shared {
                 .store
                 .put_new(&layout::lease_version(&self.name, next), body)
                 .await?;
-            Ok::<_, crate::lake::LakeError>(match put {
+            Ok::<_, LakeError>(match put {
                 Put::Created => Ok(next),
                 Put::AlreadyExists => Err(format!("version {next} was taken by another holder")),
             })
@@ -297,12 +362,12 @@ impl Fence {
 
 impl Lease {
     /// Takes the batch lease for `holder` (e.g. `batch <id>`, `sweep-<id>`); returns whether
-    /// an expired or dead holder's lease was taken over.
+    /// an expired holder's lease was taken over.
     pub(crate) async fn acquire(
         store: &Store,
         clock: Arc<dyn Clock>,
         holder: &str,
-    ) -> Result<(Lease, bool), JobError> {
+    ) -> Result<(Lease, bool), LeaseError> {
         Self::acquire_named(store, clock, layout::LEASE, holder).await
     }
 
@@ -313,11 +378,11 @@ impl Lease {
         name: &str,
         holder: &str,
         wait: Duration,
-    ) -> Result<(Lease, bool), JobError> {
+    ) -> Result<(Lease, bool), LeaseError> {
         let until = Instant::now() + wait;
         loop {
             match Self::acquire_named(store, clock.clone(), name, holder).await {
-                Err(JobError::Busy { .. }) if Instant::now() < until => {
+                Err(LeaseError::Busy { .. }) if Instant::now() < until => {
                     tokio::time::sleep(Duration::from_millis(100)).await
                 }
                 other => return other,
@@ -330,14 +395,11 @@ impl Lease {
         clock: Arc<dyn Clock>,
         name: &str,
         holder: &str,
-    ) -> Result<(Lease, bool), JobError> {
+    ) -> Result<(Lease, bool), LeaseError> {
         let host = hostname();
-        let busy = |holder: String| JobError::Busy {
+        let busy = |holder: String| LeaseError::Busy {
             holder,
-            path: store
-                .local_path(&layout::lease_dir(name))
-                .display()
-                .to_string(),
+            path: format!("{}/{}", store.describe(), layout::lease_dir(name)),
         };
         for _ in 0..5 {
             let started = Instant::now();
@@ -345,7 +407,7 @@ impl Lease {
             let previous = latest(store, name).await?;
             let (token, took_over) = match &previous {
                 None => (1, false),
-                Some(l) => match l.standing(now, &host) {
+                Some(l) => match l.standing(now) {
                     Standing::Free => (l.token + 1, false),
                     Standing::TakeOver => (l.token + 1, true),
                     Standing::Held(h) => return Err(busy(h)),
@@ -380,13 +442,23 @@ impl Lease {
         Err(busy("the lease kept changing hands while taking it".into()))
     }
 
+    /// Test support: the version this holder holds, and a renewal now.
+    #[cfg(test)]
+    pub(crate) async fn token(&self) -> u64 {
+        self.shared.state.lock().await.token
+    }
+    #[cfg(test)]
+    pub(crate) async fn renew_now(&self) {
+        self.shared.renew().await
+    }
+
     /// This lease's fencing check (see [`Fence`]).
     pub(crate) async fn check(&self) -> Result<(), LeaseLost> {
         self.shared.check().await
     }
 
     /// Stops renewing and writes a released version (unless the lease was lost meanwhile).
-    pub(crate) async fn release(mut self, store: &Store) -> Result<(), JobError> {
+    pub(crate) async fn release(mut self, store: &Store) -> Result<(), LeaseError> {
         self.shared.stop.notify_one();
         if let Some(renewer) = self.renewer.take() {
             let _ = renewer.await;
@@ -424,136 +496,4 @@ async fn renew_loop(shared: Arc<Shared>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::FakeClock;
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    fn at(s: &str) -> Arc<FakeClock> {
-        Arc::new(FakeClock::new(
-            DateTime::parse_from_rfc3339(s).unwrap().to_utc(),
-        ))
-    }
-
-    fn plant(store: &Store, token: u64, host: &str, expires_at: &str) {
-        let r = LeaseV1 {
-            format: FORMAT.into(),
-            version: 1,
-            token,
-            holder: "batch of a killed pod".into(),
-            host: host.into(),
-            pid: 1,
-            acquired_at: DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
-                .unwrap()
-                .to_utc(),
-            expires_at: DateTime::parse_from_rfc3339(expires_at).unwrap().to_utc(),
-            released: false,
-        };
-        let p = store.local_path(&layout::lease_version(layout::LEASE, token));
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, serde_json::to_vec(&r).unwrap()).unwrap();
-    }
-
-    #[test]
-    fn another_hosts_lease_is_respected_until_it_expires_then_taken_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_local(dir.path(), true).unwrap();
-        plant(&store, 7, "pod-elsewhere", "2026-01-01T00:01:00Z");
-        rt().block_on(async {
-            let early = Lease::acquire(&store, at("2026-01-01T00:00:30Z"), "b").await;
-            assert!(matches!(early, Err(JobError::Busy { .. })), "unexpired");
-            let (lease, took_over) = Lease::acquire(&store, at("2026-01-01T00:02:00Z"), "b")
-                .await
-                .unwrap();
-            assert!(took_over);
-            lease.check().await.unwrap();
-            assert_eq!(max_token(&store, layout::LEASE).await.unwrap(), Some(8));
-            lease.release(&store).await.unwrap();
-            // released: the next taker does not count as a takeover
-            let (lease, took_over) = Lease::acquire(&store, at("2026-01-01T00:02:01Z"), "c")
-                .await
-                .unwrap();
-            assert!(!took_over);
-            lease.release(&store).await.unwrap();
-        });
-    }
-
-    #[test]
-    fn of_two_takers_of_an_expired_lease_exactly_one_proceeds() {
-        for round in 0..20 {
-            let dir = tempfile::tempdir().unwrap();
-            let store = Store::open_local(dir.path(), true).unwrap();
-            plant(&store, 3, "pod-elsewhere", "2026-01-01T00:01:00Z");
-            let later = at("2026-01-01T00:05:00Z");
-            let results = rt().block_on(async {
-                let a = tokio::spawn({
-                    let (s, c) = (store.clone(), later.clone());
-                    async move { Lease::acquire(&s, c, "a").await }
-                });
-                let b = tokio::spawn({
-                    let (s, c) = (store.clone(), later.clone());
-                    async move { Lease::acquire(&s, c, "b").await }
-                });
-                let (a, b) = (a.await.unwrap(), b.await.unwrap());
-                let won: Vec<Lease> = [a, b]
-                    .into_iter()
-                    .filter_map(|r| r.ok().map(|(l, _)| l))
-                    .collect();
-                let n = won.len();
-                for l in won {
-                    l.check().await.unwrap();
-                    l.release(&store).await.unwrap();
-                }
-                n
-            });
-            assert_eq!(results, 1, "round {round}: exactly one taker proceeds");
-        }
-    }
-
-    #[test]
-    fn a_holder_whose_lease_was_taken_over_refuses_to_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_local(dir.path(), true).unwrap();
-        rt().block_on(async {
-            let clock = at("2026-01-01T00:00:00Z");
-            let (a, _) = Lease::acquire(&store, clock.clone(), "a").await.unwrap();
-            a.check().await.unwrap();
-            // a pauses past its expiry (its renewals did not land); b takes over
-            clock.advance(chrono::Duration::seconds(61));
-            let (b, took_over) = Lease::acquire(&store, clock.clone(), "b").await.unwrap();
-            assert!(took_over);
-            let err = a.check().await.unwrap_err();
-            assert!(err.to_string().contains("is the latest"), "{err}");
-            assert!(Fence::of(&[&a]).check().await.is_err());
-            b.check().await.unwrap();
-            // a's release writes nothing over b's lease
-            a.release(&store).await.unwrap();
-            b.check().await.unwrap();
-            b.release(&store).await.unwrap();
-        });
-    }
-
-    #[test]
-    fn renewal_moves_the_token_and_keeps_the_holder_valid() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_local(dir.path(), true).unwrap();
-        rt().block_on(async {
-            let clock = at("2026-01-01T00:00:00Z");
-            let (a, _) = Lease::acquire(&store, clock.clone(), "a").await.unwrap();
-            a.shared.renew().await;
-            a.check().await.unwrap();
-            assert_eq!(a.shared.state.lock().await.token, 2);
-            // one version left behind
-            let left = store.list(layout::lease_dir(layout::LEASE).as_ref()).await;
-            assert_eq!(left.unwrap().len(), 1);
-            a.release(&store).await.unwrap();
-        });
-    }
-}
+mod tests;

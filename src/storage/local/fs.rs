@@ -1,4 +1,4 @@
-//! The local filesystem's write path. `object_store`'s `LocalFileSystem` neither fsyncs nor
+//! The local backend's write path. `object_store`'s `LocalFileSystem` neither fsyncs nor
 //! stages outside the target folder (its `name#N` staging files sit beside the object, where
 //! pyarrow and polars trip over them), so every object holdfast commits is written here:
 //!
@@ -7,7 +7,7 @@
 //! 3. linked into place with `link(2)`, which never replaces (`AlreadyExists` when the target
 //!    exists), and the staging name unlinked; missing directories are created on the way;
 //! 4. the directories whose entries changed (the target's, and the parent of each directory
-//!    created) are fsynced, at once or, for a [`Sync::Deferred`] write, at the caller's next
+//!    created) are fsynced, at once or, for a [`Durability::Deferred`] write, at the caller's next
 //!    [`LocalFs::sync`] barrier, so a batch over thousands of partitions syncs each directory
 //!    once per commit phase.
 //!
@@ -19,6 +19,7 @@
 //! `dirsync <dir>`),
 //! so a test can check the commit order.
 
+use crate::storage::Durability;
 use bytes::Bytes;
 use object_store::{MultipartUpload, PutPayload, PutResult, UploadPart};
 use std::collections::BTreeSet;
@@ -28,31 +29,22 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Where objects are staged, from the store root.
-pub const STAGING: &str = ".staging";
+pub(crate) const STAGING: &str = ".staging";
 /// Staged single puts are named `put-…`, staged uploads `upload-…`.
 const PUT_PREFIX: &str = "put-";
 const UPLOAD_PREFIX: &str = "upload-";
 /// A staged put older than this is debris of a killed process (a put stages for milliseconds).
 const STALE_PUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// When the directory entries a write changed reach stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sync {
-    /// Before the call returns.
-    Now,
-    /// At the next [`LocalFs::sync`] (the caller's commit-phase barrier).
-    Deferred,
-}
-
 /// File and directory modes of a store: owner only, or owner and group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Modes {
-    pub file: u32,
-    pub dir: u32,
+pub(crate) struct Modes {
+    pub(crate) file: u32,
+    pub(crate) dir: u32,
 }
 
 impl Modes {
-    pub fn new(group_readable: bool) -> Self {
+    pub(crate) fn new(group_readable: bool) -> Self {
         if group_readable {
             Modes {
                 file: 0o640,
@@ -68,7 +60,7 @@ impl Modes {
 }
 
 #[derive(Debug)]
-pub struct LocalFs {
+pub(crate) struct LocalFs {
     root: PathBuf,
     modes: Modes,
     /// Directories whose entries changed and are not synced yet.
@@ -78,7 +70,7 @@ pub struct LocalFs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Linked {
+pub(crate) enum Linked {
     Created,
     AlreadyExists,
 }
@@ -92,7 +84,7 @@ fn random_name(prefix: &str) -> String {
 }
 
 impl LocalFs {
-    pub fn new(root: PathBuf, modes: Modes) -> Self {
+    pub(crate) fn new(root: PathBuf, modes: Modes) -> Self {
         LocalFs {
             root,
             modes,
@@ -105,7 +97,7 @@ impl LocalFs {
         }
     }
 
-    pub fn modes(&self) -> Modes {
+    pub(crate) fn modes(&self) -> Modes {
         self.modes
     }
 
@@ -128,7 +120,7 @@ impl LocalFs {
 
     /// Creates `dir` and its missing ancestors with the store's directory mode; returns the
     /// directories created, outermost first.
-    pub fn make_dirs(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    pub(crate) fn make_dirs(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         let mut missing = Vec::new();
         let mut d = dir;
         while !d.is_dir() {
@@ -154,9 +146,9 @@ impl LocalFs {
         Ok(created)
     }
 
-    /// Records (or, with [`Sync::Now`], syncs) the directories whose entries changed when
+    /// Records (or, with [`Durability::Now`], syncs) the directories whose entries changed when
     /// `target` appeared or went, `created` being the directories made for it.
-    fn changed(&self, target: &Path, created: &[PathBuf], sync: Sync) -> std::io::Result<()> {
+    fn changed(&self, target: &Path, created: &[PathBuf], sync: Durability) -> std::io::Result<()> {
         let mut dirs: BTreeSet<PathBuf> = created
             .iter()
             .filter_map(|d| d.parent().map(Path::to_path_buf))
@@ -165,11 +157,11 @@ impl LocalFs {
             dirs.insert(p.to_path_buf());
         }
         match sync {
-            Sync::Deferred => {
+            Durability::Deferred => {
                 self.dirty.lock().expect("dirty set").extend(dirs);
                 Ok(())
             }
-            Sync::Now => {
+            Durability::Now => {
                 for d in dirs {
                     self.sync_dir(&d)?;
                 }
@@ -185,7 +177,7 @@ impl LocalFs {
     }
 
     /// The barrier: every directory a deferred write or delete changed is synced.
-    pub fn sync(&self) -> std::io::Result<()> {
+    pub(crate) fn sync(&self) -> std::io::Result<()> {
         let dirs = std::mem::take(&mut *self.dirty.lock().expect("dirty set"));
         let mut failed = None;
         for d in &dirs {
@@ -210,7 +202,7 @@ impl LocalFs {
     }
 
     #[cfg(test)]
-    pub fn pending_dirs(&self) -> usize {
+    pub(crate) fn pending_dirs(&self) -> usize {
         self.dirty.lock().expect("dirty set").len()
     }
 
@@ -219,7 +211,7 @@ impl LocalFs {
         let dir = self.root.join(STAGING);
         let created = self.make_dirs(&dir)?;
         if !created.is_empty() {
-            self.changed(&dir, &created, Sync::Now)?;
+            self.changed(&dir, &created, Durability::Now)?;
         }
         let path = dir.join(random_name(prefix));
         let f = std::fs::OpenOptions::new()
@@ -233,7 +225,12 @@ impl LocalFs {
 
     /// Links a fsynced staging file to `target` without replacing anything, then removes the
     /// staging name.
-    fn link_into_place(&self, staged: &Path, target: &Path, sync: Sync) -> std::io::Result<Linked> {
+    fn link_into_place(
+        &self,
+        staged: &Path,
+        target: &Path,
+        sync: Durability,
+    ) -> std::io::Result<Linked> {
         let created = match target.parent() {
             Some(p) => self.make_dirs(p)?,
             None => Vec::new(),
@@ -256,7 +253,12 @@ impl LocalFs {
     }
 
     /// Create-only put: staged, fsynced, linked into place.
-    pub fn put_new(&self, target: &Path, bytes: &[u8], sync: Sync) -> std::io::Result<Linked> {
+    pub(crate) fn put_new(
+        &self,
+        target: &Path,
+        bytes: &[u8],
+        sync: Durability,
+    ) -> std::io::Result<Linked> {
         let (staged, mut f) = self.stage(PUT_PREFIX)?;
         let written = f.write_all(bytes).and_then(|()| f.sync_all());
         if let Err(e) = written {
@@ -269,7 +271,12 @@ impl LocalFs {
     }
 
     /// Replaces `target` atomically (lock records only): staged, fsynced, renamed over it.
-    pub fn put_replace(&self, target: &Path, bytes: &[u8], sync: Sync) -> std::io::Result<()> {
+    pub(crate) fn put_replace(
+        &self,
+        target: &Path,
+        bytes: &[u8],
+        sync: Durability,
+    ) -> std::io::Result<()> {
         let (staged, mut f) = self.stage(PUT_PREFIX)?;
         let written = f.write_all(bytes).and_then(|()| f.sync_all());
         if let Err(e) = written {
@@ -291,7 +298,7 @@ impl LocalFs {
     }
 
     /// Unlinks `target` (a missing one is not an error: deletes are retried after crashes).
-    pub fn delete(&self, target: &Path, sync: Sync) -> std::io::Result<()> {
+    pub(crate) fn delete(&self, target: &Path, sync: Durability) -> std::io::Result<()> {
         match std::fs::remove_file(target) {
             Ok(()) => {
                 self.log("unlink", target);
@@ -303,7 +310,7 @@ impl LocalFs {
     }
 
     /// Sets an object's mode bits (`read_only`: no write bit for anyone).
-    pub fn set_read_only(&self, target: &Path, read_only: bool) {
+    pub(crate) fn set_read_only(&self, target: &Path, read_only: bool) {
         let mode = if read_only {
             self.modes.file & !0o222
         } else {
@@ -313,7 +320,7 @@ impl LocalFs {
     }
 
     /// Starts a staged upload that [`MultipartUpload::complete`] links to `target`.
-    pub fn start_upload(self: &Arc<Self>, target: PathBuf) -> std::io::Result<LocalUpload> {
+    pub(crate) fn start_upload(self: &Arc<Self>, target: PathBuf) -> std::io::Result<LocalUpload> {
         let (staged, f) = self.stage(UPLOAD_PREFIX)?;
         Ok(LocalUpload {
             fs: self.clone(),
@@ -327,7 +334,7 @@ impl LocalFs {
 
     /// Removes staging files a killed process left: every upload (call only under the batch
     /// lease, which every writer of data files holds), and puts older than an hour.
-    pub fn remove_abandoned_staging(&self) -> usize {
+    pub(crate) fn remove_abandoned_staging(&self) -> usize {
         let Ok(rd) = std::fs::read_dir(self.root.join(STAGING)) else {
             return 0;
         };
@@ -355,7 +362,7 @@ impl LocalFs {
 /// target directory is synced at the next [`LocalFs::sync`]: callers put one barrier before
 /// the manifests that name the files. Dropped unfinished, the staging file is removed.
 #[derive(Debug)]
-pub struct LocalUpload {
+pub(crate) struct LocalUpload {
     fs: Arc<LocalFs>,
     target: PathBuf,
     staged: PathBuf,
@@ -410,7 +417,7 @@ impl MultipartUpload for LocalUpload {
         let linked = blocking(move || {
             file.sync_all()?;
             fs.log("fsync", &target);
-            fs.link_into_place(&staged, &target, Sync::Deferred)
+            fs.link_into_place(&staged, &target, Durability::Deferred)
         })
         .await
         .map_err(|e| upload_error(&self.target, e))?;
@@ -444,14 +451,14 @@ impl Drop for LocalUpload {
 }
 
 /// Runs a filesystem step off the async executor.
-pub async fn run<T: Send + 'static>(
+pub(crate) async fn run<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
     blocking(f).await
 }
 
 /// Bytes for a blocking write.
-pub fn owned(payload: PutPayload) -> Bytes {
+pub(crate) fn owned(payload: PutPayload) -> Bytes {
     let mut v = Vec::with_capacity(payload.content_length());
     for c in payload.iter() {
         v.extend_from_slice(c);

@@ -1,0 +1,353 @@
+//! Object storage: everything holdfast keeps goes through a [`Store`], opened from a
+//! [`StoreUrl`] (a plain path or `file:///abs/path`, or `memory://<name>`).
+//!
+//! A `Store` is a thin, backend-neutral layer over one [`Backend`]:
+//! - [`local`]: a directory. Reads go through `object_store`'s `LocalFileSystem`; writes
+//!   through a durable write path (staged outside `lake/`, fsynced, linked into place
+//!   create-only, directory fsynced), with the store's file modes;
+//! - [`memory`]: `object_store`'s `InMemory`, for tests and embedding; nothing is durable and
+//!   the local-only steps (modes, staging, directory syncs) do not exist there.
+//!
+//! Adding a backend (S3 next) is one file implementing [`Backend`] and [`lock::ObjectLock`],
+//! plus one [`StoreUrl`] variant with its arms in [`StoreUrl::parse`], `Display` and
+//! [`Store::open`]/[`Store::init`]. Nothing outside this module names a backend or a
+//! filesystem path of the store: messages use [`Store::describe`].
+//!
+//! Create-only puts are the commit primitive: [`Store::put_new`] reports `AlreadyExists` as
+//! an outcome, not an error; uploads ([`Store::start_upload`]) are create-only too.
+//!
+//! Durability: a write or delete through a plain `Store` is on stable storage when it returns.
+//! A [`Store::deferred`] handle leaves the local directory syncs to the caller's
+//! [`Store::sync`] barrier (one per commit phase), and a completed upload always does: callers
+//! sync before anything that names the object (a manifest) is committed.
+//!
+//! Object locks ([`lock`]): an object has a retain-until that can only be extended and a
+//! legal-hold flag; [`Store::delete_checked`] refuses a locked object by the one rule
+//! [`Lock::refusal`], whatever the caller believes. Leases ([`lease`]) serialise jobs on any
+//! backend with create-only puts, expiry and fencing tokens.
+
+pub mod lease;
+pub mod local;
+pub mod lock;
+pub mod memory;
+
+#[cfg(test)]
+mod contract;
+#[cfg(test)]
+mod tests;
+
+use crate::lake::LakeError;
+use bytes::Bytes;
+use futures::TryStreamExt;
+pub use lock::Lock;
+use object_store::path::Path;
+use object_store::{MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where a store lives, parsed from `--store` or a pipeline's `[store] path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// A directory: a plain path (relative to the working directory) or `file:///abs/path`.
+    Local(PathBuf),
+    /// `memory://<name>`: an in-memory store, shared by every open of the same name in this
+    /// process and gone when it ends.
+    Memory(String),
+}
+
+impl StoreUrl {
+    /// Reads a path or URL. Schemes other than `file://` and `memory://` are refused by name.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let Some((scheme, rest)) = s.split_once("://").filter(|(scheme, _)| {
+            scheme.len() > 1
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '+')
+        }) else {
+            return match s {
+                "" => Err("the store location is empty".into()),
+                _ => Ok(StoreUrl::Local(PathBuf::from(s))),
+            };
+        };
+        match scheme {
+            "file" => url::Url::parse(s)
+                .ok()
+                .filter(|u| u.host_str().unwrap_or("").is_empty())
+                .and_then(|u| u.to_file_path().ok())
+                .map(StoreUrl::Local)
+                .ok_or_else(|| format!("{s}: a file URL names an absolute path: file:///path")),
+            "memory" if valid_memory_name(rest) => Ok(StoreUrl::Memory(rest.to_string())),
+            "memory" => Err(format!(
+                "{s}: a memory store is named memory://<name> (letters, digits, '-', '_', '.')"
+            )),
+            other => Err(format!(
+                "{s}: {other}:// stores are not supported (a path, file:///path or memory://name)"
+            )),
+        }
+    }
+
+    /// A local directory store.
+    pub fn local(dir: impl Into<PathBuf>) -> Self {
+        StoreUrl::Local(dir.into())
+    }
+
+    /// The directory of a local store, as given (for checks on the caller's own paths, such
+    /// as keeping a keyring outside the store); `None` for other backends.
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        match self {
+            StoreUrl::Local(p) => Some(p),
+            StoreUrl::Memory(_) => None,
+        }
+    }
+}
+
+fn valid_memory_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 128
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        StoreUrl::parse(s)
+    }
+}
+
+impl TryFrom<String> for StoreUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        StoreUrl::parse(&s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StoreUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        StoreUrl::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Local(p) => write!(f, "{}", p.display()),
+            StoreUrl::Memory(n) => write!(f, "memory://{n}"),
+        }
+    }
+}
+
+/// Outcome of a create-only put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Created,
+    AlreadyExists,
+}
+
+/// When the directory entries a write changed reach stable storage (local backend; the
+/// others are durable, or not, when a call returns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the call returns.
+    Now,
+    /// At the next [`Store::sync`] (the caller's commit-phase barrier).
+    Deferred,
+}
+
+/// What a storage backend does. Reads go through [`Backend::reader`] (an `object_store`);
+/// writes are create-only puts, deletes and create-only uploads; the lock state comes from
+/// the [`lock::ObjectLock`] half. The rules (create-only, lock checks) live in [`Store`].
+#[async_trait::async_trait]
+pub(crate) trait Backend: lock::ObjectLock + std::fmt::Debug + Send + Sync {
+    /// The read side: gets, heads, listings, Parquet readers and query sessions.
+    fn reader(&self) -> Arc<dyn ObjectStore>;
+    /// Where the store is, for messages (a directory, `memory://name`).
+    fn describe(&self) -> String;
+    /// Writes `bytes` at `path` unless something is there already.
+    async fn put_new(
+        &self,
+        path: &Path,
+        bytes: PutPayload,
+        d: Durability,
+    ) -> Result<Put, LakeError>;
+    /// Removes `path`; a missing object is not an error.
+    async fn delete(&self, path: &Path, d: Durability) -> Result<(), LakeError>;
+    /// An upload that appears at `path` only when complete, and never replaces an object
+    /// (`object_store::Error::AlreadyExists` from `complete`).
+    async fn start_upload(&self, path: &Path) -> Result<Box<dyn MultipartUpload>, LakeError>;
+    /// The barrier for [`Durability::Deferred`] writes.
+    async fn sync(&self) -> Result<(), LakeError> {
+        Ok(())
+    }
+    /// Removes what killed writers left outside the object namespace; how many.
+    fn remove_abandoned_staging(&self) -> usize {
+        0
+    }
+    /// Whether the store's group may read it (local file modes).
+    fn group_readable(&self) -> bool {
+        false
+    }
+}
+
+/// A store, on whichever backend its URL names. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    durability: Durability,
+}
+
+impl Store {
+    /// Opens the store at `url`, creating it (an empty directory, a new memory store) if
+    /// asked. A local store's objects get the modes its store marker records.
+    pub fn open(url: &StoreUrl, create: bool) -> Result<Self, LakeError> {
+        let backend: Arc<dyn Backend> = match url {
+            StoreUrl::Local(dir) => Arc::new(local::Local::open(dir, create)?),
+            StoreUrl::Memory(name) => memory::Memory::open(name, create)?,
+        };
+        Ok(Self::with(backend))
+    }
+
+    /// Creates (or opens) a store for `init`; a local one with owner-only modes or, when
+    /// `group_readable`, modes that let the store's group read (the caller records the choice
+    /// in the store marker).
+    pub fn init(url: &StoreUrl, group_readable: bool) -> Result<Self, LakeError> {
+        let backend: Arc<dyn Backend> = match url {
+            StoreUrl::Local(dir) => Arc::new(local::Local::init(dir, group_readable)?),
+            StoreUrl::Memory(name) => memory::Memory::open(name, true)?,
+        };
+        Ok(Self::with(backend))
+    }
+
+    /// Test support: a fresh in-memory store under a name of its own.
+    #[cfg(test)]
+    pub(crate) fn memory_for_tests() -> Store {
+        let name = format!("test-{:016x}", rand::random::<u64>());
+        Store::open(&StoreUrl::Memory(name), true).expect("a new memory store")
+    }
+
+    fn with(backend: Arc<dyn Backend>) -> Self {
+        Store {
+            backend,
+            durability: Durability::Now,
+        }
+    }
+
+    /// Where the store is, for messages: its directory, or `memory://name`.
+    pub fn describe(&self) -> String {
+        self.backend.describe()
+    }
+
+    /// Whether objects are created group-readable (0640) rather than owner-only (0600).
+    pub fn group_readable(&self) -> bool {
+        self.backend.group_readable()
+    }
+
+    /// The same store, with directory syncs left to [`Store::sync`] (one barrier per commit
+    /// phase). Shares the set of directories waiting with every handle of this store.
+    pub fn deferred(&self) -> Store {
+        Store {
+            durability: Durability::Deferred,
+            ..self.clone()
+        }
+    }
+
+    /// The barrier: every directory a deferred write, delete or completed upload changed is
+    /// on stable storage when this returns.
+    pub async fn sync(&self) -> Result<(), LakeError> {
+        self.backend.sync().await
+    }
+
+    /// The read side, for Parquet readers and query sessions.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.backend.reader()
+    }
+
+    /// Create-only put: `AlreadyExists` (an outcome) when something is at `path`.
+    pub async fn put_new(
+        &self,
+        path: &Path,
+        bytes: impl Into<PutPayload>,
+    ) -> Result<Put, LakeError> {
+        self.backend
+            .put_new(path, bytes.into(), self.durability)
+            .await
+    }
+
+    pub async fn get(&self, path: &Path) -> Result<Bytes, LakeError> {
+        let r = self
+            .backend
+            .reader()
+            .get(path)
+            .await
+            .map_err(|e| LakeError::store("reading", path.as_ref(), e))?;
+        r.bytes()
+            .await
+            .map_err(|e| LakeError::store("reading", path.as_ref(), e))
+    }
+
+    pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>, LakeError> {
+        match self.get(path).await {
+            Ok(b) => Ok(Some(b)),
+            Err(LakeError::Store {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn head(&self, path: &Path) -> Result<Option<ObjectMeta>, LakeError> {
+        match self.backend.reader().head(path).await {
+            Ok(m) => Ok(Some(m)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(LakeError::store("reading", path.as_ref(), e)),
+        }
+    }
+
+    /// Every object under `prefix` (recursive), sorted by path.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, LakeError> {
+        let p = Path::from(prefix);
+        let mut v: Vec<ObjectMeta> = self
+            .backend
+            .reader()
+            .list(Some(&p))
+            .try_collect()
+            .await
+            .map_err(|e| LakeError::store("listing", prefix, e))?;
+        v.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(v)
+    }
+
+    /// Deletes an object whatever its lock says (uncommitted leftovers, landing segments,
+    /// lease versions); a missing object is not an error (deletes are retried after crashes).
+    /// Committed data goes through [`Store::delete_checked`].
+    pub async fn delete(&self, path: &Path) -> Result<(), LakeError> {
+        self.backend.delete(path, self.durability).await
+    }
+
+    /// Starts writing a new object. Objects are write-once: an existing one is never
+    /// overwritten (`ObjectLocked` when its lock protects it, else a conflict).
+    pub async fn start_upload(&self, path: &Path) -> Result<Box<dyn MultipartUpload>, LakeError> {
+        if self.head(path).await?.is_some() {
+            let lock = self.lock(path).await?;
+            if lock.legal_hold || lock.retain_until.is_some() {
+                return Err(LakeError::ObjectLocked {
+                    object: path.to_string(),
+                    reason: "locked objects cannot be overwritten".into(),
+                });
+            }
+            return Err(LakeError::Conflict(format!(
+                "{path} already exists; objects are written once"
+            )));
+        }
+        self.backend.start_upload(path).await
+    }
+
+    /// Removes staging files a killed process left behind outside the object namespace (the
+    /// local backend's `.staging/`). Call only while holding the batch lease. Returns how
+    /// many were removed.
+    pub fn remove_abandoned_staging(&self) -> usize {
+        self.backend.remove_abandoned_staging()
+    }
+}
