@@ -323,7 +323,7 @@ pub(super) async fn hold_command(
                 // pin at the storage layer before the hold is recorded and before we return
                 for f in &h.files {
                     store
-                        .legal_hold(&object_store::path::Path::from(f.as_str()), true)
+                        .legal_hold(&layout::locate(f)?, true)
                         .await?;
                 }
                 let id = h.hold_id.clone();
@@ -341,7 +341,7 @@ pub(super) async fn hold_command(
                 let late = hold::covered_files_since(&store, &h, &examined).await?.0;
                 for (f, _) in &late {
                     store
-                        .legal_hold(&object_store::path::Path::from(f.as_str()), true)
+                        .legal_hold(&layout::locate(f)?, true)
                         .await?;
                 }
                 if !late.is_empty() {
@@ -456,9 +456,7 @@ pub(super) async fn hold_command(
                 return Err(Error::conflict("the hold registry changed meanwhile", true));
             }
             for f in &freed {
-                store
-                    .legal_hold(&object_store::path::Path::from(f.as_str()), false)
-                    .await?;
+                store.legal_hold(&layout::locate(f)?, false).await?;
             }
             audit
                 .record(

@@ -144,7 +144,7 @@ pub(super) async fn init(
         retention_floor_days: Some(floor.days),
         group_readable,
     };
-    let path = object_store::path::Path::from(layout::STORE_MARKER);
+    let path = layout::store_marker();
     match store
         .put_new(
             &path,
@@ -246,7 +246,7 @@ fn not_a_store(path: &Path) -> Error {
 }
 
 pub(super) async fn read_marker(store: &Store) -> Result<StoreMarker> {
-    let path = object_store::path::Path::from(layout::STORE_MARKER);
+    let path = layout::store_marker();
     let bytes = store
         .get_opt(&path)
         .await?

@@ -62,6 +62,11 @@ pub struct RemovedFile {
 }
 
 impl RemovedFile {
+    /// The object of the removed file (its path is checked to be a data file's).
+    pub fn location(&self) -> Result<object_store::path::Path, LakeError> {
+        layout::locate(&self.path)
+    }
+
     /// Taken out of the partition by a rewrite, not yet deleted from storage.
     pub fn awaiting_deletion(&self) -> bool {
         self.replaced_by.is_some() && self.deleted_at.is_none()
@@ -263,6 +268,12 @@ pub async fn commit_edit(
 }
 
 impl DataFileEntry {
+    /// The object of the data file (its path is checked to be a data file's: a manifest
+    /// never makes holdfast read, pin or delete another object).
+    pub fn location(&self) -> Result<object_store::path::Path, LakeError> {
+        layout::locate(&self.path)
+    }
+
     /// Its entry in the `removed` history.
     pub fn removed(self, sweep_id: &str, now: DateTime<Utc>) -> RemovedFile {
         RemovedFile {

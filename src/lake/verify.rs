@@ -168,7 +168,10 @@ async fn check_file(
     r: &mut VerifyReport,
 ) {
     r.files += 1;
-    let path = object_store::path::Path::from(f.path.as_str());
+    let path = match f.location() {
+        Ok(path) => path,
+        Err(e) => return r.problem(&f.path, e.to_string()),
+    };
     match layout::parse_data_file(&path) {
         Some((p, _)) if p == m.manifest.partition => {}
         _ => r.problem(

@@ -375,7 +375,7 @@ pub async fn covered_records(
     if !hold.file_may_be_covered(f) {
         return Ok(0);
     }
-    let path = Path::from(f.path.as_str());
+    let path = f.location()?;
     let batches = datafile::read_columns(
         store,
         &path,
@@ -472,7 +472,7 @@ pub async fn apply_to_new(
             }
             let n = covered_records(store, h, f).await?;
             if n > 0 {
-                store.legal_hold(&Path::from(f.path.as_str()), true).await?;
+                store.legal_hold(&f.location()?, true).await?;
                 h.files.push(f.path.clone());
                 h.covered.insert(f.path.clone(), n);
                 pinned += 1;
