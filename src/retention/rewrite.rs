@@ -155,6 +155,7 @@ pub async fn rewrite_file(
     let err = |e| LakeError::parquet(&old.path, e);
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(err)?;
     let md = builder.metadata().file_metadata().clone();
+    datafile::footer::check(&md, &old.path)?;
     let from = kms
         .unwrap_key(&old.encryption.dek_id, &old.encryption.wrapped_dek)
         .await?
