@@ -164,6 +164,7 @@ mod tests {
 
     #[test]
     fn numeric_partition_prefix_matches_padded_path() {
+        #[allow(clippy::disallowed_methods)] // a fixed path to test prefix matching
         let loc = Path::from("lake/year=2025/month=01/day=05/interaction_type=CALL/part-x.parquet");
         let w = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert!(prefix_matches(&w(&["lake", "year=2025", "month=1"]), &loc));

@@ -132,3 +132,57 @@ fn typed_paths_refuse_what_they_did_not_build() {
     assert!(serde_json::from_str::<DataFilePath>("\"lake/x.parquet\"").is_err());
     assert_eq!(store_marker().as_ref(), STORE_MARKER);
 }
+
+/// Object paths are built only here: `Path::from` and `Path::from_iter` (trait methods that
+/// `clippy.toml` cannot ban one impl of) appear in no other module, except the storage
+/// backends' internals and lines that say why with `#[allow(clippy::disallowed_methods)]`.
+#[test]
+fn object_paths_are_built_only_in_layout() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    walk(&root.join("src"), &mut files);
+    let exempt = [
+        "src/lake/layout.rs",
+        "src/lake/layout/",
+        "src/lake/storage/",
+        "src/storage/",
+    ];
+    let mut found = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(root).unwrap().to_string_lossy().to_string();
+        if exempt.iter().any(|e| rel.starts_with(e)) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        if text.contains("#![allow(clippy::disallowed_methods)]") {
+            continue;
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let hit = ["Path::from(", "Path::from_iter("].iter().any(|pat| {
+                line.match_indices(pat)
+                    .any(|(at, _)| at == 0 || !line.as_bytes()[at - 1].is_ascii_alphanumeric())
+            });
+            let excused = (i.saturating_sub(2)..=i)
+                .any(|j| lines[j].contains("allow(clippy::disallowed_methods)"));
+            if hit && !excused {
+                found.push(format!("{rel}:{}: {}", i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "object paths built outside src/lake/layout.rs (use a typed path):\n{}",
+        found.join("\n")
+    );
+}
