@@ -117,6 +117,23 @@ pub(crate) fn golden(name: &str, bytes: &[u8]) {
     }
 }
 
+/// Test support: `bytes` (a JSON object) with its top-level `key` set to `value`, to show a
+/// reader another format or version.
+#[cfg(test)]
+pub(crate) fn altered(bytes: &[u8], key: &str, value: &str) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(bytes).expect("a JSON object");
+    v[key] = serde_json::Value::String(value.to_string());
+    serde_json::to_vec(&v).expect("serializes")
+}
+
+/// Test support: a fixed time for golden values.
+#[cfg(test)]
+pub(crate) fn ts(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .expect("RFC 3339")
+        .to_utc()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -157,7 +157,7 @@ async fn write_marker(
         retention_floor_days: Some(floor.days),
         group_readable: req.group_readable,
     };
-    let path = object_store::path::Path::from(layout::STORE_MARKER);
+    let path = layout::store_marker();
     let bytes = serde_json::to_vec_pretty(&marker).expect("serializes");
     if store.put_new(&path, bytes).await? == Put::Created {
         return Ok(true);
@@ -198,7 +198,7 @@ pub async fn initialised(url: &StoreUrl) -> Result<Option<Store>> {
     let Ok(store) = Store::open(url, false) else {
         return Ok(None);
     };
-    let marker = object_store::path::Path::from(layout::STORE_MARKER);
+    let marker = layout::store_marker();
     Ok(store.get_opt(&marker).await?.map(|_| store))
 }
 
@@ -216,7 +216,7 @@ fn not_a_store(store: &str, exists: bool) -> Error {
 
 /// The store's marker; a store without one is not a holdfast store.
 pub async fn read_marker(store: &Store) -> Result<StoreMarker> {
-    let path = object_store::path::Path::from(layout::STORE_MARKER);
+    let path = layout::store_marker();
     let bytes = store
         .get_opt(&path)
         .await?

@@ -1,7 +1,8 @@
 //! The access policy as stored: `access/v<20 digits>.json`, format `holdfast.access`,
 //! version 1. These types are frozen: a change is a new version with an upcast into the
-//! runtime [`Policy`]; a reader refuses a version it does not know. A golden file
-//! (`golden/policy-v1.json`) fails a test on any silent change.
+//! runtime [`Policy`]; a reader refuses another format or a version it does not know
+//! (`crate::format::decode`). A golden file (`fixtures/formats/access-policy-v1.json`) fails
+//! a test on any silent change.
 
 use super::Role;
 #[cfg(test)]
@@ -160,7 +161,7 @@ mod tests {
         p
     }
 
-    fn encode(p: &Policy) -> String {
+    fn encode(p: &Policy) -> Vec<u8> {
         let commit = Commit {
             at: DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
                 .unwrap()
@@ -169,42 +170,32 @@ mod tests {
             reason: "request R2: grant investigator (tenants tenant-1) to ann",
         };
         let file = PolicyFile::V1(PolicyV1::of(p, Some("ab".repeat(32)), &commit));
-        serde_json::to_string_pretty(&file).unwrap() + "\n"
+        crate::format::encode(&file)
+    }
+
+    fn read(bytes: &[u8]) -> Result<PolicyFile, crate::format::FormatError> {
+        crate::format::decode(bytes, FORMAT, &["1"])
     }
 
     /// Format version 1 as committed; a change to it must be a new version.
     #[test]
     fn version_1_matches_its_golden_file() {
-        let golden = include_str!("golden/policy-v1.json");
-        let text = encode(&sample());
-        #[allow(clippy::disallowed_methods)] // a test's own switch to rewrite its golden file
-        if std::env::var_os("HOLDFAST_BLESS").is_some() {
-            std::fs::write(
-                concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/src/access/golden/policy-v1.json"
-                ),
-                &text,
-            )
-            .unwrap();
-            return;
-        }
-        assert_eq!(
-            text, golden,
-            "format v1 changed (HOLDFAST_BLESS=1 rewrites the golden file only for a deliberate change)"
-        );
-        let back: PolicyFile = serde_json::from_str(golden).unwrap();
-        let p = back.into_policy("x".into()).unwrap();
+        let bytes = encode(&sample());
+        crate::format::golden("access-policy-v1.json", &bytes);
+        let p = read(&bytes).unwrap().into_policy("x".into()).unwrap();
         assert_eq!(p.principals, sample().principals);
         assert_eq!(p.requests, sample().requests);
     }
 
     #[test]
-    fn unknown_versions_and_fields_are_refused() {
-        let golden = include_str!("golden/policy-v1.json");
-        let v2 = golden.replace("\"version\": \"1\"", "\"version\": \"2\"");
-        assert!(serde_json::from_str::<PolicyFile>(&v2).is_err());
-        let extra = golden.replace("\"sequence\"", "\"surprise\": 1,\n  \"sequence\"");
-        assert!(serde_json::from_str::<PolicyFile>(&extra).is_err());
+    fn unknown_versions_formats_and_fields_are_refused() {
+        use crate::format::{FormatError, altered};
+        let bytes = encode(&sample());
+        let e = read(&altered(&bytes, "version", "2")).unwrap_err();
+        assert!(matches!(e, FormatError::UnknownVersion { .. }), "{e}");
+        let e = read(&altered(&bytes, "format", "holdfast.holds")).unwrap_err();
+        assert!(matches!(e, FormatError::WrongFormat { .. }), "{e}");
+        let e = read(&altered(&bytes, "surprise", "1")).unwrap_err();
+        assert!(matches!(e, FormatError::Invalid { .. }), "{e}");
     }
 }

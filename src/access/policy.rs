@@ -383,13 +383,11 @@ async fn sequences(store: &Store) -> Result<Vec<u64>, LakeError> {
     Ok(v)
 }
 
+const VERSIONS: &[&str] = &["1"];
+
 fn decode(sequence: u64, bytes: &[u8]) -> Result<Policy, AccessError> {
-    let file: PolicyFile = serde_json::from_slice(bytes).map_err(|e| {
-        corrupt(
-            sequence,
-            format!("not an access policy (format version 1): {e}"),
-        )
-    })?;
+    let file: PolicyFile = crate::format::decode(bytes, super::format::FORMAT, VERSIONS)
+        .map_err(|e| corrupt(sequence, format!("not an access policy: {e}")))?;
     let p = file
         .into_policy(sha256_hex(bytes))
         .map_err(|e| corrupt(sequence, e))?;
@@ -430,8 +428,7 @@ pub(crate) async fn commit(
         ..Default::default()
     };
     let file = PolicyFile::V1(PolicyV1::of(&next, base.sha256.clone(), c));
-    let mut bytes = serde_json::to_vec_pretty(&file).expect("serializes");
-    bytes.push(b'\n');
+    let bytes = crate::format::encode(&file);
     let path = layout::access_version(next.sequence);
     if store.put_new(&path, bytes.clone()).await? == Put::AlreadyExists {
         return Ok(None);

@@ -6,16 +6,18 @@
 
 use crate::clock::Clock;
 use crate::lake::LakeError;
+use crate::lake::layout::{self, AuditPath};
 use crate::storage::{Put, Store};
 use chrono::{DateTime, Utc};
-use object_store::path::Path;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::sync::Arc;
 
-pub const PREFIX: &str = "audit";
+mod format;
+pub use format::FORMAT;
+
+pub const PREFIX: &str = layout::AUDIT;
 /// Appends that may lose a race in a row before giving up.
 const ATTEMPTS: u32 = 200;
-const FORMAT: &str = "holdfast.audit";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -25,11 +27,9 @@ pub enum AuditError {
     Contended(u32),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// An audit entry as read (stored as [`format::EntryFile`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    pub format: String,
-    pub version: u32,
     pub sequence: u64,
     /// SHA-256 of the previous entry's bytes; `None` only for sequence 1.
     pub previous_sha256: Option<String>,
@@ -39,7 +39,6 @@ pub struct Entry {
     pub actor: String,
     /// The operating-system user whose command appended the entry (absent only in entries
     /// written before it was recorded).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_user: Option<String>,
     /// `decrypt`, `decrypt.refused`, `sweep.refused`, `blind_index`, `key.unwrap`, `quarantine.show`, …
     pub action: String,
@@ -47,17 +46,8 @@ pub struct Entry {
     pub details: serde_json::Value,
 }
 
-fn entry_path(sequence: u64) -> Path {
-    Path::from(format!("{PREFIX}/v{sequence:020}.json"))
-}
-
-fn parse_path(p: &Path) -> Option<u64> {
-    let s = p
-        .as_ref()
-        .strip_prefix(PREFIX)?
-        .strip_prefix("/v")?
-        .strip_suffix(".json")?;
-    (s.len() == 20).then(|| s.parse().ok()).flatten()
+fn entry_path(sequence: u64) -> object_store::path::Path {
+    AuditPath::new(sequence).to_path()
 }
 
 /// Something worth recording: its action name and details.
@@ -114,7 +104,7 @@ impl Audit {
             .list(PREFIX)
             .await?
             .iter()
-            .filter_map(|m| parse_path(&m.location))
+            .filter_map(|m| AuditPath::parse(&m.location).map(|a| a.sequence))
             .collect();
         v.sort_unstable();
         Ok(v)
@@ -152,8 +142,6 @@ impl Audit {
             }
             let head = self.head().await?;
             let entry = Entry {
-                format: FORMAT.into(),
-                version: 1,
                 sequence: head.sequence + 1,
                 previous_sha256: head.sha256,
                 at: self.clock.now(),
@@ -163,8 +151,7 @@ impl Audit {
                 case: case.map(str::to_string),
                 details: details.clone(),
             };
-            let mut bytes = serde_json::to_vec_pretty(&entry).expect("serializes");
-            bytes.extend_from_slice(b"\n");
+            let bytes = format::encode(&entry);
             if self
                 .store
                 .put_new(&entry_path(entry.sequence), bytes)
@@ -183,7 +170,7 @@ impl Audit {
         for seq in self.sequences().await? {
             let path = entry_path(seq);
             let bytes = self.store.get(&path).await?;
-            let entry: Entry = serde_json::from_slice(&bytes).map_err(|e| LakeError::Corrupt {
+            let entry = format::decode(&bytes).map_err(|e| LakeError::Corrupt {
                 object: path.to_string(),
                 problem: format!("not an audit entry: {e}"),
             })?;
@@ -208,7 +195,7 @@ impl Audit {
             let path = entry_path(seq);
             let bytes = self.store.get(&path).await?;
             let sha = crate::lake::manifest::sha256_hex(&bytes);
-            let problem = match serde_json::from_slice::<Entry>(&bytes) {
+            let problem = match format::decode(&bytes) {
                 Err(e) => Some(format!("not an audit entry: {e}")),
                 Ok(_) if seq != expected => {
                     Some(format!("sequence {expected} is missing (found {seq} next)"))

@@ -28,7 +28,7 @@ fn clock() -> Arc<FakeClock> {
     ))
 }
 
-async fn paths(store: &Store) -> Vec<Path> {
+async fn paths(store: &Store) -> Vec<object_store::path::Path> {
     let listed = store.list(PREFIX).await.unwrap();
     listed.into_iter().map(|m| m.location).collect()
 }

@@ -131,33 +131,9 @@ pub trait Kms: std::fmt::Debug + Send + Sync + 'static {
 /// A tenant's blind-index key; zeroized on drop.
 pub type IndexKey = Zeroizing<[u8; 32]>;
 
-const KEYRING_FORMAT: &str = "holdfast.keyring";
-/// Version 2 adds the head-signing key; version 1 files still load (and gain one, atomically,
-/// the first time something is signed).
-const KEYRING_VERSION: u32 = 2;
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyringFile {
-    format: String,
-    version: u32,
-    kek_id: String,
-    primary: u32,
-    keys: Vec<KeyringEntry>,
-    /// Master secret the per-tenant blind-index keys are derived from.
-    index_master: String,
-    /// Ed25519 seed of the store-head signing key (version 2).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    signing_key: Option<String>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyringEntry {
-    version: u32,
-    created_at: String,
-    material: String,
-}
+mod format;
+pub use format::WrappedKeyV1;
+use format::{KeyringEntry, Ring};
 
 struct Kek {
     version: u32,
@@ -232,14 +208,14 @@ impl LocalKeyring {
             index_master,
             signing: std::sync::Mutex::new(Some(new_signing_key())),
         };
-        let text = Zeroizing::new(ring.to_json());
+        let text = ring.to_json();
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(path)
             .map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
+        f.write_all(&text).map_err(io)?;
         f.sync_all().map_err(io)?;
         Ok(ring)
     }
@@ -263,9 +239,9 @@ impl LocalKeyring {
                 path.display()
             )));
         }
-        let file = read_file(path)?;
+        let mut file = read_file(path)?;
         let mut keks = Vec::new();
-        for k in file.keys {
+        for k in &file.keys {
             let raw = Zeroizing::new(
                 B64.decode(&k.material)
                     .map_err(|_| bad(format!("KEK v{} is not base64", k.version)))?,
@@ -276,7 +252,7 @@ impl LocalKeyring {
                 .map_err(|_| bad(format!("KEK v{} is not 32 bytes", k.version)))?;
             keks.push(Kek {
                 version: k.version,
-                created_at: k.created_at,
+                created_at: k.created_at.clone(),
                 material: Zeroizing::new(material),
             });
         }
@@ -299,6 +275,7 @@ impl LocalKeyring {
                     .ok_or_else(|| bad("signing key is not a base64 32-byte seed".into()))
             })
             .transpose()?;
+        file.zeroize();
         Ok(LocalKeyring {
             path: path.to_path_buf(),
             kek_id: file.kek_id,
@@ -309,16 +286,14 @@ impl LocalKeyring {
         })
     }
 
-    fn to_json(&self) -> String {
+    fn to_json(&self) -> Zeroizing<Vec<u8>> {
         let signing_key = self
             .signing
             .lock()
             .expect("signing key lock")
             .as_ref()
             .map(|k| B64.encode(k.as_bytes()));
-        let file = KeyringFile {
-            format: KEYRING_FORMAT.into(),
-            version: KEYRING_VERSION,
+        format::encode(Ring {
             kek_id: self.kek_id.clone(),
             primary: self.primary,
             keys: self
@@ -332,8 +307,7 @@ impl LocalKeyring {
                 .collect(),
             index_master: B64.encode(self.index_master.as_ref()),
             signing_key,
-        };
-        serde_json::to_string_pretty(&file).expect("keyring serializes")
+        })
     }
 
     /// The signing key, adding one to a version-1 keyring file first. The file is rewritten
@@ -394,27 +368,16 @@ fn signing_key_from(b64: &str) -> Option<ed25519_dalek::SigningKey> {
 
 /// Reads and checks a keyring file (versions 1 and 2).
 #[allow(clippy::disallowed_methods)] // the keyring file lives outside any store
-fn read_file(path: &Path) -> Result<KeyringFile, KmsError> {
+fn read_file(path: &Path) -> Result<Ring, KmsError> {
     let bad = |problem: String| KmsError::Keyring {
         path: path.to_path_buf(),
         problem,
     };
-    let text =
-        Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|source| KmsError::KeyringIo {
-                path: path.to_path_buf(),
-                source,
-            })?,
-        );
-    let file: KeyringFile =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not a keyring file ({e})")))?;
-    if file.format != KEYRING_FORMAT || !(1..=KEYRING_VERSION).contains(&file.version) {
-        return Err(bad(format!(
-            "unsupported format {} v{}",
-            file.format, file.version
-        )));
-    }
-    Ok(file)
+    let text = Zeroizing::new(std::fs::read(path).map_err(|source| KmsError::KeyringIo {
+        path: path.to_path_buf(),
+        source,
+    })?);
+    format::decode(&text).map_err(|e| bad(format!("not a keyring file this holdfast reads: {e}")))
 }
 
 /// Adds a signing key to the keyring file at `path` (see `signing_key_or_create`); returns
@@ -435,22 +398,16 @@ fn upgrade_file(path: &Path) -> Result<ed25519_dalek::SigningKey, KmsError> {
     }
     let mut file = read_file(path)?;
     if let Some(k) = file.signing_key.as_deref() {
-        return signing_key_from(k).ok_or_else(|| KmsError::Keyring {
+        let key = signing_key_from(k);
+        file.zeroize();
+        return key.ok_or_else(|| KmsError::Keyring {
             path: path.to_path_buf(),
             problem: "signing key is not a base64 32-byte seed".into(),
         });
     }
     let key = new_signing_key();
-    file.version = KEYRING_VERSION;
     file.signing_key = Some(B64.encode(key.as_bytes()));
-    let text = Zeroizing::new(serde_json::to_string_pretty(&file).expect("keyring serializes"));
-    if let Some(s) = file.signing_key.as_mut() {
-        zeroize::Zeroize::zeroize(s);
-    }
-    zeroize::Zeroize::zeroize(&mut file.index_master);
-    for k in &mut file.keys {
-        zeroize::Zeroize::zeroize(&mut k.material);
-    }
+    let text = format::encode(file);
     let tmp = path.with_extension(format!("upgrade-{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -459,7 +416,7 @@ fn upgrade_file(path: &Path) -> Result<ed25519_dalek::SigningKey, KmsError> {
         .open(&tmp)
         .map_err(io)?;
     let written = f
-        .write_all(text.as_bytes())
+        .write_all(&text)
         .and_then(|()| f.sync_all())
         .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = written {

@@ -18,7 +18,6 @@ use crate::lake::manifest::Loaded;
 use crate::lake::verify::{HeadSummary, LakeState, VerifyReport};
 use crate::storage::Store;
 use chain::{check_link, check_signer, keyring_signing_key};
-use object_store::path::Path;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What a verification may use besides the store.
@@ -196,7 +195,7 @@ async fn check_audit(
                 ),
             ),
             Some((_, sha)) if *sha != pos.sha256 => r.problem(
-                format!("{}/v{:020}.json", crate::audit::PREFIX, pos.sequence),
+                layout::AuditPath::new(pos.sequence).to_path().to_string(),
                 format!(
                     "hashes to {sha}, but the head records {} (replaced)",
                     pos.sha256
@@ -285,7 +284,13 @@ async fn check_holds(
         .collect();
     for h in registry.holds.iter().filter(|h| h.active()) {
         for f in &h.files {
-            let path = Path::from(f.as_str());
+            let path = match layout::locate(f) {
+                Ok(p) => p,
+                Err(e) => {
+                    r.problem(f, e.to_string());
+                    continue;
+                }
+            };
             if !committed.contains(f.as_str()) && store.head(&path).await?.is_none() {
                 continue;
             }
@@ -371,7 +376,13 @@ async fn check_locks(
             .iter()
             .map(|f| (f.path.as_str(), f.latest_expiry));
         for (f, until) in files.chain(stored) {
-            let path = Path::from(f);
+            let path = match layout::locate(f) {
+                Ok(p) => p,
+                Err(e) => {
+                    r.problem(f, e.to_string());
+                    continue;
+                }
+            };
             if store.head(&path).await?.is_none() {
                 continue; // a missing committed file is reported by the lake checks
             }
@@ -458,7 +469,7 @@ fn reconcile_batches(
         for f in files.into_iter().flatten().filter_map(|f| f.as_str()) {
             if !known.contains(f) {
                 r.problem(
-                    format!("{}/v{:020}.json", crate::audit::PREFIX, e.sequence),
+                    layout::AuditPath::new(e.sequence).to_path().to_string(),
                     format!(
                         "batch {id} committed {f}, but no manifest lists it (now or in its history)"
                     ),

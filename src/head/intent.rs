@@ -21,22 +21,51 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 const FORMAT: &str = "holdfast.intent";
 
-/// On-disk intent record, version 1.
+const VERSIONS: &[&str] = &["1"];
+
+/// On-disk intent record, version 1 (frozen: a change is a new version). Golden file:
+/// `fixtures/formats/intent-v1.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "version")]
 enum IntentFile {
     #[serde(rename = "1")]
-    V1(Intent),
+    V1(IntentV1),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct IntentV1 {
+    format: String,
+    job_id: String,
+    kind: String,
+    started_at: DateTime<Utc>,
+}
+
+/// An intent record as read.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Intent {
-    pub format: String,
     pub job_id: String,
     /// `batch` or `sweep`.
     pub kind: String,
     pub started_at: DateTime<Utc>,
+}
+
+fn encode(i: &Intent) -> Vec<u8> {
+    crate::format::encode(&IntentFile::V1(IntentV1 {
+        format: FORMAT.into(),
+        job_id: i.job_id.clone(),
+        kind: i.kind.clone(),
+        started_at: i.started_at,
+    }))
+}
+
+fn decode(bytes: &[u8]) -> Result<Intent, crate::format::FormatError> {
+    let IntentFile::V1(v) = crate::format::decode(bytes, FORMAT, VERSIONS)?;
+    Ok(Intent {
+        job_id: v.job_id,
+        kind: v.kind,
+        started_at: v.started_at,
+    })
 }
 
 /// Records that `job_id` is about to write data files (create-only; before the first upload).
@@ -46,13 +75,11 @@ pub async fn begin(
     kind: &str,
     now: DateTime<Utc>,
 ) -> Result<(), LakeError> {
-    let rec = IntentFile::V1(Intent {
-        format: FORMAT.into(),
+    let bytes = encode(&Intent {
         job_id: job_id.into(),
         kind: kind.into(),
         started_at: now,
     });
-    let bytes = serde_json::to_vec_pretty(&rec).expect("serializes");
     store.put_new(&layout::intent(job_id), bytes).await?;
     Ok(())
 }
@@ -70,14 +97,14 @@ pub async fn pending(store: &Store) -> Result<Vec<Intent>, LakeError> {
             continue;
         }
         let bytes = store.get(&meta.location).await?;
-        let IntentFile::V1(i) = serde_json::from_slice(&bytes).map_err(|e| LakeError::Corrupt {
+        let i = decode(&bytes).map_err(|e| LakeError::Corrupt {
             object: meta.location.to_string(),
             problem: format!("not an intent record: {e}"),
         })?;
-        if i.format != FORMAT || layout::intent(&i.job_id) != meta.location {
+        if layout::intent(&i.job_id) != meta.location {
             return Err(LakeError::Corrupt {
                 object: meta.location.to_string(),
-                problem: "format or job id differs from its path".into(),
+                problem: "job id differs from its path".into(),
             });
         }
         out.push(i);
@@ -312,4 +339,29 @@ pub fn writer<'a>(path: &Path, jobs: &'a [Intent]) -> Option<&'a Intent> {
 /// The ids of the jobs in `jobs`.
 pub fn ids(jobs: &[Intent]) -> BTreeSet<&str> {
     jobs.iter().map(|j| j.job_id.as_str()).collect()
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+    use crate::format::{FormatError, altered, golden, ts};
+
+    fn sample() -> Intent {
+        Intent {
+            job_id: "20260102T030405Z-0a1b2c3d".into(),
+            kind: "sweep".into(),
+            started_at: ts("2026-01-02T03:04:05Z"),
+        }
+    }
+
+    #[test]
+    fn version_1_is_frozen_and_reads_back() {
+        let bytes = encode(&sample());
+        golden("intent-v1.json", &bytes);
+        assert_eq!(decode(&bytes).unwrap(), sample());
+        let e = decode(&altered(&bytes, "version", "2")).unwrap_err();
+        assert!(matches!(e, FormatError::UnknownVersion { .. }), "{e}");
+        let e = decode(&altered(&bytes, "format", "holdfast.head")).unwrap_err();
+        assert!(matches!(e, FormatError::WrongFormat { .. }), "{e}");
+    }
 }

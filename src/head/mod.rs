@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub const FORMAT: &str = "holdfast.head";
+const VERSIONS: &[&str] = &["1"];
 /// What a head signature covers: this context, then the head with an empty signature.
 const SIGNING_CONTEXT: &[u8] = b"holdfast.head.v1\n";
 /// Commits that may lose a race in a row before giving up.
@@ -60,7 +61,8 @@ pub struct Position {
     pub sha256: String,
 }
 
-/// On-disk head, version 1 (frozen once released).
+/// On-disk head, version 1 (frozen: a change is a new version). Stored as compact JSON (its
+/// SHA-256 is the head's hash); golden file `fixtures/formats/head-v1.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "version")]
 enum HeadFile {
@@ -135,11 +137,8 @@ impl Head {
             object: object.to_string(),
             problem,
         };
-        let HeadFile::V1(f) =
-            serde_json::from_slice(bytes).map_err(|e| corrupt(format!("not a store head: {e}")))?;
-        if f.format != FORMAT {
-            return Err(corrupt(format!("format is {:?}", f.format)));
-        }
+        let HeadFile::V1(f) = crate::format::decode(bytes, FORMAT, VERSIONS)
+            .map_err(|e| corrupt(format!("not a store head: {e}")))?;
         let mut partitions = BTreeMap::new();
         for (dir, pos) in f.partitions {
             let p = Partition::parse_dir(&dir)
@@ -209,14 +208,14 @@ pub async fn sequences(store: &Store) -> Result<Vec<u64>, LakeError> {
         .list(layout::HEADS)
         .await?
         .iter()
-        .filter_map(|m| layout::parse_head(&m.location))
+        .filter_map(|m| layout::HeadPath::parse(&m.location).map(|h| h.sequence))
         .collect();
     v.sort_unstable();
     Ok(v)
 }
 
 pub async fn load(store: &Store, sequence: u64) -> Result<LoadedHead, LakeError> {
-    let path = layout::head(sequence);
+    let path = layout::HeadPath::new(sequence).to_path();
     let bytes = store.get(&path).await?;
     let head = Head::from_bytes(&bytes, path.as_ref())?;
     if head.sequence != sequence {
@@ -593,3 +592,6 @@ mod tests {
         assert!("holdfast-anchor v1 head=1".parse::<Anchor>().is_err());
     }
 }
+
+#[cfg(test)]
+mod format_tests;

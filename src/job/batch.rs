@@ -285,7 +285,7 @@ fn id_key(tenant_id: &str, event_id: &str) -> [u8; 16] {
 /// Reads the store's retention floor from its marker (the default for a marker that
 /// predates floors; the strictest for a store with no marker, which the CLI never opens).
 async fn store_floor(store: &Store) -> Result<RetentionFloor, JobError> {
-    let marker = object_store::path::Path::from(layout::STORE_MARKER);
+    let marker = layout::store_marker();
     match store.get_opt(&marker).await? {
         Some(bytes) => RetentionFloor::from_marker(&bytes).map_err(|problem| {
             crate::lake::LakeError::Corrupt {

@@ -63,7 +63,7 @@ pub(crate) async fn repair_locks<'a>(
     let files: Vec<&DataFileEntry> = latest.flat_map(|l| l.manifest.files.iter()).collect();
     let mut checks = futures::stream::iter(files)
         .map(|f| async move {
-            let path = Path::from(f.path.as_str());
+            let path = f.location()?;
             let lock = store.lock(&path).await?;
             if lock.retain_until.is_none_or(|u| u < f.latest_expiry) {
                 store.ensure_retained(&path, f.latest_expiry).await?;
@@ -113,8 +113,8 @@ pub(super) async fn commit(
     for (i, (p, entries)) in by_partition.into_iter().enumerate() {
         let locks: Vec<_> = entries
             .iter()
-            .map(|e| (Path::from(e.path.as_str()), e.latest_expiry))
-            .collect();
+            .map(|e| Ok((e.location()?, e.latest_expiry)))
+            .collect::<Result<_, crate::lake::LakeError>>()?;
         lease.check().await?;
         match manifest::commit(&group, &p, latest.get(&p), entries, batch_id, now).await? {
             Commit::Committed(l) => change.manifest(&l),

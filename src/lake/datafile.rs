@@ -6,6 +6,8 @@
 //! only; `payload` is plain BYTE_ARRAY, stored without compression (ciphertext does not
 //! compress) and without statistics.
 
+pub mod footer;
+
 use super::LakeError;
 use arrow::array::{
     ArrayRef, BinaryBuilder, FixedSizeBinaryBuilder, ListBuilder, RecordBatch, StringBuilder,
@@ -428,6 +430,7 @@ pub async fn read_columns(
     let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .map_err(err)?;
+    footer::check(builder.metadata().file_metadata(), path.as_ref())?;
     let indices: Vec<usize> = columns
         .iter()
         .map(|c| {
@@ -458,6 +461,7 @@ pub async fn footer(
     let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .map_err(|e| LakeError::parquet(path.as_ref(), e))?;
+    footer::check(builder.metadata().file_metadata(), path.as_ref())?;
     Ok(builder.metadata().clone())
 }
 
@@ -469,22 +473,19 @@ pub fn file_metadata(
     dek_id: &str,
     wrapped_dek: &crate::crypto::kms::WrappedKey,
 ) -> Vec<KeyValue> {
+    use footer as k;
+    let wrapped = crate::crypto::kms::WrappedKeyV1::from(wrapped_dek);
     vec![
-        KeyValue::new("holdfast.format".into(), "1".to_string()),
-        KeyValue::new("holdfast.batch_id".into(), batch_id.to_string()),
-        KeyValue::new("holdfast.partition".into(), partition.to_string()),
+        KeyValue::new(k::FORMAT_KEY.into(), k::FORMAT.to_string()),
+        KeyValue::new(k::VERSION_KEY.into(), "1".to_string()),
+        KeyValue::new(k::BATCH_ID.into(), batch_id.to_string()),
+        KeyValue::new(k::PARTITION.into(), partition.to_string()),
+        KeyValue::new(k::ALGORITHM.into(), crate::crypto::ALGORITHM.to_string()),
+        KeyValue::new(k::AAD.into(), "holdfast.record.v1".to_string()),
+        KeyValue::new(k::DEK_ID.into(), dek_id.to_string()),
         KeyValue::new(
-            "holdfast.payload.algorithm".into(),
-            crate::crypto::ALGORITHM.to_string(),
-        ),
-        KeyValue::new(
-            "holdfast.payload.aad".into(),
-            "holdfast.record.v1".to_string(),
-        ),
-        KeyValue::new("holdfast.dek_id".into(), dek_id.to_string()),
-        KeyValue::new(
-            "holdfast.wrapped_dek".into(),
-            serde_json::to_string(wrapped_dek).expect("serializes"),
+            k::WRAPPED_DEK.into(),
+            serde_json::to_string(&wrapped).expect("serializes"),
         ),
     ]
 }
@@ -496,7 +497,7 @@ pub fn dictionary(
 ) -> Result<Option<zstd::dict::DecoderDictionary<'static>>, crate::crypto::CryptoError> {
     let Some(v) = md
         .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|k| k.key == "holdfast.dictionary"))
+        .and_then(|kv| kv.iter().find(|k| k.key == footer::DICTIONARY))
         .and_then(|k| k.value.as_deref())
     else {
         return Ok(None);

@@ -1,4 +1,7 @@
-//! Where things live in a store. The only place that formats or parses object paths.
+//! Where things live in a store. The only place that formats or parses object paths: each
+//! kind of object has a typed path (`DataFilePath`, `ManifestPath`, `AuditPath`, ...) with
+//! `to_path()` and `parse(&Path)`; `clippy.toml` and a test keep path building out of the
+//! other modules.
 //!
 //! ```text
 //! holdfast.json                                             store marker (create-only)
@@ -11,6 +14,8 @@
 //! _leases/<name>/v<20 digits>.json                          lease versions (`batch`, `holds`)
 //! .staging/                                                 writes being staged (never read)
 //! access/v<20 digits>.json                                  access policy versions (create-only)
+//! audit/v<20 digits>.json                                   audit trail entries (create-only chain)
+//! holds/v<20 digits>.json                                   hold registry versions (create-only chain)
 //! head/v<20 digits>.json                                    signed store heads (create-only chain)
 //! batches/<job-id>.json                                     intent of a running batch or sweep
 //! ```
@@ -40,6 +45,10 @@ pub const ACCESS: &str = "access";
 pub const HEADS: &str = "head";
 /// Intent records of running batches and sweeps (removed when they finish).
 pub const INTENTS: &str = "batches";
+/// The audit trail (`audit/v<20 digits>.json`).
+pub const AUDIT: &str = "audit";
+/// The hold registry (`holds/v<20 digits>.json`).
+pub const HOLDS: &str = "holds";
 
 /// A hive partition: `year=YYYY/month=MM/day=DD/interaction_type=T` (zero-padded).
 #[derive(
@@ -143,111 +152,21 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-pub fn data_file(p: &Partition, batch_id: &str) -> Path {
-    debug_assert!(valid_id(batch_id));
-    Path::from(format!("{LAKE}/{}/part-{batch_id}.parquet", p.dir()))
+/// Builds an object path from text this module formatted (the one place that may).
+#[allow(clippy::disallowed_methods)] // layout is the one place object paths are built
+fn object(s: String) -> Path {
+    Path::from(s)
 }
 
-/// Partition and batch id of a data file path.
-pub fn parse_data_file(path: &Path) -> Option<(Partition, String)> {
-    let s = path.as_ref();
-    let rest = s.strip_prefix(LAKE)?.strip_prefix('/')?;
-    let (dir, file) = rest.rsplit_once('/')?;
-    let batch = file.strip_prefix("part-")?.strip_suffix(".parquet")?;
-    let p = Partition::parse_dir(dir)?;
-    valid_id(batch).then(|| (p, batch.to_string()))
+/// `<prefix>/v<20 digits>.json`
+fn chain_path(prefix: &str, sequence: u64) -> Path {
+    object(format!("{prefix}/v{sequence:020}.json"))
 }
 
-pub fn manifest_dir(p: &Partition) -> Path {
-    Path::from(format!("{MANIFESTS}/{}", p.dir()))
-}
-
-pub fn manifest(p: &Partition, sequence: u64) -> Path {
-    Path::from(format!("{MANIFESTS}/{}/v{sequence:020}.json", p.dir()))
-}
-
-pub fn parse_manifest(path: &Path) -> Option<(Partition, u64)> {
-    let rest = path.as_ref().strip_prefix(MANIFESTS)?.strip_prefix('/')?;
-    let (dir, file) = rest.rsplit_once('/')?;
-    let seq = file.strip_prefix('v')?.strip_suffix(".json")?;
-    if seq.len() != 20 {
-        return None;
-    }
-    Some((Partition::parse_dir(dir)?, seq.parse().ok()?))
-}
-
-pub fn landing_segment(id: &str) -> Path {
-    debug_assert!(valid_id(id));
-    Path::from(format!("{LANDING}/{id}.seg"))
-}
-
-pub fn parse_landing_segment(path: &Path) -> Option<String> {
-    let id = path
-        .as_ref()
-        .strip_prefix(LANDING)?
-        .strip_prefix('/')?
-        .strip_suffix(".seg")?;
-    valid_id(id).then(|| id.to_string())
-}
-
-pub fn quarantine_entry(id: &str) -> Path {
-    debug_assert!(valid_id(id));
-    Path::from(format!("{QUARANTINE}/{id}.json"))
-}
-
-pub fn parse_quarantine_entry(path: &Path) -> Option<String> {
-    let id = path
-        .as_ref()
-        .strip_prefix(QUARANTINE)?
-        .strip_prefix('/')?
-        .strip_suffix(".json")?;
-    valid_id(id).then(|| id.to_string())
-}
-
-/// A failed landing segment, moved aside (`failed/<segment-id>.seg`); a second one of the
-/// same id (bytes differing) gets the batch id too.
-pub fn failed_segment(id: &str, batch_id: Option<&str>) -> Path {
-    debug_assert!(valid_id(id));
-    match batch_id {
-        None => Path::from(format!("{FAILED}/{id}.seg")),
-        Some(b) => Path::from(format!("{FAILED}/{id}.{b}.seg")),
-    }
-}
-
-/// The lock record of an object: `_locks/<object>.lock.json`.
-pub fn lock_record(object: &Path) -> Path {
-    Path::from(format!("{LOCKS}/{}.lock.json", object.as_ref()))
-}
-
-/// The folder of a lease's versions: `_leases/<name>`.
-pub fn lease_dir(name: &str) -> Path {
-    debug_assert!(valid_id(name));
-    Path::from(format!("{LEASES}/{name}"))
-}
-
-/// One version of a lease; the version number is its fencing token.
-pub fn lease_version(name: &str, token: u64) -> Path {
-    debug_assert!(valid_id(name));
-    Path::from(format!("{LEASES}/{name}/v{token:020}.json"))
-}
-
-/// Lease name and token of a lease version path.
-pub fn parse_lease_version(path: &Path) -> Option<(String, u64)> {
-    let rest = path.as_ref().strip_prefix(LEASES)?.strip_prefix('/')?;
-    let (name, file) = rest.split_once('/')?;
-    let token = file.strip_prefix('v')?.strip_suffix(".json")?;
-    (token.len() == 20 && valid_id(name)).then(|| Some((name.to_string(), token.parse().ok()?)))?
-}
-
-/// `access/v<20 digits>.json`: one version of the access policy.
-pub fn access_version(sequence: u64) -> Path {
-    Path::from(format!("{ACCESS}/v{sequence:020}.json"))
-}
-
-pub fn parse_access_version(path: &Path) -> Option<u64> {
+fn parse_chain(prefix: &str, path: &Path) -> Option<u64> {
     let s = path
         .as_ref()
-        .strip_prefix(ACCESS)?
+        .strip_prefix(prefix)?
         .strip_prefix("/v")?
         .strip_suffix(".json")?;
     (s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit()))
@@ -255,99 +174,380 @@ pub fn parse_access_version(path: &Path) -> Option<u64> {
         .flatten()
 }
 
+/// `<prefix>/<id><suffix>`, the id checked.
+fn parse_id<'a>(prefix: &str, suffix: &str, path: &'a Path) -> Option<&'a str> {
+    let id = path
+        .as_ref()
+        .strip_prefix(prefix)?
+        .strip_prefix('/')?
+        .strip_suffix(suffix)?;
+    valid_id(id).then_some(id)
+}
+
+macro_rules! chain {
+    ($(#[$doc:meta])* $name:ident, $prefix:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name {
+            pub sequence: u64,
+        }
+
+        impl $name {
+            pub fn new(sequence: u64) -> Self {
+                $name { sequence }
+            }
+            pub fn to_path(&self) -> Path {
+                chain_path($prefix, self.sequence)
+            }
+            pub fn parse(path: &Path) -> Option<Self> {
+                parse_chain($prefix, path).map(Self::new)
+            }
+        }
+    };
+}
+
+macro_rules! named {
+    ($(#[$doc:meta])* $name:ident, $field:ident, $prefix:expr, $suffix:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name {
+            $field: String,
+        }
+
+        impl $name {
+            /// `None` for an id that is empty, longer than 80 bytes or holds characters
+            /// other than ASCII letters, digits, `-`, `_` and `.`.
+            pub fn new(id: &str) -> Option<Self> {
+                valid_id(id).then(|| $name { $field: id.to_string() })
+            }
+            pub fn $field(&self) -> &str {
+                &self.$field
+            }
+            pub fn to_path(&self) -> Path {
+                object(format!("{}/{}{}", $prefix, self.$field, $suffix))
+            }
+            pub fn parse(path: &Path) -> Option<Self> {
+                parse_id($prefix, $suffix, path).and_then(Self::new)
+            }
+        }
+    };
+}
+
+chain!(
+    /// `audit/v<20 digits>.json`: one entry of the audit trail.
+    AuditPath,
+    AUDIT
+);
+chain!(
+    /// `holds/v<20 digits>.json`: one version of the hold registry.
+    HoldRegistryPath,
+    HOLDS
+);
+chain!(
+    /// `head/v<20 digits>.json`: one signed store head.
+    HeadPath,
+    HEADS
+);
+chain!(
+    /// `access/v<20 digits>.json`: one version of the access policy.
+    AccessPath,
+    ACCESS
+);
+named!(
+    /// `landing/<segment-id>.seg`: a landed segment.
+    LandingPath,
+    segment_id,
+    LANDING,
+    ".seg"
+);
+named!(
+    /// `quarantine/<entry-id>.json`: a quarantine entry.
+    QuarantinePath,
+    entry_id,
+    QUARANTINE,
+    ".json"
+);
+named!(
+    /// `batches/<job-id>.json`: the intent record of a running batch or sweep.
+    IntentPath,
+    job_id,
+    INTENTS,
+    ".json"
+);
+
+/// `lake/<partition>/part-<file-id>.parquet`: a data file. Manifests and the hold registry
+/// record it as this text (serialized as the path string, checked when read).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DataFilePath {
+    pub partition: Partition,
+    file_id: String,
+}
+
+impl DataFilePath {
+    pub fn new(partition: &Partition, file_id: &str) -> Option<Self> {
+        valid_id(file_id).then(|| DataFilePath {
+            partition: partition.clone(),
+            file_id: file_id.to_string(),
+        })
+    }
+    /// `<batch-or-sweep-id>-<suffix>`
+    pub fn file_id(&self) -> &str {
+        &self.file_id
+    }
+    pub fn to_path(&self) -> Path {
+        object(self.to_string())
+    }
+    pub fn parse(path: &Path) -> Option<Self> {
+        Self::parse_str(path.as_ref())
+    }
+    /// From the text a manifest records.
+    pub fn parse_str(s: &str) -> Option<Self> {
+        let rest = s.strip_prefix(LAKE)?.strip_prefix('/')?;
+        let (dir, file) = rest.rsplit_once('/')?;
+        let id = file.strip_prefix("part-")?.strip_suffix(".parquet")?;
+        Self::new(&Partition::parse_dir(dir)?, id)
+    }
+    /// Whether job `job_id` wrote it (its file id is `<job-id>-<suffix>`).
+    pub fn written_by(&self, job_id: &str) -> bool {
+        self.file_id
+            .strip_prefix(job_id)
+            .is_some_and(|rest| rest.len() > 1 && rest.starts_with('-'))
+    }
+}
+
+impl std::fmt::Display for DataFilePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{LAKE}/{}/part-{}.parquet",
+            self.partition.dir(),
+            self.file_id
+        )
+    }
+}
+
+impl serde::Serialize for DataFilePath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DataFilePath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse_str(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a data file path")))
+    }
+}
+
+/// The object of a data file as a manifest or the hold registry records it; a text that is
+/// not a data file path is refused (a manifest must never make holdfast touch another object).
+pub fn locate(data_file: &str) -> Result<Path, super::LakeError> {
+    DataFilePath::parse_str(data_file)
+        .map(|d| d.to_path())
+        .ok_or_else(|| super::LakeError::Corrupt {
+            object: data_file.to_string(),
+            problem: "not a data file path".into(),
+        })
+}
+
+/// `manifests/<partition>/v<20 digits>.json`: one manifest version of a partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ManifestPath {
+    pub partition: Partition,
+    pub sequence: u64,
+}
+
+impl ManifestPath {
+    pub fn new(partition: &Partition, sequence: u64) -> Self {
+        ManifestPath {
+            partition: partition.clone(),
+            sequence,
+        }
+    }
+    pub fn to_path(&self) -> Path {
+        chain_path(
+            &format!("{MANIFESTS}/{}", self.partition.dir()),
+            self.sequence,
+        )
+    }
+    pub fn parse(path: &Path) -> Option<Self> {
+        let rest = path.as_ref().strip_prefix(MANIFESTS)?.strip_prefix('/')?;
+        let (dir, _) = rest.rsplit_once('/')?;
+        let partition = Partition::parse_dir(dir)?;
+        let sequence = parse_chain(&format!("{MANIFESTS}/{dir}"), path)?;
+        Some(ManifestPath {
+            partition,
+            sequence,
+        })
+    }
+    /// The folder of a partition's versions (a listing prefix).
+    pub fn dir(partition: &Partition) -> Path {
+        object(format!("{MANIFESTS}/{}", partition.dir()))
+    }
+}
+
+/// `failed/<segment-id>.seg`, or `failed/<segment-id>.<batch-id>.seg` for a second segment
+/// of the same id (bytes differing): a landing segment a batch moved aside.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FailedSegmentPath {
+    segment_id: String,
+    batch_id: Option<String>,
+}
+
+/// `20261126T140312Z-1a2b3c4d`, as [`batch_id`] makes them.
+fn is_batch_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 25
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && &b[15..17] == b"Z-"
+        && b[17..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+impl FailedSegmentPath {
+    pub fn new(segment_id: &str, batch_id: Option<&str>) -> Option<Self> {
+        (valid_id(segment_id) && batch_id.is_none_or(is_batch_id)).then(|| FailedSegmentPath {
+            segment_id: segment_id.to_string(),
+            batch_id: batch_id.map(str::to_string),
+        })
+    }
+    pub fn segment_id(&self) -> &str {
+        &self.segment_id
+    }
+    pub fn batch_id(&self) -> Option<&str> {
+        self.batch_id.as_deref()
+    }
+    pub fn to_path(&self) -> Path {
+        match &self.batch_id {
+            None => object(format!("{FAILED}/{}.seg", self.segment_id)),
+            Some(b) => object(format!("{FAILED}/{}.{b}.seg", self.segment_id)),
+        }
+    }
+    pub fn parse(path: &Path) -> Option<Self> {
+        let name = parse_id(FAILED, ".seg", path)?;
+        match name.rsplit_once('.') {
+            Some((id, b)) if is_batch_id(b) => Self::new(id, Some(b)),
+            _ => Self::new(name, None),
+        }
+    }
+}
+
+/// `holdfast.json`: the store marker.
+pub fn store_marker() -> Path {
+    object(STORE_MARKER.to_string())
+}
+
+pub fn data_file(p: &Partition, batch_id: &str) -> Path {
+    debug_assert!(valid_id(batch_id));
+    object(format!("{LAKE}/{}/part-{batch_id}.parquet", p.dir()))
+}
+
+/// Partition and batch id of a data file path.
+pub fn parse_data_file(path: &Path) -> Option<(Partition, String)> {
+    DataFilePath::parse(path).map(|d| (d.partition, d.file_id))
+}
+
+pub fn manifest_dir(p: &Partition) -> Path {
+    ManifestPath::dir(p)
+}
+
+pub fn manifest(p: &Partition, sequence: u64) -> Path {
+    ManifestPath::new(p, sequence).to_path()
+}
+
+pub fn parse_manifest(path: &Path) -> Option<(Partition, u64)> {
+    ManifestPath::parse(path).map(|m| (m.partition, m.sequence))
+}
+
+pub fn landing_segment(id: &str) -> Path {
+    debug_assert!(valid_id(id));
+    object(format!("{LANDING}/{id}.seg"))
+}
+
+pub fn parse_landing_segment(path: &Path) -> Option<String> {
+    LandingPath::parse(path).map(|l| l.segment_id)
+}
+
+pub fn quarantine_entry(id: &str) -> Path {
+    debug_assert!(valid_id(id));
+    object(format!("{QUARANTINE}/{id}.json"))
+}
+
+pub fn parse_quarantine_entry(path: &Path) -> Option<String> {
+    QuarantinePath::parse(path).map(|q| q.entry_id)
+}
+
+/// A failed landing segment, moved aside (`failed/<segment-id>.seg`); a second one of the
+/// same id (bytes differing) gets the batch id too.
+pub fn failed_segment(id: &str, batch_id: Option<&str>) -> Path {
+    debug_assert!(valid_id(id));
+    match batch_id {
+        None => object(format!("{FAILED}/{id}.seg")),
+        Some(b) => object(format!("{FAILED}/{id}.{b}.seg")),
+    }
+}
+
+/// The lock record of an object: `_locks/<object>.lock.json`.
+pub fn lock_record(object_path: &Path) -> Path {
+    object(format!("{LOCKS}/{}.lock.json", object_path.as_ref()))
+}
+
+/// The folder of a lease's versions: `_leases/<name>`.
+pub fn lease_dir(name: &str) -> Path {
+    debug_assert!(valid_id(name));
+    object(format!("{LEASES}/{name}"))
+}
+
+/// One version of a lease; the version number is its fencing token.
+pub fn lease_version(name: &str, token: u64) -> Path {
+    debug_assert!(valid_id(name));
+    chain_path(&format!("{LEASES}/{name}"), token)
+}
+
+/// Lease name and token of a lease version path.
+pub fn parse_lease_version(path: &Path) -> Option<(String, u64)> {
+    let rest = path.as_ref().strip_prefix(LEASES)?.strip_prefix('/')?;
+    let (name, _) = rest.split_once('/')?;
+    let token = parse_chain(&format!("{LEASES}/{name}"), path)?;
+    valid_id(name).then(|| (name.to_string(), token))
+}
+
+/// `access/v<20 digits>.json`: one version of the access policy.
+pub fn access_version(sequence: u64) -> Path {
+    AccessPath::new(sequence).to_path()
+}
+
+pub fn parse_access_version(path: &Path) -> Option<u64> {
+    AccessPath::parse(path).map(|a| a.sequence)
+}
+
 /// `head/v<20 digits>.json`
 pub fn head(sequence: u64) -> Path {
-    Path::from(format!("{HEADS}/v{sequence:020}.json"))
+    HeadPath::new(sequence).to_path()
 }
 
 pub fn parse_head(path: &Path) -> Option<u64> {
-    let seq = path
-        .as_ref()
-        .strip_prefix(HEADS)?
-        .strip_prefix("/v")?
-        .strip_suffix(".json")?;
-    (seq.len() == 20).then(|| seq.parse().ok()).flatten()
+    HeadPath::parse(path).map(|h| h.sequence)
 }
 
 /// `batches/<job-id>.json`: written before a batch or sweep uploads its first data file.
 pub fn intent(job_id: &str) -> Path {
     debug_assert!(valid_id(job_id));
-    Path::from(format!("{INTENTS}/{job_id}.json"))
+    object(format!("{INTENTS}/{job_id}.json"))
 }
 
 pub fn parse_intent(path: &Path) -> Option<String> {
-    let id = path
-        .as_ref()
-        .strip_prefix(INTENTS)?
-        .strip_prefix('/')?
-        .strip_suffix(".json")?;
-    valid_id(id).then(|| id.to_string())
+    IntentPath::parse(path).map(|i| i.job_id)
 }
 
 /// Whether a data file was written by job `job_id` (its file id is `<job-id>-<suffix>`).
 pub fn written_by(path: &Path, job_id: &str) -> bool {
-    parse_data_file(path).is_some_and(|(_, id)| {
-        id.strip_prefix(job_id)
-            .is_some_and(|rest| rest.len() > 1 && rest.starts_with('-'))
-    })
+    DataFilePath::parse(path).is_some_and(|d| d.written_by(job_id))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn any_partition() -> impl Strategy<Value = Partition> {
-        (1i32..=9999, 1u32..=12, 1u32..=28, "[A-Z][A-Z0-9_]{0,31}")
-            .prop_map(|(y, m, d, t)| Partition::new(y, m, d, &t).unwrap())
-    }
-
-    proptest! {
-        #[test]
-        fn data_file_path_round_trips(p in any_partition(), b in "[0-9A-Za-z]{1,20}-[0-9a-f]{8}") {
-            prop_assert_eq!(parse_data_file(&data_file(&p, &b)), Some((p, b)));
-        }
-        #[test]
-        fn manifest_path_round_trips(p in any_partition(), seq in 0u64..u64::MAX) {
-            prop_assert_eq!(parse_manifest(&manifest(&p, seq)), Some((p, seq)));
-        }
-        #[test]
-        fn lease_path_round_trips(name in "[a-z]{1,12}", token in 0u64..u64::MAX) {
-            prop_assert_eq!(parse_lease_version(&lease_version(&name, token)), Some((name, token)));
-        }
-        #[test]
-        fn access_version_path_round_trips(seq in 0u64..u64::MAX) {
-            prop_assert_eq!(parse_access_version(&access_version(seq)), Some(seq));
-        }
-        #[test]
-        fn head_and_intent_paths_round_trip(seq in 0u64..u64::MAX, id in "[0-9A-Za-z]{1,20}-[0-9a-f]{8}") {
-            prop_assert_eq!(parse_head(&head(seq)), Some(seq));
-            prop_assert_eq!(parse_intent(&intent(&id)), Some(id.clone()));
-            let p = Partition::new(2025, 1, 5, "CALL").unwrap();
-            let file_id = format!("{id}-FINRA_4511_6Y");
-            prop_assert!(written_by(&data_file(&p, &file_id), &id));
-            let other = format!("{}x", id);
-            prop_assert!(!written_by(&data_file(&p, &file_id), &other));
-        }
-        #[test]
-        fn dir_round_trips(p in any_partition()) {
-            prop_assert_eq!(Partition::parse_dir(&p.dir()), Some(p));
-        }
-    }
-
-    #[test]
-    fn zero_padded_and_strict() {
-        let p = Partition::new(2025, 1, 5, "CALL").unwrap();
-        assert_eq!(p.dir(), "year=2025/month=01/day=05/interaction_type=CALL");
-        assert!(Partition::parse_dir("year=2025/month=1/day=05/interaction_type=CALL").is_none());
-        assert!(Partition::new(2025, 2, 30, "CALL").is_none());
-        assert!(Partition::new(2025, 2, 3, "call").is_none());
-        assert!(Partition::new(2025, 2, 3, "../x").is_none());
-        assert!(
-            parse_data_file(&Path::from(
-                "lake/year=2025/month=01/day=05/interaction_type=CALL/x.parquet"
-            ))
-            .is_none()
-        );
-    }
-}
+mod tests;

@@ -3,8 +3,8 @@
 //! The latest version is the truth for queries, sweeps and verification: a data file that no
 //! latest manifest lists is not committed (an orphan of a killed batch).
 //!
-//! Frozen on-disk types: `ManifestFile::V1` never changes once released; a later layout adds
-//! `V2` and an upcast into [`Manifest`].
+//! Frozen on-disk types (`format.rs`): `ManifestFile::V1` never changes once released; a
+//! later layout adds `V2` and a conversion into [`Manifest`].
 
 use super::LakeError;
 use super::layout::{self, Partition};
@@ -14,19 +14,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub const FORMAT: &str = "holdfast.manifest";
+mod format;
+pub use format::FORMAT;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "version")]
-pub enum ManifestFile {
-    #[serde(rename = "1")]
-    V1(Manifest),
-}
-
+/// A manifest version as read (stored as [`format::ManifestFile`], which never changes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Manifest {
-    pub format: String,
     pub partition: Partition,
     pub sequence: u64,
     /// The version this one replaces; `None` only for sequence 1.
@@ -62,6 +55,11 @@ pub struct RemovedFile {
 }
 
 impl RemovedFile {
+    /// The object of the removed file (its path is checked to be a data file's).
+    pub fn location(&self) -> Result<object_store::path::Path, LakeError> {
+        layout::locate(&self.path)
+    }
+
     /// Taken out of the partition by a rewrite, not yet deleted from storage.
     pub fn awaiting_deletion(&self) -> bool {
         self.replaced_by.is_some() && self.deleted_at.is_none()
@@ -106,26 +104,23 @@ pub struct FileEncryption {
 }
 
 impl Manifest {
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(&ManifestFile::V1(self.clone()))
-            .expect("manifest serializes");
-        v.push(b'\n');
-        v
+    /// The stored form; refuses (as corrupt) a file entry whose path is not a data file's.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, LakeError> {
+        format::encode(self).map_err(|problem| LakeError::Corrupt {
+            object: layout::ManifestPath::new(&self.partition, self.sequence)
+                .to_path()
+                .to_string(),
+            problem,
+        })
     }
 
+    /// Reads a stored version; another format, an unknown version or a damaged file is
+    /// [`LakeError::Corrupt`] naming `path`.
     pub fn from_bytes(bytes: &[u8], path: &str) -> Result<Self, LakeError> {
-        let file: ManifestFile = serde_json::from_slice(bytes).map_err(|e| LakeError::Corrupt {
+        format::decode(bytes).map_err(|e| LakeError::Corrupt {
             object: path.to_string(),
             problem: format!("not a manifest: {e}"),
-        })?;
-        let ManifestFile::V1(m) = file;
-        if m.format != FORMAT {
-            return Err(LakeError::Corrupt {
-                object: path.to_string(),
-                problem: format!("format is {:?}", m.format),
-            });
-        }
-        Ok(m)
+        })
     }
 }
 
@@ -246,7 +241,7 @@ pub async fn commit_edit(
     m.batch_id = change_id.to_string();
     edit(&mut m);
     m.files.sort_by(|a, b| a.path.cmp(&b.path));
-    let bytes = m.to_bytes();
+    let bytes = m.to_bytes()?;
     let sha256 = sha256_hex(&bytes);
     match store
         .put_new(&layout::manifest(p, m.sequence), bytes)
@@ -263,6 +258,12 @@ pub async fn commit_edit(
 }
 
 impl DataFileEntry {
+    /// The object of the data file (its path is checked to be a data file's: a manifest
+    /// never makes holdfast read, pin or delete another object).
+    pub fn location(&self) -> Result<object_store::path::Path, LakeError> {
+        layout::locate(&self.path)
+    }
+
     /// Its entry in the `removed` history.
     pub fn removed(self, sweep_id: &str, now: DateTime<Utc>) -> RemovedFile {
         RemovedFile {
@@ -334,7 +335,6 @@ pub async fn commit(
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let removed = base.map(|b| b.manifest.removed.clone()).unwrap_or_default();
     let m = Manifest {
-        format: FORMAT.into(),
         partition: p.clone(),
         sequence,
         previous,
@@ -343,7 +343,7 @@ pub async fn commit(
         files,
         removed,
     };
-    let bytes = m.to_bytes();
+    let bytes = m.to_bytes()?;
     let sha256 = sha256_hex(&bytes);
     match store.put_new(&layout::manifest(p, sequence), bytes).await? {
         Put::Created => Ok(Commit::Committed(Box::new(Loaded {

@@ -168,7 +168,10 @@ async fn check_file(
     r: &mut VerifyReport,
 ) {
     r.files += 1;
-    let path = object_store::path::Path::from(f.path.as_str());
+    let path = match f.location() {
+        Ok(path) => path,
+        Err(e) => return r.problem(&f.path, e.to_string()),
+    };
     match layout::parse_data_file(&path) {
         Some((p, _)) if p == m.manifest.partition => {}
         _ => r.problem(
@@ -204,12 +207,15 @@ async fn check_file(
         Ok(md) => md,
         Err(e) => return r.problem(&f.path, format!("unreadable Parquet footer: {e}")),
     };
+    if let Err(e) = datafile::footer::check(md.file_metadata(), &f.path) {
+        return r.problem(&f.path, e.to_string());
+    }
     let rows = md.file_metadata().num_rows() as u64;
     r.records += rows;
     let kv_dek = md
         .file_metadata()
         .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|k| k.key == "holdfast.dek_id"))
+        .and_then(|kv| kv.iter().find(|k| k.key == datafile::footer::DEK_ID))
         .and_then(|k| k.value.clone());
     if kv_dek.as_deref() != Some(f.encryption.dek_id.as_str()) {
         r.problem(

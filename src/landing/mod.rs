@@ -7,16 +7,17 @@
 //! AAD (scheme, segment id, source, arrival time, block index, block count), so blocks cannot
 //! be reordered, dropped, moved to another segment or re-labelled.
 
+mod format;
 pub mod quarantine;
+use format::MAGIC;
+pub use format::{QUARANTINE_FORMAT, SEGMENT_FORMAT};
 
 use crate::crypto::kms::{Kms, KmsError, WrappedKey};
 use crate::crypto::{Cipher, CryptoError, DataKey, aad};
 use crate::lake::{LakeError, layout};
 use crate::storage::{Put, Store};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
-const MAGIC: &[u8; 8] = b"HFSEG001";
 /// Raw bytes per block before compression.
 pub const BLOCK_BYTES: usize = 1 << 20;
 /// Raw bytes per segment (one object).
@@ -47,14 +48,12 @@ pub enum LandingError {
     NotFound(String),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A landing segment's header as read (stored as `format::HeaderFile`, which never changes).
+#[derive(Debug, Clone)]
 pub struct SegmentHeader {
-    pub format: u32,
     pub segment_id: String,
     pub source: String,
     /// The tenant configured for the source, for shapes whose payloads name none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     pub arrived_at: DateTime<Utc>,
     pub line_count: u64,
@@ -65,7 +64,6 @@ pub struct SegmentHeader {
     pub dek_id: String,
     pub wrapped_dek: WrappedKey,
     /// For a replay segment: the quarantine entry each line came from, in line order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replay_of: Vec<String>,
 }
 
@@ -173,7 +171,6 @@ impl SegmentBuilder {
         let dek = DataKey::generate();
         let wrapped_dek = kms.wrap(&dek).await?;
         let header = SegmentHeader {
-            format: 1,
             segment_id: id.to_string(),
             source: source.to_string(),
             tenant: tenant.map(str::to_string),
@@ -192,13 +189,8 @@ impl SegmentBuilder {
         for b in &mut self.blocks {
             zeroize::Zeroize::zeroize(b);
         }
-        let header_json = serde_json::to_vec(&header).expect("header serializes");
-        let mut out = Vec::with_capacity(
-            12 + header_json.len() + sealed.iter().map(|s| s.len() + 4).sum::<usize>(),
-        );
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&(header_json.len() as u32).to_be_bytes());
-        out.extend_from_slice(&header_json);
+        let mut out = format::encode_header(&header);
+        out.reserve(sealed.iter().map(|s| s.len() + 4).sum::<usize>());
         for s in &sealed {
             out.extend_from_slice(&(s.len() as u32).to_be_bytes());
             out.extend_from_slice(s);
@@ -256,12 +248,12 @@ impl Segment {
             return Err(corrupt("not a landing segment"));
         }
         let hlen = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
-        let header: SegmentHeader = serde_json::from_slice(
+        let header = format::decode_header(
             bytes
                 .get(12..12 + hlen)
                 .ok_or_else(|| corrupt("truncated header"))?,
         )
-        .map_err(|_| corrupt("bad header"))?;
+        .map_err(|e| corrupt(&format!("bad header: {e}")))?;
         let mut pos = 12 + hlen;
         let mut blocks = Vec::new();
         while pos < bytes.len() {
@@ -370,8 +362,8 @@ pub async fn raw_size(store: &Store, path: &object_store::path::Path) -> Result<
     if hlen > 1 << 20 {
         return Err(corrupt("header too large"));
     }
-    let header: SegmentHeader =
-        serde_json::from_slice(&get(12..12 + hlen).await?).map_err(|_| corrupt("bad header"))?;
+    let header = format::decode_header(&get(12..12 + hlen).await?)
+        .map_err(|e| corrupt(&format!("bad header: {e}")))?;
     Ok(header.raw_bytes)
 }
 

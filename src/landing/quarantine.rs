@@ -15,15 +15,12 @@ use crate::storage::{Put, Store};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A quarantine entry as read (stored as `super::format::QuarantineFile`, which never changes).
+#[derive(Debug, Clone)]
 pub struct Entry {
-    pub format: String,
-    pub version: u32,
     pub id: String,
     pub source: String,
     /// The tenant configured for the source, kept so that a replay decodes alike.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     pub arrived_at: DateTime<Utc>,
     pub quarantined_at: DateTime<Utc>,
@@ -37,11 +34,9 @@ pub struct Entry {
     /// Length of the original line (all of it, also when only a prefix is kept).
     pub original_bytes: u64,
     /// Set when the line was too large to keep: only its first bytes are sealed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<TruncatedLine>,
     pub dek_id: String,
     pub wrapped_dek: WrappedKey,
-    #[serde(with = "b64")]
     pub sealed: Vec<u8>,
 }
 
@@ -167,8 +162,6 @@ impl Writer {
             .seal(&plain, &entry_aad(&id, self.cipher.dek_id()));
         zeroize::Zeroize::zeroize(&mut plain);
         Entry {
-            format: "holdfast.quarantine".into(),
-            version: 1,
             id,
             source: origin.source.to_string(),
             tenant: origin.tenant.map(str::to_string),
@@ -192,7 +185,7 @@ impl Writer {
 
 /// Writes an entry; an entry already there (a rerun after a crash) is left as it is.
 pub async fn put(store: &Store, e: &Entry) -> Result<bool, LandingError> {
-    let bytes = serde_json::to_vec_pretty(e).expect("serializes");
+    let bytes = super::format::encode_entry(e);
     Ok(store
         .put_new(&layout::quarantine_entry(&e.id), bytes)
         .await?
@@ -214,7 +207,7 @@ pub async fn list(store: &Store) -> Result<Vec<Entry>, LandingError> {
 }
 
 fn parse(object: &str, bytes: &[u8]) -> Result<Entry, LandingError> {
-    serde_json::from_slice(bytes).map_err(|e| LandingError::Corrupt {
+    super::format::decode_entry(bytes).map_err(|e| LandingError::Corrupt {
         object: object.to_string(),
         problem: format!("not a quarantine entry: {e}"),
     })

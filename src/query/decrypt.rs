@@ -72,14 +72,12 @@ impl Decryptor {
         let files = latest
             .iter()
             .flat_map(|l| l.manifest.files.iter())
-            .map(|f| {
+            // every entry of a loaded manifest is a data file path (checked when read)
+            .filter_map(|f| Some((f, f.location().ok()?)))
+            .map(|(f, location)| {
                 (
                     f.encryption.dek_id.clone(),
-                    (
-                        object_store::path::Path::from(f.path.as_str()),
-                        f.size_bytes,
-                        f.encryption.wrapped_dek.clone(),
-                    ),
+                    (location, f.size_bytes, f.encryption.wrapped_dek.clone()),
                 )
             })
             .collect();

@@ -16,17 +16,19 @@
 //! `retentionOverride.enabled: false` is refused: a hold that does not override retention would
 //! protect nothing.
 
+mod format;
 pub mod lifecycle;
 mod upkeep;
+pub use format::FORMAT;
 pub use upkeep::{Lapse, SyncReport, lapse_due, sync};
 
 use crate::lake::LakeError;
 use crate::lake::datafile;
+use crate::lake::layout::{self, HoldRegistryPath};
 use crate::lake::manifest::{self, DataFileEntry};
 use crate::storage::{Put, Store};
 use arrow::array::{Array, AsArray};
 use chrono::{DateTime, Utc};
-use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 /// What a hold covers. Unknown keys are refused (a misspelt `interactionIDs` would otherwise
@@ -239,6 +241,7 @@ impl Hold {
     }
 }
 
+/// The hold registry as read (stored as `format::RegistryFile`, which never changes).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Registry {
     pub sequence: u64,
@@ -246,33 +249,29 @@ pub struct Registry {
     pub holds: Vec<Hold>,
 }
 
-fn version_path(seq: u64) -> Path {
-    Path::from(format!("holds/v{seq:020}.json"))
-}
-
 /// The latest registry version and the SHA-256 of its bytes.
 pub async fn load(store: &Store) -> Result<(Registry, Option<String>), LakeError> {
     let latest = store
-        .list("holds")
+        .list(layout::HOLDS)
         .await?
-        .into_iter()
-        .filter_map(|m| {
-            m.location
-                .as_ref()
-                .strip_prefix("holds/v")?
-                .strip_suffix(".json")?
-                .parse::<u64>()
-                .ok()
-        })
+        .iter()
+        .filter_map(|m| HoldRegistryPath::parse(&m.location))
         .max();
     match latest {
         None => Ok((Registry::default(), None)),
-        Some(seq) => {
-            let bytes = store.get(&version_path(seq)).await?;
-            let r: Registry = serde_json::from_slice(&bytes).map_err(|e| LakeError::Corrupt {
-                object: version_path(seq).to_string(),
-                problem: e.to_string(),
+        Some(at) => {
+            let path = at.to_path();
+            let bytes = store.get(&path).await?;
+            let r = format::decode(&bytes).map_err(|e| LakeError::Corrupt {
+                object: path.to_string(),
+                problem: format!("not a hold registry: {e}"),
             })?;
+            if r.sequence != at.sequence {
+                return Err(LakeError::Corrupt {
+                    object: path.to_string(),
+                    problem: format!("says sequence {}", r.sequence),
+                });
+            }
             Ok((r, Some(manifest::sha256_hex(&bytes))))
         }
     }
@@ -290,8 +289,12 @@ pub async fn commit(
         previous_sha256: base_sha,
         holds,
     };
-    let bytes = serde_json::to_vec_pretty(&next).expect("serializes");
-    Ok(store.put_new(&version_path(next.sequence), bytes).await? == Put::Created)
+    let path = HoldRegistryPath::new(next.sequence).to_path();
+    let bytes = format::encode(&next).map_err(|problem| LakeError::Corrupt {
+        object: path.to_string(),
+        problem,
+    })?;
+    Ok(store.put_new(&path, bytes).await? == Put::Created)
 }
 
 /// Every committed data file holding a record the hold covers (reads the index columns of
@@ -376,7 +379,7 @@ pub async fn covered_records(
     if !hold.file_may_be_covered(f) {
         return Ok(0);
     }
-    let path = Path::from(f.path.as_str());
+    let path = f.location()?;
     let batches = datafile::read_columns(
         store,
         &path,
@@ -473,7 +476,7 @@ pub async fn apply_to_new(
             }
             let n = covered_records(store, h, f).await?;
             if n > 0 {
-                store.legal_hold(&Path::from(f.path.as_str()), true).await?;
+                store.legal_hold(&f.location()?, true).await?;
                 h.files.push(f.path.clone());
                 h.covered.insert(f.path.clone(), n);
                 pinned += 1;

@@ -316,7 +316,7 @@ async fn execute_plan(
         })
         .await?;
         if let Commit::LostRace { .. } = commit {
-            store.delete(&Path::from(new.path.as_str())).await?;
+            store.delete(&new.location()?).await?;
             return Err(SweepError::Conflict(p.dir()));
         }
         failpoints.hit("sweep.after_rewrite_commit");
@@ -379,7 +379,7 @@ async fn delete_whole(
         };
         let mut removing = Vec::new();
         for f in files {
-            match lock_refusal(store, &Path::from(f.path.as_str()), now).await? {
+            match lock_refusal(store, &crate::lake::layout::locate(&f.path)?, now).await? {
                 Some(reason) => {
                     audit
                         .record(
@@ -411,7 +411,7 @@ async fn delete_whole(
         }
         for f in removing {
             store
-                .delete_checked(&Path::from(f.path.as_str()), now)
+                .delete_checked(&crate::lake::layout::locate(&f.path)?, now)
                 .await?;
             audit
                 .record(
@@ -461,7 +461,7 @@ async fn finish_replacements(
         {
             latest.insert(r.partition.clone(), l);
         }
-        let new_path = Path::from(r.new.as_str());
+        let new_path = crate::lake::layout::locate(&r.new)?;
         if let Some(entry) = latest
             .get(&r.partition)
             .and_then(|l| l.manifest.files.iter().find(|f| f.path == r.new))
@@ -470,7 +470,11 @@ async fn finish_replacements(
                 .ensure_retained(&new_path, entry.latest_expiry)
                 .await?;
         }
-        if (!r.holds.is_empty() || store.lock(&Path::from(r.old.as_str())).await?.legal_hold)
+        if (!r.holds.is_empty()
+            || store
+                .lock(&crate::lake::layout::locate(&r.old)?)
+                .await?
+                .legal_hold)
             && store.head(&new_path).await?.is_some()
         {
             store.legal_hold(&new_path, true).await?;
@@ -514,7 +518,7 @@ async fn finish_replacements(
     // 3. the old files: unpinned when no hold lists them, deleted when the lock allows
     let mut deleted: BTreeMap<Partition, Vec<&str>> = BTreeMap::new();
     for r in replacements {
-        let old = Path::from(r.old.as_str());
+        let old = crate::lake::layout::locate(&r.old)?;
         let mut lock = store.lock(&old).await?;
         if !listed.contains(&r.old) && lock.legal_hold {
             store.legal_hold(&old, false).await?;

@@ -22,7 +22,6 @@ use arrow::array::{
 use arrow::datatypes::TimestampMicrosecondType;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use object_store::path::Path;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::metadata::KeyValue;
@@ -137,7 +136,7 @@ pub async fn rewrite_file(
     now: DateTime<Utc>,
     file_id: &str,
 ) -> Result<Outcome, SweepError> {
-    let old_path = Path::from(old.path.as_str());
+    let old_path = old.location()?;
     let bytes = store.get(&old_path).await?;
     if manifest::sha256_hex(&bytes) != old.sha256 {
         return Err(LakeError::Corrupt {
@@ -156,6 +155,7 @@ pub async fn rewrite_file(
     let err = |e| LakeError::parquet(&old.path, e);
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(err)?;
     let md = builder.metadata().file_metadata().clone();
+    datafile::footer::check(&md, &old.path)?;
     let from = kms
         .unwrap_key(&old.encryption.dek_id, &old.encryption.wrapped_dek)
         .await?

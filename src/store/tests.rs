@@ -1,5 +1,7 @@
 //! Creating and opening a store without the binary.
 
+#![allow(clippy::disallowed_methods)] // tests make a directory that is not a store
+
 use super::*;
 use crate::clock::FakeClock;
 

@@ -56,9 +56,9 @@ fn a_version_1_keyring_gains_a_signing_key_on_first_use() {
     let w = block(ring.wrap(&dek)).unwrap();
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(v["version"], 2);
+    assert_eq!(v["version"], "2");
     v.as_object_mut().unwrap().remove("signing_key");
-    v["version"] = 1.into();
+    v["version"] = "1".into();
     std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
     let old = LocalKeyring::load(&path).unwrap();
     assert_eq!(
@@ -89,7 +89,7 @@ fn a_version_1_keyring_gains_a_signing_key_on_first_use() {
         "the KEKs are untouched"
     );
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains("\"version\": 2"), "{text}");
+    assert!(text.contains("\"version\": \"2\""), "{text}");
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         1,
@@ -106,4 +106,28 @@ fn debug_and_errors_hold_no_key_material() {
     let file: serde_json::Value = serde_json::from_str(&text).unwrap();
     let material = file["keys"][0]["material"].as_str().unwrap().to_string();
     assert!(!format!("{ring:?}").contains(&material));
+}
+
+/// A keyring of a version this holdfast does not know, or a file of another kind, is refused
+/// by name (and the keyring path is in the message).
+#[test]
+fn unknown_keyring_versions_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyring.json");
+    LocalKeyring::create(&path, "2026-01-01T00:00:00Z").unwrap();
+    let good = std::fs::read(&path).unwrap();
+    std::fs::write(&path, crate::format::altered(&good, "version", "3")).unwrap();
+    let err = LocalKeyring::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("holdfast.keyring version 3 is not one this holdfast reads")
+            && err.contains(&path.display().to_string()),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        crate::format::altered(&good, "format", "holdfast.head"),
+    )
+    .unwrap();
+    let err = LocalKeyring::load(&path).unwrap_err().to_string();
+    assert!(err.contains("\"holdfast.head\""), "{err}");
 }

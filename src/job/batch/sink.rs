@@ -432,7 +432,7 @@ async fn committed_ids(
     let mut ids = HashSet::new();
     let Some(l) = latest else { return Ok(ids) };
     for f in &l.manifest.files {
-        let path = object_store::path::Path::from(f.path.as_str());
+        let path = f.location()?;
         let columns = ["tenant_id", "event_id"];
         for b in datafile::read_columns(store, &path, f.size_bytes, &columns).await? {
             // projected columns come in file order: look them up by name

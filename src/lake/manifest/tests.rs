@@ -16,7 +16,7 @@ fn t(s: &str) -> DateTime<Utc> {
 
 fn entry(name: &str) -> DataFileEntry {
     DataFileEntry {
-        path: format!("lake/year=2025/month=10/day=01/interaction_type=CALL/{name}.parquet"),
+        path: format!("lake/year=2025/month=10/day=01/interaction_type=CALL/part-{name}.parquet"),
         sha256: "ab".repeat(32),
         size_bytes: 100,
         record_count: 3,

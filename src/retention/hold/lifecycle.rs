@@ -17,7 +17,6 @@ use crate::error::{Error, Result};
 use crate::lake::layout;
 use crate::storage::Store;
 use chrono::{DateTime, Utc};
-use object_store::path::Path;
 use serde::Serialize;
 use std::collections::HashSet;
 
@@ -245,7 +244,7 @@ async fn place(
 /// Sets or clears the storage legal-hold flag of `files`.
 async fn pin(store: &Store, files: impl Iterator<Item = &String>, on: bool) -> Result<()> {
     for f in files {
-        store.legal_hold(&Path::from(f.as_str()), on).await?;
+        store.legal_hold(&layout::locate(f)?, on).await?;
     }
     Ok(())
 }

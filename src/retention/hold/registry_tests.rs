@@ -76,7 +76,10 @@ fn files_are_added_to_an_active_hold_only() {
                 .await
                 .unwrap()
         );
-        let files = vec![("lake/a.parquet".to_string(), 3)];
+        let files = vec![(
+            "lake/year=2025/month=10/day=01/interaction_type=CALL/part-a.parquet".to_string(),
+            3,
+        )];
         assert!(add_files(&store, "H1", &files).await.unwrap());
         assert!(add_files(&store, "H1", &files).await.unwrap(), "idempotent");
         assert!(
@@ -85,8 +88,14 @@ fn files_are_added_to_an_active_hold_only() {
         );
         assert!(!add_files(&store, "H9", &files).await.unwrap(), "unknown");
         let (r, _) = load(&store).await.unwrap();
-        assert_eq!(r.holds[0].files, vec!["lake/a.parquet".to_string()]);
-        assert_eq!(r.holds[0].covered["lake/a.parquet"], 3);
+        assert_eq!(
+            r.holds[0].files,
+            vec!["lake/year=2025/month=10/day=01/interaction_type=CALL/part-a.parquet".to_string()]
+        );
+        assert_eq!(
+            r.holds[0].covered["lake/year=2025/month=10/day=01/interaction_type=CALL/part-a.parquet"],
+            3
+        );
         assert!(r.holds[1].files.is_empty());
     });
 }

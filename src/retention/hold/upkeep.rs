@@ -6,7 +6,6 @@ use crate::lake::LakeError;
 use crate::lake::manifest::{self};
 use crate::storage::Store;
 use chrono::{DateTime, Utc};
-use object_store::path::Path;
 use serde::Serialize;
 
 /// Drift between the registry, the data and the storage flags, and what sync did about it.
@@ -41,7 +40,7 @@ pub async fn sync(store: &Store, now: DateTime<Utc>) -> Result<SyncReport, LakeE
             }
         }
         for f in &h.files {
-            let path = Path::from(f.as_str());
+            let path = crate::lake::layout::locate(f)?;
             if store.head(&path).await?.is_some() && !store.lock(&path).await?.legal_hold {
                 store.legal_hold(&path, true).await?;
                 report.flags_repaired.push(f.clone());
@@ -55,9 +54,7 @@ pub async fn sync(store: &Store, now: DateTime<Utc>) -> Result<SyncReport, LakeE
         .collect();
     for l in manifest::load_latest_all(store).await? {
         for f in &l.manifest.files {
-            if !listed.contains(&f.path)
-                && store.lock(&Path::from(f.path.as_str())).await?.legal_hold
-            {
+            if !listed.contains(&f.path) && store.lock(&f.location()?).await?.legal_hold {
                 report.pinned_without_hold.push(f.path.clone());
             }
         }
@@ -115,7 +112,7 @@ pub async fn lapse_due(store: &Store, now: DateTime<Utc>) -> Result<Vec<Lapse>, 
         let h = &holds[i];
         let mut unpinned = Vec::new();
         for f in h.files.iter().filter(|f| !still.contains(f)) {
-            let path = Path::from(f.as_str());
+            let path = crate::lake::layout::locate(f)?;
             if store.head(&path).await?.is_some() {
                 store.legal_hold(&path, false).await?;
             }

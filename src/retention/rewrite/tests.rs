@@ -99,11 +99,11 @@ fn a_rewrite_keeps_exactly_the_held_records_in_a_new_file() {
             r.entry.encryption.dek_id, old.encryption.dek_id,
             "a new DEK"
         );
-        let bytes = store.get(&Path::from(r.entry.path.as_str())).await.unwrap();
+        let bytes = store.get(&r.entry.location().unwrap()).await.unwrap();
         assert_eq!(manifest::sha256_hex(&bytes), r.entry.sha256);
         assert!(
             store
-                .head(&Path::from(old.path.as_str()))
+                .head(&old.location().unwrap())
                 .await
                 .unwrap()
                 .is_some()
@@ -148,10 +148,16 @@ fn new_files_a_hold_covers_are_pinned_at_the_storage_layer() {
         let (registry, _) = hold::load(store).await.unwrap();
         let listed = &registry.holds[0].files;
         assert_eq!(listed.len(), 1);
-        let lock = store.lock(&Path::from(listed[0].as_str())).await.unwrap();
+        let lock = store
+            .lock(&layout::locate(&listed[0]).unwrap())
+            .await
+            .unwrap();
         assert!(lock.legal_hold);
         let refused = store
-            .delete_checked(&Path::from(listed[0].as_str()), t("2040-01-01T00:00:00Z"))
+            .delete_checked(
+                &layout::locate(&listed[0]).unwrap(),
+                t("2040-01-01T00:00:00Z"),
+            )
             .await;
         assert!(matches!(refused, Err(LakeError::ObjectLocked { .. })));
     });

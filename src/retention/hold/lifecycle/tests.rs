@@ -120,7 +120,9 @@ fn body(text: &str) -> HoldRequest {
 }
 
 fn legal_hold(store: &Store, f: &str) -> bool {
-    block(store.lock(&Path::from(f))).unwrap().legal_hold
+    block(store.lock(&layout::locate(f).unwrap()))
+        .unwrap()
+        .legal_hold
 }
 
 /// The `legal_hold` audit entries: (actor, change, hold, files).
@@ -372,7 +374,7 @@ fn reconcile_repairs_a_lost_flag_and_records_a_lapse() {
     let dated = r#"{"holdId": "D", "tenantId": "t2", "scope": {}, "retentionOverride": {"expirationDate": "2026-01-01T00:00:00Z"}}"#;
     block(apply(c, body(dated), false)).unwrap();
     let file = block(list(&f.store)).unwrap()[0].files[0].clone();
-    block(f.store.legal_hold(&Path::from(file.as_str()), false)).unwrap();
+    block(f.store.legal_hold(&layout::locate(&file).unwrap(), false)).unwrap();
 
     let audit = Audit::for_user(f.store.clone(), f.clock.clone(), "ops");
     let now = f.clock.now();
