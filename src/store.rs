@@ -9,44 +9,17 @@ use crate::crypto::kms::{Kms, LocalKeyring};
 use crate::error::{Error, Result};
 use crate::lake::layout;
 use crate::storage::{Put, Store, StoreUrl};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct StoreMarker {
-    format: String,
-    version: u32,
-    created_at: String,
-    kek_id: String,
-    /// The store's minimum retention, set once here (see [`crate::config::RetentionFloor`]);
-    /// a marker without it (older stores) has the default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    retention_floor_days: Option<u32>,
-    /// Objects 0640 and directories 0750 (the store's group may read), instead of 0600/0700.
-    /// Set by `init --group-readable`; never from the environment.
-    #[serde(default)]
-    group_readable: bool,
-}
+/// The store marker (its disk format is `crate::storage::marker`).
+pub use crate::storage::marker::Marker as StoreMarker;
 
-impl StoreMarker {
-    /// The KEK the store is bound to.
-    pub fn kek_id(&self) -> &str {
-        &self.kek_id
-    }
-
-    /// Whether the store's group may read it (chosen once, at init).
-    pub fn group_readable(&self) -> bool {
-        self.group_readable
-    }
-
-    /// The store's retention floor (the default for a marker from before floors).
-    pub fn retention_floor(&self) -> RetentionFloor {
-        RetentionFloor {
-            days: self
-                .retention_floor_days
-                .unwrap_or(RetentionFloor::DEFAULT_DAYS),
-        }
+/// The store's retention floor, as its marker records it.
+fn floor_of(m: &StoreMarker) -> RetentionFloor {
+    RetentionFloor {
+        days: m.retention_floor_days,
     }
 }
 
@@ -150,15 +123,13 @@ async fn write_marker(
     now: String,
 ) -> Result<bool> {
     let marker = StoreMarker {
-        format: "holdfast.store".into(),
-        version: 1,
         created_at: now,
         kek_id: ring.kek_id().to_string(),
-        retention_floor_days: Some(floor.days),
+        retention_floor_days: floor.days,
         group_readable: req.group_readable,
     };
     let path = layout::store_marker();
-    let bytes = serde_json::to_vec_pretty(&marker).expect("serializes");
+    let bytes = crate::storage::marker::encode(&marker);
     if store.put_new(&path, bytes).await? == Put::Created {
         return Ok(true);
     }
@@ -175,7 +146,7 @@ async fn write_marker(
             false,
         ));
     }
-    let recorded = existing.retention_floor().days;
+    let recorded = existing.retention_floor_days;
     if req.retention_floor_days.is_some_and(|d| d != recorded) {
         return Err(Error::conflict(
             format!(
@@ -190,7 +161,7 @@ async fn write_marker(
 
 /// The store's retention floor, as its marker records it.
 pub async fn retention_floor(store: &Store) -> Result<RetentionFloor> {
-    Ok(read_marker(store).await?.retention_floor())
+    Ok(floor_of(&read_marker(store).await?))
 }
 
 /// The store at `url` if it exists and holds a store marker.
@@ -221,7 +192,7 @@ pub async fn read_marker(store: &Store) -> Result<StoreMarker> {
         .get_opt(&path)
         .await?
         .ok_or_else(|| not_a_store(&store.describe(), true))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    crate::storage::marker::decode(&bytes).map_err(|e| {
         Error::Unusable(format!(
             "{}: unreadable store marker: {e}",
             store.describe()

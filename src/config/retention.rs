@@ -157,21 +157,6 @@ impl RetentionFloor {
         Ok(RetentionFloor { days })
     }
 
-    /// The floor a store marker records; a marker written before floors existed has the
-    /// default. `bytes` is the marker's JSON (other fields are the CLI's business).
-    pub fn from_marker(bytes: &[u8]) -> Result<Self, String> {
-        #[derive(Deserialize)]
-        struct View {
-            #[serde(default)]
-            retention_floor_days: Option<u32>,
-        }
-        let v: View =
-            serde_json::from_slice(bytes).map_err(|e| format!("unreadable store marker: {e}"))?;
-        Ok(RetentionFloor {
-            days: v.retention_floor_days.unwrap_or(Self::DEFAULT_DAYS),
-        })
-    }
-
     /// Whether a record from `occurred_at` would already be past the floor at `at`.
     pub fn passed(self, occurred_at: DateTime<Utc>, at: DateTime<Utc>) -> bool {
         occurred_at
@@ -479,17 +464,7 @@ mod tests {
     }
 
     #[test]
-    fn floors_come_from_the_marker() {
-        assert_eq!(
-            RetentionFloor::from_marker(br#"{"format": "holdfast.store"}"#).unwrap(),
-            RetentionFloor::default()
-        );
-        assert_eq!(
-            RetentionFloor::from_marker(br#"{"retention_floor_days": 30}"#)
-                .unwrap()
-                .days,
-            30
-        );
+    fn floors_are_bounded() {
         assert!(RetentionFloor::new(0).is_err());
         assert!(RetentionFloor::new(40_000).is_err());
         let f = RetentionFloor::new(10).unwrap();

@@ -282,18 +282,21 @@ fn id_key(tenant_id: &str, event_id: &str) -> [u8; 16] {
     sha256(&key)[..16].try_into().expect("16 bytes")
 }
 
-/// Reads the store's retention floor from its marker (the default for a marker that
-/// predates floors; the strictest for a store with no marker, which the CLI never opens).
+/// Reads the store's retention floor from its marker (the strictest for a store with no
+/// marker, which the CLI never opens).
 async fn store_floor(store: &Store) -> Result<RetentionFloor, JobError> {
     let marker = layout::store_marker();
     match store.get_opt(&marker).await? {
-        Some(bytes) => RetentionFloor::from_marker(&bytes).map_err(|problem| {
-            crate::lake::LakeError::Corrupt {
+        Some(bytes) => match crate::storage::marker::decode(&bytes) {
+            Ok(m) => Ok(RetentionFloor {
+                days: m.retention_floor_days,
+            }),
+            Err(e) => Err(crate::lake::LakeError::Corrupt {
                 object: marker.to_string(),
-                problem,
+                problem: e.to_string(),
             }
-            .into()
-        }),
+            .into()),
+        },
         None => Ok(RetentionFloor::default()),
     }
 }

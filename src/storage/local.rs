@@ -39,9 +39,8 @@ pub(crate) struct Local {
 fn marker_says_group_readable(root: &std::path::Path) -> bool {
     std::fs::read(root.join(layout::STORE_MARKER))
         .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("group_readable").and_then(|g| g.as_bool()))
-        .unwrap_or(false)
+        .and_then(|b| super::marker::decode(&b).ok())
+        .is_some_and(|m| m.group_readable)
 }
 
 fn io(context: impl std::fmt::Display, e: std::io::Error) -> LakeError {

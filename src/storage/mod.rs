@@ -29,6 +29,7 @@
 pub mod lease;
 pub mod local;
 pub mod lock;
+pub mod marker;
 pub mod memory;
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ fn init_creates_the_store_its_policy_and_head_once_and_checks_it_after() {
     assert_eq!(first.retention_floor_days, 2555);
     let (store, kms) = block(open(&path, &keyring)).unwrap();
     let marker = block(read_marker(&store)).unwrap();
-    assert_eq!(marker.kek_id(), first.kek_id);
+    assert_eq!(marker.kek_id, first.kek_id);
     assert_eq!(block(retention_floor(&store)).unwrap().days, 2555);
     let policy = block(crate::access::policy::load(&store)).unwrap();
     assert_eq!(policy.admins(), vec!["alice"]);
