@@ -183,6 +183,39 @@ impl Worker<'_> {
         Ok(expires)
     }
 
+    /// The record sealed under its file's DEK once the file's dictionary is known; until
+    /// then an empty payload and the plaintext beside it (the sink seals it).
+    fn seal(
+        &mut self,
+        file: &FileKey,
+        f: &schema::IndexFields,
+        record: &[u8],
+    ) -> (Vec<u8>, Option<Vec<u8>>) {
+        let pk = self
+            .parts
+            .entry(file.clone())
+            .or_insert_with(|| self.keys.part(file));
+        let Some(dict) = pk.dict.get() else {
+            return (Vec::new(), Some(record.to_vec()));
+        };
+        let aad = record_aad(
+            &f.tenant_id,
+            &f.event_id,
+            &f.interaction_id,
+            pk.cipher.dek_id(),
+        );
+        let mut payload = Vec::with_capacity(record.len() / 3 + 64);
+        seal_record(
+            &pk.cipher,
+            &mut self.z,
+            dict.as_deref(),
+            record,
+            &aad,
+            &mut payload,
+        );
+        (payload, None)
+    }
+
     fn decode_line(&mut self, seg: &OpenSegment, line: &[u8]) -> Result<Vec<Decoded>, Rejected> {
         let decoded = seg
             .source
@@ -213,31 +246,7 @@ impl Worker<'_> {
                 partition,
                 policy: policy_id.clone(),
             };
-            let pk = self
-                .parts
-                .entry(file.clone())
-                .or_insert_with(|| self.keys.part(&file));
-            let (payload, plain) = match pk.dict.get() {
-                Some(dict) => {
-                    let aad = record_aad(
-                        &f.tenant_id,
-                        &f.event_id,
-                        &f.interaction_id,
-                        pk.cipher.dek_id(),
-                    );
-                    let mut payload = Vec::with_capacity(record.len() / 3 + 64);
-                    seal_record(
-                        &pk.cipher,
-                        &mut self.z,
-                        dict.as_deref(),
-                        &record,
-                        &aad,
-                        &mut payload,
-                    );
-                    (payload, None)
-                }
-                None => (Vec::new(), Some(record.clone().into_owned())),
-            };
+            let (payload, plain) = self.seal(&file, &f, &record);
             let key = IdKey::of(&f.tenant_id, &f.event_id);
             let address_hmacs = futures::executor::block_on(self.index_keys.blind_indexes(
                 self.kms,
