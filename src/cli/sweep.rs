@@ -45,16 +45,10 @@ impl SweepArgs {
                     .map_err(|e| Error::Usage(format!("--now: {e}")))
             })
             .transpose()?;
-        // rewrites move survivors to a new DEK, and every sweep signs the store head
-        let kms = if dry_run {
-            None
-        } else {
-            Some(open(&s).await?.1)
-        };
         let notify = NotifyCommand(p.as_ref());
         let ctx = retention::sweep::SweepContext {
             session: &session,
-            kms,
+            keys: &Keyring(&s),
             failpoints: crate::hooks::Failpoints::from_env(),
             notify: &notify,
         };
@@ -75,6 +69,14 @@ impl SweepArgs {
             Ok(SweepOutcome::Swept(report)) => report,
             Err(retention::SweepError::Refused(reason)) => return Err(Error::Refused(reason)),
             Err(retention::SweepError::Invalid(what)) => return Err(Error::Usage(what)),
+            // the keyring's own error, as `open` gave it (a keyring inside the store is a
+            // usage error)
+            Err(retention::SweepError::Keys(e)) => {
+                return Err(match e.downcast::<Error>() {
+                    Ok(e) => *e,
+                    Err(e) => retention::SweepError::Keys(e).into(),
+                });
+            }
             Err(e) => return Err(e.into()),
         };
         output::write_report(format.unwrap_or(Format::Table), &report, out)?;
@@ -151,6 +153,18 @@ impl RetentionCommand {
 
 /// How long `hold apply` and a sweep wait for each other (the `holds` lease).
 pub(super) const HOLDS_LEASE_WAIT: std::time::Duration = retention::sweep::HOLDS_LEASE_WAIT;
+
+/// The store's keyring, opened when the sweep needs it.
+struct Keyring<'a>(&'a StoreArgs);
+
+impl retention::sweep::KeyService for Keyring<'_> {
+    fn open(
+        &self,
+    ) -> futures::future::BoxFuture<'_, std::result::Result<Arc<dyn Kms>, retention::sweep::BoxError>>
+    {
+        Box::pin(async move { Ok(open(self.0).await?.1) })
+    }
+}
 
 /// Runs `retention.notify_command` with a refusal as JSON on its standard input (a sweep
 /// refused by a storage lock or for want of the retention role). A command that cannot start

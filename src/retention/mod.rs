@@ -52,9 +52,9 @@ pub enum SweepError {
         "the plan rewrites {0} file(s), which needs the keyring (the sweep moves survivors to a new DEK); none was rewritten"
     )]
     NoKeys(usize),
-    /// A sweep that changes anything needs the key service (rewrites, the signed head).
-    #[error("a sweep needs the keyring (it rewrites files and signs the store head)")]
-    NoKeyService,
+    /// The key service a sweep needs (rewrites, the signed head) could not be opened.
+    #[error(transparent)]
+    Keys(sweep::BoxError),
     #[error(transparent)]
     Job(Box<crate::job::JobError>),
     #[error(transparent)]

@@ -11,6 +11,7 @@ use crate::crypto::kms::Kms;
 use crate::job::{Fence, Lease};
 use crate::lake::layout;
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -30,12 +31,28 @@ impl Notify for NoNotify {
     fn refusal(&self, _: &serde_json::Value) {}
 }
 
+/// Opens the key service when a sweep needs it: after the access check, the lapses and the
+/// plan, never for a dry run (so a refusal is audited whatever state the keyring is in).
+pub trait KeyService: Send + Sync {
+    fn open(&self) -> BoxFuture<'_, Result<Arc<dyn Kms>, BoxError>>;
+}
+
+/// Why the key service could not be opened.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A key service already at hand.
+impl KeyService for Arc<dyn Kms> {
+    fn open(&self) -> BoxFuture<'_, Result<Arc<dyn Kms>, BoxError>> {
+        Box::pin(std::future::ready(Ok(self.clone())))
+    }
+}
+
 /// What a sweep runs with: who asks (their session: store, clock, identity, policy), the key
 /// service (a sweep that changes anything needs it; a dry run does not), the crash points of
 /// test builds, and whom to tell about refusals.
 pub struct SweepContext<'a> {
     pub session: &'a Session,
-    pub kms: Option<Arc<dyn Kms>>,
+    pub keys: &'a dyn KeyService,
     pub failpoints: crate::hooks::Failpoints,
     pub notify: &'a dyn Notify,
 }
@@ -85,10 +102,9 @@ pub async fn run(ctx: &SweepContext<'_>, req: &SweepRequest) -> Result<SweepOutc
                 .into(),
         ));
     }
-    let kms = ctx.kms.clone().ok_or(SweepError::NoKeyService)?;
     let (lease, holds_lease) = take_leases(session).await?;
     let fence = Fence::of(&[&lease, &holds_lease]);
-    let result = sweep(ctx, kms.as_ref(), req, &fence).await;
+    let result = sweep(ctx, req, &fence).await;
     let store = &session.store;
     holds_lease.release(store).await?;
     lease.release(store).await?;
@@ -131,7 +147,6 @@ async fn take_leases(session: &Session) -> Result<(Lease, Lease), SweepError> {
 /// The sweep proper, under the leases: lapse dated holds, plan, execute.
 async fn sweep(
     ctx: &SweepContext<'_>,
-    kms: &dyn Kms,
     req: &SweepRequest,
     fence: &Fence,
 ) -> Result<SweepReport, SweepError> {
@@ -145,6 +160,8 @@ async fn sweep(
     let lapsed = hold::lapse_due(store, now).await?;
     hold::record_lapses(&audit, actor, &lapsed).await?;
     let (plan, latest) = make_plan(session, now, req).await?;
+    // rewrites move survivors to a new DEK, and every sweep signs the store head
+    let kms = ctx.keys.open().await.map_err(SweepError::Keys)?;
     let sweep_id = format!(
         "sweep-{}",
         layout::batch_id(now, rand::RngCore::next_u32(&mut rand::rng()))
@@ -158,7 +175,7 @@ async fn sweep(
         failpoints: &ctx.failpoints,
         fence,
     };
-    execute(&run, kms, &plan, latest).await
+    execute(&run, kms.as_ref(), &plan, latest).await
 }
 
 /// The plan at `now`, and the manifests it was made from.
