@@ -203,3 +203,6 @@ pub fn held_files(holds: &[hold::Hold], now: DateTime<Utc>) -> HashMap<String, u
     }
     held
 }
+
+#[cfg(test)]
+mod tests;
