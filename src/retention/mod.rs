@@ -13,6 +13,11 @@
 //!   hold kept it; at its last record's expiry otherwise);
 //! - a file whose last record expires within `rewrite_min_days` of the sweep is not rewritten:
 //!   it would gain little and store the survivors twice meanwhile; it goes whole then.
+//!
+//! Files: the use case, one entry point for any front end ([`sweep::run`]: access check,
+//! leases, lapses, plan, execute); the plan and its inputs ([`plan()`], [`inputs`]); its
+//! execution ([`execute()`]); rewrites ([`rewrite`]); holds ([`hold`]); `retention explain`
+//! ([`explain`]).
 
 mod execute;
 pub mod explain;
