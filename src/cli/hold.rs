@@ -64,15 +64,6 @@ pub enum HoldCommand {
     },
 }
 
-/// Audits holds that lapsed on their expiration date (`legal_hold` / `lapsed`).
-pub(super) async fn record_lapses(
-    audit: &crate::audit::Audit,
-    actor: &str,
-    lapsed: &[crate::retention::hold::Lapse],
-) -> Result<()> {
-    crate::retention::hold::lifecycle::record_lapses(audit, actor, lapsed).await
-}
-
 /// Reads a hold body (`--file`).
 fn read_body(file: &Path) -> Result<crate::retention::hold::HoldRequest> {
     let text = std::fs::read_to_string(file)

@@ -22,7 +22,6 @@ use crate::config::{Pipeline, Policies};
 use crate::crypto::kms::Kms;
 use crate::error::{Error, Result};
 use crate::job::{self, Context};
-use crate::lake::layout;
 use crate::sources::SourceKind;
 use crate::storage::Store;
 use clap::{Parser, Subcommand};

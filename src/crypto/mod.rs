@@ -5,6 +5,8 @@
 //! Invariant: plaintext DEKs exist only inside [`DataKey`], which zeroizes on drop and never
 //! prints its bytes.
 
+mod index_keys;
+pub use index_keys::IndexKeyCache;
 pub mod kms;
 
 use aes_gcm::aead::{AeadInOut, KeyInit};

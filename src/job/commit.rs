@@ -1,7 +1,7 @@
 //! A batch's recovery (at its start) and commit (at its end), in the order that keeps every
 //! step on stable storage before anything depends on it.
 
-use super::batch::{BatchReport, Outcome};
+use super::batch::{BatchReport, Outcome, UnreadableSegment};
 use super::lease::Lease;
 use super::{Context, JobError};
 use crate::lake::layout::{self, Partition};
@@ -23,7 +23,7 @@ const ACTOR: &str = "holdfast-batch";
 pub(super) async fn recover(
     ctx: &Context,
     report: &mut BatchReport,
-) -> Result<(BTreeMap<Partition, Loaded>, BTreeSet<Partition>), JobError> {
+) -> Result<Recovered, JobError> {
     let store = &ctx.store;
     report.staging_removed = store.remove_abandoned_staging() as u64;
     let (loaded, damaged) = manifest::load_latest_each(store).await?;
@@ -50,7 +50,27 @@ pub(super) async fn recover(
     // a partition whose manifest cannot be read is left alone instead (reported above)
     crate::head::check_current(store, &audit, &latest, &damaged).await?;
     report.locks_repaired = repair_locks(store, latest.values()).await?;
-    Ok((latest, damaged))
+    Ok(Recovered { latest, damaged })
+}
+
+/// The partitions as a batch found them after recovery.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Recovered {
+    /// Each partition's latest manifest.
+    pub(super) latest: BTreeMap<Partition, Loaded>,
+    /// Partitions whose latest manifest cannot be read: nothing is written to them.
+    pub(super) damaged: BTreeSet<Partition>,
+}
+
+/// What the commit of one batch works from, besides what processing produced.
+pub(super) struct Committing<'a> {
+    pub(super) batch_id: &'a str,
+    pub(super) lease: &'a Lease,
+    /// The landing segments the batch took, in order.
+    pub(super) picked: &'a [Path],
+    pub(super) latest: &'a BTreeMap<Partition, Loaded>,
+    /// The holds protecting when the batch started, which its rows were counted against.
+    pub(super) holds: &'a crate::retention::hold::HoldSnapshot,
 }
 
 /// A killed batch may have committed manifests before locking their files. Sets every
@@ -91,52 +111,45 @@ pub(crate) async fn repair_locks<'a>(
 /// 5. the consumed landing segments deleted; a last barrier.
 pub(super) async fn commit(
     ctx: &Context,
-    batch_id: &str,
-    lease: &Lease,
-    picked: &[Path],
-    latest: &BTreeMap<Partition, Loaded>,
+    c: &Committing<'_>,
     outcome: Outcome,
     report: &mut BatchReport,
 ) -> Result<(), JobError> {
+    let Committing {
+        batch_id,
+        lease,
+        picked,
+        ..
+    } = *c;
     let store = &ctx.store;
     let group = store.deferred();
     // 1.
     store.sync().await?;
     // 2.
     let now = ctx.clock.now();
-    let new_files: Vec<DataFileEntry> = outcome.files.iter().map(|(_, e)| e.clone()).collect();
-    let mut by_partition: BTreeMap<Partition, Vec<DataFileEntry>> = BTreeMap::new();
-    for (p, entry) in outcome.files {
-        by_partition.entry(p).or_default().push(entry);
-    }
-    let mut change = crate::head::Change::new(format!("batch {batch_id}"));
-    for (i, (p, entries)) in by_partition.into_iter().enumerate() {
-        let locks: Vec<_> = entries
-            .iter()
-            .map(|e| Ok((e.location()?, e.latest_expiry)))
-            .collect::<Result<_, crate::lake::LakeError>>()?;
-        lease.check().await?;
-        match manifest::commit(&group, &p, latest.get(&p), entries, batch_id, now).await? {
-            Commit::Committed(l) => change.manifest(&l),
-            Commit::LostRace { .. } => return Err(JobError::Conflict { partition: p.dir() }),
-        }
-        ctx.fail(&format!("batch.after_manifest:{}", i + 1));
-        // committed: the storage layer now refuses to delete them before their last record expires
-        for (path, until) in locks {
-            group.ensure_retained(&path, until).await?;
-        }
-    }
-    group.sync().await?;
+    let change = commit_manifests(ctx, c, &outcome, now).await?;
     // 3.
     lease.check().await?;
-    // records that arrive for an active legal hold are held from the start
-    report.held_new_files = crate::retention::hold::apply_to_new(store, &new_files, now).await?;
+    ctx.fail("batch.before_holds");
+    // records that arrive for an active legal hold are held from the start: decided from the
+    // rows the batch wrote, never by reading the new files back
+    let new_files: Vec<crate::retention::hold::NewFile<'_>> = outcome
+        .files
+        .iter()
+        .map(|w| crate::retention::hold::NewFile {
+            entry: &w.entry,
+            coverage: &w.coverage,
+        })
+        .collect();
+    report.held_new_files =
+        crate::retention::hold::apply_to_new(store, c.holds, &new_files, now).await?;
+    let new_files: Vec<DataFileEntry> = outcome.files.iter().map(|w| w.entry.clone()).collect();
     // replayed lines that are stored now (or were already) leave quarantine
     for id in &outcome.passed {
         group.delete(&layout::quarantine_entry(id)).await?;
     }
     report.replayed_out = outcome.passed.len() as u64;
-    let failed: BTreeSet<usize> = outcome.failed.iter().map(|(i, _)| *i).collect();
+    let failed: BTreeSet<usize> = outcome.unreadable.iter().map(|u| u.index).collect();
     let consumed: Vec<&Path> = picked
         .iter()
         .enumerate()
@@ -166,9 +179,9 @@ pub(super) async fn commit(
     crate::head::commit(committer, &change, ctx.clock.now()).await?;
     crate::head::intent::end(store, batch_id).await?;
     // 4.
-    for (i, reason) in &outcome.failed {
+    for UnreadableSegment { index, reason } in &outcome.unreadable {
         lease.check().await?;
-        isolate(ctx, &group, batch_id, &picked[*i], reason, report).await?;
+        isolate(ctx, &group, batch_id, &picked[*index], reason, report).await?;
     }
     // 5.
     ctx.fail("batch.before_landing_delete");
@@ -179,6 +192,44 @@ pub(super) async fn commit(
     }
     group.sync().await?;
     Ok(())
+}
+
+/// Step 2: per partition, the manifest version (create-only) and its files' storage locks;
+/// one barrier for every partition's. Returns the change the signed head records.
+async fn commit_manifests(
+    ctx: &Context,
+    c: &Committing<'_>,
+    outcome: &Outcome,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<crate::head::Change, JobError> {
+    let group = ctx.store.deferred();
+    let mut by_partition: BTreeMap<&Partition, Vec<DataFileEntry>> = BTreeMap::new();
+    for w in &outcome.files {
+        by_partition
+            .entry(&w.partition)
+            .or_default()
+            .push(w.entry.clone());
+    }
+    let (batch_id, lease, latest) = (c.batch_id, c.lease, c.latest);
+    let mut change = crate::head::Change::new(format!("batch {batch_id}"));
+    for (i, (p, entries)) in by_partition.into_iter().enumerate() {
+        let locks: Vec<_> = entries
+            .iter()
+            .map(|e| Ok((e.location()?, e.latest_expiry)))
+            .collect::<Result<_, crate::lake::LakeError>>()?;
+        lease.check().await?;
+        match manifest::commit(&group, p, latest.get(p), entries, batch_id, now).await? {
+            Commit::Committed(l) => change.manifest(&l),
+            Commit::LostRace { .. } => return Err(JobError::Conflict { partition: p.dir() }),
+        }
+        ctx.fail(&format!("batch.after_manifest:{}", i + 1));
+        // committed: the storage layer now refuses to delete them before their last record expires
+        for (path, until) in locks {
+            group.ensure_retained(&path, until).await?;
+        }
+    }
+    group.sync().await?;
+    Ok(change)
 }
 
 /// The batch's audit entries: the landing DEKs it unwrapped and the segments it consumed

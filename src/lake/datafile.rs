@@ -7,21 +7,23 @@
 //! compress) and without statistics.
 
 pub mod footer;
+mod read;
+mod writer;
+pub use read::{
+    INDEX_COLUMNS, IndexColumns, IndexRow, dictionary, footer, footer_value, read_columns,
+    read_index,
+};
+pub use writer::{Closed, FileStats, FileWriter, FinishedFile};
 
-use super::LakeError;
 use arrow::array::{
     ArrayRef, BinaryBuilder, FixedSizeBinaryBuilder, ListBuilder, RecordBatch, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use object_store::MultipartUpload;
-use object_store::path::Path;
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use sha2::Digest;
 use std::sync::{Arc, LazyLock};
 
 /// One stored event: index columns in plaintext, the canonical record sealed in `payload`.
@@ -63,6 +65,18 @@ impl Row {
             + self.wrap_up_code.as_ref().map_or(0, String::len)
             + self.disposition.as_ref().map_or(0, String::len)
             + self.payload.capacity()
+    }
+
+    /// The fields a legal hold matches on, as a reader of the stored file would see them.
+    pub fn index(&self) -> IndexRow<'_> {
+        IndexRow {
+            tenant: &self.tenant_id,
+            interaction: &self.interaction_id,
+            queue: self.queue_id.as_deref(),
+            agents: self.agent_ids.iter().map(String::as_str).collect(),
+            occurred_at: self.occurred_at,
+            expires_at: self.expires_at,
+        }
     }
 }
 
@@ -137,27 +151,6 @@ pub fn to_record_batch(rows: &[Row], dek_id: &str) -> RecordBatch {
     let occurred_at = t(|r| r.occurred_at);
     let ingested_at = t(|r| r.ingested_at);
     let expires_at = t(|r| r.expires_at);
-    let mut agents = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
-        "element",
-        DataType::Utf8,
-        true,
-    )));
-    for r in rows {
-        for a in &r.agent_ids {
-            agents.values().append_value(a);
-        }
-        agents.append(true);
-    }
-    let width = crate::crypto::BLIND_INDEX_BYTES as i32;
-    let mut hmacs = ListBuilder::new(FixedSizeBinaryBuilder::new(width)).with_field(Arc::new(
-        Field::new("element", DataType::FixedSizeBinary(width), true),
-    ));
-    for r in rows {
-        for h in &r.address_hmacs {
-            hmacs.values().append_value(h).expect("32 bytes");
-        }
-        hmacs.append(true);
-    }
     let mut hash = FixedSizeBinaryBuilder::with_capacity(n, 32);
     rows.iter()
         .for_each(|r| hash.append_value(r.record_hash).expect("32 bytes"));
@@ -175,8 +168,8 @@ pub fn to_record_batch(rows: &[Row], dek_id: &str) -> RecordBatch {
             occurred_at,
             ingested_at,
             queue_id,
-            Arc::new(agents.finish()),
-            Arc::new(hmacs.finish()),
+            agent_ids(rows),
+            address_hmacs(rows),
             wrap_up_code,
             disposition,
             schema_version,
@@ -190,6 +183,35 @@ pub fn to_record_batch(rows: &[Row], dek_id: &str) -> RecordBatch {
         ],
     )
     .expect("rows match the schema")
+}
+
+fn agent_ids(rows: &[Row]) -> ArrayRef {
+    let mut agents = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+        "element",
+        DataType::Utf8,
+        true,
+    )));
+    for r in rows {
+        for a in &r.agent_ids {
+            agents.values().append_value(a);
+        }
+        agents.append(true);
+    }
+    Arc::new(agents.finish())
+}
+
+fn address_hmacs(rows: &[Row]) -> ArrayRef {
+    let width = crate::crypto::BLIND_INDEX_BYTES as i32;
+    let mut hmacs = ListBuilder::new(FixedSizeBinaryBuilder::new(width)).with_field(Arc::new(
+        Field::new("element", DataType::FixedSizeBinary(width), true),
+    ));
+    for r in rows {
+        for h in &r.address_hmacs {
+            hmacs.values().append_value(h).expect("32 bytes");
+        }
+        hmacs.append(true);
+    }
+    Arc::new(hmacs.finish())
 }
 
 /// Row groups are capped by bytes, not rows: ciphertext makes rows heavy.
@@ -247,224 +269,6 @@ pub fn writer_properties(kv: Vec<KeyValue>) -> WriterProperties {
         .build()
 }
 
-/// What a finished data file is, for its manifest entry.
-#[derive(Debug, Clone)]
-pub struct FinishedFile {
-    pub path: Path,
-    pub sha256: String,
-    pub size_bytes: u64,
-    pub record_count: u64,
-}
-
-/// A closed file: its description, the upload to complete, and the parts still in flight.
-pub type Closed = (
-    FinishedFile,
-    Box<dyn MultipartUpload>,
-    Vec<object_store::UploadPart>,
-);
-
-/// Streams one data file to the store: rows are encoded into row groups and uploaded in
-/// parts as they complete, so memory holds at most the open row group. The object appears
-/// under its final name only on [`FileWriter::finish`]; it is committed only when a
-/// manifest lists it.
-pub struct FileWriter {
-    path: Path,
-    writer: ArrowWriter<Vec<u8>>,
-    upload: Box<dyn MultipartUpload>,
-    pending: Vec<object_store::UploadPart>,
-    hasher: sha2::Sha256,
-    uploaded: u64,
-    rows: Vec<Row>,
-    rows_bytes: usize,
-    record_count: u64,
-    dek_id: String,
-}
-
-const PART_BYTES: usize = 8 << 20;
-/// Estimated memory of an open row group's column writers beyond their buffered pages: one
-/// zstd context per compressed column, page buffers, bloom filters.
-const COLUMN_WRITERS_OVERHEAD: usize = 4 << 20;
-const ENCODE_ROWS: usize = 4096;
-
-impl FileWriter {
-    pub fn new(
-        path: Path,
-        upload: Box<dyn MultipartUpload>,
-        dek_id: &str,
-        kv: Vec<KeyValue>,
-    ) -> Result<Self, LakeError> {
-        let writer = ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(writer_properties(kv)))
-            .map_err(|e| LakeError::parquet(path.as_ref(), e))?;
-        Ok(FileWriter {
-            path,
-            writer,
-            upload,
-            pending: Vec::new(),
-            hasher: sha2::Sha256::new(),
-            uploaded: 0,
-            rows: Vec::new(),
-            rows_bytes: 0,
-            record_count: 0,
-            dek_id: dek_id.to_string(),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn push(&mut self, row: Row) -> Result<(), LakeError> {
-        self.rows_bytes += row.heap_size();
-        self.rows.push(row);
-        if self.rows.len() >= ENCODE_ROWS {
-            self.encode()?;
-        }
-        Ok(())
-    }
-
-    /// Memory held: buffered rows, the encoded row group not yet flushed (plus the codec
-    /// contexts its column writers keep, which `memory_size` does not count), and bytes not
-    /// yet uploaded.
-    pub fn memory(&self) -> usize {
-        let open_row_group = if self.writer.in_progress_rows() > 0 {
-            COLUMN_WRITERS_OVERHEAD
-        } else {
-            0
-        };
-        self.rows_bytes + self.writer.memory_size() + open_row_group + self.writer.inner().len()
-    }
-
-    fn encode(&mut self) -> Result<(), LakeError> {
-        if self.rows.is_empty() {
-            return Ok(());
-        }
-        let batch = to_record_batch(&self.rows, &self.dek_id);
-        self.record_count += self.rows.len() as u64;
-        self.rows.clear();
-        self.rows_bytes = 0;
-        self.writer
-            .write(&batch)
-            .map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
-        self.ship(false);
-        Ok(())
-    }
-
-    /// Writes a batch already in [`SCHEMA`] (a retention rewrite copies filtered batches).
-    pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), LakeError> {
-        self.encode()?;
-        self.record_count += batch.num_rows() as u64;
-        self.writer
-            .write(batch)
-            .map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
-        self.ship(false);
-        Ok(())
-    }
-
-    /// Adds a footer key/value (written on close).
-    pub fn add_metadata(&mut self, key: &str, value: String) {
-        self.writer
-            .append_key_value_metadata(KeyValue::new(key.to_string(), value));
-    }
-
-    /// Ends the open row group now and uploads it (to release memory under pressure).
-    pub fn flush_row_group(&mut self) -> Result<(), LakeError> {
-        self.encode()?;
-        self.writer
-            .flush()
-            .map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
-        self.ship(true);
-        Ok(())
-    }
-
-    /// Uploads the encoded bytes as a part once there are `PART_BYTES` of them, or now if
-    /// `force` (memory pressure, or the end of the file).
-    fn ship(&mut self, force: bool) {
-        let buf = self.writer.inner_mut();
-        if buf.len() >= PART_BYTES || (force && !buf.is_empty()) {
-            let bytes = std::mem::take(buf);
-            self.hasher.update(&bytes);
-            self.uploaded += bytes.len() as u64;
-            self.pending.push(self.upload.put_part(bytes.into()));
-        }
-    }
-
-    /// Part uploads started but not awaited yet; the caller awaits them (keeps this type sync).
-    pub fn take_pending(&mut self) -> Vec<object_store::UploadPart> {
-        std::mem::take(&mut self.pending)
-    }
-
-    /// Writes the footer and ships the last part; then await [`FileWriter::take_pending`] and
-    /// complete the returned upload.
-    pub fn close(mut self) -> Result<Closed, LakeError> {
-        self.encode()?;
-        self.writer
-            .finish()
-            .map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
-        self.ship(true);
-        let sha256 = hex::encode(self.hasher.finalize());
-        let file = FinishedFile {
-            path: self.path,
-            sha256,
-            size_bytes: self.uploaded,
-            record_count: self.record_count,
-        };
-        Ok((file, self.upload, self.pending))
-    }
-}
-
-/// Reads the named columns of a committed data file (projection pushdown: only those column
-/// chunks are fetched).
-#[allow(deprecated)] // ParquetObjectReader: still the shortest correct reader over object_store
-pub async fn read_columns(
-    store: &crate::storage::Store,
-    path: &Path,
-    size: u64,
-    columns: &[&str],
-) -> Result<Vec<RecordBatch>, LakeError> {
-    use futures::TryStreamExt;
-    use parquet::arrow::{
-        ParquetRecordBatchStreamBuilder, ProjectionMask, async_reader::ParquetObjectReader,
-    };
-    let reader = ParquetObjectReader::new(store.object_store(), path.clone()).with_file_size(size);
-    let err = |e| LakeError::parquet(path.as_ref(), e);
-    let builder = ParquetRecordBatchStreamBuilder::new(reader)
-        .await
-        .map_err(err)?;
-    footer::check(builder.metadata().file_metadata(), path.as_ref())?;
-    let indices: Vec<usize> = columns
-        .iter()
-        .map(|c| {
-            SCHEMA.index_of(c).map_err(|_| LakeError::Corrupt {
-                object: path.to_string(),
-                problem: format!("no column {c}"),
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-    let stream = builder
-        .with_projection(mask)
-        .with_batch_size(8192)
-        .build()
-        .map_err(err)?;
-    stream.try_collect().await.map_err(err)
-}
-
-/// The footer of a committed data file (only the footer is fetched).
-#[allow(deprecated)] // ParquetObjectReader, as in read_columns
-pub async fn footer(
-    store: &crate::storage::Store,
-    path: &Path,
-    size: u64,
-) -> Result<Arc<parquet::file::metadata::ParquetMetaData>, LakeError> {
-    use parquet::arrow::{ParquetRecordBatchStreamBuilder, async_reader::ParquetObjectReader};
-    let reader = ParquetObjectReader::new(store.object_store(), path.clone()).with_file_size(size);
-    let builder = ParquetRecordBatchStreamBuilder::new(reader)
-        .await
-        .map_err(|e| LakeError::parquet(path.as_ref(), e))?;
-    footer::check(builder.metadata().file_metadata(), path.as_ref())?;
-    Ok(builder.metadata().clone())
-}
-
 /// Key/value metadata holdfast writes into every data file footer (the file describes itself
 /// even without its manifest).
 pub fn file_metadata(
@@ -488,26 +292,4 @@ pub fn file_metadata(
             serde_json::to_string(&wrapped).expect("serializes"),
         ),
     ]
-}
-
-/// The file's record dictionary, opened with its DEK (`None`: records are plain zstd).
-pub fn dictionary(
-    md: &parquet::file::metadata::FileMetaData,
-    cipher: &crate::crypto::Cipher,
-) -> Result<Option<zstd::dict::DecoderDictionary<'static>>, crate::crypto::CryptoError> {
-    let Some(v) = md
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|k| k.key == footer::DICTIONARY))
-        .and_then(|k| k.value.as_deref())
-    else {
-        return Ok(None);
-    };
-    let sealed =
-        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v).map_err(|_| {
-            crate::crypto::CryptoError::Truncated {
-                what: "file dictionary".into(),
-                len: v.len(),
-            }
-        })?;
-    crate::crypto::Dictionary::open(cipher, &sealed).map(Some)
 }

@@ -15,7 +15,7 @@ use crate::storage::Store;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::TimestampMicrosecondType;
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Problem {
@@ -92,7 +92,7 @@ pub async fn verify(
     };
     let mut deep = deep.map(|kms| Deep {
         kms,
-        index_keys: HashMap::new(),
+        index_keys: Default::default(),
     });
     for (p, seqs) in &state.versions {
         r.partitions += 1;
@@ -343,7 +343,7 @@ pub fn metadata_problems(f: &DataFileEntry, s: &ColumnSummary) -> Vec<String> {
 /// Deep verification: the keyring, and the tenants' blind-index keys met so far.
 struct Deep<'a> {
     kms: &'a dyn Kms,
-    index_keys: HashMap<String, crate::crypto::kms::IndexKey>,
+    index_keys: crate::crypto::IndexKeyCache,
 }
 
 /// Index columns of one row as stored, or as recomputed from its record.
@@ -531,15 +531,11 @@ impl Deep<'_> {
     async fn recompute(&mut self, plain: &[u8]) -> Option<IndexRow> {
         let value: serde_json::Value = serde_json::from_slice(plain).ok()?;
         let f = crate::schema::validator().check(&value).ok()?.fields;
-        if !self.index_keys.contains_key(&f.tenant_id) {
-            let k = self.kms.index_key(&f.tenant_id).await.ok()?;
-            self.index_keys.insert(f.tenant_id.clone(), k);
-        }
-        let key = &self.index_keys[&f.tenant_id];
+        let key = self.index_keys.key(self.kms, &f.tenant_id).await.ok()?;
         let mut hmacs: Vec<Vec<u8>> = f
             .addresses
             .iter()
-            .map(|a| crate::crypto::blind_index(key, a).to_vec())
+            .map(|a| crate::crypto::blind_index(&key, a).to_vec())
             .collect();
         hmacs.sort_unstable();
         hmacs.dedup();

@@ -36,7 +36,7 @@ pub struct Decryptor {
     files: HashMap<String, (object_store::path::Path, u64, WrappedKey)>,
     keys: Mutex<HashMap<String, Arc<FileKey>>>,
     opened: Mutex<(BTreeSet<String>, BTreeSet<String>)>,
-    index_keys: Mutex<HashMap<String, crate::crypto::kms::IndexKey>>,
+    index_keys: crate::crypto::IndexKeyCache,
     /// Blind indexes computed for this statement, by (tenant, address).
     blind_indexes: Mutex<HashMap<(String, String), [u8; crate::crypto::BLIND_INDEX_BYTES]>>,
     /// The tenants whose rows may be opened (`None`: every tenant); set by the access gate.
@@ -87,7 +87,7 @@ impl Decryptor {
             files,
             keys: Mutex::default(),
             opened: Mutex::default(),
-            index_keys: Mutex::default(),
+            index_keys: Default::default(),
             blind_indexes: Default::default(),
             scope: Mutex::default(),
         }
@@ -163,13 +163,12 @@ impl Decryptor {
                  the most one statement may: search for fewer addresses at a time"
             ));
         }
-        let mut keys = self.index_keys.lock().expect("lock");
-        if !keys.contains_key(tenant) {
-            let k = futures::executor::block_on(self.kms.index_key(tenant))
-                .map_err(|e| e.to_string())?;
-            keys.insert(tenant.to_string(), k);
-        }
-        let h = crate::crypto::blind_index(&keys[tenant], value);
+        let h = futures::executor::block_on(self.index_keys.blind_index(
+            self.kms.as_ref(),
+            tenant,
+            value,
+        ))
+        .map_err(|e| e.to_string())?;
         done.insert(k, h);
         Ok(h)
     }

@@ -18,16 +18,17 @@
 
 mod format;
 pub mod lifecycle;
+mod new_files;
 mod upkeep;
 pub use format::FORMAT;
-pub use upkeep::{Lapse, SyncReport, lapse_due, sync};
+pub use new_files::{Coverage, HoldSnapshot, NewFile, Pin, apply_to_new, pins};
+pub use upkeep::{Lapse, SyncReport, lapse_due, record_lapses, sync};
 
 use crate::lake::LakeError;
-use crate::lake::datafile;
+use crate::lake::datafile::{self, IndexColumns, IndexRow};
 use crate::lake::layout::{self, HoldRegistryPath};
 use crate::lake::manifest::{self, DataFileEntry};
 use crate::storage::{Put, Store};
-use arrow::array::{Array, AsArray};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -196,6 +197,17 @@ impl Hold {
         at: DateTime<Utc>,
     ) -> bool {
         self.record_covered(tenant, interaction, queue, agents, at)
+    }
+
+    /// Whether a record is covered, by its index fields (read from a file or from memory).
+    pub fn covers_row(&self, r: &IndexRow<'_>) -> bool {
+        self.record_covered(
+            r.tenant,
+            r.interaction,
+            r.queue,
+            &r.agents,
+            crate::clock::from_micros(r.occurred_at),
+        )
     }
 
     fn record_covered(
@@ -380,48 +392,13 @@ pub async fn covered_records(
         return Ok(0);
     }
     let path = f.location()?;
-    let batches = datafile::read_columns(
-        store,
-        &path,
-        f.size_bytes,
-        &[
-            "tenant_id",
-            "interaction_id",
-            "queue_id",
-            "agent_ids",
-            "occurred_at",
-        ],
-    )
-    .await?;
-    let hit: u64 = batches
-        .iter()
-        .map(|b| {
-            // the projection keeps the file's column order: look columns up by name
-            let col = |n: &str| b.column_by_name(n).expect("projected column");
-            let (t, i, q) = (
-                col("tenant_id").as_string::<i32>(),
-                col("interaction_id").as_string::<i32>(),
-                col("queue_id").as_string::<i32>(),
-            );
-            let agents = col("agent_ids").as_list::<i32>();
-            let at =
-                col("occurred_at").as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-            (0..b.num_rows())
-                .filter(|&r| {
-                    let a = agents.value(r);
-                    let a = a.as_string::<i32>();
-                    let names: Vec<&str> = (0..a.len()).map(|k| a.value(k)).collect();
-                    hold.record_covered(
-                        t.value(r),
-                        i.value(r),
-                        (!q.is_null(r)).then(|| q.value(r)),
-                        &names,
-                        crate::clock::from_micros(at.value(r)),
-                    )
-                })
-                .count() as u64
-        })
-        .sum();
+    let mut hit = 0;
+    for b in datafile::read_index(store, &path, f.size_bytes).await? {
+        let cols = IndexColumns::of(&b, &f.path)?;
+        hit += (0..cols.len())
+            .filter(|&r| hold.covers_row(&cols.row(r)))
+            .count() as u64;
+    }
     Ok(hit)
 }
 
@@ -456,39 +433,6 @@ pub async fn add_files(
     ))
 }
 
-/// Applies every active hold to newly committed files: pins the covered ones at the storage
-/// layer and records them in the registry. Returns how many files were pinned.
-pub async fn apply_to_new(
-    store: &Store,
-    new: &[DataFileEntry],
-    now: DateTime<Utc>,
-) -> Result<u64, LakeError> {
-    let (registry, sha) = load(store).await?;
-    if !registry.holds.iter().any(|h| h.protecting(now)) || new.is_empty() {
-        return Ok(0);
-    }
-    let mut holds = registry.holds.clone();
-    let mut pinned = 0;
-    for h in holds.iter_mut().filter(|h| h.protecting(now)) {
-        for f in new {
-            if h.files.contains(&f.path) {
-                continue;
-            }
-            let n = covered_records(store, h, f).await?;
-            if n > 0 {
-                store.legal_hold(&f.location()?, true).await?;
-                h.files.push(f.path.clone());
-                h.covered.insert(f.path.clone(), n);
-                pinned += 1;
-            }
-        }
-    }
-    if pinned > 0 && !commit(store, &registry, sha, holds).await? {
-        return Err(LakeError::Conflict("the hold registry changed during the batch; the files are pinned at the storage layer, run the batch again to record them".into()));
-    }
-    Ok(pinned)
-}
-
 /// What a hold would cover: records per partition, and the files.
 #[derive(Debug, Default, Serialize)]
 pub struct Preview {
@@ -508,6 +452,7 @@ pub async fn preview(store: &Store, hold: &Hold) -> Result<Preview, LakeError> {
 }
 
 #[cfg(test)]
-mod registry_tests;
-#[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod registry_tests;

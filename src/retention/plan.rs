@@ -2,18 +2,33 @@
 //! registry alone (pure: no I/O, no clock), and the inputs read for it.
 
 use super::SweepError;
-use crate::lake::manifest::{self};
+use crate::lake::LakeError;
+use crate::lake::layout::Partition;
+use crate::lake::manifest::{self, Loaded};
 use crate::storage::Store;
 use arrow::array::AsArray;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use std::collections::HashMap;
+use object_store::path::Path;
+use serde::{Serialize, Serializer};
+use std::collections::{BTreeMap, HashMap};
+
+/// A partition in the plan's output: its directory (`year=2025/month=01/...`).
+fn as_dir<S: Serializer>(p: &Partition, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.dir())
+}
+
+/// An object path in the plan's output: from the store root.
+fn as_str<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(p.as_ref())
+}
 
 /// One committed file, as the plan sees it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FileInfo {
-    pub partition: String,
-    pub path: String,
+    #[serde(serialize_with = "as_dir")]
+    pub partition: Partition,
+    #[serde(serialize_with = "as_str")]
+    pub path: Path,
     pub record_count: i64,
     pub earliest_expiry: DateTime<Utc>,
     pub latest_expiry: DateTime<Utc>,
@@ -38,9 +53,12 @@ pub struct RewriteInfo {
 /// A file an earlier rewrite took out of its partition, still stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AwaitingInfo {
-    pub partition: String,
-    pub path: String,
-    pub replaced_by: String,
+    #[serde(serialize_with = "as_dir")]
+    pub partition: Partition,
+    #[serde(serialize_with = "as_str")]
+    pub path: Path,
+    #[serde(serialize_with = "as_str")]
+    pub replaced_by: Path,
     pub record_count: u64,
     /// When its storage lock runs out (its last record's expiry).
     pub latest_expiry: DateTime<Utc>,
@@ -82,8 +100,8 @@ pub fn plan(
     let mut held = held.clone();
     let replacements: Vec<String> = awaiting
         .iter()
-        .filter(|a| held.contains_key(&a.path))
-        .map(|a| a.replaced_by.clone())
+        .filter(|a| held.contains_key(a.path.as_ref()))
+        .map(|a| a.replaced_by.to_string())
         .collect();
     for r in replacements {
         held.entry(r).or_insert(0);
@@ -91,7 +109,7 @@ pub fn plan(
     let held = &held;
     let min_gain = chrono::Duration::days(rewrite_min_days.into());
     for f in files {
-        let covered = held.get(&f.path).copied();
+        let covered = held.get(f.path.as_ref()).copied();
         let is_held = covered.is_some();
         if f.earliest_expiry > now {
             p.unexpired_files += 1;
@@ -120,25 +138,51 @@ pub fn plan(
     p
 }
 
+/// What a sweep plans from and then works on: the latest manifest of every partition, read
+/// once (execution keeps it current as it commits), and what the planner takes from them.
+#[derive(Debug, Default)]
+pub struct SweepInputs {
+    pub files: Vec<FileInfo>,
+    pub awaiting: Vec<AwaitingInfo>,
+    pub latest: Latest,
+}
+
+/// The latest manifest of every partition.
+pub type Latest = BTreeMap<Partition, Loaded>;
+
+fn partition_of(dir: &str) -> Result<Partition, LakeError> {
+    Partition::parse_dir(dir).ok_or_else(|| LakeError::Corrupt {
+        object: dir.to_string(),
+        problem: "not a partition".into(),
+    })
+}
+
 /// The planner's input, from one read of the latest manifests: the committed files (through
 /// the `manifests` table and `sql/retention/sweep_candidates.sql`) and the rewritten files
 /// still stored (their `removed` history).
-pub async fn inputs(store: &Store) -> Result<(Vec<FileInfo>, Vec<AwaitingInfo>), SweepError> {
-    let latest = manifest::load_latest_all(store).await?;
+pub async fn inputs(store: &Store) -> Result<SweepInputs, SweepError> {
+    let loaded = manifest::load_latest_all(store).await?;
     let mut awaiting = Vec::new();
-    for l in &latest {
+    for l in &loaded {
         for r in l.manifest.removed.iter().filter(|r| r.awaiting_deletion()) {
             awaiting.push(AwaitingInfo {
-                partition: l.manifest.partition.dir(),
-                path: r.path.clone(),
-                replaced_by: r.replaced_by.clone().unwrap_or_default(),
+                partition: l.manifest.partition.clone(),
+                path: r.location()?,
+                replaced_by: match &r.replaced_by {
+                    Some(p) => crate::lake::layout::locate(p)?,
+                    None => Path::default(),
+                },
                 record_count: r.record_count,
                 latest_expiry: r.latest_expiry,
                 due: false,
             });
         }
     }
-    let (ctx, _) = crate::query::session_on(store, latest, None, false).await?;
+    let latest = loaded
+        .iter()
+        .map(|l| (l.manifest.partition.clone(), l.clone()))
+        .collect();
+    let (ctx, _) = crate::query::session_on(store, loaded, None, false).await?;
     let sql = include_str!("../../sql/retention/sweep_candidates.sql");
     let mut files = Vec::new();
     for b in crate::query::run_sql(&ctx, sql).await? {
@@ -156,13 +200,17 @@ pub async fn inputs(store: &Store) -> Result<(Vec<FileInfo>, Vec<AwaitingInfo>),
         let (e, l) = (ts(3), ts(4));
         for r in 0..b.num_rows() {
             files.push(FileInfo {
-                partition: part.value(r).to_string(),
-                path: path.value(r).to_string(),
+                partition: partition_of(part.value(r))?,
+                path: crate::lake::layout::locate(path.value(r))?,
                 record_count: n.value(r),
                 earliest_expiry: crate::clock::from_micros(e.value(r)),
                 latest_expiry: crate::clock::from_micros(l.value(r)),
             });
         }
     }
-    Ok((files, awaiting))
+    Ok(SweepInputs {
+        files,
+        awaiting,
+        latest,
+    })
 }

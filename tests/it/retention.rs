@@ -350,6 +350,81 @@ fn holds_pin_files_and_need_two_people_to_release() {
     assert_eq!(list.matches("released").count(), 2, "{list}");
 }
 
+/// The batch decides which of its new files a hold pins from the rows it had in memory: its
+/// files are made unreadable after they are committed and before the holds are applied, and
+/// the batch still pins exactly the held day's files (a batch that read them back would fail).
+#[test]
+fn a_batch_pins_its_new_files_without_reading_them_back() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let body = r#"{"holdId": "LIT-MEM", "scope": {"queueIds": ["q-3"], "dateRange": {"start": "2025-10-01T00:00:00Z", "end": "2025-10-01T23:59:59Z"}}}"#;
+    env.ok(&[
+        "hold",
+        "apply",
+        "--file",
+        env.write("h.json", body.as_bytes()).to_str().unwrap(),
+        "--allow-empty",
+    ]);
+    env.ingest(&env.write("e.ndjson", &common::generate(71, 300, 0, 2).ndjson));
+    let pause = env.dir.path().join("pause");
+    std::fs::write(&pause, b"").unwrap();
+    let batch = env
+        .cmd(&["batch", "--format", "json"])
+        .env(
+            "HOLDFAST_PAUSE",
+            format!("batch.before_holds:{}", pause.display()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reached = env.dir.path().join("pause.reached");
+    let t0 = std::time::Instant::now();
+    while !reached.exists() {
+        assert!(t0.elapsed().as_secs() < 60, "the batch never got there");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let data: Vec<_> = env
+        .store_files()
+        .into_iter()
+        .filter(|p| {
+            p.starts_with(env.store.join("lake")) && p.extension().is_some_and(|e| e == "parquet")
+        })
+        .collect();
+    assert!(!data.is_empty());
+    for f in &data {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(f, b"not parquet any more").unwrap();
+    }
+    std::fs::remove_file(&pause).unwrap();
+    let out = batch.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let day1_files = env.count("SELECT count(*) FROM manifests WHERE day = 1");
+    assert!(day1_files > 0 && (day1_files as usize) < data.len());
+    assert_eq!(r["held_new_files"].as_i64(), Some(day1_files), "{r}");
+    let pinned = data
+        .iter()
+        .filter(|f| {
+            let rel = f
+                .strip_prefix(&env.store)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            let lock = env.store.join("_locks").join(format!("{rel}.lock.json"));
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(lock).unwrap()).unwrap();
+            v["legal_hold"] == true
+        })
+        .count();
+    assert_eq!(pinned as i64, day1_files);
+}
+
 #[test]
 fn records_arriving_for_an_active_hold_are_held_from_the_start() {
     let env = Env::new();

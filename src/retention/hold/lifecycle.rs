@@ -2,14 +2,14 @@
 //! hold ([`apply`]), ask for its release ([`request_release`]), approve that release as a
 //! second person ([`approve_release`]), see what a body would cover ([`preview_request`]),
 //! reconcile the registry with the data and the storage flags ([`reconcile`]), and record
-//! lapses ([`record_lapses`]).
+//! lapses ([`super::record_lapses`]).
 //!
 //! Every change needs the compliance role, for the hold's tenant, from the store's policy
 //! (never from the caller's word); a refusal is audited (`legal_hold` / `refused`). Every
 //! change is recorded in the signed store head, so the keyring comes with the change
 //! ([`Changer`]). Calls return typed outcomes and print nothing.
 
-use super::{Hold, HoldRequest, Lapse, Preview, Status, SyncReport};
+use super::{Hold, HoldRequest, Preview, Status, SyncReport};
 use crate::access::{Role, Session};
 use crate::audit::{Audit, HoldChanged};
 use crate::crypto::kms::Kms;
@@ -20,8 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::HashSet;
 
-/// How long placing a hold waits for a sweep to finish deciding which records survive.
-pub const HOLDS_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+pub use crate::retention::sweep::HOLDS_LEASE_WAIT;
 
 /// Who changes holds (an authenticated session: identity, policy, audit trail), and the
 /// keyring that signs the store head after the change.
@@ -381,24 +380,9 @@ pub async fn reconcile(
     now: DateTime<Utc>,
 ) -> Result<Synced> {
     let report = super::sync(store, now).await?;
-    record_lapses(audit, actor, &report.lapsed).await?;
+    super::record_lapses(audit, actor, &report.lapsed).await?;
     let head = commit_head(store, audit, kms, "hold sync", now).await;
     Ok(Synced { report, head })
-}
-
-/// Audits holds that lapsed on their expiration date (`legal_hold` / `lapsed`).
-pub async fn record_lapses(audit: &Audit, actor: &str, lapsed: &[Lapse]) -> Result<()> {
-    for l in lapsed {
-        let detail = format!("expirationDate {} reached", crate::clock::fmt_ts(l.at));
-        let event = HoldChanged {
-            hold: &l.hold_id,
-            change: "lapsed",
-            files: l.unpinned.len(),
-            detail: &detail,
-        };
-        audit.record(actor, None, &event).await?;
-    }
-    Ok(())
 }
 
 /// Commits the signed store head after a hold change (the registry is read afresh).

@@ -126,3 +126,22 @@ pub async fn lapse_due(store: &Store, now: DateTime<Utc>) -> Result<Vec<Lapse>, 
     }
     Ok(out)
 }
+
+/// Audits lapses (`hold.changed`, change `lapsed`) under `actor`.
+pub async fn record_lapses(
+    audit: &crate::audit::Audit,
+    actor: &str,
+    lapsed: &[Lapse],
+) -> Result<(), crate::audit::AuditError> {
+    for l in lapsed {
+        let detail = format!("expirationDate {} reached", crate::clock::fmt_ts(l.at));
+        let event = crate::audit::HoldChanged {
+            hold: &l.hold_id,
+            change: "lapsed",
+            files: l.unpinned.len(),
+            detail: &detail,
+        };
+        audit.record(actor, None, &event).await?;
+    }
+    Ok(())
+}

@@ -1,10 +1,14 @@
-//! The batch's worker threads: open landing blocks, decode, validate, hash, compress and
-//! seal records (see [`super`]).
+//! Stage 2, decode and validate: the worker threads open landing blocks, decode each line
+//! with its source's adapter, validate it, give it its partition, policy and expiry, hash it,
+//! compute its blind indexes, and compress and seal its record once its file's dictionary is
+//! known (until then the plaintext travels beside the row to the sink, which learns it).
 
-use super::*;
+use super::keys::{FileKey, IdKey, KeyBook, PartKeys};
+use super::read::{Block, OpenSegment};
 use crate::clock::micros;
 use crate::config::{Policies, RetentionFloor};
-use crate::crypto::{RecordCompressor, record_aad, seal_record, sha256};
+use crate::crypto::kms::Kms;
+use crate::crypto::{IndexKeyCache, RecordCompressor, record_aad, seal_record, sha256};
 use crate::job::JobError;
 use crate::lake::datafile::Row;
 use crate::lake::layout::Partition;
@@ -12,34 +16,52 @@ use crate::schema::{self, Reject};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// One worker's cache of tenants' blind-index keys.
-pub(super) struct IndexKeys<'a> {
-    pub(super) kms: &'a dyn crate::crypto::kms::Kms,
-    pub(super) keys: HashMap<String, crate::crypto::kms::IndexKey>,
+/// A decoded row: the file it goes to, its dedupe key, the row (its payload sealed, or empty
+/// with the plaintext record in `plain` while the file's dictionary is still being learnt).
+pub(super) struct DecodedRow {
+    pub(super) file: FileKey,
+    pub(super) key: IdKey,
+    pub(super) row: Box<Row>,
+    pub(super) plain: Option<Vec<u8>>,
 }
 
-impl IndexKeys<'_> {
-    fn hmacs(
-        &mut self,
-        tenant: &str,
-        addresses: &[String],
-    ) -> Result<Vec<[u8; crate::crypto::BLIND_INDEX_BYTES]>, Reject> {
-        if addresses.is_empty() {
-            return Ok(Vec::new());
+/// A line that is not stored, with why and its original bytes (for quarantine).
+pub(super) struct RejectedLine {
+    /// Line number within its block, from 0.
+    pub(super) line: u64,
+    pub(super) reject: Reject,
+    pub(super) original: Vec<u8>,
+    /// The event id, when a valid event was refused because its retention had ended.
+    pub(super) expired: Option<String>,
+}
+
+pub(super) enum Decoded {
+    Row(DecodedRow),
+    Rejected(RejectedLine),
+}
+
+/// What a worker hands on for one block, in the block's line order.
+pub(super) struct DecodedBlock {
+    pub(super) seq: u64,
+    pub(super) segment: Arc<OpenSegment>,
+    pub(super) lines: u64,
+    pub(super) blank: u64,
+    pub(super) items: Vec<Decoded>,
+}
+
+/// Why a line is not stored; for an event whose retention had already ended, its id too
+/// (the audit entry lists them).
+struct Rejected {
+    reject: Reject,
+    expired: Option<String>,
+}
+
+impl From<Reject> for Rejected {
+    fn from(reject: Reject) -> Self {
+        Rejected {
+            reject,
+            expired: None,
         }
-        if !self.keys.contains_key(tenant) {
-            let k = futures::executor::block_on(self.kms.index_key(tenant))
-                .map_err(|e| Reject::new("kms.index_key", "/tenantId", e.to_string()))?;
-            self.keys.insert(tenant.to_string(), k);
-        }
-        let key = &self.keys[tenant];
-        let mut out: Vec<[u8; crate::crypto::BLIND_INDEX_BYTES]> = addresses
-            .iter()
-            .map(|a| crate::crypto::blind_index(key, a))
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        Ok(out)
     }
 }
 
@@ -53,17 +75,18 @@ pub(super) struct Worker<'a> {
     pub(super) now: chrono::DateTime<chrono::Utc>,
     pub(super) validator: &'static schema::Validator,
     pub(super) parts: HashMap<FileKey, Arc<PartKeys>>,
-    pub(super) index_keys: IndexKeys<'a>,
+    pub(super) kms: &'a dyn Kms,
+    pub(super) index_keys: IndexKeyCache,
     pub(super) z: RecordCompressor,
 }
 
 impl Worker<'_> {
-    pub(super) fn work(&mut self, chunk: &Chunk) -> Result<Processed, JobError> {
-        let seg = &chunk.seg;
-        let mut data = seg.segment.open_block(&seg.cipher, chunk.block)?;
-        let mut out = Processed {
-            seq: chunk.seq,
-            seg: seg.clone(),
+    pub(super) fn work(&mut self, block: &Block) -> Result<DecodedBlock, JobError> {
+        let seg = &block.segment;
+        let mut data = seg.segment.open_block(&seg.cipher, block.block)?;
+        let mut out = DecodedBlock {
+            seq: block.seq,
+            segment: seg.clone(),
             lines: 0,
             blank: 0,
             items: Vec::new(),
@@ -84,12 +107,14 @@ impl Worker<'_> {
                 }
                 match self.decode_line(seg, line) {
                     Ok(rows) => out.items.extend(rows),
-                    Err(Rejected { reject, expired }) => out.items.push(Item::Reject {
-                        line: local,
-                        reject,
-                        original: line.to_vec(),
-                        expired,
-                    }),
+                    Err(Rejected { reject, expired }) => {
+                        out.items.push(Decoded::Rejected(RejectedLine {
+                            line: local,
+                            reject,
+                            original: line.to_vec(),
+                            expired,
+                        }))
+                    }
                 }
             }
         }
@@ -158,7 +183,40 @@ impl Worker<'_> {
         Ok(expires)
     }
 
-    fn decode_line(&mut self, seg: &SegCtx, line: &[u8]) -> Result<Vec<Item>, Rejected> {
+    /// The record sealed under its file's DEK once the file's dictionary is known; until
+    /// then an empty payload and the plaintext beside it (the sink seals it).
+    fn seal(
+        &mut self,
+        file: &FileKey,
+        f: &schema::IndexFields,
+        record: &[u8],
+    ) -> (Vec<u8>, Option<Vec<u8>>) {
+        let pk = self
+            .parts
+            .entry(file.clone())
+            .or_insert_with(|| self.keys.part(file));
+        let Some(dict) = pk.dict.get() else {
+            return (Vec::new(), Some(record.to_vec()));
+        };
+        let aad = record_aad(
+            &f.tenant_id,
+            &f.event_id,
+            &f.interaction_id,
+            pk.cipher.dek_id(),
+        );
+        let mut payload = Vec::with_capacity(record.len() / 3 + 64);
+        seal_record(
+            &pk.cipher,
+            &mut self.z,
+            dict.as_deref(),
+            record,
+            &aad,
+            &mut payload,
+        );
+        (payload, None)
+    }
+
+    fn decode_line(&mut self, seg: &OpenSegment, line: &[u8]) -> Result<Vec<Decoded>, Rejected> {
         let decoded = seg
             .source
             .decode(line, seg.segment.header.tenant.as_deref())?;
@@ -188,33 +246,14 @@ impl Worker<'_> {
                 partition,
                 policy: policy_id.clone(),
             };
-            let pk = self
-                .parts
-                .entry(file.clone())
-                .or_insert_with(|| self.keys.part(&file));
-            let (payload, plain) = match pk.dict.get() {
-                Some(dict) => {
-                    let aad = record_aad(
-                        &f.tenant_id,
-                        &f.event_id,
-                        &f.interaction_id,
-                        pk.cipher.dek_id(),
-                    );
-                    let mut payload = Vec::with_capacity(record.len() / 3 + 64);
-                    seal_record(
-                        &pk.cipher,
-                        &mut self.z,
-                        dict.as_deref(),
-                        &record,
-                        &aad,
-                        &mut payload,
-                    );
-                    (payload, None)
-                }
-                None => (Vec::new(), Some(record.clone().into_owned())),
-            };
-            let key = id_key(&f.tenant_id, &f.event_id);
-            let address_hmacs = self.index_keys.hmacs(&f.tenant_id, &f.addresses)?;
+            let (payload, plain) = self.seal(&file, &f, &record);
+            let key = IdKey::of(&f.tenant_id, &f.event_id);
+            let address_hmacs = futures::executor::block_on(self.index_keys.blind_indexes(
+                self.kms,
+                &f.tenant_id,
+                &f.addresses,
+            ))
+            .map_err(|e| Reject::new("kms.index_key", "/tenantId", e.to_string()))?;
             let row = Row {
                 record_hash: sha256(&record),
                 event_id: f.event_id,
@@ -235,7 +274,12 @@ impl Worker<'_> {
                 expires_at: micros(expires),
                 payload,
             };
-            items.push(Item::Row(file, key, Box::new(row), plain));
+            items.push(Decoded::Row(DecodedRow {
+                file,
+                key,
+                row: Box::new(row),
+                plain,
+            }));
         }
         Ok(items)
     }

@@ -1,0 +1,156 @@
+//! Stage 1, read: picks landing segments up to the input budget, fetches each, unwraps its
+//! key and opens every block once (a segment with a damaged block is set aside whole before
+//! any of its lines is stored), then hands its blocks, numbered in landing order, to the
+//! decoders.
+
+use super::BatchOptions;
+use super::report::BatchReport;
+use crate::clock::micros;
+use crate::crypto::Cipher;
+use crate::job::{Context, JobError};
+use crate::lake::layout;
+use crate::landing::{LandingError, Segment};
+use crate::sources::SourceKind;
+use crate::storage::Store;
+use object_store::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// A landing segment opened for the batch.
+pub(super) struct OpenSegment {
+    pub(super) segment: Segment,
+    pub(super) cipher: Cipher,
+    pub(super) source: SourceKind,
+    /// When its lines arrived (microseconds UTC).
+    pub(super) ingested_at: i64,
+    /// Its place in the picked list.
+    pub(super) index: usize,
+}
+
+/// One block of a segment to decode; `seq` numbers blocks in landing order.
+pub(super) struct Block {
+    pub(super) seq: u64,
+    pub(super) segment: Arc<OpenSegment>,
+    pub(super) block: usize,
+}
+
+/// A segment that cannot be read (does not parse, fails authentication), and why.
+#[derive(Debug, Clone)]
+pub(in crate::job) struct UnreadableSegment {
+    /// Index into the picked list.
+    pub(in crate::job) index: usize,
+    pub(in crate::job) reason: String,
+}
+
+/// Landing segments in arrival order, up to the input budget (always at least one).
+pub(super) async fn pick_segments(
+    store: &Store,
+    opts: &BatchOptions,
+    report: &mut BatchReport,
+) -> Result<Vec<Path>, JobError> {
+    let mut picked = Vec::new();
+    let mut budget = 0u64;
+    for meta in store.list(layout::LANDING).await? {
+        if layout::parse_landing_segment(&meta.location).is_none() {
+            continue;
+        }
+        // raw bytes, as ingested (the header says; the stored size if it cannot be read)
+        let raw = crate::landing::raw_size(store, &meta.location)
+            .await
+            .unwrap_or(meta.size);
+        if !picked.is_empty() && budget.saturating_add(raw) > opts.max_input_bytes {
+            report.segments_waiting += 1;
+            continue;
+        }
+        budget = budget.saturating_add(raw);
+        picked.push(meta.location);
+    }
+    report.segments = picked.len() as u64;
+    Ok(picked)
+}
+
+/// Whether a segment failed for what its bytes are (damaged or altered), rather than for a
+/// store or key service failure (then the batch stops and a rerun tries again).
+fn damaged_segment(e: &JobError) -> bool {
+    matches!(
+        e,
+        JobError::Landing(
+            LandingError::Corrupt { .. }
+                | LandingError::Crypto(_)
+                | LandingError::Kms(crate::crypto::kms::KmsError::InvalidCiphertext { .. })
+        )
+    )
+}
+
+/// Reads a segment, unwraps its key and opens every block once.
+fn open_segment(
+    rt: &tokio::runtime::Handle,
+    ctx: &Context,
+    path: &Path,
+    index: usize,
+) -> Result<OpenSegment, JobError> {
+    rt.block_on(async {
+        let bytes = ctx.store.get(path).await?;
+        let segment = Segment::parse(path.as_ref(), bytes)?;
+        let cipher = segment.unwrap_key(ctx.kms.as_ref()).await?;
+        let source =
+            SourceKind::from_name(&segment.header.source).ok_or_else(|| LandingError::Corrupt {
+                object: path.to_string(),
+                problem: format!("unknown source {}", segment.header.source),
+            })?;
+        for block in 0..segment.block_count() {
+            let mut lines = segment.open_block(&cipher, block)?;
+            zeroize::Zeroize::zeroize(&mut lines);
+        }
+        let ingested_at = micros(segment.header.arrived_at);
+        Ok::<_, JobError>(OpenSegment {
+            segment,
+            cipher,
+            source,
+            ingested_at,
+            index,
+        })
+    })
+}
+
+/// The reader thread: opens the picked segments in order and sends their blocks on `blocks`.
+/// Unreadable segments go to `unreadable`; any other failure goes to `errors` and stops it.
+pub(super) fn read(
+    rt: &tokio::runtime::Handle,
+    ctx: &Context,
+    picked: &[Path],
+    blocks: crossbeam_channel::Sender<Block>,
+    errors: crossbeam_channel::Sender<Result<super::decode::DecodedBlock, JobError>>,
+    unreadable: &Mutex<Vec<UnreadableSegment>>,
+) {
+    let mut seq = 0u64;
+    for (index, path) in picked.iter().enumerate() {
+        let segment = match open_segment(rt, ctx, path, index) {
+            Ok(seg) => Arc::new(seg),
+            Err(e) if damaged_segment(&e) => {
+                unreadable
+                    .lock()
+                    .expect("unreadable list")
+                    .push(UnreadableSegment {
+                        index,
+                        reason: e.to_string(),
+                    });
+                continue;
+            }
+            Err(e) => {
+                let _ = errors.send(Err(e));
+                return;
+            }
+        };
+        for block in 0..segment.segment.block_count() {
+            let b = Block {
+                seq,
+                segment: segment.clone(),
+                block,
+            };
+            if blocks.send(b).is_err() {
+                return;
+            }
+            seq += 1;
+        }
+    }
+}

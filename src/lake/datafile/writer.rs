@@ -1,0 +1,320 @@
+//! The one data-file builder: [`FileWriter`] streams rows (a batch) or copied record batches
+//! (a sweep rewrite) into a Parquet file, gathers the statistics its manifest entry states
+//! ([`FileStats`]), and [`FinishedFile::entry`] turns the completed file into that entry.
+
+use super::{Row, SCHEMA, writer_properties};
+use crate::lake::LakeError;
+use crate::lake::manifest::{DataFileEntry, FileEncryption};
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::TimestampMicrosecondType;
+use chrono::{DateTime, Utc};
+use object_store::MultipartUpload;
+use object_store::path::Path;
+use parquet::arrow::ArrowWriter;
+use parquet::file::metadata::KeyValue;
+use sha2::Digest;
+use std::collections::BTreeSet;
+
+/// What a data file's manifest entry says about its records: time and expiry ranges, tenants
+/// and policies. Gathered as records go in, whoever writes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileStats {
+    min_occurred: i64,
+    max_occurred: i64,
+    min_expiry: i64,
+    max_expiry: i64,
+    tenants: BTreeSet<String>,
+    policies: BTreeSet<String>,
+}
+
+impl Default for FileStats {
+    fn default() -> Self {
+        FileStats {
+            min_occurred: i64::MAX,
+            max_occurred: i64::MIN,
+            min_expiry: i64::MAX,
+            max_expiry: i64::MIN,
+            tenants: BTreeSet::new(),
+            policies: BTreeSet::new(),
+        }
+    }
+}
+
+impl FileStats {
+    /// Counts one record (times in microseconds UTC).
+    pub fn add(&mut self, tenant: &str, policy: &str, occurred_at: i64, expires_at: i64) {
+        self.min_occurred = self.min_occurred.min(occurred_at);
+        self.max_occurred = self.max_occurred.max(occurred_at);
+        self.min_expiry = self.min_expiry.min(expires_at);
+        self.max_expiry = self.max_expiry.max(expires_at);
+        if !self.tenants.contains(tenant) {
+            self.tenants.insert(tenant.to_string());
+        }
+        if !self.policies.contains(policy) {
+            self.policies.insert(policy.to_string());
+        }
+    }
+
+    /// Counts every record of a batch in [`SCHEMA`].
+    pub fn add_batch(&mut self, b: &RecordBatch) {
+        let col = |n: &str| b.column(SCHEMA.index_of(n).expect("column of the schema"));
+        let (tenant, policy) = (
+            col("tenant_id").as_string::<i32>(),
+            col("policy_id").as_string::<i32>(),
+        );
+        let occurred = col("occurred_at").as_primitive::<TimestampMicrosecondType>();
+        let expires = col("expires_at").as_primitive::<TimestampMicrosecondType>();
+        for r in 0..b.num_rows() {
+            self.add(
+                tenant.value(r),
+                policy.value(r),
+                occurred.value(r),
+                expires.value(r),
+            );
+        }
+    }
+}
+
+/// A completed data file: where it is, its bytes' digest and size, and its records' statistics.
+#[derive(Debug, Clone)]
+pub struct FinishedFile {
+    pub path: Path,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub record_count: u64,
+    pub stats: FileStats,
+}
+
+impl FinishedFile {
+    /// The file's manifest entry (not committed): `file_id` is the batch or rewrite that
+    /// wrote it.
+    pub fn entry(
+        self,
+        encryption: FileEncryption,
+        file_id: &str,
+        added_at: DateTime<Utc>,
+    ) -> DataFileEntry {
+        let ts = crate::clock::from_micros;
+        let s = self.stats;
+        DataFileEntry {
+            path: self.path.to_string(),
+            sha256: self.sha256,
+            size_bytes: self.size_bytes,
+            record_count: self.record_count,
+            min_occurred_at: ts(s.min_occurred),
+            max_occurred_at: ts(s.max_occurred),
+            earliest_expiry: ts(s.min_expiry),
+            latest_expiry: ts(s.max_expiry),
+            tenant_ids: s.tenants.into_iter().collect(),
+            policy_ids: s.policies.into_iter().collect(),
+            encryption,
+            batch_id: file_id.to_string(),
+            added_at,
+        }
+    }
+}
+
+/// A closed file whose last parts may still be uploading: await them ([`Closed::flush`]),
+/// then make the object appear under its name ([`Closed::complete`]).
+pub struct Closed {
+    file: FinishedFile,
+    upload: Box<dyn MultipartUpload>,
+    parts: Vec<object_store::UploadPart>,
+}
+
+impl Closed {
+    /// Awaits the parts still in flight.
+    pub async fn flush(&mut self) -> Result<(), LakeError> {
+        let parts = std::mem::take(&mut self.parts);
+        futures::future::try_join_all(parts)
+            .await
+            .map_err(|e| LakeError::store("writing", self.file.path.as_ref(), e))?;
+        Ok(())
+    }
+
+    /// Completes the upload: the object appears whole under its final name.
+    pub async fn complete(mut self) -> Result<FinishedFile, LakeError> {
+        self.flush().await?;
+        self.upload
+            .complete()
+            .await
+            .map_err(|e| LakeError::store("writing", self.file.path.as_ref(), e))?;
+        Ok(self.file)
+    }
+}
+
+/// Streams one data file to the store: rows are encoded into row groups and uploaded in
+/// parts as they complete, so memory holds at most the open row group. The object appears
+/// under its final name only on [`Closed::complete`]; it is committed only when a manifest
+/// lists it.
+pub struct FileWriter {
+    path: Path,
+    writer: ArrowWriter<Vec<u8>>,
+    upload: Box<dyn MultipartUpload>,
+    pending: Vec<object_store::UploadPart>,
+    hasher: sha2::Sha256,
+    uploaded: u64,
+    rows: Vec<Row>,
+    rows_bytes: usize,
+    record_count: u64,
+    stats: FileStats,
+    dek_id: String,
+}
+
+const PART_BYTES: usize = 8 << 20;
+/// Estimated memory of an open row group's column writers beyond their buffered pages: one
+/// zstd context per compressed column, page buffers, bloom filters.
+const COLUMN_WRITERS_OVERHEAD: usize = 4 << 20;
+const ENCODE_ROWS: usize = 4096;
+
+impl FileWriter {
+    pub fn new(
+        path: Path,
+        upload: Box<dyn MultipartUpload>,
+        dek_id: &str,
+        kv: Vec<KeyValue>,
+    ) -> Result<Self, LakeError> {
+        let writer = ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(writer_properties(kv)))
+            .map_err(|e| LakeError::parquet(path.as_ref(), e))?;
+        Ok(FileWriter {
+            path,
+            writer,
+            upload,
+            pending: Vec::new(),
+            hasher: sha2::Sha256::new(),
+            uploaded: 0,
+            rows: Vec::new(),
+            rows_bytes: 0,
+            record_count: 0,
+            stats: FileStats::default(),
+            dek_id: dek_id.to_string(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn push(&mut self, row: Row) -> Result<(), LakeError> {
+        self.stats.add(
+            &row.tenant_id,
+            &row.policy_id,
+            row.occurred_at,
+            row.expires_at,
+        );
+        self.rows_bytes += row.heap_size();
+        self.rows.push(row);
+        if self.rows.len() >= ENCODE_ROWS {
+            self.encode()?;
+        }
+        Ok(())
+    }
+
+    /// Memory held: buffered rows, the encoded row group not yet flushed (plus the codec
+    /// contexts its column writers keep, which `memory_size` does not count), and bytes not
+    /// yet uploaded.
+    pub fn memory(&self) -> usize {
+        let open_row_group = if self.writer.in_progress_rows() > 0 {
+            COLUMN_WRITERS_OVERHEAD
+        } else {
+            0
+        };
+        self.rows_bytes + self.writer.memory_size() + open_row_group + self.writer.inner().len()
+    }
+
+    fn encode(&mut self) -> Result<(), LakeError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let batch = super::to_record_batch(&self.rows, &self.dek_id);
+        self.record_count += self.rows.len() as u64;
+        self.rows.clear();
+        self.rows_bytes = 0;
+        self.writer
+            .write(&batch)
+            .map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
+        self.ship(false);
+        Ok(())
+    }
+
+    /// Writes a batch already in [`SCHEMA`] (a retention rewrite copies filtered batches).
+    pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), LakeError> {
+        self.encode()?;
+        self.stats.add_batch(batch);
+        self.record_count += batch.num_rows() as u64;
+        self.writer
+            .write(batch)
+            .map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
+        self.ship(false);
+        Ok(())
+    }
+
+    /// Adds a footer key/value (written on close).
+    pub fn add_metadata(&mut self, key: &str, value: String) {
+        self.writer
+            .append_key_value_metadata(KeyValue::new(key.to_string(), value));
+    }
+
+    /// Ends the open row group now and uploads it (to release memory under pressure).
+    pub fn flush_row_group(&mut self) -> Result<(), LakeError> {
+        self.encode()?;
+        self.writer
+            .flush()
+            .map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
+        self.ship(true);
+        Ok(())
+    }
+
+    /// Uploads the encoded bytes as a part once there are `PART_BYTES` of them, or now if
+    /// `force` (memory pressure, or the end of the file).
+    fn ship(&mut self, force: bool) {
+        let buf = self.writer.inner_mut();
+        if buf.len() >= PART_BYTES || (force && !buf.is_empty()) {
+            let bytes = std::mem::take(buf);
+            self.hasher.update(&bytes);
+            self.uploaded += bytes.len() as u64;
+            self.pending.push(self.upload.put_part(bytes.into()));
+        }
+    }
+
+    /// Part uploads started but not awaited yet; the caller awaits them (keeps this type sync).
+    pub fn take_pending(&mut self) -> Vec<object_store::UploadPart> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Whether part uploads were started and not awaited yet.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Awaits the part uploads started so far.
+    pub async fn upload_pending(&mut self) -> Result<(), LakeError> {
+        let parts = self.take_pending();
+        futures::future::try_join_all(parts)
+            .await
+            .map_err(|e| LakeError::store("writing", self.path.as_ref(), e))?;
+        Ok(())
+    }
+
+    /// Writes the footer and ships the last part; then [`Closed::complete`] it.
+    pub fn close(mut self) -> Result<Closed, LakeError> {
+        self.encode()?;
+        self.writer
+            .finish()
+            .map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;
+        self.ship(true);
+        let sha256 = hex::encode(self.hasher.finalize());
+        let file = FinishedFile {
+            path: self.path,
+            sha256,
+            size_bytes: self.uploaded,
+            record_count: self.record_count,
+            stats: self.stats,
+        };
+        Ok(Closed {
+            file,
+            upload: self.upload,
+            parts: self.pending,
+        })
+    }
+}
