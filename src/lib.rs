@@ -12,6 +12,8 @@
 //! `storage` sits under all of them (a `Store` from a URL: a directory or `memory://`).
 //! `cli` sits on top and is the only module that reads the environment or prints.
 
+#![warn(clippy::too_many_lines, unreachable_pub)]
+
 pub mod access;
 pub mod audit;
 pub mod cli;

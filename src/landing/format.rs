@@ -18,7 +18,7 @@ pub const SEGMENT_FORMAT: &str = "holdfast.landing";
 pub const QUARANTINE_FORMAT: &str = "holdfast.quarantine";
 const VERSIONS: &[&str] = &["1"];
 /// The first bytes of every landing segment.
-pub const MAGIC: &[u8; 8] = b"HFSEG001";
+pub(super) const MAGIC: &[u8; 8] = b"HFSEG001";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "version")]

@@ -148,7 +148,7 @@ pub struct SweepInputs {
 }
 
 /// The latest manifest of every partition.
-pub type Latest = BTreeMap<Partition, Loaded>;
+pub(super) type Latest = BTreeMap<Partition, Loaded>;
 
 fn partition_of(dir: &str) -> Result<Partition, LakeError> {
     Partition::parse_dir(dir).ok_or_else(|| LakeError::Corrupt {

@@ -104,7 +104,7 @@ fn participants(
     people
 }
 
-pub fn record(r: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
+pub(super) fn record(r: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
     const SHAPE: &str = "connect-ctr";
     check_types(SHAPE, r, TYPES)?;
     let contact = text(r, "ContactId").ok_or_else(|| missing(SHAPE, "ContactId"))?;

@@ -125,7 +125,7 @@ fn purpose(p: &Value) -> String {
 }
 
 /// One conversation detail record -> one canonical event.
-pub fn details(c: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
+pub(super) fn details(c: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
     const SHAPE: &str = "genesys-details";
     check_types(SHAPE, c, DETAIL_TYPES)?;
     let id = text(c, "conversationId").ok_or_else(|| missing(SHAPE, "conversationId"))?;
@@ -293,7 +293,7 @@ fn detail_participant(id: &str, index: usize, p: &Value) -> Option<Value> {
 }
 
 /// One EventBridge detail event -> one canonical event.
-pub fn eventbridge(e: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
+pub(super) fn eventbridge(e: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
     const SHAPE: &str = "genesys-eventbridge";
     check_types(SHAPE, e, EVENT_TYPES)?;
     let event_id = text(e, "id").ok_or_else(|| missing(SHAPE, "id"))?;

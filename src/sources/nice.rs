@@ -46,7 +46,7 @@ fn media_type(code: Option<&str>, subtype: Option<&str>) -> String {
     }
 }
 
-pub fn contact(r: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
+pub(super) fn contact(r: &Value, tenant: Option<&str>) -> Result<Value, Reject> {
     const SHAPE: &str = "nice-contacts";
     check_types(SHAPE, r, TYPES)?;
     let contact = text(r, "contactId").ok_or_else(|| missing(SHAPE, "contactId"))?;

@@ -6,7 +6,7 @@
 use crate::schema::Reject;
 use serde_json::{Map, Value, json};
 
-pub fn missing(shape: &str, field: &str) -> Reject {
+pub(super) fn missing(shape: &str, field: &str) -> Reject {
     Reject::new(
         "source.missing_field",
         format!("/{}", field.replace('.', "/")),
@@ -16,7 +16,7 @@ pub fn missing(shape: &str, field: &str) -> Reject {
 
 /// The JSON type a vendor's schema gives a field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(super) enum Kind {
     Str,
     /// An integer number (epoch milliseconds).
     Int,
@@ -70,7 +70,7 @@ fn type_name(v: &Value) -> &'static str {
 /// drift (an id arriving as a number where the schema says string) is quarantined
 /// (`source.wrong_type`, with the JSON path) instead of coerced. `spec` names fields by dotted
 /// path, `name[]` for each element of an array; an absent or null field is not checked.
-pub fn check_types(shape: &str, v: &Value, spec: &[(&str, Kind)]) -> Result<(), Reject> {
+pub(super) fn check_types(shape: &str, v: &Value, spec: &[(&str, Kind)]) -> Result<(), Reject> {
     spec.iter()
         .try_for_each(|(path, kind)| walk_types(shape, v, path, String::new(), *kind))
 }
@@ -108,7 +108,7 @@ fn walk_types(shape: &str, v: &Value, rest: &str, at: String, kind: Kind) -> Res
 }
 
 /// A string field, also accepting numbers (NICE sends ids as either); empty is absent.
-pub fn text(v: &Value, key: &str) -> Option<String> {
+pub(super) fn text(v: &Value, key: &str) -> Option<String> {
     match v.get(key)? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -116,23 +116,23 @@ pub fn text(v: &Value, key: &str) -> Option<String> {
     }
 }
 
-pub fn path<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
+pub(super) fn path<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
     keys.iter().try_fold(v, |v, k| v.get(k))
 }
 
 /// Epoch milliseconds to RFC 3339 UTC with milliseconds.
-pub fn millis(ms: i64) -> Option<String> {
+pub(super) fn millis(ms: i64) -> Option<String> {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 /// The last segment of an ARN or path (`arn:…:queue/abc` -> `abc`).
-pub fn last_segment(s: &str) -> &str {
+pub(super) fn last_segment(s: &str) -> &str {
     s.rsplit(['/', ':']).next().unwrap_or(s)
 }
 
 /// `tel:+15550100` -> `+15550100`; `sip:` and `mailto:` likewise.
-pub fn strip_uri(s: &str) -> String {
+pub(super) fn strip_uri(s: &str) -> String {
     for p in ["tel:", "sip:", "mailto:"] {
         if let Some(rest) = s.strip_prefix(p) {
             return rest.to_string();
@@ -143,7 +143,7 @@ pub fn strip_uri(s: &str) -> String {
 
 /// Idempotency key of a snapshot shape: changes when the vendor re-sends updated content,
 /// stays when it re-sends the same content (keys sorted, so field order does not matter).
-pub fn snapshot_key(prefix: &str, id: &str, payload: &Value) -> String {
+pub(super) fn snapshot_key(prefix: &str, id: &str, payload: &Value) -> String {
     let normal = serde_json::to_vec(payload).expect("a JSON value serializes");
     format!(
         "{prefix}:{id}:{}",
@@ -151,7 +151,7 @@ pub fn snapshot_key(prefix: &str, id: &str, payload: &Value) -> String {
     )
 }
 
-pub fn participant(
+pub(super) fn participant(
     id: String,
     kind: &str,
     address: Option<String>,
@@ -161,7 +161,7 @@ pub fn participant(
     json!({"participantId": id, "type": kind, "address": address, "joinedTimestamp": joined, "leftTimestamp": left})
 }
 
-pub struct Canonical {
+pub(super) struct Canonical {
     pub event_id: String,
     pub state: &'static str,
     pub platform: &'static str,
@@ -180,7 +180,7 @@ pub struct Canonical {
 }
 
 impl Canonical {
-    pub fn into_event(self, payload: Value) -> Value {
+    pub(super) fn into_event(self, payload: Value) -> Value {
         let mut interaction = Map::new();
         interaction.insert(
             "schemaVersion".into(),
@@ -212,7 +212,7 @@ impl Canonical {
 }
 
 /// Upper-case token for a vendor enum value kept as it is (`screenshare` -> `SCREENSHARE`).
-pub fn token(s: &str) -> String {
+pub(super) fn token(s: &str) -> String {
     let t: String = s
         .chars()
         .map(|c| {

@@ -100,7 +100,7 @@ pub(super) struct Ring {
 
 impl Ring {
     /// Wipes the secrets it holds.
-    pub fn zeroize(&mut self) {
+    pub(super) fn zeroize(&mut self) {
         self.index_master.zeroize();
         if let Some(s) = self.signing_key.as_mut() {
             s.zeroize();
