@@ -30,6 +30,7 @@ pub enum AccessCommand {
     Show {
         #[command(flatten)]
         s: StoreArgs,
+        /// Output format
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
@@ -65,6 +66,7 @@ pub enum AccessCommand {
         /// A name the user may act as with --actor (repeat)
         #[arg(long = "alias")]
         aliases: Vec<String>,
+        /// The person's name as shown in `access show` (the policy keys on the OS user)
         #[arg(long)]
         display_name: Option<String>,
     },
@@ -77,10 +79,13 @@ pub enum AccessCommand {
         s: StoreArgs,
         #[command(flatten)]
         who: ActorArg,
+        /// The OS user name
         #[arg(long)]
         user: String,
+        /// A role to take away (repeatable)
         #[arg(long = "role")]
         roles: Vec<Role>,
+        /// An --actor name to take away (repeatable)
         #[arg(long = "alias")]
         aliases: Vec<String>,
     },
@@ -91,6 +96,7 @@ pub enum AccessCommand {
         s: StoreArgs,
         #[command(flatten)]
         who: ActorArg,
+        /// The request id (`holdfast access show` lists pending requests)
         #[arg(long)]
         request: String,
     },
@@ -101,6 +107,7 @@ pub enum AccessCommand {
         s: StoreArgs,
         #[command(flatten)]
         who: ActorArg,
+        /// The request id (`holdfast access show` lists pending requests)
         #[arg(long)]
         request: String,
     },

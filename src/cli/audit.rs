@@ -13,6 +13,7 @@ pub enum AuditCommand {
         /// writers differ a little); more breaks the chain
         #[arg(long, default_value_t = 300)]
         max_skew_seconds: u32,
+        /// Output format
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
@@ -27,6 +28,7 @@ pub enum AuditCommand {
         /// Only this action (decrypt, decrypt.refused, quarantine.show, …)
         #[arg(long)]
         action: Option<String>,
+        /// Output format
         #[arg(long, value_enum)]
         format: Option<Format>,
     },

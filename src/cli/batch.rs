@@ -41,6 +41,7 @@ pub struct BatchArgs {
     /// Pipeline file for the retention policy table and batch limits
     #[arg(long, env = "HOLDFAST_PIPELINE")]
     pub pipeline: Option<PathBuf>,
+    /// Output format
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 }
@@ -81,12 +82,15 @@ fn warn_damaged(report: &job::BatchReport) {
 /// Run a pipeline file: initialise the store if needed, ingest its sources, run a batch
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// Pipeline file (TOML): store, sources, retention, batch limits
     pub pipeline: PathBuf,
     /// Overrides the pipeline's store (a path, file:///path or memory://NAME)
     #[arg(long, env = "HOLDFAST_STORE")]
     pub store: Option<crate::storage::StoreUrl>,
+    /// Local keyring file (default: $XDG_CONFIG_HOME/holdfast/keyring.json; never inside a store)
     #[arg(long, env = "HOLDFAST_KEYRING")]
     pub keyring: Option<PathBuf>,
+    /// Output format
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 }
@@ -154,6 +158,7 @@ pub struct ValidateArgs {
     pub case_ref: Option<String>,
     #[command(flatten)]
     pub who: ActorArg,
+    /// Output format
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 }

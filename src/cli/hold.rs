@@ -18,6 +18,7 @@ pub enum HoldCommand {
     Apply {
         #[command(flatten)]
         who: HoldActor,
+        /// Hold body (JSON): holdId, tenantId, scope, retentionOverride
         #[arg(long)]
         file: PathBuf,
         /// Place it even though it covers no stored record (for records still to come)
@@ -29,6 +30,7 @@ pub enum HoldCommand {
     Release {
         #[command(flatten)]
         who: HoldActor,
+        /// The hold id (holdId of its body)
         #[arg(long)]
         hold: String,
     },
@@ -37,6 +39,7 @@ pub enum HoldCommand {
     Approve {
         #[command(flatten)]
         who: HoldActor,
+        /// The hold id (holdId of its body)
         #[arg(long)]
         hold: String,
     },
@@ -45,6 +48,7 @@ pub enum HoldCommand {
     Preview {
         #[command(flatten)]
         s: StoreArgs,
+        /// Hold body (JSON): holdId, tenantId, scope, retentionOverride
         #[arg(long)]
         file: PathBuf,
     },
@@ -59,6 +63,7 @@ pub enum HoldCommand {
     List {
         #[command(flatten)]
         s: StoreArgs,
+        /// Output format
         #[arg(long, value_enum)]
         format: Option<Format>,
     },

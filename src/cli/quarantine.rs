@@ -9,6 +9,7 @@ pub enum QuarantineCommand {
     List {
         #[command(flatten)]
         s: StoreArgs,
+        /// Output format
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
@@ -19,6 +20,7 @@ pub enum QuarantineCommand {
     Show {
         #[command(flatten)]
         s: StoreArgs,
+        /// The entry id (`holdfast quarantine list` shows them)
         id: String,
         /// Case reference the entry is opened for (audited)
         #[arg(long = "case")]
@@ -50,6 +52,7 @@ pub enum QuarantineCommand {
         /// Pipeline file for the retention policy table and batch limits
         #[arg(long, env = "HOLDFAST_PIPELINE")]
         pipeline: Option<PathBuf>,
+        /// Output format
         #[arg(long, value_enum)]
         format: Option<Format>,
     },

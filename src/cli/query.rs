@@ -7,6 +7,7 @@ use super::*;
 pub struct QueryArgs {
     #[command(flatten)]
     pub s: StoreArgs,
+    /// Output format
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// Write the result here instead of stdout
@@ -20,6 +21,7 @@ pub struct QueryArgs {
     pub params: Vec<(String, String)>,
     #[command(flatten)]
     pub gate: Gate,
+    /// The SQL statement (read-only); or --file
     #[arg(required_unless_present = "file")]
     pub sql: Option<String>,
 }
@@ -80,6 +82,7 @@ pub struct SqlArgs {
     pub s: StoreArgs,
     #[command(flatten)]
     pub gate: Gate,
+    /// Output format
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 }

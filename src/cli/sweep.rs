@@ -20,6 +20,7 @@ pub struct SweepArgs {
     /// Pipeline file: `retention.notify_command` for refusals, `rewrite_min_days`
     #[arg(long, env = "HOLDFAST_PIPELINE")]
     pub pipeline: Option<PathBuf>,
+    /// Output format
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 }
@@ -100,6 +101,7 @@ pub enum RetentionCommand {
     Explain {
         #[command(flatten)]
         s: StoreArgs,
+        /// The event id (event_id of a stored event)
         #[arg(long)]
         event: String,
         /// Pipeline file with the current policy table (default: the presets)

@@ -19,6 +19,7 @@ pub struct VerifyArgs {
     /// must be in the chain, and the chain must extend it
     #[arg(long)]
     pub anchor: Option<String>,
+    /// Output format
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 }

@@ -185,3 +185,22 @@ fn help_output_shows_the_example() {
         assert!(out.contains("Example:\n  holdfast "), "{args:?}: {out}");
     }
 }
+
+/// Every argument of every command says what it is (`--help` shows no bare `--file <FILE>`).
+#[test]
+fn every_argument_has_help() {
+    let mut bare = Vec::new();
+    for (path, c) in commands() {
+        for a in c.get_arguments() {
+            let id = a.get_id().as_str();
+            if a.is_hide_set() || id == "help" || id == "version" {
+                continue;
+            }
+            if a.get_help().is_none() && a.get_long_help().is_none() {
+                bare.push(format!("{} {id}", path.join(" ")));
+            }
+        }
+    }
+    assert!(commands().len() > 20, "the whole command tree was walked");
+    assert!(bare.is_empty(), "arguments without help: {bare:#?}");
+}
