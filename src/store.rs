@@ -293,5 +293,24 @@ pub async fn policies_for(
     })
 }
 
+/// Test support: a store `alice` initialised (sole administrator) in `dir`, opened with its
+/// keyring, on `clock`.
+#[cfg(test)]
+pub(crate) async fn initialised_for_tests(
+    dir: &Path,
+    clock: Arc<dyn Clock>,
+) -> (Store, Arc<dyn Kms>) {
+    let (url, keyring) = (StoreUrl::local(dir.join("store")), dir.join("keyring.json"));
+    let req = InitRequest {
+        store: &url,
+        keyring: &keyring,
+        retention_floor_days: None,
+        group_readable: false,
+        admin: "alice",
+    };
+    init(&req, clock).await.expect("init");
+    open(&url, &keyring).await.expect("open")
+}
+
 #[cfg(test)]
 mod tests;

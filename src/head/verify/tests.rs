@@ -17,19 +17,10 @@ fn fresh() -> (tempfile::TempDir, Store, Arc<dyn Kms>, Arc<dyn Clock>) {
     let dir = tempfile::tempdir().unwrap();
     let t = chrono::DateTime::from_timestamp(1_760_000_000, 0).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(FakeClock::new(t));
-    let (path, keyring) = (
-        crate::storage::StoreUrl::local(dir.path().join("s")),
-        dir.path().join("k.json"),
-    );
-    let req = crate::store::InitRequest {
-        store: &path,
-        keyring: &keyring,
-        retention_floor_days: None,
-        group_readable: false,
-        admin: "alice",
-    };
-    block(crate::store::init(&req, clock.clone())).unwrap();
-    let (store, kms) = block(crate::store::open(&path, &keyring)).unwrap();
+    let (store, kms) = block(crate::store::initialised_for_tests(
+        dir.path(),
+        clock.clone(),
+    ));
     (dir, store, kms, clock)
 }
 

@@ -55,19 +55,10 @@ fn event(i: usize, tenant: &str, inter: &str) -> String {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(FakeClock::new(at("2025-10-10T00:00:00Z")));
-    let (path, keyring) = (
-        crate::storage::StoreUrl::local(dir.path().join("store")),
-        dir.path().join("keyring.json"),
-    );
-    let req = crate::store::InitRequest {
-        store: &path,
-        keyring: &keyring,
-        retention_floor_days: None,
-        group_readable: false,
-        admin: "alice",
-    };
-    block(crate::store::init(&req, clock.clone())).unwrap();
-    let (store, kms) = block(crate::store::open(&path, &keyring)).unwrap();
+    let (store, kms) = block(crate::store::initialised_for_tests(
+        dir.path(),
+        clock.clone(),
+    ));
     let alice = session(&store, &clock, "alice");
     let bob = Change::Grant {
         user: "bob".into(),
