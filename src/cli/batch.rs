@@ -199,10 +199,10 @@ fn check_inputs(inputs: &[PathBuf]) -> Result<()> {
         .iter()
         .filter(|i| i.as_os_str() != "-")
         .filter_map(|i| {
-            let problem = match std::fs::metadata(i) {
+            let problem = match files::metadata(i) {
                 Err(e) => e.to_string(),
                 Ok(m) if m.is_dir() => "is a directory".into(),
-                Ok(_) => std::fs::File::open(i).err()?.to_string(),
+                Ok(_) => files::open(i).err()?.to_string(),
             };
             Some(format!("{}: {problem}", i.display()))
         })
@@ -247,7 +247,7 @@ pub(super) async fn ingest_paths(
             )
             .await?
         } else {
-            let f = std::fs::File::open(input)
+            let f = files::open(input)
                 .map_err(|e| Error::io(format!("opening {}", input.display()), e))?;
             job::ingest(
                 ctx,

@@ -71,7 +71,7 @@ pub enum HoldCommand {
 
 /// Reads a hold body (`--file`).
 fn read_body(file: &Path) -> Result<crate::retention::hold::HoldRequest> {
-    let text = std::fs::read_to_string(file)
+    let text = files::read_to_string(file)
         .map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
     crate::retention::hold::HoldRequest::parse(&text)
         .map_err(|e| Error::Usage(format!("{}: not a hold body: {e}", file.display())))

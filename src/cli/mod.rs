@@ -1,14 +1,11 @@
 //! The `holdfast` command line. The only module that reads the environment, prints, or
 //! chooses exit codes (0 success, 1 failure, 2 usage).
 
-// the one module that reads the environment (store, keyring and history locations) and the
-// caller's own files (inputs, pipeline and hold files, query output)
-#![allow(clippy::disallowed_methods)]
-
 mod access;
 mod anchor;
 mod audit;
 mod batch;
+mod files;
 mod hold;
 pub mod output;
 mod quarantine;

@@ -39,7 +39,7 @@ impl QueryArgs {
         } = self;
         let sql = match (&file, sql) {
             (Some(f), _) => crate::query::named::bind(
-                &std::fs::read_to_string(f)
+                &files::read_to_string(f)
                     .map_err(|e| Error::io(format!("reading {}", f.display()), e))?,
                 &params,
             )
@@ -62,7 +62,7 @@ impl QueryArgs {
         match target {
             Some(path) => {
                 let mut f = std::io::BufWriter::new(
-                    std::fs::File::create(&path)
+                    files::create(&path)
                         .map_err(|e| Error::io(format!("creating {}", path.display()), e))?,
                 );
                 output::write_batches(format, &batches, &mut f)?;
@@ -101,10 +101,10 @@ pub(super) fn parse_param(s: &str) -> std::result::Result<(String, String), Stri
 }
 
 pub(super) fn history_path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_STATE_HOME")
+    let base = files::var_os("XDG_STATE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+        .or_else(|| files::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
     Some(base.join("holdfast").join("sql_history"))
 }
 
@@ -294,19 +294,14 @@ fn load_history(
 
 /// Saves the history readable by its owner only (file 0600, its directory 0700).
 fn save_history(editor: &mut rustyline::DefaultEditor, path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        files::private_dir(dir)?;
     }
     editor
         .save_history(path)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     if path.exists() {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        files::owner_only(path)?;
     }
     Ok(())
 }

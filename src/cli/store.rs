@@ -30,10 +30,10 @@ pub struct InitArgs {
 }
 
 pub(super) fn default_keyring() -> Result<PathBuf> {
-    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+    let base = match files::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
         Some(x) => PathBuf::from(x),
         None => PathBuf::from(
-            std::env::var_os("HOME")
+            files::var_os("HOME")
                 .ok_or_else(|| Error::Usage("set HOME, XDG_CONFIG_HOME or --keyring".into()))?,
         )
         .join(".config"),
