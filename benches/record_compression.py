@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""How well one partition's records compress one by one (as holdfast seals them) against
+as one block, for a few dictionary sizes, training-set sizes and zstd levels.
+
+    python3 -m venv /tmp/zvenv && /tmp/zvenv/bin/pip install zstandard
+    /tmp/zvenv/bin/python benches/record_compression.py bench-out/events-1000000-seed42.ndjson
+
+Takes the busiest (day, interaction type) partition among the first 200,000 lines, trains
+on its first rows and compresses the next 5,000. Prints bytes per record.
+"""
+
+import collections
+import json
+import sys
+
+import zstandard as zs
+
+
+def main(path: str) -> None:
+    parts = collections.defaultdict(list)
+    with open(path, "rb") as f:
+        for i, line in enumerate(f):
+            if i >= 200_000:
+                break
+            line = line.rstrip(b"\n")
+            d = json.loads(line)
+            parts[(d["occurredAt"][:10], d["interaction"]["interactionType"])].append(line)
+    key = max(parts, key=lambda k: len(parts[k]))
+    recs = parts[key]
+    test = recs[1024:6024]
+    print(f"partition {key}: {len(recs)} records, {sum(map(len, test)) / len(test):.0f} bytes each")
+    print("dictionary bytes, training rows, level: bytes per record one by one")
+    for dsize in (16384, 32768, 65536, 112640):
+        for train in (256, 1024):
+            d = zs.train_dictionary(dsize, recs[:train], level=3)
+            for level in (3, 9, 19):
+                c = zs.ZstdCompressor(level=level, dict_data=d, write_content_size=False,
+                                      write_checksum=False, write_dict_id=False)
+                total = sum(len(c.compress(r)) for r in test)
+                print(f"{dsize:7d} {train:5d} {level:3d}: {total / len(test):6.1f}")
+    for level in (3, 19):
+        block = zs.ZstdCompressor(level=level).compress(b"\n".join(test))
+        print(f"as one block, level {level}: {len(block) / len(test):6.1f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
