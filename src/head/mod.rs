@@ -2,8 +2,9 @@
 //! latest manifest (sequence and SHA-256) and the position of each registry (`audit`,
 //! `holds`, …), committed create-only with every batch, sweep and hold change, each version
 //! naming its predecessor's hash. It is signed with a key that never enters the store
-//! ([`Kms::sign`]), so `verify` checks it with the public key alone, and it is the catalog a
-//! reader can start from without listing every manifest (one object).
+//! ([`Kms::sign`]), so `verify` checks it with the public key alone. Each head gets a catalog
+//! (`catalog/v<sequence>.cat`, [`crate::lake::catalog`]): the manifests it records, in one
+//! object, which query sessions read instead of every manifest.
 //!
 //! A commit reloads the newest head, applies its own change (the partitions it committed;
 //! the registries are read afresh) and retries on a lost race; it never lists the store,
@@ -17,6 +18,7 @@ pub mod verify;
 use crate::audit::{Audit, AuditEvent};
 use crate::crypto::kms::{Kms, PublicKey};
 use crate::lake::LakeError;
+use crate::lake::catalog;
 use crate::lake::layout::{self, Partition};
 use crate::lake::manifest::{self, Loaded};
 use crate::storage::{Put, Store};
@@ -413,6 +415,8 @@ pub async fn commit(
             && n.head.partitions == head.partitions
             && n.head.registries == head.registries
         {
+            // a store from before catalogs gets one with its next commit
+            catalog::write(c.store, n.head.sequence, &n.head.partitions, None).await?;
             return Ok(n.head.clone());
         }
         head.sign(c.kms).await?;
@@ -421,6 +425,8 @@ pub async fn commit(
             .await?
             == Put::Created
         {
+            let previous = newest.as_ref().map(|n| n.head.sequence);
+            catalog::write(c.store, head.sequence, &head.partitions, previous).await?;
             return Ok(head);
         }
     }
