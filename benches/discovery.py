@@ -131,25 +131,33 @@ def events_file(args, name, spec):
 
 
 def build(args, binary, py, name, spec):
-    """The holdfast store and DuckDB's lake of one data set (reused with --reuse)."""
+    """The holdfast store (per --tag) and DuckDB's lake of one data set; --reuse keeps each
+    when it was built from the same file (and, for the store, by the same binary)."""
     src = events_file(args, name, spec)
     d = args.workdir / f"discovery-{name}"
-    store, keyring, lake = d / "store", d / "keyring.json", d / "duckdb-lake"
+    store, keyring = d / f"store-{args.tag}", d / f"keyring-{args.tag}.json"
+    lake = d / "duckdb-lake"
     env = {"HOLDFAST_KEYRING": str(keyring)}
-    meta = d / "meta.json"
+    d.mkdir(parents=True, exist_ok=True)
+    meta, lake_meta = d / f"store-{args.tag}.meta.json", d / "duckdb-lake.meta.json"
     want = {"input": str(src), "binary": str(binary)}
-    if args.reuse and meta.exists() and json.loads(meta.read_text()).get("input") == want["input"]:
-        log(f"{name}: reusing {d}")
+    if args.reuse and meta.exists() and json.loads(meta.read_text()) == want:
+        log(f"{name}: reusing {store}")
     else:
-        log(f"{name}: building {d} from {src}")
-        rm(d)
-        d.mkdir(parents=True)
+        log(f"{name}: building {store} from {src}")
+        for p in (store, keyring, meta):
+            rm(p)
         run([binary, "init", "--store", store], env)
         run([binary, "ingest", "--store", store, src], env)
         run([binary, "batch", "--store", store, "--format", "json"], env)
+        meta.write_text(json.dumps(want) + "\n")
+    if args.reuse and lake_meta.exists() and json.loads(lake_meta.read_text()) == {"input": str(src)}:
+        log(f"{name}: reusing {lake}")
+    else:
+        rm(lake)
         run([py / "bin" / "python", args.shared / "run_duckdb.py", "--input", src,
              "--out", lake, "--dedup", "qualify"])
-        meta.write_text(json.dumps(want) + "\n")
+        lake_meta.write_text(json.dumps({"input": str(src)}) + "\n")
     partitions = sum(1 for _ in (store / "manifests").glob("year=*/month=*/day=*/interaction_type=*"))
     return {"store": store, "lake": lake, "env": env, "input": src, "partitions": partitions,
             "lake_files": dir_bytes(store / "lake")[1], "duckdb_files": dir_bytes(lake)[1]}
@@ -235,6 +243,8 @@ def main():
     ap.add_argument("--sets", default="small,backfill", help="comma-separated: small, backfill")
     ap.add_argument("--reuse", action="store_true", help="keep stores and lakes built from the same file")
     ap.add_argument("--binary", type=Path, default=DEFAULT_BINARY)
+    ap.add_argument("--tag", default="holdfast",
+                    help="names the holdfast store (store-<tag>), e.g. before / after")
     ap.add_argument("--workdir", type=Path, default=REPO / "bench-out")
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "bench")
     args = ap.parse_args()
@@ -263,7 +273,7 @@ def main():
     print("\ncommands run:")
     for c in COMMANDS:
         print("  " + c)
-    out = args.workdir / "discovery.json"
+    out = args.workdir / f"discovery-{args.tag}.json"
     out.write_text(json.dumps({**result, "commands": COMMANDS}, indent=2, default=str) + "\n")
     print(f"\nwrote {out}")
 

@@ -3,8 +3,7 @@
 //! `holds`, …), committed create-only with every batch, sweep and hold change, each version
 //! naming its predecessor's hash. It is signed with a key that never enters the store
 //! ([`Kms::sign`]), so `verify` checks it with the public key alone. Each head gets a catalog
-//! (`catalog/v<sequence>.cat`, [`crate::lake::catalog`]): the manifests it records, in one
-//! object, which query sessions read instead of every manifest.
+//! ([`crate::lake::catalog`]): its manifests in one object, which query sessions read.
 //!
 //! A commit reloads the newest head, applies its own change (the partitions it committed;
 //! the registries are read afresh) and retries on a lost race; it never lists the store,
@@ -17,10 +16,9 @@ pub mod verify;
 
 use crate::audit::{Audit, AuditEvent};
 use crate::crypto::kms::{Kms, PublicKey};
-use crate::lake::LakeError;
-use crate::lake::catalog;
 use crate::lake::layout::{self, Partition};
 use crate::lake::manifest::{self, Loaded};
+use crate::lake::{LakeError, catalog};
 use crate::storage::{Put, Store};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -415,7 +413,6 @@ pub async fn commit(
             && n.head.partitions == head.partitions
             && n.head.registries == head.registries
         {
-            // a store from before catalogs gets one with its next commit
             catalog::write(c.store, n.head.sequence, &n.head.partitions, None).await?;
             return Ok(n.head.clone());
         }
@@ -425,8 +422,8 @@ pub async fn commit(
             .await?
             == Put::Created
         {
-            let previous = newest.as_ref().map(|n| n.head.sequence);
-            catalog::write(c.store, head.sequence, &head.partitions, previous).await?;
+            let prev = newest.map(|n| n.head.sequence);
+            catalog::write(c.store, head.sequence, &head.partitions, prev).await?;
             return Ok(head);
         }
     }

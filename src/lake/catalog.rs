@@ -182,7 +182,8 @@ pub async fn load(store: &Store, sequence: u64) -> Result<Option<Catalog>, LakeE
 /// bytes from the catalog of head `previous` when that one records the same version, else
 /// from the manifest itself. Writes nothing when a manifest the head records is missing or
 /// hashes otherwise (`verify` reports that store). Then deletes catalogs older than
-/// `previous`. Returns whether a catalog of `head` is stored.
+/// `previous`. Returns whether a catalog of `head` is stored. A commit that changes nothing
+/// calls it for the newest head too, so a store from before catalogs gets one.
 pub async fn write(
     store: &Store,
     head: u64,
@@ -258,9 +259,14 @@ async fn trusted(store: &Store) -> Result<Option<Catalog>, LakeError> {
 
 /// What [`manifest::load_latest_each`] returns (the latest manifest of every partition, and
 /// the partitions whose latest version cannot be read), reading the manifests the trusted
-/// catalog holds from it: a partition's manifest comes from the catalog only when the listing
+/// catalog holds from it: a partition's manifest comes from the catalog only when the store
 /// shows the catalog's version as the latest, with the same size, and its bytes hash to what
 /// the signed head records; every other partition's is read from the store.
+///
+/// Which version is the latest: when no job is pending (no intent record: every batch and
+/// sweep records one before it commits a manifest, and drops it once its head is signed), the
+/// head records every latest version, and one stat per manifest checks that each is still
+/// there with the catalog's size; otherwise, or when one is not, a listing of `manifests/`.
 pub async fn load_latest_each(store: &Store) -> Result<(Vec<Loaded>, Vec<Damaged>), LakeError> {
     let (loaded, damaged, _) = load_latest(store).await?;
     Ok((loaded, damaged))
@@ -268,7 +274,15 @@ pub async fn load_latest_each(store: &Store) -> Result<(Vec<Loaded>, Vec<Damaged
 
 /// [`load_latest_each`], and how many manifests came from the catalog.
 async fn load_latest(store: &Store) -> Result<(Vec<Loaded>, Vec<Damaged>, usize), LakeError> {
-    let (listing, catalog) = futures::try_join!(latest_listed(store), trusted(store))?;
+    let (catalog, quiet) = futures::try_join!(trusted(store), no_job_pending(store))?;
+    let stated = match (&catalog, quiet) {
+        (Some(c), true) => stated(store, c).await?,
+        _ => None,
+    };
+    let listing = match stated {
+        Some(s) => s,
+        None => latest_listed(store).await?,
+    };
     let cached: BTreeMap<&Partition, &Entry> = catalog
         .iter()
         .flat_map(|c| c.entries.iter().map(|e| (&e.partition, e)))
@@ -294,6 +308,40 @@ async fn load_latest(store: &Store) -> Result<(Vec<Loaded>, Vec<Damaged>, usize)
     loaded.extend(read);
     loaded.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((loaded.into_iter().map(|(_, l)| l).collect(), damaged, hits))
+}
+
+/// Whether no batch or sweep is running or was interrupted (no intent record).
+async fn no_job_pending(store: &Store) -> Result<bool, LakeError> {
+    let intents = store.list(layout::INTENTS).await?;
+    Ok(intents
+        .iter()
+        .all(|m| layout::parse_intent(&m.location).is_none()))
+}
+
+/// The catalog's manifest versions with their sizes now (one stat each); `None` when one is
+/// missing or holds another size (then a listing says which versions are the latest).
+async fn stated(
+    store: &Store,
+    c: &Catalog,
+) -> Result<Option<BTreeMap<Partition, (u64, u64)>>, LakeError> {
+    let sizes: Vec<Option<u64>> = futures::stream::iter(&c.entries)
+        .map(|e| async move {
+            let path = layout::manifest(&e.partition, e.position.sequence);
+            Ok::<_, LakeError>(store.head(&path).await?.map(|m| m.size))
+        })
+        .buffered(64)
+        .try_collect()
+        .await?;
+    let mut out = BTreeMap::new();
+    for (e, size) in c.entries.iter().zip(sizes) {
+        match size {
+            Some(n) if n == e.range.len() as u64 => {
+                out.insert(e.partition.clone(), (e.position.sequence, n));
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(out))
 }
 
 /// The latest manifest version of every partition and its size, from one listing.

@@ -200,6 +200,13 @@ fn sessions_read_the_catalog_and_get_what_the_manifests_say() {
         let mut r = crate::lake::verify::VerifyReport::default();
         check(&f.store, &newest.head, &mut r).await.unwrap();
         assert!(r.problems.is_empty(), "{:?}", r.problems);
+        // no job pending: one stat per manifest finds an emptied one, which is left out and
+        // reported as damaged, as without a catalog
+        f.replace(&layout::manifest(&p[0], 1), Vec::new()).await;
+        let (cat, hits, plain) = f.both().await;
+        assert_eq!(cat, plain);
+        assert!(cat.contains(&(p[0].dir(), "damaged".into())), "{cat:?}");
+        assert_eq!(hits, 2);
     });
 }
 
@@ -209,7 +216,12 @@ fn a_partition_committed_after_the_head_or_damaged_is_read_from_its_manifest() {
     let p = parts();
     block(async {
         f.batch(&[&p[0], &p[1], &p[2]], "b1", true).await;
-        // a batch that committed a manifest and stopped before its head
+        // a batch that committed a manifest and stopped before its head (its intent record
+        // stays until the next batch recovers it)
+        let now = ts("2025-10-02T00:00:00Z");
+        crate::head::intent::begin(&f.store, "b2", "batch", now)
+            .await
+            .unwrap();
         f.batch(&[&p[1]], "b2", false).await;
         let (cat, hits, plain) = f.both().await;
         assert_eq!(cat, plain);
