@@ -258,7 +258,7 @@ def main():
     result = {"binary": str(args.binary), "runs": args.runs,
               "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                                     capture_output=True, text=True).stdout.strip(),
-              "duckdb": run([py / "bin" / "duckdb", "-c", "SELECT version()", "-csv"]).split()[-1],
+              "duckdb": run([py / "bin" / "duckdb", "-csv", "-noheader", "-c", "SELECT version()"]).strip(),
               "sets": {}}
     for name in args.sets.split(","):
         spec = SETS[name]

@@ -24,6 +24,7 @@ use crate::head::Position;
 use crate::storage::{Put, Store};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -287,20 +288,39 @@ async fn load_latest(store: &Store) -> Result<(Vec<Loaded>, Vec<Damaged>, usize)
         .iter()
         .flat_map(|c| c.entries.iter().map(|e| (&e.partition, e)))
         .collect();
+    let listed: Vec<(&Partition, u64, Option<&Entry>)> = listing
+        .iter()
+        .map(|(p, (seq, size))| {
+            let hit = cached
+                .get(p)
+                .filter(|e| e.position.sequence == *seq && e.range.len() as u64 == *size);
+            (p, *seq, hit.copied())
+        })
+        .collect();
+    let decode = |part: &[(&Partition, u64, Option<&Entry>)]| -> Vec<Option<Loaded>> {
+        part.iter()
+            .map(|(p, seq, hit)| {
+                let (e, c) = (hit.as_ref()?, catalog.as_ref()?);
+                let l = manifest::decode_stored(&c.bytes(e), p, *seq).ok()?;
+                (l.sha256 == e.position.sha256).then_some(l)
+            })
+            .collect()
+    };
+    // decoding thousands of manifests is CPU work: both halves at once
+    let (first, second) = listed.split_at(listed.len() / 2);
+    let decoded = std::thread::scope(|s| {
+        let a = s.spawn(|| decode(first));
+        let mut b = decode(second);
+        let mut a = a.join().expect("decoding does not panic");
+        a.append(&mut b);
+        a
+    });
     let mut loaded = Vec::with_capacity(listing.len());
     let mut missing = Vec::new();
-    for (p, (seq, size)) in &listing {
-        let hit = cached
-            .get(p)
-            .filter(|e| e.position.sequence == *seq && e.range.len() as u64 == *size);
-        let from_catalog = hit.and_then(|e| {
-            let c = catalog.as_ref()?;
-            let l = manifest::decode_stored(&c.bytes(e), p, *seq).ok()?;
-            (l.sha256 == e.position.sha256).then_some(l)
-        });
-        match from_catalog {
-            Some(l) => loaded.push((p.clone(), l)),
-            None => missing.push((p.clone(), *seq)),
+    for ((p, seq, _), l) in listed.iter().zip(decoded) {
+        match l {
+            Some(l) => loaded.push(((*p).clone(), l)),
+            None => missing.push(((*p).clone(), *seq)),
         }
     }
     let hits = loaded.len();
@@ -324,14 +344,12 @@ async fn stated(
     store: &Store,
     c: &Catalog,
 ) -> Result<Option<BTreeMap<Partition, (u64, u64)>>, LakeError> {
-    let sizes: Vec<Option<u64>> = futures::stream::iter(&c.entries)
-        .map(|e| async move {
-            let path = layout::manifest(&e.partition, e.position.sequence);
-            Ok::<_, LakeError>(store.head(&path).await?.map(|m| m.size))
-        })
-        .buffered(64)
-        .try_collect()
-        .await?;
+    let paths: Vec<Path> = c
+        .entries
+        .iter()
+        .map(|e| layout::manifest(&e.partition, e.position.sequence))
+        .collect();
+    let sizes = sizes_off_runtime(store, paths).await?;
     let mut out = BTreeMap::new();
     for (e, size) in c.entries.iter().zip(sizes) {
         match size {
@@ -342,6 +360,38 @@ async fn stated(
         }
     }
     Ok(Some(out))
+}
+
+/// The sizes of objects, from two plain threads: outside the async runtime the local file
+/// system is called directly, not through one blocking task per object (thousands of thread
+/// hand-offs for a stat each). Both backends (local, memory) stat without a runtime; a
+/// remote backend would need one future per object here instead.
+async fn sizes_off_runtime(store: &Store, paths: Vec<Path>) -> Result<Vec<Option<u64>>, LakeError> {
+    let half = paths.len().div_ceil(2).max(1);
+    let mut waiting = Vec::new();
+    for chunk in paths.chunks(half) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (store, chunk) = (store.clone(), chunk.to_vec());
+        std::thread::spawn(move || {
+            let sizes = futures::executor::block_on(async {
+                let mut v = Vec::with_capacity(chunk.len());
+                for p in &chunk {
+                    v.push(store.head(p).await?.map(|m| m.size));
+                }
+                Ok::<_, LakeError>(v)
+            });
+            let _ = tx.send(sizes);
+        });
+        waiting.push(rx);
+    }
+    let mut out = Vec::with_capacity(paths.len());
+    for rx in waiting {
+        let sizes = rx
+            .await
+            .map_err(|_| LakeError::Conflict("a stat thread stopped".into()))?;
+        out.extend(sizes?);
+    }
+    Ok(out)
 }
 
 /// The latest manifest version of every partition and its size, from one listing.
