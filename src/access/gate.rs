@@ -177,7 +177,7 @@ pub async fn query(
     };
     let gate = open(session, &req).await?;
     // a partition whose latest manifest cannot be read is left out (`verify` reports it)
-    let (latest, _damaged) = crate::lake::manifest::load_latest_each(&session.store).await?;
+    let (latest, _damaged) = crate::lake::catalog::load_latest_each(&session.store).await?;
     let (ctx, decryptor) = crate::query::session_on(
         &session.store,
         latest,

@@ -349,10 +349,11 @@ pub(super) async fn execute(
     Ok(crate::query::read(&store, latest, sql).await?)
 }
 
-/// The latest manifests. A partition whose latest version cannot be read is left out of the
-/// session, with a warning on stderr, so one damaged partition does not stop every query.
+/// The latest manifests (through the store's catalog). A partition whose latest version cannot
+/// be read is left out of the session, with a warning on stderr, so one damaged partition does
+/// not stop every query.
 async fn committed(store: &Store) -> Result<Vec<crate::lake::manifest::Loaded>> {
-    let (loaded, damaged) = crate::lake::manifest::load_latest_each(store).await?;
+    let (loaded, damaged) = crate::lake::catalog::load_latest_each(store).await?;
     for d in &damaged {
         eprintln!(
             "warning: partition {} is left out: its latest manifest (v{}) cannot be read ({}); run `holdfast verify`",

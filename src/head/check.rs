@@ -3,7 +3,7 @@
 //! the keyring's when one is at hand, a published anchor), every partition's latest manifest
 //! against the head (rollback, missing or emptied versions, partitions gone), the audit trail
 //! (its chain, never shorter than the head's position, batch entries reconciled with the
-//! manifests), the hold registry's latest version, the lock records of committed and held
+//! manifests), the newest head's catalog (the head's versions, each latest manifest's bytes), the hold registry's latest version, the lock records of committed and held
 //! files, and data files no manifest lists (a problem unless an interrupted job left them).
 
 mod chain;
@@ -40,6 +40,9 @@ pub async fn verify_store(store: &Store, o: Options<'_>) -> Result<VerifyReport,
     let entries = check_audit(o, head.as_ref(), &mut r).await;
     check_holds(store, head.as_ref(), &lake, &mut r).await?;
     check_access(store, head.as_ref(), &mut r).await?;
+    if let Some(h) = &head {
+        crate::lake::catalog::check(store, h, &mut r).await?;
+    }
     match &head {
         Some(h) => check_partitions(h, &lake, &mut r),
         None if !lake.versions.is_empty() || r.audit_entries > 0 => r.problem(

@@ -2,8 +2,8 @@
 //! latest manifest (sequence and SHA-256) and the position of each registry (`audit`,
 //! `holds`, …), committed create-only with every batch, sweep and hold change, each version
 //! naming its predecessor's hash. It is signed with a key that never enters the store
-//! ([`Kms::sign`]), so `verify` checks it with the public key alone, and it is the catalog a
-//! reader can start from without listing every manifest (one object).
+//! ([`Kms::sign`]), so `verify` checks it with the public key alone. Each head gets a catalog
+//! ([`crate::lake::catalog`]): its manifests in one object, which query sessions read.
 //!
 //! A commit reloads the newest head, applies its own change (the partitions it committed;
 //! the registries are read afresh) and retries on a lost race; it never lists the store,
@@ -16,9 +16,9 @@ pub mod verify;
 
 use crate::audit::{Audit, AuditEvent};
 use crate::crypto::kms::{Kms, PublicKey};
-use crate::lake::LakeError;
 use crate::lake::layout::{self, Partition};
 use crate::lake::manifest::{self, Loaded};
+use crate::lake::{LakeError, catalog};
 use crate::storage::{Put, Store};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -413,6 +413,7 @@ pub async fn commit(
             && n.head.partitions == head.partitions
             && n.head.registries == head.registries
         {
+            catalog::write(c.store, n.head.sequence, &n.head.partitions, None).await?;
             return Ok(n.head.clone());
         }
         head.sign(c.kms).await?;
@@ -421,6 +422,8 @@ pub async fn commit(
             .await?
             == Put::Created
         {
+            let prev = newest.map(|n| n.head.sequence);
+            catalog::write(c.store, head.sequence, &head.partitions, prev).await?;
             return Ok(head);
         }
     }

@@ -18,6 +18,7 @@
 //! holds/v<20 digits>.json                                   hold registry versions (create-only chain)
 //! head/v<20 digits>.json                                    signed store heads (create-only chain)
 //! batches/<job-id>.json                                     intent of a running batch or sweep
+//! catalog/v<20 digits>.cat                                  the latest manifests as of head v<n> (create-only)
 //! ```
 //! The day is the UTC day of the event's `occurredAt`. The tenant is not in the path: each
 //! data file holds the partition's records of one batch, every tenant's, under one DEK, and
@@ -45,6 +46,8 @@ pub const ACCESS: &str = "access";
 pub const HEADS: &str = "head";
 /// Intent records of running batches and sweeps (removed when they finish).
 pub const INTENTS: &str = "batches";
+/// Catalogs: every partition's latest manifest, as of one head version, in one object.
+pub const CATALOGS: &str = "catalog";
 /// The audit trail (`audit/v<20 digits>.json`).
 pub const AUDIT: &str = "audit";
 /// The hold registry (`holds/v<20 digits>.json`).
@@ -532,6 +535,31 @@ pub fn head(sequence: u64) -> Path {
 
 pub fn parse_head(path: &Path) -> Option<u64> {
     HeadPath::parse(path).map(|h| h.sequence)
+}
+
+/// `catalog/v<20 digits>.cat`: the catalog of head version `sequence`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CatalogPath {
+    pub sequence: u64,
+}
+
+impl CatalogPath {
+    pub fn new(sequence: u64) -> Self {
+        CatalogPath { sequence }
+    }
+    pub fn to_path(&self) -> Path {
+        object(format!("{CATALOGS}/v{:020}.cat", self.sequence))
+    }
+    pub fn parse(path: &Path) -> Option<Self> {
+        let s = path
+            .as_ref()
+            .strip_prefix(CATALOGS)?
+            .strip_prefix("/v")?
+            .strip_suffix(".cat")?;
+        (s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok().map(Self::new))
+            .flatten()
+    }
 }
 
 /// `batches/<job-id>.json`: written before a batch or sweep uploads its first data file.

@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub mod filter;
 mod format;
+pub use filter::InteractionFilter;
 pub use format::FORMAT;
 
 /// A manifest version as read (stored as [`format::ManifestFile`], which never changes).
@@ -89,6 +91,10 @@ pub struct DataFileEntry {
     pub encryption: FileEncryption,
     pub batch_id: String,
     pub added_at: DateTime<Utc>,
+    /// A filter of the file's interaction ids (manifest version 2; `None` for files an older
+    /// holdfast wrote): a lookup by interaction id skips the files it rules out.
+    #[serde(skip)]
+    pub interactions: Option<InteractionFilter>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,9 +156,14 @@ pub struct Loaded {
 }
 
 pub async fn load(store: &Store, p: &Partition, seq: u64) -> Result<Loaded, LakeError> {
+    let bytes = store.get(&layout::manifest(p, seq)).await?;
+    decode_stored(&bytes, p, seq)
+}
+
+/// Reads the stored bytes of version `seq` of `p` (from its object or a catalog).
+pub(crate) fn decode_stored(bytes: &[u8], p: &Partition, seq: u64) -> Result<Loaded, LakeError> {
     let path = layout::manifest(p, seq);
-    let bytes = store.get(&path).await?;
-    let manifest = Manifest::from_bytes(&bytes, path.as_ref())?;
+    let manifest = Manifest::from_bytes(bytes, path.as_ref())?;
     if manifest.partition != *p || manifest.sequence != seq {
         return Err(LakeError::Corrupt {
             object: path.to_string(),
@@ -161,7 +172,7 @@ pub async fn load(store: &Store, p: &Partition, seq: u64) -> Result<Loaded, Lake
     }
     Ok(Loaded {
         manifest,
-        sha256: sha256_hex(&bytes),
+        sha256: sha256_hex(bytes),
     })
 }
 

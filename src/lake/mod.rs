@@ -1,6 +1,7 @@
 //! The lake: Parquet data files under hive partitions and per-partition manifests, on top of
 //! [`crate::storage`]. `crypto` seals records before they reach here.
 
+pub mod catalog;
 pub mod datafile;
 pub mod layout;
 pub mod manifest;

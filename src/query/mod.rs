@@ -1,13 +1,18 @@
-//! SQL over the lake with DataFusion. `events` is served from the manifests: a read-only
-//! object store view lists exactly the committed data files (no directory listing), and
-//! DataFusion prunes them by partition values, file statistics, row groups and bloom filters.
-//! `manifests` has one row per committed data file.
+//! SQL over the lake with DataFusion. `events` is served from the manifests ([`events`]): a
+//! scan keeps the committed files its filters may match (hive keys, time range, tenants,
+//! interaction ids, as the manifests state them) before opening any, reads them through a
+//! read-only object store view of exactly the committed files (no directory listing), and
+//! DataFusion prunes further by row groups and bloom filters. `manifests` has one row per
+//! committed data file. The manifests come from the store's catalog when the signed head
+//! vouches for it ([`crate::lake::catalog`]).
 //!
 //! Sessions only read: every statement goes through [`run_sql`], which refuses anything that
 //! writes, defines or changes the session ([`statement`]); the session's object stores hold
 //! the committed view alone (no `file://`), so no statement reaches a path by URL.
 
 pub mod decrypt;
+mod events;
+mod key_rows;
 pub mod named;
 pub mod redact;
 pub mod statement;
@@ -15,16 +20,10 @@ mod tables;
 mod view;
 
 use crate::lake::LakeError;
-use crate::lake::datafile::SCHEMA;
-use crate::lake::manifest::{self, Loaded};
+use crate::lake::manifest::Loaded;
 use crate::storage::Store;
 use arrow::array::RecordBatch;
-use arrow::datatypes::DataType;
 use datafusion::datasource::MemTable;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use std::sync::Arc;
 
@@ -69,7 +68,14 @@ pub async fn session_with(
     kms: Option<(Arc<dyn crate::crypto::kms::Kms>, Option<String>)>,
     audit: bool,
 ) -> Result<(SessionContext, Option<Arc<decrypt::Decryptor>>), QueryError> {
-    let latest = manifest::load_latest_all(store).await?;
+    let (latest, damaged) = crate::lake::catalog::load_latest_each(store).await?;
+    if let Some(d) = damaged.first() {
+        return Err(LakeError::Corrupt {
+            object: crate::lake::layout::manifest(&d.partition, d.sequence).to_string(),
+            problem: d.problem.clone(),
+        }
+        .into());
+    }
     session_on(store, latest, kms, audit).await
 }
 
@@ -87,7 +93,7 @@ pub async fn session_on(
     let view = CommittedView::new(store.object_store(), &latest);
     let url = url::Url::parse(STORE_URL).expect("static url");
     ctx.register_object_store(&url, Arc::new(view));
-    register_events(&ctx)?;
+    ctx.register_table("events", Arc::new(events::EventsTable::new(&latest)))?;
     register_batch(&ctx, "manifests", tables::manifests_batch(&latest)?)?;
     register_batch(&ctx, "removals", tables::removals_batch(&latest)?)?;
     if audit {
@@ -144,27 +150,6 @@ fn new_context() -> Result<SessionContext, QueryError> {
         .with_cache_manager(caches)
         .build_arc()?;
     Ok(SessionContext::new_with_config_rt(config, runtime))
-}
-
-/// `events`: the committed data files, partitioned by their hive keys (typed here).
-fn register_events(ctx: &SessionContext) -> Result<(), QueryError> {
-    let format = ParquetFormat::default()
-        .with_enable_pruning(true)
-        .with_skip_metadata(true);
-    let options = ListingOptions::new(Arc::new(format))
-        .with_file_extension(".parquet")
-        .with_table_partition_cols(vec![
-            ("year".to_string(), DataType::Int32),
-            ("month".to_string(), DataType::Int32),
-            ("day".to_string(), DataType::Int32),
-            ("interaction_type".to_string(), DataType::Utf8),
-        ]);
-    let table_url = ListingTableUrl::parse(format!("{STORE_URL}/{}/", crate::lake::layout::LAKE))?;
-    let config = ListingTableConfig::new(table_url)
-        .with_listing_options(options)
-        .with_schema(SCHEMA.clone());
-    ctx.register_table("events", Arc::new(ListingTable::try_new(config)?))?;
-    Ok(())
 }
 
 /// A table held in memory.

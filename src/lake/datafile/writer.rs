@@ -13,7 +13,7 @@ use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use sha2::Digest;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 /// What a data file's manifest entry says about its records: time and expiry ranges, tenants
 /// and policies. Gathered as records go in, whoever writes them.
@@ -25,6 +25,8 @@ pub struct FileStats {
     max_expiry: i64,
     tenants: BTreeSet<String>,
     policies: BTreeSet<String>,
+    /// [`crate::lake::manifest::filter::hash`] of each distinct interaction id.
+    interactions: HashSet<u64>,
 }
 
 impl Default for FileStats {
@@ -36,13 +38,23 @@ impl Default for FileStats {
             max_expiry: i64::MIN,
             tenants: BTreeSet::new(),
             policies: BTreeSet::new(),
+            interactions: HashSet::new(),
         }
     }
 }
 
 impl FileStats {
     /// Counts one record (times in microseconds UTC).
-    pub fn add(&mut self, tenant: &str, policy: &str, occurred_at: i64, expires_at: i64) {
+    pub fn add(&mut self, r: IndexOf<'_>) {
+        let IndexOf {
+            tenant,
+            policy,
+            interaction,
+            occurred_at,
+            expires_at,
+        } = r;
+        self.interactions
+            .insert(crate::lake::manifest::filter::hash(interaction));
         self.min_occurred = self.min_occurred.min(occurred_at);
         self.max_occurred = self.max_occurred.max(occurred_at);
         self.min_expiry = self.min_expiry.min(expires_at);
@@ -58,21 +70,33 @@ impl FileStats {
     /// Counts every record of a batch in [`SCHEMA`].
     pub fn add_batch(&mut self, b: &RecordBatch) {
         let col = |n: &str| b.column(SCHEMA.index_of(n).expect("column of the schema"));
-        let (tenant, policy) = (
+        let (tenant, policy, interaction) = (
             col("tenant_id").as_string::<i32>(),
             col("policy_id").as_string::<i32>(),
+            col("interaction_id").as_string::<i32>(),
         );
         let occurred = col("occurred_at").as_primitive::<TimestampMicrosecondType>();
         let expires = col("expires_at").as_primitive::<TimestampMicrosecondType>();
         for r in 0..b.num_rows() {
-            self.add(
-                tenant.value(r),
-                policy.value(r),
-                occurred.value(r),
-                expires.value(r),
-            );
+            self.add(IndexOf {
+                tenant: tenant.value(r),
+                policy: policy.value(r),
+                interaction: interaction.value(r),
+                occurred_at: occurred.value(r),
+                expires_at: expires.value(r),
+            });
         }
     }
+}
+
+/// What [`FileStats::add`] counts of one record (times in microseconds UTC).
+#[derive(Debug, Clone, Copy)]
+pub struct IndexOf<'a> {
+    pub tenant: &'a str,
+    pub policy: &'a str,
+    pub interaction: &'a str,
+    pub occurred_at: i64,
+    pub expires_at: i64,
 }
 
 /// A completed data file: where it is, its bytes' digest and size, and its records' statistics.
@@ -110,6 +134,9 @@ impl FinishedFile {
             encryption,
             batch_id: file_id.to_string(),
             added_at,
+            interactions: Some(crate::lake::manifest::InteractionFilter::of_hashes(
+                &s.interactions,
+            )),
         }
     }
 }
@@ -196,12 +223,13 @@ impl FileWriter {
     }
 
     pub fn push(&mut self, row: Row) -> Result<(), LakeError> {
-        self.stats.add(
-            &row.tenant_id,
-            &row.policy_id,
-            row.occurred_at,
-            row.expires_at,
-        );
+        self.stats.add(IndexOf {
+            tenant: &row.tenant_id,
+            policy: &row.policy_id,
+            interaction: &row.interaction_id,
+            occurred_at: row.occurred_at,
+            expires_at: row.expires_at,
+        });
         self.rows_bytes += row.heap_size();
         self.rows.push(row);
         if self.rows.len() >= ENCODE_ROWS {

@@ -86,6 +86,9 @@ proptest! {
         prop_assert_eq!(HoldRegistryPath::parse(&HoldRegistryPath::new(seq).to_path()), Some(HoldRegistryPath::new(seq)));
         prop_assert_eq!(HeadPath::parse(&HeadPath::new(seq).to_path()), Some(HeadPath::new(seq)));
         prop_assert_eq!(AccessPath::parse(&AccessPath::new(seq).to_path()), Some(AccessPath::new(seq)));
+        prop_assert_eq!(CatalogPath::parse(&CatalogPath::new(seq).to_path()), Some(CatalogPath::new(seq)));
+        prop_assert_eq!(CatalogPath::parse(&HeadPath::new(seq).to_path()), None);
+        prop_assert_eq!(HeadPath::parse(&CatalogPath::new(seq).to_path()), None);
         let m = ManifestPath::new(&p, seq);
         prop_assert_eq!(ManifestPath::parse(&m.to_path()), Some(m.clone()));
         prop_assert!(m.to_path().as_ref().starts_with(ManifestPath::dir(&p).as_ref()));

@@ -1,28 +1,36 @@
 //! A manifest version as stored: `manifests/<partition>/v<20 digits>.json`, format
-//! `holdfast.manifest`, version 1. Frozen: the runtime [`Manifest`] may gain fields, this
-//! layout never does (a change is a version 2 with a conversion); a reader refuses another
-//! format or a version it does not know. Golden file: `fixtures/formats/manifest-v1.json`.
+//! `holdfast.manifest`. Version 2 (written now) is version 1 with an optional filter of
+//! interaction ids per file entry (`interactions`, see [`super::filter`]); version 1 is still
+//! read (its entries have no filter). Frozen: the runtime [`Manifest`] may gain fields, these
+//! layouts never do; a reader refuses another format or a version it does not know. Golden
+//! files: `fixtures/formats/manifest-v1.json`, `fixtures/formats/manifest-v2.json`.
 
+use super::filter::InteractionFilter;
 use super::{DataFileEntry, FileEncryption, Manifest, PreviousVersion, RemovedFile};
 use crate::crypto::kms::WrappedKeyV1;
 use crate::format::FormatError;
 use crate::lake::layout::{DataFilePath, Partition};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub const FORMAT: &str = "holdfast.manifest";
-const VERSIONS: &[&str] = &["1"];
+const VERSIONS: &[&str] = &["1", "2"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "version")]
 pub(crate) enum ManifestFile {
     #[serde(rename = "1")]
-    V1(ManifestV1),
+    V1(ManifestV1<FileV1>),
+    #[serde(rename = "2")]
+    V2(ManifestV1<FileV2>),
 }
 
+/// The manifest of version 1 (`F` = [`FileV1`]) and version 2 (`F` = [`FileV2`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ManifestV1 {
+pub(crate) struct ManifestV1<F> {
     format: String,
     /// `year=YYYY/month=MM/day=DD/interaction_type=T`
     partition: String,
@@ -30,7 +38,7 @@ pub(crate) struct ManifestV1 {
     previous: Option<PreviousV1>,
     committed_at: DateTime<Utc>,
     batch_id: String,
-    files: Vec<FileV1>,
+    files: Vec<F>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     removed: Vec<RemovedV1>,
 }
@@ -44,7 +52,7 @@ struct PreviousV1 {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileV1 {
+pub(crate) struct FileV1 {
     path: DataFilePath,
     sha256: String,
     size_bytes: u64,
@@ -58,6 +66,95 @@ struct FileV1 {
     encryption: EncryptionV1,
     batch_id: String,
     added_at: DateTime<Utc>,
+}
+
+/// A file entry of version 2: version 1's fields and the file's filter of interaction ids.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileV2 {
+    path: DataFilePath,
+    sha256: String,
+    size_bytes: u64,
+    record_count: u64,
+    min_occurred_at: DateTime<Utc>,
+    max_occurred_at: DateTime<Utc>,
+    earliest_expiry: DateTime<Utc>,
+    latest_expiry: DateTime<Utc>,
+    tenant_ids: Vec<String>,
+    policy_ids: Vec<String>,
+    encryption: EncryptionV1,
+    batch_id: String,
+    added_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interactions: Option<FilterV2>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterV2 {
+    /// [`super::filter::SCHEME`]
+    scheme: String,
+    probes: u32,
+    /// The bits, base64 (little-endian 64-bit words; a power of two of them).
+    bits: String,
+}
+
+impl FileV2 {
+    fn of(f: FileV1, filter: Option<&InteractionFilter>) -> Self {
+        FileV2 {
+            path: f.path,
+            sha256: f.sha256,
+            size_bytes: f.size_bytes,
+            record_count: f.record_count,
+            min_occurred_at: f.min_occurred_at,
+            max_occurred_at: f.max_occurred_at,
+            earliest_expiry: f.earliest_expiry,
+            latest_expiry: f.latest_expiry,
+            tenant_ids: f.tenant_ids,
+            policy_ids: f.policy_ids,
+            encryption: f.encryption,
+            batch_id: f.batch_id,
+            added_at: f.added_at,
+            interactions: filter.map(|i| FilterV2 {
+                scheme: super::filter::SCHEME.into(),
+                probes: i.probes,
+                bits: B64.encode(i.to_bytes()),
+            }),
+        }
+    }
+
+    fn split(self) -> Result<(FileV1, Option<InteractionFilter>), FormatError> {
+        let filter = match self.interactions {
+            None => None,
+            Some(f) => Some(
+                B64.decode(&f.bits)
+                    .ok()
+                    .filter(|_| f.scheme == super::filter::SCHEME)
+                    .and_then(|b| InteractionFilter::from_bytes(f.probes, &b))
+                    .ok_or_else(|| FormatError::Invalid {
+                        format: FORMAT,
+                        version: "2".into(),
+                        detail: format!("{}: not a {} filter", self.path, super::filter::SCHEME),
+                    })?,
+            ),
+        };
+        let v1 = FileV1 {
+            path: self.path,
+            sha256: self.sha256,
+            size_bytes: self.size_bytes,
+            record_count: self.record_count,
+            min_occurred_at: self.min_occurred_at,
+            max_occurred_at: self.max_occurred_at,
+            earliest_expiry: self.earliest_expiry,
+            latest_expiry: self.latest_expiry,
+            tenant_ids: self.tenant_ids,
+            policy_ids: self.policy_ids,
+            encryption: self.encryption,
+            batch_id: self.batch_id,
+            added_at: self.added_at,
+        };
+        Ok((v1, filter))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,17 +189,70 @@ fn data_path(s: &str) -> Result<DataFilePath, String> {
     DataFilePath::parse_str(s).ok_or_else(|| format!("{s:?} is not a data file path"))
 }
 
-/// The stored bytes; refuses an entry whose path is not a data file's.
+/// The stored bytes (version 2); refuses an entry whose path is not a data file's.
 pub(crate) fn encode(m: &Manifest) -> Result<Vec<u8>, String> {
+    let v2 = ManifestV1::of(m)?.map_files(|files| {
+        Ok::<_, String>(
+            files
+                .into_iter()
+                .zip(&m.files)
+                .map(|(f, e)| FileV2::of(f, e.interactions.as_ref()))
+                .collect(),
+        )
+    })?;
+    Ok(crate::format::encode(&ManifestFile::V2(v2)))
+}
+
+/// Test support: the stored bytes of version 1 (no filters), as holdfast wrote them before.
+#[cfg(test)]
+pub(crate) fn encode_v1(m: &Manifest) -> Result<Vec<u8>, String> {
     Ok(crate::format::encode(&ManifestFile::V1(ManifestV1::of(m)?)))
 }
 
 pub(crate) fn decode(bytes: &[u8]) -> Result<Manifest, FormatError> {
-    let ManifestFile::V1(v) = crate::format::decode(bytes, FORMAT, VERSIONS)?;
-    v.into_manifest()
+    match crate::format::decode(bytes, FORMAT, VERSIONS)? {
+        ManifestFile::V1(v) => v.into_manifest(),
+        ManifestFile::V2(v) => {
+            let mut filters = Vec::with_capacity(v.files.len());
+            let v1 = v.map_files(|files| {
+                files
+                    .into_iter()
+                    .map(|f| {
+                        let (f, filter) = f.split()?;
+                        filters.push(filter);
+                        Ok(f)
+                    })
+                    .collect::<Result<Vec<_>, FormatError>>()
+            })?;
+            let mut m = v1.into_manifest_as("2")?;
+            for (e, filter) in m.files.iter_mut().zip(filters) {
+                e.interactions = filter;
+            }
+            Ok(m)
+        }
+    }
 }
 
-impl ManifestV1 {
+impl<F> ManifestV1<F> {
+    /// The same manifest with its file entries converted.
+    fn map_files<G, E>(
+        self,
+        f: impl FnOnce(Vec<F>) -> Result<Vec<G>, E>,
+    ) -> Result<ManifestV1<G>, E> {
+        Ok(ManifestV1 {
+            format: self.format,
+            partition: self.partition,
+            sequence: self.sequence,
+            previous: self.previous,
+            committed_at: self.committed_at,
+            batch_id: self.batch_id,
+            files: f(self.files)?,
+            removed: self.removed,
+        })
+    }
+}
+
+impl ManifestV1<FileV1> {
     #[allow(clippy::too_many_lines)] // plain field mapping
     fn of(m: &Manifest) -> Result<Self, String> {
         let file = |f: &DataFileEntry| -> Result<FileV1, String> {
@@ -156,12 +306,16 @@ impl ManifestV1 {
         })
     }
 
-    #[allow(clippy::too_many_lines)] // plain field mapping
     fn into_manifest(self) -> Result<Manifest, FormatError> {
+        self.into_manifest_as("1")
+    }
+
+    #[allow(clippy::too_many_lines)] // plain field mapping
+    fn into_manifest_as(self, version: &str) -> Result<Manifest, FormatError> {
         let partition =
             Partition::parse_dir(&self.partition).ok_or_else(|| FormatError::Invalid {
                 format: FORMAT,
-                version: "1".into(),
+                version: version.into(),
                 detail: format!("{:?} is not a partition", self.partition),
             })?;
         let file = |f: FileV1| DataFileEntry {
@@ -184,6 +338,7 @@ impl ManifestV1 {
             },
             batch_id: f.batch_id,
             added_at: f.added_at,
+            interactions: None,
         };
         let removed = |r: RemovedV1| RemovedFile {
             path: r.path.to_string(),
@@ -246,6 +401,7 @@ mod tests {
             },
             batch_id: "20260301T000000Z-00000001".into(),
             added_at: ts("2026-03-01T00:00:02Z"),
+            interactions: None,
         };
         Manifest {
             partition: Partition::new(2026, 1, 2, "CALL").unwrap(),
@@ -272,17 +428,50 @@ mod tests {
     }
 
     #[test]
-    fn version_1_is_frozen_and_reads_back() {
-        let bytes = encode(&sample()).unwrap();
+    fn version_1_is_frozen_and_still_reads() {
+        let bytes = encode_v1(&sample()).unwrap();
         golden("manifest-v1.json", &bytes);
         assert_eq!(decode(&bytes).unwrap(), sample());
-        assert_eq!(sample().to_bytes().unwrap(), bytes);
+        assert_ne!(
+            sample().to_bytes().unwrap(),
+            bytes,
+            "version 2 is written now"
+        );
+    }
+
+    fn sample_v2() -> Manifest {
+        let mut m = sample();
+        let ids = ["conv-1", "conv-2"].map(super::super::filter::hash);
+        m.files[0].interactions = Some(InteractionFilter::of_hashes(&ids.into()));
+        m
+    }
+
+    #[test]
+    fn version_2_is_frozen_and_reads_back() {
+        let bytes = encode(&sample_v2()).unwrap();
+        golden("manifest-v2.json", &bytes);
+        assert_eq!(decode(&bytes).unwrap(), sample_v2());
+        assert_eq!(sample_v2().to_bytes().unwrap(), bytes);
+        let f = decode(&bytes).unwrap().files[0]
+            .interactions
+            .clone()
+            .unwrap();
+        assert!(f.may_contain("conv-1") && f.may_contain("conv-2"));
+        // an entry without a filter stays without one
+        assert_eq!(decode(&encode(&sample()).unwrap()).unwrap(), sample());
+        // a filter of another scheme, or bits that are not a power of two of words, is refused
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let other = text.replace("fnv1a64-fmix64", "xxh64");
+        assert!(matches!(
+            decode(other.as_bytes()),
+            Err(FormatError::Invalid { .. })
+        ));
     }
 
     #[test]
     fn other_formats_versions_and_paths_are_refused() {
         let bytes = encode(&sample()).unwrap();
-        let e = decode(&altered(&bytes, "version", "2")).unwrap_err();
+        let e = decode(&altered(&bytes, "version", "3")).unwrap_err();
         assert!(matches!(e, FormatError::UnknownVersion { .. }), "{e}");
         let e = decode(&altered(&bytes, "format", "holdfast.holds")).unwrap_err();
         assert!(matches!(e, FormatError::WrongFormat { .. }), "{e}");

@@ -39,6 +39,7 @@ fn entry(name: &str) -> DataFileEntry {
         },
         batch_id: "b1".into(),
         added_at: t("2025-10-02T00:00:00Z"),
+        interactions: None,
     }
 }
 
