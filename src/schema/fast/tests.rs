@@ -292,3 +292,21 @@ fn edge_cases_go_the_slow_path() {
             .is_some()
     );
 }
+
+/// The checks restate one schema text: a change to it fails here until the fast path (and
+/// this hash) are brought along.
+#[test]
+fn the_schema_is_the_one_restated() {
+    let (_, text) = crate::schema::SCHEMAS
+        .iter()
+        .find(|(v, _)| *v == super::VERSION)
+        .expect("in the registry");
+    let hex: String = crate::crypto::sha256(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        hex,
+        "72ba696e7019a71952982cc1424f94f2fad4c972ee85b2ba839f2f0e5755abad"
+    );
+}
