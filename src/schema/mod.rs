@@ -2,6 +2,7 @@
 //! `src/schema/json/`), validation, upcasting of older versions to [`CURRENT_VERSION`]
 //! ([`upcast`]), and the index fields taken from a valid current event.
 
+pub(crate) mod fast;
 pub mod upcast;
 
 use chrono::{DateTime, Utc};

@@ -105,8 +105,8 @@ impl Worker<'_> {
                     out.blank += 1;
                     continue;
                 }
-                match self.decode_line(seg, line) {
-                    Ok(rows) => out.items.extend(rows),
+                match self.decode_line(seg, line, &mut out.items) {
+                    Ok(()) => {}
                     Err(Rejected { reject, expired }) => {
                         out.items.push(Decoded::Rejected(RejectedLine {
                             line: local,
@@ -216,14 +216,25 @@ impl Worker<'_> {
         (payload, None)
     }
 
-    fn decode_line(&mut self, seg: &OpenSegment, line: &[u8]) -> Result<Vec<Decoded>, Rejected> {
+    /// Decodes, validates and seals one line's events into `out`: through the fast path when
+    /// it takes the line (a valid canonical event of the current version), else through the
+    /// source's adapter and the JSON Schema.
+    fn decode_line(
+        &mut self,
+        seg: &OpenSegment,
+        line: &[u8],
+        out: &mut Vec<Decoded>,
+    ) -> Result<(), Rejected> {
+        if let Some(f) = seg.source.decode_fast(line) {
+            out.push(self.row(seg, f, line)?);
+            return Ok(());
+        }
         let decoded = seg
             .source
             .decode(line, seg.segment.header.tenant.as_deref())?;
         let mut items = Vec::with_capacity(decoded.len());
         for d in decoded {
             let checked = self.validator.check(&d.event)?;
-            let f = checked.fields;
             // an upcast event is stored as its current-version serialization
             let record: std::borrow::Cow<'_, [u8]> = match &checked.upcast {
                 Some(up) => std::borrow::Cow::Owned(
@@ -231,56 +242,68 @@ impl Worker<'_> {
                 ),
                 None => d.record,
             };
-            let partition = Partition::of(f.occurred_at, &f.interaction_type).ok_or_else(|| {
-                Reject::new(
-                    "event.partition",
-                    "/occurredAt",
-                    "occurredAt or interactionType cannot name a partition",
-                )
-            })?;
-            let (policy_id, expires) =
-                self.policies
-                    .apply(&f.tenant_id, &f.interaction_type, f.occurred_at);
-            let expires = self.check_time(seg.segment.header.arrived_at, &f, expires)?;
-            let file = FileKey {
-                partition,
-                policy: policy_id.clone(),
-            };
-            let (payload, plain) = self.seal(&file, &f, &record);
-            let key = IdKey::of(&f.tenant_id, &f.event_id);
-            let address_hmacs = futures::executor::block_on(self.index_keys.blind_indexes(
-                self.kms,
-                &f.tenant_id,
-                &f.addresses,
-            ))
-            .map_err(|e| Reject::new("kms.index_key", "/tenantId", e.to_string()))?;
-            let row = Row {
-                record_hash: sha256(&record),
-                event_id: f.event_id,
-                interaction_id: f.interaction_id,
-                tenant_id: f.tenant_id,
-                source_platform: f.source_platform,
-                state: f.state,
-                direction: f.direction,
-                occurred_at: micros(f.occurred_at),
-                ingested_at: seg.ingested_at,
-                queue_id: f.queue_id,
-                agent_ids: f.agent_ids,
-                address_hmacs,
-                wrap_up_code: f.wrap_up_code,
-                disposition: f.disposition,
-                schema_version: f.schema_version,
-                policy_id,
-                expires_at: micros(expires),
-                payload,
-            };
-            items.push(Decoded::Row(DecodedRow {
-                file,
-                key,
-                row: Box::new(row),
-                plain,
-            }));
+            items.push(self.row(seg, checked.fields, &record)?);
         }
-        Ok(items)
+        out.extend(items);
+        Ok(())
+    }
+
+    /// A valid event's row: its partition, policy and expiry, its hash, blind indexes and
+    /// sealed record (`record`: the exact bytes stored).
+    fn row(
+        &mut self,
+        seg: &OpenSegment,
+        f: schema::IndexFields,
+        record: &[u8],
+    ) -> Result<Decoded, Rejected> {
+        let partition = Partition::of(f.occurred_at, &f.interaction_type).ok_or_else(|| {
+            Reject::new(
+                "event.partition",
+                "/occurredAt",
+                "occurredAt or interactionType cannot name a partition",
+            )
+        })?;
+        let (policy_id, expires) =
+            self.policies
+                .apply(&f.tenant_id, &f.interaction_type, f.occurred_at);
+        let expires = self.check_time(seg.segment.header.arrived_at, &f, expires)?;
+        let file = FileKey {
+            partition,
+            policy: policy_id.clone(),
+        };
+        let (payload, plain) = self.seal(&file, &f, record);
+        let key = IdKey::of(&f.tenant_id, &f.event_id);
+        let address_hmacs = futures::executor::block_on(self.index_keys.blind_indexes(
+            self.kms,
+            &f.tenant_id,
+            &f.addresses,
+        ))
+        .map_err(|e| Reject::new("kms.index_key", "/tenantId", e.to_string()))?;
+        let row = Row {
+            record_hash: sha256(record),
+            event_id: f.event_id,
+            interaction_id: f.interaction_id,
+            tenant_id: f.tenant_id,
+            source_platform: f.source_platform,
+            state: f.state,
+            direction: f.direction,
+            occurred_at: micros(f.occurred_at),
+            ingested_at: seg.ingested_at,
+            queue_id: f.queue_id,
+            agent_ids: f.agent_ids,
+            address_hmacs,
+            wrap_up_code: f.wrap_up_code,
+            disposition: f.disposition,
+            schema_version: f.schema_version,
+            policy_id,
+            expires_at: micros(expires),
+            payload,
+        };
+        Ok(Decoded::Row(DecodedRow {
+            file,
+            key,
+            row: Box::new(row),
+            plain,
+        }))
     }
 }
