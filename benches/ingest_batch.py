@@ -4,10 +4,15 @@
 One run = one command, e.g.
 
     python3 benches/ingest_batch.py --events 1000000
+    python3 benches/ingest_batch.py --backfill      # 200,000 events over 1,100 days
 
 Steps:
   1. Generate N events with ../shared/bench/gen_events.py (30 days, 3 % re-deliveries,
-     seed 42), cached in the workdir as events-<N>-seed<S>.ndjson.
+     seed 42), cached in the workdir as events-<N>-seed<S>.ndjson.  --days and --start
+     widen the window (cached as events-<N>-<D>d-<start>-seed<S>.ndjson); --backfill is
+     the many-partition case of issue 11: --events 200000 --days 1100 --start
+     2023-01-01T00:00:00Z (about 4,400 partitions), cached as backfill-<N>.ndjson.
+     --input PATH takes an existing NDJSON file instead.
   2. Build holdfast with `cargo build --release` (CARGO_TARGET_DIR defaults to
      /work/target-release if that directory exists), unless --binary is given.
   3. On a fresh store (store and keyring deleted first, keyring outside the store):
@@ -18,7 +23,7 @@ Steps:
      `/usr/bin/time -v`, in a venv <workdir>/.venv-duckdb (created and
      `pip install duckdb` if missing).
   5. Print a comparison table and the exact commands, and write
-     <workdir>/result-<N>.json.
+     <workdir>/result-<N>.json (result-backfill-<N>.json for --backfill).
 
 events/s = input lines / wall seconds as measured by /usr/bin/time for both tools, so
 process start-up is included for both.  holdfast's wall is ingest + batch (init is not
@@ -46,6 +51,8 @@ REPO = Path(__file__).resolve().parent.parent
 TIME_BIN = "/usr/bin/time"
 DAYS = 30
 DUP_RATE = 0.03
+# --backfill: a batch over three years of days, one partition per day and interaction type
+BACKFILL = {"events": 200_000, "days": 1100, "start": "2023-01-01T00:00:00Z"}
 DEFAULT_RELEASE_TARGET = Path("/work/target-release")
 
 COMMANDS = []  # every external command run, in order, as a shell line (deduplicated)
@@ -137,15 +144,32 @@ def check_time_bin():
                  f"Fix: apt-get update && apt-get install -y time")
 
 
+def events_file_name(args):
+    """Cache name of the generated file: the issue's names for the 30-day and backfill cases."""
+    if args.days == DAYS and args.start is None:
+        return f"events-{args.events}-seed{args.seed}.ndjson"
+    if args.backfill and args.seed == 42:
+        return f"backfill-{args.events}.ndjson"
+    start = (args.start or "default").replace(":", "").replace("-", "")
+    return f"events-{args.events}-{args.days}d-{start}-seed{args.seed}.ndjson"
+
+
 def generate_events(args, workdir):
     """Generate (or reuse) the event file; return (path, line count, bytes).
 
     The file is cached by name; a cached file with the wrong line count (e.g. an
-    interrupted earlier run) is regenerated.
+    interrupted earlier run) is regenerated.  --input skips generation.
     """
-    out = workdir / f"events-{args.events}-seed{args.seed}.ndjson"
+    if args.input:
+        out = args.input
+        lines = count_lines(out)
+        log(f"using {out} ({lines} lines)")
+        return out, lines, out.stat().st_size
+    out = workdir / events_file_name(args)
     argv = [sys.executable, args.shared / "gen_events.py", "--events", args.events,
-            "--days", DAYS, "--dup-rate", DUP_RATE, "--seed", args.seed, "--out", out]
+            "--days", args.days, "--dup-rate", DUP_RATE, "--seed", args.seed, "--out", out]
+    if args.start is not None:
+        argv[-2:-2] = ["--start", args.start]
     if out.exists() and count_lines(out) == args.events:
         log(f"reusing {out}")
         COMMANDS.append(fmt_cmd(argv) + "   # cached from an earlier run, not rerun now")
@@ -223,7 +247,7 @@ def run_holdfast(binary, events_path, workdir):
         "stored_bytes": lake_bytes + man_bytes,
         "batch_report": {k: report.get(k) for k in
                          ("stored", "duplicates_in_batch", "already_stored", "quarantined",
-                          "files", "bytes_written")},
+                          "files", "partitions", "bytes_written")},
     }
 
 
@@ -334,7 +358,18 @@ def print_run_lines(runs):
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--events", type=int, default=1_000_000, help="input lines (default 1000000)")
+    ap.add_argument("--events", type=int, default=None,
+                    help="input lines (default 1000000; 200000 with --backfill)")
+    ap.add_argument("--days", type=int, default=None,
+                    help=f"days the events span (default {DAYS}; {BACKFILL['days']} with --backfill)")
+    ap.add_argument("--start", default=None,
+                    help="start of the time window, e.g. 2023-01-01T00:00:00Z (default: the "
+                         f"generator's; {BACKFILL['start']} with --backfill)")
+    ap.add_argument("--backfill", action="store_true",
+                    help="the many-partition case: --events 200000 --days 1100 --start "
+                         "2023-01-01T00:00:00Z unless given")
+    ap.add_argument("--input", type=Path,
+                    help="an existing NDJSON event file (no generation; --events etc. unused)")
     ap.add_argument("--seed", type=int, default=42, help="generator seed (default 42)")
     ap.add_argument("--runs", type=int, default=1, help="repeat R times, report each + median")
     ap.add_argument("--skip-duckdb", action="store_true", help="measure holdfast only")
@@ -344,7 +379,13 @@ def parse_args():
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "bench",
                     help="dir with gen_events.py and run_duckdb.py (default <repo>/../shared/bench)")
     args = ap.parse_args()
-    if args.events <= 0 or args.runs <= 0:
+    preset = BACKFILL if args.backfill else {"events": 1_000_000, "days": DAYS, "start": None}
+    for k, v in preset.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.input:
+        args.input = args.input.resolve()
+    if args.events <= 0 or args.runs <= 0 or args.days <= 0:
         ap.error("--events and --runs must be positive")
     args.workdir = args.workdir.resolve()
     args.shared = args.shared.resolve()
@@ -394,6 +435,10 @@ def main():
     if args.runs > 1:
         print_run_lines(runs)
     title = f"median of {args.runs} runs" if args.runs > 1 else "result"
+    case = "input " + str(events_path) if args.input else (
+        f"{args.days} days from {args.start or 'the generator default'}"
+        + (" (--backfill)" if args.backfill else ""))
+    title += f", {case}"
     print_table(hf_sum, dk_sum, lines, in_bytes, title)
 
     print("\ncommands run:")
@@ -402,7 +447,8 @@ def main():
 
     result = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": {"events": args.events, "seed": args.seed, "days": DAYS, "dup_rate": DUP_RATE,
+        "config": {"events": lines, "seed": args.seed, "days": args.days, "start": args.start,
+                   "backfill": args.backfill, "dup_rate": DUP_RATE,
                    "runs": args.runs, "input_file": str(events_path), "input_lines": lines,
                    "input_bytes": in_bytes},
         "env": env_info,
@@ -415,7 +461,8 @@ def main():
         "runs": runs,
         "commands": COMMANDS,
     }
-    out = args.workdir / f"result-{args.events}.json"
+    kind = "backfill-" if args.backfill else ""
+    out = args.workdir / f"result-{kind}{lines}.json"
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"\nwrote {out}")
 
