@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 #[cfg(test)]
-mod lines;
+mod lines_tests;
 #[cfg(test)]
 mod tests;
 

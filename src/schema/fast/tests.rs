@@ -5,7 +5,7 @@
 //! slow path on purpose (duplicate keys, a vendor key under `auto`).
 #![allow(clippy::disallowed_methods)] // the tests read the repository's fixture files
 
-use super::lines::{apply, edit, event, line_of, style};
+use super::lines_tests::{apply, edit, event, line_of, style};
 use crate::schema::{IndexFields, validator};
 use crate::sources::SourceKind;
 use proptest::prelude::*;
