@@ -8,6 +8,7 @@
 mod index_keys;
 pub use index_keys::IndexKeyCache;
 pub mod kms;
+mod tables;
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
@@ -168,7 +169,7 @@ pub fn record_aad(tenant_id: &str, event_id: &str, interaction_id: &str, dek_id:
 /// footer: it dies with the file, so no record outlives its retention inside a dictionary.
 pub struct Dictionary {
     raw: zeroize::Zeroizing<Vec<u8>>,
-    cdict: zstd::dict::EncoderDictionary<'static>,
+    tables: tables::Tables,
 }
 
 impl std::fmt::Debug for Dictionary {
@@ -192,13 +193,14 @@ impl Dictionary {
         let mut data = zeroize::Zeroizing::new(Vec::with_capacity(total));
         samples.iter().for_each(|s| data.extend_from_slice(s));
         let sizes: Vec<usize> = samples.iter().map(|s| s.len()).collect();
-        let mut raw = vec![0u8; DICTIONARY_BYTES.min(total / 4)];
+        let mut raw = vec![0u8; tables::dictionary_size(total)];
         // fastCover with fixed parameters: the default trainer searches k and d and took
         // ~30 ms per partition here, for no better ratio on these records (measured ~11 ms).
+        let f = tables::frequency_bits(total);
         let params = zstd_sys::ZDICT_fastCover_params_t {
             k: 1000,
             d: 8,
-            f: 18,
+            f,
             steps: 0,
             nbThreads: 0,
             splitPoint: 1.0,
@@ -232,11 +234,22 @@ impl Dictionary {
     }
 
     pub fn from_raw(raw: Vec<u8>) -> Self {
-        let cdict = zstd::dict::EncoderDictionary::copy(&raw, RECORD_LEVEL);
+        let tables = tables::Tables::new(&raw, RECORD_LEVEL);
         Dictionary {
             raw: zeroize::Zeroizing::new(raw),
-            cdict,
+            tables,
         }
+    }
+
+    /// Frees the compression tables (once its file is closed); compressing with it still
+    /// works, from the raw dictionary.
+    pub fn release_tables(&self) {
+        self.tables.release();
+    }
+
+    /// The dictionary prepared for decompression (records sealed with it, before sealing it).
+    pub fn decoder(&self) -> zstd::dict::DecoderDictionary<'static> {
+        zstd::dict::DecoderDictionary::copy(&self.raw)
     }
 
     /// The dictionary sealed under the file's DEK, for the file footer.
@@ -314,9 +327,9 @@ impl RecordCompressor {
         self.buf.clear();
         self.buf.reserve(zstd::zstd_safe::compress_bound(src.len()));
         let r = match dict {
-            Some(d) => self
-                .cctx
-                .compress_using_cdict(&mut self.buf, src, d.cdict.as_cdict()),
+            Some(d) => d
+                .tables
+                .compress(&mut self.cctx, &mut self.buf, src, &d.raw, RECORD_LEVEL),
             None => self.cctx.compress2(&mut self.buf, src),
         };
         r.expect("zstd into a buffer of compress_bound size");

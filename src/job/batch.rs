@@ -111,7 +111,7 @@ pub(super) struct Stages<'a> {
     opts: &'a BatchOptions,
     batch_id: &'a str,
     keys: &'a keys::KeyBook,
-    holds: &'a HoldSnapshot,
+    holds: &'a Arc<HoldSnapshot>,
 }
 
 /// What processing hands to the commit.

@@ -194,8 +194,12 @@ pub(super) async fn commit(
     Ok(())
 }
 
-/// Step 2: per partition, the manifest version (create-only) and its files' storage locks;
-/// one barrier for every partition's. Returns the change the signed head records.
+/// Step 2: per partition, the manifest version (create-only); then the files' storage locks;
+/// one barrier for every partition's. The versions are staged (written and fsynced) a window
+/// ahead, so that their fsyncs overlap, and linked one by one in partition order, each after a
+/// lease check; the locks are set several at a time once every version is linked (a crash in
+/// between leaves committed files without a lock, which the next batch sets first of all).
+/// Returns the change the signed head records.
 async fn commit_manifests(
     ctx: &Context,
     c: &Committing<'_>,
@@ -212,25 +216,46 @@ async fn commit_manifests(
     }
     let (batch_id, lease, latest) = (c.batch_id, c.lease, c.latest);
     let mut change = crate::head::Change::new(format!("batch {batch_id}"));
-    for (i, (p, entries)) in by_partition.into_iter().enumerate() {
-        let locks: Vec<_> = entries
-            .iter()
-            .map(|e| Ok((e.location()?, e.latest_expiry)))
-            .collect::<Result<_, crate::lake::LakeError>>()?;
+    let group_ref = &group;
+    let mut staged = futures::stream::iter(by_partition)
+        .map(|(p, entries)| async move {
+            let next = manifest::next_version(p, latest.get(p), entries, batch_id, now)?;
+            let s = group_ref
+                .stage_new(&next.path(), next.bytes().to_vec())
+                .await?;
+            Ok::<_, JobError>((p, next, s))
+        })
+        .buffered(AT_ONCE);
+    let mut i = 0;
+    while let Some(next) = staged.next().await {
+        let (p, next, s) = next?;
         lease.check().await?;
-        match manifest::commit(&group, p, latest.get(p), entries, batch_id, now).await? {
+        match manifest::commit_staged(&group, next, s).await? {
             Commit::Committed(l) => change.manifest(&l),
             Commit::LostRace { .. } => return Err(JobError::Conflict { partition: p.dir() }),
         }
-        ctx.fail(&format!("batch.after_manifest:{}", i + 1));
-        // committed: the storage layer now refuses to delete them before their last record expires
-        for (path, until) in locks {
-            group.ensure_retained(&path, until).await?;
-        }
+        i += 1;
+        ctx.fail(&format!("batch.after_manifest:{i}"));
+    }
+    drop(staged);
+    // committed: the storage layer now refuses to delete them before their last record expires
+    let locks: Vec<_> = outcome
+        .files
+        .iter()
+        .map(|w| Ok((w.entry.location()?, w.entry.latest_expiry)))
+        .collect::<Result<_, crate::lake::LakeError>>()?;
+    let mut locking = futures::stream::iter(locks)
+        .map(|(path, until)| async move { group_ref.ensure_retained(&path, until).await })
+        .buffer_unordered(AT_ONCE);
+    while let Some(done) = locking.next().await {
+        done?;
     }
     group.sync().await?;
     Ok(change)
 }
+
+/// Manifest versions staged ahead, and lock records written, at once.
+const AT_ONCE: usize = 32;
 
 /// The batch's audit entries: the landing DEKs it unwrapped and the segments it consumed
 /// (before they go), and the events that arrived expired.

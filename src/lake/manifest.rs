@@ -331,6 +331,44 @@ pub async fn commit(
     batch_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Commit, LakeError> {
+    let NextVersion { manifest, bytes } = next_version(p, base, added, batch_id, now)?;
+    let sha256 = sha256_hex(&bytes);
+    let path = layout::manifest(p, manifest.sequence);
+    match store.put_new(&path, bytes).await? {
+        Put::Created => Ok(Commit::Committed(Box::new(Loaded { manifest, sha256 }))),
+        Put::AlreadyExists => Ok(Commit::LostRace {
+            sequence: manifest.sequence,
+        }),
+    }
+}
+
+/// A version made by [`next_version`], not stored yet.
+#[derive(Debug)]
+pub struct NextVersion {
+    manifest: Manifest,
+    bytes: Vec<u8>,
+}
+
+impl NextVersion {
+    /// Where it is committed.
+    pub fn path(&self) -> object_store::path::Path {
+        layout::manifest(&self.manifest.partition, self.manifest.sequence)
+    }
+
+    /// Its stored form.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// The version after `base` (None: the partition is new) with `added` files, and its bytes.
+pub fn next_version(
+    p: &Partition,
+    base: Option<&Loaded>,
+    added: Vec<DataFileEntry>,
+    batch_id: &str,
+    now: DateTime<Utc>,
+) -> Result<NextVersion, LakeError> {
     let (sequence, previous, mut files) = match base {
         Some(b) => (
             b.manifest.sequence + 1,
@@ -345,7 +383,7 @@ pub async fn commit(
     files.extend(added);
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let removed = base.map(|b| b.manifest.removed.clone()).unwrap_or_default();
-    let m = Manifest {
+    let manifest = Manifest {
         partition: p.clone(),
         sequence,
         previous,
@@ -354,14 +392,27 @@ pub async fn commit(
         files,
         removed,
     };
-    let bytes = m.to_bytes()?;
-    let sha256 = sha256_hex(&bytes);
-    match store.put_new(&layout::manifest(p, sequence), bytes).await? {
+    let bytes = manifest.to_bytes()?;
+    Ok(NextVersion { manifest, bytes })
+}
+
+/// Commits a version whose bytes were staged ([`Store::stage_new`] at [`NextVersion::path`])
+/// with a create-only link.
+pub async fn commit_staged(
+    store: &Store,
+    next: NextVersion,
+    staged: crate::storage::Staged,
+) -> Result<Commit, LakeError> {
+    debug_assert_eq!(staged.path(), &next.path());
+    let NextVersion { manifest, bytes } = next;
+    match store.put_staged(staged).await? {
         Put::Created => Ok(Commit::Committed(Box::new(Loaded {
-            manifest: m,
-            sha256,
+            sha256: sha256_hex(&bytes),
+            manifest,
         }))),
-        Put::AlreadyExists => Ok(Commit::LostRace { sequence }),
+        Put::AlreadyExists => Ok(Commit::LostRace {
+            sequence: manifest.sequence,
+        }),
     }
 }
 

@@ -49,6 +49,7 @@ macro_rules! contract {
 
 contract!(
     puts_are_create_only,
+    staged_puts_appear_when_linked_and_are_create_only,
     get_head_list_delete,
     uploads_appear_only_when_complete_and_never_replace,
     retain_until_only_extends,
@@ -89,6 +90,30 @@ fn puts_are_create_only(fresh: Fresh) {
         );
         store.sync().await.unwrap();
         assert_eq!(&store.get(&q).await.unwrap()[..], b"2");
+    });
+}
+
+fn staged_puts_appear_when_linked_and_are_create_only(fresh: Fresh) {
+    let store = fresh().deferred();
+    let (p, q) = (Path::from("m/a/v1.json"), Path::from("m/b/v1.json"));
+    rt().block_on(async {
+        let a = store.stage_new(&p, b"a".to_vec()).await.unwrap();
+        let b = store.stage_new(&q, b"b".to_vec()).await.unwrap();
+        assert!(
+            store.head(&p).await.unwrap().is_none(),
+            "staged: not there yet"
+        );
+        assert_eq!(store.put_staged(a).await.unwrap(), Put::Created);
+        assert_eq!(&store.get(&p).await.unwrap()[..], b"a");
+        // create-only: something is at q now, the staged bytes do not replace it
+        store.put_new(&q, b"first".to_vec()).await.unwrap();
+        assert_eq!(store.put_staged(b).await.unwrap(), Put::AlreadyExists);
+        assert_eq!(&store.get(&q).await.unwrap()[..], b"first");
+        // dropped unlinked: nothing appears
+        let r = Path::from("m/c/v1.json");
+        drop(store.stage_new(&r, b"c".to_vec()).await.unwrap());
+        store.sync().await.unwrap();
+        assert!(store.head(&r).await.unwrap().is_none());
     });
 }
 

@@ -18,7 +18,7 @@
 mod fs;
 
 use super::lock::{Lock, LockFile, ObjectLock};
-use super::{Backend, Durability, Put};
+use super::{Backend, Durability, Put, Staged, StagedBytes};
 use crate::lake::LakeError;
 use crate::lake::layout;
 use fs::{Linked, LocalFs, Modes};
@@ -27,6 +27,20 @@ use object_store::path::Path;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// A put staged under `.staging/`, fsynced, waiting for its link; removed if dropped unlinked.
+#[derive(Debug)]
+pub(crate) struct StagedFile {
+    file: Option<PathBuf>,
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if let Some(f) = self.file.take() {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct Local {
@@ -144,6 +158,38 @@ impl Backend for Local {
             .await
             .map_err(|e| io(format_args!("writing {path}"), e))?;
         Ok(Box::new(upload))
+    }
+
+    async fn stage_new(
+        &self,
+        path: &Path,
+        bytes: PutPayload,
+        d: Durability,
+    ) -> Result<Staged, LakeError> {
+        let (fs, target) = (self.fs.clone(), self.file(path));
+        let bytes = fs::owned(bytes);
+        let staged = fs::run(move || fs.stage_new(&target, &bytes, d))
+            .await
+            .map_err(|e| io(format_args!("writing {path}"), e))?;
+        Ok(Staged {
+            path: path.clone(),
+            bytes: StagedBytes::Local(StagedFile { file: Some(staged) }),
+        })
+    }
+
+    async fn put_staged(&self, staged: Staged, d: Durability) -> Result<Put, LakeError> {
+        let Staged { path, bytes } = staged;
+        let mut file = match bytes {
+            StagedBytes::Local(f) => f,
+            StagedBytes::Memory(b) => return self.put_new(&path, b, d).await,
+        };
+        let (fs, target) = (self.fs.clone(), self.file(&path));
+        let staged = file.file.take().expect("staged once, linked once");
+        match fs::run(move || fs.link_staged(&staged, &target, d)).await {
+            Ok(Linked::Created) => Ok(Put::Created),
+            Ok(Linked::AlreadyExists) => Ok(Put::AlreadyExists),
+            Err(e) => Err(io(format_args!("writing {path}"), e)),
+        }
     }
 
     async fn sync(&self) -> Result<(), LakeError> {

@@ -177,6 +177,29 @@ pub(crate) trait Backend: lock::ObjectLock + std::fmt::Debug + Send + Sync {
     /// An upload that appears at `path` only when complete, and never replaces an object
     /// (`object_store::Error::AlreadyExists` from `complete`).
     async fn start_upload(&self, path: &Path) -> Result<Box<dyn MultipartUpload>, LakeError>;
+    /// The first half of a create-only put at `path`: the bytes made durable outside the
+    /// object namespace. The default keeps them in memory (nothing to make durable).
+    async fn stage_new(
+        &self,
+        path: &Path,
+        bytes: PutPayload,
+        _: Durability,
+    ) -> Result<Staged, LakeError> {
+        Ok(Staged {
+            path: path.clone(),
+            bytes: StagedBytes::Memory(bytes),
+        })
+    }
+    /// The second half: the staged bytes appear at their path unless something is there.
+    async fn put_staged(&self, staged: Staged, d: Durability) -> Result<Put, LakeError> {
+        match staged.bytes {
+            StagedBytes::Memory(bytes) => self.put_new(&staged.path, bytes, d).await,
+            StagedBytes::Local(_) => Err(LakeError::io(
+                format!("writing {}", staged.path),
+                std::io::Error::other("staged by another backend"),
+            )),
+        }
+    }
     /// The barrier for [`Durability::Deferred`] writes.
     async fn sync(&self) -> Result<(), LakeError> {
         Ok(())
@@ -188,6 +211,27 @@ pub(crate) trait Backend: lock::ObjectLock + std::fmt::Debug + Send + Sync {
     /// Whether the store's group may read it (local file modes).
     fn group_readable(&self) -> bool {
         false
+    }
+}
+
+/// A create-only put staged ahead of its link ([`Store::stage_new`]): its bytes are durable
+/// where the backend keeps them, under no name yet. Dropped unlinked, it leaves nothing.
+#[derive(Debug)]
+pub struct Staged {
+    path: Path,
+    bytes: StagedBytes,
+}
+
+#[derive(Debug)]
+enum StagedBytes {
+    Memory(PutPayload),
+    Local(local::StagedFile),
+}
+
+impl Staged {
+    /// Where it will appear.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
@@ -273,6 +317,26 @@ impl Store {
         self.backend
             .put_new(path, bytes.into(), self.durability)
             .await
+    }
+
+    /// A create-only put in two steps, for many objects committed one after the other: each
+    /// is staged first (on a local store written and fsynced outside the namespace, so many
+    /// stagings at once overlap their fsyncs; call only under the batch lease, which owns
+    /// abandoned stagings), then [`Store::put_staged`] links it, in the caller's order.
+    pub async fn stage_new(
+        &self,
+        path: &Path,
+        bytes: impl Into<PutPayload>,
+    ) -> Result<Staged, LakeError> {
+        self.backend
+            .stage_new(path, bytes.into(), self.durability)
+            .await
+    }
+
+    /// Links a staged put at its path: `AlreadyExists` (an outcome) when something is there,
+    /// as [`Store::put_new`].
+    pub async fn put_staged(&self, staged: Staged) -> Result<Put, LakeError> {
+        self.backend.put_staged(staged, self.durability).await
     }
 
     pub async fn get(&self, path: &Path) -> Result<Bytes, LakeError> {

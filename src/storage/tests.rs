@@ -99,6 +99,43 @@ fn local_puts_take_the_store_modes_and_leave_no_staging() {
     }
 }
 
+/// A staged put is fsynced under `.staging/` when staged, linked (and its staging name
+/// gone) when put, its directory synced at the barrier; dropped unlinked, it leaves nothing.
+#[test]
+fn a_local_staged_put_waits_in_staging_until_linked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, backend) = local(dir.path());
+    let store = store.deferred();
+    let staged = || {
+        std::fs::read_dir(dir.path().join(".staging"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let p = Path::from("manifests/year=2025/month=01/day=05/interaction_type=CALL/v1.json");
+    block(async {
+        let s = store.stage_new(&p, b"one".to_vec()).await.unwrap();
+        assert_eq!(staged(), 1);
+        assert!(
+            !dir.path().join(p.as_ref()).exists(),
+            "not there before its link"
+        );
+        let dropped = store.stage_new(&p, b"two".to_vec()).await.unwrap();
+        assert_eq!(staged(), 2);
+        drop(dropped);
+        assert_eq!(staged(), 1, "dropped unlinked: removed");
+        assert_eq!(store.put_staged(s).await.unwrap(), Put::Created);
+        assert_eq!(staged(), 0);
+        assert!(backend.pending_dirs() > 0, "synced at the barrier");
+        store.sync().await.unwrap();
+        assert_eq!(backend.pending_dirs(), 0);
+        assert_eq!(mode(&dir.path().join(p.as_ref())), 0o600);
+        // a staging left by a killed batch is removed by the next one (under the lease)
+        std::mem::forget(store.stage_new(&p, b"three".to_vec()).await.unwrap());
+        assert_eq!(staged(), 1);
+        assert_eq!(store.remove_abandoned_staging(), 1);
+    });
+}
+
 #[test]
 fn a_local_upload_is_staged_outside_the_lake_and_synced_at_the_barrier() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,7 @@
 
 mod access;
 mod audit;
+mod backfill;
 mod catalog;
 mod common;
 mod crash;

@@ -5,6 +5,7 @@
 use crate::crypto::{Cipher, DataKey, Dictionary, sha256};
 use crate::lake::layout::Partition;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// What one data file of a batch holds: one partition's records under one retention policy,
@@ -16,15 +17,68 @@ pub(super) struct FileKey {
     pub(super) policy: Arc<str>,
 }
 
-/// Per-file keys of this batch: the file's DEK, and its dictionary once learnt
-/// (`Some(None)`: learnt that there is too little to train on; plain zstd).
+/// Per-file keys of this batch: the file's DEK, and its dictionary once learnt.
 pub(super) struct PartKeys {
     pub(super) dek: DataKey,
     pub(super) cipher: Cipher,
-    pub(super) dict: OnceLock<Option<Arc<Dictionary>>>,
+    pub(super) dict: DictCell,
 }
 
-/// Created by whichever thread meets the file first.
+impl PartKeys {
+    /// A new DEK; no dictionary yet.
+    pub(super) fn generate() -> Self {
+        let dek = DataKey::generate();
+        let cipher = dek.cipher();
+        PartKeys {
+            dek,
+            cipher,
+            dict: DictCell::default(),
+        }
+    }
+}
+
+/// A file's dictionary as the decode workers see it: unknown while the sink learns it, then
+/// learnt (`Some(None)`: too little to train on; plain zstd); and unknown again once the file
+/// is closed ([`DictCell::close`]), so that the workers hand the sink plaintext for any later
+/// file of the same partition and policy, which has a DEK (and dictionary) of its own.
+#[derive(Default)]
+pub(super) struct DictCell {
+    learnt: OnceLock<Option<Arc<Dictionary>>>,
+    closed: AtomicBool,
+}
+
+impl DictCell {
+    /// The dictionary to seal with, while the file is open and its dictionary is learnt.
+    pub(super) fn get(&self) -> Option<&Option<Arc<Dictionary>>> {
+        if self.closed.load(Ordering::Acquire) {
+            None
+        } else {
+            self.learnt.get()
+        }
+    }
+
+    /// The dictionary, if learnt, whether the file is open or closed.
+    pub(super) fn learnt(&self) -> Option<&Option<Arc<Dictionary>>> {
+        self.learnt.get()
+    }
+
+    /// Publishes what was learnt (once).
+    pub(super) fn set(&self, dict: Option<Arc<Dictionary>>) {
+        let _ = self.learnt.set(dict);
+    }
+
+    /// The file is closed: workers stop sealing with it, and its compression tables go (a
+    /// worker that had already taken it still seals correctly, from the raw dictionary).
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(Some(d)) = self.learnt.get() {
+            d.release_tables();
+        }
+    }
+}
+
+/// The first file of each partition and policy (the one the workers seal for); created by
+/// whichever thread meets it first.
 #[derive(Default)]
 pub(super) struct KeyBook(Mutex<HashMap<FileKey, Arc<PartKeys>>>);
 
@@ -32,15 +86,7 @@ impl KeyBook {
     pub(super) fn part(&self, p: &FileKey) -> Arc<PartKeys> {
         let mut m = self.0.lock().expect("key book lock");
         m.entry(p.clone())
-            .or_insert_with(|| {
-                let dek = DataKey::generate();
-                let cipher = dek.cipher();
-                Arc::new(PartKeys {
-                    dek,
-                    cipher,
-                    dict: OnceLock::new(),
-                })
-            })
+            .or_insert_with(|| Arc::new(PartKeys::generate()))
             .clone()
     }
 }

@@ -1,20 +1,31 @@
-//! Stage 4, sink: streams deduplicated rows into one data file per partition and policy
-//! ([`FileKey`]), holding a file's first rows back until its record dictionary is learnt,
-//! within the memory budget; counts each row against the holds the batch started with; and
-//! closes the files into [`WrittenFile`]s for the commit.
+//! Stage 4, sink: streams deduplicated rows into data files, one open file per partition and
+//! policy ([`FileKey`]) at a time, holding a file's first rows back until its record
+//! dictionary is learnt; counts each row against the holds the batch started with; and hands
+//! the closed files ([`WrittenFile`]) to the commit.
+//!
+//! Memory stays within `batch.memory_mb` whatever the number of partitions: everything an
+//! open file holds (rows held back, buffered rows and row group, its writer and dictionary
+//! tables) counts against the budget, and past it the least recently used file is closed
+//! (input arrives roughly in time order, so an idle partition is likely done). A later row for
+//! a closed partition and policy goes to a new file with its own DEK and dictionary; the
+//! manifest lists every file. A closed file is finished on a blocking thread ([`closing`]):
+//! several at once, beside the coordinator, so that their work and fsyncs overlap.
 
 use super::Stages;
 use super::keys::{FileKey, KeyBook, PartKeys, TRAIN_ROWS};
 use super::report::BatchReport;
-use crate::crypto::kms::WrappedKey;
-use crate::crypto::{Dictionary, RecordCompressor, record_aad, seal_record};
+use crate::crypto::{Dictionary, RecordCompressor, open_record, record_aad, seal_record};
 use crate::job::{Context, JobError};
-use crate::lake::datafile::{self, FileWriter, Row};
-use crate::lake::layout::{self, Partition};
-use crate::lake::manifest::{DataFileEntry, FileEncryption};
+use crate::lake::datafile::Row;
+use crate::lake::layout::Partition;
+use crate::lake::manifest::DataFileEntry;
 use crate::retention::hold::{Coverage, HoldSnapshot};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+mod closing;
+mod files;
 
 /// A data file the batch wrote (complete, not committed): its partition, its manifest entry,
 /// and what its rows told the holds.
@@ -24,14 +35,17 @@ pub(in crate::job) struct WrittenFile {
     pub(in crate::job) coverage: Coverage,
 }
 
-struct OpenFile {
-    writer: FileWriter,
-    /// When a row last went in (a counter), to flush the least recently used file first.
-    last_used: u64,
-    keys: Arc<PartKeys>,
-    wrapped: WrappedKey,
-    coverage: Coverage,
-}
+/// What an open file costs besides its rows and row group: its writer's state, upload and
+/// keys (measured at about 60 KB; counted generously).
+const FILE_OVERHEAD: usize = 128 << 10;
+/// What a learnt dictionary's compression tables cost while its file is open.
+const DICT_TABLES: usize = 400 << 10;
+/// Closed files being finished at once.
+const CLOSING: usize = 16;
+/// Rows between two checks of the memory budget (and at every new file).
+const CHECK_EVERY: usize = 256;
+/// A file that took no row in this many is idle: the first to close when over the budget.
+const IDLE_ROWS: u64 = 1024;
 
 /// A row held back with its plaintext record until its file's dictionary is learnt.
 struct HeldRow {
@@ -46,23 +60,50 @@ struct Learning {
     bytes: usize,
 }
 
-/// Where deduplicated rows go: the open data files, and the rows of files whose dictionary
-/// is still being learnt.
+/// The file a partition and policy is written to now.
+struct Slot {
+    /// The file's DEK and dictionary: for the first file of the batch, the key book's (the
+    /// workers seal with them once the dictionary is learnt); for a later one, its own.
+    keys: Arc<PartKeys>,
+    /// Files of this partition and policy the batch closed before this one.
+    generation: u32,
+    held: Learning,
+    /// Opened with the first row sealed for it.
+    file: Option<files::OpenFile>,
+    last_used: u64,
+}
+
+impl Slot {
+    fn memory(&self) -> usize {
+        let tables = match self.keys.dict.learnt() {
+            Some(Some(_)) => DICT_TABLES,
+            _ => 0,
+        };
+        let file = self.file.as_ref().map_or(0, |f| f.writer.memory());
+        FILE_OVERHEAD + tables + self.held.bytes + file
+    }
+}
+
+/// Where deduplicated rows go: the open files and the rows they hold back.
 pub(super) struct Sink<'a> {
     rt: &'a tokio::runtime::Handle,
     ctx: &'a Context,
     batch_id: &'a str,
     keys: &'a KeyBook,
-    holds: &'a HoldSnapshot,
-    /// The budget for open files and rows held back for learning, together.
+    holds: &'a Arc<HoldSnapshot>,
+    /// The budget for everything the open files hold, and the files being closed.
     memory_bytes: usize,
-    open: BTreeMap<FileKey, OpenFile>,
-    learning: HashMap<FileKey, Learning>,
-    /// Bytes of every row held back for learning.
-    learning_bytes: usize,
+    slots: HashMap<FileKey, Slot>,
+    /// Files closed so far per partition and policy (numbers the next one).
+    closed: HashMap<FileKey, u32>,
+    /// Closed files being finished, oldest first, with the memory each took along.
+    closing: VecDeque<(JoinHandle<Result<WrittenFile, JobError>>, usize)>,
+    closing_bytes: usize,
+    written: Vec<WrittenFile>,
     z: RecordCompressor,
+    /// Rows taken so far: the clock of least recent use.
+    tick: u64,
     since_check: usize,
-    rows_written: u64,
 }
 
 impl<'a> Sink<'a> {
@@ -74,12 +115,14 @@ impl<'a> Sink<'a> {
             keys: st.keys,
             holds: st.holds,
             memory_bytes: st.opts.memory_bytes,
-            open: BTreeMap::new(),
-            learning: HashMap::new(),
-            learning_bytes: 0,
+            slots: HashMap::new(),
+            closed: HashMap::new(),
+            closing: VecDeque::new(),
+            closing_bytes: 0,
+            written: Vec::new(),
             z: RecordCompressor::default(),
+            tick: 0,
             since_check: 0,
-            rows_written: 0,
         }
     }
 
@@ -91,96 +134,100 @@ impl<'a> Sink<'a> {
         plain: Option<Vec<u8>>,
         report: &mut BatchReport,
     ) -> Result<(), JobError> {
-        let Some(plain) = plain else {
-            return self.write(part, row, report);
+        self.tick += 1;
+        self.since_check += 1;
+        let plain = match plain {
+            // sealed by a worker for the first file, which is open: as it is
+            None if self.slots.get(&part).is_some_and(|s| s.generation == 0) => {
+                self.count(&part, &row, report);
+                self.write(&part, row)?;
+                return self.check_memory(&part);
+            }
+            // sealed for the first file, closed meanwhile: opened again for the next one
+            None => self.unseal(&part, &mut row)?,
+            Some(plain) => plain,
         };
-        let pk = self.keys.part(&part);
-        if let Some(dict) = pk.dict.get().cloned() {
-            self.seal(&pk, dict.as_deref(), &mut row, plain);
-            return self.write(part, row, report);
+        let keys = self.slot(&part).keys.clone();
+        if let Some(dict) = keys.dict.learnt() {
+            seal(&mut self.z, &keys, dict.as_deref(), &mut row, plain);
+            self.count(&part, &row, report);
+            self.write(&part, row)?;
+        } else {
+            self.count(&part, &row, report);
+            let slot = self.slots.get_mut(&part).expect("a slot");
+            let held = row.heap_size() + plain.capacity();
+            slot.held.rows.push(HeldRow { row, plain });
+            slot.held.bytes += held;
+            slot.last_used = self.tick;
+            if slot.held.rows.len() >= TRAIN_ROWS {
+                self.learn(&part)?;
+            }
         }
-        let held = row.heap_size() + plain.capacity();
-        let l = self.learning.entry(part.clone()).or_default();
-        l.rows.push(HeldRow { row, plain });
-        l.bytes += held;
-        self.learning_bytes += held;
-        if l.rows.len() >= TRAIN_ROWS {
-            self.learn(part, report)?;
-        }
-        // rows held back count against the memory budget: past half of it, the file holding
-        // back the most learns its dictionary now, from fewer rows (plain zstd if too few)
-        while self.learning_bytes > self.memory_bytes / 2 {
-            let Some(biggest) = self
-                .learning
-                .iter()
-                .max_by_key(|(_, l)| l.bytes)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            self.learn(biggest, report)?;
-        }
-        Ok(())
+        self.check_memory(&part)
     }
 
-    fn seal(
-        &mut self,
-        pk: &PartKeys,
-        dict: Option<&Dictionary>,
-        row: &mut Row,
-        mut plain: Vec<u8>,
-    ) {
+    /// The slot of `part`, opened (not its file yet) if it has none.
+    fn slot(&mut self, part: &FileKey) -> &mut Slot {
+        if !self.slots.contains_key(part) {
+            let generation = self.closed.get(part).copied().unwrap_or(0);
+            let keys = match generation {
+                0 => self.keys.part(part),
+                _ => Arc::new(PartKeys::generate()),
+            };
+            let slot = Slot {
+                keys,
+                generation,
+                held: Learning::default(),
+                file: None,
+                last_used: self.tick,
+            };
+            self.slots.insert(part.clone(), slot);
+            // a new file: check the budget at once
+            self.since_check = CHECK_EVERY;
+        }
+        self.slots.get_mut(part).expect("inserted")
+    }
+
+    /// The plaintext of a row a worker sealed for the first file of `part` after that file
+    /// was closed (the worker had taken its keys just before).
+    fn unseal(&self, part: &FileKey, row: &mut Row) -> Result<Vec<u8>, JobError> {
+        let first = self.keys.part(part);
+        let dict = first
+            .dict
+            .learnt()
+            .and_then(Option::as_ref)
+            .map(|d| d.decoder());
         let aad = record_aad(
             &row.tenant_id,
             &row.event_id,
             &row.interaction_id,
-            pk.cipher.dek_id(),
+            first.cipher.dek_id(),
         );
-        seal_record(
-            &pk.cipher,
-            &mut self.z,
-            dict,
-            &plain,
-            &aad,
-            &mut row.payload,
-        );
-        zeroize::Zeroize::zeroize(&mut plain);
+        let what = || format!("event {} of a closed file", row.event_id);
+        let plain = open_record(&first.cipher, dict.as_ref(), &row.payload, &aad, &what)
+            .map_err(|e| JobError::Worker(e.to_string()))?;
+        row.payload.clear();
+        Ok(plain)
     }
 
-    /// Trains the file's dictionary on the rows held back, publishes it to the workers,
-    /// then seals and writes those rows. Too few rows to learn from: plain zstd.
-    fn learn(&mut self, part: FileKey, report: &mut BatchReport) -> Result<(), JobError> {
-        let Learning { rows, bytes } = self.learning.remove(&part).unwrap_or_default();
-        self.learning_bytes -= bytes;
-        let pk = self.keys.part(&part);
+    /// Trains the file's dictionary on the rows held back (plain zstd if too few to learn
+    /// from), publishes it (to the workers, for a first file), then seals and writes them.
+    fn learn(&mut self, part: &FileKey) -> Result<(), JobError> {
+        let slot = self.slots.get_mut(part).expect("a slot");
+        let Learning { rows, .. } = std::mem::take(&mut slot.held);
+        let keys = slot.keys.clone();
         let samples: Vec<&[u8]> = rows.iter().map(|h| h.plain.as_slice()).collect();
         let dict = Dictionary::train(&samples).map(Arc::new);
-        let _ = pk.dict.set(dict.clone());
+        keys.dict.set(dict.clone());
         for HeldRow { mut row, plain } in rows {
-            self.seal(&pk, dict.as_deref(), &mut row, plain);
-            self.write(part.clone(), row, report)?;
+            seal(&mut self.z, &keys, dict.as_deref(), &mut row, plain);
+            self.write(part, row)?;
         }
         Ok(())
     }
 
-    fn write(
-        &mut self,
-        part: FileKey,
-        row: Box<Row>,
-        report: &mut BatchReport,
-    ) -> Result<(), JobError> {
-        if !self.open.contains_key(&part) {
-            let f = self
-                .rt
-                .block_on(open_file(self.ctx, self.batch_id, &part, self.keys))?;
-            self.open.insert(part.clone(), f);
-        }
-        let f = self.open.get_mut(&part).expect("opened");
-        self.since_check += 1;
-        f.last_used = self.rows_written;
-        self.rows_written += 1;
-        // the holds are decided from the rows, never by reading the file back
-        f.coverage.add(&row.index(), self.holds);
+    /// Counts a row as stored (when it is taken: held back or written).
+    fn count(&self, part: &FileKey, row: &Row, report: &mut BatchReport) {
         *report
             .stored_by_type
             .entry(part.partition.interaction_type.clone())
@@ -190,34 +237,150 @@ impl<'a> Sink<'a> {
             .entry(row.policy_id.to_string())
             .or_default() += 1;
         report.stored += 1;
+    }
+
+    /// Writes a sealed row to the slot's file, opening it first if needed.
+    fn write(&mut self, part: &FileKey, row: Box<Row>) -> Result<(), JobError> {
+        let slot = self.slots.get_mut(part).expect("a slot");
+        slot.last_used = self.tick;
+        if slot.file.is_none() {
+            let opened = files::open(
+                self.ctx,
+                self.batch_id,
+                part,
+                slot.generation,
+                &slot.keys,
+                0,
+            );
+            slot.file = Some(self.rt.block_on(opened)?);
+        }
+        let f = slot.file.as_mut().expect("opened");
+        // the holds are decided from the rows, never by reading the file back
+        f.coverage.add(&row.index(), self.holds);
         f.writer.push(*row)?;
         if f.writer.has_pending() {
             self.rt.block_on(f.writer.upload_pending())?;
         }
-        if self.since_check >= 1024 {
-            self.since_check = 0;
-            let budget = self.memory_bytes.saturating_sub(self.learning_bytes);
-            relieve_memory(self.rt, &mut self.open, budget)?;
+        Ok(())
+    }
+
+    /// Keeps the open files and the files being closed within the budget. Past it: closes
+    /// the files idle for a while, least recently used first, and waits for closed files to
+    /// be finished; then makes files learn now or end their row group early, least recently
+    /// used first; then, too many files being written at once, closes the least recently
+    /// used other than `current`'s.
+    fn check_memory(&mut self, current: &FileKey) -> Result<(), JobError> {
+        if self.since_check < CHECK_EVERY {
+            return Ok(());
+        }
+        self.since_check = 0;
+        let mut lru: Vec<(u64, FileKey)> = self
+            .slots
+            .iter()
+            .map(|(k, s)| (s.last_used, k.clone()))
+            .collect();
+        lru.sort();
+        let tick = self.tick;
+        let idle = |used: u64| used + IDLE_ROWS < tick;
+        for pass in 0..3 {
+            for (used, k) in &lru {
+                if self.total() <= self.memory_bytes {
+                    return Ok(());
+                }
+                match pass {
+                    0 if idle(*used) => self.close(k)?,
+                    1 => self.shrink(k)?,
+                    2 if k != current => self.close(k)?,
+                    _ => {}
+                }
+            }
+            while self.total() > self.memory_bytes && !self.closing.is_empty() {
+                self.collect_one()?;
+            }
         }
         Ok(())
     }
 
-    /// Writes what is held back, closes every file and returns them.
-    pub(super) fn finish(mut self, report: &mut BatchReport) -> Result<Vec<WrittenFile>, JobError> {
-        let waiting: Vec<FileKey> = self.learning.keys().cloned().collect();
-        for p in waiting {
-            self.learn(p, report)?;
+    /// Memory of the open files and of the files being closed.
+    fn total(&self) -> usize {
+        self.slots.values().map(Slot::memory).sum::<usize>() + self.closing_bytes
+    }
+
+    /// Frees what a file holds beyond its fixed cost: it learns from the rows it holds back,
+    /// or its row group ends early.
+    fn shrink(&mut self, part: &FileKey) -> Result<(), JobError> {
+        let Some(slot) = self.slots.get_mut(part) else {
+            return Ok(());
+        };
+        if !slot.held.rows.is_empty() {
+            self.learn(part)?;
         }
-        let now = self.ctx.clock.now();
-        let mut written = Vec::new();
-        for (part, f) in std::mem::take(&mut self.open) {
+        let slot = self.slots.get_mut(part).expect("a slot");
+        if let Some(f) = slot.file.as_mut().filter(|f| f.writer.memory() > 0) {
+            f.writer.flush_row_group()?;
+            self.rt.block_on(f.writer.upload_pending())?;
+        }
+        Ok(())
+    }
+
+    /// Closes the slot's file: the workers stop sealing with its keys at once, and the rest
+    /// (learning from the rows held back, writing them, the footer, completing the upload)
+    /// is finished on a blocking thread ([`closing::CloseJob`]).
+    fn close(&mut self, part: &FileKey) -> Result<(), JobError> {
+        let Some(slot) = self.slots.remove(part) else {
+            return Ok(());
+        };
+        *self.closed.entry(part.clone()).or_default() += 1;
+        // workers hand plaintext from now on; the dictionary's tables are freed
+        slot.keys.dict.close();
+        let bytes = slot.memory();
+        let job = closing::CloseJob {
+            rt: self.rt.clone(),
+            ctx: self.ctx.clone(),
+            batch_id: self.batch_id.to_string(),
+            holds: self.holds.clone(),
+            part: part.clone(),
+            generation: slot.generation,
+            keys: slot.keys,
+            held: slot.held.rows,
+            file: slot.file,
+        };
+        self.closing
+            .push_back((self.rt.spawn_blocking(move || job.run()), bytes));
+        self.closing_bytes += bytes;
+        while self.closing.len() > CLOSING {
+            self.collect_one()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest file being closed.
+    fn collect_one(&mut self) -> Result<(), JobError> {
+        if let Some((task, bytes)) = self.closing.pop_front() {
+            self.closing_bytes -= bytes;
             let w = self
                 .rt
-                .block_on(close_file(self.ctx, self.batch_id, now, part, f))?;
-            report.files += 1;
-            report.bytes_written += w.entry.size_bytes;
-            written.push(w);
+                .block_on(task)
+                .map_err(|e| JobError::Worker(e.to_string()))??;
+            self.written.push(w);
         }
+        Ok(())
+    }
+
+    /// Closes every file, waits for them and returns them.
+    pub(super) fn finish(mut self, report: &mut BatchReport) -> Result<Vec<WrittenFile>, JobError> {
+        let mut open: Vec<FileKey> = self.slots.keys().cloned().collect();
+        open.sort();
+        for p in open {
+            self.close(&p)?;
+        }
+        while !self.closing.is_empty() {
+            self.collect_one()?;
+        }
+        let mut written = std::mem::take(&mut self.written);
+        written.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+        report.files += written.len() as u64;
+        report.bytes_written += written.iter().map(|w| w.entry.size_bytes).sum::<u64>();
         report.partitions = written
             .iter()
             .map(|w| &w.partition)
@@ -227,95 +390,24 @@ impl<'a> Sink<'a> {
     }
 }
 
-/// Seals the file's dictionary into its footer, completes the upload, and gives the file's
-/// manifest entry.
-async fn close_file(
-    ctx: &Context,
-    batch_id: &str,
-    added_at: chrono::DateTime<chrono::Utc>,
-    part: FileKey,
-    mut f: OpenFile,
-) -> Result<WrittenFile, JobError> {
-    let compression = match f.keys.dict.get().and_then(Option::as_ref) {
-        Some(d) => {
-            f.writer.add_metadata(
-                crate::lake::datafile::footer::DICTIONARY,
-                base64::Engine::encode(
-                    &base64::engine::general_purpose::STANDARD,
-                    d.seal(&f.keys.cipher),
-                ),
-            );
-            "zstd+dictionary"
-        }
-        None => "zstd",
-    };
-    f.writer.add_metadata(
-        crate::lake::datafile::footer::COMPRESSION,
-        compression.to_string(),
+/// Compresses and seals a record under the file's DEK, into the row's payload; the
+/// plaintext is zeroized.
+fn seal(
+    z: &mut RecordCompressor,
+    pk: &PartKeys,
+    dict: Option<&Dictionary>,
+    row: &mut Row,
+    mut plain: Vec<u8>,
+) {
+    let aad = record_aad(
+        &row.tenant_id,
+        &row.event_id,
+        &row.interaction_id,
+        pk.cipher.dek_id(),
     );
-    let mut closed = f.writer.close()?;
-    closed.flush().await?;
-    ctx.fail("batch.before_file_complete");
-    let file = closed.complete().await?;
-    let encryption = FileEncryption {
-        algorithm: crate::crypto::ALGORITHM.into(),
-        compression: compression.into(),
-        aad: "holdfast.record.v1".into(),
-        dek_id: f.keys.dek.id().to_string(),
-        wrapped_dek: f.wrapped,
-    };
-    Ok(WrittenFile {
-        partition: part.partition,
-        entry: file.entry(encryption, batch_id, added_at),
-        coverage: f.coverage,
-    })
+    seal_record(&pk.cipher, z, dict, &plain, &aad, &mut row.payload);
+    zeroize::Zeroize::zeroize(&mut plain);
 }
 
-async fn open_file(
-    ctx: &Context,
-    batch_id: &str,
-    file: &FileKey,
-    keys: &KeyBook,
-) -> Result<OpenFile, JobError> {
-    let pk = keys.part(file);
-    let wrapped = ctx.kms.wrap(&pk.dek).await?;
-    let path = layout::data_file(&file.partition, &format!("{batch_id}-{}", file.policy));
-    let upload = ctx.store.start_upload(&path).await?;
-    let kv = datafile::file_metadata(batch_id, &file.partition.dir(), pk.dek.id(), &wrapped);
-    let writer = FileWriter::new(path, upload, pk.dek.id(), kv)?;
-    Ok(OpenFile {
-        writer,
-        last_used: 0,
-        keys: pk,
-        wrapped,
-        coverage: Coverage::default(),
-    })
-}
-
-/// Keeps open files under the memory budget by ending row groups early, least recently
-/// used file first: input arrives roughly in time order, so an idle partition is likely done.
-fn relieve_memory(
-    rt: &tokio::runtime::Handle,
-    open: &mut BTreeMap<FileKey, OpenFile>,
-    budget: usize,
-) -> Result<(), JobError> {
-    let mut total: usize = open.values().map(|f| f.writer.memory()).sum();
-    while total > budget {
-        let Some((_, f)) = open
-            .iter_mut()
-            .filter(|(_, f)| f.writer.memory() > 0)
-            .min_by_key(|(_, f)| f.last_used)
-        else {
-            break;
-        };
-        let before = f.writer.memory();
-        f.writer.flush_row_group()?;
-        rt.block_on(f.writer.upload_pending())?;
-        let after = f.writer.memory();
-        if after >= before {
-            break;
-        }
-        total = total - before + after;
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests;

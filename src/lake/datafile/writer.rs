@@ -2,7 +2,7 @@
 //! (a sweep rewrite) into a Parquet file, gathers the statistics its manifest entry states
 //! ([`FileStats`]), and [`FinishedFile::entry`] turns the completed file into that entry.
 
-use super::{Row, SCHEMA, writer_properties};
+use super::{Row, SCHEMA, sized_writer_properties};
 use crate::lake::LakeError;
 use crate::lake::manifest::{DataFileEntry, FileEncryption};
 use arrow::array::{AsArray, RecordBatch};
@@ -201,7 +201,34 @@ impl FileWriter {
         dek_id: &str,
         kv: Vec<KeyValue>,
     ) -> Result<Self, LakeError> {
-        let writer = ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(writer_properties(kv)))
+        Self::with_properties(path, upload, dek_id, sized_writer_properties(kv, None))
+    }
+
+    /// A file whose row count is known before the first row: its bloom filters are sized
+    /// for that many values instead of the most a row group may hold (the same filters once
+    /// folded to their false-positive rate, for far less work on a small file).
+    pub fn with_rows(
+        path: Path,
+        upload: Box<dyn MultipartUpload>,
+        dek_id: &str,
+        kv: Vec<KeyValue>,
+        rows: u64,
+    ) -> Result<Self, LakeError> {
+        Self::with_properties(
+            path,
+            upload,
+            dek_id,
+            sized_writer_properties(kv, Some(rows)),
+        )
+    }
+
+    fn with_properties(
+        path: Path,
+        upload: Box<dyn MultipartUpload>,
+        dek_id: &str,
+        props: parquet::file::properties::WriterProperties,
+    ) -> Result<Self, LakeError> {
+        let writer = ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(props))
             .map_err(|e| LakeError::parquet(path.as_ref(), e))?;
         Ok(FileWriter {
             path,
@@ -247,7 +274,13 @@ impl FileWriter {
         } else {
             0
         };
-        self.rows_bytes + self.writer.memory_size() + open_row_group + self.writer.inner().len()
+        // the row buffer keeps its capacity between row groups
+        let spare = (self.rows.capacity() - self.rows.len()) * std::mem::size_of::<Row>();
+        self.rows_bytes
+            + spare
+            + self.writer.memory_size()
+            + open_row_group
+            + self.writer.inner().len()
     }
 
     fn encode(&mut self) -> Result<(), LakeError> {
@@ -286,6 +319,7 @@ impl FileWriter {
     /// Ends the open row group now and uploads it (to release memory under pressure).
     pub fn flush_row_group(&mut self) -> Result<(), LakeError> {
         self.encode()?;
+        self.rows = Vec::new();
         self.writer
             .flush()
             .map_err(|e| LakeError::parquet(self.path.as_ref(), e))?;

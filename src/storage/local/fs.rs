@@ -30,11 +30,16 @@ use std::sync::{Arc, Mutex};
 
 /// Where objects are staged, from the store root.
 pub(crate) const STAGING: &str = ".staging";
-/// Staged single puts are named `put-…`, staged uploads `upload-…`.
+/// Staged single puts are named `put-…`, staged uploads `upload-…`, puts staged ahead of
+/// their link ([`LocalFs::stage_new`], under the batch lease) `staged-…`.
 const PUT_PREFIX: &str = "put-";
 const UPLOAD_PREFIX: &str = "upload-";
+const STAGED_PREFIX: &str = "staged-";
 /// A staged put older than this is debris of a killed process (a put stages for milliseconds).
 const STALE_PUT: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Threads a barrier syncs directories on, at most, and directories per thread at least.
+const SYNC_THREADS: usize = 32;
+const SYNCS_PER_THREAD: usize = 4;
 
 /// File and directory modes of a store: owner only, or owner and group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +116,8 @@ impl LocalFs {
                 .append(true)
                 .open(log)
             {
-                let _ = writeln!(f, "{op} {}", rel.display());
+                // one write per line: steps on several threads append whole lines
+                let _ = f.write_all(format!("{op} {}\n", rel.display()).as_bytes());
             }
         }
         #[cfg(not(feature = "test-hooks"))]
@@ -176,19 +182,33 @@ impl LocalFs {
         Ok(())
     }
 
-    /// The barrier: every directory a deferred write or delete changed is synced.
+    /// The barrier: every directory a deferred write or delete changed is synced. The syncs
+    /// run on several threads at once: the filesystem commits concurrent syncs together (one
+    /// journal commit for many), where one after the other each waits for its own.
     pub(crate) fn sync(&self) -> std::io::Result<()> {
-        let dirs = std::mem::take(&mut *self.dirty.lock().expect("dirty set"));
-        let mut failed = None;
-        for d in &dirs {
-            match self.sync_dir(d) {
-                Ok(()) => {}
-                // a directory removed meanwhile has nothing left to make durable
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => failed = Some((d.clone(), e)),
+        let dirs: Vec<PathBuf> = std::mem::take(&mut *self.dirty.lock().expect("dirty set"))
+            .into_iter()
+            .collect();
+        let failed = Mutex::new(None);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let threads = dirs.len().div_ceil(SYNCS_PER_THREAD).min(SYNC_THREADS);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(d) = dirs.get(i) else { return };
+                        match self.sync_dir(d) {
+                            Ok(()) => {}
+                            // a directory removed meanwhile has nothing left to make durable
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => *failed.lock().expect("failed sync") = Some((d.clone(), e)),
+                        }
+                    }
+                });
             }
-        }
-        match failed {
+        });
+        match failed.into_inner().expect("failed sync") {
             None => Ok(()),
             Some((d, e)) => {
                 // keep them for the next barrier
@@ -270,6 +290,43 @@ impl LocalFs {
         self.link_into_place(&staged, target, sync)
     }
 
+    /// The first half of a create-only put: `bytes` staged and fsynced now, for
+    /// [`LocalFs::link_staged`] to link to `target` later. Many can be staged at once, so that
+    /// their fsyncs overlap; each is still on stable storage before its name appears.
+    /// The target's missing directories are made now too (empty directories name nothing;
+    /// their entries are synced at the next barrier), which leaves the link little to do.
+    pub(crate) fn stage_new(
+        &self,
+        target: &Path,
+        bytes: &[u8],
+        sync: Durability,
+    ) -> std::io::Result<PathBuf> {
+        let (staged, mut f) = self.stage(STAGED_PREFIX)?;
+        let written = f.write_all(bytes).and_then(|()| f.sync_all());
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
+        self.log("fsync", target);
+        if let Some(dir) = target.parent() {
+            let created = self.make_dirs(dir)?;
+            if let Some(outermost) = created.first() {
+                self.changed(outermost, &created, sync)?;
+            }
+        }
+        Ok(staged)
+    }
+
+    /// The second half: links what [`LocalFs::stage_new`] staged to `target`, create-only.
+    pub(crate) fn link_staged(
+        &self,
+        staged: &Path,
+        target: &Path,
+        sync: Durability,
+    ) -> std::io::Result<Linked> {
+        self.link_into_place(staged, target, sync)
+    }
+
     /// Replaces `target` atomically (lock records only): staged, fsynced, renamed over it.
     pub(crate) fn put_replace(
         &self,
@@ -332,8 +389,8 @@ impl LocalFs {
         })
     }
 
-    /// Removes staging files a killed process left: every upload (call only under the batch
-    /// lease, which every writer of data files holds), and puts older than an hour.
+    /// Removes staging files a killed process left: every upload and staged put (call only
+    /// under the batch lease, which every writer of those holds), and puts older than an hour.
     pub(crate) fn remove_abandoned_staging(&self) -> usize {
         let Ok(rd) = std::fs::read_dir(self.root.join(STAGING)) else {
             return 0;
@@ -343,6 +400,7 @@ impl LocalFs {
             let name = e.file_name();
             let name = name.to_string_lossy();
             let stale = name.starts_with(UPLOAD_PREFIX)
+                || name.starts_with(STAGED_PREFIX)
                 || (name.starts_with(PUT_PREFIX)
                     && e.metadata()
                         .and_then(|m| m.modified())

@@ -1,0 +1,232 @@
+use super::super::keys::{FileKey, KeyBook, TRAIN_ROWS};
+use super::super::report::BatchReport;
+use super::super::{BatchOptions, Stages};
+use super::{Sink, WrittenFile};
+use crate::clock::FakeClock;
+use crate::crypto::{RecordCompressor, open_record, record_aad, seal_record, sha256};
+use crate::job::Context;
+use crate::lake::datafile::{self, Row};
+use crate::lake::layout::Partition;
+use crate::retention::hold::HoldSnapshot;
+use crate::storage::Store;
+use arrow::array::AsArray;
+use std::sync::Arc;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    ctx: Context,
+    opts: BatchOptions,
+    keys: KeyBook,
+    holds: Arc<HoldSnapshot>,
+}
+
+fn fixture(memory_bytes: usize) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339("2025-10-10T00:00:00Z").unwrap();
+    let clock = Arc::new(FakeClock::new(at.into()));
+    let (store, kms) = rt.block_on(crate::store::initialised_for_tests(
+        dir.path(),
+        clock.clone(),
+    ));
+    let ctx = Context {
+        store,
+        kms,
+        clock,
+        failpoints: crate::hooks::Failpoints::none(),
+    };
+    let opts = BatchOptions {
+        memory_bytes,
+        ..BatchOptions::default()
+    };
+    Fixture {
+        _dir: dir,
+        rt,
+        ctx,
+        opts,
+        keys: KeyBook::default(),
+        holds: Arc::new(HoldSnapshot::default()),
+    }
+}
+
+fn file_key(day: u32) -> FileKey {
+    let at = chrono::DateTime::parse_from_rfc3339("2025-01-01T10:00:00Z").unwrap();
+    let at = at.to_utc() + chrono::Duration::days(day.into());
+    FileKey {
+        partition: Partition::of(at, "CALL").unwrap(),
+        policy: Arc::from("FINRA_4511_6Y"),
+    }
+}
+
+/// A record and its row (payload empty), for event `n` of `day`.
+fn event(day: u32, n: usize) -> (Box<Row>, Vec<u8>) {
+    let record = format!(
+        r#"{{"eventId":"ev-{day}-{n}","notes":"caller {n} asked about the invoice of day {day} and the loyalty discount"}}"#
+    )
+    .into_bytes();
+    let row = Row {
+        event_id: format!("ev-{day}-{n}"),
+        interaction_id: format!("in-{day}-{n}"),
+        tenant_id: "t1".into(),
+        source_platform: "GENESYS_CX".into(),
+        state: "CREATED".into(),
+        direction: None,
+        occurred_at: 0,
+        ingested_at: 0,
+        queue_id: None,
+        agent_ids: vec![],
+        address_hmacs: vec![],
+        wrap_up_code: None,
+        disposition: None,
+        schema_version: "2.1.0".into(),
+        policy_id: Arc::from("FINRA_4511_6Y"),
+        expires_at: i64::MAX / 2,
+        record_hash: sha256(&record),
+        payload: Vec::new(),
+    };
+    (Box::new(row), record)
+}
+
+/// Every record of every file, opened with that file's own DEK and dictionary: (event id,
+/// record), and the DEK ids of the files.
+fn read_back(f: &Fixture, written: &[WrittenFile]) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
+    let (mut records, mut deks) = (Vec::new(), Vec::new());
+    for w in written {
+        let e = &w.entry;
+        let path = e.location().unwrap();
+        let store: &Store = &f.ctx.store;
+        let dek =
+            f.rt.block_on(
+                f.ctx
+                    .kms
+                    .unwrap_key(&e.encryption.dek_id, &e.encryption.wrapped_dek),
+            )
+            .unwrap();
+        let cipher = dek.cipher();
+        let md =
+            f.rt.block_on(datafile::footer(store, &path, e.size_bytes))
+                .unwrap();
+        let dict = datafile::dictionary(md.file_metadata(), &cipher).unwrap();
+        let columns = [
+            "event_id",
+            "interaction_id",
+            "tenant_id",
+            "record_hash",
+            "payload",
+        ];
+        for b in
+            f.rt.block_on(datafile::read_columns(store, &path, e.size_bytes, &columns))
+                .unwrap()
+        {
+            let col = |n: &str| b.column_by_name(n).unwrap().clone();
+            let (ev, inter, tenant) = (col("event_id"), col("interaction_id"), col("tenant_id"));
+            let (hash, payload) = (col("record_hash"), col("payload"));
+            for i in 0..b.num_rows() {
+                let ev = ev.as_string::<i32>().value(i);
+                let aad = record_aad(
+                    tenant.as_string::<i32>().value(i),
+                    ev,
+                    inter.as_string::<i32>().value(i),
+                    dek.id(),
+                );
+                let sealed = payload.as_binary::<i32>().value(i);
+                let plain =
+                    open_record(&cipher, dict.as_ref(), sealed, &aad, &|| ev.into()).unwrap();
+                assert_eq!(
+                    sha256(&plain).as_slice(),
+                    hash.as_fixed_size_binary().value(i)
+                );
+                records.push((ev.to_string(), plain));
+            }
+        }
+        deks.push(e.encryption.dek_id.clone());
+    }
+    records.sort();
+    (records, deks)
+}
+
+/// More partitions than the budget holds: the least recently used files are closed as the
+/// batch goes; a partition that gets rows again has a second file with its own DEK; a row a
+/// worker sealed for a first file that was closed meanwhile is opened again and stored in the
+/// second. Every row is stored once and opens with its own file's keys.
+#[test]
+fn files_close_under_the_budget_and_a_later_row_goes_to_a_new_file_of_its_own() {
+    let f = fixture(1 << 20);
+    let st = Stages {
+        rt: f.rt.handle(),
+        ctx: &f.ctx,
+        opts: &f.opts,
+        batch_id: "20251010T000000Z-00000001",
+        keys: &f.keys,
+        holds: &f.holds,
+    };
+    let mut report = BatchReport::default();
+    let mut sink = Sink::new(&st);
+    let mut expected = Vec::new();
+    let mut take = |sink: &mut Sink<'_>, report: &mut BatchReport, day: u32, n: usize| {
+        let (row, record) = event(day, n);
+        expected.push((row.event_id.clone(), record.clone()));
+        sink.accept(file_key(day), row, Some(record), report)
+            .unwrap();
+    };
+    // day 1 learns its dictionary (workers would seal with it from now on)
+    for n in 0..TRAIN_ROWS + 10 {
+        take(&mut sink, &mut report, 1, n);
+    }
+    let first = f.keys.part(&file_key(1));
+    assert!(matches!(first.dict.get(), Some(Some(_))), "day 1 learnt");
+    // a worker seals a row of day 1 with the first file's keys...
+    let (mut late, late_record) = event(1, 9999);
+    let dict = first.dict.get().cloned().unwrap();
+    let aad = record_aad(
+        &late.tenant_id,
+        &late.event_id,
+        &late.interaction_id,
+        first.cipher.dek_id(),
+    );
+    seal_record(
+        &first.cipher,
+        &mut RecordCompressor::default(),
+        dict.as_deref(),
+        &late_record,
+        &aad,
+        &mut late.payload,
+    );
+    // ...then forty more days arrive: day 1 is closed to stay within the budget
+    for day in 2..=40 {
+        for n in 0..40 {
+            take(&mut sink, &mut report, day, n);
+        }
+    }
+    assert!(first.dict.get().is_none(), "day 1's first file is closed");
+    // the worker's row arrives now, and more plaintext rows of day 1
+    sink.accept(file_key(1), late, None, &mut report).unwrap();
+    for n in 10_000..10_020 {
+        take(&mut sink, &mut report, 1, n);
+    }
+    let written = sink.finish(&mut report).unwrap();
+    expected.push(("ev-1-9999".into(), late_record));
+    let day1: Vec<&WrittenFile> = written
+        .iter()
+        .filter(|w| w.partition == file_key(1).partition)
+        .collect();
+    assert_eq!(day1.len(), 2, "two files for day 1");
+    assert!(
+        day1.iter()
+            .any(|w| w.entry.path.ends_with("-FINRA_4511_6Y-1.parquet"))
+    );
+    let (records, deks) = read_back(&f, &written);
+    expected.sort();
+    assert_eq!(
+        records, expected,
+        "every row once, opened with its own file's keys"
+    );
+    let mut unique = deks.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), deks.len(), "a DEK per file");
+    assert_eq!(report.stored, expected.len() as u64);
+    assert_eq!(report.files, written.len() as u64);
+    assert_eq!(report.partitions, 40);
+}
