@@ -416,5 +416,38 @@ pub async fn commit_staged(
     }
 }
 
+/// A file entry for tests: three records of tenant `t1` on 2025-10-01 under the policy
+/// `default`, a made-up wrapped DEK and no interaction filter; a test changes what it is about.
+#[cfg(test)]
+pub(crate) fn sample_entry(path: String) -> DataFileEntry {
+    use crate::format::ts;
+    DataFileEntry {
+        path,
+        sha256: "ab".repeat(32),
+        size_bytes: 100,
+        record_count: 3,
+        min_occurred_at: ts("2025-10-01T00:00:00Z"),
+        max_occurred_at: ts("2025-10-01T01:00:00Z"),
+        earliest_expiry: ts("2031-10-01T00:00:00Z"),
+        latest_expiry: ts("2031-10-01T01:00:00Z"),
+        tenant_ids: vec!["t1".into()],
+        policy_ids: vec!["default".into()],
+        encryption: FileEncryption {
+            algorithm: "AES-256-GCM".into(),
+            compression: "zstd".into(),
+            aad: "holdfast.record.v1".into(),
+            dek_id: "dek-1".into(),
+            wrapped_dek: WrappedKey {
+                kek_id: "kek-1".into(),
+                kek_version: 1,
+                ciphertext: vec![7; 40],
+            },
+        },
+        batch_id: "b1".into(),
+        added_at: ts("2025-10-02T00:00:00Z"),
+        interactions: None,
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -3,10 +3,10 @@
 
 use super::*;
 use crate::audit::Audit;
-use crate::crypto::kms::{LocalKeyring, WrappedKey};
+use crate::crypto::kms::LocalKeyring;
 use crate::format::{golden, ts};
 use crate::head::{Change, Committer};
-use crate::lake::manifest::{Commit, DataFileEntry, FileEncryption};
+use crate::lake::manifest::{Commit, DataFileEntry};
 use std::sync::Arc;
 
 fn block<F: std::future::Future>(f: F) -> F::Output {
@@ -69,32 +69,7 @@ fn version_1_is_frozen_and_reads_back() {
 }
 
 fn entry(p: &Partition, name: &str) -> DataFileEntry {
-    DataFileEntry {
-        path: format!("lake/{}/part-{name}.parquet", p.dir()),
-        sha256: "ab".repeat(32),
-        size_bytes: 100,
-        record_count: 3,
-        min_occurred_at: ts("2025-10-01T00:00:00Z"),
-        max_occurred_at: ts("2025-10-01T01:00:00Z"),
-        earliest_expiry: ts("2031-10-01T00:00:00Z"),
-        latest_expiry: ts("2031-10-01T01:00:00Z"),
-        tenant_ids: vec!["t1".into()],
-        policy_ids: vec!["default".into()],
-        encryption: FileEncryption {
-            algorithm: "AES-256-GCM".into(),
-            compression: "zstd".into(),
-            aad: "holdfast.record.v1".into(),
-            dek_id: "dek-1".into(),
-            wrapped_dek: WrappedKey {
-                kek_id: "kek-1".into(),
-                kek_version: 1,
-                ciphertext: vec![7; 40],
-            },
-        },
-        batch_id: "b1".into(),
-        added_at: ts("2025-10-02T00:00:00Z"),
-        interactions: None,
-    }
+    crate::lake::manifest::sample_entry(format!("lake/{}/part-{name}.parquet", p.dir()))
 }
 
 struct Fixture {

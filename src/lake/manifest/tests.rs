@@ -1,7 +1,6 @@
 //! Manifests on an in-memory store: the hash chain, create-only commits, removals.
 
 use super::*;
-use crate::crypto::kms::WrappedKey;
 
 fn block<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -15,32 +14,9 @@ fn t(s: &str) -> DateTime<Utc> {
 }
 
 fn entry(name: &str) -> DataFileEntry {
-    DataFileEntry {
-        path: format!("lake/year=2025/month=10/day=01/interaction_type=CALL/part-{name}.parquet"),
-        sha256: "ab".repeat(32),
-        size_bytes: 100,
-        record_count: 3,
-        min_occurred_at: t("2025-10-01T00:00:00Z"),
-        max_occurred_at: t("2025-10-01T01:00:00Z"),
-        earliest_expiry: t("2031-10-01T00:00:00Z"),
-        latest_expiry: t("2031-10-01T01:00:00Z"),
-        tenant_ids: vec!["t1".into()],
-        policy_ids: vec!["default".into()],
-        encryption: FileEncryption {
-            algorithm: "AES-256-GCM".into(),
-            compression: "zstd".into(),
-            aad: "holdfast.record.v1".into(),
-            dek_id: "dek-1".into(),
-            wrapped_dek: WrappedKey {
-                kek_id: "kek-1".into(),
-                kek_version: 1,
-                ciphertext: vec![7; 40],
-            },
-        },
-        batch_id: "b1".into(),
-        added_at: t("2025-10-02T00:00:00Z"),
-        interactions: None,
-    }
+    sample_entry(format!(
+        "lake/year=2025/month=10/day=01/interaction_type=CALL/part-{name}.parquet"
+    ))
 }
 
 fn committed(c: Commit) -> Loaded {

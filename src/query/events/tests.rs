@@ -1,10 +1,9 @@
 //! Which files a scan of `events` keeps, from the manifests alone.
 
 use super::*;
-use crate::crypto::kms::WrappedKey;
 use crate::lake::layout::Partition;
 use crate::lake::manifest::filter::hash;
-use crate::lake::manifest::{DataFileEntry, FileEncryption, Manifest};
+use crate::lake::manifest::{DataFileEntry, Manifest};
 use datafusion::prelude::{SessionContext, col, lit};
 
 fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
@@ -20,31 +19,14 @@ fn entry(
     to: &str,
 ) -> DataFileEntry {
     DataFileEntry {
-        path: format!("lake/{}/part-{name}.parquet", p.dir()),
-        sha256: "ab".repeat(32),
-        size_bytes: 100,
         record_count: ids.len() as u64,
         min_occurred_at: at(from),
         max_occurred_at: at(to),
-        earliest_expiry: at("2031-10-01T00:00:00Z"),
-        latest_expiry: at("2031-10-01T01:00:00Z"),
         tenant_ids: vec![tenant.into()],
-        policy_ids: vec!["default".into()],
-        encryption: FileEncryption {
-            algorithm: "AES-256-GCM".into(),
-            compression: "zstd".into(),
-            aad: "holdfast.record.v1".into(),
-            dek_id: "dek-1".into(),
-            wrapped_dek: WrappedKey {
-                kek_id: "kek-1".into(),
-                kek_version: 1,
-                ciphertext: vec![7; 40],
-            },
-        },
-        batch_id: "b1".into(),
         added_at: at("2025-10-05T00:00:00Z"),
         interactions: (!ids.is_empty())
             .then(|| InteractionFilter::of_hashes(&ids.iter().map(|i| hash(i)).collect())),
+        ..crate::lake::manifest::sample_entry(format!("lake/{}/part-{name}.parquet", p.dir()))
     }
 }
 
