@@ -4,7 +4,7 @@
 //! when the batch is killed and rerun.
 
 use crate::common::{self, Env};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The smallest budget a pipeline may set: a few dozen files open at once.
 const TIGHT: &[u8] = b"[batch]\nmemory_mb = 16\n";
@@ -105,27 +105,14 @@ fn a_tight_batch_killed_at_any_time_stores_every_event_once() {
     assert_exactly_once(&env, first.unique);
     let second = common::generate(62, 1000, 30, 40);
     env.ingest(&env.write("b.ndjson", &second.ndjson));
-    let window = (took.as_millis() as u64 * 4 / 5).max(1);
-    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut killed = 0;
-    for round in 0..3 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let at = Duration::from_millis(20 + x % window);
-        let mut child = env
-            .cmd_at(&common::after_lease_expiry(round + 2), &args(&batch))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(at);
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            killed += 1;
-        }
-        child.wait().unwrap();
-    }
+    let killed = common::kill_at_random(
+        &env,
+        &args(&batch),
+        3,
+        2,
+        took * 4 / 5,
+        0x9e37_79b9_7f4a_7c15,
+    );
     assert!(killed > 0, "every batch finished before its kill time");
     env.ok_at(&common::after_lease_expiry(5), &args(&batch));
     assert_exactly_once(&env, first.unique + second.unique);

@@ -357,3 +357,42 @@ pub fn malformed() -> (Vec<u8>, usize) {
     out.extend_from_slice(b"\n\n");
     (out, 4)
 }
+
+/// Runs `args` (a batch) `rounds` times, each killed with SIGKILL at a pseudo-random instant
+/// within `window` (plus 20 ms) unless it ended first; round `r` runs after the lease that
+/// round `r - 1` may have left has expired (`after_lease_expiry(first_lease + r)`). The kill
+/// times follow `seed`. Returns how many rounds were killed.
+pub fn kill_at_random(
+    env: &Env,
+    args: &[&str],
+    rounds: u32,
+    first_lease: u32,
+    window: std::time::Duration,
+    seed: u64,
+) -> u32 {
+    let window = (window.as_millis() as u64).max(1);
+    let mut x = seed | 1;
+    let mut killed = 0;
+    for round in 0..rounds {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let at = std::time::Duration::from_millis(20 + x % window);
+        let mut child = env
+            .cmd_at(&after_lease_expiry(first_lease + round), args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(at);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed += 1;
+            eprintln!("round {round}: killed at {at:?}");
+        } else {
+            eprintln!("round {round}: finished before {at:?}");
+        }
+        child.wait().unwrap();
+    }
+    killed
+}

@@ -2,7 +2,7 @@
 //! Failpoints abort the real binary at named points; a second test kills it at random times.
 
 use crate::common::{self, Env};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn prepared(seed: u64, unique: usize) -> (Env, usize) {
     let env = Env::new();
@@ -116,31 +116,7 @@ fn kill_at_random_times() {
         "kill_at_random_times seed {seed} (replay with HOLDFAST_TEST_SEED={seed}); a clean batch took {took:?}"
     );
     // kill times fall within 80% of a clean batch's run time, so that a kill lands mid-run
-    let window = (took.as_millis() as u64 * 4 / 5).max(1);
-    let mut x = seed | 1;
-    let mut killed = 0;
-    for round in 0..4 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let at = Duration::from_millis(20 + x % window);
-        // each round after the lease a killed round left has expired
-        let mut child = env
-            .cmd_at(&common::after_lease_expiry(round + 1), &["batch"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(at);
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            killed += 1;
-            eprintln!("round {round}: killed at {at:?}");
-        } else {
-            eprintln!("round {round}: finished before {at:?}");
-        }
-        child.wait().unwrap();
-    }
+    let killed = common::kill_at_random(&env, &["batch"], 4, 1, took * 4 / 5, seed);
     assert!(
         killed > 0,
         "seed {seed}: every batch finished before its kill time; the test killed nothing"
