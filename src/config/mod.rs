@@ -85,7 +85,9 @@ pub struct BatchConfig {
     #[serde(default = "default_max_input_mb")]
     pub max_input_mb: u64,
     /// Memory budget for open data files and the records held back while a file's
-    /// dictionary is learnt; past it row groups end early and dictionaries are learnt sooner.
+    /// dictionary is learnt; past it the least recently written files are closed (a later
+    /// record of their partition goes to a new file), then dictionaries are learnt sooner and
+    /// row groups end early.
     #[serde(default = "default_memory_mb")]
     pub memory_mb: u64,
     /// Worker threads for decode/validate/encrypt (0 = one per core, at most 256).
