@@ -22,3 +22,4 @@ mod retention;
 mod sql;
 mod stores;
 mod tamper;
+mod transit;
