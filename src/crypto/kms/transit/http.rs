@@ -1,10 +1,16 @@
 //! Transit over HTTP: one `reqwest` client (rustls with ring; the system roots plus the
 //! configured CA file), the token and namespace headers, a timeout per request, and bounded
 //! retries with exponential backoff and jitter on 429, 5xx and connection errors.
+//!
+//! Requests run on a small runtime of the client's own: callers wait on them from any
+//! executor (the batch's decode threads use `futures::executor::block_on`, with no Tokio
+//! reactor), and the connection pool stays with the runtime that opened its connections.
 
 use super::{KmsError, TransitConfig};
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 /// Why a call failed, before it becomes a [`KmsError`] (which needs the key and path).
 #[derive(Debug)]
@@ -30,6 +36,23 @@ pub(crate) enum Failure {
 }
 
 pub(super) struct Client {
+    inner: Arc<Inner>,
+    rt: Rt,
+}
+
+/// The client's runtime, shut down without waiting when the client goes (a runtime dropped
+/// the ordinary way inside an async context panics).
+struct Rt(Option<tokio::runtime::Runtime>);
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+struct Inner {
     http: reqwest::Client,
     address: String,
     base: String,
@@ -95,7 +118,13 @@ impl Client {
         let http = builder
             .build()
             .map_err(|e| bad(format!("cannot set up the HTTP client: {e}")))?;
-        Ok(Client {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("holdfast-kms")
+            .enable_all()
+            .build()
+            .map_err(|e| bad(format!("cannot start the HTTP runtime: {e}")))?;
+        let inner = Inner {
             http,
             base: format!("{address}/v1/{mount}"),
             address,
@@ -104,11 +133,60 @@ impl Client {
             token: cfg.token.clone(),
             retries: cfg.retries,
             backoff: cfg.backoff,
+        };
+        Ok(Client {
+            inner: Arc::new(inner),
+            rt: Rt(Some(rt)),
+        })
+    }
+
+    /// One call (with its retries) on the client's runtime.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        body: Option<&[u8]>,
+    ) -> Result<Value, Failure> {
+        let inner = self.inner.clone();
+        let body = body.map(|b| Zeroizing::new(b.to_vec()));
+        let rt = self.rt.0.as_ref().expect("runtime until drop");
+        let task = rt.spawn(async move {
+            inner
+                .send(method, &url, body.as_deref().map(|b| b.as_slice()))
+                .await
+        });
+        task.await.unwrap_or_else(|e| {
+            Err(Failure::Unreachable {
+                detail: format!("the request task failed: {e}"),
+                attempts: 1,
+            })
         })
     }
 
     /// The backend as messages name it.
     pub(super) fn backend(&self) -> String {
+        self.inner.backend()
+    }
+
+    pub(super) fn mount(&self) -> &str {
+        &self.inner.mount
+    }
+
+    /// `GET <mount>/<path>`.
+    pub(super) async fn get(&self, path: &str) -> Result<Value, Failure> {
+        let url = format!("{}/{path}", self.inner.base);
+        self.send(reqwest::Method::GET, url, None).await
+    }
+
+    /// `POST <mount>/<path>` with a JSON body.
+    pub(super) async fn post(&self, path: &str, body: &[u8]) -> Result<Value, Failure> {
+        let url = format!("{}/{path}", self.inner.base);
+        self.send(reqwest::Method::POST, url, Some(body)).await
+    }
+}
+
+impl Inner {
+    fn backend(&self) -> String {
         match &self.namespace {
             Some(ns) => format!(
                 "OpenBao/Vault Transit at {} (namespace {ns}, mount {})",
@@ -119,22 +197,6 @@ impl Client {
                 self.address, self.mount
             ),
         }
-    }
-
-    pub(super) fn mount(&self) -> &str {
-        &self.mount
-    }
-
-    /// `GET <mount>/<path>`.
-    pub(super) async fn get(&self, path: &str) -> Result<Value, Failure> {
-        let url = format!("{}/{path}", self.base);
-        self.send(reqwest::Method::GET, &url, None).await
-    }
-
-    /// `POST <mount>/<path>` with a JSON body.
-    pub(super) async fn post(&self, path: &str, body: &[u8]) -> Result<Value, Failure> {
-        let url = format!("{}/{path}", self.base);
-        self.send(reqwest::Method::POST, &url, Some(body)).await
     }
 
     fn delay(&self, attempt: u32) -> Duration {
@@ -217,18 +279,21 @@ impl Client {
         }
         Err(last)
     }
+}
 
+impl Client {
     /// The error a failed call on `path` (under the mount) for `key` means. A 403 is told
     /// apart by asking the token to look itself up (any valid token may): refused too, the
     /// token is bad; allowed, the policy lacks the call.
     pub(super) async fn error(&self, f: Failure, key: &str, path: &str) -> KmsError {
         let backend = self.backend();
+        let inner = &self.inner;
         let key = key.to_string();
-        let path = format!("{}/{path}", self.mount);
+        let path = format!("{}/{path}", inner.mount);
         match f {
             Failure::Forbidden => {
-                let url = format!("{}/v1/auth/token/lookup-self", self.address);
-                match self.send(reqwest::Method::GET, &url, None).await {
+                let url = format!("{}/v1/auth/token/lookup-self", inner.address);
+                match self.send(reqwest::Method::GET, url, None).await {
                     Ok(_) => KmsError::PermissionDenied { backend, key, path },
                     Err(_) => KmsError::BadToken { backend, path },
                 }
@@ -259,7 +324,7 @@ impl Client {
                 key,
                 problem: format!(
                     "{path} does not exist: is Transit enabled at mount `{}`?",
-                    self.mount
+                    inner.mount
                 ),
             },
             Failure::Status { status, message } => KmsError::Backend {
