@@ -5,13 +5,17 @@
 
 use crate::clock::Clock;
 use crate::config::{Pipeline, Policies, RetentionFloor};
-use crate::crypto::kms::{Kms, LocalKeyring};
+use crate::crypto::kms::Kms;
+use crate::crypto::kms::transit::TransitConfig;
 use crate::error::{Error, Result};
 use crate::lake::layout;
 use crate::storage::{Put, Store, StoreUrl};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+mod keys;
+pub use keys::Keys;
 
 /// The store marker (its disk format is `crate::storage::marker`).
 pub use crate::storage::marker::Marker as StoreMarker;
@@ -30,6 +34,9 @@ pub struct InitRequest<'a> {
     pub store: &'a StoreUrl,
     /// The local keyring file (created when missing; never inside the store).
     pub keyring: &'a Path,
+    /// When set, the store's KEK is this Transit key instead (it must exist and be derived);
+    /// `keyring` is then not used.
+    pub transit: Option<&'a TransitConfig>,
     /// The store's minimum retention in days; `None`: the default (set once, never lowered).
     pub retention_floor_days: Option<u32>,
     /// Objects 0640 and directories 0750 instead of 0600/0700 (chosen once).
@@ -43,7 +50,8 @@ pub struct InitRequest<'a> {
 pub struct Initialised {
     /// The store, as messages name it.
     pub store: String,
-    pub keyring: PathBuf,
+    /// The key service, as messages name it (`local keyring …`, `OpenBao/Vault Transit …`).
+    pub kms: String,
     pub kek_id: String,
     /// The keyring was created now.
     pub new_keyring: bool,
@@ -62,14 +70,9 @@ pub async fn init(req: &InitRequest<'_>, clock: Arc<dyn Clock>) -> Result<Initia
         Some(d) => RetentionFloor::new(d).map_err(Error::Usage)?,
         None => RetentionFloor::default(),
     };
-    keyring_apart(req.keyring, req.store)?;
-    let kpath = req.keyring;
     let now = crate::clock::fmt_ts(clock.now());
-    let (ring, new_keyring) = if kpath.exists() {
-        (LocalKeyring::load(kpath)?, false)
-    } else {
-        (LocalKeyring::create(kpath, &now)?, true)
-    };
+    let (kms, new_keyring) = keys::for_init(req.keyring, req.transit, req.store, &clock).await?;
+    let ring = kms.as_ref();
     if let Some(store) = initialised(req.store).await? {
         let existing = read_marker(&store).await?;
         if existing.group_readable != req.group_readable {
@@ -88,7 +91,10 @@ pub async fn init(req: &InitRequest<'_>, clock: Arc<dyn Clock>) -> Result<Initia
         }
     }
     let store = Store::init(req.store, req.group_readable)?;
-    let created = write_marker(&store, req, &ring, floor, now).await?;
+    let created = write_marker(&store, req, ring, floor, now.clone()).await?;
+    if req.transit.is_some() {
+        keys::ensure_index_secret(&store, ring, now).await?;
+    }
     let policy_recorded = crate::access::admin::record_first(&store, clock.clone(), req.admin)
         .await?
         .is_some();
@@ -97,14 +103,14 @@ pub async fn init(req: &InitRequest<'_>, clock: Arc<dyn Clock>) -> Result<Initia
         let audit = crate::audit::Audit::new(store.clone(), clock.clone());
         let c = crate::head::Committer {
             store: &store,
-            kms: &ring,
+            kms: ring,
             audit: &audit,
         };
         crate::head::commit(c, &crate::head::Change::new("init"), clock.now()).await?;
     }
     Ok(Initialised {
         store: store.describe(),
-        keyring: kpath.to_path_buf(),
+        kms: ring.describe(),
         kek_id: ring.kek_id().to_string(),
         new_keyring,
         created,
@@ -118,7 +124,7 @@ pub async fn init(req: &InitRequest<'_>, clock: Arc<dyn Clock>) -> Result<Initia
 async fn write_marker(
     store: &Store,
     req: &InitRequest<'_>,
-    ring: &LocalKeyring,
+    ring: &dyn Kms,
     floor: RetentionFloor,
     now: String,
 ) -> Result<bool> {
@@ -137,10 +143,10 @@ async fn write_marker(
     if existing.kek_id != ring.kek_id() {
         return Err(Error::conflict(
             format!(
-                "store {} is bound to KEK {}, but keyring {} holds {}",
+                "store {} is bound to KEK {}, but {} holds {}",
                 store.describe(),
                 existing.kek_id,
-                req.keyring.display(),
+                ring.describe(),
                 ring.kek_id()
             ),
             false,
@@ -212,26 +218,19 @@ pub async fn open_unkeyed(url: &StoreUrl) -> Result<Store> {
 /// Opens an initialised store and its keyring, checking that they belong together (and that
 /// the keyring is not kept inside the store).
 pub async fn open(url: &StoreUrl, keyring: &Path) -> Result<(Store, Arc<dyn Kms>)> {
+    open_keys(url, Keys::Local(keyring)).await
+}
+
+/// Opens an initialised store with the key service `keys` names, checking that it holds the
+/// KEK the store is bound to.
+pub async fn open_keys(url: &StoreUrl, keys: Keys<'_>) -> Result<(Store, Arc<dyn Kms>)> {
     let Ok(store) = Store::open(url, false) else {
         let exists = url.local_dir().is_some_and(|d| d.exists());
         return Err(not_a_store(&url.to_string(), exists));
     };
     let marker = read_marker(&store).await?;
-    keyring_apart(keyring, url)?;
-    let ring = LocalKeyring::load(keyring)?;
-    if ring.kek_id() != marker.kek_id {
-        return Err(Error::conflict(
-            format!(
-                "store {} needs KEK {}, but keyring {} holds {}",
-                store.describe(),
-                marker.kek_id,
-                keyring.display(),
-                ring.kek_id()
-            ),
-            false,
-        ));
-    }
-    Ok((store, Arc::new(ring)))
+    let kms = keys::open_kms(&store, url, &marker.kek_id, keys).await?;
+    Ok((store, kms))
 }
 
 /// Refuses a keyring inside the store: keys stay apart from the data they protect.
@@ -304,6 +303,7 @@ pub(crate) async fn initialised_for_tests(
     let req = InitRequest {
         store: &url,
         keyring: &keyring,
+        transit: None,
         retention_floor_days: None,
         group_readable: false,
         admin: "alice",

@@ -53,7 +53,11 @@ impl BatchArgs {
             pipeline,
             format,
         } = self;
-        let (store, kms) = open(&s).await?;
+        let kms_cfg = match pipeline.as_deref() {
+            Some(p) => Pipeline::load(p)?.kms,
+            None => None,
+        };
+        let (store, kms) = super::kms::open_for(&s, kms_cfg.as_ref()).await?;
         let (p, policies) = crate::store::policies_for(&store, pipeline.as_deref()).await?;
         let ctx = context(store, kms, clock);
         let report = job::batch(&ctx, &job::batch_options(p.as_ref(), policies)).await?;
@@ -124,10 +128,19 @@ impl RunArgs {
         };
         let initialised = crate::store::initialised(&s.store).await?.is_none();
         if initialised {
-            let floor = p.store.retention_floor_days;
-            init(&s, floor, false, clock.clone(), prose).await?;
+            let opts = InitOptions {
+                floor_days: p.store.retention_floor_days,
+                group_readable: false,
+                transit: p
+                    .kms
+                    .as_ref()
+                    .map(super::kms::transit_of)
+                    .transpose()?
+                    .flatten(),
+            };
+            init(&s, &opts, clock.clone(), prose).await?;
         }
-        let (store, kms) = open(&s).await?;
+        let (store, kms) = super::kms::open_for(&s, p.kms.as_ref()).await?;
         let (_, policies) = crate::store::policies_for(&store, Some(&pipeline)).await?;
         let ctx = context(store, kms, clock);
         let mut ingested = Vec::new();

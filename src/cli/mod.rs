@@ -7,6 +7,7 @@ mod audit;
 mod batch;
 mod files;
 mod hold;
+mod kms;
 pub mod output;
 mod quarantine;
 mod query;

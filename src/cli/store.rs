@@ -27,6 +27,10 @@ pub struct InitArgs {
     /// 0600/0700 (recorded in the store marker)
     #[arg(long)]
     pub group_readable: bool,
+    /// Pipeline file whose [kms] section names the key service to bind the store to
+    /// (default: the local keyring)
+    #[arg(long, env = "HOLDFAST_PIPELINE")]
+    pub pipeline: Option<PathBuf>,
 }
 
 pub(super) fn default_keyring() -> Result<PathBuf> {
@@ -42,7 +46,7 @@ pub(super) fn default_keyring() -> Result<PathBuf> {
 }
 
 /// `--keyring`, else the default location.
-fn keyring_of(s: &StoreArgs) -> Result<PathBuf> {
+pub(super) fn keyring_of(s: &StoreArgs) -> Result<PathBuf> {
     match &s.keyring {
         Some(k) => Ok(k.clone()),
         None => default_keyring(),
@@ -51,23 +55,33 @@ fn keyring_of(s: &StoreArgs) -> Result<PathBuf> {
 
 impl InitArgs {
     pub(super) async fn run(self, clock: Arc<dyn Clock>, out: &mut dyn Write) -> Result<()> {
-        init(
-            &self.s,
-            self.retention_floor_days,
-            self.group_readable,
-            clock,
-            out,
-        )
-        .await
+        let kms = match &self.pipeline {
+            Some(p) => Pipeline::load(p)?.kms,
+            None => None,
+        };
+        let transit = kms.as_ref().map(super::kms::transit_of).transpose()?;
+        let opts = InitOptions {
+            floor_days: self.retention_floor_days,
+            group_readable: self.group_readable,
+            transit: transit.flatten(),
+        };
+        init(&self.s, &opts, clock, out).await
     }
+}
+
+/// What `init` chooses beyond the store.
+pub(super) struct InitOptions {
+    pub(super) floor_days: Option<u32>,
+    pub(super) group_readable: bool,
+    /// The Transit key to bind the store to (`None`: the local keyring).
+    pub(super) transit: Option<crate::crypto::kms::transit::TransitConfig>,
 }
 
 /// Creates the store (or checks an existing one against the keyring); the OS user running
 /// it administers a new store alone.
 pub(super) async fn init(
     s: &StoreArgs,
-    floor_days: Option<u32>,
-    group_readable: bool,
+    o: &InitOptions,
     clock: Arc<dyn Clock>,
     out: &mut dyn Write,
 ) -> Result<()> {
@@ -76,8 +90,9 @@ pub(super) async fn init(
     let req = crate::store::InitRequest {
         store: &s.store,
         keyring: &keyring,
-        retention_floor_days: floor_days,
-        group_readable,
+        transit: o.transit.as_ref(),
+        retention_floor_days: o.floor_days,
+        group_readable: o.group_readable,
         admin: &admin,
     };
     let done = crate::store::init(&req, clock).await?;
@@ -87,7 +102,7 @@ pub(super) async fn init(
             "initialised store {} (KEK {} in {}{}; retention floor {} days)",
             done.store,
             done.kek_id,
-            done.keyring.display(),
+            done.kms,
             if done.new_keyring {
                 ", new keyring"
             } else {
@@ -116,8 +131,8 @@ pub(super) async fn read_marker(store: &Store) -> Result<crate::store::StoreMark
     crate::store::read_marker(store).await
 }
 
-/// Opens an initialised store and its keyring, checking that they belong together.
+/// Opens an initialised store and its key service (the keyring, or the Transit key its
+/// marker names), checking that they belong together.
 pub(super) async fn open(s: &StoreArgs) -> Result<(Store, Arc<dyn Kms>)> {
-    let keyring = keyring_of(s)?;
-    crate::store::open(&s.store, &keyring).await
+    super::kms::open_for(s, None).await
 }

@@ -4,7 +4,10 @@
 //! directory the command runs in.
 
 mod check;
+mod kms;
 mod retention;
+
+pub use kms::{KmsBackend, KmsConfig};
 
 pub use retention::{
     MAX_YEARS, PRESETS, Period, Policies, RetentionConfig, RetentionFloor, RuleConfig,
@@ -43,6 +46,10 @@ pub struct Pipeline {
     pub batch: BatchConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// The key service of the store's KEK (`None`: whatever the store is bound to; a new
+    /// store gets the local keyring).
+    #[serde(default)]
+    pub kms: Option<KmsConfig>,
     /// Refused when present: roles live in the store's access policy (`holdfast access`),
     /// never in a file the caller picks.
     #[serde(default)]
@@ -188,17 +195,19 @@ impl Pipeline {
                 path: path.to_path_buf(),
                 message: e.to_string().trim().to_string(),
             })?;
-        let known = ["store", "sources", "batch", "retention", "access"];
+        let known = ["store", "sources", "batch", "retention", "kms", "access"];
         let mut problems: Vec<String> = table
             .keys()
             .filter(|k| !known.contains(&k.as_str()))
             .map(|k| format!("{k}: unknown section (known: {})", known.join(", ")))
             .collect();
+        problems.extend(kms::secret_problems(&table));
         let p = Pipeline {
             store: section(&table, "store", &STORE, &mut problems),
             sources: section(&table, "sources", &Shape::List(&SOURCE), &mut problems),
             batch: section(&table, "batch", &BATCH, &mut problems),
             retention: section(&table, "retention", &RETENTION, &mut problems),
+            kms: section(&table, "kms", &kms::KMS, &mut problems),
             // refused in `validate`, with a pointer to `holdfast access`
             access: table.get("access").cloned(),
         };
@@ -279,6 +288,7 @@ impl Pipeline {
             }
         }
         problems.extend(self.batch.problems());
+        problems.extend(self.kms.iter().flat_map(KmsConfig::problems));
         if let Some(Err(e)) = self.store.retention_floor_days.map(RetentionFloor::new) {
             problems.push(format!("store.retention_floor_days: {e}"));
         }

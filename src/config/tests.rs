@@ -161,3 +161,54 @@ fn roles_in_a_pipeline_file_are_refused() {
     let e = p.validate("t.toml".as_ref()).unwrap_err().to_string();
     assert!(e.contains("holdfast access"), "{e}");
 }
+
+/// `[kms]`: transit needs a key; transit settings under `local`, a token and an impossible
+/// cryptoperiod are refused, each by name; no section means "whatever the store is bound to".
+#[test]
+fn the_kms_section() {
+    let p = Pipeline::parse(
+        "t.toml".as_ref(),
+        "[kms]\nbackend = \"transit\"\nkey = \"holdfast-platform\"\nnamespace = \"ops\"\ncryptoperiod_days = 365\n",
+    )
+    .unwrap();
+    p.validate("t.toml".as_ref()).unwrap();
+    let k = p.kms.unwrap();
+    assert_eq!(
+        (k.backend, k.key.as_deref(), k.mount.as_str()),
+        (KmsBackend::Transit, Some("holdfast-platform"), "transit")
+    );
+    assert!(
+        Pipeline::parse("t.toml".as_ref(), "")
+            .unwrap()
+            .kms
+            .is_none()
+    );
+    let bad = |text: &str| {
+        let p = Pipeline::parse("t.toml".as_ref(), text);
+        match p {
+            Ok(p) => problems_of(p.validate("t.toml".as_ref()).unwrap_err()),
+            Err(e) => problems_of(e),
+        }
+    };
+    assert_eq!(
+        bad("[kms]\nbackend = \"transit\"\n"),
+        vec!["kms.key: backend = \"transit\" needs the Transit key name"]
+    );
+    let p = bad("[kms]\naddress = \"https://bao:8200\"\ncryptoperiod_days = 0\n");
+    assert!(
+        p[0].starts_with("kms.address: only for backend = \"transit\""),
+        "{p:?}"
+    );
+    assert!(
+        p[1].starts_with("kms.cryptoperiod_days: 0 is not between 1 and 3650"),
+        "{p:?}"
+    );
+    let p = bad("[kms]\nbackend = \"transit\"\nkey = \"k\"\ntoken = \"hvs.secret\"\n");
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("kms.token: secrets never live in a pipeline file")),
+        "{p:?}"
+    );
+    assert!(p.iter().all(|m| !m.contains("hvs.secret")), "{p:?}");
+    assert!(bad("[kms]\nbackend = \"aws\"\n")[0].starts_with("kms.backend"));
+}

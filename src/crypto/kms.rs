@@ -1,6 +1,6 @@
 //! Key-encryption keys. [`Kms`] wraps and unwraps DEKs; [`LocalKeyring`] is the embedded
-//! default: a 0600 JSON file outside the store holding versioned AES-256 KEKs. OpenBao/Vault
-//! Transit and AWS KMS implement the same trait in later work.
+//! default: a 0600 JSON file outside the store holding versioned AES-256 KEKs. [`transit`]
+//! keeps the KEK in OpenBao/Vault Transit; AWS KMS implements the same trait in later work.
 //!
 //! Every backend guarantees: `unwrap(wrap(dek)) == dek`; a wrapped key altered, or presented
 //! under another DEK id or KEK, fails with [`KmsError::InvalidCiphertext`] (never wrong bytes);
@@ -38,6 +38,46 @@ pub enum KmsError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error(
+        "{backend} is unreachable after {attempts} attempt(s) ({detail}); check the address ([kms] address, BAO_ADDR or VAULT_ADDR) and that the server is up"
+    )]
+    Unreachable {
+        backend: String,
+        detail: String,
+        attempts: u32,
+    },
+    #[error(
+        "{backend} refused the token (403 on {path}, and the token cannot look itself up): it is wrong, expired or revoked; set a valid BAO_TOKEN or VAULT_TOKEN"
+    )]
+    BadToken { backend: String, path: String },
+    #[error(
+        "{backend}: permission denied on {path} (key `{key}`): the token is valid but its policy does not allow this call; grant it in the token's policy"
+    )]
+    PermissionDenied {
+        backend: String,
+        key: String,
+        path: String,
+    },
+    #[error("{backend}: key `{key}` does not exist or was deleted; {hint}")]
+    NoSuchKey {
+        backend: String,
+        key: String,
+        hint: String,
+    },
+    #[error(
+        "{backend}: still throttled (429) after {attempts} attempts on key `{key}`; wait, lower the request rate or raise the server's rate-limit quota, then rerun"
+    )]
+    Throttled {
+        backend: String,
+        key: String,
+        attempts: u32,
+    },
+    #[error("{backend}, key `{key}`: {problem}")]
+    Backend {
+        backend: String,
+        key: String,
+        problem: String,
     },
 }
 
@@ -131,8 +171,16 @@ pub trait Kms: std::fmt::Debug + Send + Sync + 'static {
 /// A tenant's blind-index key; zeroized on drop.
 pub type IndexKey = Zeroizing<[u8; 32]>;
 
+/// A tenant's blind-index key from a backend's index secret (every backend derives alike).
+fn derive_index_key(secret: &[u8; 32], tenant: &str) -> IndexKey {
+    let label = aad(&[b"holdfast.blind-index.v1", tenant.as_bytes()]);
+    Zeroizing::new(crate::crypto::hmac_sha256(secret, &label))
+}
+
+pub mod transit;
+
 mod format;
-pub use format::WrappedKeyV1;
+pub use format::{IndexSecret, WrappedKeyV1};
 use format::{KeyringEntry, Ring};
 
 struct Kek {
@@ -452,13 +500,7 @@ impl Kms for LocalKeyring {
         })
     }
     fn index_key<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<IndexKey, KmsError>> {
-        Box::pin(async move {
-            let label = aad(&[b"holdfast.blind-index.v1", tenant.as_bytes()]);
-            Ok(Zeroizing::new(crate::crypto::hmac_sha256(
-                &self.index_master,
-                &label,
-            )))
-        })
+        Box::pin(async move { Ok(derive_index_key(&self.index_master, tenant)) })
     }
     fn sign<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<Signed, KmsError>> {
         Box::pin(async move {

@@ -19,6 +19,7 @@
 //! head/v<20 digits>.json                                    signed store heads (create-only chain)
 //! batches/<job-id>.json                                     intent of a running batch or sweep
 //! catalog/v<20 digits>.cat                                  the latest manifests as of head v<n> (create-only)
+//! keys/index/v<20 digits>.json                              blind-index secret wrapped by the KMS (Transit stores)
 //! ```
 //! The day is the UTC day of the event's `occurredAt`. The tenant is not in the path: each
 //! data file holds the partition's records of one batch, every tenant's, under one DEK, and
@@ -52,6 +53,8 @@ pub const CATALOGS: &str = "catalog";
 pub const AUDIT: &str = "audit";
 /// The hold registry (`holds/v<20 digits>.json`).
 pub const HOLDS: &str = "holds";
+/// The blind-index secret wrapped by a remote KMS (`keys/index/v<20 digits>.json`).
+pub const INDEX_SECRETS: &str = "keys/index";
 
 /// A hive partition: `year=YYYY/month=MM/day=DD/interaction_type=T` (zero-padded).
 #[derive(
@@ -255,6 +258,11 @@ chain!(
     /// `access/v<20 digits>.json`: one version of the access policy.
     AccessPath,
     ACCESS
+);
+chain!(
+    /// `keys/index/v<20 digits>.json`: the store's wrapped blind-index secret (Transit).
+    IndexSecretPath,
+    INDEX_SECRETS
 );
 named!(
     /// `landing/<segment-id>.seg`: a landed segment.

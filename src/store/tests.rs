@@ -22,6 +22,7 @@ fn request<'a>(store: &'a StoreUrl, keyring: &'a Path) -> InitRequest<'a> {
     InitRequest {
         store,
         keyring,
+        transit: None,
         retention_floor_days: Some(2555),
         group_readable: false,
         admin: "alice",

@@ -23,3 +23,4 @@ mod retention;
 mod sql;
 mod stores;
 mod tamper;
+mod transit;

@@ -7,6 +7,10 @@
 //!   `fixtures/formats/keyring-v2.json`.
 //! - [`WrappedKeyV1`]: a wrapped DEK as manifests, landing headers, quarantine entries and
 //!   Parquet footers record it.
+//! - The wrapped blind-index secret of a store whose KEK is in a remote KMS (Transit), format
+//!   `holdfast.index-secret` version 1, at `keys/index/v<20 digits>.json`: when it was made,
+//!   the id it is wrapped under (the Transit context's DEK id) and the wrapped key. Golden
+//!   file: `fixtures/formats/index-secret-v1.json`.
 
 use super::WrappedKey;
 use crate::format::FormatError;
@@ -43,6 +47,55 @@ impl From<WrappedKeyV1> for WrappedKey {
             kek_version: w.kek_version,
             ciphertext: w.ciphertext,
         }
+    }
+}
+
+pub(super) const INDEX_SECRET_FORMAT: &str = "holdfast.index-secret";
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "version")]
+enum IndexSecretFile {
+    #[serde(rename = "1")]
+    V1(IndexSecretV1),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IndexSecretV1 {
+    format: String,
+    created_at: String,
+    /// The id the secret is wrapped under, as a DEK's id (the Transit context's).
+    secret_id: String,
+    wrapped: WrappedKeyV1,
+}
+
+/// A store's wrapped blind-index secret (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexSecret {
+    pub created_at: String,
+    pub secret_id: String,
+    pub wrapped: WrappedKey,
+}
+
+impl IndexSecret {
+    /// The object's bytes, in today's version.
+    pub fn encode(&self) -> Vec<u8> {
+        crate::format::encode(&IndexSecretFile::V1(IndexSecretV1 {
+            format: INDEX_SECRET_FORMAT.into(),
+            created_at: self.created_at.clone(),
+            secret_id: self.secret_id.clone(),
+            wrapped: WrappedKeyV1::from(&self.wrapped),
+        }))
+    }
+
+    /// Reads any version this holdfast knows.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let IndexSecretFile::V1(v) = crate::format::decode(bytes, INDEX_SECRET_FORMAT, &["1"])?;
+        Ok(IndexSecret {
+            created_at: v.created_at,
+            secret_id: v.secret_id,
+            wrapped: v.wrapped.into(),
+        })
     }
 }
 
@@ -239,6 +292,26 @@ mod tests {
         let e = decode(&altered(&bytes, "format", "holdfast.manifest"))
             .err()
             .unwrap();
+        assert!(matches!(e, FormatError::WrongFormat { .. }), "{e}");
+    }
+
+    #[test]
+    fn an_index_secret_is_frozen_and_reads_back() {
+        let s = IndexSecret {
+            created_at: "2026-01-01T00:00:00Z".into(),
+            secret_id: "holdfast-index-secret".into(),
+            wrapped: WrappedKey {
+                kek_id: "transit:transit/holdfast-platform".into(),
+                kek_version: 1,
+                ciphertext: b"vault:v1:AAAA".to_vec(),
+            },
+        };
+        let bytes = s.encode();
+        golden("index-secret-v1.json", &bytes);
+        assert_eq!(IndexSecret::decode(&bytes).unwrap(), s);
+        let e = IndexSecret::decode(&altered(&bytes, "version", "2")).unwrap_err();
+        assert!(matches!(e, FormatError::UnknownVersion { .. }), "{e}");
+        let e = IndexSecret::decode(&altered(&bytes, "format", "holdfast.keyring")).unwrap_err();
         assert!(matches!(e, FormatError::WrongFormat { .. }), "{e}");
     }
 

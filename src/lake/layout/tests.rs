@@ -88,6 +88,8 @@ proptest! {
         prop_assert_eq!(AccessPath::parse(&AccessPath::new(seq).to_path()), Some(AccessPath::new(seq)));
         prop_assert_eq!(CatalogPath::parse(&CatalogPath::new(seq).to_path()), Some(CatalogPath::new(seq)));
         prop_assert_eq!(CatalogPath::parse(&HeadPath::new(seq).to_path()), None);
+        prop_assert_eq!(IndexSecretPath::parse(&IndexSecretPath::new(seq).to_path()), Some(IndexSecretPath::new(seq)));
+        prop_assert_eq!(IndexSecretPath::parse(&AccessPath::new(seq).to_path()), None);
         prop_assert_eq!(HeadPath::parse(&CatalogPath::new(seq).to_path()), None);
         let m = ManifestPath::new(&p, seq);
         prop_assert_eq!(ManifestPath::parse(&m.to_path()), Some(m.clone()));

@@ -1,0 +1,138 @@
+//! Which key service a store's KEK lives in, and what the store keeps for it: the local
+//! keyring (the default), or a Transit key in OpenBao/Vault, for which the store also keeps
+//! its blind-index secret wrapped under that key (`keys/index/v<n>.json`), so that every
+//! backend needs only wrap and unwrap.
+
+use crate::clock::Clock;
+use crate::crypto::DataKey;
+use crate::crypto::kms::transit::{INDEX_SECRET_ID, Transit, TransitConfig, parse_kek_id};
+use crate::crypto::kms::{IndexSecret, Kms, LocalKeyring};
+use crate::error::{Error, Result};
+use crate::lake::layout::{INDEX_SECRETS, IndexSecretPath};
+use crate::storage::{Put, Store, StoreUrl};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Where the KEK of a store being opened is.
+#[derive(Debug, Clone, Copy)]
+pub enum Keys<'a> {
+    /// The local keyring file (never inside the store).
+    Local(&'a Path),
+    /// A derived Transit key in OpenBao/Vault.
+    Transit(&'a TransitConfig),
+}
+
+/// The key service `init` binds a new store to (a keyring is created when missing; a Transit
+/// key must exist and be derived); whether a keyring was created.
+pub(super) async fn for_init(
+    keyring: &Path,
+    transit: Option<&TransitConfig>,
+    store: &StoreUrl,
+    clock: &Arc<dyn Clock>,
+) -> Result<(Arc<dyn Kms>, bool)> {
+    if let Some(cfg) = transit {
+        let t = Transit::new(cfg)?;
+        t.check_key().await?;
+        return Ok((Arc::new(t), false));
+    }
+    super::keyring_apart(keyring, store)?;
+    let now = crate::clock::fmt_ts(clock.now());
+    Ok(if keyring.exists() {
+        (Arc::new(LocalKeyring::load(keyring)?), false)
+    } else {
+        (Arc::new(LocalKeyring::create(keyring, &now)?), true)
+    })
+}
+
+/// The newest wrapped index secret of the store, if any.
+async fn newest_index_secret(store: &Store) -> Result<Option<IndexSecret>> {
+    let newest = store
+        .list(INDEX_SECRETS)
+        .await?
+        .iter()
+        .filter_map(|m| IndexSecretPath::parse(&m.location))
+        .max();
+    let Some(path) = newest else {
+        return Ok(None);
+    };
+    let bytes = store.get(&path.to_path()).await?;
+    IndexSecret::decode(&bytes).map(Some).map_err(|e| {
+        Error::Unusable(format!(
+            "{}: unreadable index secret {}: {e}",
+            store.describe(),
+            path.to_path()
+        ))
+    })
+}
+
+/// Writes a Transit store's first wrapped index secret (create-only, so a rerun of `init` or
+/// two at once leave one); nothing when the store has one.
+pub(super) async fn ensure_index_secret(store: &Store, kms: &dyn Kms, now: String) -> Result<()> {
+    if newest_index_secret(store).await?.is_some() {
+        return Ok(());
+    }
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let secret = DataKey::from_parts(INDEX_SECRET_ID.to_string(), bytes);
+    zeroize::Zeroize::zeroize(&mut bytes);
+    let record = IndexSecret {
+        created_at: now,
+        secret_id: INDEX_SECRET_ID.to_string(),
+        wrapped: kms.wrap(&secret).await?,
+    };
+    let path = IndexSecretPath::new(1).to_path();
+    match store.put_new(&path, record.encode()).await? {
+        Put::Created | Put::AlreadyExists => Ok(()),
+    }
+}
+
+/// The store's KMS as `keys` says where it is, checked against the KEK the store's marker
+/// names (and, for a keyring, that it is not inside the store).
+pub(super) async fn open_kms(
+    store: &Store,
+    url: &StoreUrl,
+    marker_kek: &str,
+    keys: Keys<'_>,
+) -> Result<Arc<dyn Kms>> {
+    let mismatch = |holds: String| {
+        Error::conflict(
+            format!(
+                "store {} needs KEK {marker_kek}, but {holds}",
+                store.describe()
+            ),
+            false,
+        )
+    };
+    match keys {
+        Keys::Local(keyring) => {
+            if let Some((mount, key)) = parse_kek_id(marker_kek) {
+                return Err(mismatch(format!(
+                    "no Transit key was configured: set BAO_ADDR (or VAULT_ADDR) and BAO_TOKEN (or VAULT_TOKEN), or pass a pipeline whose [kms] has backend = \"transit\", mount = \"{mount}\", key = \"{key}\""
+                )));
+            }
+            super::keyring_apart(keyring, url)?;
+            let ring = LocalKeyring::load(keyring)?;
+            if ring.kek_id() != marker_kek {
+                return Err(mismatch(format!(
+                    "keyring {} holds {}",
+                    keyring.display(),
+                    ring.kek_id()
+                )));
+            }
+            Ok(Arc::new(ring))
+        }
+        Keys::Transit(cfg) => {
+            if cfg.kek_id() != marker_kek {
+                return Err(mismatch(format!(
+                    "the configuration names Transit key {}",
+                    cfg.kek_id()
+                )));
+            }
+            let mut t = Transit::new(cfg)?;
+            if let Some(s) = newest_index_secret(store).await? {
+                t = t.with_index_secret(s);
+            }
+            Ok(Arc::new(t))
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! A store whose KEK is an OpenBao Transit key (`[kms] backend = "transit"`): `init`,
+//! `ingest`, `batch` and `query --decrypt` through the real binary against the dev OpenBao
+//! that tests/run.sh starts (`HOLDFAST_TEST_BAO_ADDR`, `HOLDFAST_TEST_BAO_TOKEN`). Under
+//! `CI=true` a missing server fails; elsewhere the test says why it skipped.
+
+use crate::common::{self, OPERATOR, OS_USER_VAR, bin, repo};
+use base64::Engine as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Bao {
+    addr: String,
+    token: String,
+}
+
+fn bao(test: &str) -> Option<Bao> {
+    match (
+        std::env::var("HOLDFAST_TEST_BAO_ADDR"),
+        std::env::var("HOLDFAST_TEST_BAO_TOKEN"),
+    ) {
+        (Ok(addr), Ok(token)) => Some(Bao { addr, token }),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!(
+                "{test}: CI=true and no OpenBao (HOLDFAST_TEST_BAO_ADDR unset); run tests/run.sh"
+            )
+        }
+        _ => {
+            eprintln!(
+                "{test}: skipped: no OpenBao (HOLDFAST_TEST_BAO_ADDR unset; tests/run.sh starts one)"
+            );
+            None
+        }
+    }
+}
+
+impl Bao {
+    /// Creates a derived Transit key of a name no other test uses.
+    fn derived_key(&self, prefix: &str) -> String {
+        let key = format!("{prefix}-{}-{}", std::process::id(), rand::random::<u32>());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let status = rt.block_on(async {
+            reqwest::Client::new()
+                .post(format!("{}/v1/transit/keys/{key}", self.addr))
+                .header("X-Vault-Token", &self.token)
+                .body(r#"{"derived":true}"#)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+        assert!(status.is_success(), "creating {key}: {status}");
+        key
+    }
+}
+
+struct TransitStore {
+    dir: tempfile::TempDir,
+    store: PathBuf,
+    pipeline: PathBuf,
+    bao: Bao,
+}
+
+impl TransitStore {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .env("HOLDFAST_STORE", &self.store)
+            // a keyring that does not exist: nothing may fall back to it
+            .env("HOLDFAST_KEYRING", self.dir.path().join("no-keyring.json"))
+            .env("BAO_ADDR", &self.bao.addr)
+            .env("BAO_TOKEN", &self.bao.token)
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .env_remove("HOLDFAST_PIPELINE")
+            .env(OS_USER_VAR, OPERATOR)
+            .env_remove("HOLDFAST_NOW")
+            .current_dir(repo());
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().unwrap();
+        self.no_token(&out);
+        assert!(
+            out.status.success(),
+            "holdfast {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn no_token(&self, out: &Output) {
+        for text in [&out.stdout, &out.stderr] {
+            assert!(
+                !String::from_utf8_lossy(text).contains(&self.bao.token),
+                "the token was printed"
+            );
+        }
+    }
+}
+
+/// Every `wrapped_dek` object in the manifests under `dir`.
+fn wrapped_deks(dir: &Path) -> Vec<serde_json::Value> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    if k == "wrapped_dek" {
+                        out.push(v.clone());
+                    }
+                    walk(v, out);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "json") {
+                let v = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                walk(&v, &mut out);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_transit_store_batches_and_decrypts_with_its_keys_in_openbao() {
+    let Some(bao) = bao("transit_store") else {
+        return;
+    };
+    let key = bao.derived_key("it-store");
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        format!("[kms]\nbackend = \"transit\"\nkey = \"{key}\"\ncryptoperiod_days = 365\n"),
+    )
+    .unwrap();
+    let s = TransitStore {
+        store: dir.path().join("store"),
+        pipeline,
+        dir,
+        bao,
+    };
+    let p = s.pipeline.to_str().unwrap().to_string();
+    let init = s.ok(&["init", "--pipeline", &p]);
+    assert!(init.contains(&format!("transit:transit/{key}")), "{init}");
+    let g = common::generate(12, 60, 0, 2);
+    let input = s.dir.path().join("e.ndjson");
+    std::fs::write(&input, &g.ndjson).unwrap();
+    s.ok(&["ingest", input.to_str().unwrap()]);
+    let report: serde_json::Value =
+        serde_json::from_str(&s.ok(&["batch", "--pipeline", &p, "--format", "json"])).unwrap();
+    assert_eq!(report["stored"], 60, "{report}");
+
+    // the manifests' wrapped DEKs are Transit ciphertexts under this key
+    let wrapped = wrapped_deks(&s.store.join("manifests"));
+    assert!(!wrapped.is_empty());
+    for w in &wrapped {
+        assert_eq!(w["kek_id"], format!("transit:transit/{key}"));
+        assert_eq!(w["kek_version"], 1);
+        let ct = base64::engine::general_purpose::STANDARD
+            .decode(w["ciphertext"].as_str().unwrap())
+            .unwrap();
+        assert!(
+            ct.starts_with(b"vault:v1:"),
+            "{}",
+            String::from_utf8_lossy(&ct)
+        );
+    }
+
+    // the records decrypt (DEKs unwrapped by OpenBao), and the blind index (from the
+    // store's wrapped index secret) finds a customer
+    let rows = s.ok(&[
+        "query",
+        "--decrypt",
+        "--case",
+        "KMS-1",
+        "--format",
+        "ndjson",
+        "SELECT json_get(record, 'interaction', 'notes') AS notes FROM decrypted ORDER BY event_id",
+    ]);
+    let notes: Vec<String> = rows
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["notes"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut want = g.notes.clone();
+    want.sort();
+    let mut got = notes.clone();
+    got.sort();
+    assert_eq!(got, want);
+    let addr = &g.customer_addresses[4];
+    let found = s.ok(&[
+        "query",
+        "--decrypt",
+        "--case",
+        "KMS-1",
+        "--format",
+        "csv",
+        &format!("SELECT count(*) AS n FROM events WHERE array_has(address_hmacs, blind_index(tenant_id, '{addr}'))"),
+    ]);
+    assert_ne!(found.lines().nth(1), Some("0"), "{found}");
+    assert!(s.store.join("keys/index").read_dir().unwrap().count() == 1);
+    s.ok(&["verify"]);
+
+    // without a token, or with a local keyring, the store's keys do not open, and it says why
+    let out = s
+        .cmd(&["ingest", input.to_str().unwrap()])
+        .env_remove("BAO_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BAO_TOKEN or VAULT_TOKEN"));
+    let local = s.dir.path().join("local.toml");
+    std::fs::write(&local, "[kms]\nbackend = \"local\"\n").unwrap();
+    let out = s
+        .cmd(&["batch", "--pipeline", local.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Transit"), "{err}");
+}
+
+#[test]
+fn a_token_in_a_pipeline_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.toml");
+    std::fs::write(
+        &p,
+        "[kms]\nbackend = \"transit\"\nkey = \"k\"\ntoken = \"s.abcdef\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["init", "--store"])
+        .arg(dir.path().join("s"))
+        .arg("--pipeline")
+        .arg(&p)
+        .env(OS_USER_VAR, OPERATOR)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("kms.token: secrets never live in a pipeline file"),
+        "{err}"
+    );
+    assert!(!err.contains("s.abcdef"), "{err}");
+    assert!(!dir.path().join("s").exists());
+}
