@@ -8,7 +8,7 @@ use crate::crypto::DataKey;
 use crate::crypto::kms::transit::{INDEX_SECRET_ID, Transit, TransitConfig, parse_kek_id};
 use crate::crypto::kms::{IndexSecret, Kms, LocalKeyring};
 use crate::error::{Error, Result};
-use crate::lake::layout::{INDEX_SECRETS, IndexSecretPath};
+use crate::lake::layout::IndexSecretPath;
 use crate::storage::{Put, Store, StoreUrl};
 use std::path::Path;
 use std::sync::Arc;
@@ -44,23 +44,18 @@ pub(super) async fn for_init(
     })
 }
 
-/// The newest wrapped index secret of the store, if any.
-async fn newest_index_secret(store: &Store) -> Result<Option<IndexSecret>> {
-    let newest = store
-        .list(INDEX_SECRETS)
-        .await?
-        .iter()
-        .filter_map(|m| IndexSecretPath::parse(&m.location))
-        .max();
-    let Some(path) = newest else {
+/// The store's wrapped index secret, if any: version 1, the one `init` writes create-only.
+/// Only that version is read: a later version found by listing would be whatever a writer of
+/// the store put there (nothing rotates the secret yet, and the signed head does not cover it).
+async fn index_secret(store: &Store) -> Result<Option<IndexSecret>> {
+    let path = IndexSecretPath::new(1).to_path();
+    let Some(bytes) = store.get_opt(&path).await? else {
         return Ok(None);
     };
-    let bytes = store.get(&path.to_path()).await?;
     IndexSecret::decode(&bytes).map(Some).map_err(|e| {
         Error::Unusable(format!(
-            "{}: unreadable index secret {}: {e}",
-            store.describe(),
-            path.to_path()
+            "{}: unreadable index secret {path}: {e}",
+            store.describe()
         ))
     })
 }
@@ -68,7 +63,7 @@ async fn newest_index_secret(store: &Store) -> Result<Option<IndexSecret>> {
 /// Writes a Transit store's first wrapped index secret (create-only, so a rerun of `init` or
 /// two at once leave one); nothing when the store has one.
 pub(super) async fn ensure_index_secret(store: &Store, kms: &dyn Kms, now: String) -> Result<()> {
-    if newest_index_secret(store).await?.is_some() {
+    if index_secret(store).await?.is_some() {
         return Ok(());
     }
     let mut bytes = [0u8; 32];
@@ -129,7 +124,7 @@ pub(super) async fn open_kms(
                 )));
             }
             let mut t = Transit::new(cfg)?;
-            if let Some(s) = newest_index_secret(store).await? {
+            if let Some(s) = index_secret(store).await? {
                 t = t.with_index_secret(s);
             }
             Ok(Arc::new(t))
