@@ -35,3 +35,16 @@ pub mod storage;
 pub mod store;
 
 pub use error::{Error, Result};
+
+/// What unit tests across the crate share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// Runs `f` to completion on a fresh current-thread runtime.
+    pub(crate) fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+}

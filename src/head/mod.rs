@@ -532,13 +532,7 @@ impl LoadedHead {
 mod tests {
     use super::*;
 
-    fn block<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
+    use crate::test_support::block;
 
     #[test]
     fn heads_round_trip_and_signatures_bind_every_field() {

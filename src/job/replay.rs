@@ -77,13 +77,7 @@ mod tests {
     use crate::clock::{Clock, FakeClock};
     use std::sync::Arc;
 
-    fn block<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
+    use crate::test_support::block;
 
     #[test]
     fn show_and_replay_go_through_the_gate_and_are_audited_first() {

@@ -12,12 +12,7 @@ fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
+use crate::test_support::block;
 
 /// A local store and its backend (to count the directories waiting for a sync).
 fn local(dir: &std::path::Path) -> (Store, Arc<Local>) {

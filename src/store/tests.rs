@@ -5,13 +5,7 @@
 use super::*;
 use crate::clock::FakeClock;
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
+use crate::test_support::block;
 
 fn clock() -> Arc<dyn Clock> {
     let t = chrono::DateTime::from_timestamp(1_760_000_000, 0).unwrap();

@@ -3,12 +3,7 @@
 use super::*;
 use std::os::unix::fs::PermissionsExt;
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
+use crate::test_support::block;
 
 #[test]
 fn local_keyring_contract() {

@@ -4,13 +4,7 @@ use super::*;
 use crate::clock::FakeClock;
 use crate::crypto::kms::LocalKeyring;
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
+use crate::test_support::block;
 
 /// A new store, its keyring, the clock, and the directory holding them.
 fn fresh() -> (tempfile::TempDir, Store, Arc<dyn Kms>, Arc<dyn Clock>) {

@@ -9,13 +9,7 @@ use crate::head::{Change, Committer};
 use crate::lake::manifest::{Commit, DataFileEntry};
 use std::sync::Arc;
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
+use crate::test_support::block;
 
 fn pos(sequence: u64, b: &[u8]) -> Position {
     Position {

@@ -3,12 +3,7 @@
 
 use super::*;
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
+use crate::test_support::block;
 
 fn hold(id: &str) -> Hold {
     Hold {

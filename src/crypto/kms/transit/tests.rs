@@ -39,13 +39,7 @@ fn bao(test: &str) -> Option<Bao> {
     }
 }
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
+use crate::test_support::block;
 
 /// A key name no other test uses.
 fn unique(prefix: &str) -> String {
