@@ -90,6 +90,29 @@ pub struct WrappedKey {
     pub ciphertext: Vec<u8>,
 }
 
+impl WrappedKey {
+    /// The error for this key when it does not open as `dek_id`'s.
+    pub(crate) fn invalid(&self, dek_id: &str) -> KmsError {
+        KmsError::InvalidCiphertext {
+            dek_id: dek_id.to_string(),
+            kek_id: self.kek_id.clone(),
+            version: self.kek_version,
+        }
+    }
+
+    /// Refuses a key wrapped by another KEK than `kek_id`, the one `backend` holds.
+    pub(crate) fn check_kek(&self, backend: &dyn Kms, kek_id: &str) -> Result<(), KmsError> {
+        if self.kek_id == kek_id {
+            return Ok(());
+        }
+        Err(KmsError::KeyNotFound {
+            backend: backend.describe(),
+            kek_id: self.kek_id.clone(),
+            version: self.kek_version,
+        })
+    }
+}
+
 pub mod b64 {
     use super::*;
     pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -528,18 +551,8 @@ impl Kms for LocalKeyring {
         wrapped: &'a WrappedKey,
     ) -> BoxFuture<'a, Result<DataKey, KmsError>> {
         Box::pin(async move {
-            let invalid = || KmsError::InvalidCiphertext {
-                dek_id: dek_id.to_string(),
-                kek_id: wrapped.kek_id.clone(),
-                version: wrapped.kek_version,
-            };
-            if wrapped.kek_id != self.kek_id {
-                return Err(KmsError::KeyNotFound {
-                    backend: self.describe(),
-                    kek_id: wrapped.kek_id.clone(),
-                    version: wrapped.kek_version,
-                });
-            }
+            let invalid = || wrapped.invalid(dek_id);
+            wrapped.check_kek(self, &self.kek_id)?;
             let cipher = self.kek(wrapped.kek_version)?;
             let plain = Zeroizing::new(
                 cipher

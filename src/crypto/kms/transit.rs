@@ -211,11 +211,7 @@ impl Transit {
                 status: 400,
                 ref message,
             } if message.contains("key not found") => self.no_such_key(&self.key),
-            Failure::Status { status: 400, .. } => KmsError::InvalidCiphertext {
-                dek_id: dek_id.to_string(),
-                kek_id: w.kek_id.clone(),
-                version: w.kek_version,
-            },
+            Failure::Status { status: 400, .. } => w.invalid(dek_id),
             f => {
                 let path = format!("decrypt/{}", self.key);
                 self.http.error(f, &self.key, &path).await
@@ -251,18 +247,8 @@ impl Transit {
     }
 
     async fn unwrap_dek(&self, dek_id: &str, w: &WrappedKey) -> Result<DataKey, KmsError> {
-        let invalid = || KmsError::InvalidCiphertext {
-            dek_id: dek_id.to_string(),
-            kek_id: w.kek_id.clone(),
-            version: w.kek_version,
-        };
-        if w.kek_id != self.kek_id {
-            return Err(KmsError::KeyNotFound {
-                backend: self.describe(),
-                kek_id: w.kek_id.clone(),
-                version: w.kek_version,
-            });
-        }
+        let invalid = || w.invalid(dek_id);
+        w.check_kek(self, &self.kek_id)?;
         let text = std::str::from_utf8(&w.ciphertext).map_err(|_| invalid())?;
         match split_version(text) {
             Some((v, _)) if v == w.kek_version => {}
