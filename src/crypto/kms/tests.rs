@@ -16,6 +16,19 @@ fn local_keyring_contract() {
     );
     block(contract::round_trip(&ring));
     block(contract::rejects_altered_or_moved(&ring));
+    let later = chrono::DateTime::parse_from_rfc3339("2027-02-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    block(contract::rotates_and_rewraps(&ring, later));
+    // the rotation is in the file: a reload wraps under v2 and knows when v2 was made
+    let reloaded = LocalKeyring::load(&path).unwrap();
+    let info = block(reloaded.info()).unwrap();
+    assert_eq!((info.primary, info.versions.len()), (2, 2));
+    assert_eq!(info.primary_created_at(), Some(later));
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // a reloaded keyring unwraps what the first one wrapped
     let dek = DataKey::generate();
     let w = block(ring.wrap(&dek)).unwrap();

@@ -21,7 +21,7 @@
 
 mod http;
 
-use super::{IndexKey, IndexSecret, Kms, KmsError, PublicKey, Signed, WrappedKey};
+use super::{IndexKey, IndexSecret, KekInfo, Kms, KmsError, PublicKey, Signed, WrappedKey};
 use crate::crypto::DataKey;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -290,6 +290,7 @@ impl Transit {
     }
 }
 
+mod keys;
 mod sign;
 
 impl Kms for Transit {
@@ -320,6 +321,18 @@ impl Kms for Transit {
     }
     fn signing_key(&self) -> BoxFuture<'_, Result<Option<PublicKey>, KmsError>> {
         Box::pin(self.current_signing_key())
+    }
+    fn info(&self) -> BoxFuture<'_, Result<KekInfo, KmsError>> {
+        Box::pin(self.key_info())
+    }
+    fn rotate(&self, _now: chrono::DateTime<chrono::Utc>) -> BoxFuture<'_, Result<u32, KmsError>> {
+        Box::pin(self.rotate_key())
+    }
+    fn rewrap<'a>(
+        &'a self,
+        keys: &'a [(&'a str, &'a WrappedKey)],
+    ) -> BoxFuture<'a, Result<Vec<WrappedKey>, KmsError>> {
+        Box::pin(self.rewrap_keys(keys))
     }
 }
 
