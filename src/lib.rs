@@ -25,6 +25,7 @@ pub mod format;
 pub mod head;
 pub mod hooks;
 pub mod job;
+pub mod keys;
 pub mod lake;
 pub mod landing;
 pub mod query;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 mod keys;
 pub use keys::Keys;
+pub(crate) use keys::index_secret;
 
 /// The store marker (its disk format is `crate::storage::marker`).
 pub use crate::storage::marker::Marker as StoreMarker;
@@ -229,8 +230,9 @@ pub async fn open_keys(url: &StoreUrl, keys: Keys<'_>) -> Result<(Store, Arc<dyn
         return Err(not_a_store(&url.to_string(), exists));
     };
     let marker = read_marker(&store).await?;
-    let kms = keys::open_kms(&store, url, &marker.kek_id, keys).await?;
-    Ok((store, kms))
+    let newer = crate::keys::Newer::load(&store).await?;
+    let kms = keys::open_kms(&store, url, &marker.kek_id, keys, &newer).await?;
+    Ok((store, crate::keys::Overlaid::wrap(kms, newer)))
 }
 
 /// Refuses a keyring inside the store: keys stay apart from the data they protect.

@@ -7,6 +7,7 @@ mod audit;
 mod batch;
 mod files;
 mod hold;
+mod keys;
 mod kms;
 pub mod output;
 mod quarantine;
@@ -35,6 +36,7 @@ use anchor::*;
 use audit::*;
 use batch::*;
 use hold::*;
+use keys::*;
 use quarantine::*;
 use query::*;
 use store::*;
@@ -134,6 +136,12 @@ pub enum Command {
         #[command(subcommand)]
         command: AccessCommand,
     },
+    /// Key-encryption keys: status, rotation, rewrapping every DEK to the newest version
+    #[command(after_help = "Example:\n  holdfast keys status --store data")]
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
 }
 
 /// The system clock; test builds may pin it with `HOLDFAST_NOW` ([`crate::hooks`]).
@@ -160,6 +168,7 @@ impl Command {
             Command::Quarantine { command } => command.run(clock, out).await,
             Command::Run(a) => a.run(clock, out).await,
             Command::Access { command } => command.run(clock, out).await,
+            Command::Keys { command } => command.run(clock, out).await,
         }
     }
 }

@@ -20,6 +20,7 @@
 //! batches/<job-id>.json                                     intent of a running batch or sweep
 //! catalog/v<20 digits>.cat                                  the latest manifests as of head v<n> (create-only)
 //! keys/index/v<20 digits>.json                              blind-index secret wrapped by the KMS (Transit stores)
+//! keys/rewrapped/<dek-id>/v<20 digits>.json                 newer wrappings of DEKs in objects never rewritten
 //! ```
 //! The day is the UTC day of the event's `occurredAt`. The tenant is not in the path: each
 //! data file holds the partition's records of one batch, every tenant's, under one DEK, and
@@ -55,6 +56,9 @@ pub const AUDIT: &str = "audit";
 pub const HOLDS: &str = "holds";
 /// The blind-index secret wrapped by a remote KMS (`keys/index/v<20 digits>.json`).
 pub const INDEX_SECRETS: &str = "keys/index";
+/// Newer wrappings of DEKs held in objects that are never rewritten (landing and failed
+/// segments, quarantine entries, the index secret): `keys/rewrapped/<dek-id>/v<20 digits>.json`.
+pub const REWRAPPED: &str = "keys/rewrapped";
 
 /// A hive partition: `year=YYYY/month=MM/day=DD/interaction_type=T` (zero-padded).
 #[derive(
@@ -584,6 +588,9 @@ pub fn parse_intent(path: &Path) -> Option<String> {
 pub fn written_by(path: &Path, job_id: &str) -> bool {
     DataFilePath::parse(path).is_some_and(|d| d.written_by(job_id))
 }
+
+mod keys;
+pub use keys::RewrappedKeyPath;
 
 #[cfg(test)]
 mod tests;

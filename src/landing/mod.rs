@@ -339,6 +339,14 @@ fn bounded_decompress(data: &[u8], limit: usize) -> std::io::Result<Option<Vec<u
 /// The raw (decompressed) size of a landed segment, from its header alone (two small reads),
 /// for the batch's input budget.
 pub async fn raw_size(store: &Store, path: &object_store::path::Path) -> Result<u64, LandingError> {
+    Ok(read_header(store, path).await?.raw_bytes)
+}
+
+/// A landed (or failed) segment's header alone, in two small reads.
+pub async fn read_header(
+    store: &Store,
+    path: &object_store::path::Path,
+) -> Result<SegmentHeader, LandingError> {
     let corrupt = |p: &str| LandingError::Corrupt {
         object: path.to_string(),
         problem: p.to_string(),
@@ -362,9 +370,8 @@ pub async fn raw_size(store: &Store, path: &object_store::path::Path) -> Result<
     if hlen > 1 << 20 {
         return Err(corrupt("header too large"));
     }
-    let header = format::decode_header(&get(12..12 + hlen).await?)
-        .map_err(|e| corrupt(&format!("bad header: {e}")))?;
-    Ok(header.raw_bytes)
+    format::decode_header(&get(12..12 + hlen).await?)
+        .map_err(|e| corrupt(&format!("bad header: {e}")))
 }
 
 /// Segment ids sort by arrival: `<yyyymmddThhmmss.ffffffZ>-<seq>-<random>`.

@@ -47,7 +47,7 @@ pub(super) async fn for_init(
 /// The store's wrapped index secret, if any: version 1, the one `init` writes create-only.
 /// Only that version is read: a later version found by listing would be whatever a writer of
 /// the store put there (nothing rotates the secret yet, and the signed head does not cover it).
-async fn index_secret(store: &Store) -> Result<Option<IndexSecret>> {
+pub(crate) async fn index_secret(store: &Store) -> Result<Option<IndexSecret>> {
     let path = IndexSecretPath::new(1).to_path();
     let Some(bytes) = store.get_opt(&path).await? else {
         return Ok(None);
@@ -88,6 +88,7 @@ pub(super) async fn open_kms(
     url: &StoreUrl,
     marker_kek: &str,
     keys: Keys<'_>,
+    newer: &crate::keys::Newer,
 ) -> Result<Arc<dyn Kms>> {
     let mismatch = |holds: String| {
         Error::conflict(
@@ -124,7 +125,9 @@ pub(super) async fn open_kms(
                 )));
             }
             let mut t = Transit::new(cfg)?;
-            if let Some(s) = index_secret(store).await? {
+            if let Some(mut s) = index_secret(store).await? {
+                // rewrapped (keys rewrap): the newest wrapping of the same secret
+                s.wrapped = newer.effective(&s.secret_id, &s.wrapped).clone();
                 t = t.with_index_secret(s);
             }
             Ok(Arc::new(t))

@@ -16,6 +16,7 @@ mod exit;
 mod help;
 mod hooks;
 mod intake;
+mod keys;
 mod pipeline;
 mod query;
 mod readers;

@@ -43,7 +43,10 @@ pub(crate) async fn rotates_and_rewraps(kms: &dyn Kms, now: chrono::DateTime<chr
     let after = kms.info().await.unwrap();
     assert_eq!(after.primary, v);
     let listed: Vec<u32> = after.versions.iter().map(|k| k.version).collect();
-    assert!(listed.contains(&before.primary) && listed.contains(&v), "{after:?}");
+    assert!(
+        listed.contains(&before.primary) && listed.contains(&v),
+        "{after:?}"
+    );
     assert_eq!(kms.wrap(&deks[0]).await.unwrap().kek_version, v);
     let pairs: Vec<(&str, &WrappedKey)> = deks.iter().map(|d| d.id()).zip(&wrapped).collect();
     let moved = kms.rewrap(&pairs).await.unwrap();
@@ -51,9 +54,15 @@ pub(crate) async fn rotates_and_rewraps(kms: &dyn Kms, now: chrono::DateTime<chr
     for ((d, w), m) in deks.iter().zip(&wrapped).zip(&moved) {
         assert_eq!((m.kek_version, m.kek_id.as_str()), (v, kms.kek_id()));
         assert_ne!(m.ciphertext, w.ciphertext);
-        assert_eq!(kms.unwrap_key(d.id(), m).await.unwrap().expose(), d.expose());
+        assert_eq!(
+            kms.unwrap_key(d.id(), m).await.unwrap().expose(),
+            d.expose()
+        );
         // the old wrapping still opens until its version is retired
-        assert_eq!(kms.unwrap_key(d.id(), w).await.unwrap().expose(), d.expose());
+        assert_eq!(
+            kms.unwrap_key(d.id(), w).await.unwrap().expose(),
+            d.expose()
+        );
     }
     // one altered key among good ones: the error names it
     let mut bad = wrapped[1].clone();

@@ -420,9 +420,7 @@ impl Kms for LocalKeyring {
         &self.kek_id
     }
     fn wrap<'a>(&'a self, dek: &'a DataKey) -> BoxFuture<'a, Result<WrappedKey, KmsError>> {
-        Box::pin(async move {
-            self.wrap_now(dek)
-        })
+        Box::pin(async move { self.wrap_now(dek) })
     }
     fn index_key<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<IndexKey, KmsError>> {
         Box::pin(async move { Ok(derive_index_key(&self.index_master, tenant)) })
@@ -457,10 +455,7 @@ impl Kms for LocalKeyring {
     fn info(&self) -> BoxFuture<'_, Result<KekInfo, KmsError>> {
         Box::pin(async move { Ok(self.kek_info()) })
     }
-    fn rotate(
-        &self,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> BoxFuture<'_, Result<u32, KmsError>> {
+    fn rotate(&self, now: chrono::DateTime<chrono::Utc>) -> BoxFuture<'_, Result<u32, KmsError>> {
         Box::pin(async move { self.rotate_at(now) })
     }
     fn rewrap<'a>(

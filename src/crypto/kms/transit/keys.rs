@@ -85,7 +85,10 @@ impl Transit {
         Ok(out)
     }
 
-    async fn rewrap_chunk(&self, chunk: &[(&str, &WrappedKey)]) -> Result<Vec<WrappedKey>, KmsError> {
+    async fn rewrap_chunk(
+        &self,
+        chunk: &[(&str, &WrappedKey)],
+    ) -> Result<Vec<WrappedKey>, KmsError> {
         match self.rewrap_batch(chunk).await {
             Ok(done) => Ok(done),
             Err(f) => Err(self.rewrap_error(f, chunk).await),
@@ -102,7 +105,10 @@ impl Transit {
         }
     }
 
-    async fn rewrap_batch(&self, chunk: &[(&str, &WrappedKey)]) -> Result<Vec<WrappedKey>, Failure> {
+    async fn rewrap_batch(
+        &self,
+        chunk: &[(&str, &WrappedKey)],
+    ) -> Result<Vec<WrappedKey>, Failure> {
         let mut items = Vec::with_capacity(chunk.len());
         for (id, w) in chunk {
             let text = match std::str::from_utf8(&w.ciphertext) {

@@ -109,8 +109,11 @@ fn transit_passes_the_kms_contract_and_rewraps_server_side() {
         t.check_key().await.unwrap();
         contract::round_trip(&t).await;
         contract::rejects_altered_or_moved(&t).await;
-        contract::rotates_and_rewraps(&b.transit(&b.derived_key("rotate").await), chrono::Utc::now())
-            .await;
+        contract::rotates_and_rewraps(
+            &b.transit(&b.derived_key("rotate").await),
+            chrono::Utc::now(),
+        )
+        .await;
         let dek = DataKey::generate();
         let w = t.wrap(&dek).await.unwrap();
         assert!(ciphertext(&w).starts_with("vault:v1:"), "{w:?}");

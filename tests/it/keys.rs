@@ -1,0 +1,183 @@
+//! `keys status`, `keys rotate` and `keys rewrap` on a store with the local keyring: every
+//! wrapped DEK (data files, a waiting landing segment, quarantine) moves to the new version,
+//! no data file changes, and once the old version is gone from the keyring everything still
+//! opens. A rewrap killed at any instant is finished by the next.
+
+use crate::common::{self, Env};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// SHA-256 of every data file under `lake/`, by path.
+fn data_files(env: &Env) -> BTreeMap<String, String> {
+    env.store_files()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .map(|p| {
+            let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                std::fs::read(&p).unwrap(),
+            ));
+            (p.display().to_string(), sha)
+        })
+        .collect()
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn status(env: &Env) -> Value {
+    json(&env.ok(&["keys", "status", "--format", "json"]))
+}
+
+/// DEKs wrapped under `version` (all homes).
+fn under(status: &Value, version: u64) -> u64 {
+    status["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["version"] == version)
+        .map_or(0, |v| v["total"].as_u64().unwrap())
+}
+
+/// Takes KEK `version` out of the keyring file, as retiring it would.
+fn drop_version(keyring: &Path, version: u64) {
+    let mut ring: Value = json(&std::fs::read_to_string(keyring).unwrap());
+    ring["keys"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|k| k["version"] != version);
+    std::fs::write(keyring, serde_json::to_vec_pretty(&ring).unwrap()).unwrap();
+}
+
+/// A store with committed data, quarantine entries, and a segment waiting in landing.
+fn store_with_every_home() -> (Env, usize) {
+    let env = Env::new();
+    env.ingest(&env.write("a.ndjson", &common::generate(31, 80, 5, 3).ndjson));
+    env.ingest(&env.write("bad.ndjson", &common::malformed().0));
+    env.batch();
+    env.ingest(&env.write("b.ndjson", &common::generate(32, 20, 0, 1).ndjson));
+    let files = data_files(&env).len();
+    (env, files)
+}
+
+#[test]
+fn rewrap_moves_every_dek_and_rewrites_no_data_file() {
+    let (env, files) = store_with_every_home();
+    let before = data_files(&env);
+    let s = status(&env);
+    assert_eq!(
+        (s["primary"].as_u64(), under(&s, 1)),
+        (Some(1), files as u64 + 2),
+        "{s}"
+    );
+    env.ok(&["keys", "rotate"]);
+    let s = status(&env);
+    assert_eq!(s["primary"], 2);
+    let warnings = s["warnings"].to_string();
+    assert!(warnings.contains("still wrapped under v1"), "{s}");
+
+    let r = json(&env.ok(&["keys", "rewrap", "--format", "json"]));
+    assert_eq!(r["data_files"], files as u64, "{r}");
+    assert_eq!(
+        (r["landing"].as_u64(), r["quarantine"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    assert_eq!(r["to_version"], 2);
+    assert_eq!(data_files(&env), before, "a data file changed");
+    let s = status(&env);
+    assert_eq!((under(&s, 1), under(&s, 2)), (0, files as u64 + 2), "{s}");
+    assert_eq!(s["warnings"], serde_json::json!([]), "{s}");
+    // idempotent: nothing left to move
+    let again = json(&env.ok(&["keys", "rewrap", "--format", "json"]));
+    assert_eq!(
+        (again["data_files"].as_u64(), again["landing"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(again["current"], files as u64 + 2);
+
+    // v1 gone: the data, the waiting segment and the quarantine still open
+    drop_version(&env.keyring, 1);
+    env.ok(&["verify", "--deep"]);
+    let id = env
+        .ok(&["quarantine", "list", "--format", "ndjson"])
+        .lines()
+        .map(|l| json(l)["id"].as_str().unwrap().to_string())
+        .next()
+        .unwrap();
+    env.ok(&["quarantine", "show", &id, "--case", "KEYS-1"]);
+    assert_eq!(env.batch()["stored"], 20);
+    let n = env.ok(&[
+        "query",
+        "--decrypt",
+        "--case",
+        "KEYS-1",
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM decrypted",
+    ]);
+    assert_eq!(n.lines().nth(1), Some("100"), "{n}");
+    env.ok(&["verify", "--deep"]);
+    let actions: Vec<String> = env
+        .ok(&["audit", "list", "--format", "ndjson"])
+        .lines()
+        .map(|l| json(l)["action"].as_str().unwrap().to_string())
+        .collect();
+    assert!(actions.iter().any(|a| a == "keys.rotate"), "{actions:?}");
+    assert_eq!(actions.iter().filter(|a| *a == "keys.rewrap").count(), 2);
+}
+
+#[test]
+fn a_rewrap_killed_at_any_step_is_finished_by_the_next() {
+    let (env, files) = store_with_every_home();
+    let all = files as u64 + 2;
+    let before = data_files(&env);
+    let steps = [
+        ("rewrap.before_manifest", 0),
+        ("rewrap.after_manifests", files as u64),
+        ("rewrap.after_rewrapped_key", files as u64 + 1),
+        ("rewrap.before_head", all),
+    ];
+    for (round, (point, moved)) in steps.into_iter().enumerate() {
+        let round = round as u32;
+        let version = round as u64 + 2;
+        let at = common::after_lease_expiry(2 * round);
+        env.ok_at(&at, &["keys", "rotate"]);
+        let out = env
+            .cmd_at(&at, &["keys", "rewrap"])
+            .env("HOLDFAST_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{point} was not reached");
+        let s = json(&env.ok_at(&at, &["keys", "status", "--format", "json"]));
+        assert_eq!(under(&s, version), moved, "{point}: {s}");
+        // the next run (after the killed one's lease expired) finishes
+        let next = common::after_lease_expiry(2 * round + 1);
+        env.ok_at(&next, &["keys", "rewrap"]);
+        let s = json(&env.ok_at(&next, &["keys", "status", "--format", "json"]));
+        assert_eq!(under(&s, version), all, "{point}: {s}");
+        env.ok_at(&next, &["verify"]);
+    }
+    // and killed at random instants
+    let at = common::after_lease_expiry(9);
+    env.ok_at(&at, &["keys", "rotate"]);
+    common::kill_at_random(
+        &env,
+        &["keys", "rewrap"],
+        3,
+        10,
+        std::time::Duration::from_millis(150),
+        7,
+    );
+    let now = common::after_lease_expiry(14);
+    env.ok_at(&now, &["keys", "rewrap"]);
+    let s: Value = json(&env.ok_at(&now, &["keys", "status", "--format", "json"]));
+    assert_eq!(under(&s, 6), all, "{s}");
+    assert_eq!(data_files(&env), before);
+    for v in 1..6 {
+        drop_version(&env.keyring, v);
+    }
+    env.ok_at(&now, &["verify", "--deep"]);
+    assert_eq!(env.batch_at(&now)["stored"], 20);
+}
