@@ -34,6 +34,24 @@ fn bao(test: &str) -> Option<Bao> {
 }
 
 impl Bao {
+    /// A POST with the root token; its status.
+    fn admin_post(&self, path: &str, body: &str) -> reqwest::StatusCode {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            reqwest::Client::new()
+                .post(format!("{}/v1/{path}", self.addr))
+                .header("X-Vault-Token", &self.token)
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    }
+
     /// Creates a derived Transit key of a name no other test uses.
     fn derived_key(&self, prefix: &str) -> String {
         let key = format!("{prefix}-{}-{}", std::process::id(), rand::random::<u32>());
@@ -262,4 +280,89 @@ fn a_token_in_a_pipeline_file_is_refused() {
     );
     assert!(!err.contains("s.abcdef"), "{err}");
     assert!(!dir.path().join("s").exists());
+}
+
+#[test]
+fn rotate_and_rewrap_move_every_dek_inside_openbao_and_the_old_version_can_be_retired() {
+    let Some(bao) = bao("transit_rewrap") else {
+        return;
+    };
+    let key = bao.derived_key("it-rewrap");
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        format!("[kms]\nbackend = \"transit\"\nkey = \"{key}\"\n"),
+    )
+    .unwrap();
+    let s = TransitStore {
+        store: dir.path().join("store"),
+        pipeline,
+        dir,
+        bao,
+    };
+    let p = s.pipeline.to_str().unwrap().to_string();
+    s.ok(&["init", "--pipeline", &p]);
+    let g = common::generate(13, 60, 0, 3);
+    let input = s.dir.path().join("e.ndjson");
+    std::fs::write(&input, &g.ndjson).unwrap();
+    s.ok(&["ingest", input.to_str().unwrap()]);
+    s.ok(&["batch", "--pipeline", &p]);
+    let later = s.dir.path().join("later.ndjson");
+    std::fs::write(&later, common::generate(14, 10, 0, 1).ndjson).unwrap();
+    s.ok(&["ingest", later.to_str().unwrap()]);
+    let files = wrapped_deks(&s.store.join("manifests")).len();
+
+    let rotated = s.ok(&["keys", "rotate", "--pipeline", &p]);
+    assert!(rotated.contains("new version v2"), "{rotated}");
+    let r: serde_json::Value =
+        serde_json::from_str(&s.ok(&["keys", "rewrap", "--pipeline", &p, "--format", "json"]))
+            .unwrap();
+    assert_eq!(r["landing"], 1, "{r}");
+    assert_eq!(r["index_secret"], 1, "{r}");
+    assert_eq!(r["to_version"], 2, "{r}");
+    // one call of the trait per kind of home; Transit batches each in requests of 256
+    assert_eq!(r["kms_rewrap_calls"], 2, "{r}");
+    let latest: Vec<serde_json::Value> = wrapped_deks(&s.store.join("manifests"));
+    let v2 = latest.iter().filter(|w| w["kek_version"] == 2).count();
+    assert_eq!(v2 as u64, r["data_files"].as_u64().unwrap(), "{r}");
+    assert!(v2 > 0 && v2 <= files);
+
+    // OpenBao stops decrypting under v1: everything still opens, through the new wrappings
+    let status = s.bao.admin_post(
+        &format!("transit/keys/{key}/config"),
+        r#"{"min_decryption_version":2}"#,
+    );
+    assert!(status.is_success(), "{status}");
+    let st: serde_json::Value =
+        serde_json::from_str(&s.ok(&["keys", "status", "--format", "json"])).unwrap();
+    let v1 = &st["versions"][0];
+    assert_eq!(
+        (
+            v1["version"].as_u64(),
+            v1["decrypts"].as_bool(),
+            v1["total"].as_u64()
+        ),
+        (Some(1), Some(false), Some(0)),
+        "{st}"
+    );
+    assert_eq!(st["min_decryption_version"], 2);
+    s.ok(&["verify", "--deep"]);
+    let addr = &g.customer_addresses[2];
+    let found = s.ok(&[
+        "query", "--decrypt", "--case", "KMS-2", "--format", "csv",
+        &format!("SELECT count(*) AS n FROM events WHERE array_has(address_hmacs, blind_index(tenant_id, '{addr}'))"),
+    ]);
+    assert_ne!(found.lines().nth(1), Some("0"), "{found}");
+    let report: serde_json::Value =
+        serde_json::from_str(&s.ok(&["batch", "--pipeline", &p, "--format", "json"])).unwrap();
+    assert_eq!(report["stored"], 10, "{report}");
+    if let Ok(log) = std::env::var("HOLDFAST_TEST_BAO_AUDIT_LOG") {
+        let log = std::fs::read_to_string(log).unwrap();
+        assert!(
+            log.contains(&format!("transit/rewrap/{key}")),
+            "no rewrap in OpenBao's audit log"
+        );
+        assert!(log.contains(&format!("transit/keys/{key}/rotate")));
+    }
 }

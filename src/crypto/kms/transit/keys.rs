@@ -43,6 +43,16 @@ impl Transit {
                 created_at,
             });
         }
+        // Transit lists only the versions it still decrypts under: the retired ones are
+        // known by number alone
+        for version in 1..min_decryption_version {
+            if !versions.iter().any(|k| k.version == version) {
+                versions.push(KekVersion {
+                    version,
+                    created_at: None,
+                });
+            }
+        }
         versions.sort_by_key(|k| k.version);
         Ok(KekInfo {
             kek_id: self.kek_id.clone(),
