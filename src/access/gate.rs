@@ -211,6 +211,7 @@ pub async fn query(
         blind_indexes: decryptor.blind_indexes(),
         failed: failure.is_some(),
         error: failure.as_ref().map(|f| f.kind.code()),
+        kms: decryptor.kms_calls(),
     };
     gate.record(&event).await?;
     match (result, failure) {

@@ -278,6 +278,8 @@ pub struct Decrypted<'a> {
     /// The kind of failure (`cast`, `parse`, `outside_scope`, …), never its message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
+    /// Calls to the key service the statement made.
+    pub kms: crate::crypto::kms::KmsCalls,
 }
 impl AuditEvent for Decrypted<'_> {
     const ACTION: &'static str = "decrypt";
@@ -322,6 +324,8 @@ pub struct DeepVerified {
     pub files: usize,
     pub records: u64,
     pub problems: usize,
+    /// Calls to the key service the pass made.
+    pub kms: crate::crypto::kms::KmsCalls,
 }
 impl AuditEvent for DeepVerified {
     const ACTION: &'static str = "verify.deep";
@@ -352,6 +356,9 @@ pub struct BatchCommitted<'a> {
     pub partitions: std::collections::BTreeMap<String, u64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub recovered: bool,
+    /// Calls to the key service up to this entry (not known for a recovered batch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms: Option<crate::crypto::kms::KmsCalls>,
 }
 impl AuditEvent for BatchCommitted<'_> {
     const ACTION: &'static str = "batch";

@@ -60,9 +60,32 @@ impl BatchArgs {
         let (store, kms) = super::kms::open_for(&s, kms_cfg.as_ref()).await?;
         let (p, policies) = crate::store::policies_for(&store, pipeline.as_deref()).await?;
         let ctx = context(store, kms, clock);
-        let report = job::batch(&ctx, &job::batch_options(p.as_ref(), policies)).await?;
+        let mut report = job::batch(&ctx, &job::batch_options(p.as_ref(), policies)).await?;
         warn_damaged(&report);
+        warn_cryptoperiod(&ctx, kms_cfg.as_ref(), &mut report).await;
         output::write_report(format.unwrap_or(Format::Table), &report, out)
+    }
+}
+
+/// A KEK past its cryptoperiod, in the report and on stderr; a KEK whose versions cannot be
+/// read is said, never fatal (the batch has committed).
+async fn warn_cryptoperiod(
+    ctx: &Context,
+    kms: Option<&crate::config::KmsConfig>,
+    report: &mut job::BatchReport,
+) {
+    let days = kms
+        .and_then(|k| k.cryptoperiod_days)
+        .unwrap_or(crate::keys::DEFAULT_CRYPTOPERIOD_DAYS);
+    let warning = match ctx.kms.info().await {
+        Ok(info) => crate::keys::cryptoperiod_warning(&info, ctx.clock.now(), days),
+        Err(e) => Some(format!(
+            "the KEK's versions could not be read ({e}); `holdfast keys status` checks its age"
+        )),
+    };
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+        report.warnings.push(w);
     }
 }
 
@@ -148,8 +171,9 @@ impl RunArgs {
             let tenant = src.tenant.as_deref();
             ingested.extend(ingest_paths(&ctx, src.format, tenant, &src.paths, prose).await?);
         }
-        let report = job::batch(&ctx, &job::batch_options(Some(&p), policies)).await?;
+        let mut report = job::batch(&ctx, &job::batch_options(Some(&p), policies)).await?;
         warn_damaged(&report);
+        warn_cryptoperiod(&ctx, p.kms.as_ref(), &mut report).await;
         if format == Format::Table {
             return output::write_report(format, &report, out);
         }

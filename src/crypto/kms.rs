@@ -201,6 +201,10 @@ pub trait Kms: std::fmt::Debug + Send + Sync + 'static {
         &'a self,
         keys: &'a [(&'a str, &'a WrappedKey)],
     ) -> BoxFuture<'a, Result<Vec<WrappedKey>, KmsError>>;
+    /// The calls made so far, where this `Kms` counts them ([`Counting`]).
+    fn calls(&self) -> KmsCalls {
+        KmsCalls::default()
+    }
 }
 
 /// One version of a KEK.
@@ -242,7 +246,9 @@ fn derive_index_key(secret: &[u8; 32], tenant: &str) -> IndexKey {
     Zeroizing::new(crate::crypto::hmac_sha256(secret, &label))
 }
 
+mod counting;
 mod local;
+pub use counting::{Counting, KmsCalls};
 pub mod transit;
 pub use local::LocalKeyring;
 

@@ -7,6 +7,7 @@
 
 mod index_keys;
 pub use index_keys::IndexKeyCache;
+pub mod cache;
 pub mod kms;
 mod tables;
 

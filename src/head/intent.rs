@@ -269,6 +269,7 @@ async fn audit_committed_batch(
         committed_files: files,
         partitions,
         recovered: true,
+        kms: None,
     };
     c.audit.record("holdfast-batch", None, &event).await?;
     Ok(())

@@ -55,6 +55,7 @@ pub async fn verify(
             files: report.files,
             records: report.deep_records,
             problems: report.problems.len(),
+            kms: req.keyring.map(|k| k.calls()).unwrap_or_default(),
         };
         gate.record(&event).await?;
     }

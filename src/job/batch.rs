@@ -183,6 +183,7 @@ async fn run(
         holds: &holds,
     };
     super::commit::commit(ctx, &committing, outcome, &mut report).await?;
+    report.kms = ctx.kms.calls();
     Ok(report)
 }
 

@@ -158,6 +158,7 @@ pub(super) async fn commit(
         .collect();
     report.segments_kept = outcome.kept.len() as u64;
     let audit = crate::audit::Audit::new(store.clone(), ctx.clock.clone());
+    report.kms = ctx.kms.calls();
     record_batch(
         &audit,
         batch_id,
@@ -286,6 +287,7 @@ async fn record_batch(
             .map(|(p, pos)| (p.dir(), pos.sequence))
             .collect(),
         recovered: false,
+        kms: Some(report.kms),
     };
     audit.record(ACTOR, None, &event).await?;
     if report.expired_on_arrival > 0 {

@@ -126,4 +126,7 @@ impl Kms for Overlaid {
     ) -> BoxFuture<'a, Result<Vec<WrappedKey>, KmsError>> {
         self.inner.rewrap(keys)
     }
+    fn calls(&self) -> crate::crypto::kms::KmsCalls {
+        self.inner.calls()
+    }
 }

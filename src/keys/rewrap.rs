@@ -53,6 +53,8 @@ pub struct RewrapReport {
     pub kms_rewrap_calls: u64,
     /// Superseded rewrappings removed.
     pub pruned: u64,
+    /// Calls to the key service the rewrap made.
+    pub kms: crate::crypto::kms::KmsCalls,
 }
 
 impl AuditEvent for RewrapReport {
@@ -167,6 +169,7 @@ async fn run(
         crate::head::intent::end(store, rewrap_id).await?;
     }
     report.pruned = prune(store, &inv.keys, &inv.newer).await?;
+    report.kms = kms.calls();
     ctx.session.record(None, &report).await?;
     Ok(report)
 }

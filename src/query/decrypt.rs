@@ -34,7 +34,8 @@ pub struct Decryptor {
     store: Store,
     kms: Arc<dyn Kms>,
     files: HashMap<String, (object_store::path::Path, u64, WrappedKey)>,
-    keys: Mutex<HashMap<String, Arc<FileKey>>>,
+    /// Unwrapped DEKs (and dictionaries), bounded in count and age.
+    keys: Mutex<crate::crypto::cache::KeyCache<Arc<FileKey>>>,
     opened: Mutex<(BTreeSet<String>, BTreeSet<String>)>,
     index_keys: crate::crypto::IndexKeyCache,
     /// Blind indexes computed for this statement, by (tenant, address).
@@ -85,7 +86,7 @@ impl Decryptor {
             store,
             kms,
             files,
-            keys: Mutex::default(),
+            keys: Mutex::new(crate::crypto::cache::KeyCache::default()),
             opened: Mutex::default(),
             index_keys: Default::default(),
             blind_indexes: Default::default(),
@@ -110,7 +111,7 @@ impl Decryptor {
 
     fn key(&self, dek_id: &str) -> Result<Arc<FileKey>, String> {
         if let Some(k) = self.keys.lock().expect("lock").get(dek_id) {
-            return Ok(k.clone());
+            return Ok(k);
         }
         let (path, size, wrapped) = self
             .files
@@ -133,10 +134,7 @@ impl Decryptor {
         let key = Arc::new(tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(load)
         })?);
-        self.keys
-            .lock()
-            .expect("lock")
-            .insert(dek_id.to_string(), key.clone());
+        self.keys.lock().expect("lock").insert(dek_id, key.clone());
         self.opened
             .lock()
             .expect("lock")
@@ -176,6 +174,11 @@ impl Decryptor {
     /// How many distinct (tenant, address) blind indexes were computed.
     pub fn blind_indexes(&self) -> u64 {
         self.blind_indexes.lock().expect("lock").len() as u64
+    }
+
+    /// Calls made to the key service so far (where it counts them).
+    pub fn kms_calls(&self) -> crate::crypto::kms::KmsCalls {
+        self.kms.calls()
     }
 
     /// (event ids opened, DEKs unwrapped) so far.

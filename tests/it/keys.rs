@@ -181,3 +181,65 @@ fn a_rewrap_killed_at_any_step_is_finished_by_the_next() {
     env.ok_at(&now, &["verify", "--deep"]);
     assert_eq!(env.batch_at(&now)["stored"], 20);
 }
+
+#[test]
+fn a_kek_past_its_cryptoperiod_is_reported_and_key_calls_are_audited() {
+    let env = Env::new();
+    env.ingest(&env.write("a.ndjson", &common::generate(33, 40, 0, 2).ndjson));
+    env.ingest(&env.write("bad.ndjson", &common::malformed().0));
+    // the keyring's first version was made at init, now; 800 days on it is past 730
+    let later = (chrono::Utc::now() + chrono::Duration::days(800))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let out = env
+        .cmd_at(&later, &["batch", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&String::from_utf8(out.stdout).unwrap());
+    let warning = report["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("past its cryptoperiod of 730 days"),
+        "{report}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keys rotate"));
+    // one wrap per data file and one for the batch's quarantine entries; one per segment unwrapped
+    let files = report["files"].as_u64().unwrap();
+    assert_eq!(report["kms"]["wraps"], files + 1, "{report}");
+    assert_eq!(report["kms"]["unwraps"], 2, "{report}");
+    let s = json(&env.ok_at(&later, &["keys", "status", "--format", "json"]));
+    assert!(
+        s["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("past its cryptoperiod"),
+        "{s}"
+    );
+    env.ok_at(&later, &["keys", "rotate"]);
+    let s = json(&env.ok_at(&later, &["keys", "status", "--format", "json"]));
+    assert!(!s["warnings"].to_string().contains("cryptoperiod"), "{s}");
+
+    env.ok(&[
+        "query",
+        "--decrypt",
+        "--case",
+        "KEYS-2",
+        "SELECT count(record) AS n FROM decrypted",
+    ]);
+    let audit: Vec<Value> = env
+        .ok(&["audit", "list", "--format", "ndjson"])
+        .lines()
+        .map(json)
+        .collect();
+    let details = |action: &str| {
+        let e = audit.iter().find(|e| e["action"] == action).unwrap();
+        json(e["details"].as_str().unwrap())
+    };
+    let batch = details("batch");
+    assert_eq!(batch["kms"]["wraps"], files + 1, "{batch}");
+    let decrypt = details("decrypt");
+    assert_eq!(decrypt["kms"]["unwraps"], files, "{decrypt}");
+}

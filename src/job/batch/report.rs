@@ -48,6 +48,11 @@ pub struct BatchReport {
     pub quarantined_by_code: BTreeMap<String, u64>,
     #[serde(skip)]
     pub expired_ids: serde_json::Value,
+    /// Calls to the key service (wraps: one per data file and per quarantine batch).
+    pub kms: crate::crypto::kms::KmsCalls,
+    /// What the operator should act on (a KEK past its cryptoperiod).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Display for BatchReport {
@@ -57,6 +62,9 @@ impl std::fmt::Display for BatchReport {
             "batch {}: {} segment(s), {} line(s)",
             self.batch_id, self.segments, self.lines
         )?;
+        for w in &self.warnings {
+            writeln!(f, "  warning      {w}")?;
+        }
         writeln!(
             f,
             "  stored       {} event(s) in {} file(s), {} partition(s), {} bytes",
