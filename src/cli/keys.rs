@@ -33,6 +33,30 @@ pub enum KeysCommand {
         #[command(flatten)]
         who: ActorArg,
     },
+    /// Ask to retire a KEK version (and older ones): refused while any DEK is wrapped under it
+    ///
+    /// A different administrator approves with `keys approve`; both steps are audited.
+    #[command(after_help = "Example:\n  holdfast keys retire --store data --version 1")]
+    Retire {
+        #[command(flatten)]
+        k: KeysArgs,
+        #[command(flatten)]
+        who: ActorArg,
+        /// The version to retire, with every older one
+        #[arg(long)]
+        version: u32,
+    },
+    /// Approve another administrator's retire request: the backend stops unwrapping under it
+    #[command(after_help = "Example:\n  holdfast keys approve --store data --request kr-0a1b2c3d")]
+    Approve {
+        #[command(flatten)]
+        k: KeysArgs,
+        #[command(flatten)]
+        who: ActorArg,
+        /// The request id `keys retire` printed
+        #[arg(long)]
+        request: String,
+    },
     /// Wrap every DEK again under the newest KEK version; no data file is rewritten
     ///
     /// Data-file DEKs get new manifest versions; those of landing and failed segments,
@@ -79,6 +103,29 @@ impl KeysCommand {
                     out,
                     "{}: new version v{v}; new DEKs are wrapped under it. Run `holdfast keys rewrap` to move the existing ones.",
                     kms.kek_id()
+                )
+                .map_err(|e| Error::io("writing the output", e))
+            }
+            KeysCommand::Retire { k, who, version } => {
+                let (store, kms, _) = k.open().await?;
+                let session = session(&store, clock, &who).await?;
+                let id = keys::retire::request(&session, kms.as_ref(), version).await?;
+                writeln!(
+                    out,
+                    "request {id}: retire {} v{version} and older; another administrator runs `holdfast keys approve --request {id}` within {} days",
+                    kms.kek_id(),
+                    keys::retire::REQUEST_DAYS
+                )
+                .map_err(|e| Error::io("writing the output", e))
+            }
+            KeysCommand::Approve { k, who, request } => {
+                let (store, kms, _) = k.open().await?;
+                let session = session(&store, clock, &who).await?;
+                let r = keys::retire::approve(&session, kms.as_ref(), &request).await?;
+                writeln!(
+                    out,
+                    "{}: v{} and older retired (asked by {}, approved by {}); the backend unwraps from v{} on",
+                    r.kek_id, r.version, r.requested_by, r.approved_by, r.min_decryption_version
                 )
                 .map_err(|e| Error::io("writing the output", e))
             }

@@ -25,6 +25,15 @@ pub enum KmsError {
         kek_id: String,
         version: u32,
     },
+    #[error(
+        "{backend}: KEK `{kek_id}` v{version} is retired (it unwraps from v{min} on); `holdfast keys status` shows what is still wrapped under which version"
+    )]
+    Retired {
+        backend: String,
+        kek_id: String,
+        version: u32,
+        min: u32,
+    },
     #[error("wrapped key {dek_id} does not belong to KEK `{kek_id}` v{version} or was altered")]
     InvalidCiphertext {
         dek_id: String,
@@ -201,6 +210,8 @@ pub trait Kms: std::fmt::Debug + Send + Sync + 'static {
         &'a self,
         keys: &'a [(&'a str, &'a WrappedKey)],
     ) -> BoxFuture<'a, Result<Vec<WrappedKey>, KmsError>>;
+    /// Stops unwrapping under every version up to `through` (below the primary one).
+    fn retire(&self, through: u32) -> BoxFuture<'_, Result<(), KmsError>>;
     /// The calls made so far, where this `Kms` counts them ([`Counting`]).
     fn calls(&self) -> KmsCalls {
         KmsCalls::default()

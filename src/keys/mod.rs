@@ -12,6 +12,7 @@
 pub mod format;
 pub mod inventory;
 pub mod overlay;
+pub mod retire;
 pub mod rewrap;
 pub mod status;
 

@@ -120,6 +120,9 @@ impl Kms for Overlaid {
     fn rotate(&self, now: chrono::DateTime<chrono::Utc>) -> BoxFuture<'_, Result<u32, KmsError>> {
         self.inner.rotate(now)
     }
+    fn retire(&self, through: u32) -> BoxFuture<'_, Result<(), KmsError>> {
+        self.inner.retire(through)
+    }
     fn rewrap<'a>(
         &'a self,
         keys: &'a [(&'a str, &'a WrappedKey)],

@@ -243,3 +243,82 @@ fn a_kek_past_its_cryptoperiod_is_reported_and_key_calls_are_audited() {
     let decrypt = details("decrypt");
     assert_eq!(decrypt["kms"]["unwraps"], files, "{decrypt}");
 }
+
+/// The request id in `keys retire`'s output (`request kr-…: …`).
+fn request_id(out: &str) -> String {
+    out.split_whitespace()
+        .nth(1)
+        .map(|s| s.trim_end_matches(':').to_string())
+        .filter(|s| s.starts_with("kr-"))
+        .unwrap_or_else(|| panic!("no request id in {out:?}"))
+}
+
+#[test]
+fn a_version_is_retired_only_when_nothing_needs_it_and_a_second_admin_approves() {
+    let (env, files) = store_with_every_home();
+    env.second_person("kim", &[]);
+    env.ok(&["keys", "rotate"]);
+    // DEKs still under v1: refused, audited
+    let out = env.run(&["keys", "retire", "--version", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{} DEK(s)", files + 2)) && err.contains("keys rewrap"),
+        "{err}"
+    );
+    // the primary version: a usage error
+    assert_eq!(
+        env.run(&["keys", "retire", "--version", "2"]).status.code(),
+        Some(2)
+    );
+    env.ok(&["keys", "rewrap"]);
+    let id = request_id(&env.ok(&["keys", "retire", "--version", "1"]));
+    // the one who asked cannot approve; a non-admin cannot either
+    assert_eq!(
+        env.run(&["keys", "approve", "--request", &id])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        env.run_as("eve", &["keys", "approve", "--request", &id])
+            .status
+            .code(),
+        Some(1)
+    );
+    let s = status(&env);
+    assert_eq!(s["min_decryption_version"], 1, "nothing retired yet: {s}");
+    let done = env.ok_as("kim", &["keys", "approve", "--request", &id]);
+    assert!(done.contains("unwraps from v2 on"), "{done}");
+    let again = env.run_as("kim", &["keys", "approve", "--request", &id]);
+    assert_eq!(again.status.code(), Some(1), "approved twice");
+    let s = status(&env);
+    assert_eq!(s["min_decryption_version"], 2, "{s}");
+    assert_eq!(s["versions"][0]["decrypts"], false, "{s}");
+    let ring: Value = json(&std::fs::read_to_string(&env.keyring).unwrap());
+    assert_eq!(
+        (
+            ring["version"].as_str(),
+            ring["min_decryption_version"].as_u64()
+        ),
+        (Some("3"), Some(2))
+    );
+    // everything still opens through v2, and a v1 wrapping is refused by name
+    env.ok(&["verify", "--deep"]);
+    assert_eq!(env.batch()["stored"], 20);
+    let actions: Vec<String> = env
+        .ok(&["audit", "list", "--format", "ndjson"])
+        .lines()
+        .map(|l| json(l)["action"].as_str().unwrap().to_string())
+        .collect();
+    for a in [
+        "keys.retire.requested",
+        "keys.retire.approved",
+        "keys.refused",
+    ] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} not audited: {actions:?}"
+        );
+    }
+}

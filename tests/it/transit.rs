@@ -34,24 +34,6 @@ fn bao(test: &str) -> Option<Bao> {
 }
 
 impl Bao {
-    /// A POST with the root token; its status.
-    fn admin_post(&self, path: &str, body: &str) -> reqwest::StatusCode {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            reqwest::Client::new()
-                .post(format!("{}/v1/{path}", self.addr))
-                .header("X-Vault-Token", &self.token)
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
-    }
-
     /// Creates a derived Transit key of a name no other test uses.
     fn derived_key(&self, prefix: &str) -> String {
         let key = format!("{prefix}-{}-{}", std::process::id(), rand::random::<u32>());
@@ -328,12 +310,26 @@ fn rotate_and_rewrap_move_every_dek_inside_openbao_and_the_old_version_can_be_re
     assert_eq!(v2 as u64, r["data_files"].as_u64().unwrap(), "{r}");
     assert!(v2 > 0 && v2 <= files);
 
-    // OpenBao stops decrypting under v1: everything still opens, through the new wrappings
-    let status = s.bao.admin_post(
-        &format!("transit/keys/{key}/config"),
-        r#"{"min_decryption_version":2}"#,
+    // retired by two administrators, OpenBao stops decrypting under v1: everything still
+    // opens, through the new wrappings
+    s.ok(&["access", "grant", "--user", "kim", "--role", "admin"]);
+    let asked = s.ok(&["keys", "retire", "--version", "1"]);
+    let id = asked
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    let out = s
+        .cmd(&["keys", "approve", "--request", &id])
+        .env(OS_USER_VAR, "kim")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(status.is_success(), "{status}");
     let st: serde_json::Value =
         serde_json::from_str(&s.ok(&["keys", "status", "--format", "json"])).unwrap();
     let v1 = &st["versions"][0];

@@ -79,3 +79,33 @@ pub(crate) async fn rotates_and_rewraps(kms: &dyn Kms, now: chrono::DateTime<chr
         Err(KmsError::InvalidCiphertext { .. })
     ));
 }
+
+/// After [`rotates_and_rewraps`]: retiring the old version stops unwraps under it (a clear
+/// error), leaves the new one working, and the primary version cannot be retired.
+pub(crate) async fn retires_old_versions(kms: &dyn Kms) {
+    let info = kms.info().await.unwrap();
+    let old_dek = DataKey::generate();
+    let mut old = kms.wrap(&old_dek).await.unwrap();
+    assert_eq!(old.kek_version, info.primary);
+    let now = "2027-06-01T00:00:00Z".parse().expect("a time");
+    let v = kms.rotate(now).await.unwrap();
+    let pairs = [(old_dek.id(), &old)];
+    let moved = kms.rewrap(&pairs).await.unwrap().remove(0);
+    kms.retire(v - 1).await.unwrap();
+    assert_eq!(kms.info().await.unwrap().min_decryption_version, v);
+    match kms.unwrap_key(old_dek.id(), &old).await {
+        Err(KmsError::Retired { version, min, .. }) => assert_eq!((version, min), (v - 1, v)),
+        other => panic!("a retired version still unwraps: {other:?}"),
+    }
+    let back = kms.unwrap_key(old_dek.id(), &moved).await.unwrap();
+    assert_eq!(back.expose(), old_dek.expose());
+    assert!(
+        kms.retire(v).await.is_err(),
+        "the primary version was retired"
+    );
+    // retiring again, or an older version, changes nothing
+    kms.retire(v - 1).await.unwrap();
+    old.kek_version = 1;
+    assert!(kms.unwrap_key(old_dek.id(), &old).await.is_err());
+    assert_eq!(kms.info().await.unwrap().min_decryption_version, v);
+}

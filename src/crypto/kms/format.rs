@@ -2,9 +2,10 @@
 //! version with a conversion; a reader refuses another format or a version it does not know.
 //!
 //! - The keyring file (outside the store), format `holdfast.keyring`: version 1 (KEKs and the
-//!   blind-index master), version 2 (adds the head-signing key). Version 1 files still load and
-//!   are rewritten as version 2 the first time something is signed. Golden file:
-//!   `fixtures/formats/keyring-v2.json`.
+//!   blind-index master), version 2 (adds the head-signing key), version 3 (adds
+//!   `min_decryption_version`, written once a KEK version is retired). Version 1 files still
+//!   load and are rewritten as version 2 the first time something is signed. Golden files:
+//!   `fixtures/formats/keyring-v3.json`, `keyring-v2.json`, `keyring-v1.json`.
 //! - [`WrappedKeyV1`]: a wrapped DEK as manifests, landing headers, quarantine entries and
 //!   Parquet footers record it.
 //! - The wrapped blind-index secret of a store whose KEK is in a remote KMS (Transit), format
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 pub(super) const FORMAT: &str = "holdfast.keyring";
-const VERSIONS: &[&str] = &["1", "2"];
+const VERSIONS: &[&str] = &["1", "2", "3"];
 
 /// A wrapped DEK as every persisted format records it (version 1 of each of them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +107,8 @@ enum KeyringFile {
     V1(KeyringV1),
     #[serde(rename = "2")]
     V2(KeyringV2),
+    #[serde(rename = "3")]
+    V3(KeyringV3),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -131,7 +134,21 @@ struct KeyringV2 {
     signing_key: String,
 }
 
-/// One KEK version (both keyring versions).
+/// Version 3: version 2 and the oldest KEK version it still unwraps under (written once a
+/// version is retired; until then files stay version 2).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyringV3 {
+    format: String,
+    kek_id: String,
+    primary: u32,
+    keys: Vec<KeyringEntry>,
+    index_master: String,
+    signing_key: String,
+    min_decryption_version: u32,
+}
+
+/// One KEK version (every keyring version).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct KeyringEntry {
@@ -149,6 +166,8 @@ pub(super) struct Ring {
     pub index_master: String,
     /// `None`: a version-1 file.
     pub signing_key: Option<String>,
+    /// The oldest KEK version unwrapped under (1 before version 3).
+    pub min_decryption_version: u32,
 }
 
 impl Ring {
@@ -172,6 +191,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Ring, FormatError> {
             keys: v.keys,
             index_master: v.index_master,
             signing_key: None,
+            min_decryption_version: 1,
         },
         KeyringFile::V2(v) => Ring {
             kek_id: v.kek_id,
@@ -179,14 +199,33 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Ring, FormatError> {
             keys: v.keys,
             index_master: v.index_master,
             signing_key: Some(v.signing_key),
+            min_decryption_version: 1,
+        },
+        KeyringFile::V3(v) => Ring {
+            kek_id: v.kek_id,
+            primary: v.primary,
+            keys: v.keys,
+            index_master: v.index_master,
+            signing_key: Some(v.signing_key),
+            min_decryption_version: v.min_decryption_version,
         },
     })
 }
 
-/// The file's bytes: version 2 when the ring has a signing key (always, once written by
-/// this holdfast), else version 1. The ring's secrets are wiped.
+/// The file's bytes: version 3 once a KEK version is retired, else version 2 when the ring
+/// has a signing key (always, once written by this holdfast), else version 1. The ring's
+/// secrets are wiped.
 pub(super) fn encode(ring: Ring) -> Zeroizing<Vec<u8>> {
     let mut file = match ring.signing_key {
+        Some(signing_key) if ring.min_decryption_version > 1 => KeyringFile::V3(KeyringV3 {
+            format: FORMAT.into(),
+            kek_id: ring.kek_id,
+            primary: ring.primary,
+            keys: ring.keys,
+            index_master: ring.index_master,
+            signing_key,
+            min_decryption_version: ring.min_decryption_version,
+        }),
         None => KeyringFile::V1(KeyringV1 {
             format: FORMAT.into(),
             kek_id: ring.kek_id,
@@ -207,6 +246,10 @@ pub(super) fn encode(ring: Ring) -> Zeroizing<Vec<u8>> {
     let (keys, master) = match &mut file {
         KeyringFile::V1(v) => (&mut v.keys, &mut v.index_master),
         KeyringFile::V2(v) => {
+            v.signing_key.zeroize();
+            (&mut v.keys, &mut v.index_master)
+        }
+        KeyringFile::V3(v) => {
             v.signing_key.zeroize();
             (&mut v.keys, &mut v.index_master)
         }
@@ -241,7 +284,24 @@ mod tests {
             ],
             index_master: "Aw".repeat(21) + "Aw==",
             signing_key: signing.then(|| "BA".repeat(21) + "BA=="),
+            min_decryption_version: 1,
         }
+    }
+
+    #[test]
+    fn version_3_records_the_retired_versions_and_reads_back() {
+        let mut ring = sample(true);
+        ring.min_decryption_version = 2;
+        let bytes = encode(ring);
+        golden("keyring-v3.json", &bytes);
+        let r = decode(&bytes).unwrap();
+        assert_eq!(
+            (r.min_decryption_version, r.primary, r.keys.len()),
+            (2, 2, 2)
+        );
+        // until a version is retired, files stay version 2
+        let v2 = encode(sample(true));
+        assert!(String::from_utf8_lossy(&v2).contains("\"version\": \"2\""));
     }
 
     #[test]
@@ -284,9 +344,9 @@ mod tests {
     #[test]
     fn other_formats_and_versions_are_refused_by_name() {
         let bytes = encode(sample(true));
-        let e = decode(&altered(&bytes, "version", "3")).err().unwrap();
+        let e = decode(&altered(&bytes, "version", "4")).err().unwrap();
         assert!(
-            matches!(e, FormatError::UnknownVersion { found: Some(ref v), .. } if v == "3"),
+            matches!(e, FormatError::UnknownVersion { found: Some(ref v), .. } if v == "4"),
             "{e}"
         );
         let e = decode(&altered(&bytes, "format", "holdfast.manifest"))

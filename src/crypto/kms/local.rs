@@ -13,6 +13,8 @@ struct Kek {
 struct Versions {
     primary: u32,
     keks: Vec<Kek>,
+    /// Versions below it are retired (keyring version 3).
+    min_decryption: u32,
 }
 
 /// The embedded default KMS: a local keyring file (mode 0600, never inside a store).
@@ -80,6 +82,7 @@ impl LocalKeyring {
                     created_at: created_at.to_string(),
                     material,
                 }],
+                min_decryption: 1,
             }),
             index_master,
             signing: std::sync::Mutex::new(Some(new_signing_key())),
@@ -158,6 +161,7 @@ impl LocalKeyring {
             versions: std::sync::RwLock::new(Versions {
                 primary: file.primary,
                 keks,
+                min_decryption: file.min_decryption_version,
             }),
             index_master,
             signing: std::sync::Mutex::new(signing),
@@ -186,6 +190,7 @@ impl LocalKeyring {
                 .collect(),
             index_master: B64.encode(self.index_master.as_ref()),
             signing_key,
+            min_decryption_version: v.min_decryption,
         })
     }
 
@@ -218,6 +223,14 @@ impl LocalKeyring {
 
     fn kek(&self, version: u32) -> Result<Cipher, KmsError> {
         let v = self.versions();
+        if version < v.min_decryption {
+            return Err(KmsError::Retired {
+                backend: self.describe(),
+                kek_id: self.kek_id.clone(),
+                version,
+                min: v.min_decryption,
+            });
+        }
         let k = v
             .keks
             .iter()
@@ -384,10 +397,37 @@ impl LocalKeyring {
     /// Adds a KEK version (made at `now`) to the file and to this keyring, as the primary one.
     pub fn rotate_at(&self, now: chrono::DateTime<chrono::Utc>) -> Result<u32, KmsError> {
         let version = rotate_file(&self.path, &crate::clock::fmt_ts(now))?;
+        self.reload()?;
+        Ok(version)
+    }
+
+    /// Records in the file that versions up to `through` no longer unwrap (their material
+    /// stays: whoever holds the file could undo it; a KMS enforces it, a file cannot).
+    pub fn retire_through(&self, through: u32) -> Result<(), KmsError> {
+        let path = self.path.clone();
+        edit_file(&self.path, |file| {
+            if through >= file.primary {
+                return Err(KmsError::Keyring {
+                    path,
+                    problem: format!(
+                        "v{through} cannot be retired: the primary version is v{}",
+                        file.primary
+                    ),
+                });
+            }
+            let min = file.min_decryption_version.max(through + 1);
+            let changed = min != file.min_decryption_version;
+            file.min_decryption_version = min;
+            Ok(((), changed))
+        })?;
+        self.reload()
+    }
+
+    fn reload(&self) -> Result<(), KmsError> {
         let fresh = LocalKeyring::load(&self.path)?;
         let fresh = fresh.versions.into_inner().expect("keyring versions lock");
         *self.versions.write().expect("keyring versions lock") = fresh;
-        Ok(version)
+        Ok(())
     }
 
     fn kek_info(&self) -> KekInfo {
@@ -406,7 +446,7 @@ impl LocalKeyring {
             kek_id: self.kek_id.clone(),
             backend: self.describe(),
             primary: v.primary,
-            min_decryption_version: versions.iter().map(|k| k.version).min().unwrap_or(1),
+            min_decryption_version: v.min_decryption,
             versions,
         }
     }
@@ -457,6 +497,9 @@ impl Kms for LocalKeyring {
     }
     fn rotate(&self, now: chrono::DateTime<chrono::Utc>) -> BoxFuture<'_, Result<u32, KmsError>> {
         Box::pin(async move { self.rotate_at(now) })
+    }
+    fn retire(&self, through: u32) -> BoxFuture<'_, Result<(), KmsError>> {
+        Box::pin(async move { self.retire_through(through) })
     }
     fn rewrap<'a>(
         &'a self,

@@ -20,6 +20,11 @@ fn local_keyring_contract() {
         .unwrap()
         .to_utc();
     block(contract::rotates_and_rewraps(&ring, later));
+    let other = dir.path().join("retire.json");
+    let retiring = LocalKeyring::create(&other, "2026-01-01T00:00:00Z").unwrap();
+    block(contract::retires_old_versions(&retiring));
+    let again = LocalKeyring::load(&other).unwrap();
+    assert_eq!(block(again.info()).unwrap().min_decryption_version, 2);
     // the rotation is in the file: a reload wraps under v2 and knows when v2 was made
     let reloaded = LocalKeyring::load(&path).unwrap();
     let info = block(reloaded.info()).unwrap();
@@ -124,10 +129,10 @@ fn unknown_keyring_versions_are_refused_by_name() {
     let path = dir.path().join("keyring.json");
     LocalKeyring::create(&path, "2026-01-01T00:00:00Z").unwrap();
     let good = std::fs::read(&path).unwrap();
-    std::fs::write(&path, crate::format::altered(&good, "version", "3")).unwrap();
+    std::fs::write(&path, crate::format::altered(&good, "version", "4")).unwrap();
     let err = LocalKeyring::load(&path).unwrap_err().to_string();
     assert!(
-        err.contains("holdfast.keyring version 3 is not one this holdfast reads")
+        err.contains("holdfast.keyring version 4 is not one this holdfast reads")
             && err.contains(&path.display().to_string()),
         "{err}"
     );

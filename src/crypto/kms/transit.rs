@@ -211,6 +211,18 @@ impl Transit {
                 status: 400,
                 ref message,
             } if message.contains("key not found") => self.no_such_key(&self.key),
+            Failure::Status {
+                status: 400,
+                ref message,
+            } if message.contains("disallowed by policy") => KmsError::Retired {
+                backend: self.http.backend(),
+                kek_id: self.kek_id.clone(),
+                version: w.kek_version,
+                min: match Box::pin(self.key_info()).await {
+                    Ok(i) => i.min_decryption_version,
+                    Err(_) => w.kek_version + 1,
+                },
+            },
             Failure::Status { status: 400, .. } => w.invalid(dek_id),
             f => {
                 let path = format!("decrypt/{}", self.key);
@@ -327,6 +339,9 @@ impl Kms for Transit {
     }
     fn rotate(&self, _now: chrono::DateTime<chrono::Utc>) -> BoxFuture<'_, Result<u32, KmsError>> {
         Box::pin(self.rotate_key())
+    }
+    fn retire(&self, through: u32) -> BoxFuture<'_, Result<(), KmsError>> {
+        Box::pin(self.retire_through(through))
     }
     fn rewrap<'a>(
         &'a self,

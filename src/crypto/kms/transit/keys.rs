@@ -6,8 +6,9 @@
 use super::*;
 use crate::crypto::kms::KekVersion;
 
-/// DEKs per `rewrap` request: one request stays well under the server's body limit.
-const REWRAP_BATCH: usize = 256;
+/// DEKs per `rewrap` request. OpenBao refuses a JSON body of more than 1,000 strings ("high
+/// complexity"), and each item is four (two names, two values): 200 items stay under it.
+const REWRAP_BATCH: usize = 200;
 
 impl Transit {
     pub(super) async fn key_info(&self) -> Result<KekInfo, KmsError> {
@@ -73,36 +74,59 @@ impl Transit {
         Ok(self.key_info().await?.primary)
     }
 
+    /// Raises the key's `min_decryption_version` past `through` (never lowers it).
+    pub(super) async fn retire_through(&self, through: u32) -> Result<(), KmsError> {
+        let info = self.key_info().await?;
+        if through >= info.primary {
+            return Err(KmsError::Backend {
+                backend: self.http.backend(),
+                key: self.key.clone(),
+                problem: format!(
+                    "v{through} cannot be retired: the primary version is v{}",
+                    info.primary
+                ),
+            });
+        }
+        if info.min_decryption_version > through {
+            return Ok(());
+        }
+        let path = format!("keys/{}/config", self.key);
+        let body = serde_json::to_vec(&json!({ "min_decryption_version": through + 1 }))
+            .expect("serializes");
+        match self.http.post(&path, &body).await {
+            Ok(_) => Ok(()),
+            Err(Failure::NotFound) => Err(self.no_such_key(&self.key)),
+            Err(f) => Err(self.http.error(f, &self.key, &path).await),
+        }
+    }
+
     /// Rewraps `keys` in requests of [`REWRAP_BATCH`]. A request Transit refuses as a whole
-    /// is retried key by key, so the error names the DEK it could not move.
+    /// (400) is split in halves and sent again, down to single keys, so that a server with a
+    /// lower limit still gets batches, and an error names the DEK it could not move.
     pub(super) async fn rewrap_keys(
         &self,
         keys: &[(&str, &WrappedKey)],
     ) -> Result<Vec<WrappedKey>, KmsError> {
         let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(REWRAP_BATCH) {
+        // ranges still to send, in order (a stack: the next one is last)
+        let mut todo: Vec<std::ops::Range<usize>> = (0..keys.len())
+            .step_by(REWRAP_BATCH)
+            .map(|i| i..(i + REWRAP_BATCH).min(keys.len()))
+            .rev()
+            .collect();
+        while let Some(r) = todo.pop() {
+            let chunk = &keys[r.clone()];
             match self.rewrap_batch(chunk).await {
                 Ok(mut done) => out.append(&mut done),
                 Err(Failure::Status { status: 400, .. }) if chunk.len() > 1 => {
-                    for one in chunk {
-                        let mut done = self.rewrap_chunk(std::slice::from_ref(one)).await?;
-                        out.append(&mut done);
-                    }
+                    let mid = r.start + chunk.len() / 2;
+                    todo.push(mid..r.end);
+                    todo.push(r.start..mid);
                 }
                 Err(f) => return Err(self.rewrap_error(f, chunk).await),
             }
         }
         Ok(out)
-    }
-
-    async fn rewrap_chunk(
-        &self,
-        chunk: &[(&str, &WrappedKey)],
-    ) -> Result<Vec<WrappedKey>, KmsError> {
-        match self.rewrap_batch(chunk).await {
-            Ok(done) => Ok(done),
-            Err(f) => Err(self.rewrap_error(f, chunk).await),
-        }
     }
 
     async fn rewrap_error(&self, f: Failure, chunk: &[(&str, &WrappedKey)]) -> KmsError {

@@ -114,6 +114,7 @@ fn transit_passes_the_kms_contract_and_rewraps_server_side() {
             chrono::Utc::now(),
         )
         .await;
+        contract::retires_old_versions(&b.transit(&b.derived_key("retire").await)).await;
         let dek = DataKey::generate();
         let w = t.wrap(&dek).await.unwrap();
         assert!(ciphertext(&w).starts_with("vault:v1:"), "{w:?}");
@@ -394,4 +395,43 @@ fn plain_http_goes_only_to_this_machine_and_the_token_is_never_printed() {
     assert_eq!(split_version("vault:v12:abc"), Some((12, "abc")));
     assert_eq!(split_version("vault:v012:abc"), None);
     assert_eq!(split_version("vault:v:abc"), None);
+}
+
+#[test]
+fn many_keys_are_rewrapped_in_batches_under_openbaos_json_limit() {
+    let Some(b) = bao("transit_rewrap_batches") else {
+        return;
+    };
+    let Ok(log) = std::env::var("HOLDFAST_TEST_BAO_AUDIT_LOG") else {
+        panic!(
+            "HOLDFAST_TEST_BAO_AUDIT_LOG unset: tests/run.sh starts OpenBao with an audit device"
+        );
+    };
+    let key = block(b.derived_key("batches"));
+    block(async {
+        let t = b.transit(&key);
+        let deks: Vec<DataKey> = (0..450).map(|_| DataKey::generate()).collect();
+        let mut wrapped = Vec::new();
+        for d in &deks {
+            wrapped.push(t.wrap(d).await.unwrap());
+        }
+        t.rotate(chrono::Utc::now()).await.unwrap();
+        let pairs: Vec<(&str, &WrappedKey)> = deks.iter().map(|d| d.id()).zip(&wrapped).collect();
+        let moved = t.rewrap(&pairs).await.unwrap();
+        assert!(moved.iter().all(|w| w.kek_version == 2));
+        let last = &deks[449];
+        assert_eq!(
+            t.unwrap_key(last.id(), &moved[449]).await.unwrap().expose(),
+            last.expose()
+        );
+    });
+    let path = format!("transit/rewrap/{key}");
+    let requests = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "request" && v["request"]["path"] == path.as_str())
+        .count();
+    // 200 + 200 + 50: a batch over OpenBao's limit of 1,000 JSON strings is refused whole
+    assert_eq!(requests, 3, "rewrap requests for 450 keys");
 }

@@ -1,0 +1,177 @@
+//! `keys retire` and `keys approve`: a KEK version stops unwrapping only when one
+//! administrator asks and a different one (another OS user) approves, and only while no DEK
+//! of the store is wrapped under it or an older version (data files, landing, failed,
+//! quarantine, the index secret; footers are not homes). The request and the approval are
+//! audit entries (`keys.retire.requested`, `keys.retire.approved`); the approval re-checks the
+//! store and acts on the backend (Transit: `min_decryption_version`; the local keyring: the
+//! same number in its file, which whoever holds the file could undo). A request lapses after
+//! [`REQUEST_DAYS`].
+
+use super::{KeysRefused, check_admin, inventory};
+use crate::access::Session;
+use crate::audit::AuditEvent;
+use crate::crypto::kms::{KekInfo, Kms};
+use crate::error::{Error, Result};
+use serde::Serialize;
+
+/// Days a retire request may wait for its approval.
+pub const REQUEST_DAYS: i64 = 7;
+
+#[derive(Debug, Serialize)]
+pub struct RetireRequested<'a> {
+    pub request: &'a str,
+    pub kek_id: &'a str,
+    /// This version and every older one.
+    pub version: u32,
+    pub requested_by: &'a str,
+}
+impl AuditEvent for RetireRequested<'_> {
+    const ACTION: &'static str = "keys.retire.requested";
+}
+
+#[derive(Debug, Serialize)]
+pub struct RetireApproved<'a> {
+    pub request: &'a str,
+    pub kek_id: &'a str,
+    pub version: u32,
+    pub requested_by: &'a str,
+    pub approved_by: &'a str,
+}
+impl AuditEvent for RetireApproved<'_> {
+    const ACTION: &'static str = "keys.retire.approved";
+}
+
+/// What an approval did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Retired {
+    pub request: String,
+    pub kek_id: String,
+    pub version: u32,
+    pub requested_by: String,
+    pub approved_by: String,
+    /// The oldest version the backend unwraps under now.
+    pub min_decryption_version: u32,
+}
+
+/// DEKs of the store still wrapped under `version` or older.
+async fn still_wrapped(session: &Session, info: &KekInfo, version: u32) -> Result<u64> {
+    let inv = inventory::take(&session.store).await?;
+    Ok(inv
+        .keys
+        .iter()
+        .filter(|k| k.current.kek_id == info.kek_id && k.current.kek_version <= version)
+        .count() as u64)
+}
+
+async fn refuse<T>(session: &Session, command: &str, reason: String) -> Result<T> {
+    let event = KeysRefused {
+        command,
+        reason: &reason,
+    };
+    session.record(None, &event).await?;
+    Err(Error::Refused(reason))
+}
+
+/// Checks that `version` may be retired now: below the primary, nothing wrapped under it.
+async fn retirable(session: &Session, info: &KekInfo, version: u32, command: &str) -> Result<()> {
+    if version >= info.primary {
+        return Err(Error::Usage(format!(
+            "v{version} is the primary version of {} or newer (primary v{}): run `holdfast keys rotate` and `holdfast keys rewrap` first",
+            info.kek_id, info.primary
+        )));
+    }
+    let n = still_wrapped(session, info, version).await?;
+    if n > 0 {
+        let reason = format!(
+            "{n} DEK(s) of the store are still wrapped under v{version} or older: run `holdfast keys rewrap` first"
+        );
+        return refuse(session, command, reason).await;
+    }
+    Ok(())
+}
+
+/// Asks for `version` (and every older one) to be retired; returns the request id.
+pub async fn request(session: &Session, kms: &dyn Kms, version: u32) -> Result<String> {
+    check_admin(session, "retire").await?;
+    let info = kms.info().await?;
+    retirable(session, &info, version, "retire").await?;
+    let mut r = [0u8; 4];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut r);
+    let id = format!("kr-{}", hex::encode(r));
+    let event = RetireRequested {
+        request: &id,
+        kek_id: &info.kek_id,
+        version,
+        requested_by: &session.identity.os_user,
+    };
+    session.record(None, &event).await?;
+    Ok(id)
+}
+
+/// Approves request `id` (another administrator) and retires the version in the backend.
+pub async fn approve(session: &Session, kms: &dyn Kms, id: &str) -> Result<Retired> {
+    check_admin(session, "approve").await?;
+    let entries = session.audit.entries().await?;
+    let of = |action: &'static str| {
+        entries
+            .iter()
+            .map(|(e, _)| e)
+            .find(|e| e.action == action && e.details["request"].as_str() == Some(id))
+    };
+    let Some(asked) = of(RetireRequested::ACTION) else {
+        return Err(Error::NotFound(format!("no key retire request {id}")));
+    };
+    if of(RetireApproved::ACTION).is_some() {
+        return Err(Error::conflict(
+            format!("request {id} was approved already"),
+            false,
+        ));
+    }
+    let d = &asked.details;
+    let requested_by = d["requested_by"].as_str().unwrap_or_default().to_string();
+    let me = session.identity.os_user.clone();
+    if requested_by == me {
+        let reason = format!(
+            "{me} asked for request {id}; a different administrator (another OS user) must approve it"
+        );
+        return refuse(session, "approve", reason).await;
+    }
+    let now = session.clock.now();
+    if now - asked.at > chrono::Duration::days(REQUEST_DAYS) {
+        let reason = format!("request {id} is older than {REQUEST_DAYS} days; ask again");
+        return refuse(session, "approve", reason).await;
+    }
+    let info = kms.info().await?;
+    let version = d["version"].as_u64().and_then(|v| u32::try_from(v).ok());
+    let (Some(version), Some(info_kek)) = (version, d["kek_id"].as_str()) else {
+        return Err(Error::Unusable(format!(
+            "request {id} is not a retire request"
+        )));
+    };
+    if info_kek != info.kek_id {
+        let reason = format!(
+            "request {id} is for KEK {info_kek}, not the store's {}",
+            info.kek_id
+        );
+        return refuse(session, "approve", reason).await;
+    }
+    retirable(session, &info, version, "approve").await?;
+    kms.retire(version).await?;
+    let after = kms.info().await?;
+    let event = RetireApproved {
+        request: id,
+        kek_id: &info.kek_id,
+        version,
+        requested_by: &requested_by,
+        approved_by: &me,
+    };
+    session.record(None, &event).await?;
+    Ok(Retired {
+        request: id.to_string(),
+        kek_id: info.kek_id,
+        version,
+        requested_by,
+        approved_by: me,
+        min_decryption_version: after.min_decryption_version,
+    })
+}
