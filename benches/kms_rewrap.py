@@ -4,8 +4,8 @@
     python3 benches/kms_rewrap.py --binary <release build> --runs 3 \\
         [--workdir bench-out/rewrap] [--bao .venv-test/bin/bao]
 
-Builds two stores of the same events (gen_events.py, two sets of 64,000 over 1,300 days from
-2023-01-01, one batch each: about 10,200 data files, so as many data-file DEKs), one bound to a
+Builds two stores of the same events (gen_events.py, three sets of 64,000 over 1,300 days from
+2023-01-01, one batch each: about 14,000 data files, so as many data-file DEKs), one bound to a
 derived Transit key in a dev OpenBao (free loopback port, file audit device), one on the local
 keyring. Each run then does `keys rotate` and times `keys rewrap` on each store, taking turns.
 Checks that every data file's SHA-256 is unchanged and counts what the rewrap wrote (new
@@ -98,7 +98,7 @@ def main():
     a.workdir.mkdir(parents=True, exist_ok=True)
     binary = a.binary.resolve()
     inputs = []
-    for seed in (1, 2):
+    for seed in (1, 2, 3):
         f = a.workdir / f"events-rewrap-64k-{seed}.ndjson"
         if not f.exists():
             with open(f, "wb") as out:

@@ -232,7 +232,8 @@ pub async fn open_keys(url: &StoreUrl, keys: Keys<'_>) -> Result<(Store, Arc<dyn
     let marker = read_marker(&store).await?;
     let newer = crate::keys::Newer::load(&store).await?;
     let kms = keys::open_kms(&store, url, &marker.kek_id, keys, &newer).await?;
-    let kms = crate::crypto::kms::Counting::wrap(kms);
+    // backend calls are counted below the cache: the audit counts what reached the backend
+    let kms = crate::crypto::kms::Caching::wrap(crate::crypto::kms::Counting::wrap(kms));
     Ok((store, crate::keys::Overlaid::wrap(kms, newer)))
 }
 

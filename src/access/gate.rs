@@ -166,6 +166,8 @@ pub async fn query(
 ) -> Result<Vec<RecordBatch>> {
     // refused before anything is planned or decrypted: only reads pass
     crate::query::statement::check_read_only(sql)?;
+    // this statement's calls to the key service (a `sql` session shares one)
+    let calls_before = kms.calls();
     let recorded = crate::query::redact::Redactor::from_kms(kms.as_ref())
         .await?
         .statement(sql);
@@ -211,7 +213,7 @@ pub async fn query(
         blind_indexes: decryptor.blind_indexes(),
         failed: failure.is_some(),
         error: failure.as_ref().map(|f| f.kind.code()),
-        kms: decryptor.kms_calls(),
+        kms: decryptor.kms_calls().since(calls_before),
     };
     gate.record(&event).await?;
     match (result, failure) {

@@ -320,6 +320,11 @@ pub struct Gate {
     /// Tenant for the one-argument blind_index(address)
     #[arg(long)]
     tenant: Option<String>,
+    /// The store and key service, opened at the first decrypting statement and kept for the
+    /// session: a `sql` session asks the key service once per DEK (its cache), not once per
+    /// statement.
+    #[arg(skip)]
+    keys: tokio::sync::OnceCell<(Store, Arc<dyn Kms>)>,
 }
 
 /// Runs one statement; with the gate open, through the library's decryption gate (role,
@@ -332,7 +337,7 @@ pub(super) async fn execute(
     clock: &Arc<dyn Clock>,
 ) -> Result<Vec<arrow::array::RecordBatch>> {
     if gate.decrypt {
-        let (store, kms) = open(s).await?;
+        let (store, kms) = gate.keys.get_or_try_init(|| open(s)).await?.clone();
         let session = session(&store, clock.clone(), &gate.who).await?;
         let batches = crate::access::gate::query(
             &session,

@@ -257,7 +257,9 @@ fn derive_index_key(secret: &[u8; 32], tenant: &str) -> IndexKey {
     Zeroizing::new(crate::crypto::hmac_sha256(secret, &label))
 }
 
+mod caching;
 mod counting;
+pub use caching::Caching;
 mod local;
 pub use counting::{Counting, KmsCalls};
 pub mod transit;

@@ -322,3 +322,37 @@ fn a_version_is_retired_only_when_nothing_needs_it_and_a_second_admin_approves()
         );
     }
 }
+
+#[test]
+fn a_sql_session_asks_the_key_service_once_per_dek() {
+    let env = Env::new();
+    env.ingest(&env.write("a.ndjson", &common::generate(34, 30, 0, 2).ndjson));
+    let files = env.batch()["files"].as_u64().unwrap();
+    let mut child = env
+        .cmd(&["sql", "--decrypt", "--case", "KEYS-3"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let statement = "SELECT count(record) AS n FROM decrypted;\n";
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        statement.repeat(2).as_bytes(),
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait_with_output().unwrap().status.success());
+    let unwraps: Vec<u64> = env
+        .ok(&["audit", "list", "--format", "ndjson"])
+        .lines()
+        .map(json)
+        .filter(|e| e["action"] == "decrypt")
+        .map(|e| {
+            json(e["details"].as_str().unwrap())["kms"]["unwraps"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    // the first statement unwraps every file's DEK; the second finds them in the session
+    assert_eq!(unwraps, vec![files, 0]);
+}

@@ -28,6 +28,18 @@ pub struct Counting {
     signatures: AtomicU64,
 }
 
+impl KmsCalls {
+    /// The calls made since `before` was read.
+    pub fn since(self, before: KmsCalls) -> KmsCalls {
+        KmsCalls {
+            wraps: self.wraps.saturating_sub(before.wraps),
+            unwraps: self.unwraps.saturating_sub(before.unwraps),
+            rewraps: self.rewraps.saturating_sub(before.rewraps),
+            signatures: self.signatures.saturating_sub(before.signatures),
+        }
+    }
+}
+
 impl Counting {
     pub fn wrap(inner: Arc<dyn Kms>) -> Arc<dyn Kms> {
         Arc::new(Counting {
