@@ -115,13 +115,10 @@ impl KmsConfig {
         let local_note = "(the local keyring is chosen with --keyring or HOLDFAST_KEYRING)";
         match self.backend {
             KmsBackend::Local => {
-                let mut all = transit_only.to_vec();
-                all.push(("key", self.key.is_some()));
-                misplaced(
-                    &mut problems,
-                    &all,
-                    &format!("backend = \"transit\" {local_note}"),
-                );
+                let why = format!("backend = \"transit\" {local_note}");
+                misplaced(&mut problems, &transit_only, &why);
+                let why = format!("backend = \"transit\" or \"aws-kms\" {local_note}");
+                misplaced(&mut problems, &[("key", self.key.is_some())], &why);
                 misplaced(
                     &mut problems,
                     &[("region", self.region.is_some())],
