@@ -96,41 +96,41 @@ pub(super) fn disabled(kms: &AwsKms, state: &str) -> KmsError {
 pub(super) fn fault(kms: &AwsKms, f: Fault, action: &str) -> KmsError {
     let backend = kms.backend();
     let key = kms.key.clone();
-    let (code, message, status) = match f {
-        Fault::Unreachable(detail) => {
-            return KmsError::Unreachable {
+    match f {
+        Fault::Unreachable(detail) => KmsError::Unreachable {
                 backend,
                 detail,
                 attempts: kms.attempts,
                 hint: "check the endpoint (AWS_ENDPOINT_URL or AWS_ENDPOINT_URL_KMS, if set), the region, and the network or proxy".into(),
-            };
-        }
-        Fault::Other(detail) if detail.contains("credentials") => {
-            return KmsError::BadCredentials {
+        },
+        Fault::Other(detail) if detail.contains("credentials") => KmsError::BadCredentials {
                 backend,
                 detail,
                 hint: format!("none were found; {CREDENTIAL_CHAIN}"),
-            };
-        }
-        Fault::Other(detail) => {
-            return KmsError::Backend {
+        },
+        Fault::Other(detail) => KmsError::Backend {
                 backend,
                 key,
                 problem: format!("kms:{action} failed: {detail}"),
-            };
-        }
+        },
         Fault::Service {
             code,
             message,
             status,
-        } => (code, message, status),
-    };
+        } => service(kms, &code, &message, status, action),
+    }
+}
+
+/// The error an answer of KMS with `code` (empty: none), `message` and `status` means.
+fn service(kms: &AwsKms, code: &str, message: &str, status: u16, action: &str) -> KmsError {
+    let backend = kms.backend();
+    let key = kms.key.clone();
     let said = if message.is_empty() {
-        code.clone()
+        code.to_string()
     } else {
         format!("{code}: {message}")
     };
-    match code.as_str() {
+    match code {
         "ThrottlingException" | "Throttling" | "ThrottledException" | "TooManyRequestsException"
         | "RequestLimitExceeded" => KmsError::Throttled {
             backend,
@@ -174,7 +174,7 @@ pub(super) fn fault(kms: &AwsKms, f: Fault, action: &str) -> KmsError {
         "KMSInvalidStateException" => disabled(kms, &format!("not usable now ({said})")),
         _ if status >= 500
             || matches!(
-                code.as_str(),
+                code,
                 "KMSInternalException" | "DependencyTimeoutException" | "KeyUnavailableException"
             ) =>
         {
