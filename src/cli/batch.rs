@@ -154,10 +154,10 @@ impl RunArgs {
             let opts = InitOptions {
                 floor_days: p.store.retention_floor_days,
                 group_readable: false,
-                transit: p
+                remote: p
                     .kms
                     .as_ref()
-                    .map(super::kms::transit_of)
+                    .map(super::kms::remote_of)
                     .transpose()?
                     .flatten(),
             };

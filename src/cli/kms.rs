@@ -1,12 +1,37 @@
 //! Which key service a command uses: the pipeline's `[kms]` when the command has a pipeline,
 //! else what the store's marker names (a `transit:` KEK is reached through the environment,
-//! as the `bao` and `vault` CLIs are). The token is read here, from `BAO_TOKEN` or
-//! `VAULT_TOKEN` only, and handed down; it is never printed.
+//! as the `bao` and `vault` CLIs are; an AWS KMS key ARN through the AWS SDK's own chains).
+//! The Transit token is read here, from `BAO_TOKEN` or `VAULT_TOKEN` only, and handed down;
+//! it is never printed. AWS credentials are never read here: the SDK takes them from the AWS
+//! credential chain, and its endpoint from `AWS_ENDPOINT_URL`.
 
 use super::*;
 use crate::config::{KmsBackend, KmsConfig};
+use crate::crypto::kms::aws::{AwsKmsConfig, is_key_arn};
 use crate::crypto::kms::transit::{Token, TransitConfig, parse_kek_id};
 use crate::store::Keys;
+
+/// A key service other than the local keyring, as a pipeline or a store's marker names it.
+#[derive(Debug, Clone)]
+pub(super) enum Remote {
+    Transit(TransitConfig),
+    AwsKms(AwsKmsConfig),
+}
+
+impl Remote {
+    pub(super) fn transit(&self) -> Option<&TransitConfig> {
+        match self {
+            Remote::Transit(t) => Some(t),
+            Remote::AwsKms(_) => None,
+        }
+    }
+    pub(super) fn aws_kms(&self) -> Option<&AwsKmsConfig> {
+        match self {
+            Remote::AwsKms(a) => Some(a),
+            Remote::Transit(_) => None,
+        }
+    }
+}
 
 /// The first of `names` set (and not empty) in the environment.
 fn env(names: &[&str]) -> Option<String> {
@@ -48,13 +73,19 @@ fn transit(
     Ok(cfg)
 }
 
-/// The Transit configuration a pipeline's `[kms]` asks for (`None`: the local keyring).
-pub(super) fn transit_of(kms: &KmsConfig) -> Result<Option<TransitConfig>> {
+/// The key service a pipeline's `[kms]` asks for (`None`: the local keyring).
+pub(super) fn remote_of(kms: &KmsConfig) -> Result<Option<Remote>> {
     match kms.backend {
         KmsBackend::Local => Ok(None),
         KmsBackend::Transit => {
             let key = kms.key.as_deref().unwrap_or_default();
-            transit(&kms.mount, key, Some(kms), "[kms] backend = \"transit\"").map(Some)
+            transit(&kms.mount, key, Some(kms), "[kms] backend = \"transit\"")
+                .map(|t| Some(Remote::Transit(t)))
+        }
+        KmsBackend::AwsKms => {
+            let mut cfg = AwsKmsConfig::new(kms.key.clone().unwrap_or_default());
+            cfg.region = kms.region.clone();
+            Ok(Some(Remote::AwsKms(cfg)))
         }
     }
 }
@@ -65,8 +96,8 @@ pub(super) async fn open_for(
     s: &StoreArgs,
     kms: Option<&KmsConfig>,
 ) -> Result<(Store, Arc<dyn Kms>)> {
-    let cfg = match kms {
-        Some(k) => transit_of(k)?,
+    let remote = match kms {
+        Some(k) => remote_of(k)?,
         None => {
             let store = crate::store::open_unkeyed(&s.store).await?;
             let marker = crate::store::read_marker(&store).await?;
@@ -77,17 +108,24 @@ pub(super) async fn open_for(
                         store.describe(),
                         marker.kek_id
                     );
-                    Some(transit(mount, key, None, &why)?)
+                    Some(Remote::Transit(transit(mount, key, None, &why)?))
+                }
+                // the ARN names the region; credentials and endpoint come from the SDK
+                None if is_key_arn(&marker.kek_id) => {
+                    Some(Remote::AwsKms(AwsKmsConfig::new(marker.kek_id.clone())))
                 }
                 None => None,
             }
         }
     };
-    match &cfg {
-        Some(t) => crate::store::open_keys(&s.store, Keys::Transit(t)).await,
-        None => {
-            let keyring = keyring_of(s)?;
-            crate::store::open_keys(&s.store, Keys::Local(&keyring)).await
-        }
-    }
+    let keyring = keyring_of(s)?;
+    let keys = match &remote {
+        Some(Remote::Transit(t)) => Keys::Transit(t),
+        Some(Remote::AwsKms(cfg)) => Keys::AwsKms {
+            cfg,
+            keyring: &keyring,
+        },
+        None => Keys::Local(&keyring),
+    };
+    crate::store::open_keys(&s.store, keys).await
 }

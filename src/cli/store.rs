@@ -59,11 +59,11 @@ impl InitArgs {
             Some(p) => Pipeline::load(p)?.kms,
             None => None,
         };
-        let transit = kms.as_ref().map(super::kms::transit_of).transpose()?;
+        let remote = kms.as_ref().map(super::kms::remote_of).transpose()?;
         let opts = InitOptions {
             floor_days: self.retention_floor_days,
             group_readable: self.group_readable,
-            transit: transit.flatten(),
+            remote: remote.flatten(),
         };
         init(&self.s, &opts, clock, out).await
     }
@@ -73,8 +73,8 @@ impl InitArgs {
 pub(super) struct InitOptions {
     pub(super) floor_days: Option<u32>,
     pub(super) group_readable: bool,
-    /// The Transit key to bind the store to (`None`: the local keyring).
-    pub(super) transit: Option<crate::crypto::kms::transit::TransitConfig>,
+    /// The Transit or AWS KMS key to bind the store to (`None`: the local keyring).
+    pub(super) remote: Option<super::kms::Remote>,
 }
 
 /// Creates the store (or checks an existing one against the keyring); the OS user running
@@ -90,7 +90,8 @@ pub(super) async fn init(
     let req = crate::store::InitRequest {
         store: &s.store,
         keyring: &keyring,
-        transit: o.transit.as_ref(),
+        transit: o.remote.as_ref().and_then(|r| r.transit()),
+        aws_kms: o.remote.as_ref().and_then(|r| r.aws_kms()),
         retention_floor_days: o.floor_days,
         group_readable: o.group_readable,
         admin: &admin,
@@ -131,8 +132,8 @@ pub(super) async fn read_marker(store: &Store) -> Result<crate::store::StoreMark
     crate::store::read_marker(store).await
 }
 
-/// Opens an initialised store and its key service (the keyring, or the Transit key its
-/// marker names), checking that they belong together.
+/// Opens an initialised store and its key service (the keyring, or the Transit or AWS KMS
+/// key its marker names), checking that they belong together.
 pub(super) async fn open(s: &StoreArgs) -> Result<(Store, Arc<dyn Kms>)> {
     super::kms::open_for(s, None).await
 }

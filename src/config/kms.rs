@@ -1,6 +1,7 @@
 //! The `[kms]` section: which key service holds the store's KEK. The local keyring is the
-//! default; `transit` names an OpenBao/Vault Transit key. No secret lives here: the token
-//! comes only from the environment (`BAO_TOKEN` / `VAULT_TOKEN`, read by `cli`).
+//! default; `transit` names an OpenBao/Vault Transit key, `aws-kms` an AWS KMS key. No secret
+//! lives here: the token comes only from the environment (`BAO_TOKEN` / `VAULT_TOKEN`, read by
+//! `cli`), AWS credentials only from the AWS credential chain.
 
 use super::check::{Shape, opt, ty};
 use serde::Deserialize;
@@ -15,6 +16,9 @@ pub enum KmsBackend {
     Local,
     /// OpenBao / HashiCorp Vault Transit.
     Transit,
+    /// AWS KMS (a symmetric encryption key; `AWS_ENDPOINT_URL` points it elsewhere).
+    #[serde(rename = "aws-kms")]
+    AwsKms,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -25,9 +29,12 @@ pub struct KmsConfig {
     /// The server, `https://host:8200` (else `BAO_ADDR` / `VAULT_ADDR`).
     #[serde(default)]
     pub address: Option<String>,
-    /// The Transit key name (a derived key).
+    /// The Transit key name (a derived key), or the AWS KMS key id, ARN or `alias/…`.
     #[serde(default)]
     pub key: Option<String>,
+    /// The AWS region (`aws-kms`; else the key ARN's, else `AWS_REGION` or the profile's).
+    #[serde(default)]
+    pub region: Option<String>,
     /// The Transit mount path.
     #[serde(default = "default_mount")]
     pub mount: String,
@@ -53,6 +60,7 @@ impl Default for KmsConfig {
             backend: KmsBackend::Local,
             address: None,
             key: None,
+            region: None,
             mount: default_mount(),
             namespace: None,
             ca_file: None,
@@ -65,6 +73,7 @@ pub(super) static KMS: Shape = Shape::Table(&[
     opt("backend", Shape::Leaf(ty::<KmsBackend>)),
     opt("address", Shape::Leaf(ty::<String>)),
     opt("key", Shape::Leaf(ty::<String>)),
+    opt("region", Shape::Leaf(ty::<String>)),
     opt("mount", Shape::Leaf(ty::<String>)),
     opt("namespace", Shape::Leaf(ty::<String>)),
     opt("ca_file", Shape::Leaf(ty::<PathBuf>)),
@@ -76,11 +85,15 @@ pub(super) fn secret_problems(table: &toml::Table) -> Vec<String> {
     let Some(kms) = table.get("kms").and_then(|v| v.as_table()) else {
         return Vec::new();
     };
-    ["token", "role_id", "secret_id"]
+    let transit = ["token", "role_id", "secret_id"]
         .iter()
         .filter(|k| kms.contains_key(**k))
-        .map(|k| format!("kms.{k}: secrets never live in a pipeline file; set BAO_TOKEN or VAULT_TOKEN in the environment (and remove this line)"))
-        .collect()
+        .map(|k| format!("kms.{k}: secrets never live in a pipeline file; set BAO_TOKEN or VAULT_TOKEN in the environment (and remove this line)"));
+    let aws = ["access_key_id", "secret_access_key", "session_token"]
+        .iter()
+        .filter(|k| kms.contains_key(**k))
+        .map(|k| format!("kms.{k}: secrets never live in a pipeline file; AWS credentials come from the AWS credential chain (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, a role); remove this line"));
+    transit.chain(aws).collect()
 }
 
 impl KmsConfig {
@@ -88,20 +101,29 @@ impl KmsConfig {
         let mut problems = Vec::new();
         let transit_only = [
             ("address", self.address.is_some()),
-            ("key", self.key.is_some()),
             ("namespace", self.namespace.is_some()),
             ("ca_file", self.ca_file.is_some()),
             ("mount", self.mount != default_mount()),
         ];
+        let misplaced = |problems: &mut Vec<String>, settings: &[(&str, bool)], why: &str| {
+            for (k, set) in settings {
+                if *set {
+                    problems.push(format!("kms.{k}: only for {why}"));
+                }
+            }
+        };
+        let local_note = "(the local keyring is chosen with --keyring or HOLDFAST_KEYRING)";
         match self.backend {
             KmsBackend::Local => {
-                for (k, set) in transit_only {
-                    if set {
-                        problems.push(format!(
-                            "kms.{k}: only for backend = \"transit\" (the local keyring is chosen with --keyring or HOLDFAST_KEYRING)"
-                        ));
-                    }
-                }
+                let why = format!("backend = \"transit\" {local_note}");
+                misplaced(&mut problems, &transit_only, &why);
+                let why = format!("backend = \"transit\" or \"aws-kms\" {local_note}");
+                misplaced(&mut problems, &[("key", self.key.is_some())], &why);
+                misplaced(
+                    &mut problems,
+                    &[("region", self.region.is_some())],
+                    &format!("backend = \"aws-kms\" {local_note}"),
+                );
             }
             KmsBackend::Transit => {
                 match self.key.as_deref() {
@@ -115,6 +137,15 @@ impl KmsConfig {
                 if self.mount.trim_matches('/').is_empty() {
                     problems.push("kms.mount: empty".into());
                 }
+                misplaced(
+                    &mut problems,
+                    &[("region", self.region.is_some())],
+                    "backend = \"aws-kms\"",
+                );
+            }
+            KmsBackend::AwsKms => {
+                problems.extend(self.aws_problems());
+                misplaced(&mut problems, &transit_only, "backend = \"transit\"");
             }
         }
         if let Some(d) = self.cryptoperiod_days
@@ -123,6 +154,32 @@ impl KmsConfig {
             problems.push(format!(
                 "kms.cryptoperiod_days: {d} is not between 1 and 3650 (NIST SP 800-57 suggests up to about 730)"
             ));
+        }
+        problems
+    }
+
+    /// `aws-kms`: a key that names one, and a region that agrees with the key's ARN.
+    fn aws_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let key = self.key.as_deref().unwrap_or_default();
+        if key.is_empty() {
+            problems.push(
+                "kms.key: backend = \"aws-kms\" needs the KMS key (a key id, key ARN or alias/NAME)"
+                    .into(),
+            );
+        } else if let Err(e) = crate::crypto::kms::aws::check_key_name(key) {
+            problems.push(format!("kms.key: {e}"));
+        }
+        if let Some(r) = self.region.as_deref() {
+            if !crate::crypto::kms::aws::region_like(r) {
+                problems.push(format!("kms.region: `{r}` is not an AWS region name"));
+            } else if let Some(arn_region) = crate::crypto::kms::aws::arn_region(key)
+                && arn_region != r
+            {
+                problems.push(format!(
+                    "kms.region: `{r}`, but the key ARN is in `{arn_region}`; remove `region` or make them agree"
+                ));
+            }
         }
         problems
     }

@@ -212,3 +212,68 @@ fn the_kms_section() {
     assert!(p.iter().all(|m| !m.contains("hvs.secret")), "{p:?}");
     assert!(bad("[kms]\nbackend = \"aws\"\n")[0].starts_with("kms.backend"));
 }
+
+/// `[kms] backend = "aws-kms"`: a key KMS would accept, a region that agrees with its ARN, no
+/// Transit settings, and no AWS secret (named, never echoed).
+#[test]
+fn the_kms_section_for_aws_kms() {
+    let ok = |text: &str| {
+        let p = Pipeline::parse("t.toml".as_ref(), text).unwrap();
+        p.validate("t.toml".as_ref()).unwrap();
+        p.kms.unwrap()
+    };
+    let k = ok(
+        "[kms]\nbackend = \"aws-kms\"\nkey = \"alias/holdfast-platform\"\nregion = \"eu-west-1\"\n",
+    );
+    assert_eq!(
+        (k.backend, k.key.as_deref(), k.region.as_deref()),
+        (
+            KmsBackend::AwsKms,
+            Some("alias/holdfast-platform"),
+            Some("eu-west-1")
+        )
+    );
+    ok(
+        "[kms]\nbackend = \"aws-kms\"\nkey = \"arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab\"\n",
+    );
+    let bad = |text: &str| {
+        let p = Pipeline::parse("t.toml".as_ref(), text);
+        match p {
+            Ok(p) => problems_of(p.validate("t.toml".as_ref()).unwrap_err()),
+            Err(e) => problems_of(e),
+        }
+    };
+    assert_eq!(
+        bad("[kms]\nbackend = \"aws-kms\"\n"),
+        vec!["kms.key: backend = \"aws-kms\" needs the KMS key (a key id, key ARN or alias/NAME)"]
+    );
+    let p = bad("[kms]\nbackend = \"aws-kms\"\nkey = \"platform\"\nmount = \"kv\"\n");
+    assert!(
+        p[0].starts_with("kms.key: `platform` is not a KMS key id"),
+        "{p:?}"
+    );
+    assert!(
+        p[1].starts_with("kms.mount: only for backend = \"transit\""),
+        "{p:?}"
+    );
+    let p = bad(
+        "[kms]\nbackend = \"aws-kms\"\nkey = \"arn:aws:kms:eu-west-1:111122223333:alias/k\"\nregion = \"us-east-1\"\n",
+    );
+    assert!(p[0].contains("but the key ARN is in `eu-west-1`"), "{p:?}");
+    assert!(
+        bad("[kms]\nbackend = \"transit\"\nkey = \"k\"\nregion = \"eu-west-1\"\n")[0]
+            .starts_with("kms.region: only for backend = \"aws-kms\"")
+    );
+    assert!(
+        bad("[kms]\nkey = \"alias/k\"\n")[0]
+            .starts_with("kms.key: only for backend = \"transit\" or \"aws-kms\"")
+    );
+    let p = bad(
+        "[kms]\nbackend = \"aws-kms\"\nkey = \"alias/k\"\naccess_key_id = \"AKIA-qq7x\"\nsession_token = \"tok-qq7x\"\n",
+    );
+    for k in ["access_key_id", "session_token"] {
+        let needle = format!("kms.{k}: secrets never live in a pipeline file");
+        assert!(p.iter().any(|m| m.starts_with(&needle)), "{p:?}");
+    }
+    assert!(p.iter().all(|m| !m.contains("qq7x")), "{p:?}");
+}

@@ -1,6 +1,6 @@
 //! Key-encryption keys. [`Kms`] wraps and unwraps DEKs; [`LocalKeyring`] is the embedded
 //! default: a 0600 JSON file outside the store holding versioned AES-256 KEKs. [`transit`]
-//! keeps the KEK in OpenBao/Vault Transit; AWS KMS implements the same trait in later work.
+//! keeps the KEK in OpenBao/Vault Transit, [`aws`] in AWS KMS.
 //!
 //! Every backend guarantees: `unwrap(wrap(dek)) == dek`; a wrapped key altered, or presented
 //! under another DEK id or KEK, fails with [`KmsError::InvalidCiphertext`] (never wrong bytes);
@@ -48,25 +48,41 @@ pub enum KmsError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "{backend} is unreachable after {attempts} attempt(s) ({detail}); check the address ([kms] address, BAO_ADDR or VAULT_ADDR) and that the server is up"
-    )]
+    #[error("{backend} is unreachable after {attempts} attempt(s) ({detail}); {hint}")]
     Unreachable {
         backend: String,
         detail: String,
         attempts: u32,
+        /// What to check (the backend's address settings).
+        hint: String,
     },
     #[error(
         "{backend} refused the token (403 on {path}, and the token cannot look itself up): it is wrong, expired or revoked; set a valid BAO_TOKEN or VAULT_TOKEN"
     )]
     BadToken { backend: String, path: String },
-    #[error(
-        "{backend}: permission denied on {path} (key `{key}`): the token is valid but its policy does not allow this call; grant it in the token's policy"
-    )]
+    #[error("{backend}: permission denied on {path} (key `{key}`): {hint}")]
     PermissionDenied {
         backend: String,
         key: String,
+        /// The call refused (a Transit path, an AWS KMS action).
         path: String,
+        /// Whose policy to change, and how.
+        hint: String,
+    },
+    #[error("{backend} refused the credentials ({detail}); {hint}")]
+    BadCredentials {
+        backend: String,
+        detail: String,
+        /// Where the credentials come from.
+        hint: String,
+    },
+    #[error("{backend}: key `{key}` is {state}; {hint}")]
+    KeyDisabled {
+        backend: String,
+        key: String,
+        /// The key's state as the backend names it (`Disabled`, `PendingDeletion`, …).
+        state: String,
+        hint: String,
     },
     #[error("{backend}: key `{key}` does not exist or was deleted; {hint}")]
     NoSuchKey {
@@ -74,13 +90,13 @@ pub enum KmsError {
         key: String,
         hint: String,
     },
-    #[error(
-        "{backend}: still throttled (429) after {attempts} attempts on key `{key}`; wait, lower the request rate or raise the server's rate-limit quota, then rerun"
-    )]
+    #[error("{backend}: still throttled after {attempts} attempts on key `{key}`; {hint}")]
     Throttled {
         backend: String,
         key: String,
         attempts: u32,
+        /// Which limit to raise.
+        hint: String,
     },
     #[error("{backend}, key `{key}`: {problem}")]
     Backend {
@@ -257,6 +273,7 @@ fn derive_index_key(secret: &[u8; 32], tenant: &str) -> IndexKey {
     Zeroizing::new(crate::crypto::hmac_sha256(secret, &label))
 }
 
+pub mod aws;
 mod caching;
 mod counting;
 pub use caching::Caching;

@@ -74,6 +74,12 @@ async fn refuse<T>(session: &Session, command: &str, reason: String) -> Result<T
 
 /// Checks that `version` may be retired now: below the primary, nothing wrapped under it.
 async fn retirable(session: &Session, info: &KekInfo, version: u32, command: &str) -> Result<()> {
+    if info.versions.len() == 1 && info.primary == 1 {
+        return Err(Error::Usage(format!(
+            "{} has one version, the one in use ({}): nothing older to retire",
+            info.kek_id, info.backend
+        )));
+    }
     if version >= info.primary {
         return Err(Error::Usage(format!(
             "v{version} is the primary version of {} or newer (primary v{}): run `holdfast keys rotate` and `holdfast keys rewrap` first",

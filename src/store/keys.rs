@@ -1,10 +1,12 @@
 //! Which key service a store's KEK lives in, and what the store keeps for it: the local
-//! keyring (the default), or a Transit key in OpenBao/Vault, for which the store also keeps
-//! its blind-index secret wrapped under that key (`keys/index/v<n>.json`), so that every
-//! backend needs only wrap and unwrap.
+//! keyring (the default), a Transit key in OpenBao/Vault or an AWS KMS key, for which the
+//! store also keeps its blind-index secret wrapped under that key (`keys/index/v<n>.json`),
+//! so that every backend needs only wrap and unwrap. An AWS KMS store's heads are signed
+//! with the local keyring's Ed25519 key (see `AwsKms::with_head_signer`).
 
 use crate::clock::Clock;
 use crate::crypto::DataKey;
+use crate::crypto::kms::aws::{AwsKms, AwsKmsConfig};
 use crate::crypto::kms::transit::{INDEX_SECRET_ID, Transit, TransitConfig, parse_kek_id};
 use crate::crypto::kms::{IndexSecret, Kms, LocalKeyring};
 use crate::error::{Error, Result};
@@ -20,28 +22,50 @@ pub enum Keys<'a> {
     Local(&'a Path),
     /// A derived Transit key in OpenBao/Vault.
     Transit(&'a TransitConfig),
+    /// An AWS KMS key, and the local keyring whose Ed25519 key signs the store's heads.
+    AwsKms {
+        cfg: &'a AwsKmsConfig,
+        keyring: &'a Path,
+    },
 }
 
 /// The key service `init` binds a new store to (a keyring is created when missing; a Transit
-/// key must exist and be derived); whether a keyring was created.
+/// key must exist and be derived; an AWS KMS key must be an enabled symmetric key, and the
+/// keyring that signs the heads is created when missing); whether a keyring was created.
 pub(super) async fn for_init(
     keyring: &Path,
-    transit: Option<&TransitConfig>,
+    remote: Remote<'_>,
     store: &StoreUrl,
     clock: &Arc<dyn Clock>,
 ) -> Result<(Arc<dyn Kms>, bool)> {
-    if let Some(cfg) = transit {
-        let t = Transit::new(cfg)?;
-        t.check_key().await?;
-        return Ok((Arc::new(t), false));
-    }
+    let aws = match remote {
+        Remote::Transit(cfg) => {
+            let t = Transit::new(cfg)?;
+            t.check_key().await?;
+            return Ok((Arc::new(t), false));
+        }
+        Remote::AwsKms(cfg) => Some(AwsKms::connect(cfg).await?),
+        Remote::None => None,
+    };
     super::keyring_apart(keyring, store)?;
     let now = crate::clock::fmt_ts(clock.now());
-    Ok(if keyring.exists() {
-        (Arc::new(LocalKeyring::load(keyring)?), false)
+    let (ring, created) = if keyring.exists() {
+        (LocalKeyring::load(keyring)?, false)
     } else {
-        (Arc::new(LocalKeyring::create(keyring, &now)?), true)
+        (LocalKeyring::create(keyring, &now)?, true)
+    };
+    Ok(match aws {
+        Some(k) => (Arc::new(k.with_head_signer(Arc::new(ring))), created),
+        None => (Arc::new(ring), created),
     })
+}
+
+/// The key service `init` is asked to bind a store to, besides the local keyring.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Remote<'a> {
+    None,
+    Transit(&'a TransitConfig),
+    AwsKms(&'a AwsKmsConfig),
 }
 
 /// The store's wrapped index secret, if any: version 1, the one `init` writes create-only.
@@ -60,7 +84,7 @@ pub(crate) async fn index_secret(store: &Store) -> Result<Option<IndexSecret>> {
     })
 }
 
-/// Writes a Transit store's first wrapped index secret (create-only, so a rerun of `init` or
+/// Writes a Transit or AWS KMS store's first wrapped index secret (create-only, so a rerun of `init` or
 /// two at once leave one); nothing when the store has one.
 pub(super) async fn ensure_index_secret(store: &Store, kms: &dyn Kms, now: String) -> Result<()> {
     if index_secret(store).await?.is_some() {
@@ -106,6 +130,11 @@ pub(super) async fn open_kms(
                     "no Transit key was configured: set BAO_ADDR (or VAULT_ADDR) and BAO_TOKEN (or VAULT_TOKEN), or pass a pipeline whose [kms] has backend = \"transit\", mount = \"{mount}\", key = \"{key}\""
                 )));
             }
+            if crate::crypto::kms::aws::is_key_arn(marker_kek) {
+                return Err(mismatch(
+                    "the local keyring was given: open it with the AWS KMS key (a pipeline whose [kms] has backend = \"aws-kms\")".into(),
+                ));
+            }
             super::keyring_apart(keyring, url)?;
             let ring = LocalKeyring::load(keyring)?;
             if ring.kek_id() != marker_kek {
@@ -131,6 +160,28 @@ pub(super) async fn open_kms(
                 t = t.with_index_secret(s);
             }
             Ok(Arc::new(t))
+        }
+        Keys::AwsKms { cfg, keyring } => {
+            let mut k = AwsKms::connect(cfg).await?;
+            if k.kek_id() != marker_kek {
+                return Err(mismatch(format!(
+                    "the configuration names AWS KMS key {} ({})",
+                    cfg.key,
+                    k.kek_id()
+                )));
+            }
+            super::keyring_apart(keyring, url)?;
+            let ring = LocalKeyring::load(keyring).map_err(|e| {
+                Error::Unusable(format!(
+                    "store {} signs its heads with the local keyring's Ed25519 key (its KEK is in AWS KMS), and that keyring does not open: {e}; pass the keyring init used (--keyring or HOLDFAST_KEYRING)",
+                    store.describe()
+                ))
+            })?;
+            if let Some(mut s) = index_secret(store).await? {
+                s.wrapped = newer.effective(&s.secret_id, &s.wrapped).clone();
+                k = k.with_index_secret(s);
+            }
+            Ok(Arc::new(k.with_head_signer(Arc::new(ring))))
         }
     }
 }

@@ -17,6 +17,7 @@ fn request<'a>(store: &'a StoreUrl, keyring: &'a Path) -> InitRequest<'a> {
         store,
         keyring,
         transit: None,
+        aws_kms: None,
         retention_floor_days: Some(2555),
         group_readable: false,
         admin: "alice",

@@ -5,6 +5,7 @@
 
 mod access;
 mod audit;
+mod aws_kms;
 mod backfill;
 mod catalog;
 mod common;

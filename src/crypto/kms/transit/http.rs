@@ -294,7 +294,12 @@ impl Client {
             Failure::Forbidden => {
                 let url = format!("{}/v1/auth/token/lookup-self", inner.address);
                 match self.send(reqwest::Method::GET, url, None).await {
-                    Ok(_) => KmsError::PermissionDenied { backend, key, path },
+                    Ok(_) => KmsError::PermissionDenied {
+                        backend,
+                        key,
+                        path,
+                        hint: "the token is valid but its policy does not allow this call; grant it in the token's policy".into(),
+                    },
                     Err(_) => KmsError::BadToken { backend, path },
                 }
             }
@@ -302,11 +307,13 @@ impl Client {
                 backend,
                 key,
                 attempts,
+                hint: "the server answered 429 each time; wait, lower the request rate or raise the server's rate-limit quota, then rerun".into(),
             },
             Failure::Unreachable { detail, attempts } => KmsError::Unreachable {
                 backend,
                 detail,
                 attempts,
+                hint: "check the address ([kms] address, BAO_ADDR or VAULT_ADDR) and that the server is up".into(),
             },
             Failure::Unavailable {
                 status,

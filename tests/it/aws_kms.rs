@@ -1,0 +1,392 @@
+//! A store whose KEK is an AWS KMS key (`[kms] backend = "aws-kms"`): `init`, `ingest`,
+//! `batch`, `verify --deep` and `query --decrypt` through the real binary against the moto
+//! server tests/run.sh starts (`HOLDFAST_TEST_MOTO_ENDPOINT`, and its request recording,
+//! `HOLDFAST_TEST_MOTO_REQUEST_LOG`). The binary gets the endpoint and credentials the way a
+//! user's does: `AWS_ENDPOINT_URL` and the AWS credential chain's environment variables. Under
+//! `CI=true` a missing server fails; elsewhere the test says why it skipped.
+
+use crate::common::{self, OPERATOR, OS_USER_VAR, bin, repo};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The fake secret access key: never printed.
+const SECRET: &str = "holdfast-it-secret-9876543210";
+
+fn moto(test: &str) -> Option<String> {
+    match std::env::var("HOLDFAST_TEST_MOTO_ENDPOINT") {
+        Ok(e) => Some(e),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!(
+                "{test}: CI=true and no moto (HOLDFAST_TEST_MOTO_ENDPOINT unset); run tests/run.sh"
+            )
+        }
+        Err(_) => {
+            eprintln!(
+                "{test}: skipped: no moto (HOLDFAST_TEST_MOTO_ENDPOINT unset; tests/run.sh starts one)"
+            );
+            None
+        }
+    }
+}
+
+/// One KMS call to moto (which does not check signatures): the answer's JSON.
+fn kms_call(endpoint: &str, action: &str, body: serde_json::Value) -> serde_json::Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(format!("{endpoint}/"))
+            .header("X-Amz-Target", format!("TrentService.{action}"))
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .header(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIDTEST/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=0",
+            )
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "{action}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    })
+}
+
+struct AwsStore {
+    dir: tempfile::TempDir,
+    store: PathBuf,
+    pipeline: PathBuf,
+    endpoint: String,
+}
+
+impl AwsStore {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .env("HOLDFAST_STORE", &self.store)
+            // the keyring signs the heads only; init creates it
+            .env("HOLDFAST_KEYRING", self.dir.path().join("keyring.json"))
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "AKIDHOLDFASTIT")
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_REGION", "us-east-1")
+            // nothing from the machine's own AWS setup
+            .env("AWS_CONFIG_FILE", self.dir.path().join("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.dir.path().join("no-aws-credentials"),
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL_KMS")
+            .env_remove("HOLDFAST_PIPELINE")
+            .env(OS_USER_VAR, OPERATOR)
+            .env_remove("HOLDFAST_NOW")
+            .current_dir(repo());
+        c
+    }
+
+    fn out(&self, args: &[&str]) -> Output {
+        let out = self.cmd(args).output().unwrap();
+        for text in [&out.stdout, &out.stderr] {
+            assert!(
+                !String::from_utf8_lossy(text).contains(SECRET),
+                "the secret was printed"
+            );
+        }
+        out
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.out(args);
+        assert!(
+            out.status.success(),
+            "holdfast {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// Every manifest file under `dir`.
+fn manifests(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "json") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every `wrapped_dek` object (and its `dek_id`) in `v`.
+fn wrapped_deks(v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let (Some(w), Some(id)) = (m.get("wrapped_dek"), m.get("dek_id")) {
+                out.push((id.as_str().unwrap_or_default().to_string(), w.clone()));
+            }
+            m.values().for_each(|v| wrapped_deks(v, out));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| wrapped_deks(v, out)),
+        _ => {}
+    }
+}
+
+/// The KMS requests moto recorded: (action, JSON body).
+fn recorded(log: &str) -> Vec<(String, serde_json::Value)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            let target = v["headers"]
+                .as_object()?
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))?
+                .1
+                .as_str()?
+                .strip_prefix("TrentService.")?
+                .to_string();
+            let body = v["body"].as_str()?;
+            let body = if v["body_encoded"] == true {
+                String::from_utf8(B64.decode(body).ok()?).ok()?
+            } else {
+                body.to_string()
+            };
+            Some((target, serde_json::from_str(&body).ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn an_aws_kms_store_batches_verifies_and_decrypts_with_its_kek_in_kms() {
+    let Some(endpoint) = moto("aws_kms_store") else {
+        return;
+    };
+    let key = kms_call(&endpoint, "CreateKey", serde_json::json!({}));
+    let (key_id, arn) = (
+        key["KeyMetadata"]["KeyId"].as_str().unwrap().to_string(),
+        key["KeyMetadata"]["Arn"].as_str().unwrap().to_string(),
+    );
+    let alias = format!("alias/holdfast-it-{}", &key_id[..8]);
+    kms_call(
+        &endpoint,
+        "CreateAlias",
+        serde_json::json!({"AliasName": alias, "TargetKeyId": key_id}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        format!("[kms]\nbackend = \"aws-kms\"\nkey = \"{alias}\"\nregion = \"us-east-1\"\n"),
+    )
+    .unwrap();
+    let s = AwsStore {
+        store: dir.path().join("store"),
+        pipeline,
+        dir,
+        endpoint,
+    };
+    let p = s.pipeline.to_str().unwrap().to_string();
+    let init = s.ok(&["init", "--pipeline", &p]);
+    assert!(init.contains(&arn), "the store is bound to the ARN: {init}");
+    assert!(init.contains("new keyring"), "{init}");
+    let g = common::generate(13, 60, 0, 2);
+    let input = s.dir.path().join("e.ndjson");
+    std::fs::write(&input, &g.ndjson).unwrap();
+    // without a pipeline: the marker's ARN, the endpoint and credentials from the environment
+    s.ok(&["ingest", input.to_str().unwrap()]);
+    let report: serde_json::Value =
+        serde_json::from_str(&s.ok(&["batch", "--pipeline", &p, "--format", "json"])).unwrap();
+    assert_eq!(report["stored"], 60, "{report}");
+
+    let mut wrapped = Vec::new();
+    for m in manifests(&s.store.join("manifests")) {
+        wrapped_deks(
+            &serde_json::from_slice(&std::fs::read(m).unwrap()).unwrap(),
+            &mut wrapped,
+        );
+    }
+    assert!(!wrapped.is_empty());
+    for (_, w) in &wrapped {
+        assert_eq!(w["kek_id"], arn.as_str());
+        assert_eq!(w["kek_version"], 1);
+    }
+
+    // the records decrypt (DEKs unwrapped by KMS), and the blind index finds a customer
+    let rows = s.ok(&[
+        "query",
+        "--decrypt",
+        "--case",
+        "KMS-2",
+        "--format",
+        "ndjson",
+        "SELECT json_get(record, 'interaction', 'notes') AS notes FROM decrypted ORDER BY event_id",
+    ]);
+    let mut got: Vec<String> = rows
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["notes"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let mut want = g.notes.clone();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    let addr = &g.customer_addresses[4];
+    let found = s.ok(&[
+        "query",
+        "--decrypt",
+        "--case",
+        "KMS-2",
+        "--format",
+        "csv",
+        &format!("SELECT count(*) AS n FROM events WHERE array_has(address_hmacs, blind_index(tenant_id, '{addr}'))"),
+    ]);
+    assert_ne!(found.lines().nth(1), Some("0"), "{found}");
+    let deep = s.ok(&["verify", "--deep", "--case", "KMS-2"]);
+    assert!(deep.contains("record(s) decrypted"), "{deep}");
+
+    // the key lifecycle as AWS defines it: one version, rotated in place (nothing to rewrap),
+    // never retired on its own
+    let st: serde_json::Value =
+        serde_json::from_str(&s.ok(&["keys", "status", "--format", "json"])).unwrap();
+    assert_eq!(
+        (st["kek_id"].as_str(), st["primary"].as_u64()),
+        (Some(arn.as_str()), Some(1)),
+        "{st}"
+    );
+    assert_eq!(
+        st["versions"][0]["total"],
+        wrapped.len() + 1,
+        "DEKs and the index secret: {st}"
+    );
+    s.ok(&["keys", "rotate"]);
+    let r: serde_json::Value =
+        serde_json::from_str(&s.ok(&["keys", "rewrap", "--format", "json"])).unwrap();
+    assert_eq!(
+        (r["data_files"].as_u64(), r["current"].as_u64()),
+        (Some(0), Some(wrapped.len() as u64 + 1)),
+        "{r}"
+    );
+    let out = s.out(&["keys", "retire", "--version", "1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // moto saw the wraps and unwraps, under this key and each DEK's context
+    if let Ok(log) = std::env::var("HOLDFAST_TEST_MOTO_REQUEST_LOG") {
+        let calls = recorded(&log);
+        let mine = |action: &str| {
+            calls
+                .iter()
+                .filter(|(a, b)| a == action && b["KeyId"] == arn.as_str())
+                .collect::<Vec<_>>()
+        };
+        let (encrypts, decrypts) = (mine("Encrypt"), mine("Decrypt"));
+        for (dek_id, _) in &wrapped {
+            assert!(
+                encrypts.iter().any(|(_, b)| b["EncryptionContext"]
+                    == serde_json::json!({"holdfast": "dek.v1", "dek_id": dek_id})),
+                "no Encrypt for {dek_id} in {log}"
+            );
+        }
+        assert!(
+            decrypts.len() >= wrapped.len(),
+            "{} Decrypt call(s) for {} DEKs",
+            decrypts.len(),
+            wrapped.len()
+        );
+    } else if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("HOLDFAST_TEST_MOTO_REQUEST_LOG unset: tests/run.sh records moto's requests");
+    }
+
+    // a wrapped key altered in a manifest: verify fails, naming it, and nothing decrypts
+    let (dek_id, _) = &wrapped[0];
+    let file = manifests(&s.store.join("manifests"))
+        .into_iter()
+        .find(|m| {
+            std::fs::read_to_string(m)
+                .unwrap()
+                .contains(dek_id.as_str())
+        })
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    alter_wrapped(&mut v, dek_id);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::write(&file, serde_json::to_vec(&v).unwrap()).unwrap();
+    let out = s.out(&["verify", "--deep", "--case", "KMS-2", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("wrapped key {dek_id} does not belong to KEK")),
+        "{text}"
+    );
+}
+
+/// Flips the last byte of the ciphertext of `dek_id`'s wrapped key in manifest `v`.
+fn alter_wrapped(v: &mut serde_json::Value, dek_id: &str) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if m.get("dek_id").and_then(|d| d.as_str()) == Some(dek_id)
+                && let Some(w) = m.get_mut("wrapped_dek")
+            {
+                let mut ct = B64.decode(w["ciphertext"].as_str().unwrap()).unwrap();
+                let n = ct.len();
+                ct[n - 1] ^= 0x01;
+                w["ciphertext"] = B64.encode(ct).into();
+                return;
+            }
+            m.values_mut().for_each(|v| alter_wrapped(v, dek_id));
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|v| alter_wrapped(v, dek_id)),
+        _ => {}
+    }
+}
+
+#[test]
+fn aws_secrets_in_a_pipeline_file_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.toml");
+    std::fs::write(
+        &p,
+        "[kms]\nbackend = \"aws-kms\"\nkey = \"alias/k\"\nsecret_access_key = \"wJalrXUtnFEMI-secret\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["init", "--store"])
+        .arg(dir.path().join("s"))
+        .arg("--pipeline")
+        .arg(&p)
+        .env(OS_USER_VAR, OPERATOR)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("kms.secret_access_key: secrets never live in a pipeline file"),
+        "{err}"
+    );
+    assert!(!err.contains("wJalrXUtnFEMI-secret"), "{err}");
+    assert!(!dir.path().join("s").exists());
+}
