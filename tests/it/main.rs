@@ -9,6 +9,7 @@ mod backfill;
 mod catalog;
 mod common;
 mod crash;
+mod dictionaries;
 mod discovery;
 mod docs;
 mod durability;
