@@ -61,7 +61,9 @@ impl Dictionary {
         let sizes: Vec<usize> = samples.iter().map(|s| s.len()).collect();
         let mut raw = vec![0u8; tables::dictionary_size(total)];
         // fastCover with fixed parameters: the default trainer searches k and d and took
-        // ~30 ms per partition here, for no better ratio on these records (measured ~11 ms).
+        // ~30 ms per partition here, for no better ratio on these records (measured ~11 ms);
+        // `accel` 4 samples a quarter of the positions (256 records of a tenant: 1.6 ms
+        // instead of 3.5 ms, for 0.3% more bytes a record).
         let f = tables::frequency_bits(total);
         let params = zstd_sys::ZDICT_fastCover_params_t {
             k: 1000,
@@ -70,7 +72,7 @@ impl Dictionary {
             steps: 0,
             nbThreads: 0,
             splitPoint: 1.0,
-            accel: 1,
+            accel: 4,
             shrinkDict: 0,
             shrinkDictMaxRegression: 0,
             zParams: zstd_sys::ZDICT_params_t {

@@ -1,0 +1,162 @@
+//! How holdfast's record dictionaries train and compress with a few trainer settings, one
+//! dictionary per partition (data file format 1) against one per tenant of the partition
+//! (format 2). Takes the first 300,000 lines of an events file, the first 8 (day, type)
+//! partitions with at least 3,000 records; trains on records among each partition's first
+//! 1,500 (the first N of the partition, or of each tenant) exactly as holdfast's
+//! `Dictionary::train` does (fastCover, k 1000, d 8, size a sixteenth of the samples up to
+//! 16 KiB), and compresses the partition's later records one by one at level 3 with their
+//! dictionary. Prints, per setting: training time (total and per dictionary), bytes per record,
+//! dictionary bytes per partition, compression time.
+//!
+//!     CARGO_TARGET_DIR=/tmp/dt cargo run --release --manifest-path \
+//!         benches/dictionary_training/Cargo.toml -- bench-out/events-1000000-seed42.ndjson
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::time::Instant;
+
+/// A setting: per tenant or per partition, records trained on, f cap, accel.
+struct Setting {
+    name: &'static str,
+    per_tenant: bool,
+    rows: usize,
+    max_f: u32,
+    accel: u32,
+}
+
+fn train(samples: &[&[u8]], s: &Setting) -> Option<Vec<u8>> {
+    let total: usize = samples.iter().map(|s| s.len()).sum();
+    if samples.len() < 16 || total < 8 * 1024 {
+        return None;
+    }
+    let data: Vec<u8> = samples.concat();
+    let sizes: Vec<usize> = samples.iter().map(|s| s.len()).collect();
+    let mut raw = vec![0u8; 16384.min((total / 16).max(1024))];
+    let params = zstd_sys::ZDICT_fastCover_params_t {
+        k: 1000,
+        d: 8,
+        f: total.next_power_of_two().trailing_zeros().clamp(14, s.max_f),
+        steps: 0,
+        nbThreads: 0,
+        splitPoint: 1.0,
+        accel: s.accel,
+        shrinkDict: 0,
+        shrinkDictMaxRegression: 0,
+        zParams: zstd_sys::ZDICT_params_t {
+            compressionLevel: 3,
+            notificationLevel: 0,
+            dictID: 0,
+        },
+    };
+    // SAFETY: buffers as described to the call, as in holdfast's Dictionary::train.
+    let n = unsafe {
+        zstd_sys::ZDICT_trainFromBuffer_fastCover(
+            raw.as_mut_ptr().cast(),
+            raw.len(),
+            data.as_ptr().cast(),
+            sizes.as_ptr(),
+            sizes.len() as u32,
+            params,
+        )
+    };
+    // SAFETY: inspects the code only.
+    if unsafe { zstd_sys::ZDICT_isError(n) } != 0 {
+        return None;
+    }
+    raw.truncate(n);
+    Some(raw)
+}
+
+/// Bytes of `records` compressed one by one with `dict` (its tables prepared once).
+fn compressed(dict: Option<&[u8]>, records: &[&[u8]]) -> usize {
+    let mut cctx = zstd::zstd_safe::CCtx::create();
+    cctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(3))
+        .unwrap();
+    let prepared = dict.map(|d| zstd::dict::EncoderDictionary::copy(d, 3));
+    let mut buf = Vec::new();
+    let mut total = 0;
+    for r in records {
+        buf.clear();
+        buf.reserve(zstd::zstd_safe::compress_bound(r.len()));
+        match &prepared {
+            Some(p) => cctx.compress_using_cdict(&mut buf, r, p.as_cdict()),
+            None => cctx.compress2(&mut buf, r),
+        }
+        .unwrap();
+        total += buf.len();
+    }
+    total
+}
+
+type Partition = Vec<(String, Vec<u8>)>;
+
+fn partitions(path: &str) -> Vec<Partition> {
+    let f = std::io::BufReader::new(std::fs::File::open(path).expect("events file"));
+    let mut parts: HashMap<(String, String), Partition> = HashMap::new();
+    for line in f.lines().take(300_000) {
+        let line = line.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let day = v["occurredAt"].as_str().unwrap()[..10].to_string();
+        let ty = v["interaction"]["interactionType"].as_str().unwrap().to_string();
+        let tenant = v["tenantId"].as_str().unwrap().to_string();
+        parts.entry((day, ty)).or_default().push((tenant, line.into_bytes()));
+    }
+    let mut keys: Vec<_> = parts.keys().filter(|k| parts[*k].len() >= 3000).cloned().collect();
+    keys.sort();
+    keys.truncate(8);
+    keys.iter().map(|k| parts.remove(k).unwrap()).collect()
+}
+
+fn main() {
+    let path = std::env::args().nth(1).expect("usage: dictionary_training EVENTS.ndjson");
+    let parts = partitions(&path);
+    println!("{} partitions of >= 3000 records", parts.len());
+    let settings = [
+        Setting { name: "per partition, 256, f<=18, accel 1", per_tenant: false, rows: 256, max_f: 18, accel: 1 },
+        Setting { name: "per tenant, 256, f<=18, accel 1", per_tenant: true, rows: 256, max_f: 18, accel: 1 },
+        Setting { name: "per tenant, 256, f<=15, accel 1", per_tenant: true, rows: 256, max_f: 15, accel: 1 },
+        Setting { name: "per tenant, 256, f<=15, accel 2", per_tenant: true, rows: 256, max_f: 15, accel: 2 },
+        Setting { name: "per tenant, 256, f<=15, accel 4", per_tenant: true, rows: 256, max_f: 15, accel: 4 },
+        Setting { name: "per tenant, 128, f<=15, accel 4", per_tenant: true, rows: 128, max_f: 15, accel: 4 },
+    ];
+    println!("setting                               train ms (each)   B/record  dict B/partition  compress ms");
+    for s in &settings {
+        let (mut train_s, mut trainings, mut bytes, mut n, mut dict_bytes, mut comp_s) =
+            (0f64, 0usize, 0usize, 0usize, 0usize, 0f64);
+        for p in &parts {
+            let scope = |t: &str| if s.per_tenant { t.to_string() } else { String::new() };
+            let mut samples: HashMap<String, Vec<&[u8]>> = HashMap::new();
+            for (t, r) in &p[..1500] {
+                let e = samples.entry(scope(t)).or_default();
+                if e.len() < s.rows {
+                    e.push(r);
+                }
+            }
+            let mut tests: HashMap<String, Vec<&[u8]>> = HashMap::new();
+            for (t, r) in &p[1500..] {
+                tests.entry(scope(t)).or_default().push(r);
+            }
+            for (scope, samples) in &samples {
+                let t0 = Instant::now();
+                let d = train(samples, s);
+                train_s += t0.elapsed().as_secs_f64();
+                trainings += 1;
+                dict_bytes += d.as_ref().map_or(0, Vec::len);
+                let records = tests.get(scope).map(Vec::as_slice).unwrap_or_default();
+                let t0 = Instant::now();
+                bytes += compressed(d.as_deref(), records);
+                comp_s += t0.elapsed().as_secs_f64();
+                n += records.len();
+            }
+        }
+        println!(
+            "{:36} {:8.1} ({:4.2})  {:9.1}  {:16}  {:11.1}",
+            s.name,
+            train_s * 1e3,
+            train_s * 1e3 / trainings as f64,
+            bytes as f64 / n as f64,
+            dict_bytes / parts.len(),
+            comp_s * 1e3
+        );
+    }
+}
