@@ -123,12 +123,12 @@ impl Dictionary {
     /// Compresses `src` into `dst` (of `compress_bound` capacity) with this dictionary.
     pub(super) fn compress(
         &self,
-        cctx: &mut zstd::zstd_safe::CCtx<'static>,
+        contexts: (&mut tables::Context, &mut zstd::zstd_safe::CCtx<'static>),
         dst: &mut Vec<u8>,
         src: &[u8],
     ) -> zstd::zstd_safe::SafeResult {
         self.tables
-            .compress(cctx, dst, src, &self.raw, RECORD_LEVEL)
+            .compress(contexts, dst, src, (&self.raw, RECORD_LEVEL))
     }
 
     /// The dictionary prepared for decompression (records sealed with it, before sealing it).

@@ -190,6 +190,8 @@ pub fn reseal_record(
 /// One thread's zstd context for record payloads.
 pub struct RecordCompressor {
     cctx: zstd::zstd_safe::CCtx<'static>,
+    /// For a dictionary's prepared tables.
+    prepared: tables::Context,
     buf: Vec<u8>,
 }
 
@@ -200,6 +202,7 @@ impl Default for RecordCompressor {
             .expect("valid level");
         RecordCompressor {
             cctx,
+            prepared: tables::Context::default(),
             buf: Vec::new(),
         }
     }
@@ -210,7 +213,7 @@ impl RecordCompressor {
         self.buf.clear();
         self.buf.reserve(zstd::zstd_safe::compress_bound(src.len()));
         let r = match dict {
-            Some(d) => d.compress(&mut self.cctx, &mut self.buf, src),
+            Some(d) => d.compress((&mut self.prepared, &mut self.cctx), &mut self.buf, src),
             None => self.cctx.compress2(&mut self.buf, src),
         };
         r.expect("zstd into a buffer of compress_bound size");

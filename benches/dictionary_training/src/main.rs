@@ -8,6 +8,11 @@
 //! dictionary. Prints, per setting: training time (total and per dictionary), bytes per record,
 //! dictionary bytes per partition, compression time.
 //!
+//! Then the prepared tables (zstd `CDict`s): one dictionary per partition or per tenant of
+//! each of the first 400,000 lines' partitions, all prepared at once, and every record
+//! compressed in the file's order with its own (as a batch interleaves its open files'
+//! dictionaries), with the level's default hash and chain tables and with smaller ones.
+//!
 //!     CARGO_TARGET_DIR=/tmp/dt cargo run --release --manifest-path \
 //!         benches/dictionary_training/Cargo.toml -- bench-out/events-1000000-seed42.ndjson
 
@@ -109,7 +114,12 @@ fn partitions(path: &str) -> Vec<Partition> {
 
 fn main() {
     let path = std::env::args().nth(1).expect("usage: dictionary_training EVENTS.ndjson");
-    let parts = partitions(&path);
+    trainer_settings(&path);
+    prepared_tables(&path);
+}
+
+fn trainer_settings(path: &str) {
+    let parts = partitions(path);
     println!("{} partitions of >= 3000 records", parts.len());
     let settings = [
         Setting { name: "per partition, 256, f<=18, accel 1", per_tenant: false, rows: 256, max_f: 18, accel: 1 },
@@ -158,5 +168,89 @@ fn main() {
             dict_bytes / parts.len(),
             comp_s * 1e3
         );
+    }
+}
+
+/// A CDict of `d` at level 3, its hash and chain tables capped at 2^`log` entries (0: the
+/// level's defaults).
+fn prepare(d: &[u8], log: u32) -> *mut zstd_sys::ZSTD_CDict {
+    // SAFETY: pure function of its arguments.
+    let mut cp = unsafe { zstd_sys::ZSTD_getCParams(3, 0, d.len()) };
+    if log > 0 {
+        cp.hashLog = cp.hashLog.min(log);
+        cp.chainLog = cp.chainLog.min(log);
+    }
+    let mem = zstd_sys::ZSTD_customMem { customAlloc: None, customFree: None, opaque: std::ptr::null_mut() };
+    // SAFETY: `d` is copied; parameters from zstd, two table sizes lowered within bounds.
+    unsafe {
+        zstd_sys::ZSTD_createCDict_advanced(
+            d.as_ptr().cast(),
+            d.len(),
+            zstd_sys::ZSTD_dictLoadMethod_e::ZSTD_dlm_byCopy,
+            zstd_sys::ZSTD_dictContentType_e::ZSTD_dct_auto,
+            cp,
+            mem,
+        )
+    }
+}
+
+fn prepared_tables(path: &str) {
+    let f = std::io::BufReader::new(std::fs::File::open(path).expect("events file"));
+    let mut recs: Vec<(String, String, Vec<u8>)> = Vec::new();
+    for line in f.lines().take(400_000) {
+        let line = line.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let part = format!("{}/{}", &v["occurredAt"].as_str().unwrap()[..10], v["interaction"]["interactionType"].as_str().unwrap());
+        recs.push((part, v["tenantId"].as_str().unwrap().to_string(), line.into_bytes()));
+    }
+    let setting = Setting { name: "", per_tenant: true, rows: 256, max_f: 15, accel: 4 };
+    println!("\ninterleaved, {} records: dictionaries, tables, MB prepared, us a record, B/record", recs.len());
+    for per_tenant in [false, true] {
+        let key = |p: &str, t: &str| if per_tenant { format!("{p}/{t}") } else { p.to_string() };
+        let mut samples: HashMap<String, Vec<&[u8]>> = HashMap::new();
+        for (p, t, r) in &recs {
+            let e = samples.entry(key(p, t)).or_default();
+            if e.len() < setting.rows {
+                e.push(r);
+            }
+        }
+        let dicts: HashMap<&String, Vec<u8>> =
+            samples.iter().filter_map(|(k, s)| Some((k, train(s, &setting)?))).collect();
+        for log in [0, 14, 13, 12] {
+            let prepared: HashMap<&String, *mut zstd_sys::ZSTD_CDict> =
+                dicts.iter().map(|(k, d)| (*k, prepare(d, log))).collect();
+            // SAFETY: a fresh context, freed below.
+            let cctx = unsafe { zstd_sys::ZSTD_createCCtx() };
+            let mut buf = vec![0u8; 1 << 20];
+            let (mut bytes, mut n) = (0usize, 0usize);
+            let t0 = Instant::now();
+            for (p, t, r) in &recs {
+                let Some(cd) = prepared.get(&key(p, t)) else { continue };
+                // SAFETY: buffers as given; the CDict and context are alive.
+                let m = unsafe {
+                    zstd_sys::ZSTD_compress_usingCDict(cctx, buf.as_mut_ptr().cast(), buf.len(), r.as_ptr().cast(), r.len(), *cd)
+                };
+                // SAFETY: inspects the code only.
+                assert!(unsafe { zstd_sys::ZSTD_isError(m) } == 0);
+                bytes += m;
+                n += 1;
+            }
+            let t = t0.elapsed().as_secs_f64();
+            // SAFETY: sizes of live objects, then each freed once.
+            let mem: usize = prepared.values().map(|c| unsafe { zstd_sys::ZSTD_sizeof_CDict(*c) }).sum();
+            for c in prepared.values() {
+                unsafe { zstd_sys::ZSTD_freeCDict(*c) };
+            }
+            unsafe { zstd_sys::ZSTD_freeCCtx(cctx) };
+            println!(
+                "{:13} {:4} 2^{:<7} {:6.1}  {:5.2}  {:6.1}",
+                if per_tenant { "per tenant" } else { "per partition" },
+                prepared.len(),
+                if log == 0 { "default".to_string() } else { log.to_string() },
+                mem as f64 / 1e6,
+                t * 1e6 / n as f64,
+                bytes as f64 / n as f64
+            );
+        }
     }
 }

@@ -40,7 +40,7 @@ pub(in crate::job) struct WrittenFile {
 /// keys (measured at about 60 KB; counted generously).
 const FILE_OVERHEAD: usize = 128 << 10;
 /// What a learnt dictionary's compression tables cost while its file is open.
-const DICT_TABLES: usize = 400 << 10;
+const DICT_TABLES: usize = 128 << 10;
 /// Closed files being finished at once.
 const CLOSING: usize = 16;
 /// Rows between two checks of the memory budget (and at every new file).
