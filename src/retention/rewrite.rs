@@ -218,7 +218,7 @@ fn reseal_batch(
                 reseal_record(from, to, sealed_old, aads.0, aads.1, &mut buf, &what)?
             }
             (Move::Recompress(l), z) => {
-                l.reseal(keys, z, tn.value(r), sealed_old, aads, &mut buf, &what)?
+                l.reseal(keys, z, (tn.value(r), sealed_old), aads, &mut buf, &what)?
             }
         }
         sealed.append_value(&buf);

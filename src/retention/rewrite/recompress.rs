@@ -107,13 +107,11 @@ impl Learnt {
 
     /// One record, opened with the old DEK and dictionary, compressed with its tenant's new
     /// dictionary and sealed under the new DEK into `out`; the plaintext is zeroized.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn reseal(
         &self,
         keys: &Rekey,
         z: &mut RecordCompressor,
-        tenant: &str,
-        sealed: &[u8],
+        (tenant, sealed): (&str, &[u8]),
         (from_aad, to_aad): (&[u8], &[u8]),
         out: &mut Vec<u8>,
         what: &dyn Fn() -> String,
