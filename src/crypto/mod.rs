@@ -5,7 +5,11 @@
 //! Invariant: plaintext DEKs exist only inside [`DataKey`], which zeroizes on drop and never
 //! prints its bytes.
 
+mod dictionary;
 mod index_keys;
+pub use dictionary::{
+    DICTIONARY_BYTES, Dictionary, DictionaryScope, RECORD_LEVEL, TRAIN_RECORDS, reseal_dictionary,
+};
 pub use index_keys::IndexKeyCache;
 pub mod cache;
 pub mod kms;
@@ -30,6 +34,8 @@ pub enum CryptoError {
     Truncated { what: String, len: usize },
     #[error("decompression failed for {what}")]
     Decompress { what: String },
+    #[error("{what} is sealed under DEK {dek_id}, not the DEK this reader was given")]
+    OtherKey { what: String, dek_id: String },
 }
 
 /// A 256-bit data key. Zeroized on drop; `Debug` shows only its id.
@@ -166,125 +172,6 @@ pub fn record_aad(tenant_id: &str, event_id: &str, interaction_id: &str, dek_id:
     ])
 }
 
-/// A zstd dictionary trained on the records of one data file, stored sealed in that file's
-/// footer: it dies with the file, so no record outlives its retention inside a dictionary.
-pub struct Dictionary {
-    raw: zeroize::Zeroizing<Vec<u8>>,
-    tables: tables::Tables,
-}
-
-impl std::fmt::Debug for Dictionary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Dictionary({} bytes)", self.raw.len())
-    }
-}
-
-/// Compression level of record payloads.
-pub const RECORD_LEVEL: i32 = 3;
-/// Size of a trained dictionary.
-pub const DICTIONARY_BYTES: usize = 16 * 1024;
-
-impl Dictionary {
-    /// Trains on `samples`; `None` when there is too little to learn from.
-    pub fn train(samples: &[&[u8]]) -> Option<Self> {
-        let total: usize = samples.iter().map(|s| s.len()).sum();
-        if samples.len() < 16 || total < 8 * 1024 {
-            return None;
-        }
-        let mut data = zeroize::Zeroizing::new(Vec::with_capacity(total));
-        samples.iter().for_each(|s| data.extend_from_slice(s));
-        let sizes: Vec<usize> = samples.iter().map(|s| s.len()).collect();
-        let mut raw = vec![0u8; tables::dictionary_size(total)];
-        // fastCover with fixed parameters: the default trainer searches k and d and took
-        // ~30 ms per partition here, for no better ratio on these records (measured ~11 ms).
-        let f = tables::frequency_bits(total);
-        let params = zstd_sys::ZDICT_fastCover_params_t {
-            k: 1000,
-            d: 8,
-            f,
-            steps: 0,
-            nbThreads: 0,
-            splitPoint: 1.0,
-            accel: 1,
-            shrinkDict: 0,
-            shrinkDictMaxRegression: 0,
-            zParams: zstd_sys::ZDICT_params_t {
-                compressionLevel: RECORD_LEVEL,
-                notificationLevel: 0,
-                dictID: 0,
-            },
-        };
-        // SAFETY: `raw` is writable for its length; `data` holds exactly the bytes `sizes`
-        // describes; the call reads and writes only within those buffers.
-        let n = unsafe {
-            zstd_sys::ZDICT_trainFromBuffer_fastCover(
-                raw.as_mut_ptr().cast(),
-                raw.len(),
-                data.as_ptr().cast(),
-                sizes.as_ptr(),
-                sizes.len() as u32,
-                params,
-            )
-        };
-        // SAFETY: ZDICT_isError only inspects the code.
-        if unsafe { zstd_sys::ZDICT_isError(n) } != 0 {
-            return None;
-        }
-        raw.truncate(n);
-        Some(Self::from_raw(raw))
-    }
-
-    pub fn from_raw(raw: Vec<u8>) -> Self {
-        let tables = tables::Tables::new(&raw, RECORD_LEVEL);
-        Dictionary {
-            raw: zeroize::Zeroizing::new(raw),
-            tables,
-        }
-    }
-
-    /// Frees the compression tables (once its file is closed); compressing with it still
-    /// works, from the raw dictionary.
-    pub fn release_tables(&self) {
-        self.tables.release();
-    }
-
-    /// The dictionary prepared for decompression (records sealed with it, before sealing it).
-    pub fn decoder(&self) -> zstd::dict::DecoderDictionary<'static> {
-        zstd::dict::DecoderDictionary::copy(&self.raw)
-    }
-
-    /// The dictionary sealed under the file's DEK, for the file footer.
-    pub fn seal(&self, cipher: &Cipher) -> Vec<u8> {
-        cipher.seal(&self.raw, &dictionary_aad(cipher.dek_id()))
-    }
-
-    pub fn open(
-        cipher: &Cipher,
-        sealed: &[u8],
-    ) -> Result<zstd::dict::DecoderDictionary<'static>, CryptoError> {
-        let mut raw = cipher.open(sealed, &dictionary_aad(cipher.dek_id()), &|| {
-            format!("dictionary of {}", cipher.dek_id())
-        })?;
-        let d = zstd::dict::DecoderDictionary::copy(&raw);
-        raw.zeroize();
-        Ok(d)
-    }
-}
-
-/// Moves a sealed file dictionary from one DEK to another (a retention rewrite): the raw
-/// dictionary exists only in memory, zeroized on return.
-pub fn reseal_dictionary(
-    from: &Cipher,
-    to: &Cipher,
-    sealed: &[u8],
-) -> Result<Vec<u8>, CryptoError> {
-    let raw =
-        zeroize::Zeroizing::new(from.open(sealed, &dictionary_aad(from.dek_id()), &|| {
-            format!("dictionary of {}", from.dek_id())
-        })?);
-    Ok(to.seal(&raw, &dictionary_aad(to.dek_id())))
-}
-
 /// Moves one sealed record from one DEK to another without decompressing it: the compressed
 /// frame is opened in memory, sealed again under `to` and zeroized. Appends to `out`.
 pub fn reseal_record(
@@ -301,13 +188,11 @@ pub fn reseal_record(
     Ok(())
 }
 
-fn dictionary_aad(dek_id: &str) -> Vec<u8> {
-    aad(&[b"holdfast.dictionary.v1", dek_id.as_bytes()])
-}
-
 /// One thread's zstd context for record payloads.
 pub struct RecordCompressor {
     cctx: zstd::zstd_safe::CCtx<'static>,
+    /// For a dictionary's prepared tables.
+    prepared: tables::Context,
     buf: Vec<u8>,
 }
 
@@ -318,6 +203,7 @@ impl Default for RecordCompressor {
             .expect("valid level");
         RecordCompressor {
             cctx,
+            prepared: tables::Context::default(),
             buf: Vec::new(),
         }
     }
@@ -328,9 +214,7 @@ impl RecordCompressor {
         self.buf.clear();
         self.buf.reserve(zstd::zstd_safe::compress_bound(src.len()));
         let r = match dict {
-            Some(d) => d
-                .tables
-                .compress(&mut self.cctx, &mut self.buf, src, &d.raw, RECORD_LEVEL),
+            Some(d) => d.compress((&mut self.prepared, &mut self.cctx), &mut self.buf, src),
             None => self.cctx.compress2(&mut self.buf, src),
         };
         r.expect("zstd into a buffer of compress_bound size");
@@ -518,54 +402,6 @@ mod tests {
     #[test]
     fn aad_parts_are_unambiguous() {
         assert_ne!(aad(&[b"ab", b"c"]), aad(&[b"a", b"bc"]));
-    }
-
-    #[test]
-    fn dictionary_round_trip_and_gain() {
-        let records: Vec<Vec<u8>> = (0..300)
-            .map(|i| format!(r#"{{"eventId":"e-{i}","state":"CREATED","interaction":{{"queue":"Billing - NA","notes":"customer asked about invoice {i} and the loyalty discount"}}}}"#).into_bytes())
-            .collect();
-        let samples: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-        let dict = Dictionary::train(&samples).expect("enough samples");
-        let k = DataKey::generate();
-        let c = k.cipher();
-        let sealed_dict = dict.seal(&c);
-        let ddict = Dictionary::open(&c, &sealed_dict).unwrap();
-        let mut z = RecordCompressor::default();
-        let (mut with, mut without) = (0, 0);
-        for r in &records {
-            let a = record_aad("t", "e", "i", k.id());
-            let mut out = Vec::new();
-            seal_record(&c, &mut z, Some(&dict), r, &a, &mut out);
-            with += out.len();
-            assert_eq!(
-                &open_record(&c, Some(&ddict), &out, &a, &|| "r".into()).unwrap(),
-                r
-            );
-            let mut plain = Vec::new();
-            seal_record(&c, &mut z, None, r, &a, &mut plain);
-            without += plain.len();
-        }
-        assert!(with * 2 < without, "dictionary {with} vs plain {without}");
-        assert!(
-            Dictionary::open(&DataKey::generate().cipher(), &sealed_dict).is_err(),
-            "sealed under the file DEK"
-        );
-        // a rewrite moves the dictionary to the new file's DEK
-        let k2 = DataKey::generate();
-        let moved = reseal_dictionary(&c, &k2.cipher(), &sealed_dict).unwrap();
-        let d2 = Dictionary::open(&k2.cipher(), &moved).unwrap();
-        let a = record_aad("t", "e", "i", k.id());
-        let mut out = Vec::new();
-        seal_record(&c, &mut z, Some(&dict), &records[0], &a, &mut out);
-        let a2 = record_aad("t", "e", "i", k2.id());
-        let mut out2 = Vec::new();
-        reseal_record(&c, &k2.cipher(), &out, &a, &a2, &mut out2, &|| "r".into()).unwrap();
-        assert_eq!(
-            open_record(&k2.cipher(), Some(&d2), &out2, &a2, &|| "r".into()).unwrap(),
-            records[0]
-        );
-        assert!(Dictionary::train(&samples[..3]).is_none());
     }
 
     proptest! {

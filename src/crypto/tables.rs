@@ -1,12 +1,15 @@
 //! A record dictionary's sizes ([`dictionary_size`], [`frequency_bits`]) and its compression
-//! tables (zstd's prepared `CDict`, about 0.4 MB at [`super::RECORD_LEVEL`]), kept apart from
-//! the dictionary so that they can be freed once the data file they serve is closed: a batch
-//! over thousands of partitions would otherwise hold one set per partition until it ends.
-//! After [`Tables::release`], a record is still compressed with the same dictionary, from its
-//! raw bytes (slower, the same frame format).
+//! tables (zstd's prepared `CDict`, about 0.1 MB: [`TABLE_LOG`]), kept apart from the
+//! dictionary so that they can be freed once the data file they serve is closed: a batch over
+//! thousands of partitions would otherwise hold one set per partition and tenant until it
+//! ends. After [`Tables::release`], a record is still compressed with the same dictionary,
+//! from its raw bytes (slower, the same frame format).
+//!
+//! The `CDict` is made through `zstd_sys` (zstd-safe makes one only with the level's default
+//! tables) and used with a compression context of its own ([`Context`]).
 
+use std::ptr::NonNull;
 use std::sync::RwLock;
-use zstd::dict::EncoderDictionary;
 use zstd::zstd_safe::{CCtx, SafeResult};
 
 /// The size of a dictionary trained on `total` bytes: a sixteenth of them, at most
@@ -17,17 +20,117 @@ pub(super) fn dictionary_size(total: usize) -> usize {
     super::DICTIONARY_BYTES.min((total / 16).max(1024))
 }
 
-/// The trainer's frequency table has 2^f counters: no more than the samples have positions
-/// (a file of 45 records was trained with 1 MB of counters; the ratio moves by under 1%).
+/// The trainer's frequency table has 2^f counters: no more than the samples have positions,
+/// and at most 2^15 (a file of 45 records was trained with 1 MB of counters; with a dictionary
+/// per tenant, six trainings a file, 2^15 trained in half the time of up to 2^18 for 0.3% more
+/// bytes a record: `benches/dictionary_training`).
 pub(super) fn frequency_bits(total: usize) -> u32 {
-    total.next_power_of_two().trailing_zeros().clamp(14, 18)
+    total.next_power_of_two().trailing_zeros().clamp(14, 15)
 }
 
-pub(super) struct Tables(RwLock<Option<EncoderDictionary<'static>>>);
+/// Hash and chain tables of a prepared dictionary have at most 2^13 entries. The level's
+/// defaults (2^16 and 2^15 for a 16 KiB dictionary at level 3, 0.4 MB a dictionary) are sized
+/// for inputs, not for a dictionary of 16K positions; with a dictionary per tenant, six times
+/// as many are in use at once, and compressing a record then waited on cache misses: 7.0 us a
+/// record instead of 4.5 with 2^13, which costs 0.7% more bytes (`benches/dictionary_training`).
+pub(super) const TABLE_LOG: u32 = 13;
+
+/// zstd's prepared dictionary (`ZSTD_CDict`), freed on drop.
+struct Prepared(NonNull<zstd_sys::ZSTD_CDict>);
+
+// SAFETY: a CDict is read-only once made; zstd lets several contexts, in several threads,
+// compress with one CDict at once.
+unsafe impl Send for Prepared {}
+// SAFETY: as above: every use through `&Prepared` only reads it.
+unsafe impl Sync for Prepared {}
+
+impl Prepared {
+    fn new(raw: &[u8], level: i32) -> Self {
+        // SAFETY: pure functions of their arguments.
+        let mut cp = unsafe { zstd_sys::ZSTD_getCParams(level, 0, raw.len()) };
+        cp.hashLog = cp.hashLog.min(TABLE_LOG);
+        cp.chainLog = cp.chainLog.min(TABLE_LOG);
+        let mem = zstd_sys::ZSTD_customMem {
+            customAlloc: None,
+            customFree: None,
+            opaque: std::ptr::null_mut(),
+        };
+        // SAFETY: `raw` is readable for its length and copied (`ZSTD_dlm_byCopy`); the
+        // parameters come from zstd with two table sizes lowered within their bounds.
+        let cdict = unsafe {
+            zstd_sys::ZSTD_createCDict_advanced(
+                raw.as_ptr().cast(),
+                raw.len(),
+                zstd_sys::ZSTD_dictLoadMethod_e::ZSTD_dlm_byCopy,
+                zstd_sys::ZSTD_dictContentType_e::ZSTD_dct_auto,
+                cp,
+                mem,
+            )
+        };
+        Prepared(NonNull::new(cdict).expect("zstd prepares a dictionary it trained"))
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        // SAFETY: made by ZSTD_createCDict_advanced, freed once, not in use (we own it).
+        unsafe { zstd_sys::ZSTD_freeCDict(self.0.as_ptr()) };
+    }
+}
+
+/// A compression context for prepared dictionaries, freed on drop.
+pub(super) struct Context(NonNull<zstd_sys::ZSTD_CCtx>);
+
+// SAFETY: a context is used by one thread at a time (`&mut`); it may move between threads.
+unsafe impl Send for Context {}
+
+impl Default for Context {
+    fn default() -> Self {
+        // SAFETY: allocates a fresh context.
+        let cctx = unsafe { zstd_sys::ZSTD_createCCtx() };
+        Context(NonNull::new(cctx).expect("zstd allocates a context"))
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: made by ZSTD_createCCtx, freed once.
+        unsafe { zstd_sys::ZSTD_freeCCtx(self.0.as_ptr()) };
+    }
+}
+
+impl Context {
+    /// Compresses `src` with `cdict`, appending to `dst` (of enough spare capacity).
+    fn compress(&mut self, dst: &mut Vec<u8>, src: &[u8], cdict: &Prepared) -> SafeResult {
+        let start = dst.len();
+        let room = dst.capacity() - start;
+        // SAFETY: the destination is `dst`'s spare capacity, `room` bytes from its end; the
+        // source is `src`; the context is ours alone (`&mut self`), the CDict is alive.
+        let n = unsafe {
+            zstd_sys::ZSTD_compress_usingCDict(
+                self.0.as_ptr(),
+                dst.as_mut_ptr().add(start).cast(),
+                room,
+                src.as_ptr().cast(),
+                src.len(),
+                cdict.0.as_ptr(),
+            )
+        };
+        // SAFETY: only inspects the code.
+        if unsafe { zstd_sys::ZSTD_isError(n) } != 0 {
+            return Err(n);
+        }
+        // SAFETY: zstd wrote `n <= room` bytes after `start`.
+        unsafe { dst.set_len(start + n) };
+        Ok(n)
+    }
+}
+
+pub(super) struct Tables(RwLock<Option<Prepared>>);
 
 impl Tables {
     pub(super) fn new(raw: &[u8], level: i32) -> Self {
-        Tables(RwLock::new(Some(EncoderDictionary::copy(raw, level))))
+        Tables(RwLock::new(Some(Prepared::new(raw, level))))
     }
 
     /// Frees the tables; later compressions load the raw dictionary instead.
@@ -45,18 +148,17 @@ impl Tables {
     /// kept, else from `raw` at `level`.
     pub(super) fn compress(
         &self,
-        cctx: &mut CCtx<'static>,
+        (ctx, cctx): (&mut Context, &mut CCtx<'static>),
         dst: &mut Vec<u8>,
         src: &[u8],
-        raw: &[u8],
-        level: i32,
+        (raw, level): (&[u8], i32),
     ) -> SafeResult {
         let tables = self
             .0
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match tables.as_ref() {
-            Some(t) => cctx.compress_using_cdict(dst, src, t.as_cdict()),
+            Some(t) => ctx.compress(dst, src, t),
             None => cctx.compress_using_dict(dst, src, raw, level),
         }
     }
@@ -85,9 +187,9 @@ mod tests {
             out
         };
         let before: Vec<Vec<u8>> = records.iter().map(|r| seal(&mut z, r)).collect();
-        assert!(!dict.tables.released());
+        assert!(!dict.released());
         dict.release_tables();
-        assert!(dict.tables.released());
+        assert!(dict.released());
         let after: Vec<Vec<u8>> = records.iter().map(|r| seal(&mut z, r)).collect();
         let ddict = dict.decoder();
         for (r, (b, f)) in records.iter().zip(before.iter().zip(&after)) {

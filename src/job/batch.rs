@@ -48,6 +48,10 @@ pub struct BatchOptions {
     pub max_future: chrono::Duration,
     /// The store's retention floor: read from the store by [`batch`], whatever is set here.
     pub(crate) floor: RetentionFloor,
+    /// Test builds only: write data files of format 1 (one dictionary for every tenant of a
+    /// file), from `HOLDFAST_TEST_DATAFILE_V1` by default.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub data_file_format_1: bool,
 }
 
 impl Default for BatchOptions {
@@ -59,6 +63,8 @@ impl Default for BatchOptions {
             threads: super::default_threads(),
             max_future: chrono::Duration::hours(24),
             floor: RetentionFloor::default(),
+            #[cfg(any(test, feature = "test-hooks"))]
+            data_file_format_1: crate::hooks::data_file_format_1(),
         }
     }
 }
@@ -159,7 +165,7 @@ async fn run(
         let picked = picked.clone();
         let (found, holds) = (found.clone(), holds.clone());
         tokio::task::spawn_blocking(move || {
-            let keys = keys::KeyBook::default();
+            let keys = key_book(&opts);
             let st = Stages {
                 rt: &handle,
                 ctx: &ctx,
@@ -185,6 +191,16 @@ async fn run(
     super::commit::commit(ctx, &committing, outcome, &mut report).await?;
     report.kms = ctx.kms.calls();
     Ok(report)
+}
+
+/// The keys of the batch's files (of format 1 in test builds that ask for it).
+fn key_book(opts: &BatchOptions) -> keys::KeyBook {
+    #[cfg(any(test, feature = "test-hooks"))]
+    if opts.data_file_format_1 {
+        return keys::KeyBook::format_1();
+    }
+    let _ = opts;
+    keys::KeyBook::default()
 }
 
 /// Stages 1 to 4 on their threads: the reader, the decoders, and this thread coordinating.

@@ -6,12 +6,13 @@
 //! only; `payload` is plain BYTE_ARRAY, stored without compression (ciphertext does not
 //! compress) and without statistics.
 
+mod dicts;
 pub mod footer;
 mod read;
 mod writer;
+pub use dicts::{Decoder, FileDictionaries};
 pub use read::{
-    INDEX_COLUMNS, IndexColumns, IndexRow, dictionary, footer, footer_value, read_columns,
-    read_index,
+    INDEX_COLUMNS, IndexColumns, IndexRow, footer, footer_value, read_columns, read_index,
 };
 pub use writer::{Closed, FileStats, FileWriter, FinishedFile};
 
@@ -308,7 +309,7 @@ pub fn file_metadata(
     let wrapped = crate::crypto::kms::WrappedKeyV1::from(wrapped_dek);
     vec![
         KeyValue::new(k::FORMAT_KEY.into(), k::FORMAT.to_string()),
-        KeyValue::new(k::VERSION_KEY.into(), "1".to_string()),
+        KeyValue::new(k::VERSION_KEY.into(), k::VERSION.to_string()),
         KeyValue::new(k::BATCH_ID.into(), batch_id.to_string()),
         KeyValue::new(k::PARTITION.into(), partition.to_string()),
         KeyValue::new(k::ALGORITHM.into(), crate::crypto::ALGORITHM.to_string()),

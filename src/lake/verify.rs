@@ -439,6 +439,24 @@ fn stored_row(b: &RecordBatch, i: usize, interaction_type: &str) -> IndexRow {
     }
 }
 
+/// Opens a stored record with its file's DEK and its tenant's dictionary.
+fn open(
+    dicts: &datafile::FileDictionaries,
+    stored: &IndexRow,
+    sealed: &[u8],
+) -> Result<Vec<u8>, crate::crypto::CryptoError> {
+    let cipher = dicts.cipher();
+    let aad = crate::crypto::record_aad(
+        &stored.tenant_id,
+        &stored.event_id,
+        &stored.interaction_id,
+        cipher.dek_id(),
+    );
+    let dict = dicts.for_tenant(&stored.tenant_id)?;
+    let what = || format!("event {}", stored.event_id);
+    crate::crypto::open_record(cipher, dict.as_deref(), sealed, &aad, &what)
+}
+
 impl Deep<'_> {
     /// Opens every record of a file; counts records that fail authentication, `record_hash`,
     /// or whose index columns differ from what the record says.
@@ -454,13 +472,13 @@ impl Deep<'_> {
             .unwrap_key(&f.encryption.dek_id, &f.encryption.wrapped_dek)
             .await
             .map_err(|e| e.to_string())?;
-        let cipher = dek.cipher();
         let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
             .map_err(|e| e.to_string())?;
-        let dict = datafile::dictionary(builder.metadata().file_metadata(), &cipher)
+        let md = builder.metadata().file_metadata();
+        let dicts = datafile::FileDictionaries::from_footer(md, dek.cipher(), &f.path)
             .map_err(|e| e.to_string())?;
         let reader = builder.build().map_err(|e| e.to_string())?;
-        let (mut bad, mut first_bad) = (0u64, None);
+        let (mut bad, mut first_bad, mut first_error) = (0u64, None, None);
         let (mut differ, mut first_differ) = (0u64, None);
         for batch in reader {
             let batch = batch.map_err(|e| e.to_string())?;
@@ -471,23 +489,14 @@ impl Deep<'_> {
             for i in 0..batch.num_rows() {
                 r.deep_records += 1;
                 let stored = stored_row(&batch, i, &p.interaction_type);
-                let aad = crate::crypto::record_aad(
-                    &stored.tenant_id,
-                    &stored.event_id,
-                    &stored.interaction_id,
-                    cipher.dek_id(),
-                );
-                let opened = crate::crypto::open_record(
-                    &cipher,
-                    dict.as_ref(),
-                    payload.value(i),
-                    &aad,
-                    &|| format!("event {}", stored.event_id),
-                );
-                let Ok(mut plain) = opened else {
-                    bad += 1;
-                    first_bad.get_or_insert_with(|| stored.event_id.clone());
-                    continue;
+                let mut plain = match open(&dicts, &stored, payload.value(i)) {
+                    Ok(plain) => plain,
+                    Err(e) => {
+                        bad += 1;
+                        first_bad.get_or_insert_with(|| stored.event_id.clone());
+                        first_error.get_or_insert_with(|| e.to_string());
+                        continue;
+                    }
                 };
                 let same_hash = crate::crypto::sha256(&plain).as_slice() == hashes.value(i);
                 let recomputed = self.recompute(&plain).await;
@@ -509,8 +518,9 @@ impl Deep<'_> {
         }
         let mut problems = Vec::new();
         if bad > 0 {
+            let why = first_error.map(|e| format!(": {e}")).unwrap_or_default();
             problems.push(format!(
-                "{bad} record(s) fail authentication or record_hash (first: event {})",
+                "{bad} record(s) fail authentication or record_hash (first: event {}{why})",
                 first_bad.unwrap_or_default()
             ));
         }

@@ -5,7 +5,7 @@
 //! it opened, for the audit entry the caller writes before showing anything.
 
 use crate::crypto::kms::{Kms, WrappedKey};
-use crate::crypto::{Cipher, open_record, record_aad};
+use crate::crypto::{open_record, record_aad};
 use crate::lake::datafile;
 use crate::lake::manifest::Loaded;
 use crate::storage::Store;
@@ -24,9 +24,10 @@ use std::sync::{Arc, Mutex};
 /// constant: no flag, setting or environment of the caller raises it.
 pub const MAX_BLIND_INDEXES_PER_STATEMENT: usize = 100;
 
+/// A file's DEK and its record dictionaries (each tenant's opened on its first record).
 struct FileKey {
-    cipher: Cipher,
-    dict: Option<zstd::dict::DecoderDictionary<'static>>,
+    dicts: datafile::FileDictionaries,
+    object: String,
 }
 
 /// Opens records of committed files, unwrapping each file's DEK once.
@@ -123,13 +124,17 @@ impl Decryptor {
                 .unwrap_key(dek_id, wrapped)
                 .await
                 .map_err(|e| e.to_string())?;
-            let cipher = dek.cipher();
             let md = datafile::footer(&self.store, path, *size)
                 .await
                 .map_err(|e| e.to_string())?;
-            let dict =
-                datafile::dictionary(md.file_metadata(), &cipher).map_err(|e| e.to_string())?;
-            Ok::<_, String>(FileKey { cipher, dict })
+            let dicts = datafile::FileDictionaries::from_footer(
+                md.file_metadata(),
+                dek.cipher(),
+                path.as_ref(),
+            )
+            .map_err(|e| e.to_string())?;
+            let object = path.to_string();
+            Ok::<_, String>(FileKey { dicts, object })
         };
         let key = Arc::new(tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(load)
@@ -250,12 +255,16 @@ impl ScalarUDFImpl for DecryptPayload {
                 interaction.value(i),
                 dek.value(i),
             );
+            let dict = key
+                .dicts
+                .for_tenant(tenant.value(i))
+                .map_err(|e| unreadable(e.to_string()))?;
             let plain = open_record(
-                &key.cipher,
-                key.dict.as_ref(),
+                key.dicts.cipher(),
+                dict.as_deref(),
                 payload.value(i),
                 &aad,
-                &|| format!("event {}", event.value(i)),
+                &|| format!("event {} in {}", event.value(i), key.object),
             )
             .map_err(|e| unreadable(e.to_string()))?;
             out.append_value(String::from_utf8_lossy(&plain));

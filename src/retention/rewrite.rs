@@ -2,18 +2,24 @@
 //! unexpired, or covered by an active legal hold) are copied to a new file under a new DEK,
 //! and the old file leaves the partition at once and storage once its lock allows.
 //!
-//! Survivors are moved ciphertext to ciphertext: each record's compressed frame is opened in
-//! memory with the old DEK and sealed again under the new one (AAD rebound to the new DEK id);
-//! no record is decompressed or parsed, and nothing is shown to the actor. The file's zstd
-//! dictionary moves the same way. Every rewrite is audited (`retention.rewrite`).
+//! Survivors of a format 2 file are moved ciphertext to ciphertext: each record's compressed
+//! frame is opened in memory with the old DEK and sealed again under the new one (AAD rebound
+//! to the new DEK id); no record is decompressed or parsed, and nothing is shown to the actor.
+//! The dictionaries of the tenants with survivors move the same way (the others are dropped).
+//! A format 1 file (one dictionary for every tenant) is rewritten as format 2: its survivors
+//! are decompressed in memory and compressed again with dictionaries trained per tenant on
+//! them ([`recompress`]). Every rewrite is audited (`retention.rewrite`).
 
 use super::SweepError;
 use super::hold::Hold;
 use crate::crypto::kms::{Kms, WrappedKey};
-use crate::crypto::{Cipher, DataKey, record_aad, reseal_dictionary, reseal_record};
+use crate::crypto::{
+    Cipher, DataKey, DictionaryScope, RecordCompressor, record_aad, reseal_dictionary,
+    reseal_record,
+};
 use crate::lake::LakeError;
 use crate::lake::datafile::{
-    self, FileWriter, INDEX_COLUMNS, IndexColumns, SCHEMA, footer, footer_value,
+    self, FileDictionaries, FileWriter, INDEX_COLUMNS, IndexColumns, SCHEMA, footer,
 };
 use crate::lake::layout::{self, Partition};
 use crate::lake::manifest::{self, DataFileEntry, FileEncryption};
@@ -23,9 +29,11 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::file::metadata::{FileMetaData, KeyValue};
-use std::collections::BTreeMap;
+use parquet::file::metadata::KeyValue;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+mod recompress;
 
 const BATCH_ROWS: usize = 8192;
 
@@ -46,10 +54,11 @@ pub struct Rewritten {
     pub holds: BTreeMap<String, u64>,
 }
 
-/// Which rows survive at `now`, and how many each hold covers.
+/// Which rows survive at `now`, how many each hold covers, and the survivors' tenants.
 struct Survivors {
     keep: Vec<bool>,
     covering: BTreeMap<String, u64>,
+    tenants: BTreeSet<String>,
 }
 
 impl Survivors {
@@ -76,6 +85,7 @@ fn survivors(
     let mut out = Survivors {
         keep: Vec::new(),
         covering: BTreeMap::new(),
+        tenants: BTreeSet::new(),
     };
     let reader = builder
         .with_projection(mask)
@@ -91,6 +101,9 @@ fn survivors(
             for h in holds.iter().filter(|h| h.covers_row(&row)) {
                 survives = true;
                 *out.covering.entry(h.hold_id.clone()).or_insert(0) += 1;
+            }
+            if survives && !out.tenants.contains(row.tenant) {
+                out.tenants.insert(row.tenant.to_string());
             }
             out.keep.push(survives);
         }
@@ -112,38 +125,76 @@ struct Rekey {
     wrapped: WrappedKey,
 }
 
-/// Footer of the new file: its own DEK, where it came from, and the old file's compression
-/// and dictionary (moved to the new DEK).
+/// How survivors move to the new DEK.
+enum Move {
+    /// Format 2: ciphertext to ciphertext, with their tenants' dictionaries.
+    Reseal,
+    /// Format 1: decompressed and compressed again with their tenants' new dictionaries.
+    Recompress(recompress::Learnt),
+}
+
+fn base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Footer of the new file (format 2): its own DEK, where it came from, and the dictionaries of
+/// the tenants with survivors, moved to the new DEK (or, from a format 1 file, learnt anew).
 fn new_footer(
     old: &DataFileEntry,
-    md: &FileMetaData,
-    p: &Partition,
-    file_id: &str,
+    dicts: &FileDictionaries,
+    how: &Move,
+    tenants: &BTreeSet<String>,
+    (p, file_id): (&Partition, &str),
     keys: &Rekey,
-) -> Result<Vec<KeyValue>, SweepError> {
+) -> Result<(Vec<KeyValue>, &'static str), SweepError> {
     let mut kv = datafile::file_metadata(file_id, &p.dir(), keys.to.dek_id(), &keys.wrapped);
     kv.push(KeyValue::new(
         footer::REWRITTEN_FROM.into(),
         old.path.clone(),
     ));
-    if let Some(c) = footer_value(md, footer::COMPRESSION) {
-        kv.push(KeyValue::new(footer::COMPRESSION.into(), c.to_string()));
+    let mut entries = Vec::new();
+    for t in tenants {
+        let sealed = match how {
+            Move::Recompress(learnt) => learnt.seal(&keys.to, t),
+            Move::Reseal => match dicts.sealed(t)? {
+                Some(s) => {
+                    let what = || format!("dictionary of tenant {t} in {}", old.path);
+                    let scope = DictionaryScope::Tenant(t);
+                    Some(reseal_dictionary(&keys.from, &keys.to, scope, s, &what)?)
+                }
+                None => None,
+            },
+        };
+        entries.extend(sealed.map(|s| footer::TenantDictionaryV2 {
+            tenant_id: t.clone(),
+            dek_id: keys.to.dek_id().to_string(),
+            sealed: base64(&s),
+        }));
     }
-    if let Some(d) = footer_value(md, footer::DICTIONARY) {
-        let sealed = base64::engine::general_purpose::STANDARD
-            .decode(d)
-            .map_err(|_| corrupt(&old.path, "footer dictionary is not base64"))?;
-        let moved = reseal_dictionary(&keys.from, &keys.to, &sealed)?;
+    let compression = match entries.is_empty() {
+        true => "zstd",
+        false => "zstd+tenant-dictionaries",
+    };
+    kv.push(KeyValue::new(
+        footer::COMPRESSION.into(),
+        compression.to_string(),
+    ));
+    if !entries.is_empty() {
         kv.push(KeyValue::new(
-            footer::DICTIONARY.into(),
-            base64::engine::general_purpose::STANDARD.encode(moved),
+            footer::DICTIONARIES.into(),
+            footer::encode_dictionaries(entries),
         ));
     }
-    Ok(kv)
+    Ok((kv, compression))
 }
 
 /// The surviving rows of one batch, their payloads sealed under the new DEK.
-fn reseal_batch(b: &RecordBatch, keys: &Rekey, object: &str) -> Result<RecordBatch, SweepError> {
+fn reseal_batch(
+    b: &RecordBatch,
+    keys: &Rekey,
+    how: &mut (Move, RecordCompressor),
+    object: &str,
+) -> Result<RecordBatch, SweepError> {
     let col = |n: &str| b.column(SCHEMA.index_of(n).expect("column")).clone();
     let (ev, it, tn) = (col("event_id"), col("interaction_id"), col("tenant_id"));
     let (ev, it, tn) = (
@@ -160,15 +211,16 @@ fn reseal_batch(b: &RecordBatch, keys: &Rekey, object: &str) -> Result<RecordBat
         buf.clear();
         let from_aad = record_aad(tn.value(r), ev.value(r), it.value(r), from.dek_id());
         let to_aad = record_aad(tn.value(r), ev.value(r), it.value(r), to.dek_id());
-        reseal_record(
-            from,
-            to,
-            payload.value(r),
-            &from_aad,
-            &to_aad,
-            &mut buf,
-            &|| format!("event {} in {object}", ev.value(r)),
-        )?;
+        let what = || format!("event {} in {object}", ev.value(r));
+        let (sealed_old, aads) = (payload.value(r), (&from_aad[..], &to_aad[..]));
+        match &mut *how {
+            (Move::Reseal, _) => {
+                reseal_record(from, to, sealed_old, aads.0, aads.1, &mut buf, &what)?
+            }
+            (Move::Recompress(l), z) => {
+                l.reseal(keys, z, (tn.value(r), sealed_old), aads, &mut buf, &what)?
+            }
+        }
         sealed.append_value(&buf);
     }
     let mut columns: Vec<ArrayRef> = b.columns().to_vec();
@@ -183,10 +235,11 @@ fn reseal_batch(b: &RecordBatch, keys: &Rekey, object: &str) -> Result<RecordBat
 async fn copy_survivors(
     builder: ParquetRecordBatchReaderBuilder<bytes::Bytes>,
     keep: &[bool],
-    keys: &Rekey,
+    (keys, how): (&Rekey, Move),
     object: &str,
     w: &mut FileWriter,
 ) -> Result<(), SweepError> {
+    let mut how = (how, RecordCompressor::default());
     let mut offset = 0usize;
     let reader = builder
         .with_batch_size(BATCH_ROWS)
@@ -200,7 +253,7 @@ async fn copy_survivors(
         if b.num_rows() == 0 {
             continue;
         }
-        w.write_batch(&reseal_batch(&b, keys, object)?)?;
+        w.write_batch(&reseal_batch(&b, keys, &mut how, object)?)?;
         w.upload_pending().await?;
     }
     Ok(())
@@ -231,7 +284,7 @@ pub async fn rewrite_file(
     if kept == 0 || kept == survivors.keep.len() as u64 {
         return Ok(Outcome::Unchanged);
     }
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
         .map_err(|e| LakeError::parquet(&old.path, e))?;
     let md = builder.metadata().file_metadata().clone();
     datafile::footer::check(&md, &old.path)?;
@@ -244,15 +297,27 @@ pub async fn rewrite_file(
         wrapped: kms.wrap(&dek).await?,
         to: dek.cipher(),
     };
+    let dicts = FileDictionaries::from_footer(&md, keys.from.clone(), &old.path)?;
+    let how = match dicts.shared() {
+        true => Move::Recompress(recompress::learn(
+            &bytes,
+            &survivors.keep,
+            &dicts,
+            &old.path,
+        )?),
+        false => Move::Reseal,
+    };
     let new_path = layout::data_file(p, file_id);
-    let kv = new_footer(old, &md, p, file_id, &keys)?;
+    let place = (p, file_id);
+    let (kv, compression) = new_footer(old, &dicts, &how, &survivors.tenants, place, &keys)?;
     let upload = store.start_upload(&new_path).await?;
     let mut w = FileWriter::new(new_path, upload, dek.id(), kv)?;
-    copy_survivors(builder, &survivors.keep, &keys, &old.path, &mut w).await?;
+    copy_survivors(builder, &survivors.keep, (&keys, how), &old.path, &mut w).await?;
     let file = w.close()?.complete().await?;
     let encryption = FileEncryption {
         dek_id: keys.to.dek_id().to_string(),
         wrapped_dek: keys.wrapped,
+        compression: compression.to_string(),
         ..old.encryption.clone()
     };
     Ok(Outcome::Rewritten(Box::new(Rewritten {
@@ -262,3 +327,6 @@ pub async fn rewrite_file(
         holds: survivors.covering,
     })))
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,6 +10,7 @@ mod backfill;
 mod catalog;
 mod common;
 mod crash;
+mod dictionaries;
 mod discovery;
 mod docs;
 mod durability;

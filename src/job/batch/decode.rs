@@ -1,7 +1,8 @@
 //! Stage 2, decode and validate: the worker threads open landing blocks, decode each line
 //! with its source's adapter, validate it, give it its partition, policy and expiry, hash it,
-//! compute its blind indexes, and compress and seal its record once its file's dictionary is
-//! known (until then the plaintext travels beside the row to the sink, which learns it).
+//! compute its blind indexes, and compress and seal its record once its tenant's dictionary of
+//! its file is known (until then the plaintext travels beside the row to the sink, which
+//! learns it).
 
 use super::keys::{FileKey, IdKey, KeyBook, PartKeys};
 use super::read::{Block, OpenSegment};
@@ -17,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A decoded row: the file it goes to, its dedupe key, the row (its payload sealed, or empty
-/// with the plaintext record in `plain` while the file's dictionary is still being learnt).
+/// with the plaintext record in `plain` while its tenant's dictionary is still being learnt).
 pub(super) struct DecodedRow {
     pub(super) file: FileKey,
     pub(super) key: IdKey,
@@ -183,8 +184,8 @@ impl Worker<'_> {
         Ok(expires)
     }
 
-    /// The record sealed under its file's DEK once the file's dictionary is known; until
-    /// then an empty payload and the plaintext beside it (the sink seals it).
+    /// The record sealed under its file's DEK once its tenant's dictionary of the file is
+    /// known; until then an empty payload and the plaintext beside it (the sink seals it).
     fn seal(
         &mut self,
         file: &FileKey,
@@ -195,7 +196,7 @@ impl Worker<'_> {
             .parts
             .entry(file.clone())
             .or_insert_with(|| self.keys.part(file));
-        let Some(dict) = pk.dict.get() else {
+        let Some(dict) = pk.dict.get(&f.tenant_id) else {
             return (Vec::new(), Some(record.to_vec()));
         };
         let aad = record_aad(

@@ -1,7 +1,8 @@
 //! Stage 4, sink: streams deduplicated rows into data files, one open file per partition and
-//! policy ([`FileKey`]) at a time, holding a file's first rows back until its record
-//! dictionary is learnt; counts each row against the holds the batch started with; and hands
-//! the closed files ([`WrittenFile`]) to the commit.
+//! policy ([`FileKey`]) at a time, holding each tenant's first rows of a file back until that
+//! tenant's record dictionary is learnt (a dictionary is trained on one tenant's records only:
+//! shared by tenants, it would be a side channel between them); counts each row against the
+//! holds the batch started with; and hands the closed files ([`WrittenFile`]) to the commit.
 //!
 //! Memory stays within `batch.memory_mb` whatever the number of partitions: everything an
 //! open file holds (rows held back, buffered rows and row group, its writer and dictionary
@@ -39,7 +40,7 @@ pub(in crate::job) struct WrittenFile {
 /// keys (measured at about 60 KB; counted generously).
 const FILE_OVERHEAD: usize = 128 << 10;
 /// What a learnt dictionary's compression tables cost while its file is open.
-const DICT_TABLES: usize = 400 << 10;
+const DICT_TABLES: usize = 128 << 10;
 /// Closed files being finished at once.
 const CLOSING: usize = 16;
 /// Rows between two checks of the memory budget (and at every new file).
@@ -47,27 +48,51 @@ const CHECK_EVERY: usize = 256;
 /// A file that took no row in this many is idle: the first to close when over the budget.
 const IDLE_ROWS: u64 = 1024;
 
-/// A row held back with its plaintext record until its file's dictionary is learnt.
+/// A row held back with its plaintext record until its tenant's dictionary is learnt.
 struct HeldRow {
     row: Box<Row>,
     plain: Vec<u8>,
 }
 
-/// The rows one file holds back while its dictionary is learnt, and the bytes they take.
+/// The rows one tenant of a file holds back while its dictionary is learnt, and their bytes.
 #[derive(Default)]
 struct Learning {
     rows: Vec<HeldRow>,
     bytes: usize,
 }
 
+/// What a file holds back, by tenant (by [`super::keys::DictCell::scope`]), and the bytes.
+#[derive(Default)]
+struct Held {
+    tenants: HashMap<String, Learning>,
+    bytes: usize,
+}
+
+impl Held {
+    fn take(&mut self, scope: &str) -> Vec<HeldRow> {
+        let l = self.tenants.remove(scope).unwrap_or_default();
+        self.bytes -= l.bytes;
+        l.rows
+    }
+
+    /// Every tenant's rows, by tenant.
+    fn into_sorted(self) -> Vec<(String, Vec<HeldRow>)> {
+        let mut all: Vec<(String, Vec<HeldRow>)> =
+            self.tenants.into_iter().map(|(t, l)| (t, l.rows)).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+}
+
 /// The file a partition and policy is written to now.
 struct Slot {
-    /// The file's DEK and dictionary: for the first file of the batch, the key book's (the
-    /// workers seal with them once the dictionary is learnt); for a later one, its own.
+    /// The file's DEK and dictionaries: for the first file of the batch, the key book's (the
+    /// workers seal a tenant's records with them once its dictionary is learnt); for a later
+    /// one, its own.
     keys: Arc<PartKeys>,
     /// Files of this partition and policy the batch closed before this one.
     generation: u32,
-    held: Learning,
+    held: Held,
     /// Opened with the first row sealed for it.
     file: Option<files::OpenFile>,
     last_used: u64,
@@ -75,10 +100,7 @@ struct Slot {
 
 impl Slot {
     fn memory(&self) -> usize {
-        let tables = match self.keys.dict.learnt() {
-            Some(Some(_)) => DICT_TABLES,
-            _ => 0,
-        };
+        let tables = DICT_TABLES * self.keys.dict.count();
         let file = self.file.as_ref().map_or(0, |f| f.writer.memory());
         FILE_OVERHEAD + tables + self.held.bytes + file
     }
@@ -148,19 +170,22 @@ impl<'a> Sink<'a> {
             Some(plain) => plain,
         };
         let keys = self.slot(&part).keys.clone();
-        if let Some(dict) = keys.dict.learnt() {
+        self.count(&part, &row, report);
+        if let Some(dict) = keys.dict.learnt(&row.tenant_id) {
             seal(&mut self.z, &keys, dict.as_deref(), &mut row, plain);
-            self.count(&part, &row, report);
             self.write(&part, row)?;
         } else {
-            self.count(&part, &row, report);
+            let scope = keys.dict.scope(&row.tenant_id).to_string();
             let slot = self.slots.get_mut(&part).expect("a slot");
-            let held = row.heap_size() + plain.capacity();
-            slot.held.rows.push(HeldRow { row, plain });
-            slot.held.bytes += held;
+            let bytes = row.heap_size() + plain.capacity();
+            let learning = slot.held.tenants.entry(scope.clone()).or_default();
+            learning.rows.push(HeldRow { row, plain });
+            learning.bytes += bytes;
+            let ready = learning.rows.len() >= TRAIN_ROWS;
+            slot.held.bytes += bytes;
             slot.last_used = self.tick;
-            if slot.held.rows.len() >= TRAIN_ROWS {
-                self.learn(&part)?;
+            if ready {
+                self.learn(&part, &scope)?;
             }
         }
         self.check_memory(&part)
@@ -172,12 +197,12 @@ impl<'a> Sink<'a> {
             let generation = self.closed.get(part).copied().unwrap_or(0);
             let keys = match generation {
                 0 => self.keys.part(part),
-                _ => Arc::new(PartKeys::generate()),
+                _ => self.keys.later(),
             };
             let slot = Slot {
                 keys,
                 generation,
-                held: Learning::default(),
+                held: Held::default(),
                 file: None,
                 last_used: self.tick,
             };
@@ -194,8 +219,8 @@ impl<'a> Sink<'a> {
         let first = self.keys.part(part);
         let dict = first
             .dict
-            .learnt()
-            .and_then(Option::as_ref)
+            .learnt(&row.tenant_id)
+            .flatten()
             .map(|d| d.decoder());
         let aad = record_aad(
             &row.tenant_id,
@@ -210,15 +235,17 @@ impl<'a> Sink<'a> {
         Ok(plain)
     }
 
-    /// Trains the file's dictionary on the rows held back (plain zstd if too few to learn
-    /// from), publishes it (to the workers, for a first file), then seals and writes them.
-    fn learn(&mut self, part: &FileKey) -> Result<(), JobError> {
+    /// Trains a tenant's dictionary of the file on that tenant's rows held back (plain zstd
+    /// if too few to learn from), publishes it (to the workers, for a first file), then seals
+    /// and writes them.
+    fn learn(&mut self, part: &FileKey, scope: &str) -> Result<(), JobError> {
         let slot = self.slots.get_mut(part).expect("a slot");
-        let Learning { rows, .. } = std::mem::take(&mut slot.held);
+        let rows = slot.held.take(scope);
         let keys = slot.keys.clone();
         let samples: Vec<&[u8]> = rows.iter().map(|h| h.plain.as_slice()).collect();
-        let dict = Dictionary::train(&samples).map(Arc::new);
-        keys.dict.set(dict.clone());
+        let dict = keys
+            .dict
+            .set(scope, Dictionary::train(&samples).map(Arc::new));
         for HeldRow { mut row, plain } in rows {
             seal(&mut self.z, &keys, dict.as_deref(), &mut row, plain);
             self.write(part, row)?;
@@ -306,14 +333,16 @@ impl<'a> Sink<'a> {
         self.slots.values().map(Slot::memory).sum::<usize>() + self.closing_bytes
     }
 
-    /// Frees what a file holds beyond its fixed cost: it learns from the rows it holds back,
-    /// or its row group ends early.
+    /// Frees what a file holds beyond its fixed cost: its tenants learn from the rows they
+    /// hold back, or its row group ends early.
     fn shrink(&mut self, part: &FileKey) -> Result<(), JobError> {
         let Some(slot) = self.slots.get_mut(part) else {
             return Ok(());
         };
-        if !slot.held.rows.is_empty() {
-            self.learn(part)?;
+        let mut scopes: Vec<String> = slot.held.tenants.keys().cloned().collect();
+        scopes.sort();
+        for scope in scopes {
+            self.learn(part, &scope)?;
         }
         let slot = self.slots.get_mut(part).expect("a slot");
         if let Some(f) = slot.file.as_mut().filter(|f| f.writer.memory() > 0) {
@@ -324,7 +353,8 @@ impl<'a> Sink<'a> {
     }
 
     /// Closes the slot's file: the workers stop sealing with its keys at once, and the rest
-    /// (learning from the rows held back, writing them, the footer, completing the upload)
+    /// (its tenants learning from the rows held back, writing them, the footer, completing
+    /// the upload)
     /// is finished on a blocking thread ([`closing::CloseJob`]).
     fn close(&mut self, part: &FileKey) -> Result<(), JobError> {
         let Some(slot) = self.slots.remove(part) else {
@@ -342,7 +372,7 @@ impl<'a> Sink<'a> {
             part: part.clone(),
             generation: slot.generation,
             keys: slot.keys,
-            held: slot.held.rows,
+            held: slot.held.into_sorted(),
             file: slot.file,
         };
         self.closing
@@ -390,8 +420,8 @@ impl<'a> Sink<'a> {
     }
 }
 
-/// Compresses and seals a record under the file's DEK, into the row's payload; the
-/// plaintext is zeroized.
+/// Compresses (with its tenant's dictionary) and seals a record under the file's DEK, into
+/// the row's payload; the plaintext is zeroized.
 fn seal(
     z: &mut RecordCompressor,
     pk: &PartKeys,

@@ -1,19 +1,26 @@
 //! The key/value metadata holdfast writes into every data file's Parquet footer, so a file
-//! describes itself without its manifest. Frozen: format `holdfast.datafile`, version 1 (the
-//! keys below); a change is a new version. Every reader of the footer checks both keys first
-//! ([`check`]) and refuses another format or an unknown version. Golden file of the key set:
-//! `fixtures/formats/datafile-footer-v1.json`.
+//! describes itself without its manifest. Frozen: format `holdfast.datafile`, versions 1 and 2
+//! (the keys below); a change is a new version. Every reader of the footer checks both keys
+//! first ([`check`]) and refuses another format or an unknown version. Golden files:
+//! `fixtures/formats/datafile-footer-v1.json` (key set), `datafile-footer-v2.json`.
+//!
+//! Version 2 differs from 1 only in the record dictionaries: version 1 has at most one, for
+//! every record of the file ([`DICTIONARY`]); version 2 has one per tenant, or none
+//! ([`DICTIONARIES`]), each naming the DEK that seals it. New files are version 2; version 1
+//! files are read by every reader, and a sweep's rewrite of one writes version 2.
 
 use crate::format::FormatError;
 use crate::lake::LakeError;
 use parquet::file::metadata::FileMetaData;
 
 pub const FORMAT: &str = "holdfast.datafile";
-const VERSIONS: &[&str] = &["1"];
+const VERSIONS: &[&str] = &["1", "2"];
+/// The version holdfast writes.
+pub const VERSION: &str = "2";
 
 /// `holdfast.datafile`
 pub const FORMAT_KEY: &str = "holdfast.format";
-/// `1`
+/// `1` or `2`
 pub const VERSION_KEY: &str = "holdfast.format_version";
 /// The batch (or sweep) that wrote the file.
 pub const BATCH_ID: &str = "holdfast.batch_id";
@@ -26,12 +33,52 @@ pub const AAD: &str = "holdfast.payload.aad";
 pub const DEK_ID: &str = "holdfast.dek_id";
 /// The wrapped DEK, as JSON ([`crate::crypto::kms::WrappedKeyV1`]).
 pub const WRAPPED_DEK: &str = "holdfast.wrapped_dek";
-/// Optional: how records are compressed before sealing (`zstd` or `zstd+dictionary`).
+/// Optional: how records are compressed before sealing: `zstd`, `zstd+dictionary` (version
+/// 1: one dictionary) or `zstd+tenant-dictionaries` (version 2: some tenant has one).
 pub const COMPRESSION: &str = "holdfast.payload.compression";
-/// Optional: the file's zstd dictionary, sealed with its DEK, base64.
+/// Version 1, optional: the file's zstd dictionary, sealed with its DEK, base64.
 pub const DICTIONARY: &str = "holdfast.dictionary";
+/// Version 2, optional: the tenants' zstd dictionaries, a JSON array of
+/// [`TenantDictionaryV2`] sorted by tenant; a tenant not listed has plain zstd records.
+pub const DICTIONARIES: &str = "holdfast.dictionaries";
 /// Optional: a sweep's rewrite names the file it replaced.
 pub const REWRITTEN_FROM: &str = "holdfast.rewritten_from";
+
+/// One tenant's record dictionary in a version 2 footer: trained on that tenant's records of
+/// the file only, sealed under the DEK `dek_id` with AAD (`holdfast.dictionary.v2`, tenant,
+/// DEK id). Today that DEK is always the file's; naming it lets a tenant's dictionary be sealed
+/// under a tenant's own DEK later without another footer version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantDictionaryV2 {
+    pub tenant_id: String,
+    pub dek_id: String,
+    /// The sealed dictionary (`nonce || ciphertext || tag`), base64.
+    pub sealed: String,
+}
+
+/// The value of [`DICTIONARIES`]: entries sorted by tenant, compact JSON.
+pub fn encode_dictionaries(mut entries: Vec<TenantDictionaryV2>) -> String {
+    entries.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
+    serde_json::to_string(&entries).expect("serializes")
+}
+
+/// Reads a [`DICTIONARIES`] value: one entry per tenant at most.
+pub fn decode_dictionaries(v: &str) -> Result<Vec<TenantDictionaryV2>, FormatError> {
+    let invalid = |detail: String| FormatError::Invalid {
+        format: FORMAT,
+        version: "2".into(),
+        detail,
+    };
+    let entries: Vec<TenantDictionaryV2> =
+        serde_json::from_str(v).map_err(|e| invalid(format!("{DICTIONARIES}: {e}")))?;
+    let mut tenants: Vec<&str> = entries.iter().map(|e| e.tenant_id.as_str()).collect();
+    tenants.sort_unstable();
+    if tenants.windows(2).any(|w| w[0] == w[1]) {
+        return Err(invalid(format!("{DICTIONARIES}: a tenant listed twice")));
+    }
+    Ok(entries)
+}
 
 /// The value of footer key `key`.
 pub fn value<'a>(md: &'a FileMetaData, key: &str) -> Option<&'a str> {
@@ -100,12 +147,65 @@ mod tests {
         FileMetaData::new(1, 0, None, Some(kv), descr, None)
     }
 
+    /// The keys of a version 2 file with dictionaries (their sealed values stand-ins).
+    fn keys_v2() -> Vec<KeyValue> {
+        let entry = |t: &str, sealed: &[u8]| TenantDictionaryV2 {
+            tenant_id: t.into(),
+            dek_id: "dek-0123".into(),
+            sealed: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sealed),
+        };
+        let mut kv = keys();
+        kv.push(KeyValue::new(
+            COMPRESSION.into(),
+            "zstd+tenant-dictionaries".to_string(),
+        ));
+        let entries = vec![entry("tenant-b", &[2; 40]), entry("tenant-a", &[1; 40])];
+        kv.push(KeyValue::new(
+            DICTIONARIES.into(),
+            encode_dictionaries(entries),
+        ));
+        kv
+    }
+
+    fn pairs(kv: Vec<KeyValue>) -> Vec<(String, Option<String>)> {
+        kv.into_iter().map(|k| (k.key, k.value)).collect()
+    }
+
     #[test]
-    fn version_1_key_set_is_frozen() {
-        let pairs: Vec<(String, Option<String>)> =
-            keys().into_iter().map(|k| (k.key, k.value)).collect();
-        golden("datafile-footer-v1.json", &crate::format::encode(&pairs));
-        check_format(&md(keys())).unwrap();
+    fn version_2_key_set_is_frozen() {
+        golden(
+            "datafile-footer-v2.json",
+            &crate::format::encode(&pairs(keys_v2())),
+        );
+        check_format(&md(keys_v2())).unwrap();
+        let v = value(&md(keys_v2()), DICTIONARIES).unwrap().to_string();
+        let entries = decode_dictionaries(&v).unwrap();
+        let tenants: Vec<&str> = entries.iter().map(|e| e.tenant_id.as_str()).collect();
+        assert_eq!(tenants, ["tenant-a", "tenant-b"], "sorted by tenant");
+        let twice = v.replace("tenant-b", "tenant-a");
+        assert!(decode_dictionaries(&twice).is_err());
+        let unknown = v.replacen("\"sealed\"", "\"extra\":1,\"sealed\"", 1);
+        assert!(decode_dictionaries(&unknown).is_err());
+    }
+
+    /// Version 1 is no longer written; its golden key set is still read, and it is the
+    /// version 2 key set but for the version (the dictionaries are the difference).
+    #[test]
+    fn version_1_key_set_is_still_read() {
+        let golden = include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/formats/datafile-footer-v1.json"
+        ));
+        let v1: Vec<(String, Option<String>)> = serde_json::from_slice(golden).unwrap();
+        let kv: Vec<KeyValue> = v1
+            .iter()
+            .map(|(k, v)| KeyValue::new(k.clone(), v.clone().unwrap()))
+            .collect();
+        check_format(&md(kv)).unwrap();
+        let mut now = pairs(keys());
+        assert_eq!(now[1].1.as_deref(), Some("2"));
+        now[1].1 = Some("1".into());
+        assert_eq!(v1, now);
     }
 
     #[test]
@@ -117,9 +217,9 @@ mod tests {
             }
             md(kv)
         };
-        let e = check_format(&with(VERSION_KEY, Some("2"))).unwrap_err();
+        let e = check_format(&with(VERSION_KEY, Some("3"))).unwrap_err();
         assert!(
-            matches!(e, FormatError::UnknownVersion { found: Some(ref v), .. } if v == "2"),
+            matches!(e, FormatError::UnknownVersion { found: Some(ref v), .. } if v == "3"),
             "{e}"
         );
         let e = check_format(&with(VERSION_KEY, None)).unwrap_err();

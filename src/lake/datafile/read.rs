@@ -1,4 +1,4 @@
-//! Reading committed data files: projected columns, the footer, the record dictionary, and
+//! Reading committed data files: projected columns, the footer, and
 //! the one reader of index rows ([`IndexColumns`]) that hold coverage and rewrites share.
 
 use super::SCHEMA;
@@ -148,24 +148,6 @@ pub async fn footer(
         .map_err(|e| LakeError::parquet(path.as_ref(), e))?;
     super::footer::check(builder.metadata().file_metadata(), path.as_ref())?;
     Ok(builder.metadata().clone())
-}
-
-/// The file's record dictionary, opened with its DEK (`None`: records are plain zstd).
-pub fn dictionary(
-    md: &parquet::file::metadata::FileMetaData,
-    cipher: &crate::crypto::Cipher,
-) -> Result<Option<zstd::dict::DecoderDictionary<'static>>, crate::crypto::CryptoError> {
-    let Some(v) = footer_value(md, super::footer::DICTIONARY) else {
-        return Ok(None);
-    };
-    let sealed =
-        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v).map_err(|_| {
-            crate::crypto::CryptoError::Truncated {
-                what: "file dictionary".into(),
-                len: v.len(),
-            }
-        })?;
-    crate::crypto::Dictionary::open(cipher, &sealed).map(Some)
 }
 
 /// A footer key/value of a data file.

@@ -1,11 +1,14 @@
 //! Rewrites on an in-memory store, after a real ingest and batch: the survivors of a file
-//! are resealed into a new one that holds exactly the held records, and holds find them there.
+//! are resealed into a new one that holds exactly the held records, and holds find them there;
+//! each surviving tenant keeps its own dictionary, and a format 1 file becomes format 2.
 
 use super::*;
 use crate::clock::FakeClock;
 use crate::job::{BatchOptions, Context};
 use crate::retention::hold::{self, Scope, Status};
 use crate::sources::SourceKind;
+use arrow::array::AsArray;
+use std::collections::BTreeSet;
 
 const EVENTS: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -46,6 +49,11 @@ fn held() -> Hold {
 
 /// A lake on a memory store: the fixture ingested and batched.
 async fn lake(keys: &std::path::Path) -> Context {
+    lake_of(keys, false).await
+}
+
+/// A lake whose data files are of `format_1` (one dictionary for every tenant) or not.
+async fn lake_of(keys: &std::path::Path, format_1: bool) -> Context {
     let ring =
         crate::crypto::kms::LocalKeyring::create(&keys.join("k.json"), "2025-10-05").unwrap();
     let ctx = Context {
@@ -57,9 +65,11 @@ async fn lake(keys: &std::path::Path) -> Context {
     crate::job::ingest(&ctx, SourceKind::Canonical, None, "events", EVENTS, 2)
         .await
         .unwrap();
-    let report = crate::job::batch(&ctx, &BatchOptions::default())
-        .await
-        .unwrap();
+    let opts = BatchOptions {
+        data_file_format_1: format_1,
+        ..BatchOptions::default()
+    };
+    let report = crate::job::batch(&ctx, &opts).await.unwrap();
     assert!(report.stored > 0, "{report:?}");
     ctx
 }
@@ -123,42 +133,155 @@ fn a_rewrite_keeps_exactly_the_held_records_in_a_new_file() {
     });
 }
 
+/// Every record of a committed file opened with its tenant's dictionary (and checked against
+/// its `record_hash`): the footer's version, the tenants it has dictionaries for, and the
+/// records by event id with their tenant.
+async fn open_all(
+    ctx: &Context,
+    f: &DataFileEntry,
+) -> (String, Vec<String>, BTreeMap<String, (String, Vec<u8>)>) {
+    let path = f.location().unwrap();
+    let md = datafile::footer(&ctx.store, &path, f.size_bytes)
+        .await
+        .unwrap();
+    let md = md.file_metadata();
+    let dek = ctx
+        .kms
+        .unwrap_key(&f.encryption.dek_id, &f.encryption.wrapped_dek)
+        .await
+        .unwrap();
+    let dicts = FileDictionaries::from_footer(md, dek.cipher(), &f.path).unwrap();
+    let version = footer::value(md, footer::VERSION_KEY).unwrap().to_string();
+    let tenants = dicts.tenants().into_iter().map(str::to_string).collect();
+    let columns = [
+        "tenant_id",
+        "event_id",
+        "interaction_id",
+        "record_hash",
+        "payload",
+    ];
+    let mut records = BTreeMap::new();
+    for b in datafile::read_columns(&ctx.store, &path, f.size_bytes, &columns)
+        .await
+        .unwrap()
+    {
+        let col = |n: &str| b.column_by_name(n).unwrap().clone();
+        let (tn, ev, it) = (col("tenant_id"), col("event_id"), col("interaction_id"));
+        let (hash, payload) = (col("record_hash"), col("payload"));
+        for i in 0..b.num_rows() {
+            let (t, e) = (
+                tn.as_string::<i32>().value(i),
+                ev.as_string::<i32>().value(i),
+            );
+            let aad = record_aad(t, e, it.as_string::<i32>().value(i), dek.id());
+            let dict = dicts.for_tenant(t).unwrap();
+            let sealed = payload.as_binary::<i32>().value(i);
+            let plain =
+                crate::crypto::open_record(dicts.cipher(), dict.as_deref(), sealed, &aad, &|| {
+                    e.into()
+                })
+                .unwrap();
+            assert_eq!(
+                crate::crypto::sha256(&plain).as_slice(),
+                hash.as_fixed_size_binary().value(i)
+            );
+            records.insert(e.to_string(), (t.to_string(), plain));
+        }
+    }
+    (version, tenants, records)
+}
+
+/// The file of 2025-10-01's calls (several tenants, most with a dictionary of their own), and
+/// its rewrite at noon six years later, when the morning's records have expired.
+async fn rewrite_calls(ctx: &Context) -> (DataFileEntry, Rewritten) {
+    let p = Partition::new(2025, 10, 1, "CALL").unwrap();
+    let latest = manifest::load_latest(&ctx.store, &p)
+        .await
+        .unwrap()
+        .unwrap();
+    let old = latest.manifest.files[0].clone();
+    let now = t("2031-10-01T12:00:00Z");
+    let out = rewrite_file(&ctx.store, ctx.kms.as_ref(), &p, &old, &[], now, "rw-9")
+        .await
+        .unwrap();
+    let Outcome::Rewritten(r) = out else {
+        panic!("a file mixing expired and unexpired records is rewritten")
+    };
+    (old, *r)
+}
+
+/// A format 2 file keeps, in its rewrite, the dictionaries of the tenants with survivors (moved
+/// to the new DEK, still bound to their tenant); every survivor opens as before.
 #[test]
-fn new_files_a_hold_covers_are_pinned_at_the_storage_layer() {
+fn a_rewrite_moves_each_surviving_tenants_dictionary() {
     let keys = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let ctx = lake(keys.path()).await;
-        let store = &ctx.store;
-        let (empty, sha) = hold::load(store).await.unwrap();
+        let (old, r) = rewrite_calls(&ctx).await;
+        let (v_old, t_old, before) = open_all(&ctx, &old).await;
+        let (v_new, t_new, after) = open_all(&ctx, &r.entry).await;
+        assert_eq!((v_old.as_str(), v_new.as_str()), ("2", "2"));
         assert!(
-            hold::commit(store, &empty, sha, vec![held()])
-                .await
-                .unwrap()
+            t_old.len() >= 3,
+            "several tenants learnt a dictionary: {t_old:?}"
         );
-        let all: Vec<DataFileEntry> = manifest::load_latest_all(store)
-            .await
-            .unwrap()
-            .into_iter()
-            .flat_map(|l| l.manifest.files)
-            .collect();
-        let pinned = hold::apply_to_new(store, &all, t("2026-01-01T00:00:00Z"))
-            .await
-            .unwrap();
-        assert_eq!(pinned, 1);
-        let (registry, _) = hold::load(store).await.unwrap();
-        let listed = &registry.holds[0].files;
-        assert_eq!(listed.len(), 1);
-        let lock = store
-            .lock(&layout::locate(&listed[0]).unwrap())
-            .await
-            .unwrap();
-        assert!(lock.legal_hold);
-        let refused = store
-            .delete_checked(
-                &layout::locate(&listed[0]).unwrap(),
-                t("2040-01-01T00:00:00Z"),
-            )
-            .await;
-        assert!(matches!(refused, Err(LakeError::ObjectLocked { .. })));
+        let surviving: BTreeSet<&String> = after.values().map(|(t, _)| t).collect();
+        assert!(surviving.len() >= 2, "{surviving:?}");
+        let kept: Vec<&String> = t_old.iter().filter(|t| surviving.contains(t)).collect();
+        assert_eq!(
+            t_new.iter().collect::<Vec<_>>(),
+            kept,
+            "exactly the surviving tenants' dictionaries"
+        );
+        assert_eq!(after.len() as u64, r.kept);
+        for (e, rec) in &after {
+            assert_eq!(Some(rec), before.get(e), "event {e}");
+        }
+        assert_eq!(r.entry.encryption.compression, "zstd+tenant-dictionaries");
+    });
+}
+
+/// A format 1 file (one dictionary trained on every tenant's records) is rewritten as format
+/// 2: its survivors are compressed again with dictionaries of their own tenant's survivors.
+#[test]
+fn a_rewrite_of_a_format_1_file_writes_format_2() {
+    let keys = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let ctx = lake_of(keys.path(), true).await;
+        let (old, r) = rewrite_calls(&ctx).await;
+        let (v_old, t_old, before) = open_all(&ctx, &old).await;
+        assert_eq!((v_old.as_str(), t_old.len()), ("1", 0));
+        assert_eq!(old.encryption.compression, "zstd+dictionary");
+        let (v_new, t_new, after) = open_all(&ctx, &r.entry).await;
+        assert_eq!(v_new, "2");
+        assert!(
+            !t_new.is_empty(),
+            "tenants with enough survivors learnt a dictionary"
+        );
+        let surviving: BTreeSet<&String> = after.values().map(|(t, _)| t).collect();
+        assert!(t_new.iter().all(|t| surviving.contains(t)), "{t_new:?}");
+        assert_eq!(after.len() as u64, r.kept);
+        for (e, rec) in &after {
+            assert_eq!(Some(rec), before.get(e), "event {e}");
+        }
+        assert_eq!(r.entry.encryption.compression, "zstd+tenant-dictionaries");
+        // and again: now a format 2 file, moved ciphertext to ciphertext
+        let p = Partition::new(2025, 10, 1, "CALL").unwrap();
+        let later = t("2031-10-01T18:00:00Z");
+        let again = rewrite_file(
+            &ctx.store,
+            ctx.kms.as_ref(),
+            &p,
+            &r.entry,
+            &[],
+            later,
+            "rw-10",
+        )
+        .await
+        .unwrap();
+        if let Outcome::Rewritten(again) = again {
+            let (_, _, last) = open_all(&ctx, &again.entry).await;
+            assert!(last.iter().all(|(e, rec)| after.get(e) == Some(rec)));
+        }
     });
 }

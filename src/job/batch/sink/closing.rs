@@ -1,6 +1,6 @@
 //! Closing a file off the coordinator: what the sink hands over when it closes a file (the
 //! rows still held back, the open file if any, their keys) is finished on a blocking thread
-//! ([`CloseJob::run`]): the dictionary learnt if it was not, the rows sealed and written, the
+//! ([`CloseJob::run`]): each tenant's dictionary learnt if it was not, the rows sealed and written, the
 //! footer written, the upload completed (fsync, link). Several run at once, beside the
 //! coordinator and the decoders, so that a batch over thousands of partitions keeps both
 //! cores busy and its fsyncs overlap.
@@ -22,8 +22,9 @@ pub(super) struct CloseJob {
     pub(super) part: FileKey,
     pub(super) generation: u32,
     pub(super) keys: Arc<PartKeys>,
-    /// Rows still held back for the dictionary (counted in the report already).
-    pub(super) held: Vec<HeldRow>,
+    /// Rows still held back for their tenant's dictionary, by tenant (counted in the report
+    /// already).
+    pub(super) held: Vec<(String, Vec<HeldRow>)>,
     pub(super) file: Option<OpenFile>,
 }
 
@@ -43,23 +44,23 @@ impl CloseJob {
         let mut f = match file {
             Some(f) => f,
             None => {
-                let opened = files::open(&ctx, &batch_id, &part, generation, &keys, held.len());
+                let rows = held.iter().map(|(_, rows)| rows.len()).sum();
+                let opened = files::open(&ctx, &batch_id, &part, generation, &keys, rows);
                 rt.block_on(opened)?
             }
         };
-        if !held.is_empty() {
+        let mut z = RecordCompressor::default();
+        for (scope, rows) in held {
             // the file is closed to the workers already: what is learnt now seals only these
-            let dict = match keys.dict.learnt() {
-                Some(d) => d.clone(),
+            let dict = match keys.dict.learnt(&scope) {
+                Some(d) => d,
                 None => {
-                    let samples: Vec<&[u8]> = held.iter().map(|h| h.plain.as_slice()).collect();
-                    let d = Dictionary::train(&samples).map(Arc::new);
-                    keys.dict.set(d.clone());
-                    d
+                    let samples: Vec<&[u8]> = rows.iter().map(|h| h.plain.as_slice()).collect();
+                    keys.dict
+                        .set(&scope, Dictionary::train(&samples).map(Arc::new))
                 }
             };
-            let mut z = RecordCompressor::default();
-            for HeldRow { mut row, plain } in held {
+            for HeldRow { mut row, plain } in rows {
                 seal(&mut z, &keys, dict.as_deref(), &mut row, plain);
                 f.coverage.add(&row.index(), &holds);
                 f.writer.push(*row)?;

@@ -1,16 +1,19 @@
 //! The sink's data files: opened with the DEK of their [`PartKeys`], closed with the sealed
-//! dictionary in their footer, then completed (the last parts written, fsynced, linked into
+//! dictionary of each tenant in their footer, then completed (the last parts written, fsynced, linked into
 //! place) on the runtime while the sink goes on, so that the fsyncs of many files overlap.
 
 use super::super::keys::{FileKey, PartKeys};
 use super::WrittenFile;
+use crate::crypto::DictionaryScope;
 use crate::crypto::kms::WrappedKey;
 use crate::job::{Context, JobError};
-use crate::lake::datafile::{self, Closed, FileWriter};
+use crate::lake::datafile::{self, Closed, FileWriter, footer};
 use crate::lake::layout;
 use crate::lake::layout::Partition;
 use crate::lake::manifest::FileEncryption;
 use crate::retention::hold::Coverage;
+#[cfg(any(test, feature = "test-hooks"))]
+use parquet::file::metadata::KeyValue;
 
 /// A data file being written.
 pub(super) struct OpenFile {
@@ -43,6 +46,11 @@ pub(super) async fn open(
     let path = layout::data_file(&file.partition, &file_id(batch_id, file, generation));
     let upload = ctx.store.start_upload(&path).await?;
     let kv = datafile::file_metadata(batch_id, &file.partition.dir(), keys.dek.id(), &wrapped);
+    #[cfg(any(test, feature = "test-hooks"))]
+    let kv = match keys.dict.shared() {
+        true => format_1::keys(kv),
+        false => kv,
+    };
     let writer = match rows {
         0 => FileWriter::new(path, upload, keys.dek.id(), kv)?,
         n => FileWriter::with_rows(path, upload, keys.dek.id(), kv, n as u64)?,
@@ -62,25 +70,13 @@ pub(super) struct Closing {
     coverage: Coverage,
 }
 
-/// Seals the file's dictionary into its footer and writes the footer.
+/// Seals the file's dictionaries into its footer and writes the footer.
 pub(super) fn close(
     partition: Partition,
     mut f: OpenFile,
     keys: &PartKeys,
 ) -> Result<Closing, JobError> {
-    let compression = match keys.dict.learnt().and_then(Option::as_ref) {
-        Some(d) => {
-            f.writer.add_metadata(
-                datafile::footer::DICTIONARY,
-                base64::Engine::encode(
-                    &base64::engine::general_purpose::STANDARD,
-                    d.seal(&keys.cipher),
-                ),
-            );
-            "zstd+dictionary"
-        }
-        None => "zstd",
-    };
+    let compression = dictionaries(&mut f.writer, keys);
     f.writer
         .add_metadata(datafile::footer::COMPRESSION, compression.to_string());
     let closed = f.writer.close()?;
@@ -97,6 +93,60 @@ pub(super) fn close(
         encryption,
         coverage: f.coverage,
     })
+}
+
+fn base64(bytes: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
+}
+
+/// Writes the footer key of the tenants' dictionaries, each sealed under the file's DEK and
+/// bound to its tenant; gives the file's compression.
+fn dictionaries(w: &mut FileWriter, keys: &PartKeys) -> &'static str {
+    let all = keys.dict.all();
+    #[cfg(any(test, feature = "test-hooks"))]
+    if keys.dict.shared() {
+        return format_1::dictionary(w, keys, all.first().map(|(_, d)| d.as_ref()));
+    }
+    if all.is_empty() {
+        return "zstd";
+    }
+    let entries = all
+        .iter()
+        .map(|(tenant, d)| footer::TenantDictionaryV2 {
+            tenant_id: tenant.clone(),
+            dek_id: keys.dek.id().to_string(),
+            sealed: base64(&d.seal(&keys.cipher, DictionaryScope::Tenant(tenant))),
+        })
+        .collect();
+    w.add_metadata(footer::DICTIONARIES, footer::encode_dictionaries(entries));
+    "zstd+tenant-dictionaries"
+}
+
+/// Test builds only: files of data file format 1 (one dictionary for every tenant), as
+/// holdfast wrote them before format 2, so that tests show every reader still reads them.
+#[cfg(any(test, feature = "test-hooks"))]
+mod format_1 {
+    use super::*;
+
+    pub(super) fn keys(mut kv: Vec<KeyValue>) -> Vec<KeyValue> {
+        for k in kv.iter_mut().filter(|k| k.key == footer::VERSION_KEY) {
+            k.value = Some("1".into());
+        }
+        kv
+    }
+
+    pub(super) fn dictionary(
+        w: &mut FileWriter,
+        keys: &PartKeys,
+        dict: Option<&crate::crypto::Dictionary>,
+    ) -> &'static str {
+        let Some(d) = dict else {
+            return "zstd";
+        };
+        let sealed = d.seal(&keys.cipher, DictionaryScope::File);
+        w.add_metadata(footer::DICTIONARY, base64(&sealed));
+        "zstd+dictionary"
+    }
 }
 
 /// Completes the upload (its last parts, fsync, create-only link) and gives the file's
