@@ -87,6 +87,43 @@ def audit_calls(audit, since):
     return calls, since + len(data)
 
 
+def run(binary, argv, env, stdin=None):
+    """Runs holdfast; exits with its stderr's tail when it fails; returns its stdout."""
+    r = subprocess.run([binary, *argv], env=env, capture_output=True, input=stdin)
+    if r.returncode != 0:
+        sys.exit(f"holdfast {' '.join(map(str, argv))} failed:\n{r.stderr.decode()[-2000:]}")
+    return r.stdout.decode()
+
+
+def store_env(workdir, kind, bao):
+    """The environment of a bench store: its own keyring file, the dev OpenBao's address and
+    token, no VAULT_ variables."""
+    env = {**os.environ, "HOLDFAST_KEYRING": str(workdir / f"keyring-{kind}.json"),
+           "BAO_ADDR": bao["addr"], "BAO_TOKEN": bao["token"]}
+    env.pop("VAULT_ADDR", None)
+    env.pop("VAULT_TOKEN", None)
+    return env
+
+
+def build_store(binary, kind, workdir, inputs, env):
+    """A fresh store `store-<kind>` (`transit`: bound to the key `bench`; else the keyring),
+    each input ingested and batched in turn; the store and the last batch's report."""
+    store = workdir / f"store-{kind}"
+    rm(store)
+    rm(workdir / f"keyring-{kind}.json")
+    init = ["init", "--store", store]
+    if kind == "transit":
+        pipeline = workdir / "transit.toml"
+        pipeline.write_text('[kms]\nbackend = "transit"\nkey = "bench"\n')
+        init += ["--pipeline", pipeline]
+    run(binary, init, env)
+    report = None
+    for f in inputs:
+        run(binary, ["ingest", "--store", store, f], env)
+        report = json.loads(run(binary, ["batch", "--store", store, "--format", "json"], env))
+    return store, report
+
+
 def timed(argv, env, workdir, label):
     out = workdir / f"time-{label}.txt"
     r = subprocess.run([TIME_BIN, "-v", "-o", out, *argv], env=env, capture_output=True)

@@ -15,26 +15,17 @@ KMS calls: the `kms.unwraps` of each `decrypt` audit entry (holdfast's count), a
 """
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import rm
-from kms_batch import audit_calls, start_bao, timed
+from kms_batch import audit_calls, build_store, run, start_bao, store_env, timed
 
 REPO = Path(__file__).resolve().parent.parent
 GEN = REPO.parent / "shared" / "bench" / "gen_events.py"
 QUERY = "SELECT count(record) AS n FROM decrypted"
-
-
-def run(binary, argv, env, stdin=None):
-    r = subprocess.run([binary, *argv], env=env, capture_output=True, input=stdin)
-    if r.returncode != 0:
-        sys.exit(f"holdfast {' '.join(map(str, argv))} failed:\n{r.stderr.decode()[-2000:]}")
-    return r.stdout.decode()
 
 
 def decrypt_entries(binary, store, env):
@@ -44,17 +35,7 @@ def decrypt_entries(binary, store, env):
 
 
 def build(binary, kind, workdir, events, env):
-    store = workdir / f"store-{kind}"
-    rm(store)
-    rm(workdir / f"keyring-{kind}.json")
-    init = ["init", "--store", store]
-    if kind == "transit":
-        pipeline = workdir / "transit.toml"
-        pipeline.write_text('[kms]\nbackend = "transit"\nkey = "bench"\n')
-        init += ["--pipeline", pipeline]
-    run(binary, init, env)
-    run(binary, ["ingest", "--store", store, events], env)
-    report = json.loads(run(binary, ["batch", "--store", store, "--format", "json"], env))
+    store, report = build_store(binary, kind, workdir, [events], env)
     return store, report["files"], report["stored"]
 
 
@@ -107,10 +88,7 @@ def main():
         try:
             stores, runs = {}, []
             for kind in ("local", "transit"):
-                env = {**os.environ, "HOLDFAST_KEYRING": str(a.workdir / f"keyring-{kind}.json"),
-                       "BAO_ADDR": addr, "BAO_TOKEN": token}
-                env.pop("VAULT_ADDR", None)
-                env.pop("VAULT_TOKEN", None)
+                env = store_env(a.workdir, kind, bao)
                 stores[kind] = (*build(binary, kind, a.workdir, events.resolve(), env), env)
             for i in range(a.runs):
                 print(f"[bench] run {i + 1}/{a.runs}", file=sys.stderr)

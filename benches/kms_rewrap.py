@@ -25,8 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import dir_bytes, rm
-from kms_batch import audit_calls, start_bao, timed
+from benchlib import dir_bytes
+from kms_batch import audit_calls, build_store, run, start_bao, store_env, timed
 
 REPO = Path(__file__).resolve().parent.parent
 GEN = REPO.parent / "shared" / "bench" / "gen_events.py"
@@ -42,29 +42,10 @@ def parquet_hashes(store):
     return out
 
 
-def run(binary, argv, env):
-    r = subprocess.run([binary, *argv], env=env, capture_output=True)
-    if r.returncode != 0:
-        sys.exit(f"holdfast {' '.join(map(str, argv))} failed:\n{r.stderr.decode()[-2000:]}")
-    return r.stdout.decode()
-
-
 def build(binary, kind, workdir, inputs, env):
-    store = workdir / f"store-{kind}"
-    rm(store)
-    rm(workdir / f"keyring-{kind}.json")
-    init = ["init", "--store", store]
-    if kind == "transit":
-        pipeline = workdir / "transit.toml"
-        pipeline.write_text('[kms]\nbackend = "transit"\nkey = "bench"\n')
-        init += ["--pipeline", pipeline]
-    run(binary, init, env)
-    for f in inputs:
-        run(binary, ["ingest", "--store", store, f], env)
-        run(binary, ["batch", "--store", store, "--format", "json"], env)
+    store, _ = build_store(binary, kind, workdir, inputs, env)
     status = json.loads(run(binary, ["keys", "status", "--store", store, "--format", "json"], env))
-    deks = sum(v["total"] for v in status["versions"])
-    return store, deks
+    return store, sum(v["total"] for v in status["versions"])
 
 
 def rewrap_once(binary, kind, store, workdir, env, bao):
@@ -112,10 +93,7 @@ def main():
         try:
             stores, runs = {}, []
             for kind in ("local", "transit"):
-                env = {**os.environ, "HOLDFAST_KEYRING": str(a.workdir / f"keyring-{kind}.json"),
-                       "BAO_ADDR": addr, "BAO_TOKEN": token}
-                env.pop("VAULT_ADDR", None)
-                env.pop("VAULT_TOKEN", None)
+                env = store_env(a.workdir, kind, bao)
                 print(f"[bench] building the {kind} store", file=sys.stderr)
                 store, deks = build(binary, kind, a.workdir, inputs, env)
                 stores[kind] = (store, deks, env)
