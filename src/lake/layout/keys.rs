@@ -12,9 +12,11 @@ pub struct RewrappedKeyPath {
 }
 
 impl RewrappedKeyPath {
-    /// `None` for a DEK id that is not a valid object id.
+    /// `None` for a DEK id that is not a valid object id, or that is `.` or `..` (a folder
+    /// name here, which a path would not keep).
     pub fn new(dek_id: &str, sequence: u64) -> Option<Self> {
-        valid_id(dek_id).then(|| RewrappedKeyPath {
+        let folder = dek_id != "." && dek_id != "..";
+        (valid_id(dek_id) && folder).then(|| RewrappedKeyPath {
             dek_id: dek_id.to_string(),
             sequence,
         })
@@ -48,9 +50,16 @@ mod tests {
     proptest! {
         #[test]
         fn rewrapped_key_paths_round_trip(id in "[A-Za-z0-9_.-]{1,80}", seq in any::<u64>()) {
+            prop_assume!(id != "." && id != "..");
             let p = RewrappedKeyPath::new(&id, seq).unwrap();
             prop_assert_eq!(RewrappedKeyPath::parse(&p.to_path()), Some(p));
         }
+    }
+
+    #[test]
+    fn dot_folders_are_refused() {
+        assert_eq!(RewrappedKeyPath::new(".", 1), None);
+        assert_eq!(RewrappedKeyPath::new("..", 1), None);
     }
 
     #[test]
