@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod keys;
-pub use keys::Keys;
 pub(crate) use keys::index_secret;
+pub use keys::{Keys, TenantKeys, open_tenant_key};
 
 /// The store marker (its disk format is `crate::storage::marker`).
 pub use crate::storage::marker::Marker as StoreMarker;
@@ -233,12 +233,17 @@ pub async fn open_unkeyed(url: &StoreUrl) -> Result<Store> {
 /// Opens an initialised store and its keyring, checking that they belong together (and that
 /// the keyring is not kept inside the store).
 pub async fn open(url: &StoreUrl, keyring: &Path) -> Result<(Store, Arc<dyn Kms>)> {
-    open_keys(url, Keys::Local(keyring)).await
+    open_keys(url, Keys::Local(keyring), &Default::default()).await
 }
 
 /// Opens an initialised store with the key service `keys` names, checking that it holds the
-/// KEK the store is bound to.
-pub async fn open_keys(url: &StoreUrl, keys: Keys<'_>) -> Result<(Store, Arc<dyn Kms>)> {
+/// KEK the store is bound to, and the own key service of every tenant the store binds to one
+/// (BYOK), reached as `tenants` says ([`TenantKeys`]).
+pub async fn open_keys(
+    url: &StoreUrl,
+    keys: Keys<'_>,
+    tenants: &std::collections::BTreeMap<String, TenantKeys>,
+) -> Result<(Store, Arc<dyn Kms>)> {
     let Ok(store) = Store::open(url, false) else {
         let exists = url.local_dir().is_some_and(|d| d.exists());
         return Err(not_a_store(&url.to_string(), exists));
@@ -248,6 +253,8 @@ pub async fn open_keys(url: &StoreUrl, keys: Keys<'_>) -> Result<(Store, Arc<dyn
     let kms = keys::open_kms(&store, url, &marker.kek_id, keys, &newer).await?;
     // backend calls are counted below the cache: the audit counts what reached the backend
     let kms = crate::crypto::kms::Caching::wrap(crate::crypto::kms::Counting::wrap(kms));
+    let own = keys::open_tenants(&store, tenants, &newer).await?;
+    let kms = crate::crypto::kms::Tenanted::wrap(kms, own);
     Ok((store, crate::keys::Overlaid::wrap(kms, newer)))
 }
 

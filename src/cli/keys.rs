@@ -1,6 +1,7 @@
-//! `keys status`, `keys rotate`, `keys rewrap`: the store's KEK versions and the DEKs they
-//! wrap. The key service is the pipeline's `[kms]` when `--pipeline` is given, else the one
-//! the store's marker names.
+//! `keys status`, `keys rotate`, `keys rewrap`, `keys retire`, `keys bind`, `keys approve`: the
+//! store's KEK versions and the DEKs they wrap, and tenants' own keys (BYOK). The key service
+//! is the pipeline's `[kms]` when `--pipeline` is given, else the one the store's marker names;
+//! `--tenant T` acts on tenant T's own key instead.
 
 use super::*;
 use crate::keys::{self, DEFAULT_CRYPTOPERIOD_DAYS};
@@ -12,6 +13,14 @@ pub struct KeysArgs {
     /// Pipeline file: its `[kms]` (backend, key, `cryptoperiod_days`)
     #[arg(long, env = "HOLDFAST_PIPELINE")]
     pub pipeline: Option<PathBuf>,
+}
+
+/// Which key a key command acts on.
+#[derive(Debug, clap::Args)]
+pub struct TenantArg {
+    /// A tenant's own key (BYOK) instead of the store's platform key
+    #[arg(long)]
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -32,6 +41,8 @@ pub enum KeysCommand {
         k: KeysArgs,
         #[command(flatten)]
         who: ActorArg,
+        #[command(flatten)]
+        t: TenantArg,
     },
     /// Ask to retire a KEK version (and older ones): refused while any DEK is wrapped under it
     ///
@@ -45,15 +56,34 @@ pub enum KeysCommand {
         /// The version to retire, with every older one
         #[arg(long)]
         version: u32,
+        #[command(flatten)]
+        t: TenantArg,
     },
-    /// Approve another administrator's retire request: the backend stops unwrapping under it
+    /// Ask that a tenant's records be wrapped under a key of its own (BYOK)
+    ///
+    /// The key is the one the pipeline's `[kms.tenants.T]` names; a different administrator
+    /// approves with `keys approve`, and only then does the store bind the tenant to it. A
+    /// tenant is bound before its first batch; both steps are audited.
+    #[command(
+        after_help = "Example:\n  holdfast keys bind --store data --pipeline pipelines/byok.toml --tenant acme"
+    )]
+    Bind {
+        #[command(flatten)]
+        k: KeysArgs,
+        #[command(flatten)]
+        who: ActorArg,
+        /// The tenant
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Approve another administrator's retire or bind request
     #[command(after_help = "Example:\n  holdfast keys approve --store data --request kr-0a1b2c3d")]
     Approve {
         #[command(flatten)]
         k: KeysArgs,
         #[command(flatten)]
         who: ActorArg,
-        /// The request id `keys retire` printed
+        /// The request id `keys retire` or `keys bind` printed
         #[arg(long)]
         request: String,
     },
@@ -71,7 +101,21 @@ pub enum KeysCommand {
         /// Output format
         #[arg(long, value_enum)]
         format: Option<Format>,
+        #[command(flatten)]
+        t: TenantArg,
     },
+}
+
+/// The key service `tenant` names: that tenant's own, or the platform's.
+fn pick(kms: &Arc<dyn Kms>, tenant: Option<&str>) -> Result<Arc<dyn Kms>> {
+    match tenant {
+        None => Ok(kms.clone()),
+        Some(t) => kms.tenant(t).ok_or_else(|| {
+            Error::Usage(format!(
+                "tenant `{t}` has no key of its own in this store (`holdfast keys status` lists those that do)"
+            ))
+        }),
+    }
 }
 
 impl KeysArgs {
@@ -95,8 +139,9 @@ impl KeysCommand {
                 let status = keys::status(&store, kms.as_ref(), clock.now(), days).await?;
                 output::write_report(format.unwrap_or(Format::Table), &status, out)
             }
-            KeysCommand::Rotate { k, who } => {
+            KeysCommand::Rotate { k, who, t } => {
                 let (store, kms, _) = k.open().await?;
+                let kms = pick(&kms, t.tenant.as_deref())?;
                 let session = session(&store, clock, &who).await?;
                 let v = keys::rotate(&session, kms.as_ref()).await?;
                 writeln!(
@@ -106,10 +151,13 @@ impl KeysCommand {
                 )
                 .map_err(|e| Error::io("writing the output", e))
             }
-            KeysCommand::Retire { k, who, version } => {
+            KeysCommand::Retire { k, who, version, t } => {
                 let (store, kms, _) = k.open().await?;
+                let kms = pick(&kms, t.tenant.as_deref())?;
                 let session = session(&store, clock, &who).await?;
-                let id = keys::retire::request(&session, kms.as_ref(), version).await?;
+                let id =
+                    keys::retire::request(&session, kms.as_ref(), version, t.tenant.as_deref())
+                        .await?;
                 writeln!(
                     out,
                     "request {id}: retire {} v{version} and older; another administrator runs `holdfast keys approve --request {id}` within {} days",
@@ -118,10 +166,20 @@ impl KeysCommand {
                 )
                 .map_err(|e| Error::io("writing the output", e))
             }
+            KeysCommand::Bind { k, who, tenant } => bind(k, who, &tenant, clock, out).await,
+            KeysCommand::Approve { k, who, request } if request.starts_with("kb-") => {
+                approve_bind(k, who, &request, clock, out).await
+            }
             KeysCommand::Approve { k, who, request } => {
                 let (store, kms, _) = k.open().await?;
                 let session = session(&store, clock, &who).await?;
-                let r = keys::retire::approve(&session, kms.as_ref(), &request).await?;
+                let r = match keys::retire::requested_tenant(&session, &request).await? {
+                    Some(t) => {
+                        keys::retire::approve(&session, pick(&kms, Some(&t))?.as_ref(), &request)
+                            .await?
+                    }
+                    None => keys::retire::approve(&session, kms.as_ref(), &request).await?,
+                };
                 writeln!(
                     out,
                     "{}: v{} and older retired (asked by {}, approved by {}); the backend unwraps from v{} on",
@@ -129,8 +187,9 @@ impl KeysCommand {
                 )
                 .map_err(|e| Error::io("writing the output", e))
             }
-            KeysCommand::Rewrap { k, who, format } => {
+            KeysCommand::Rewrap { k, who, format, t } => {
                 let (store, kms, _) = k.open().await?;
+                let kms = pick(&kms, t.tenant.as_deref())?;
                 let session = session(&store, clock, &who).await?;
                 let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
                 let progress = move |done: u64, total: u64| {
@@ -152,4 +211,61 @@ impl KeysCommand {
             }
         }
     }
+}
+
+/// The key service a pipeline's `[kms.tenants.T]` names, opened for tenant T (its KEK id
+/// checked by the request and the approval).
+async fn own_key(k: &KeysArgs, tenant: &str) -> Result<(Store, Arc<dyn Kms>, Arc<dyn Kms>)> {
+    let p = k.pipeline.as_deref().map(Pipeline::load).transpose()?;
+    let cfg = p.as_ref().and_then(|p| p.kms.as_ref());
+    let Some(section) = cfg.and_then(|c| c.tenants.get(tenant)) else {
+        return Err(Error::Usage(format!(
+            "pass the pipeline (--pipeline) whose [kms.tenants.{tenant}] names the tenant's own key"
+        )));
+    };
+    let (store, kms) = super::kms::open_skipping(&k.s, cfg, tenant).await?;
+    let own = crate::store::open_tenant_key(tenant, super::kms::tenant_remote(section)).await?;
+    Ok((store, kms, own))
+}
+
+async fn bind(
+    k: KeysArgs,
+    who: ActorArg,
+    tenant: &str,
+    clock: Arc<dyn Clock>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let (store, kms, own) = own_key(&k, tenant).await?;
+    let session = session(&store, clock, &who).await?;
+    let id = keys::bind::request(&session, kms.as_ref(), tenant, own.as_ref()).await?;
+    writeln!(
+        out,
+        "request {id}: bind tenant {tenant} to its own key {}; another administrator runs `holdfast keys approve --request {id}` with the same pipeline within {} days",
+        own.kek_id(),
+        keys::retire::REQUEST_DAYS
+    )
+    .map_err(|e| Error::io("writing the output", e))
+}
+
+async fn approve_bind(
+    k: KeysArgs,
+    who: ActorArg,
+    request: &str,
+    clock: Arc<dyn Clock>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let store = crate::store::open_unkeyed(&k.s.store).await?;
+    let tenant = {
+        let session = session(&store, clock.clone(), &who).await?;
+        keys::bind::requested_tenant(&session, request).await?
+    };
+    let (store, kms, own) = own_key(&k, &tenant).await?;
+    let session = session(&store, clock, &who).await?;
+    let b = keys::bind::approve(&session, kms.as_ref(), own.as_ref(), request).await?;
+    writeln!(
+        out,
+        "tenant {}: bound to its own key {} (asked by {}, approved by {}); its new records are wrapped under it",
+        b.tenant, b.kek_id, b.requested_by, b.approved_by
+    )
+    .map_err(|e| Error::io("writing the output", e))
 }

@@ -9,7 +9,8 @@ use super::*;
 use crate::config::{KmsBackend, KmsConfig};
 use crate::crypto::kms::aws::{AwsKmsConfig, is_key_arn};
 use crate::crypto::kms::transit::{Token, TransitConfig, parse_kek_id};
-use crate::store::Keys;
+use crate::store::{Keys, TenantKeys};
+use std::collections::BTreeMap;
 
 /// A key service other than the local keyring, as a pipeline or a store's marker names it.
 #[derive(Debug, Clone)]
@@ -96,6 +97,14 @@ pub(super) async fn open_for(
     s: &StoreArgs,
     kms: Option<&KmsConfig>,
 ) -> Result<(Store, Arc<dyn Kms>)> {
+    open_with(s, kms, None).await
+}
+
+async fn open_with(
+    s: &StoreArgs,
+    kms: Option<&KmsConfig>,
+    skip: Option<&str>,
+) -> Result<(Store, Arc<dyn Kms>)> {
     let remote = match kms {
         Some(k) => remote_of(k)?,
         None => {
@@ -127,5 +136,67 @@ pub(super) async fn open_for(
         },
         None => Keys::Local(&keyring),
     };
-    crate::store::open_keys(&s.store, keys).await
+    let tenants = tenant_keys(s, kms, skip).await?;
+    crate::store::open_keys(&s.store, keys, &tenants).await
+}
+
+/// Opens the store as [`open_for`] does, leaving tenant `tenant` out (the one a `keys bind`
+/// names, which the store does not bind yet).
+pub(super) async fn open_skipping(
+    s: &StoreArgs,
+    kms: Option<&KmsConfig>,
+    tenant: &str,
+) -> Result<(Store, Arc<dyn Kms>)> {
+    open_with(s, kms, Some(tenant)).await
+}
+
+/// How to reach each tenant's own key service: the pipeline's `[kms.tenants.T]`, else the KEK
+/// the store binds the tenant to (a Transit key through `BAO_ADDR`/`BAO_TOKEN`, an AWS KMS key
+/// by its ARN); one that cannot be configured is unreachable, and its tenant's records wait.
+/// `skip`: a tenant whose section is not checked against the store (the one being bound).
+pub(super) async fn tenant_keys(
+    s: &StoreArgs,
+    kms: Option<&KmsConfig>,
+    skip: Option<&str>,
+) -> Result<BTreeMap<String, TenantKeys>> {
+    let store = crate::store::open_unkeyed(&s.store).await?;
+    let mut out = BTreeMap::new();
+    for (t, section) in kms.iter().flat_map(|k| &k.tenants) {
+        if skip == Some(t.as_str()) {
+            continue;
+        }
+        out.insert(t.clone(), tenant_remote(section));
+    }
+    for (t, (_, b)) in crate::keys::tenants::bindings(&store).await? {
+        if !out.contains_key(&t) && skip != Some(t.as_str()) {
+            let how = tenant_from_kek(&b.kek_id, &t);
+            out.insert(t, how);
+        }
+    }
+    Ok(out)
+}
+
+/// A tenant's own key service as its `[kms.tenants.T]` section names it.
+pub(super) fn tenant_remote(section: &KmsConfig) -> TenantKeys {
+    match remote_of(section) {
+        Ok(Some(Remote::Transit(c))) => TenantKeys::Transit(c),
+        Ok(Some(Remote::AwsKms(c))) => TenantKeys::AwsKms(c),
+        Ok(None) => TenantKeys::Unreachable("a tenant's own key is never the local keyring".into()),
+        Err(e) => TenantKeys::Unreachable(e.to_string()),
+    }
+}
+
+/// A tenant's own key service as the store's binding names it.
+fn tenant_from_kek(kek_id: &str, tenant: &str) -> TenantKeys {
+    match parse_kek_id(kek_id) {
+        Some((mount, key)) => {
+            let why = format!("tenant `{tenant}`'s own key is in OpenBao/Vault Transit ({kek_id})");
+            match transit(mount, key, None, &why) {
+                Ok(c) => TenantKeys::Transit(c),
+                Err(e) => TenantKeys::Unreachable(e.to_string()),
+            }
+        }
+        None if is_key_arn(kek_id) => TenantKeys::AwsKms(AwsKmsConfig::new(kek_id.to_string())),
+        None => TenantKeys::Unreachable(format!("{kek_id} is not a KEK id holdfast knows")),
+    }
 }

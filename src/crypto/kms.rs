@@ -98,6 +98,13 @@ pub enum KmsError {
         /// Which limit to raise.
         hint: String,
     },
+    /// A call to a tenant's own key service (BYOK) failed.
+    #[error("tenant `{tenant}`'s own key: {source}")]
+    Tenant {
+        tenant: String,
+        #[source]
+        source: Box<KmsError>,
+    },
     #[error("{backend}, key `{key}`: {problem}")]
     Backend {
         backend: String,
@@ -232,6 +239,42 @@ pub trait Kms: std::fmt::Debug + Send + Sync + 'static {
     fn calls(&self) -> KmsCalls {
         KmsCalls::default()
     }
+    /// The own key service of `tenant`, when the store binds it to one ([`Tenanted`]): new
+    /// DEKs of that tenant's records are wrapped there.
+    fn tenant(&self, _tenant: &str) -> Option<std::sync::Arc<dyn Kms>> {
+        None
+    }
+    /// Wraps `dek` under the newest version of the KEK whose id is `kek_id` where this `Kms`
+    /// holds it (a tenant's own, [`Tenanted`]), else as [`Kms::wrap`] does.
+    fn wrap_under<'a>(
+        &'a self,
+        dek: &'a DataKey,
+        _kek_id: &'a str,
+    ) -> BoxFuture<'a, Result<WrappedKey, KmsError>> {
+        self.wrap(dek)
+    }
+    /// Every tenant with a key service of its own, by tenant id.
+    fn tenants(&self) -> Vec<(String, std::sync::Arc<dyn Kms>)> {
+        Vec::new()
+    }
+}
+
+impl KmsError {
+    /// The error itself, under any tenant naming ([`KmsError::Tenant`]).
+    pub fn root(&self) -> &KmsError {
+        match self {
+            KmsError::Tenant { source, .. } => source.root(),
+            e => e,
+        }
+    }
+
+    /// The tenant whose own key service failed, if it was one.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            KmsError::Tenant { tenant, .. } => Some(tenant),
+            _ => None,
+        }
+    }
 }
 
 /// One version of a KEK.
@@ -267,6 +310,18 @@ impl KekInfo {
 /// A tenant's blind-index key; zeroized on drop.
 pub type IndexKey = Zeroizing<[u8; 32]>;
 
+/// Refuses a tenant's own key service (`own`) the blind-index key of another tenant.
+fn own_tenant(kms: &dyn Kms, own: Option<&str>, asked: &str) -> Result<(), KmsError> {
+    match own {
+        Some(t) if t != asked => Err(KmsError::Backend {
+            backend: kms.describe(),
+            key: kms.kek_id().to_string(),
+            problem: format!("the key of tenant `{t}` was asked for tenant `{asked}`'s index key"),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A tenant's blind-index key from a backend's index secret (every backend derives alike).
 fn derive_index_key(secret: &[u8; 32], tenant: &str) -> IndexKey {
     let label = aad(&[b"holdfast.blind-index.v1", tenant.as_bytes()]);
@@ -279,8 +334,10 @@ mod counting;
 pub use caching::Caching;
 mod local;
 pub use counting::{Counting, KmsCalls};
+mod tenants;
 pub mod transit;
 pub use local::LocalKeyring;
+pub use tenants::{Tenanted, Unavailable};
 
 mod format;
 pub use format::{IndexSecret, WrappedKeyV1};

@@ -23,7 +23,7 @@ use crate::schema;
 use crate::storage::Store;
 use rand::RngCore;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 mod decode;
 mod keys;
@@ -118,6 +118,36 @@ pub(super) struct Stages<'a> {
     batch_id: &'a str,
     keys: &'a keys::KeyBook,
     holds: &'a Arc<HoldSnapshot>,
+    domains: &'a Domains,
+}
+
+/// The key domains of this batch: tenants the store binds to a key of their own, and those
+/// of them whose key is unavailable now (their events wait in landing).
+#[derive(Debug, Default)]
+pub(super) struct Domains {
+    pub(super) bound: HashMap<String, Arc<str>>,
+    /// Tenant -> what its key service answered.
+    pub(super) waiting: HashMap<String, String>,
+}
+
+impl Domains {
+    /// Asks each bound tenant's key service whether its key is there (`info`: a Transit key
+    /// deleted or an AWS key disabled says so; nothing is created) and opens its blind-index
+    /// key (one unwrap): a tenant that fails either waits.
+    async fn probe(kms: &dyn crate::crypto::kms::Kms) -> Domains {
+        let mut d = Domains::default();
+        for (tenant, k) in kms.tenants() {
+            let check = async {
+                k.info().await?;
+                k.index_key(&tenant).await.map(drop)
+            };
+            if let Err(e) = check.await {
+                d.waiting.insert(tenant.clone(), e.to_string());
+            }
+            d.bound.insert(tenant.clone(), Arc::from(tenant.as_str()));
+        }
+        d
+    }
 }
 
 /// What processing hands to the commit.
@@ -151,6 +181,7 @@ async fn run(
     }
     // every row is counted against the holds protecting now (pinned at the commit)
     let holds = Arc::new(HoldSnapshot::load(&ctx.store, ctx.clock.now()).await?);
+    let domains = Arc::new(Domains::probe(ctx.kms.as_ref()).await);
     // before the first upload: the files this batch writes are named by its id
     crate::head::intent::begin(&ctx.store, batch_id, "batch", ctx.clock.now()).await?;
     let handle = tokio::runtime::Handle::current();
@@ -164,6 +195,7 @@ async fn run(
         let batch_id = batch_id.to_string();
         let picked = picked.clone();
         let (found, holds) = (found.clone(), holds.clone());
+        let domains = domains.clone();
         tokio::task::spawn_blocking(move || {
             let keys = key_book(&opts);
             let st = Stages {
@@ -173,6 +205,7 @@ async fn run(
                 batch_id: &batch_id,
                 keys: &keys,
                 holds: &holds,
+                domains: &domains,
             };
             process(&st, &picked, &found, report)
         })
@@ -212,13 +245,13 @@ fn process(
 ) -> Result<(Outcome, BatchReport), JobError> {
     let threads = st.opts.threads.max(1);
     let started = st.ctx.clock.now();
-    let unreadable = Mutex::new(Vec::new());
+    let aside = read::SetAside::default();
     let (block_tx, block_rx) = crossbeam_channel::bounded::<read::Block>(threads * 2);
     let (out_tx, out_rx) = crossbeam_channel::bounded(threads * 2);
     let outcome = std::thread::scope(|s| {
         let errors = out_tx.clone();
-        let unreadable = &unreadable;
-        s.spawn(move || read::read(st.rt, st.ctx, picked, block_tx, errors, unreadable));
+        let aside = &aside;
+        s.spawn(move || read::read(st.rt, st.ctx, picked, block_tx, errors, aside, st.domains));
         for _ in 0..threads {
             let (rx, tx) = (block_rx.clone(), out_tx.clone());
             s.spawn(move || {
@@ -233,6 +266,7 @@ fn process(
                     kms: st.ctx.kms.as_ref(),
                     index_keys: Default::default(),
                     z: RecordCompressor::default(),
+                    domains: st.domains,
                 };
                 for block in rx {
                     if tx.send(w.work(&block)).is_err() {
@@ -245,12 +279,18 @@ fn process(
         drop(block_rx);
         order::coordinate(st, found, out_rx, &mut report)
     })?;
-    let unreadable = unreadable.into_inner().expect("unreadable list");
-    Ok((
-        Outcome {
-            unreadable,
-            ..outcome
-        },
-        report,
-    ))
+    let unreadable = aside.unreadable.into_inner().expect("unreadable list");
+    let mut outcome = Outcome {
+        unreadable,
+        ..outcome
+    };
+    for (index, tenant) in aside.waiting.into_inner().expect("waiting list") {
+        let w = report.tenants_waiting.entry(tenant).or_default();
+        w.segments.insert(index);
+        outcome.kept.insert(index);
+    }
+    for (tenant, w) in &mut report.tenants_waiting {
+        w.reason = st.domains.waiting.get(tenant).cloned().unwrap_or_default();
+    }
+    Ok((outcome, report))
 }

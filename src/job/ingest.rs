@@ -252,10 +252,24 @@ impl Ingest<'_> {
         let lines = b.lines();
         let store = &self.ctx.store;
         let (source, tenant) = (self.source.name(), self.tenant);
-        let kms = self.ctx.kms.as_ref();
+        // a tenant with a key of its own: its segment is sealed under that key, or not at all
+        // (the input stays where it is, for the scheduler's next run)
+        let own = tenant.and_then(|t| Some((t, self.ctx.kms.tenant(t)?)));
+        let kms = own
+            .as_ref()
+            .map_or(self.ctx.kms.as_ref(), |(_, k)| k.as_ref());
         let written = b
             .write(store, kms, source, tenant, &id, now, self.threads)
-            .await?;
+            .await
+            .map_err(|e| match (e, &own) {
+                (crate::landing::LandingError::Kms(k), Some((t, _))) => {
+                    JobError::Kms(crate::crypto::kms::KmsError::Tenant {
+                        tenant: t.to_string(),
+                        source: Box::new(k),
+                    })
+                }
+                (e, _) => e.into(),
+            })?;
         self.seq += 1;
         self.report.segments += 1;
         self.report.lines += lines;

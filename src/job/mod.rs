@@ -58,6 +58,9 @@ pub enum JobError {
     Conflict { partition: String },
     #[error("batch worker failed: {0}")]
     Worker(String),
+    /// A landing segment of a tenant whose own key is unavailable (it waits; never surfaced).
+    #[error("tenant `{0}`'s own key is unavailable")]
+    TenantKeyWaiting(String),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
     #[error(transparent)]

@@ -1,10 +1,17 @@
-//! The persisted form of a rewrapped DEK. Frozen: a change is a new version with a conversion.
+//! The persisted forms of the key objects of a store. Frozen: a change is a new version with a
+//! conversion.
 //!
 //! A rewrapped key (`keys/rewrapped/<dek-id>/v<20 digits>.json`), format
 //! `holdfast.rewrapped-key`, version 1: the DEK id, its wrapping under a newer KEK version,
 //! when and by which rewrap. Written create-only beside an object holdfast never rewrites (a
 //! landing or failed segment, a quarantine entry, the index secret); the highest sequence of a
 //! DEK is its newest wrapping. Golden file: `fixtures/formats/rewrapped-key-v1.json`.
+//!
+//! A tenant key binding (`keys/tenants/<tenant>/binding/v<20 digits>.json`), format
+//! `holdfast.tenant-key`, version 1: the tenant, the KEK id that protects its records from
+//! then on (a Transit `transit:<mount>/<key>` or an AWS KMS key ARN), the request that asked
+//! for it, who asked, who approved and when. Written create-only at the approval; the highest
+//! sequence is in force. Golden file: `fixtures/formats/tenant-key-v1.json`.
 
 use crate::crypto::kms::{WrappedKey, WrappedKeyV1};
 use crate::format::FormatError;
@@ -12,6 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub const FORMAT: &str = "holdfast.rewrapped-key";
+pub const BINDING_FORMAT: &str = "holdfast.tenant-key";
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "version")]
@@ -61,6 +69,62 @@ impl Rewrapped {
     }
 }
 
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "version")]
+enum BindingFile {
+    #[serde(rename = "1")]
+    V1(BindingV1),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BindingV1 {
+    format: String,
+    tenant: String,
+    kek_id: String,
+    request: String,
+    requested_by: String,
+    approved_by: String,
+    bound_at: DateTime<Utc>,
+}
+
+/// Which KEK protects a tenant's records (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Binding {
+    pub tenant: String,
+    pub kek_id: String,
+    pub request: String,
+    pub requested_by: String,
+    pub approved_by: String,
+    pub bound_at: DateTime<Utc>,
+}
+
+impl Binding {
+    pub fn encode(&self) -> Vec<u8> {
+        crate::format::encode(&BindingFile::V1(BindingV1 {
+            format: BINDING_FORMAT.into(),
+            tenant: self.tenant.clone(),
+            kek_id: self.kek_id.clone(),
+            request: self.request.clone(),
+            requested_by: self.requested_by.clone(),
+            approved_by: self.approved_by.clone(),
+            bound_at: self.bound_at,
+        }))
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let BindingFile::V1(v) = crate::format::decode(bytes, BINDING_FORMAT, &["1"])?;
+        Ok(Binding {
+            tenant: v.tenant,
+            kek_id: v.kek_id,
+            request: v.request,
+            requested_by: v.requested_by,
+            approved_by: v.approved_by,
+            bound_at: v.bound_at,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +149,22 @@ mod tests {
         assert!(matches!(e, FormatError::UnknownVersion { .. }), "{e}");
         let e = Rewrapped::decode(&altered(&bytes, "format", "holdfast.index-secret")).unwrap_err();
         assert!(matches!(e, FormatError::WrongFormat { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_tenant_key_binding_is_frozen_and_reads_back() {
+        let b = Binding {
+            tenant: "acme".into(),
+            kek_id: "transit:transit/acme-kek".into(),
+            request: "kb-0a1b2c3d".into(),
+            requested_by: "alice".into(),
+            approved_by: "bob".into(),
+            bound_at: "2027-03-01T12:00:00Z".parse().unwrap(),
+        };
+        let bytes = b.encode();
+        golden("tenant-key-v1.json", &bytes);
+        assert_eq!(Binding::decode(&bytes).unwrap(), b);
+        let e = Binding::decode(&altered(&bytes, "version", "2")).unwrap_err();
+        assert!(matches!(e, FormatError::UnknownVersion { .. }), "{e}");
     }
 }

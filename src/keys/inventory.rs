@@ -26,6 +26,8 @@ pub enum Home {
     Quarantine { entries: u64 },
     /// The store's blind-index secret (stores whose KEK is in a remote KMS).
     IndexSecret,
+    /// A tenant's blind-index secret, under its own key (BYOK).
+    TenantIndexSecret { tenant: String },
 }
 
 impl Home {
@@ -36,7 +38,7 @@ impl Home {
             Home::Landing { .. } => "landing",
             Home::Failed { .. } => "failed",
             Home::Quarantine { .. } => "quarantine",
-            Home::IndexSecret => "index_secret",
+            Home::IndexSecret | Home::TenantIndexSecret { .. } => "index_secret",
         }
     }
 }
@@ -59,6 +61,18 @@ pub struct Inventory {
     /// The latest manifest of every partition, as read.
     pub latest: BTreeMap<Partition, Loaded>,
     pub newer: Newer,
+}
+
+impl Inventory {
+    /// Whether any committed data file holds records of `tenant`.
+    pub fn has_records_of(&self, tenant: &str) -> bool {
+        self.latest.values().any(|l| {
+            l.manifest
+                .files
+                .iter()
+                .any(|f| f.tenant_ids.iter().any(|t| t == tenant))
+        })
+    }
 }
 
 /// Reads the inventory: one manifest listing and the latest versions, one listing each of
@@ -114,6 +128,11 @@ pub async fn take(store: &Store) -> Result<Inventory> {
     }
     if let Some(s) = crate::store::index_secret(store).await? {
         overlaid(s.secret_id, Home::IndexSecret, s.wrapped);
+    }
+    for tenant in super::tenants::bindings(store).await?.into_keys() {
+        if let Some(s) = super::tenants::index_secret(store, &tenant).await? {
+            overlaid(s.secret_id, Home::TenantIndexSecret { tenant }, s.wrapped);
+        }
     }
     Ok(Inventory {
         keys,

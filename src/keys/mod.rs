@@ -9,12 +9,14 @@
 //! either: their newer wrapping is stored beside them, create-only
 //! (`keys/rewrapped/<dek-id>/v<n>.json`, [`format`]), and [`Overlaid`] unwraps under it.
 
+pub mod bind;
 pub mod format;
 pub mod inventory;
 pub mod overlay;
 pub mod retire;
 pub mod rewrap;
 pub mod status;
+pub mod tenants;
 
 pub use overlay::{Newer, Overlaid};
 pub use rewrap::{RewrapReport, rewrap};

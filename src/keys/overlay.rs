@@ -132,4 +132,17 @@ impl Kms for Overlaid {
     fn calls(&self) -> crate::crypto::kms::KmsCalls {
         self.inner.calls()
     }
+    fn tenant(&self, tenant: &str) -> Option<Arc<dyn Kms>> {
+        self.inner.tenant(tenant)
+    }
+    fn wrap_under<'a>(
+        &'a self,
+        dek: &'a DataKey,
+        kek_id: &'a str,
+    ) -> BoxFuture<'a, Result<WrappedKey, KmsError>> {
+        self.inner.wrap_under(dek, kek_id)
+    }
+    fn tenants(&self) -> Vec<(String, Arc<dyn Kms>)> {
+        self.inner.tenants()
+    }
 }

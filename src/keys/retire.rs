@@ -20,6 +20,9 @@ pub const REQUEST_DAYS: i64 = 7;
 #[derive(Debug, Serialize)]
 pub struct RetireRequested<'a> {
     pub request: &'a str,
+    /// The tenant whose own key it is (BYOK); absent for the platform key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<&'a str>,
     pub kek_id: &'a str,
     /// This version and every older one.
     pub version: u32,
@@ -96,8 +99,14 @@ async fn retirable(session: &Session, info: &KekInfo, version: u32, command: &st
     Ok(())
 }
 
-/// Asks for `version` (and every older one) to be retired; returns the request id.
-pub async fn request(session: &Session, kms: &dyn Kms, version: u32) -> Result<String> {
+/// Asks for `version` (and every older one) of `kms`'s KEK (tenant `tenant`'s own, when
+/// given) to be retired; returns the request id.
+pub async fn request(
+    session: &Session,
+    kms: &dyn Kms,
+    version: u32,
+    tenant: Option<&str>,
+) -> Result<String> {
     check_admin(session, "retire").await?;
     let info = kms.info().await?;
     retirable(session, &info, version, "retire").await?;
@@ -106,12 +115,24 @@ pub async fn request(session: &Session, kms: &dyn Kms, version: u32) -> Result<S
     let id = format!("kr-{}", hex::encode(r));
     let event = RetireRequested {
         request: &id,
+        tenant,
         kek_id: &info.kek_id,
         version,
         requested_by: &session.identity.os_user,
     };
     session.record(None, &event).await?;
     Ok(id)
+}
+
+/// The tenant whose own key retire request `id` is for (`None`: the platform key, or no such
+/// request: [`approve`] says so).
+pub async fn requested_tenant(session: &Session, id: &str) -> Result<Option<String>> {
+    let entries = session.audit.entries().await?;
+    Ok(entries
+        .iter()
+        .map(|(e, _)| e)
+        .find(|e| e.action == RetireRequested::ACTION && e.details["request"].as_str() == Some(id))
+        .and_then(|e| e.details["tenant"].as_str().map(str::to_string)))
 }
 
 /// Approves request `id` (another administrator) and retires the version in the backend.

@@ -133,6 +133,12 @@ async fn run(
         .keys
         .iter()
         .partition(|k| k.current.kek_id == info.kek_id && k.current.kek_version < info.primary);
+    // keys of the other key domains (the platform's, bound tenants') are theirs to rewrap
+    let domains = domain_keks(store).await?;
+    let current: Vec<&Held> = current
+        .into_iter()
+        .filter(|k| k.current.kek_id == info.kek_id || !domains.contains(&k.current.kek_id))
+        .collect();
     report.current = current.len() as u64;
     if let Some(other) = current.iter().find(|k| k.current.kek_id != info.kek_id) {
         return Err(Error::Unusable(format!(
@@ -315,7 +321,7 @@ impl Moved<'_> {
                     Home::Landing { .. } => r.landing += 1,
                     Home::Failed { .. } => r.failed += 1,
                     Home::Quarantine { .. } => r.quarantine += 1,
-                    Home::IndexSecret => r.index_secret += 1,
+                    Home::IndexSecret | Home::TenantIndexSecret { .. } => r.index_secret += 1,
                     Home::DataFile { .. } => {}
                 }
             }
@@ -323,6 +329,14 @@ impl Moved<'_> {
         }
         Ok(())
     }
+}
+
+/// The KEK ids of the store's key domains: its platform key and every bound tenant's own.
+async fn domain_keks(store: &Store) -> Result<std::collections::BTreeSet<String>> {
+    let marker = crate::store::read_marker(store).await?;
+    let tenants = super::tenants::bindings(store).await?;
+    let own = tenants.into_values().map(|(_, b)| b.kek_id);
+    Ok(std::iter::once(marker.kek_id).chain(own).collect())
 }
 
 /// Removes rewrappings superseded by a newer one of the same DEK, and those of DEKs no object

@@ -34,10 +34,24 @@ pub struct KeyStatus {
     pub min_decryption_version: u32,
     pub cryptoperiod_days: u32,
     pub versions: Vec<VersionStatus>,
-    /// DEKs wrapped under another KEK than the store's (none in a healthy store), by KEK id.
+    /// DEKs wrapped under a KEK that is neither the store's nor a bound tenant's (none in a
+    /// healthy store), by KEK id.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub other_keks: BTreeMap<String, u64>,
     pub warnings: Vec<String>,
+    /// The tenant whose own key this is (BYOK); `None`: the store's platform key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Why the key service did not answer (its tenant's records cannot be read, its new
+    /// events wait in landing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+    /// DEKs wrapped under this KEK when its versions cannot be listed (it is unavailable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deks_unlisted: Option<u64>,
+    /// Every tenant's own key (BYOK), each with its own status.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<KeyStatus>,
 }
 
 /// The warning a KEK whose primary version is past its cryptoperiod at `now` gets.
@@ -61,10 +75,63 @@ pub async fn status(
 ) -> Result<KeyStatus> {
     let info = kms.info().await?;
     let inv = inventory::take(store).await?;
-    Ok(report(&info, &inv, now, cryptoperiod_days))
+    let domains = kms.tenants();
+    let known: Vec<&str> = std::iter::once(kms.kek_id())
+        .chain(domains.iter().map(|(_, k)| k.kek_id()))
+        .collect();
+    let mut out = report(&info, &inv, now, cryptoperiod_days, &known);
+    for (tenant, k) in &domains {
+        let mut t = match k.info().await {
+            Ok(info) => report(&info, &inv, now, cryptoperiod_days, &known),
+            Err(e) => unavailable(k.kek_id(), &k.describe(), e.to_string(), &inv),
+        };
+        t.warnings = t
+            .warnings
+            .into_iter()
+            .map(|w| format!("tenant {tenant}: {w}"))
+            .collect();
+        t.tenant = Some(tenant.clone());
+        out.warnings.extend(t.warnings.iter().cloned());
+        out.tenants.push(t);
+    }
+    Ok(out)
 }
 
-fn report(info: &KekInfo, inv: &Inventory, now: DateTime<Utc>, days: u32) -> KeyStatus {
+/// A tenant's own key whose service does not answer: what it wraps, and the warning.
+fn unavailable(kek_id: &str, backend: &str, reason: String, inv: &Inventory) -> KeyStatus {
+    let mine: Vec<_> = inv
+        .keys
+        .iter()
+        .filter(|k| k.current.kek_id == kek_id)
+        .collect();
+    let landing = mine.iter().filter(|k| k.home.place() == "landing").count();
+    let warning = format!(
+        "its own key {kek_id} is unavailable ({reason}): its {} DEK(s) cannot be unwrapped, so its records cannot be read, and its new events wait in landing ({landing} segment(s) sealed under its key)",
+        mine.len()
+    );
+    KeyStatus {
+        kek_id: kek_id.to_string(),
+        backend: backend.to_string(),
+        primary: 0,
+        min_decryption_version: 0,
+        cryptoperiod_days: 0,
+        versions: Vec::new(),
+        other_keks: BTreeMap::new(),
+        warnings: vec![warning],
+        tenant: None,
+        unavailable: Some(reason),
+        deks_unlisted: Some(mine.len() as u64),
+        tenants: Vec::new(),
+    }
+}
+
+fn report(
+    info: &KekInfo,
+    inv: &Inventory,
+    now: DateTime<Utc>,
+    days: u32,
+    known: &[&str],
+) -> KeyStatus {
     let mut versions: BTreeMap<u32, VersionStatus> = info
         .versions
         .iter()
@@ -86,7 +153,9 @@ fn report(info: &KekInfo, inv: &Inventory, now: DateTime<Utc>, days: u32) -> Key
     for k in &inv.keys {
         let w = &k.current;
         if w.kek_id != info.kek_id {
-            *other_keks.entry(w.kek_id.clone()).or_default() += 1;
+            if !known.contains(&w.kek_id.as_str()) {
+                *other_keks.entry(w.kek_id.clone()).or_default() += 1;
+            }
             continue;
         }
         match versions.get_mut(&w.kek_version) {
@@ -118,7 +187,7 @@ fn report(info: &KekInfo, inv: &Inventory, now: DateTime<Utc>, days: u32) -> Key
     }
     for (kek, n) in &other_keks {
         warnings.push(format!(
-            "{n} DEK(s) are wrapped under KEK {kek}, not the store's {}",
+            "{n} DEK(s) are wrapped under KEK {kek}, neither the store's {} nor a bound tenant's",
             info.kek_id
         ));
     }
@@ -131,12 +200,38 @@ fn report(info: &KekInfo, inv: &Inventory, now: DateTime<Utc>, days: u32) -> Key
         versions: versions.into_values().collect(),
         other_keks,
         warnings,
+        tenant: None,
+        unavailable: None,
+        deks_unlisted: None,
+        tenants: Vec::new(),
     }
 }
 
 impl std::fmt::Display for KeyStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.table(f)?;
+        for t in &self.tenants {
+            writeln!(f)?;
+            t.table(f)?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
+        Ok(())
+    }
+}
+
+impl KeyStatus {
+    /// This KEK's table (its tenant's, when it is a tenant's own).
+    fn table(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(t) = &self.tenant {
+            write!(f, "tenant {t}: ")?;
+        }
         writeln!(f, "KEK {} ({})", self.kek_id, self.backend)?;
+        if let Some(why) = &self.unavailable {
+            let n = self.deks_unlisted.unwrap_or(0);
+            return writeln!(f, "UNAVAILABLE: {why}; {n} DEK(s) wrapped under it");
+        }
         writeln!(
             f,
             "cryptoperiod {} days; primary v{}; decrypts from v{}",
@@ -176,10 +271,6 @@ impl std::fmt::Display for KeyStatus {
                 v.total
             )?;
         }
-        writeln!(f, "(* primary, x retired)")?;
-        for w in &self.warnings {
-            writeln!(f, "warning: {w}")?;
-        }
-        Ok(())
+        writeln!(f, "(* primary, x retired)")
     }
 }

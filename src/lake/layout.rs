@@ -59,6 +59,9 @@ pub const INDEX_SECRETS: &str = "keys/index";
 /// Newer wrappings of DEKs held in objects that are never rewritten (landing and failed
 /// segments, quarantine entries, the index secret): `keys/rewrapped/<dek-id>/v<20 digits>.json`.
 pub const REWRAPPED: &str = "keys/rewrapped";
+/// Tenants' own keys (BYOK): which KEK protects each, and its wrapped blind-index secret
+/// (`keys/tenants/<tenant>/{binding,index}/v<20 digits>.json`).
+pub const TENANT_KEYS: &str = "keys/tenants";
 
 /// A hive partition: `year=YYYY/month=MM/day=DD/interaction_type=T` (zero-padded).
 #[derive(
@@ -590,7 +593,7 @@ pub fn written_by(path: &Path, job_id: &str) -> bool {
 }
 
 mod keys;
-pub use keys::RewrappedKeyPath;
+pub use keys::{RewrappedKeyPath, TenantKeyPath, TenantObject, tenant_key_id_ok};
 
 #[cfg(test)]
 mod tests;

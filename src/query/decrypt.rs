@@ -123,7 +123,7 @@ impl Decryptor {
                 .kms
                 .unwrap_key(dek_id, wrapped)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("{path}: {e}"))?;
             let md = datafile::footer(&self.store, path, *size)
                 .await
                 .map_err(|e| e.to_string())?;

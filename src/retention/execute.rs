@@ -256,7 +256,15 @@ async fn rewrite_one(
         return Ok(None);
     };
     let outcome =
-        rewrite::rewrite_file(store, step.kms, p, &old, step.active, now, step.file_id).await?;
+        match rewrite::rewrite_file(store, step.kms, p, &old, step.active, now, step.file_id).await
+        {
+            // a tenant's own key is unavailable: its file waits, the rest of the sweep goes on
+            Err(SweepError::Kms(e)) if e.tenant().is_some() => {
+                report.key_waiting.push(format!("{}: {e}", old.path));
+                return Ok(None);
+            }
+            o => o?,
+        };
     let done = match outcome {
         rewrite::Outcome::Unchanged => {
             report.unchanged.push(old.path.clone());

@@ -107,6 +107,10 @@ pub struct SweepReport {
     /// Refused by the storage layer (ObjectLocked): kept and committed again.
     pub refused: Vec<String>,
     pub mixed_kept: u64,
+    /// Files to rewrite whose tenant's own key (BYOK) was unavailable: kept as they are, for
+    /// a later sweep (`path: what the key service answered`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub key_waiting: Vec<String>,
 }
 
 impl std::fmt::Display for SweepReport {
@@ -122,7 +126,11 @@ impl std::fmt::Display for SweepReport {
             self.awaiting_lock.len(),
             self.refused.len(),
             self.mixed_kept
-        )
+        )?;
+        for w in &self.key_waiting {
+            write!(f, "\n  key waiting  {w}; kept for a later sweep")?;
+        }
+        Ok(())
     }
 }
 

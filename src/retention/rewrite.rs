@@ -294,7 +294,10 @@ pub async fn rewrite_file(
             .unwrap_key(&old.encryption.dek_id, &old.encryption.wrapped_dek)
             .await?
             .cipher(),
-        wrapped: kms.wrap(&dek).await?,
+        // under the key that wrapped the old file's DEK: a tenant's own stays its own
+        wrapped: kms
+            .wrap_under(&dek, &old.encryption.wrapped_dek.kek_id)
+            .await?,
         to: dek.cipher(),
     };
     let dicts = FileDictionaries::from_footer(&md, keys.from.clone(), &old.path)?;

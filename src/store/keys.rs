@@ -8,10 +8,11 @@ use crate::clock::Clock;
 use crate::crypto::DataKey;
 use crate::crypto::kms::aws::{AwsKms, AwsKmsConfig};
 use crate::crypto::kms::transit::{INDEX_SECRET_ID, Transit, TransitConfig, parse_kek_id};
-use crate::crypto::kms::{IndexSecret, Kms, LocalKeyring};
+use crate::crypto::kms::{IndexSecret, Kms, LocalKeyring, Unavailable};
 use crate::error::{Error, Result};
 use crate::lake::layout::IndexSecretPath;
 use crate::storage::{Put, Store, StoreUrl};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -184,4 +185,110 @@ pub(super) async fn open_kms(
             Ok(Arc::new(k.with_head_signer(Arc::new(ring))))
         }
     }
+}
+
+/// How to reach a tenant's own key service: a pipeline's `[kms.tenants.T]`, else what the
+/// store's binding names (reached as the store's own key is), or why it cannot be reached.
+#[derive(Debug, Clone)]
+pub enum TenantKeys {
+    Transit(TransitConfig),
+    AwsKms(AwsKmsConfig),
+    Unreachable(String),
+}
+
+/// The key service of every tenant the store binds to a key of its own, as `given` says how to
+/// reach each; one that cannot be reached stands as [`Unavailable`] (its records wait or fail
+/// to decrypt, naming it). A way given that reaches another key than the binding's is refused,
+/// and so is one given for a tenant the store does not bind.
+pub(super) async fn open_tenants(
+    store: &Store,
+    given: &BTreeMap<String, TenantKeys>,
+    newer: &crate::keys::Newer,
+) -> Result<BTreeMap<String, Arc<dyn Kms>>> {
+    let bound = crate::keys::tenants::bindings(store).await?;
+    if let Some(t) = given.keys().find(|t| !bound.contains_key(*t)) {
+        return Err(Error::conflict(
+            format!(
+                "the pipeline names a key for tenant `{t}`, but store {} does not bind `{t}` to a key of its own: run `holdfast keys bind --tenant {t}` and have a second administrator approve it",
+                store.describe()
+            ),
+            false,
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for (tenant, (_, b)) in bound {
+        let secret = crate::keys::tenants::index_secret(store, &tenant)
+            .await?
+            .map(|mut s| {
+                s.wrapped = newer.effective(&s.secret_id, &s.wrapped).clone();
+                s
+            });
+        let unavailable = |reason: String| -> Arc<dyn Kms> {
+            Arc::new(Unavailable {
+                kek_id: b.kek_id.clone(),
+                backend: format!("the key service of `{}`", b.kek_id),
+                reason,
+            })
+        };
+        let disagrees = |names: String| {
+            Error::conflict(
+                format!(
+                    "store {} binds tenant `{tenant}` to KEK {}, but the pipeline names {names}; a change of a tenant's key is `holdfast keys bind`, approved by a second administrator",
+                    store.describe(),
+                    b.kek_id
+                ),
+                false,
+            )
+        };
+        let kms: Arc<dyn Kms> = match given.get(&tenant) {
+            None => unavailable(format!(
+                "no way to reach it was given: pass the pipeline whose [kms.tenants.{tenant}] names it"
+            )),
+            Some(TenantKeys::Unreachable(why)) => unavailable(why.clone()),
+            Some(TenantKeys::Transit(cfg)) => {
+                if cfg.kek_id() != b.kek_id {
+                    return Err(disagrees(cfg.kek_id()));
+                }
+                let mut t = Transit::new(cfg)?.for_tenant(&tenant);
+                if let Some(s) = secret {
+                    t = t.with_index_secret(s);
+                }
+                Arc::new(t)
+            }
+            Some(TenantKeys::AwsKms(cfg)) => match AwsKms::connect(cfg).await {
+                Ok(k) if k.kek_id() != b.kek_id => {
+                    return Err(disagrees(format!("{} ({})", cfg.key, k.kek_id())));
+                }
+                Ok(k) => {
+                    let mut k = k.for_tenant(&tenant);
+                    if let Some(s) = secret {
+                        k = k.with_index_secret(s);
+                    }
+                    Arc::new(k)
+                }
+                Err(e) => unavailable(e.to_string()),
+            },
+        };
+        let kms = crate::crypto::kms::Caching::wrap(crate::crypto::kms::Counting::wrap(kms));
+        out.insert(tenant, kms);
+    }
+    Ok(out)
+}
+
+/// Tenant `tenant`'s own key service as `how` reaches it, without its index secret (for
+/// `keys bind`, which makes it).
+pub async fn open_tenant_key(tenant: &str, how: TenantKeys) -> Result<Arc<dyn Kms>> {
+    Ok(match how {
+        TenantKeys::Transit(cfg) => {
+            let t = Transit::new(&cfg)?;
+            t.check_key().await?;
+            Arc::new(t.for_tenant(tenant))
+        }
+        TenantKeys::AwsKms(cfg) => Arc::new(AwsKms::connect(&cfg).await?.for_tenant(tenant)),
+        TenantKeys::Unreachable(why) => {
+            return Err(Error::Usage(format!(
+                "tenant `{tenant}`'s own key cannot be reached: {why}"
+            )));
+        }
+    })
 }

@@ -7,6 +7,7 @@ mod access;
 mod audit;
 mod aws_kms;
 mod backfill;
+mod byok;
 mod catalog;
 mod common;
 mod crash;

@@ -8,12 +8,12 @@ use base64::Engine as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-struct Bao {
-    addr: String,
-    token: String,
+pub(crate) struct Bao {
+    pub(crate) addr: String,
+    pub(crate) token: String,
 }
 
-fn bao(test: &str) -> Option<Bao> {
+pub(crate) fn bao(test: &str) -> Option<Bao> {
     match (
         std::env::var("HOLDFAST_TEST_BAO_ADDR"),
         std::env::var("HOLDFAST_TEST_BAO_TOKEN"),
@@ -35,24 +35,63 @@ fn bao(test: &str) -> Option<Bao> {
 
 impl Bao {
     /// Creates a derived Transit key of a name no other test uses.
-    fn derived_key(&self, prefix: &str) -> String {
+    pub(crate) fn derived_key(&self, prefix: &str) -> String {
+        self.key_with(prefix, r#"{"derived":true}"#)
+    }
+
+    /// A derived key that can be backed up, deleted and restored (a tenant revoking its key,
+    /// then bringing it back).
+    pub(crate) fn revocable_key(&self, prefix: &str) -> String {
+        let body = r#"{"derived":true,"exportable":true,"allow_plaintext_backup":true}"#;
+        let key = self.key_with(prefix, body);
+        self.call(
+            "POST",
+            &format!("transit/keys/{key}/config"),
+            Some(r#"{"deletion_allowed":true}"#),
+        );
+        key
+    }
+
+    fn key_with(&self, prefix: &str, body: &str) -> String {
         let key = format!("{prefix}-{}-{}", std::process::id(), rand::random::<u32>());
+        self.call("POST", &format!("transit/keys/{key}"), Some(body));
+        key
+    }
+
+    /// One OpenBao API call that must succeed; its JSON answer (`null` when empty).
+    pub(crate) fn call(&self, method: &str, path: &str, body: Option<&str>) -> serde_json::Value {
+        let (status, v) = self.try_call(method, path, body);
+        assert!(status < 300, "{method} {path}: {status} {v}");
+        v
+    }
+
+    /// One OpenBao API call: its status and JSON answer.
+    pub(crate) fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let status = rt.block_on(async {
-            reqwest::Client::new()
-                .post(format!("{}/v1/transit/keys/{key}", self.addr))
-                .header("X-Vault-Token", &self.token)
-                .body(r#"{"derived":true}"#)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        });
-        assert!(status.is_success(), "creating {key}: {status}");
-        key
+        rt.block_on(async {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let mut r = reqwest::Client::new()
+                .request(method, format!("{}/v1/{path}", self.addr))
+                .header("X-Vault-Token", &self.token);
+            if let Some(b) = body {
+                r = r.body(b.to_string());
+            }
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+            )
+        })
     }
 }
 

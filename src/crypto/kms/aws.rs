@@ -45,12 +45,19 @@ pub use aws_sdk_kms::config::Credentials;
 
 /// The EncryptionContext of the DEK `dek_id`: what KMS binds its ciphertext to.
 pub(crate) fn context(dek_id: &str) -> HashMap<String, String> {
-    // The tenant joins here (`"tenant": <id>`) once `Kms::wrap` is told it: every caller of
-    // this function then passes it, and the context grows one entry.
     HashMap::from([
         ("holdfast".to_string(), "dek.v1".to_string()),
         ("dek_id".to_string(), dek_id.to_string()),
     ])
+}
+
+/// The EncryptionContext of the DEK `dek_id` under a tenant's own key: the tenant too.
+pub(crate) fn tenant_context(dek_id: &str, tenant: Option<&str>) -> HashMap<String, String> {
+    let mut c = context(dek_id);
+    if let Some(t) = tenant {
+        c.insert("tenant".to_string(), t.to_string());
+    }
+    c
 }
 
 /// Where the KEK is and how to reach it.
@@ -205,6 +212,8 @@ pub struct AwsKms {
     index_secret: Option<IndexSecret>,
     index: tokio::sync::OnceCell<Zeroizing<[u8; 32]>>,
     signer: Option<Arc<dyn Kms>>,
+    /// The tenant this key belongs to (BYOK), bound into every EncryptionContext.
+    tenant: Option<String>,
 }
 
 impl std::fmt::Debug for AwsKms {
@@ -246,6 +255,7 @@ impl AwsKms {
             index_secret: None,
             index: tokio::sync::OnceCell::new(),
             signer: None,
+            tenant: None,
         };
         kms.arn = kms.describe_key().await?;
         Ok(kms)
@@ -255,6 +265,17 @@ impl AwsKms {
     pub fn with_index_secret(mut self, secret: IndexSecret) -> Self {
         self.index_secret = Some(secret);
         self
+    }
+
+    /// This key as tenant `tenant`'s own (BYOK): every EncryptionContext names the tenant
+    /// (`"tenant": <id>`), and it gives that tenant's blind-index key only.
+    pub fn for_tenant(mut self, tenant: &str) -> Self {
+        self.tenant = Some(tenant.to_string());
+        self
+    }
+
+    fn context(&self, dek_id: &str) -> HashMap<String, String> {
+        tenant_context(dek_id, self.tenant.as_deref())
     }
 
     /// The backend that signs store heads for this one. AWS KMS has Ed25519 signing keys
@@ -358,7 +379,7 @@ impl AwsKms {
             .encrypt()
             .key_id(&self.arn)
             .plaintext(Blob::new(dek.expose().to_vec()))
-            .set_encryption_context(Some(context(dek.id())))
+            .set_encryption_context(Some(self.context(dek.id())))
             .send();
         let out = self.call(call, "Encrypt").await?;
         let ciphertext = out.ciphertext_blob.map(Blob::into_inner);
@@ -386,7 +407,7 @@ impl AwsKms {
             .decrypt()
             .key_id(&w.kek_id)
             .ciphertext_blob(Blob::new(w.ciphertext.clone()))
-            .set_encryption_context(Some(context(dek_id)))
+            .set_encryption_context(Some(self.context(dek_id)))
             .send();
         let out = self.call_on(call, "Decrypt", dek_id, w).await?;
         let plain = Zeroizing::new(out.plaintext.map(Blob::into_inner).unwrap_or_default());
@@ -417,9 +438,9 @@ impl AwsKms {
             .re_encrypt()
             .ciphertext_blob(Blob::new(w.ciphertext.clone()))
             .source_key_id(&w.kek_id)
-            .set_source_encryption_context(Some(context(dek_id)))
+            .set_source_encryption_context(Some(self.context(dek_id)))
             .destination_key_id(&self.arn)
-            .set_destination_encryption_context(Some(context(dek_id)))
+            .set_destination_encryption_context(Some(self.context(dek_id)))
             .send();
         let out = self.call_on(call, "ReEncrypt", dek_id, w).await?;
         match (out.ciphertext_blob.map(Blob::into_inner), out.key_id) {
@@ -523,6 +544,7 @@ impl Kms for AwsKms {
     }
     fn index_key<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<IndexKey, KmsError>> {
         Box::pin(async move {
+            super::own_tenant(self, self.tenant.as_deref(), tenant)?;
             let secret = self.index_secret().await?;
             Ok(super::derive_index_key(secret, tenant))
         })

@@ -4,8 +4,8 @@
 //! - **Binding.** The KEK is a *derived* Transit key (`derived=true`): every call carries a
 //!   `context`, `holdfast.dek.v1/<dek-id>`, so a wrapped DEK opens only under the DEK id it was
 //!   wrapped for (a manifest's DEK moved to another file fails), and `transit/rewrap` with the
-//!   same context works server-side, the DEK never leaving OpenBao. The trait's `wrap` gets no
-//!   tenant, so the context binds the DEK id only (per-tenant keys come later).
+//!   same context works server-side, the DEK never leaving OpenBao. A tenant's own key (BYOK,
+//!   [`Transit::for_tenant`]) binds the tenant too: `holdfast.dek.v1/tenant/<tenant>/<dek-id>`.
 //! - **Versions.** Transit ciphertexts read `vault:v<N>:…`; `N` is the `WrappedKey`'s KEK
 //!   version, checked against the prefix on unwrap. The KEK id is `transit:<mount>/<key>`.
 //! - **Blind-index keys** derive (as the local keyring's do) from a 32-byte index secret the
@@ -123,6 +123,8 @@ pub struct Transit {
     index_secret: Option<IndexSecret>,
     index: tokio::sync::OnceCell<Zeroizing<[u8; 32]>>,
     public_keys: std::sync::Mutex<Vec<(u32, PublicKey)>>,
+    /// The tenant this key belongs to (BYOK), bound into every context.
+    tenant: Option<String>,
 }
 
 impl std::fmt::Debug for Transit {
@@ -157,7 +159,23 @@ impl Transit {
             index_secret: None,
             index: tokio::sync::OnceCell::new(),
             public_keys: std::sync::Mutex::new(Vec::new()),
+            tenant: None,
         })
+    }
+
+    /// This key as tenant `tenant`'s own (BYOK): every context names the tenant, and it gives
+    /// that tenant's blind-index key only.
+    pub fn for_tenant(mut self, tenant: &str) -> Self {
+        self.tenant = Some(tenant.to_string());
+        self
+    }
+
+    /// The base64 context a DEK is wrapped under (see the module docs).
+    pub(crate) fn context(&self, dek_id: &str) -> String {
+        match &self.tenant {
+            Some(t) => B64.encode(format!("{CONTEXT_PREFIX}/tenant/{t}/{dek_id}")),
+            None => b64_context(dek_id),
+        }
     }
 
     /// The store's wrapped blind-index secret, unwrapped on the first [`Kms::index_key`].
@@ -196,10 +214,17 @@ impl Transit {
         KmsError::NoSuchKey {
             backend: self.http.backend(),
             key: key.to_string(),
-            hint: format!(
-                "create it (`bao write -f {}/keys/{key} derived=true`) or fix `key` in [kms]",
-                self.http.mount()
-            ),
+            hint: match &self.tenant {
+                // a new key of the same name would open nothing stored under the old one
+                Some(t) => format!(
+                    "it is tenant {t}'s own key: records under it stay unreadable, and the tenant's new events wait in landing, until it is restored from its backup (`bao write {}/restore/{key} backup=...`)",
+                    self.http.mount()
+                ),
+                None => format!(
+                    "create it (`bao write -f {}/keys/{key} derived=true`) or fix `key` in [kms]",
+                    self.http.mount()
+                ),
+            },
         }
     }
 
@@ -232,12 +257,17 @@ impl Transit {
     }
 
     async fn wrap_dek(&self, dek: &DataKey) -> Result<WrappedKey, KmsError> {
+        if self.tenant.is_some() {
+            // `encrypt` creates a missing key when the token may (upsert): a tenant's revoked
+            // key must not come back as a new key under the same name
+            self.check_key().await?;
+        }
         let path = format!("encrypt/{}", self.key);
         let plaintext = Zeroizing::new(B64.encode(dek.expose()));
         let body = Zeroizing::new(
             serde_json::to_vec(&json!({
                 "plaintext": plaintext.as_str(),
-                "context": b64_context(dek.id()),
+                "context": self.context(dek.id()),
             }))
             .expect("serializes"),
         );
@@ -269,7 +299,7 @@ impl Transit {
         let path = format!("decrypt/{}", self.key);
         let body = serde_json::to_vec(&json!({
             "ciphertext": text,
-            "context": b64_context(dek_id),
+            "context": self.context(dek_id),
         }))
         .expect("serializes");
         let data = match self.http.post(&path, &body).await {
@@ -324,6 +354,7 @@ impl Kms for Transit {
     }
     fn index_key<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<IndexKey, KmsError>> {
         Box::pin(async move {
+            super::own_tenant(self, self.tenant.as_deref(), tenant)?;
             let secret = self.index_secret().await?;
             Ok(super::derive_index_key(secret, tenant))
         })

@@ -39,6 +39,8 @@ pub(super) struct RejectedLine {
 pub(super) enum Decoded {
     Row(DecodedRow),
     Rejected(RejectedLine),
+    /// A valid event of a tenant whose own key is unavailable: it waits in landing.
+    Waiting(String),
 }
 
 /// What a worker hands on for one block, in the block's line order.
@@ -79,6 +81,7 @@ pub(super) struct Worker<'a> {
     pub(super) kms: &'a dyn Kms,
     pub(super) index_keys: IndexKeyCache,
     pub(super) z: RecordCompressor,
+    pub(super) domains: &'a super::Domains,
 }
 
 impl Worker<'_> {
@@ -264,6 +267,9 @@ impl Worker<'_> {
                 "occurredAt or interactionType cannot name a partition",
             )
         })?;
+        if self.domains.waiting.contains_key(&f.tenant_id) {
+            return Ok(Decoded::Waiting(f.tenant_id));
+        }
         let (policy_id, expires) =
             self.policies
                 .apply(&f.tenant_id, &f.interaction_type, f.occurred_at);
@@ -271,6 +277,7 @@ impl Worker<'_> {
         let file = FileKey {
             partition,
             policy: policy_id.clone(),
+            domain: self.domains.bound.get(&f.tenant_id).cloned(),
         };
         let (payload, plain) = self.seal(&file, &f, record);
         let key = IdKey::of(&f.tenant_id, &f.event_id);

@@ -10,11 +10,15 @@ use std::sync::{Arc, Mutex, RwLock};
 
 /// What one data file of a batch holds: one partition's records under one retention policy,
 /// so that a file's records expire together and its storage lock frees it whole (files that
-/// mixed policies would have to be rewritten when the shorter one ends).
+/// mixed policies would have to be rewritten when the shorter one ends), and of one key
+/// domain: the records of tenants without a key of their own, or those of one tenant with its
+/// own key (BYOK), whose DEK that key wraps.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) struct FileKey {
     pub(super) partition: Partition,
     pub(super) policy: Arc<str>,
+    /// The tenant whose own key wraps the file's DEK (`None`: the platform key).
+    pub(super) domain: Option<Arc<str>>,
 }
 
 /// Per-file keys of this batch: the file's DEK, and its tenants' dictionaries once learnt.

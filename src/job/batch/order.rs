@@ -123,6 +123,13 @@ pub(super) fn coordinate(
                         }
                     }
                     Decoded::Rejected(l) => quarantine.put(&block.segment, base, l, report)?,
+                    Decoded::Waiting(tenant) => {
+                        // its tenant's own key is unavailable: the segment stays in landing
+                        let w = report.tenants_waiting.entry(tenant).or_default();
+                        w.events += 1;
+                        w.segments.insert(block.segment.index);
+                        kept.insert(block.segment.index);
+                    }
                 }
             }
         }

@@ -41,6 +41,15 @@ pub(in crate::job) struct UnreadableSegment {
     pub(in crate::job) reason: String,
 }
 
+/// Segments the reader does not hand on: those that cannot be read, and those of tenants
+/// whose own key is unavailable (sealed under it, or naming such a tenant in their header).
+#[derive(Default)]
+pub(super) struct SetAside {
+    pub(super) unreadable: Mutex<Vec<UnreadableSegment>>,
+    /// (index into the picked list, tenant).
+    pub(super) waiting: Mutex<Vec<(usize, String)>>,
+}
+
 /// Landing segments in arrival order, up to the input budget (always at least one).
 pub(super) async fn pick_segments(
     store: &Store,
@@ -71,14 +80,31 @@ pub(super) async fn pick_segments(
 /// Whether a segment failed for what its bytes are (damaged or altered), rather than for a
 /// store or key service failure (then the batch stops and a rerun tries again).
 fn damaged_segment(e: &JobError) -> bool {
-    matches!(
-        e,
-        JobError::Landing(
-            LandingError::Corrupt { .. }
-                | LandingError::Crypto(_)
-                | LandingError::Kms(crate::crypto::kms::KmsError::InvalidCiphertext { .. })
-        )
-    )
+    match e {
+        JobError::Landing(LandingError::Corrupt { .. } | LandingError::Crypto(_)) => true,
+        JobError::Landing(LandingError::Kms(k)) => matches!(
+            k.root(),
+            crate::crypto::kms::KmsError::InvalidCiphertext { .. }
+        ),
+        _ => false,
+    }
+}
+
+/// The tenant a segment was not opened for, its own key being unavailable.
+fn waits_for(e: &JobError) -> Option<&str> {
+    match e {
+        JobError::TenantKeyWaiting(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// The tenant whose own key failed to unwrap a segment's key, for a failure that is not the
+/// segment's bytes.
+fn tenant_key_failed(e: &JobError) -> Option<&str> {
+    match e {
+        JobError::Landing(LandingError::Kms(k)) => k.tenant(),
+        _ => None,
+    }
 }
 
 /// Reads a segment, unwraps its key and opens every block once.
@@ -87,10 +113,16 @@ fn open_segment(
     ctx: &Context,
     path: &Path,
     index: usize,
+    domains: &super::Domains,
 ) -> Result<OpenSegment, JobError> {
     rt.block_on(async {
         let bytes = ctx.store.get(path).await?;
         let segment = Segment::parse(path.as_ref(), bytes)?;
+        if let Some(t) = segment.header.tenant.as_deref()
+            && domains.waiting.contains_key(t)
+        {
+            return Err(JobError::TenantKeyWaiting(t.to_string()));
+        }
         let cipher = segment.unwrap_key(ctx.kms.as_ref()).await?;
         let source =
             SourceKind::from_name(&segment.header.source).ok_or_else(|| LandingError::Corrupt {
@@ -120,14 +152,16 @@ pub(super) fn read(
     picked: &[Path],
     blocks: crossbeam_channel::Sender<Block>,
     errors: crossbeam_channel::Sender<Result<super::decode::DecodedBlock, JobError>>,
-    unreadable: &Mutex<Vec<UnreadableSegment>>,
+    aside: &SetAside,
+    domains: &super::Domains,
 ) {
     let mut seq = 0u64;
     for (index, path) in picked.iter().enumerate() {
-        let segment = match open_segment(rt, ctx, path, index) {
+        let segment = match open_segment(rt, ctx, path, index, domains) {
             Ok(seg) => Arc::new(seg),
             Err(e) if damaged_segment(&e) => {
-                unreadable
+                aside
+                    .unreadable
                     .lock()
                     .expect("unreadable list")
                     .push(UnreadableSegment {
@@ -136,10 +170,17 @@ pub(super) fn read(
                     });
                 continue;
             }
-            Err(e) => {
-                let _ = errors.send(Err(e));
-                return;
-            }
+            Err(e) => match tenant_key_failed(&e).or_else(|| waits_for(&e)) {
+                Some(tenant) => {
+                    let mut w = aside.waiting.lock().expect("waiting list");
+                    w.push((index, tenant.to_string()));
+                    continue;
+                }
+                None => {
+                    let _ = errors.send(Err(e));
+                    return;
+                }
+            },
         };
         for block in 0..segment.segment.block_count() {
             let b = Block {

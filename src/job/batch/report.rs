@@ -53,6 +53,29 @@ pub struct BatchReport {
     /// What the operator should act on (a KEK past its cryptoperiod).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Tenants whose own key (BYOK) was unavailable: their events and segments stay in
+    /// landing, whole, until it is back.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tenants_waiting: BTreeMap<String, TenantWaiting>,
+}
+
+/// A tenant whose own key was unavailable to a batch.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct TenantWaiting {
+    /// What the key service answered.
+    pub reason: String,
+    /// Its events read in this batch (a segment sealed under its key is not read at all).
+    pub events: u64,
+    /// Landing segments kept for it (indexes into the batch's picked list).
+    #[serde(serialize_with = "count")]
+    pub segments: std::collections::BTreeSet<usize>,
+}
+
+fn count<S: serde::Serializer>(
+    s: &std::collections::BTreeSet<usize>,
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    ser.serialize_u64(s.len() as u64)
 }
 
 impl std::fmt::Display for BatchReport {
@@ -110,6 +133,13 @@ impl std::fmt::Display for BatchReport {
                 self.leftovers_removed, self.staging_removed
             )?;
         }
+        self.fmt_held_back(f)
+    }
+}
+
+impl BatchReport {
+    /// What this batch left for later: isolated, blocked and waiting segments.
+    fn fmt_held_back(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.segments_isolated > 0 {
             write!(
                 f,
@@ -125,6 +155,15 @@ impl std::fmt::Display for BatchReport {
                 self.events_blocked,
                 self.damaged_partitions.join(", "),
                 self.segments_kept
+            )?;
+        }
+        for (t, w) in &self.tenants_waiting {
+            write!(
+                f,
+                "\n  key waiting  tenant {t}: {} event(s) in {} segment(s) stay in landing until its own key is back ({})",
+                w.events,
+                w.segments.len(),
+                w.reason
             )?;
         }
         if self.segments_waiting > 0 {

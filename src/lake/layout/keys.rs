@@ -1,7 +1,76 @@
 //! Paths of the key objects: newer wrappings of DEKs whose home object is never rewritten.
 
-use super::{REWRAPPED, object, valid_id};
+use super::{REWRAPPED, TENANT_KEYS, object, valid_id};
 use object_store::path::Path;
+
+/// Whether `tenant` may have a key of its own: its id names folders of the store (and, after
+/// `holdfast-index-secret.`, a DEK id), so at most 48 letters, digits, `-`, `_` and `.`, and
+/// not `.` or `..`.
+pub fn tenant_key_id_ok(tenant: &str) -> bool {
+    tenant.len() <= 48 && valid_id(tenant) && tenant != "." && tenant != ".."
+}
+
+/// What a tenant's key object holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TenantObject {
+    /// Which KEK protects the tenant (`holdfast keys bind`).
+    Binding,
+    /// The tenant's blind-index secret, wrapped under its own KEK.
+    IndexSecret,
+}
+
+impl TenantObject {
+    fn folder(self) -> &'static str {
+        match self {
+            TenantObject::Binding => "binding",
+            TenantObject::IndexSecret => "index",
+        }
+    }
+}
+
+/// `keys/tenants/<tenant>/{binding,index}/v<20 digits>.json` (the highest sequence is the
+/// newest).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantKeyPath {
+    tenant: String,
+    pub kind: TenantObject,
+    pub sequence: u64,
+}
+
+impl TenantKeyPath {
+    /// `None` for a tenant that may not have a key of its own ([`tenant_key_id_ok`]).
+    pub fn new(tenant: &str, kind: TenantObject, sequence: u64) -> Option<Self> {
+        tenant_key_id_ok(tenant).then(|| TenantKeyPath {
+            tenant: tenant.to_string(),
+            kind,
+            sequence,
+        })
+    }
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+    pub fn to_path(&self) -> Path {
+        object(format!(
+            "{TENANT_KEYS}/{}/{}/v{:020}.json",
+            self.tenant,
+            self.kind.folder(),
+            self.sequence
+        ))
+    }
+    pub fn parse(path: &Path) -> Option<Self> {
+        let rest = path.as_ref().strip_prefix(TENANT_KEYS)?.strip_prefix('/')?;
+        let (tenant, rest) = rest.split_once('/')?;
+        let (folder, file) = rest.split_once('/')?;
+        let kind = [TenantObject::Binding, TenantObject::IndexSecret]
+            .into_iter()
+            .find(|k| k.folder() == folder)?;
+        let n = file.strip_prefix('v')?.strip_suffix(".json")?;
+        if n.len() != 20 || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Self::new(tenant, kind, n.parse().ok()?)
+    }
+}
 
 /// `keys/rewrapped/<dek-id>/v<20 digits>.json`: one rewrapping of a DEK (the highest
 /// sequence is the newest).
@@ -53,6 +122,23 @@ mod tests {
             prop_assume!(id != "." && id != "..");
             let p = RewrappedKeyPath::new(&id, seq).unwrap();
             prop_assert_eq!(RewrappedKeyPath::parse(&p.to_path()), Some(p));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn tenant_key_paths_round_trip(t in "[A-Za-z0-9_.-]{1,48}", seq in any::<u64>(), b in any::<bool>()) {
+            prop_assume!(t != "." && t != "..");
+            let kind = if b { TenantObject::Binding } else { TenantObject::IndexSecret };
+            let p = TenantKeyPath::new(&t, kind, seq).unwrap();
+            prop_assert_eq!(TenantKeyPath::parse(&p.to_path()), Some(p));
+        }
+    }
+
+    #[test]
+    fn tenant_ids_that_cannot_name_a_folder_are_refused() {
+        for t in [".", "..", "a/b", "", &"x".repeat(49)] {
+            assert_eq!(TenantKeyPath::new(t, TenantObject::Binding, 1), None, "{t}");
         }
     }
 

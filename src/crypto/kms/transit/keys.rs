@@ -154,7 +154,7 @@ impl Transit {
                     });
                 }
             };
-            items.push(json!({ "ciphertext": text, "context": b64_context(id) }));
+            items.push(json!({ "ciphertext": text, "context": self.context(id) }));
         }
         let body = serde_json::to_vec(&json!({ "batch_input": items })).expect("serializes");
         let data = self

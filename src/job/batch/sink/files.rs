@@ -23,12 +23,20 @@ pub(super) struct OpenFile {
 }
 
 /// The file's object: `part-<batch>-<policy>.parquet` for the first file of a partition and
-/// policy in a batch, `part-<batch>-<policy>-<n>.parquet` for the n+1th (policy ids are
+/// policy in a batch, `part-<batch>-<policy>-<n>.parquet` for the n+1th; a tenant's own key
+/// domain adds `-k<16 hex digits of its id's SHA-256>` after the policy (policy ids are
 /// letters, digits and `_`, so the names never meet).
 fn file_id(batch_id: &str, file: &FileKey, generation: u32) -> String {
+    let domain = match &file.domain {
+        Some(t) => format!(
+            "-k{}",
+            &hex::encode(crate::crypto::sha256(t.as_bytes()))[..16]
+        ),
+        None => String::new(),
+    };
     match generation {
-        0 => format!("{batch_id}-{}", file.policy),
-        n => format!("{batch_id}-{}-{n}", file.policy),
+        0 => format!("{batch_id}-{}{domain}", file.policy),
+        n => format!("{batch_id}-{}{domain}-{n}", file.policy),
     }
 }
 
@@ -42,7 +50,20 @@ pub(super) async fn open(
     keys: &PartKeys,
     rows: usize,
 ) -> Result<OpenFile, JobError> {
-    let wrapped = ctx.kms.wrap(&keys.dek).await?;
+    let wrapped = match &file.domain {
+        Some(tenant) => {
+            let kms = ctx.kms.tenant(tenant).ok_or_else(|| {
+                JobError::Worker(format!("tenant `{tenant}` has no key service open"))
+            })?;
+            kms.wrap(&keys.dek)
+                .await
+                .map_err(|e| crate::crypto::kms::KmsError::Tenant {
+                    tenant: tenant.to_string(),
+                    source: Box::new(e),
+                })?
+        }
+        None => ctx.kms.wrap(&keys.dek).await?,
+    };
     let path = layout::data_file(&file.partition, &file_id(batch_id, file, generation));
     let upload = ctx.store.start_upload(&path).await?;
     let kv = datafile::file_metadata(batch_id, &file.partition.dir(), keys.dek.id(), &wrapped);

@@ -54,6 +54,7 @@ fn file_key(day: u32) -> FileKey {
     let at = chrono::DateTime::parse_from_rfc3339("2025-01-01T10:00:00Z").unwrap();
     let at = at.to_utc() + chrono::Duration::days(day.into());
     FileKey {
+        domain: None,
         partition: Partition::of(at, "CALL").unwrap(),
         policy: Arc::from("FINRA_4511_6Y"),
     }
@@ -159,6 +160,7 @@ fn read_back(f: &Fixture, written: &[WrittenFile]) -> (Vec<(String, Vec<u8>)>, V
 fn files_close_under_the_budget_and_a_later_row_goes_to_a_new_file_of_its_own() {
     let f = fixture(1 << 20);
     let st = Stages {
+        domains: &Default::default(),
         rt: f.rt.handle(),
         ctx: &f.ctx,
         opts: &f.opts,
@@ -291,6 +293,7 @@ fn guess_sizes(number: &str, guesses: &[String], format_1: bool) -> Vec<usize> {
         f.keys = KeyBook::format_1();
     }
     let st = Stages {
+        domains: &Default::default(),
         rt: f.rt.handle(),
         ctx: &f.ctx,
         opts: &f.opts,
@@ -373,6 +376,7 @@ proptest::proptest! {
     ) {
         let f = fixture(if tight { 1 << 20 } else { 64 << 20 });
         let st = Stages {
+        domains: &Default::default(),
             rt: f.rt.handle(),
             ctx: &f.ctx,
             opts: &f.opts,
