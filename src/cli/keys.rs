@@ -65,7 +65,7 @@ pub enum KeysCommand {
     /// approves with `keys approve`, and only then does the store bind the tenant to it. A
     /// tenant is bound before its first batch; both steps are audited.
     #[command(
-        after_help = "Example:\n  holdfast keys bind --store data --pipeline pipelines/byok.toml --tenant acme"
+        after_help = "Example:\n  holdfast keys bind --store data --pipeline byok.toml --tenant acme"
     )]
     Bind {
         #[command(flatten)]
