@@ -8,7 +8,7 @@
 use super::*;
 use crate::config::{KmsBackend, KmsConfig};
 use crate::crypto::kms::aws::{AwsKmsConfig, is_key_arn};
-use crate::crypto::kms::transit::{Token, TransitConfig, parse_kek_id};
+use crate::crypto::kms::transit::{AppRole, Token, TransitConfig, parse_kek_id};
 use crate::store::{Keys, TenantKeys};
 use std::collections::BTreeMap;
 
@@ -59,12 +59,29 @@ fn transit(
                 "{why}: set the Transit server's address ([kms] address, BAO_ADDR or VAULT_ADDR)"
             ))
         })?;
-    let token = env(&["BAO_TOKEN", "VAULT_TOKEN"]).ok_or_else(|| {
-        Error::Usage(format!(
-            "{why}: set BAO_TOKEN or VAULT_TOKEN (a token is read only from the environment)"
-        ))
-    })?;
+    let approle = match (
+        env(&["BAO_ROLE_ID", "VAULT_ROLE_ID"]),
+        env(&["BAO_SECRET_ID", "VAULT_SECRET_ID"]),
+    ) {
+        (Some(role_id), Some(secret_id)) => Some(AppRole {
+            role_id,
+            secret_id: Token::new(secret_id),
+            mount: env(&["BAO_APPROLE_MOUNT", "VAULT_APPROLE_MOUNT"]).unwrap_or("approle".into()),
+        }),
+        _ => None,
+    };
+    let token = match (env(&["BAO_TOKEN", "VAULT_TOKEN"]), &approle) {
+        (Some(t), _) => t,
+        (None, Some(_)) => String::new(),
+        (None, None) => {
+            return Err(Error::Usage(format!(
+                "{why}: set BAO_TOKEN or VAULT_TOKEN, or BAO_ROLE_ID and BAO_SECRET_ID for an AppRole login (credentials are read only from the environment)"
+            )));
+        }
+    };
     let mut cfg = TransitConfig::new(address, mount.into(), key.into(), Token::new(token));
+    // a token given wins over AppRole credentials
+    cfg.approle = approle.filter(|_| cfg.token_is_empty());
     cfg.namespace = from_file
         .and_then(|k| k.namespace.clone())
         .or_else(|| env(&["BAO_NAMESPACE", "VAULT_NAMESPACE"]));

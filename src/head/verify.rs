@@ -50,6 +50,10 @@ pub async fn verify(
     for (object, problem) in crate::access::policy::verify_chain(store).await? {
         report.problems.push(Problem { object, problem });
     }
+    // which key protects a tenant was approved by two administrators, on the record
+    for (object, problem) in crate::keys::tenants::unapproved(store, &audit).await? {
+        report.problems.push(Problem { object, problem });
+    }
     if let Some(gate) = req.deep {
         let event = crate::audit::DeepVerified {
             files: report.files,

@@ -81,3 +81,40 @@ pub async fn index_secret(store: &Store, tenant: &str) -> Result<Option<IndexSec
     }
     Ok(Some(s))
 }
+
+/// Every tenant key binding the audit trail cannot account for: `(object, problem)` for a
+/// binding whose request has no `keys.bind.approved` entry for that tenant and key (a binding
+/// written into the store by hand would otherwise decide which key wraps a tenant's records).
+pub async fn unapproved(
+    store: &Store,
+    audit: &crate::audit::Audit,
+) -> Result<Vec<(String, String)>> {
+    let bound = bindings(store).await?;
+    if bound.is_empty() {
+        return Ok(Vec::new());
+    }
+    let entries = audit.entries().await?;
+    let approved = |b: &Binding| {
+        entries.iter().map(|(e, _)| e).any(|e| {
+            let d = &e.details;
+            e.action == <super::bind::BindApproved as crate::audit::AuditEvent>::ACTION
+                && d["request"].as_str() == Some(b.request.as_str())
+                && d["tenant"].as_str() == Some(b.tenant.as_str())
+                && d["kek_id"].as_str() == Some(b.kek_id.as_str())
+        })
+    };
+    let mut out = Vec::new();
+    for (tenant, (seq, b)) in &bound {
+        if !approved(b) {
+            let path = TenantKeyPath::new(tenant, TenantObject::Binding, *seq).expect("parsed");
+            out.push((
+                path.to_path().to_string(),
+                format!(
+                    "binds tenant {tenant} to {} under request {}, which no `keys.bind.approved` audit entry approves",
+                    b.kek_id, b.request
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}

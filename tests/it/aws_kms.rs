@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 /// The fake secret access key: never printed.
 const SECRET: &str = "holdfast-it-secret-9876543210";
 
-fn moto(test: &str) -> Option<String> {
+pub(crate) fn moto(test: &str) -> Option<String> {
     match std::env::var("HOLDFAST_TEST_MOTO_ENDPOINT") {
         Ok(e) => Some(e),
         Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
@@ -32,7 +32,7 @@ fn moto(test: &str) -> Option<String> {
 }
 
 /// One KMS call to moto (which does not check signatures): the answer's JSON.
-fn kms_call(endpoint: &str, action: &str, body: serde_json::Value) -> serde_json::Value {
+pub(crate) fn kms_call(endpoint: &str, action: &str, body: serde_json::Value) -> serde_json::Value {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

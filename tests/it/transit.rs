@@ -52,6 +52,31 @@ impl Bao {
         key
     }
 
+    /// An AppRole whose tokens may use the Transit mount: its role id and a secret id.
+    pub(crate) fn approle(&self) -> (String, String) {
+        let (status, _) = self.try_call("POST", "sys/auth/approle", Some(r#"{"type":"approle"}"#));
+        assert!(status < 300 || status == 400, "enabling approle: {status}");
+        let name = format!("holdfast-{}-{}", std::process::id(), rand::random::<u32>());
+        let policy = r#"path \"transit/*\" { capabilities = [\"read\", \"update\"] }"#;
+        self.call(
+            "PUT",
+            &format!("sys/policies/acl/{name}"),
+            Some(&format!(r#"{{"policy":"{policy}"}}"#)),
+        );
+        let role = format!("auth/approle/role/{name}");
+        self.call(
+            "POST",
+            &role,
+            Some(&format!(r#"{{"token_policies":"{name}"}}"#)),
+        );
+        let id = self.call("GET", &format!("{role}/role-id"), None);
+        let secret = self.call("POST", &format!("{role}/secret-id"), Some("{}"));
+        (
+            id["data"]["role_id"].as_str().unwrap().to_string(),
+            secret["data"]["secret_id"].as_str().unwrap().to_string(),
+        )
+    }
+
     fn key_with(&self, prefix: &str, body: &str) -> String {
         let key = format!("{prefix}-{}-{}", std::process::id(), rand::random::<u32>());
         self.call("POST", &format!("transit/keys/{key}"), Some(body));
@@ -257,6 +282,50 @@ fn a_transit_store_batches_and_decrypts_with_its_keys_in_openbao() {
     assert_ne!(found.lines().nth(1), Some("0"), "{found}");
     assert!(s.store.join("keys/index").read_dir().unwrap().count() == 1);
     s.ok(&["verify"]);
+
+    // an AppRole instead of a token: the first call logs in
+    let (role_id, secret_id) = s.bao.approle();
+    let out = s
+        .cmd(&[
+            "query",
+            "--decrypt",
+            "--case",
+            "KMS-1",
+            "--format",
+            "csv",
+            "SELECT count(record) AS n FROM decrypted",
+        ])
+        .env_remove("BAO_TOKEN")
+        .env("BAO_ROLE_ID", &role_id)
+        .env("BAO_SECRET_ID", &secret_id)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.lines().nth(1), Some("60"), "{text}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(&secret_id));
+    let out = s
+        .cmd(&[
+            "query",
+            "--decrypt",
+            "--case",
+            "KMS-1",
+            "SELECT count(record) FROM decrypted",
+        ])
+        .env_remove("BAO_TOKEN")
+        .env("BAO_ROLE_ID", &role_id)
+        .env("BAO_SECRET_ID", "not-the-secret")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("AppRole login"),
+        "{err}"
+    );
 
     // without a token, or with a local keyring, the store's keys do not open, and it says why
     let out = s

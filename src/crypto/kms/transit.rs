@@ -58,6 +58,16 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// AppRole credentials (`BAO_ROLE_ID` and `BAO_SECRET_ID`, read by `cli`): a machine logs in
+/// with them for a token instead of holding one.
+#[derive(Debug, Clone)]
+pub struct AppRole {
+    pub role_id: String,
+    pub secret_id: Token,
+    /// The auth method's mount path (default `approle`).
+    pub mount: String,
+}
+
 /// Where the Transit KEK is and how to reach it.
 #[derive(Debug, Clone)]
 pub struct TransitConfig {
@@ -71,7 +81,10 @@ pub struct TransitConfig {
     pub namespace: Option<String>,
     /// PEM file of the CA that signed the server's certificate (added to the system roots).
     pub ca_file: Option<PathBuf>,
+    /// The token (empty when `approle` logs in instead).
     pub token: Token,
+    /// AppRole credentials: the first call logs in (`auth/<mount>/login`) for a token.
+    pub approle: Option<AppRole>,
     /// Per request (connect and response).
     pub timeout: Duration,
     /// Retries after the first attempt on 429, 5xx and connection errors.
@@ -90,10 +103,16 @@ impl TransitConfig {
             namespace: None,
             ca_file: None,
             token,
+            approle: None,
             timeout: Duration::from_secs(10),
             retries: 4,
             backoff: Duration::from_millis(200),
         }
+    }
+
+    /// Whether no token was given (AppRole logs in for one).
+    pub fn token_is_empty(&self) -> bool {
+        self.token.expose().is_empty()
     }
 
     /// The KEK id a store bound to this key records: `transit:<mount>/<key>`.

@@ -12,11 +12,16 @@ fn time(d: &aws_sdk_kms::primitives::DateTime) -> Option<chrono::DateTime<chrono
 }
 
 impl AwsKms {
-    /// `DescribeKey` for the creation date, `ListKeyRotations` for the newest rotation (a
+    /// `DescribeKey` for the creation date (a key that is not enabled is an error), `ListKeyRotations` for the newest rotation (a
     /// server without it, or a token that may not call it, leaves the creation date).
     pub(super) async fn key_info(&self) -> Result<KekInfo, KmsError> {
         let call = self.client.describe_key().key_id(&self.arn).send();
         let out = self.call(call, "DescribeKey").await?;
+        // a disabled key still decrypts on some servers (moto does): say what AWS says
+        let state = out.key_metadata().and_then(|m| m.key_state());
+        if let Some(s) = state.filter(|s| **s != aws_sdk_kms::types::KeyState::Enabled) {
+            return Err(errors::disabled(self, s.as_str()));
+        }
         let created = out
             .key_metadata()
             .and_then(|m| m.creation_date())

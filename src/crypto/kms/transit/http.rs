@@ -33,6 +33,8 @@ pub(crate) enum Failure {
     Status { status: u16, message: String },
     /// 2xx with a body that is not JSON.
     BadAnswer,
+    /// The AppRole login was refused (the server's messages).
+    Login { status: u16, message: String },
 }
 
 pub(super) struct Client {
@@ -58,7 +60,9 @@ struct Inner {
     base: String,
     mount: String,
     namespace: Option<String>,
-    token: super::Token,
+    /// The token: the configured one, or AppRole's once logged in.
+    token: tokio::sync::OnceCell<super::Token>,
+    approle: Option<super::AppRole>,
     retries: u32,
     backoff: Duration,
 }
@@ -130,7 +134,11 @@ impl Client {
             address,
             mount,
             namespace: cfg.namespace.clone().filter(|n| !n.is_empty()),
-            token: cfg.token.clone(),
+            token: match &cfg.approle {
+                Some(_) => tokio::sync::OnceCell::new(),
+                None => tokio::sync::OnceCell::new_with(Some(cfg.token.clone())),
+            },
+            approle: cfg.approle.clone(),
             retries: cfg.retries,
             backoff: cfg.backoff,
         };
@@ -206,11 +214,61 @@ impl Inner {
         base + jitter
     }
 
+    /// The token to send: the configured one, or one AppRole's login gives (once).
+    async fn token(&self) -> Result<&super::Token, Failure> {
+        self.token
+            .get_or_try_init(|| async {
+                let Some(a) = &self.approle else {
+                    return Err(Failure::Forbidden);
+                };
+                let url = format!("{}/v1/auth/{}/login", self.address, a.mount);
+                let body = Zeroizing::new(
+                    serde_json::to_vec(&serde_json::json!({
+                        "role_id": a.role_id,
+                        "secret_id": a.secret_id.expose(),
+                    }))
+                    .expect("serializes"),
+                );
+                let sent = self.send_with(reqwest::Method::POST, &url, Some(&body), None);
+                let answer = match sent.await {
+                    Ok(v) => v,
+                    Err(Failure::Status { status, message }) => {
+                        return Err(Failure::Login { status, message });
+                    }
+                    Err(Failure::Forbidden) => {
+                        let message = "permission denied".to_string();
+                        return Err(Failure::Login {
+                            status: 403,
+                            message,
+                        });
+                    }
+                    Err(f) => return Err(f),
+                };
+                match answer["auth"]["client_token"].as_str() {
+                    Some(t) if !t.is_empty() => Ok(super::Token::new(t.to_string())),
+                    _ => Err(Failure::BadAnswer),
+                }
+            })
+            .await
+    }
+
     async fn send(
         &self,
         method: reqwest::Method,
         url: &str,
         body: Option<&[u8]>,
+    ) -> Result<Value, Failure> {
+        let token = self.token().await?.clone();
+        self.send_with(method, url, body, Some(&token)).await
+    }
+
+    /// One call with its retries, with `token` (none: an unauthenticated call, the login).
+    async fn send_with(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&[u8]>,
+        token: Option<&super::Token>,
     ) -> Result<Value, Failure> {
         let mut last = Failure::BadAnswer;
         let attempts = self.retries + 1;
@@ -221,8 +279,10 @@ impl Inner {
             let mut req = self
                 .http
                 .request(method.clone(), url)
-                .header("X-Vault-Token", self.token.expose())
                 .header("X-Vault-Request", "true");
+            if let Some(t) = token {
+                req = req.header("X-Vault-Token", t.expose());
+            }
             if let Some(ns) = &self.namespace {
                 req = req.header("X-Vault-Namespace", ns);
             }
@@ -338,6 +398,11 @@ impl Client {
                 backend,
                 key,
                 problem: format!("{path} answered {status}: {message}"),
+            },
+            Failure::Login { status, message } => KmsError::BadCredentials {
+                backend,
+                detail: format!("AppRole login refused ({status}: {message})"),
+                hint: "check BAO_ROLE_ID and BAO_SECRET_ID (a secret id may be used up or expired) and BAO_APPROLE_MOUNT".into(),
             },
             Failure::BadAnswer => KmsError::Backend {
                 backend,
