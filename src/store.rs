@@ -248,13 +248,27 @@ pub async fn open_keys(
         let exists = url.local_dir().is_some_and(|d| d.exists());
         return Err(not_a_store(&url.to_string(), exists));
     };
-    let marker = read_marker(&store).await?;
+    // the platform KEK in force: the marker's, or the newest `keys migrate` approved
+    let keks = crate::keys::platform::keks(&store).await?;
     let newer = crate::keys::Newer::load(&store).await?;
-    let kms = keys::open_kms(&store, url, &marker.kek_id, keys, &newer).await?;
+    let kms = keys::open_kms(&store, url, &keks.current, keys, &newer).await?;
     // backend calls are counted below the cache: the audit counts what reached the backend
     let kms = crate::crypto::kms::Caching::wrap(crate::crypto::kms::Counting::wrap(kms));
+    let previous = keys::open_previous(keys, &keks.previous).await;
     let own = keys::open_tenants(&store, tenants, &newer).await?;
-    let kms = crate::crypto::kms::Tenanted::wrap(kms, own);
+    let kms = crate::crypto::kms::Tenanted::wrap(kms, previous, own);
+    // mid-migration, the index secret is still under an earlier platform key
+    let kms = match keys::index_secret(&store).await? {
+        Some(mut s) if !keks.previous.is_empty() => {
+            s.wrapped = newer.effective(&s.secret_id, &s.wrapped).clone();
+            if s.wrapped.kek_id == keks.current {
+                kms
+            } else {
+                crate::crypto::kms::IndexFrom::wrap(kms, s)
+            }
+        }
+        _ => kms,
+    };
     Ok((store, crate::keys::Overlaid::wrap(kms, newer)))
 }
 

@@ -76,14 +76,28 @@ pub enum KeysCommand {
         #[arg(long)]
         tenant: String,
     },
-    /// Approve another administrator's retire or bind request
+    /// Ask to move the store to a new AWS KMS key (the one the pipeline's `[kms]` names)
+    ///
+    /// Once a different administrator approves (`keys approve`), new DEKs are wrapped under it;
+    /// `keys rewrap` then moves the existing ones with ReEncrypt, and DEKs not yet moved still
+    /// unwrap under the earlier key. Both steps are audited.
+    #[command(
+        after_help = "Example:\n  holdfast keys migrate --store data --pipeline new-key.toml"
+    )]
+    Migrate {
+        #[command(flatten)]
+        k: KeysArgs,
+        #[command(flatten)]
+        who: ActorArg,
+    },
+    /// Approve another administrator's retire, bind or migrate request
     #[command(after_help = "Example:\n  holdfast keys approve --store data --request kr-0a1b2c3d")]
     Approve {
         #[command(flatten)]
         k: KeysArgs,
         #[command(flatten)]
         who: ActorArg,
-        /// The request id `keys retire` or `keys bind` printed
+        /// The request id `keys retire`, `keys bind` or `keys migrate` printed
         #[arg(long)]
         request: String,
     },
@@ -170,6 +184,10 @@ impl KeysCommand {
             KeysCommand::Approve { k, who, request } if request.starts_with("kb-") => {
                 approve_bind(k, who, &request, clock, out).await
             }
+            KeysCommand::Migrate { k, who } => migrate(k, who, None, clock, out).await,
+            KeysCommand::Approve { k, who, request } if request.starts_with("km-") => {
+                migrate(k, who, Some(&request), clock, out).await
+            }
             KeysCommand::Approve { k, who, request } => {
                 let (store, kms, _) = k.open().await?;
                 let session = session(&store, clock, &who).await?;
@@ -188,29 +206,40 @@ impl KeysCommand {
                 .map_err(|e| Error::io("writing the output", e))
             }
             KeysCommand::Rewrap { k, who, format, t } => {
-                let (store, kms, _) = k.open().await?;
-                let kms = pick(&kms, t.tenant.as_deref())?;
-                let session = session(&store, clock, &who).await?;
-                let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-                let progress = move |done: u64, total: u64| {
-                    if tty {
-                        eprint!("\rrewrapped {done}/{total} DEKs");
-                        if done == total {
-                            eprintln!();
-                        }
-                    }
-                };
-                let ctx = keys::rewrap::RewrapContext {
-                    session: &session,
-                    kms: kms.as_ref(),
-                    failpoints: &crate::hooks::Failpoints::from_env(),
-                    progress: &progress,
-                };
-                let report = keys::rewrap(&ctx).await?;
-                output::write_report(format.unwrap_or(Format::Table), &report, out)
+                rewrap(k, who, t, format, clock, out).await
             }
         }
     }
+}
+
+async fn rewrap(
+    k: KeysArgs,
+    who: ActorArg,
+    t: TenantArg,
+    format: Option<Format>,
+    clock: Arc<dyn Clock>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let (store, kms, _) = k.open().await?;
+    let session = session(&store, clock, &who).await?;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress = move |done: u64, total: u64| {
+        if tty {
+            eprint!("\rrewrapped {done}/{total} DEKs");
+            if done == total {
+                eprintln!();
+            }
+        }
+    };
+    let ctx = keys::rewrap::RewrapContext {
+        session: &session,
+        kms: kms.as_ref(),
+        tenant: t.tenant.as_deref(),
+        failpoints: &crate::hooks::Failpoints::from_env(),
+        progress: &progress,
+    };
+    let report = keys::rewrap(&ctx).await?;
+    output::write_report(format.unwrap_or(Format::Table), &report, out)
 }
 
 /// The key service a pipeline's `[kms.tenants.T]` names, opened for tenant T (its KEK id
@@ -268,4 +297,55 @@ async fn approve_bind(
         b.tenant, b.kek_id, b.requested_by, b.approved_by
     )
     .map_err(|e| Error::io("writing the output", e))
+}
+
+/// `keys migrate` (a request) or its approval: the store opened with its platform key in
+/// force, the new key as the pipeline's `[kms]` names it.
+async fn migrate(
+    k: KeysArgs,
+    who: ActorArg,
+    request: Option<&str>,
+    clock: Arc<dyn Clock>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let p = k.pipeline.as_deref().map(Pipeline::load).transpose()?;
+    let Some(cfg) = p.as_ref().and_then(|p| p.kms.as_ref()) else {
+        return Err(Error::Usage(
+            "pass the pipeline (--pipeline) whose [kms] names the new key".into(),
+        ));
+    };
+    let Some(super::kms::Remote::AwsKms(aws)) = super::kms::remote_of(cfg)? else {
+        return Err(Error::Usage(
+            "`keys migrate` moves a store to another AWS KMS key: the pipeline's [kms] needs backend = \"aws-kms\"".into(),
+        ));
+    };
+    let (store, kms) = super::kms::open_for(&k.s, None).await?;
+    if !crate::crypto::kms::aws::is_key_arn(kms.kek_id()) {
+        return Err(Error::Usage(format!(
+            "store {} keeps its KEK in {}: `keys migrate` moves a store between AWS KMS keys; a Transit key or the local keyring rotates in place (`holdfast keys rotate`)",
+            store.describe(),
+            kms.describe()
+        )));
+    }
+    let new = crate::crypto::kms::aws::AwsKms::connect(&aws).await?;
+    let session = session(&store, clock, &who).await?;
+    let text = match request {
+        None => {
+            let id = keys::platform::request(&session, kms.as_ref(), &new).await?;
+            format!(
+                "request {id}: move the store from {} to {}; another administrator runs `holdfast keys approve --request {id}` with the same pipeline within {} days",
+                kms.kek_id(),
+                new.kek_id(),
+                keys::retire::REQUEST_DAYS
+            )
+        }
+        Some(id) => {
+            let c = keys::platform::approve(&session, kms.as_ref(), &new, id).await?;
+            format!(
+                "the store's platform key is {} now (was {}; asked by {}, approved by {}); run `holdfast keys rewrap` to move the existing DEKs",
+                c.kek_id, c.replaces, c.requested_by, c.approved_by
+            )
+        }
+    };
+    writeln!(out, "{text}").map_err(|e| Error::io("writing the output", e))
 }

@@ -126,20 +126,19 @@ async fn open_with(
         Some(k) => remote_of(k)?,
         None => {
             let store = crate::store::open_unkeyed(&s.store).await?;
-            let marker = crate::store::read_marker(&store).await?;
-            match parse_kek_id(&marker.kek_id) {
+            // the platform KEK in force (the marker's, or the newest `keys migrate`)
+            let current = crate::keys::platform::keks(&store).await?.current;
+            match parse_kek_id(&current) {
                 Some((mount, key)) => {
                     let why = format!(
                         "store {} keeps its KEK in OpenBao/Vault Transit ({})",
                         store.describe(),
-                        marker.kek_id
+                        current
                     );
                     Some(Remote::Transit(transit(mount, key, None, &why)?))
                 }
                 // the ARN names the region; credentials and endpoint come from the SDK
-                None if is_key_arn(&marker.kek_id) => {
-                    Some(Remote::AwsKms(AwsKmsConfig::new(marker.kek_id.clone())))
-                }
+                None if is_key_arn(&current) => Some(Remote::AwsKms(AwsKmsConfig::new(current))),
                 None => None,
             }
         }

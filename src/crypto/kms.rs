@@ -337,7 +337,7 @@ pub use counting::{Counting, KmsCalls};
 mod tenants;
 pub mod transit;
 pub use local::LocalKeyring;
-pub use tenants::{Tenanted, Unavailable};
+pub use tenants::{IndexFrom, Tenanted, Unavailable};
 
 mod format;
 pub use format::{IndexSecret, WrappedKeyV1};

@@ -54,6 +54,9 @@ pub async fn verify(
     for (object, problem) in crate::keys::tenants::unapproved(store, &audit).await? {
         report.problems.push(Problem { object, problem });
     }
+    for (object, problem) in crate::keys::platform::unapproved(store, &audit).await? {
+        report.problems.push(Problem { object, problem });
+    }
     if let Some(gate) = req.deep {
         let event = crate::audit::DeepVerified {
             files: report.files,

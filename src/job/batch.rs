@@ -267,6 +267,7 @@ fn process(
                     index_keys: Default::default(),
                     z: RecordCompressor::default(),
                     domains: st.domains,
+                    failure: None,
                 };
                 for block in rx {
                     if tx.send(w.work(&block)).is_err() {

@@ -12,6 +12,12 @@
 //! then on (a Transit `transit:<mount>/<key>` or an AWS KMS key ARN), the request that asked
 //! for it, who asked, who approved and when. Written create-only at the approval; the highest
 //! sequence is in force. Golden file: `fixtures/formats/tenant-key-v1.json`.
+//!
+//! A platform key change (`keys/platform/v<20 digits>.json`), format `holdfast.platform-key`,
+//! version 1: the KEK that wraps the store's new DEKs from then on, the one it replaces, the
+//! request, who asked, who approved and when. Written create-only at the approval of `keys
+//! migrate`; the highest sequence is in force (before any, the store marker's KEK). Golden
+//! file: `fixtures/formats/platform-key-v1.json`.
 
 use crate::crypto::kms::{WrappedKey, WrappedKeyV1};
 use crate::format::FormatError;
@@ -20,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub const FORMAT: &str = "holdfast.rewrapped-key";
 pub const BINDING_FORMAT: &str = "holdfast.tenant-key";
+pub const PLATFORM_FORMAT: &str = "holdfast.platform-key";
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "version")]
@@ -125,6 +132,63 @@ impl Binding {
     }
 }
 
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "version")]
+enum PlatformFile {
+    #[serde(rename = "1")]
+    V1(PlatformV1),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlatformV1 {
+    format: String,
+    kek_id: String,
+    replaces: String,
+    request: String,
+    requested_by: String,
+    approved_by: String,
+    changed_at: DateTime<Utc>,
+}
+
+/// A change of the store's platform KEK (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlatformKey {
+    pub kek_id: String,
+    /// The KEK it replaces.
+    pub replaces: String,
+    pub request: String,
+    pub requested_by: String,
+    pub approved_by: String,
+    pub changed_at: DateTime<Utc>,
+}
+
+impl PlatformKey {
+    pub fn encode(&self) -> Vec<u8> {
+        crate::format::encode(&PlatformFile::V1(PlatformV1 {
+            format: PLATFORM_FORMAT.into(),
+            kek_id: self.kek_id.clone(),
+            replaces: self.replaces.clone(),
+            request: self.request.clone(),
+            requested_by: self.requested_by.clone(),
+            approved_by: self.approved_by.clone(),
+            changed_at: self.changed_at,
+        }))
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let PlatformFile::V1(v) = crate::format::decode(bytes, PLATFORM_FORMAT, &["1"])?;
+        Ok(PlatformKey {
+            kek_id: v.kek_id,
+            replaces: v.replaces,
+            request: v.request,
+            requested_by: v.requested_by,
+            approved_by: v.approved_by,
+            changed_at: v.changed_at,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +229,23 @@ mod tests {
         golden("tenant-key-v1.json", &bytes);
         assert_eq!(Binding::decode(&bytes).unwrap(), b);
         let e = Binding::decode(&altered(&bytes, "version", "2")).unwrap_err();
+        assert!(matches!(e, FormatError::UnknownVersion { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_platform_key_change_is_frozen_and_reads_back() {
+        let p = PlatformKey {
+            kek_id: "arn:aws:kms:eu-west-1:111122223333:key/new".into(),
+            replaces: "arn:aws:kms:eu-west-1:111122223333:key/old".into(),
+            request: "km-0a1b2c3d".into(),
+            requested_by: "alice".into(),
+            approved_by: "bob".into(),
+            changed_at: "2027-03-01T12:00:00Z".parse().unwrap(),
+        };
+        let bytes = p.encode();
+        golden("platform-key-v1.json", &bytes);
+        assert_eq!(PlatformKey::decode(&bytes).unwrap(), p);
+        let e = PlatformKey::decode(&altered(&bytes, "version", "2")).unwrap_err();
         assert!(matches!(e, FormatError::UnknownVersion { .. }), "{e}");
     }
 }

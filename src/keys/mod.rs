@@ -13,6 +13,7 @@ pub mod bind;
 pub mod format;
 pub mod inventory;
 pub mod overlay;
+pub mod platform;
 pub mod retire;
 pub mod rewrap;
 pub mod status;

@@ -89,7 +89,10 @@ impl std::fmt::Display for RewrapReport {
 /// What a rewrap runs with; `progress(done, total)` is called as DEKs move.
 pub struct RewrapContext<'a> {
     pub session: &'a Session,
+    /// The store's key services (heads are signed with its platform key).
     pub kms: &'a dyn Kms,
+    /// Rewrap under this tenant's own key instead of the platform's.
+    pub tenant: Option<&'a str>,
     pub failpoints: &'a crate::hooks::Failpoints,
     pub progress: &'a (dyn Fn(u64, u64) + Sync),
 }
@@ -122,17 +125,29 @@ async fn run(
     // recovery may have committed versions: read the manifests again
     let inv = inventory::take(store).await?;
     crate::head::check_current(store, audit, &inv.latest, &damaged).await?;
-    let info = kms.info().await?;
+    let own = match ctx.tenant {
+        Some(t) => Some(kms.tenant(t).ok_or_else(|| {
+            Error::Usage(format!("tenant `{t}` has no key of its own in this store"))
+        })?),
+        None => None,
+    };
+    let target: &dyn Kms = own.as_deref().unwrap_or(kms);
+    let info = target.info().await?;
+    // after `keys migrate`, the platform's earlier KEKs' keys move to the new one
+    let earlier = match ctx.tenant {
+        None => super::platform::keks(store).await?.previous,
+        Some(_) => Vec::new(),
+    };
     let mut report = RewrapReport {
         rewrap_id: rewrap_id.to_string(),
         kek_id: info.kek_id.clone(),
         to_version: info.primary,
         ..Default::default()
     };
-    let (stale, current): (Vec<&Held>, Vec<&Held>) = inv
-        .keys
-        .iter()
-        .partition(|k| k.current.kek_id == info.kek_id && k.current.kek_version < info.primary);
+    let (stale, current): (Vec<&Held>, Vec<&Held>) = inv.keys.iter().partition(|k| {
+        let w = &k.current;
+        (w.kek_id == info.kek_id && w.kek_version < info.primary) || earlier.contains(&w.kek_id)
+    });
     // keys of the other key domains (the platform's, bound tenants') are theirs to rewrap
     let domains = domain_keks(store).await?;
     let current: Vec<&Held> = current
@@ -331,12 +346,14 @@ impl Moved<'_> {
     }
 }
 
-/// The KEK ids of the store's key domains: its platform key and every bound tenant's own.
+/// The KEK ids of the store's key domains: its platform keys (current and earlier) and every
+/// bound tenant's own.
 async fn domain_keks(store: &Store) -> Result<std::collections::BTreeSet<String>> {
-    let marker = crate::store::read_marker(store).await?;
+    let platform = super::platform::keks(store).await?;
     let tenants = super::tenants::bindings(store).await?;
     let own = tenants.into_values().map(|(_, b)| b.kek_id);
-    Ok(std::iter::once(marker.kek_id).chain(own).collect())
+    let all = std::iter::once(platform.current).chain(platform.previous);
+    Ok(all.chain(own).collect())
 }
 
 /// Removes rewrappings superseded by a newer one of the same DEK, and those of DEKs no object

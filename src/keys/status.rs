@@ -76,10 +76,21 @@ pub async fn status(
     let info = kms.info().await?;
     let inv = inventory::take(store).await?;
     let domains = kms.tenants();
+    let earlier = super::platform::keks(store).await?.previous;
     let known: Vec<&str> = std::iter::once(kms.kek_id())
         .chain(domains.iter().map(|(_, k)| k.kek_id()))
+        .chain(earlier.iter().map(String::as_str))
         .collect();
     let mut out = report(&info, &inv, now, cryptoperiod_days, &known);
+    for kek in &earlier {
+        let n = inv.keys.iter().filter(|k| &k.current.kek_id == kek).count();
+        if n > 0 {
+            out.warnings.push(format!(
+                "{n} DEK(s) are still wrapped under the store's earlier platform key {kek}: run `holdfast keys rewrap` to move them to {}",
+                info.kek_id
+            ));
+        }
+    }
     for (tenant, k) in &domains {
         let mut t = match k.info().await {
             Ok(info) => report(&info, &inv, now, cryptoperiod_days, &known),

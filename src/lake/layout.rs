@@ -62,6 +62,9 @@ pub const REWRAPPED: &str = "keys/rewrapped";
 /// Tenants' own keys (BYOK): which KEK protects each, and its wrapped blind-index secret
 /// (`keys/tenants/<tenant>/{binding,index}/v<20 digits>.json`).
 pub const TENANT_KEYS: &str = "keys/tenants";
+/// Changes of the store's platform KEK after `init` (`keys migrate`):
+/// `keys/platform/v<20 digits>.json`; the highest sequence is in force.
+pub const PLATFORM_KEYS: &str = "keys/platform";
 
 /// A hive partition: `year=YYYY/month=MM/day=DD/interaction_type=T` (zero-padded).
 #[derive(
@@ -270,6 +273,11 @@ chain!(
     /// `keys/index/v<20 digits>.json`: the store's wrapped blind-index secret (Transit).
     IndexSecretPath,
     INDEX_SECRETS
+);
+chain!(
+    /// `keys/platform/v<20 digits>.json`: a change of the store's platform KEK.
+    PlatformKeyPath,
+    PLATFORM_KEYS
 );
 named!(
     /// `landing/<segment-id>.seg`: a landed segment.

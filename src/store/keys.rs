@@ -292,3 +292,37 @@ pub async fn open_tenant_key(tenant: &str, how: TenantKeys) -> Result<Arc<dyn Km
         }
     })
 }
+
+/// The store's earlier platform KEKs (before `keys migrate`), each reached as the current one
+/// is (AWS KMS: the same endpoint and credentials, the key by its ARN), so that DEKs not yet
+/// rewrapped still unwrap; one that does not open stands as [`Unavailable`].
+pub(super) async fn open_previous(keys: Keys<'_>, previous: &[String]) -> Vec<Arc<dyn Kms>> {
+    let mut out = Vec::new();
+    for kek in previous {
+        let kms: Arc<dyn Kms> = match keys {
+            Keys::AwsKms { cfg, .. } => {
+                let cfg = AwsKmsConfig {
+                    key: kek.clone(),
+                    ..cfg.clone()
+                };
+                match AwsKms::connect(&cfg).await {
+                    Ok(k) => Arc::new(k),
+                    Err(e) => Arc::new(Unavailable {
+                        kek_id: kek.clone(),
+                        backend: "AWS KMS".into(),
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            _ => Arc::new(Unavailable {
+                kek_id: kek.clone(),
+                backend: format!("the key service of `{kek}`"),
+                reason: "an earlier platform key is reached only through AWS KMS".into(),
+            }),
+        };
+        out.push(crate::crypto::kms::Caching::wrap(
+            crate::crypto::kms::Counting::wrap(kms),
+        ));
+    }
+    out
+}

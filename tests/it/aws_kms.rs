@@ -390,3 +390,130 @@ fn aws_secrets_in_a_pipeline_file_are_refused() {
     assert!(!err.contains("wJalrXUtnFEMI-secret"), "{err}");
     assert!(!dir.path().join("s").exists());
 }
+
+/// Every wrapped DEK's KEK id in the store's manifests, with the DEK id.
+fn manifest_keks(store: &Path) -> Vec<String> {
+    let mut wrapped = Vec::new();
+    for m in manifests(&store.join("manifests")) {
+        let v = serde_json::from_slice(&std::fs::read(m).unwrap()).unwrap();
+        wrapped_deks(&v, &mut wrapped);
+    }
+    wrapped
+        .into_iter()
+        .map(|(_, w)| w["kek_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A store moves to a new AWS KMS key: asked by one administrator, approved by another; new
+/// DEKs go under the new key, old ones still unwrap under the old, `keys rewrap` moves them
+/// all with ReEncrypt, and then the old key is not needed at all (disabled: everything reads).
+#[test]
+fn a_store_moves_to_a_new_aws_kms_key_by_two_administrators_and_reencrypt() {
+    let Some(endpoint) = moto("aws_kms_migrate") else {
+        return;
+    };
+    let create = || {
+        let k = kms_call(&endpoint, "CreateKey", serde_json::json!({}));
+        let meta = &k["KeyMetadata"];
+        let text = |f: &str| meta[f].as_str().unwrap().to_string();
+        (text("KeyId"), text("Arn"))
+    };
+    let ((old_id, old), (_, new)) = (create(), create());
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("old.toml");
+    let section = |arn: &str| format!("[kms]\nbackend = \"aws-kms\"\nkey = \"{arn}\"\n");
+    std::fs::write(&pipeline, section(&old)).unwrap();
+    let s = AwsStore {
+        store: dir.path().join("store"),
+        pipeline,
+        dir,
+        endpoint: endpoint.clone(),
+    };
+    let p_old = s.pipeline.to_str().unwrap().to_string();
+    let p_new = s.dir.path().join("new.toml");
+    std::fs::write(&p_new, section(&new)).unwrap();
+    let p_new = p_new.to_str().unwrap().to_string();
+    s.ok(&["init", "--pipeline", &p_old]);
+    let ingest_batch = |seed: u64, pipeline: &str| {
+        let g = common::generate(seed, 60, 0, 2);
+        let input = s.dir.path().join(format!("e{seed}.ndjson"));
+        std::fs::write(&input, &g.ndjson).unwrap();
+        s.ok(&["ingest", input.to_str().unwrap()]);
+        let r = s.ok(&["batch", "--pipeline", pipeline, "--format", "json"]);
+        let r: serde_json::Value = serde_json::from_str(&r).unwrap();
+        assert_eq!(r["stored"], 60, "{r}");
+    };
+    ingest_batch(21, &p_old);
+    s.ok(&["access", "grant", "--user", "kim", "--role", "admin"]);
+
+    let asked = s.ok(&["keys", "migrate", "--pipeline", &p_new]);
+    let id = asked
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    assert!(id.starts_with("km-"), "{asked}");
+    let mut same = s.cmd(&["keys", "approve", "--request", &id, "--pipeline", &p_new]);
+    assert_eq!(
+        same.output().unwrap().status.code(),
+        Some(1),
+        "the asker cannot approve"
+    );
+    let approve = s
+        .cmd(&["keys", "approve", "--request", &id, "--pipeline", &p_new])
+        .env(OS_USER_VAR, "kim")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&approve.stdout);
+    assert!(
+        approve.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approve.stderr)
+    );
+    assert!(said.contains(&new), "{said}");
+
+    // the old pipeline no longer opens the store; new DEKs go under the new key
+    let out = s.cmd(&["batch", "--pipeline", &p_old]).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the old key's pipeline still batches"
+    );
+    ingest_batch(22, &p_new);
+    let keks = manifest_keks(&s.store);
+    assert!(keks.contains(&old) && keks.contains(&new), "{keks:?}");
+    let count = [
+        "query",
+        "--decrypt",
+        "--case",
+        "KMS-M",
+        "--format",
+        "csv",
+        "SELECT count(record) FROM decrypted",
+    ];
+    assert_eq!(s.ok(&count).lines().nth(1), Some("120"));
+    let status = s.ok(&["keys", "status"]);
+    assert!(status.contains("earlier platform key"), "{status}");
+
+    s.ok(&["keys", "rewrap", "--pipeline", &p_new]);
+    let keks = manifest_keks(&s.store);
+    let latest_old = keks.iter().filter(|k| **k == old).count();
+    assert!(
+        latest_old > 0,
+        "earlier manifest versions keep their history"
+    );
+    let status = s.ok(&["keys", "status", "--format", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(
+        status["warnings"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
+    // the old key is not needed any more
+    kms_call(
+        &endpoint,
+        "DisableKey",
+        serde_json::json!({"KeyId": old_id}),
+    );
+    assert_eq!(s.ok(&count).lines().nth(1), Some("120"));
+    s.ok(&["verify"]);
+}

@@ -307,6 +307,8 @@ fn a_tenants_own_key_in_openbao_isolates_its_records_and_its_deletion_stops_only
             .all(|(t, k)| t.contains(&TENANT.to_string()) == (k == &s.kek))
     );
     assert_eq!(s.count(ALL), 150);
+    // the rewrap's head is signed with the store's own key, not the tenant's
+    s.ok(&["verify"]);
 }
 
 /// A tenant's wrapped DEK opens only under its key and its own tenant and DEK id: another

@@ -13,26 +13,46 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct Tenanted {
     platform: Arc<dyn Kms>,
+    /// The store's earlier platform KEKs (`keys migrate`): they unwrap what they wrapped; a
+    /// rewrap or a new wrap goes to the platform's.
+    previous: Vec<Arc<dyn Kms>>,
     /// Bound tenants' key services, by tenant id.
     tenants: BTreeMap<String, Arc<dyn Kms>>,
 }
 
 impl Tenanted {
-    /// `platform` itself when no tenant has a key of its own.
-    pub fn wrap(platform: Arc<dyn Kms>, tenants: BTreeMap<String, Arc<dyn Kms>>) -> Arc<dyn Kms> {
-        if tenants.is_empty() {
+    /// `platform` itself when the store has no other key service.
+    pub fn wrap(
+        platform: Arc<dyn Kms>,
+        previous: Vec<Arc<dyn Kms>>,
+        tenants: BTreeMap<String, Arc<dyn Kms>>,
+    ) -> Arc<dyn Kms> {
+        if tenants.is_empty() && previous.is_empty() {
             platform
         } else {
-            Arc::new(Tenanted { platform, tenants })
+            Arc::new(Tenanted {
+                platform,
+                previous,
+                tenants,
+            })
         }
     }
 
-    /// The service holding KEK `kek_id`, and the tenant it belongs to (`None`: the platform).
+    /// The service holding KEK `kek_id`, and the tenant it belongs to (`None`: the platform),
+    /// for wrapping and rewrapping: an earlier platform KEK's keys go to the platform's.
     fn by_kek(&self, kek_id: &str) -> (Option<&str>, &Arc<dyn Kms>) {
         self.tenants
             .iter()
             .find(|(_, k)| k.kek_id() == kek_id)
             .map_or((None, &self.platform), |(t, k)| (Some(t.as_str()), k))
+    }
+
+    /// The service that unwraps what KEK `kek_id` wrapped.
+    fn unwrapper(&self, kek_id: &str) -> (Option<&str>, &Arc<dyn Kms>) {
+        match self.previous.iter().find(|k| k.kek_id() == kek_id) {
+            Some(k) => (None, k),
+            None => self.by_kek(kek_id),
+        }
     }
 }
 
@@ -62,7 +82,7 @@ impl Kms for Tenanted {
         dek_id: &'a str,
         wrapped: &'a WrappedKey,
     ) -> BoxFuture<'a, Result<DataKey, KmsError>> {
-        let (tenant, kms) = self.by_kek(&wrapped.kek_id);
+        let (tenant, kms) = self.unwrapper(&wrapped.kek_id);
         Box::pin(async move {
             kms.unwrap_key(dek_id, wrapped)
                 .await
@@ -121,7 +141,9 @@ impl Kms for Tenanted {
         })
     }
     fn calls(&self) -> KmsCalls {
-        let all = std::iter::once(&self.platform).chain(self.tenants.values());
+        let all = std::iter::once(&self.platform)
+            .chain(&self.previous)
+            .chain(self.tenants.values());
         all.map(|k| k.calls())
             .fold(KmsCalls::default(), |a, c| KmsCalls {
                 wraps: a.wraps + c.wraps,
@@ -144,6 +166,103 @@ impl Kms for Tenanted {
     fn tenants(&self) -> Vec<(String, Arc<dyn Kms>)> {
         let all = self.tenants.iter();
         all.map(|(t, k)| (t.clone(), k.clone())).collect()
+    }
+}
+
+/// The platform's blind-index keys from the store's index secret unwrapped through `inner`
+/// (whichever of its key services wrapped it): while a store moves to a new platform KEK
+/// (`keys migrate`), its index secret stays under the earlier one until `keys rewrap`.
+pub struct IndexFrom {
+    inner: Arc<dyn Kms>,
+    secret: IndexSecret,
+    cell: tokio::sync::OnceCell<Zeroizing<[u8; 32]>>,
+}
+
+impl std::fmt::Debug for IndexFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IndexFrom({:?})", self.inner)
+    }
+}
+
+impl IndexFrom {
+    pub fn wrap(inner: Arc<dyn Kms>, secret: IndexSecret) -> Arc<dyn Kms> {
+        Arc::new(IndexFrom {
+            inner,
+            secret,
+            cell: tokio::sync::OnceCell::new(),
+        })
+    }
+}
+
+impl Kms for IndexFrom {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn kek_id(&self) -> &str {
+        self.inner.kek_id()
+    }
+    fn wrap<'a>(&'a self, dek: &'a DataKey) -> BoxFuture<'a, Result<WrappedKey, KmsError>> {
+        self.inner.wrap(dek)
+    }
+    fn unwrap_key<'a>(
+        &'a self,
+        dek_id: &'a str,
+        wrapped: &'a WrappedKey,
+    ) -> BoxFuture<'a, Result<DataKey, KmsError>> {
+        self.inner.unwrap_key(dek_id, wrapped)
+    }
+    fn index_key<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<IndexKey, KmsError>> {
+        Box::pin(async move {
+            if self.inner.tenant(tenant).is_some() {
+                return self.inner.index_key(tenant).await;
+            }
+            let secret = self
+                .cell
+                .get_or_try_init(|| async {
+                    let s = &self.secret;
+                    let dek = self.inner.unwrap_key(&s.secret_id, &s.wrapped).await?;
+                    Ok::<_, KmsError>(Zeroizing::new(*dek.expose()))
+                })
+                .await?;
+            Ok(derive_index_key(secret, tenant))
+        })
+    }
+    fn sign<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<Signed, KmsError>> {
+        self.inner.sign(message)
+    }
+    fn signing_key(&self) -> BoxFuture<'_, Result<Option<PublicKey>, KmsError>> {
+        self.inner.signing_key()
+    }
+    fn info(&self) -> BoxFuture<'_, Result<KekInfo, KmsError>> {
+        self.inner.info()
+    }
+    fn rotate(&self, now: chrono::DateTime<chrono::Utc>) -> BoxFuture<'_, Result<u32, KmsError>> {
+        self.inner.rotate(now)
+    }
+    fn retire(&self, through: u32) -> BoxFuture<'_, Result<(), KmsError>> {
+        self.inner.retire(through)
+    }
+    fn rewrap<'a>(
+        &'a self,
+        keys: &'a [(&'a str, &'a WrappedKey)],
+    ) -> BoxFuture<'a, Result<Vec<WrappedKey>, KmsError>> {
+        self.inner.rewrap(keys)
+    }
+    fn calls(&self) -> KmsCalls {
+        self.inner.calls()
+    }
+    fn tenant(&self, tenant: &str) -> Option<Arc<dyn Kms>> {
+        self.inner.tenant(tenant)
+    }
+    fn wrap_under<'a>(
+        &'a self,
+        dek: &'a DataKey,
+        kek_id: &'a str,
+    ) -> BoxFuture<'a, Result<WrappedKey, KmsError>> {
+        self.inner.wrap_under(dek, kek_id)
+    }
+    fn tenants(&self) -> Vec<(String, Arc<dyn Kms>)> {
+        self.inner.tenants()
     }
 }
 
@@ -232,7 +351,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (platform, acme) = (ring(dir.path(), "p.json"), ring(dir.path(), "a.json"));
         let tenants = BTreeMap::from([("acme".to_string(), acme.clone())]);
-        let kms = Tenanted::wrap(platform.clone(), tenants);
+        let kms = Tenanted::wrap(platform.clone(), Vec::new(), tenants);
         let dek = DataKey::generate();
         let w = block(kms.tenant("acme").unwrap().wrap(&dek)).unwrap();
         assert_eq!(w.kek_id, acme.kek_id());

@@ -82,6 +82,8 @@ pub(super) struct Worker<'a> {
     pub(super) index_keys: IndexKeyCache,
     pub(super) z: RecordCompressor,
     pub(super) domains: &'a super::Domains,
+    /// The key service failed (a blind-index key did not open): the block fails with it.
+    pub(super) failure: Option<crate::crypto::kms::KmsError>,
 }
 
 impl Worker<'_> {
@@ -123,7 +125,10 @@ impl Worker<'_> {
             }
         }
         zeroize::Zeroize::zeroize(&mut data);
-        Ok(out)
+        match self.failure.take() {
+            Some(e) => Err(JobError::Kms(e)),
+            None => Ok(out),
+        }
     }
 
     /// Whether an event's time is one the store keeps: not later than its arrival plus
@@ -281,12 +286,18 @@ impl Worker<'_> {
         };
         let (payload, plain) = self.seal(&file, &f, record);
         let key = IdKey::of(&f.tenant_id, &f.event_id);
-        let address_hmacs = futures::executor::block_on(self.index_keys.blind_indexes(
+        let address_hmacs = match futures::executor::block_on(self.index_keys.blind_indexes(
             self.kms,
             &f.tenant_id,
             &f.addresses,
-        ))
-        .map_err(|e| Reject::new("kms.index_key", "/tenantId", e.to_string()))?;
+        )) {
+            Ok(h) => h,
+            Err(e) => {
+                // the key service, not the event: the batch stops and commits nothing
+                self.failure.get_or_insert(e);
+                return Ok(Decoded::Waiting(f.tenant_id));
+            }
+        };
         let row = Row {
             record_hash: sha256(record),
             event_id: f.event_id,
