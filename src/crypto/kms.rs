@@ -329,6 +329,8 @@ fn derive_index_key(secret: &[u8; 32], tenant: &str) -> IndexKey {
 }
 
 pub mod aws;
+mod forward;
+pub(crate) use forward::forward;
 mod caching;
 mod counting;
 pub use caching::Caching;

@@ -10,7 +10,8 @@
 //! tenant's key (rotate it instead: `keys rotate --tenant T`).
 
 use super::format::Binding;
-use super::{KeysRefused, check_admin, tenants};
+use super::request::{approvable, new_id, refuse, text};
+use super::{check_admin, tenants};
 use crate::access::Session;
 use crate::audit::AuditEvent;
 use crate::crypto::DataKey;
@@ -41,15 +42,6 @@ pub struct BindApproved<'a> {
 }
 impl AuditEvent for BindApproved<'_> {
     const ACTION: &'static str = "keys.bind.approved";
-}
-
-async fn refuse<T>(session: &Session, command: &str, reason: String) -> Result<T> {
-    let event = KeysRefused {
-        command,
-        reason: &reason,
-    };
-    session.record(None, &event).await?;
-    Err(Error::Refused(reason))
 }
 
 /// Checks that `tenant` may be bound to `kek_id` now: a tenant id that can name objects, a key
@@ -99,9 +91,7 @@ pub async fn request(
     check_admin(session, "bind").await?;
     own.info().await?;
     bindable(session, platform, tenant, own.kek_id(), "bind").await?;
-    let mut r = [0u8; 4];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut r);
-    let id = format!("kb-{}", hex::encode(r));
+    let id = new_id("kb");
     let event = BindRequested {
         request: &id,
         tenant,
@@ -114,12 +104,8 @@ pub async fn request(
 
 /// The tenant a bind request names (for the caller to open that tenant's key service).
 pub async fn requested_tenant(session: &Session, id: &str) -> Result<String> {
-    let entries = session.audit.entries().await?;
-    entries
-        .iter()
-        .map(|(e, _)| e)
-        .find(|e| e.action == BindRequested::ACTION && e.details["request"].as_str() == Some(id))
-        .and_then(|e| e.details["tenant"].as_str().map(str::to_string))
+    super::request::field(session, id, BindRequested::ACTION, "tenant")
+        .await?
         .ok_or_else(|| Error::NotFound(format!("no key bind request {id}")))
 }
 
@@ -132,36 +118,12 @@ pub async fn approve(
     id: &str,
 ) -> Result<Binding> {
     check_admin(session, "approve").await?;
-    let entries = session.audit.entries().await?;
-    let of = |action: &'static str| {
-        entries
-            .iter()
-            .map(|(e, _)| e)
-            .find(|e| e.action == action && e.details["request"].as_str() == Some(id))
-    };
-    let Some(asked) = of(BindRequested::ACTION) else {
-        return Err(Error::NotFound(format!("no key bind request {id}")));
-    };
-    if of(BindApproved::ACTION).is_some() {
-        let what = format!("request {id} was approved already");
-        return Err(Error::conflict(what, false));
-    }
-    let d = &asked.details;
-    let text = |k: &str| d[k].as_str().unwrap_or_default().to_string();
-    let (tenant, kek_id, requested_by) = (text("tenant"), text("kek_id"), text("requested_by"));
+    let actions = (BindRequested::ACTION, BindApproved::ACTION);
+    let d = approvable(session, id, actions, "bind").await?;
+    let (tenant, kek_id) = (text(&d, "tenant"), text(&d, "kek_id"));
+    let requested_by = text(&d, "requested_by");
     let me = session.identity.os_user.clone();
-    if requested_by == me {
-        let reason = format!(
-            "{me} asked for request {id}; a different administrator (another OS user) must approve it"
-        );
-        return refuse(session, "approve", reason).await;
-    }
     let now = session.clock.now();
-    if now - asked.at > chrono::Duration::days(super::retire::REQUEST_DAYS) {
-        let days = super::retire::REQUEST_DAYS;
-        let reason = format!("request {id} is older than {days} days; ask again");
-        return refuse(session, "approve", reason).await;
-    }
     if own.kek_id() != kek_id {
         let reason = format!(
             "request {id} binds tenant `{tenant}` to {kek_id}, but the key given now is {}",

@@ -14,6 +14,7 @@ pub mod format;
 pub mod inventory;
 pub mod overlay;
 pub mod platform;
+pub mod request;
 pub mod retire;
 pub mod rewrap;
 pub mod status;
@@ -26,7 +27,7 @@ pub use status::{KeyStatus, cryptoperiod_warning, status};
 use crate::access::{Role, Session};
 use crate::audit::AuditEvent;
 use crate::crypto::kms::Kms;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use serde::Serialize;
 
 /// How long a KEK version is meant to be used when the pipeline says nothing: two years, the
@@ -60,12 +61,7 @@ impl AuditEvent for KeyRotated<'_> {
 pub(crate) async fn check_admin(session: &Session, command: &str) -> Result<()> {
     if let Err(reason) = session.check(Role::Admin, None) {
         let reason = format!("{reason}; `keys {command}` needs the admin role");
-        let event = KeysRefused {
-            command,
-            reason: &reason,
-        };
-        session.record(None, &event).await?;
-        return Err(Error::Refused(reason));
+        return request::refuse(session, command, reason).await;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 
 use super::format::Rewrapped;
 use crate::crypto::DataKey;
-use crate::crypto::kms::{IndexKey, KekInfo, Kms, KmsError, PublicKey, Signed, WrappedKey};
+use crate::crypto::kms::{Kms, KmsError, WrappedKey};
 use crate::error::{Error, Result};
 use crate::lake::layout::{REWRAPPED, RewrappedKeyPath};
 use crate::storage::Store;
@@ -88,15 +88,7 @@ impl Overlaid {
 }
 
 impl Kms for Overlaid {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn kek_id(&self) -> &str {
-        self.inner.kek_id()
-    }
-    fn wrap<'a>(&'a self, dek: &'a DataKey) -> BoxFuture<'a, Result<WrappedKey, KmsError>> {
-        self.inner.wrap(dek)
-    }
+    crate::crypto::kms::forward!(inner; describe, kek_id, wrap, index_key, sign, signing_key, info, rotate, retire, rewrap, calls, tenant, wrap_under, tenants);
     fn unwrap_key<'a>(
         &'a self,
         dek_id: &'a str,
@@ -104,45 +96,5 @@ impl Kms for Overlaid {
     ) -> BoxFuture<'a, Result<DataKey, KmsError>> {
         self.inner
             .unwrap_key(dek_id, self.newer.effective(dek_id, wrapped))
-    }
-    fn index_key<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<IndexKey, KmsError>> {
-        self.inner.index_key(tenant)
-    }
-    fn sign<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<Signed, KmsError>> {
-        self.inner.sign(message)
-    }
-    fn signing_key(&self) -> BoxFuture<'_, Result<Option<PublicKey>, KmsError>> {
-        self.inner.signing_key()
-    }
-    fn info(&self) -> BoxFuture<'_, Result<KekInfo, KmsError>> {
-        self.inner.info()
-    }
-    fn rotate(&self, now: chrono::DateTime<chrono::Utc>) -> BoxFuture<'_, Result<u32, KmsError>> {
-        self.inner.rotate(now)
-    }
-    fn retire(&self, through: u32) -> BoxFuture<'_, Result<(), KmsError>> {
-        self.inner.retire(through)
-    }
-    fn rewrap<'a>(
-        &'a self,
-        keys: &'a [(&'a str, &'a WrappedKey)],
-    ) -> BoxFuture<'a, Result<Vec<WrappedKey>, KmsError>> {
-        self.inner.rewrap(keys)
-    }
-    fn calls(&self) -> crate::crypto::kms::KmsCalls {
-        self.inner.calls()
-    }
-    fn tenant(&self, tenant: &str) -> Option<Arc<dyn Kms>> {
-        self.inner.tenant(tenant)
-    }
-    fn wrap_under<'a>(
-        &'a self,
-        dek: &'a DataKey,
-        kek_id: &'a str,
-    ) -> BoxFuture<'a, Result<WrappedKey, KmsError>> {
-        self.inner.wrap_under(dek, kek_id)
-    }
-    fn tenants(&self) -> Vec<(String, Arc<dyn Kms>)> {
-        self.inner.tenants()
     }
 }

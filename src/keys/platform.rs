@@ -8,8 +8,9 @@
 //! Transit needs no migration (its keys rotate versions in place, and it cannot rewrap
 //! across keys); the local keyring neither.
 
+use super::check_admin;
 use super::format::PlatformKey;
-use super::{KeysRefused, check_admin};
+use super::request::{approvable, new_id, refuse, text};
 use crate::access::Session;
 use crate::audit::AuditEvent;
 use crate::crypto::kms::Kms;
@@ -89,15 +90,6 @@ pub async fn keks(store: &Store) -> Result<PlatformKeks> {
     Ok(k)
 }
 
-async fn refuse<T>(session: &Session, command: &str, reason: String) -> Result<T> {
-    let event = KeysRefused {
-        command,
-        reason: &reason,
-    };
-    session.record(None, &event).await?;
-    Err(Error::Refused(reason))
-}
-
 /// Checks that the store may move from `current` to `new`: AWS KMS keys both, another key.
 fn migratable(current: &str, new: &str) -> Result<()> {
     if !is_key_arn(current) || !is_key_arn(new) {
@@ -119,9 +111,7 @@ pub async fn request(session: &Session, current: &dyn Kms, new: &dyn Kms) -> Res
     check_admin(session, "migrate").await?;
     migratable(current.kek_id(), new.kek_id())?;
     new.info().await?;
-    let mut r = [0u8; 4];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut r);
-    let id = format!("km-{}", hex::encode(r));
+    let id = new_id("km");
     let event = MigrateRequested {
         request: &id,
         from: current.kek_id(),
@@ -141,39 +131,12 @@ pub async fn approve(
     id: &str,
 ) -> Result<PlatformKey> {
     check_admin(session, "approve").await?;
-    let entries = session.audit.entries().await?;
-    let of = |action: &'static str| {
-        entries
-            .iter()
-            .map(|(e, _)| e)
-            .find(|e| e.action == action && e.details["request"].as_str() == Some(id))
-    };
-    let Some(asked) = of(MigrateRequested::ACTION) else {
-        return Err(Error::NotFound(format!("no key migrate request {id}")));
-    };
-    if of(MigrateApproved::ACTION).is_some() {
-        let what = format!("request {id} was approved already");
-        return Err(Error::conflict(what, false));
-    }
-    let text = |k: &str| asked.details[k].as_str().unwrap_or_default().to_string();
-    let (from, to, requested_by) = (text("from"), text("to"), text("requested_by"));
+    let actions = (MigrateRequested::ACTION, MigrateApproved::ACTION);
+    let d = approvable(session, id, actions, "migrate").await?;
+    let (from, to) = (text(&d, "from"), text(&d, "to"));
+    let requested_by = text(&d, "requested_by");
     let me = session.identity.os_user.clone();
-    if requested_by == me {
-        let reason = format!(
-            "{me} asked for request {id}; a different administrator (another OS user) must approve it"
-        );
-        return refuse(session, "approve", reason).await;
-    }
     let now = session.clock.now();
-    if now - asked.at > chrono::Duration::days(super::retire::REQUEST_DAYS) {
-        let days = super::retire::REQUEST_DAYS;
-        return refuse(
-            session,
-            "approve",
-            format!("request {id} is older than {days} days; ask again"),
-        )
-        .await;
-    }
     let k = keks(&session.store).await?;
     if from != k.current || to != new.kek_id() || current.kek_id() != k.current {
         let reason = format!(

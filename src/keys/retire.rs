@@ -7,15 +7,15 @@
 //! same number in its file, which whoever holds the file could undo). A request lapses after
 //! [`REQUEST_DAYS`].
 
-use super::{KeysRefused, check_admin, inventory};
+use super::request::{approvable, new_id, refuse, text};
+use super::{check_admin, inventory};
 use crate::access::Session;
 use crate::audit::AuditEvent;
 use crate::crypto::kms::{KekInfo, Kms};
 use crate::error::{Error, Result};
 use serde::Serialize;
 
-/// Days a retire request may wait for its approval.
-pub const REQUEST_DAYS: i64 = 7;
+pub use super::request::REQUEST_DAYS;
 
 #[derive(Debug, Serialize)]
 pub struct RetireRequested<'a> {
@@ -66,15 +66,6 @@ async fn still_wrapped(session: &Session, info: &KekInfo, version: u32) -> Resul
         .count() as u64)
 }
 
-async fn refuse<T>(session: &Session, command: &str, reason: String) -> Result<T> {
-    let event = KeysRefused {
-        command,
-        reason: &reason,
-    };
-    session.record(None, &event).await?;
-    Err(Error::Refused(reason))
-}
-
 /// Checks that `version` may be retired now: below the primary, nothing wrapped under it.
 async fn retirable(session: &Session, info: &KekInfo, version: u32, command: &str) -> Result<()> {
     if info.versions.len() == 1 && info.primary == 1 {
@@ -110,9 +101,7 @@ pub async fn request(
     check_admin(session, "retire").await?;
     let info = kms.info().await?;
     retirable(session, &info, version, "retire").await?;
-    let mut r = [0u8; 4];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut r);
-    let id = format!("kr-{}", hex::encode(r));
+    let id = new_id("kr");
     let event = RetireRequested {
         request: &id,
         tenant,
@@ -127,47 +116,16 @@ pub async fn request(
 /// The tenant whose own key retire request `id` is for (`None`: the platform key, or no such
 /// request: [`approve`] says so).
 pub async fn requested_tenant(session: &Session, id: &str) -> Result<Option<String>> {
-    let entries = session.audit.entries().await?;
-    Ok(entries
-        .iter()
-        .map(|(e, _)| e)
-        .find(|e| e.action == RetireRequested::ACTION && e.details["request"].as_str() == Some(id))
-        .and_then(|e| e.details["tenant"].as_str().map(str::to_string)))
+    super::request::field(session, id, RetireRequested::ACTION, "tenant").await
 }
 
 /// Approves request `id` (another administrator) and retires the version in the backend.
 pub async fn approve(session: &Session, kms: &dyn Kms, id: &str) -> Result<Retired> {
     check_admin(session, "approve").await?;
-    let entries = session.audit.entries().await?;
-    let of = |action: &'static str| {
-        entries
-            .iter()
-            .map(|(e, _)| e)
-            .find(|e| e.action == action && e.details["request"].as_str() == Some(id))
-    };
-    let Some(asked) = of(RetireRequested::ACTION) else {
-        return Err(Error::NotFound(format!("no key retire request {id}")));
-    };
-    if of(RetireApproved::ACTION).is_some() {
-        return Err(Error::conflict(
-            format!("request {id} was approved already"),
-            false,
-        ));
-    }
-    let d = &asked.details;
-    let requested_by = d["requested_by"].as_str().unwrap_or_default().to_string();
+    let actions = (RetireRequested::ACTION, RetireApproved::ACTION);
+    let d = approvable(session, id, actions, "retire").await?;
+    let requested_by = text(&d, "requested_by");
     let me = session.identity.os_user.clone();
-    if requested_by == me {
-        let reason = format!(
-            "{me} asked for request {id}; a different administrator (another OS user) must approve it"
-        );
-        return refuse(session, "approve", reason).await;
-    }
-    let now = session.clock.now();
-    if now - asked.at > chrono::Duration::days(REQUEST_DAYS) {
-        let reason = format!("request {id} is older than {REQUEST_DAYS} days; ask again");
-        return refuse(session, "approve", reason).await;
-    }
     let info = kms.info().await?;
     let version = d["version"].as_u64().and_then(|v| u32::try_from(v).ok());
     let (Some(version), Some(info_kek)) = (version, d["kek_id"].as_str()) else {

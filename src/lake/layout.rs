@@ -54,17 +54,6 @@ pub const CATALOGS: &str = "catalog";
 pub const AUDIT: &str = "audit";
 /// The hold registry (`holds/v<20 digits>.json`).
 pub const HOLDS: &str = "holds";
-/// The blind-index secret wrapped by a remote KMS (`keys/index/v<20 digits>.json`).
-pub const INDEX_SECRETS: &str = "keys/index";
-/// Newer wrappings of DEKs held in objects that are never rewritten (landing and failed
-/// segments, quarantine entries, the index secret): `keys/rewrapped/<dek-id>/v<20 digits>.json`.
-pub const REWRAPPED: &str = "keys/rewrapped";
-/// Tenants' own keys (BYOK): which KEK protects each, and its wrapped blind-index secret
-/// (`keys/tenants/<tenant>/{binding,index}/v<20 digits>.json`).
-pub const TENANT_KEYS: &str = "keys/tenants";
-/// Changes of the store's platform KEK after `init` (`keys migrate`):
-/// `keys/platform/v<20 digits>.json`; the highest sequence is in force.
-pub const PLATFORM_KEYS: &str = "keys/platform";
 
 /// A hive partition: `year=YYYY/month=MM/day=DD/interaction_type=T` (zero-padded).
 #[derive(
@@ -268,16 +257,6 @@ chain!(
     /// `access/v<20 digits>.json`: one version of the access policy.
     AccessPath,
     ACCESS
-);
-chain!(
-    /// `keys/index/v<20 digits>.json`: the store's wrapped blind-index secret (Transit).
-    IndexSecretPath,
-    INDEX_SECRETS
-);
-chain!(
-    /// `keys/platform/v<20 digits>.json`: a change of the store's platform KEK.
-    PlatformKeyPath,
-    PLATFORM_KEYS
 );
 named!(
     /// `landing/<segment-id>.seg`: a landed segment.
@@ -601,7 +580,10 @@ pub fn written_by(path: &Path, job_id: &str) -> bool {
 }
 
 mod keys;
-pub use keys::{RewrappedKeyPath, TenantKeyPath, TenantObject, tenant_key_id_ok};
+pub use keys::{
+    INDEX_SECRETS, IndexSecretPath, PLATFORM_KEYS, PlatformKeyPath, REWRAPPED, RewrappedKeyPath,
+    TENANT_KEYS, TenantKeyPath, TenantObject, tenant_key_id_ok,
+};
 
 #[cfg(test)]
 mod tests;

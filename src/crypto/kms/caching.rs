@@ -43,15 +43,7 @@ fn slot(dek_id: &str, w: &WrappedKey) -> String {
 }
 
 impl Kms for Caching {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn kek_id(&self) -> &str {
-        self.inner.kek_id()
-    }
-    fn wrap<'a>(&'a self, dek: &'a DataKey) -> BoxFuture<'a, Result<WrappedKey, KmsError>> {
-        self.inner.wrap(dek)
-    }
+    super::forward!(inner; describe, kek_id, wrap, index_key, sign, signing_key, info, rotate, rewrap, calls);
     fn unwrap_key<'a>(
         &'a self,
         dek_id: &'a str,
@@ -70,36 +62,12 @@ impl Kms for Caching {
             Ok(k)
         })
     }
-    fn index_key<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<IndexKey, KmsError>> {
-        self.inner.index_key(tenant)
-    }
-    fn sign<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<Signed, KmsError>> {
-        self.inner.sign(message)
-    }
-    fn signing_key(&self) -> BoxFuture<'_, Result<Option<PublicKey>, KmsError>> {
-        self.inner.signing_key()
-    }
-    fn info(&self) -> BoxFuture<'_, Result<KekInfo, KmsError>> {
-        self.inner.info()
-    }
-    fn rotate(&self, now: chrono::DateTime<chrono::Utc>) -> BoxFuture<'_, Result<u32, KmsError>> {
-        self.inner.rotate(now)
-    }
     fn retire(&self, through: u32) -> BoxFuture<'_, Result<(), KmsError>> {
         Box::pin(async move {
             // nothing of the retired versions is served from here any more
             *self.keys.lock().expect("key cache") = KeyCache::default();
             self.inner.retire(through).await
         })
-    }
-    fn rewrap<'a>(
-        &'a self,
-        keys: &'a [(&'a str, &'a WrappedKey)],
-    ) -> BoxFuture<'a, Result<Vec<WrappedKey>, KmsError>> {
-        self.inner.rewrap(keys)
-    }
-    fn calls(&self) -> KmsCalls {
-        self.inner.calls()
     }
 }
 

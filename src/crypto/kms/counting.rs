@@ -53,12 +53,7 @@ impl Counting {
 }
 
 impl Kms for Counting {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn kek_id(&self) -> &str {
-        self.inner.kek_id()
-    }
+    super::forward!(inner; describe, kek_id, index_key, signing_key, info, rotate, retire);
     fn wrap<'a>(&'a self, dek: &'a DataKey) -> BoxFuture<'a, Result<WrappedKey, KmsError>> {
         self.wraps.fetch_add(1, Relaxed);
         self.inner.wrap(dek)
@@ -71,24 +66,9 @@ impl Kms for Counting {
         self.unwraps.fetch_add(1, Relaxed);
         self.inner.unwrap_key(dek_id, wrapped)
     }
-    fn index_key<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<IndexKey, KmsError>> {
-        self.inner.index_key(tenant)
-    }
     fn sign<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<Signed, KmsError>> {
         self.signatures.fetch_add(1, Relaxed);
         self.inner.sign(message)
-    }
-    fn signing_key(&self) -> BoxFuture<'_, Result<Option<PublicKey>, KmsError>> {
-        self.inner.signing_key()
-    }
-    fn info(&self) -> BoxFuture<'_, Result<KekInfo, KmsError>> {
-        self.inner.info()
-    }
-    fn rotate(&self, now: chrono::DateTime<chrono::Utc>) -> BoxFuture<'_, Result<u32, KmsError>> {
-        self.inner.rotate(now)
-    }
-    fn retire(&self, through: u32) -> BoxFuture<'_, Result<(), KmsError>> {
-        self.inner.retire(through)
     }
     fn rewrap<'a>(
         &'a self,

@@ -68,15 +68,7 @@ fn named(tenant: Option<&str>, e: KmsError) -> KmsError {
 }
 
 impl Kms for Tenanted {
-    fn describe(&self) -> String {
-        self.platform.describe()
-    }
-    fn kek_id(&self) -> &str {
-        self.platform.kek_id()
-    }
-    fn wrap<'a>(&'a self, dek: &'a DataKey) -> BoxFuture<'a, Result<WrappedKey, KmsError>> {
-        self.platform.wrap(dek)
-    }
+    super::forward!(platform; describe, kek_id, wrap, sign, signing_key, info, rotate, retire);
     fn unwrap_key<'a>(
         &'a self,
         dek_id: &'a str,
@@ -99,21 +91,6 @@ impl Kms for Tenanted {
                 None => self.platform.index_key(tenant).await,
             }
         })
-    }
-    fn sign<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<Signed, KmsError>> {
-        self.platform.sign(message)
-    }
-    fn signing_key(&self) -> BoxFuture<'_, Result<Option<PublicKey>, KmsError>> {
-        self.platform.signing_key()
-    }
-    fn info(&self) -> BoxFuture<'_, Result<KekInfo, KmsError>> {
-        self.platform.info()
-    }
-    fn rotate(&self, now: chrono::DateTime<chrono::Utc>) -> BoxFuture<'_, Result<u32, KmsError>> {
-        self.platform.rotate(now)
-    }
-    fn retire(&self, through: u32) -> BoxFuture<'_, Result<(), KmsError>> {
-        self.platform.retire(through)
     }
     /// Each key by the service that wrapped it (one batch per service), in order.
     fn rewrap<'a>(
@@ -195,22 +172,7 @@ impl IndexFrom {
 }
 
 impl Kms for IndexFrom {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn kek_id(&self) -> &str {
-        self.inner.kek_id()
-    }
-    fn wrap<'a>(&'a self, dek: &'a DataKey) -> BoxFuture<'a, Result<WrappedKey, KmsError>> {
-        self.inner.wrap(dek)
-    }
-    fn unwrap_key<'a>(
-        &'a self,
-        dek_id: &'a str,
-        wrapped: &'a WrappedKey,
-    ) -> BoxFuture<'a, Result<DataKey, KmsError>> {
-        self.inner.unwrap_key(dek_id, wrapped)
-    }
+    super::forward!(inner; describe, kek_id, wrap, unwrap_key, sign, signing_key, info, rotate, retire, rewrap, calls, tenant, wrap_under, tenants);
     fn index_key<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<IndexKey, KmsError>> {
         Box::pin(async move {
             if self.inner.tenant(tenant).is_some() {
@@ -226,43 +188,6 @@ impl Kms for IndexFrom {
                 .await?;
             Ok(derive_index_key(secret, tenant))
         })
-    }
-    fn sign<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<Signed, KmsError>> {
-        self.inner.sign(message)
-    }
-    fn signing_key(&self) -> BoxFuture<'_, Result<Option<PublicKey>, KmsError>> {
-        self.inner.signing_key()
-    }
-    fn info(&self) -> BoxFuture<'_, Result<KekInfo, KmsError>> {
-        self.inner.info()
-    }
-    fn rotate(&self, now: chrono::DateTime<chrono::Utc>) -> BoxFuture<'_, Result<u32, KmsError>> {
-        self.inner.rotate(now)
-    }
-    fn retire(&self, through: u32) -> BoxFuture<'_, Result<(), KmsError>> {
-        self.inner.retire(through)
-    }
-    fn rewrap<'a>(
-        &'a self,
-        keys: &'a [(&'a str, &'a WrappedKey)],
-    ) -> BoxFuture<'a, Result<Vec<WrappedKey>, KmsError>> {
-        self.inner.rewrap(keys)
-    }
-    fn calls(&self) -> KmsCalls {
-        self.inner.calls()
-    }
-    fn tenant(&self, tenant: &str) -> Option<Arc<dyn Kms>> {
-        self.inner.tenant(tenant)
-    }
-    fn wrap_under<'a>(
-        &'a self,
-        dek: &'a DataKey,
-        kek_id: &'a str,
-    ) -> BoxFuture<'a, Result<WrappedKey, KmsError>> {
-        self.inner.wrap_under(dek, kek_id)
-    }
-    fn tenants(&self) -> Vec<(String, Arc<dyn Kms>)> {
-        self.inner.tenants()
     }
 }
 

@@ -1,7 +1,31 @@
-//! Paths of the key objects: newer wrappings of DEKs whose home object is never rewritten.
+//! Paths of the key objects: the wrapped index secret, newer wrappings of DEKs whose home
+//! object is never rewritten, tenants' own keys and changes of the platform key.
 
-use super::{REWRAPPED, TENANT_KEYS, object, valid_id};
+use super::{chain_path, object, parse_chain, valid_id};
 use object_store::path::Path;
+
+/// The blind-index secret wrapped by a remote KMS (`keys/index/v<20 digits>.json`).
+pub const INDEX_SECRETS: &str = "keys/index";
+/// Newer wrappings of DEKs held in objects that are never rewritten (landing and failed
+/// segments, quarantine entries, the index secret): `keys/rewrapped/<dek-id>/v<20 digits>.json`.
+pub const REWRAPPED: &str = "keys/rewrapped";
+/// Tenants' own keys (BYOK): which KEK protects each, and its wrapped blind-index secret
+/// (`keys/tenants/<tenant>/{binding,index}/v<20 digits>.json`).
+pub const TENANT_KEYS: &str = "keys/tenants";
+/// Changes of the store's platform KEK after `init` (`keys migrate`):
+/// `keys/platform/v<20 digits>.json`; the highest sequence is in force.
+pub const PLATFORM_KEYS: &str = "keys/platform";
+
+chain!(
+    /// `keys/index/v<20 digits>.json`: the store's wrapped blind-index secret (Transit).
+    IndexSecretPath,
+    INDEX_SECRETS
+);
+chain!(
+    /// `keys/platform/v<20 digits>.json`: a change of the store's platform KEK.
+    PlatformKeyPath,
+    PLATFORM_KEYS
+);
 
 /// Whether `tenant` may have a key of its own: its id names folders of the store (and, after
 /// `holdfast-index-secret.`, a DEK id), so at most 48 letters, digits, `-`, `_` and `.`, and
