@@ -231,6 +231,9 @@ fn revoked(s: &Byok, g: &common::Gen, backend: &str) -> (common::Gen, Vec<String
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains(TENANT), "{err}");
     assert_eq!(landing(s), 1, "nothing written for the tenant");
+    // a sweep goes on (it deletes whole files and needs no key for that)
+    let swept = s.ok(&["sweep"]);
+    assert!(swept.contains("sweep"), "{swept}");
     let warned = s.ok(&["keys", "status"]);
     assert!(
         warned.contains("UNAVAILABLE") && warned.contains(TENANT),
