@@ -291,7 +291,10 @@ fn process(
         outcome.kept.insert(index);
     }
     for (tenant, w) in &mut report.tenants_waiting {
-        w.reason = st.domains.waiting.get(tenant).cloned().unwrap_or_default();
+        w.reason = match st.domains.waiting.get(tenant) {
+            Some(r) => r.clone(),
+            None => "its own key did not open a landing segment's key".into(),
+        };
     }
     Ok((outcome, report))
 }
