@@ -299,6 +299,19 @@ impl Segment {
     /// The lines of block `i` (each ending in `\n`). Decompression stops at
     /// [`MAX_BLOCK_RAW`] (or the segment's raw size, if smaller): a block that would grow
     /// past it is an error for this segment, never an allocation of whatever it claims.
+    /// Checks block `i`'s authentication tag (decrypts it, keeps nothing): what the batch
+    /// does to every block of a segment before storing any of its lines.
+    pub fn authenticate_block(&self, cipher: &Cipher, i: usize) -> Result<(), LandingError> {
+        let id = &self.header.segment_id;
+        let mut c = cipher.open(
+            &self.bytes[self.blocks[i].clone()],
+            &block_aad(&self.header, i as u32),
+            &|| format!("landing segment {id} block {i}"),
+        )?;
+        zeroize::Zeroize::zeroize(&mut c);
+        Ok(())
+    }
+
     pub fn open_block(&self, cipher: &Cipher, i: usize) -> Result<Vec<u8>, LandingError> {
         let id = &self.header.segment_id;
         let mut c = cipher.open(
@@ -323,9 +336,17 @@ impl Segment {
     }
 }
 
-/// zstd-decompresses `data` into at most `limit` bytes; `None` when there is more.
+/// zstd-decompresses `data` into at most `limit` bytes; `None` when there is more. A frame
+/// that names its size (every landing block does) is decompressed at once into a buffer of
+/// that size; anything else is streamed.
 fn bounded_decompress(data: &[u8], limit: usize) -> std::io::Result<Option<Vec<u8>>> {
     use std::io::Read;
+    match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(n)) if n > limit as u64 => return Ok(None),
+        // one allocation, no copies as it grows; a frame that holds more than it names fails
+        Ok(Some(n)) => return zstd::bulk::decompress(data, n as usize).map(Some),
+        _ => {}
+    }
     let mut out = Vec::new();
     let decoder = zstd::stream::read::Decoder::with_buffer(data)?;
     let read = decoder.take(limit as u64 + 1).read_to_end(&mut out);
@@ -405,6 +426,13 @@ mod tests {
             Some(&b"line\n"[..])
         );
         assert_eq!(bounded_decompress(&fine, 4).unwrap(), None);
+        // frames that name their size (as landing blocks do) take the one-allocation path
+        let sized = zstd::bulk::compress(&vec![7u8; 64 << 20], 1).unwrap();
+        assert_eq!(bounded_decompress(&sized, MAX_BLOCK_RAW).unwrap(), None);
+        let sized = zstd::bulk::compress(b"line\n", 1).unwrap();
+        let back = bounded_decompress(&sized, 5).unwrap();
+        assert_eq!(back.as_deref(), Some(&b"line\n"[..]));
+        assert_eq!(bounded_decompress(&sized, 4).unwrap(), None);
         assert!(bounded_decompress(b"not zstd", 100).is_err());
     }
 

@@ -200,10 +200,11 @@ impl Worker<'_> {
         f: &schema::IndexFields,
         record: &[u8],
     ) -> (Vec<u8>, Option<Vec<u8>>) {
-        let pk = self
-            .parts
-            .entry(file.clone())
-            .or_insert_with(|| self.keys.part(file));
+        // no clone of the file key for a file already met (nearly every row)
+        if !self.parts.contains_key(file) {
+            self.parts.insert(file.clone(), self.keys.part(file));
+        }
+        let pk = &self.parts[file];
         let Some(dict) = pk.dict.get(&f.tenant_id) else {
             return (Vec::new(), Some(record.to_vec()));
         };

@@ -1,6 +1,6 @@
 //! Stage 1, read: picks landing segments up to the input budget, fetches each, unwraps its
-//! key and opens every block once (a segment with a damaged block is set aside whole before
-//! any of its lines is stored), then hands its blocks, numbered in landing order, to the
+//! key and checks every block's authentication tag (a segment with a damaged block is set
+//! aside whole before any of its lines is stored), then hands its blocks, numbered in landing order, to the
 //! decoders.
 
 use super::BatchOptions;
@@ -107,7 +107,7 @@ fn tenant_key_failed(e: &JobError) -> Option<&str> {
     }
 }
 
-/// Reads a segment, unwraps its key and opens every block once.
+/// Reads a segment, unwraps its key and checks every block's tag.
 fn open_segment(
     rt: &tokio::runtime::Handle,
     ctx: &Context,
@@ -129,9 +129,9 @@ fn open_segment(
                 object: path.to_string(),
                 problem: format!("unknown source {}", segment.header.source),
             })?;
+        // every block authentic before any line is stored (the workers decompress them)
         for block in 0..segment.block_count() {
-            let mut lines = segment.open_block(&cipher, block)?;
-            zeroize::Zeroize::zeroize(&mut lines);
+            segment.authenticate_block(&cipher, block)?;
         }
         let ingested_at = micros(segment.header.arrived_at);
         Ok::<_, JobError>(OpenSegment {
