@@ -5,11 +5,11 @@
 //! user's does: `AWS_ENDPOINT_URL` and the AWS credential chain's environment variables. Under
 //! `CI=true` a missing server fails; elsewhere the test says why it skipped.
 
-use crate::common::{self, OPERATOR, OS_USER_VAR, bin, repo};
+use crate::common::{self, OPERATOR, OS_USER_VAR, RemoteStore, bin};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// The fake secret access key: never printed.
 const SECRET: &str = "holdfast-it-secret-9876543210";
@@ -57,61 +57,27 @@ pub(crate) fn kms_call(endpoint: &str, action: &str, body: serde_json::Value) ->
     })
 }
 
-struct AwsStore {
-    dir: tempfile::TempDir,
-    store: PathBuf,
-    pipeline: PathBuf,
-    endpoint: String,
-}
-
-impl AwsStore {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
-        c.args(args)
-            .env("HOLDFAST_STORE", &self.store)
-            // the keyring signs the heads only; init creates it
-            .env("HOLDFAST_KEYRING", self.dir.path().join("keyring.json"))
-            .env("AWS_ENDPOINT_URL", &self.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "AKIDHOLDFASTIT")
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .env("AWS_REGION", "us-east-1")
-            // nothing from the machine's own AWS setup
-            .env("AWS_CONFIG_FILE", self.dir.path().join("no-aws-config"))
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                self.dir.path().join("no-aws-credentials"),
-            )
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_ENDPOINT_URL_KMS")
-            .env_remove("HOLDFAST_PIPELINE")
-            .env(OS_USER_VAR, OPERATOR)
-            .env_remove("HOLDFAST_NOW")
-            .current_dir(repo());
-        c
-    }
-
-    fn out(&self, args: &[&str]) -> Output {
-        let out = self.cmd(args).output().unwrap();
-        for text in [&out.stdout, &out.stderr] {
-            assert!(
-                !String::from_utf8_lossy(text).contains(SECRET),
-                "the secret was printed"
-            );
-        }
-        out
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.out(args);
-        assert!(
-            out.status.success(),
-            "holdfast {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
+/// A store whose KEK is in moto's KMS, reached as a user's would be: `AWS_ENDPOINT_URL` and
+/// the credential chain's variables, nothing from the machine's own AWS setup.
+fn aws_store(pipeline: &str, endpoint: &str) -> RemoteStore {
+    let r = RemoteStore::new(pipeline, SECRET);
+    let (keyring, config, creds) = (
+        r.dir.path().join("keyring.json"),
+        r.dir.path().join("no-aws-config"),
+        r.dir.path().join("no-aws-credentials"),
+    );
+    // the keyring signs the heads only; init creates it
+    r.var("HOLDFAST_KEYRING", keyring)
+        .var("AWS_ENDPOINT_URL", endpoint)
+        .var("AWS_ACCESS_KEY_ID", "AKIDHOLDFASTIT")
+        .var("AWS_SECRET_ACCESS_KEY", SECRET)
+        .var("AWS_REGION", "us-east-1")
+        .var("AWS_CONFIG_FILE", config)
+        .var("AWS_SHARED_CREDENTIALS_FILE", creds)
+        .var("AWS_EC2_METADATA_DISABLED", "true")
+        .unset("AWS_SESSION_TOKEN")
+        .unset("AWS_PROFILE")
+        .unset("AWS_ENDPOINT_URL_KMS")
 }
 
 /// Every manifest file under `dir`.
@@ -187,19 +153,9 @@ fn an_aws_kms_store_batches_verifies_and_decrypts_with_its_kek_in_kms() {
         "CreateAlias",
         serde_json::json!({"AliasName": alias, "TargetKeyId": key_id}),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline = dir.path().join("pipeline.toml");
-    std::fs::write(
-        &pipeline,
-        format!("[kms]\nbackend = \"aws-kms\"\nkey = \"{alias}\"\nregion = \"us-east-1\"\n"),
-    )
-    .unwrap();
-    let s = AwsStore {
-        store: dir.path().join("store"),
-        pipeline,
-        dir,
-        endpoint,
-    };
+    let pipeline =
+        format!("[kms]\nbackend = \"aws-kms\"\nkey = \"{alias}\"\nregion = \"us-east-1\"\n");
+    let s = aws_store(&pipeline, &endpoint);
     let p = s.pipeline.to_str().unwrap().to_string();
     let init = s.ok(&["init", "--pipeline", &p]);
     assert!(init.contains(&arn), "the store is bound to the ARN: {init}");
@@ -419,16 +375,8 @@ fn a_store_moves_to_a_new_aws_kms_key_by_two_administrators_and_reencrypt() {
         (text("KeyId"), text("Arn"))
     };
     let ((old_id, old), (_, new)) = (create(), create());
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline = dir.path().join("old.toml");
     let section = |arn: &str| format!("[kms]\nbackend = \"aws-kms\"\nkey = \"{arn}\"\n");
-    std::fs::write(&pipeline, section(&old)).unwrap();
-    let s = AwsStore {
-        store: dir.path().join("store"),
-        pipeline,
-        dir,
-        endpoint: endpoint.clone(),
-    };
+    let s = aws_store(&section(&old), &endpoint);
     let p_old = s.pipeline.to_str().unwrap().to_string();
     let p_new = s.dir.path().join("new.toml");
     std::fs::write(&p_new, section(&new)).unwrap();

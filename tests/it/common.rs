@@ -396,3 +396,80 @@ pub fn kill_at_random(
     }
     killed
 }
+
+/// A store whose KEK is in a key service (OpenBao, moto), driven through the binary: every
+/// command gets the variables that reach the service and nothing of the machine's own setup,
+/// and no command may print `secret`.
+pub struct RemoteStore {
+    pub dir: tempfile::TempDir,
+    pub store: PathBuf,
+    pub pipeline: PathBuf,
+    vars: Vec<(&'static str, std::ffi::OsString)>,
+    removed: Vec<&'static str>,
+    secret: String,
+}
+
+impl RemoteStore {
+    /// A fresh directory with `pipeline` (the text of `pipeline.toml`) and no store yet.
+    pub fn new(pipeline: &str, secret: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipeline.toml");
+        std::fs::write(&path, pipeline).unwrap();
+        RemoteStore {
+            store: dir.path().join("store"),
+            pipeline: path,
+            dir,
+            vars: Vec::new(),
+            removed: vec!["HOLDFAST_PIPELINE", "HOLDFAST_NOW"],
+            secret: secret.to_string(),
+        }
+    }
+
+    /// Sets `name` on every command.
+    pub fn var(mut self, name: &'static str, value: impl Into<std::ffi::OsString>) -> Self {
+        self.vars.push((name, value.into()));
+        self
+    }
+
+    /// Removes `name` from every command's environment.
+    pub fn unset(mut self, name: &'static str) -> Self {
+        self.removed.push(name);
+        self
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .env("HOLDFAST_STORE", &self.store)
+            .env(OS_USER_VAR, OPERATOR)
+            .current_dir(repo());
+        for v in &self.removed {
+            c.env_remove(v);
+        }
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs a command; asserts it printed no secret.
+    pub fn out(&self, args: &[&str]) -> Output {
+        let out = self.cmd(args).output().unwrap();
+        for text in [&out.stdout, &out.stderr] {
+            let text = String::from_utf8_lossy(text);
+            assert!(!text.contains(&self.secret), "a secret was printed");
+        }
+        out
+    }
+
+    /// Runs a command and asserts exit 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.out(args);
+        assert!(
+            out.status.success(),
+            "holdfast {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}

@@ -3,10 +3,10 @@
 //! that tests/run.sh starts (`HOLDFAST_TEST_BAO_ADDR`, `HOLDFAST_TEST_BAO_TOKEN`). Under
 //! `CI=true` a missing server fails; elsewhere the test says why it skipped.
 
-use crate::common::{self, OPERATOR, OS_USER_VAR, bin, repo};
+use crate::common::{self, OPERATOR, OS_USER_VAR, RemoteStore, bin};
 use base64::Engine as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 pub(crate) struct Bao {
     pub(crate) addr: String,
@@ -120,49 +120,31 @@ impl Bao {
     }
 }
 
+/// A store whose KEK is in the dev OpenBao, reached through `BAO_ADDR` and `BAO_TOKEN`, with
+/// a keyring that does not exist (nothing may fall back to it); no command prints the token.
 struct TransitStore {
-    dir: tempfile::TempDir,
-    store: PathBuf,
-    pipeline: PathBuf,
+    r: RemoteStore,
     bao: Bao,
 }
 
 impl TransitStore {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
-        c.args(args)
-            .env("HOLDFAST_STORE", &self.store)
-            // a keyring that does not exist: nothing may fall back to it
-            .env("HOLDFAST_KEYRING", self.dir.path().join("no-keyring.json"))
-            .env("BAO_ADDR", &self.bao.addr)
-            .env("BAO_TOKEN", &self.bao.token)
-            .env_remove("VAULT_ADDR")
-            .env_remove("VAULT_TOKEN")
-            .env_remove("HOLDFAST_PIPELINE")
-            .env(OS_USER_VAR, OPERATOR)
-            .env_remove("HOLDFAST_NOW")
-            .current_dir(repo());
-        c
+    fn new(pipeline: &str, bao: Bao) -> Self {
+        let r = RemoteStore::new(pipeline, &bao.token);
+        let keyring = r.dir.path().join("no-keyring.json");
+        let r = r
+            .var("HOLDFAST_KEYRING", keyring)
+            .var("BAO_ADDR", &bao.addr)
+            .var("BAO_TOKEN", &bao.token)
+            .unset("VAULT_ADDR")
+            .unset("VAULT_TOKEN");
+        TransitStore { r, bao }
     }
+}
 
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd(args).output().unwrap();
-        self.no_token(&out);
-        assert!(
-            out.status.success(),
-            "holdfast {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn no_token(&self, out: &Output) {
-        for text in [&out.stdout, &out.stderr] {
-            assert!(
-                !String::from_utf8_lossy(text).contains(&self.bao.token),
-                "the token was printed"
-            );
-        }
+impl std::ops::Deref for TransitStore {
+    type Target = RemoteStore;
+    fn deref(&self) -> &RemoteStore {
+        &self.r
     }
 }
 
@@ -204,19 +186,9 @@ fn a_transit_store_batches_and_decrypts_with_its_keys_in_openbao() {
         return;
     };
     let key = bao.derived_key("it-store");
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline = dir.path().join("pipeline.toml");
-    std::fs::write(
-        &pipeline,
-        format!("[kms]\nbackend = \"transit\"\nkey = \"{key}\"\ncryptoperiod_days = 365\n"),
-    )
-    .unwrap();
-    let s = TransitStore {
-        store: dir.path().join("store"),
-        pipeline,
-        dir,
-        bao,
-    };
+    let pipeline =
+        format!("[kms]\nbackend = \"transit\"\nkey = \"{key}\"\ncryptoperiod_days = 365\n");
+    let s = TransitStore::new(&pipeline, bao);
     let p = s.pipeline.to_str().unwrap().to_string();
     let init = s.ok(&["init", "--pipeline", &p]);
     assert!(init.contains(&format!("transit:transit/{key}")), "{init}");
@@ -378,19 +350,8 @@ fn rotate_and_rewrap_move_every_dek_inside_openbao_and_the_old_version_can_be_re
         return;
     };
     let key = bao.derived_key("it-rewrap");
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline = dir.path().join("pipeline.toml");
-    std::fs::write(
-        &pipeline,
-        format!("[kms]\nbackend = \"transit\"\nkey = \"{key}\"\n"),
-    )
-    .unwrap();
-    let s = TransitStore {
-        store: dir.path().join("store"),
-        pipeline,
-        dir,
-        bao,
-    };
+    let pipeline = format!("[kms]\nbackend = \"transit\"\nkey = \"{key}\"\n");
+    let s = TransitStore::new(&pipeline, bao);
     let p = s.pipeline.to_str().unwrap().to_string();
     s.ok(&["init", "--pipeline", &p]);
     let g = common::generate(13, 60, 0, 3);
