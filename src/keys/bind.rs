@@ -14,7 +14,6 @@ use super::request::{approvable, new_id, refuse, text};
 use super::{check_admin, tenants};
 use crate::access::Session;
 use crate::audit::AuditEvent;
-use crate::crypto::DataKey;
 use crate::crypto::kms::{IndexSecret, Kms};
 use crate::error::{Error, Result};
 use crate::lake::layout::{TenantKeyPath, TenantObject, tenant_key_id_ok};
@@ -171,15 +170,8 @@ async fn write_index_secret(session: &Session, own: &dyn Kms, tenant: &str) -> R
         own.unwrap_key(&s.secret_id, &s.wrapped).await?;
         return Ok(());
     }
-    let mut bytes = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-    let secret = DataKey::from_parts(secret_id.clone(), bytes);
-    zeroize::Zeroize::zeroize(&mut bytes);
-    let record = IndexSecret {
-        created_at: crate::clock::fmt_ts(session.clock.now()),
-        secret_id,
-        wrapped: own.wrap(&secret).await?,
-    };
+    let now = crate::clock::fmt_ts(session.clock.now());
+    let record = IndexSecret::generate(own, &secret_id, now).await?;
     let path = TenantKeyPath::new(tenant, TenantObject::IndexSecret, 1).expect("checked id");
     session
         .store

@@ -296,29 +296,29 @@ impl Segment {
         self.blocks.len()
     }
 
-    /// The lines of block `i` (each ending in `\n`). Decompression stops at
-    /// [`MAX_BLOCK_RAW`] (or the segment's raw size, if smaller): a block that would grow
-    /// past it is an error for this segment, never an allocation of whatever it claims.
+    /// Block `i` decrypted and authenticated (still compressed).
+    fn decrypt_block(&self, cipher: &Cipher, i: usize) -> Result<Vec<u8>, LandingError> {
+        let id = &self.header.segment_id;
+        Ok(cipher.open(
+            &self.bytes[self.blocks[i].clone()],
+            &block_aad(&self.header, i as u32),
+            &|| format!("landing segment {id} block {i}"),
+        )?)
+    }
+
     /// Checks block `i`'s authentication tag (decrypts it, keeps nothing): what the batch
     /// does to every block of a segment before storing any of its lines.
     pub fn authenticate_block(&self, cipher: &Cipher, i: usize) -> Result<(), LandingError> {
-        let id = &self.header.segment_id;
-        let mut c = cipher.open(
-            &self.bytes[self.blocks[i].clone()],
-            &block_aad(&self.header, i as u32),
-            &|| format!("landing segment {id} block {i}"),
-        )?;
-        zeroize::Zeroize::zeroize(&mut c);
+        zeroize::Zeroize::zeroize(&mut self.decrypt_block(cipher, i)?);
         Ok(())
     }
 
+    /// The lines of block `i` (each ending in `\n`). Decompression stops at
+    /// [`MAX_BLOCK_RAW`] (or the segment's raw size, if smaller): a block that would grow
+    /// past it is an error for this segment, never an allocation of whatever it claims.
     pub fn open_block(&self, cipher: &Cipher, i: usize) -> Result<Vec<u8>, LandingError> {
         let id = &self.header.segment_id;
-        let mut c = cipher.open(
-            &self.bytes[self.blocks[i].clone()],
-            &block_aad(&self.header, i as u32),
-            &|| format!("landing segment {id} block {i}"),
-        )?;
+        let mut c = self.decrypt_block(cipher, i)?;
         let limit = MAX_BLOCK_RAW.min(usize::try_from(self.header.raw_bytes).unwrap_or(usize::MAX));
         let out = bounded_decompress(&c, limit);
         zeroize::Zeroize::zeroize(&mut c);

@@ -5,7 +5,6 @@
 //! with the local keyring's Ed25519 key (see `AwsKms::with_head_signer`).
 
 use crate::clock::Clock;
-use crate::crypto::DataKey;
 use crate::crypto::kms::aws::{AwsKms, AwsKmsConfig};
 use crate::crypto::kms::transit::{INDEX_SECRET_ID, Transit, TransitConfig, parse_kek_id};
 use crate::crypto::kms::{IndexSecret, Kms, LocalKeyring, Unavailable};
@@ -91,15 +90,7 @@ pub(super) async fn ensure_index_secret(store: &Store, kms: &dyn Kms, now: Strin
     if index_secret(store).await?.is_some() {
         return Ok(());
     }
-    let mut bytes = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-    let secret = DataKey::from_parts(INDEX_SECRET_ID.to_string(), bytes);
-    zeroize::Zeroize::zeroize(&mut bytes);
-    let record = IndexSecret {
-        created_at: now,
-        secret_id: INDEX_SECRET_ID.to_string(),
-        wrapped: kms.wrap(&secret).await?,
-    };
+    let record = IndexSecret::generate(kms, INDEX_SECRET_ID, now).await?;
     let path = IndexSecretPath::new(1).to_path();
     match store.put_new(&path, record.encode()).await? {
         Put::Created | Put::AlreadyExists => Ok(()),

@@ -79,6 +79,24 @@ pub struct IndexSecret {
 }
 
 impl IndexSecret {
+    /// A new random 32-byte secret named `secret_id` (its DEK id: the context or AAD it is
+    /// wrapped under), wrapped by `kms`; the plaintext is zeroized before this returns.
+    pub async fn generate(
+        kms: &dyn super::Kms,
+        secret_id: &str,
+        created_at: String,
+    ) -> Result<Self, super::KmsError> {
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        let secret = crate::crypto::DataKey::from_parts(secret_id.to_string(), bytes);
+        bytes.zeroize();
+        Ok(IndexSecret {
+            created_at,
+            secret_id: secret_id.to_string(),
+            wrapped: kms.wrap(&secret).await?,
+        })
+    }
+
     /// The object's bytes, in today's version.
     pub fn encode(&self) -> Vec<u8> {
         crate::format::encode(&IndexSecretFile::V1(IndexSecretV1 {
