@@ -5,11 +5,10 @@
 //! user's does: `AWS_ENDPOINT_URL` and the AWS credential chain's environment variables. Under
 //! `CI=true` a missing server fails; elsewhere the test says why it skipped.
 
-use crate::common::{self, OPERATOR, OS_USER_VAR, RemoteStore, bin};
+use crate::common::{self, OS_USER_VAR, RemoteStore};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 /// The fake secret access key: never printed.
 const SECRET: &str = "holdfast-it-secret-9876543210";
@@ -78,24 +77,6 @@ fn aws_store(pipeline: &str, endpoint: &str) -> RemoteStore {
         .unset("AWS_SESSION_TOKEN")
         .unset("AWS_PROFILE")
         .unset("AWS_ENDPOINT_URL_KMS")
-}
-
-/// Every manifest file under `dir`.
-fn manifests(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "json") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Every `wrapped_dek` object (and its `dek_id`) in `v`.
@@ -170,7 +151,7 @@ fn an_aws_kms_store_batches_verifies_and_decrypts_with_its_kek_in_kms() {
     assert_eq!(report["stored"], 60, "{report}");
 
     let mut wrapped = Vec::new();
-    for m in manifests(&s.store.join("manifests")) {
+    for m in common::json_files(&s.store.join("manifests")) {
         wrapped_deks(
             &serde_json::from_slice(&std::fs::read(m).unwrap()).unwrap(),
             &mut wrapped,
@@ -276,7 +257,7 @@ fn an_aws_kms_store_batches_verifies_and_decrypts_with_its_kek_in_kms() {
 
     // a wrapped key altered in a manifest: verify fails, naming it, and nothing decrypts
     let (dek_id, _) = &wrapped[0];
-    let file = manifests(&s.store.join("manifests"))
+    let file = common::json_files(&s.store.join("manifests"))
         .into_iter()
         .find(|m| {
             std::fs::read_to_string(m)
@@ -320,37 +301,10 @@ fn alter_wrapped(v: &mut serde_json::Value, dek_id: &str) {
     }
 }
 
-#[test]
-fn aws_secrets_in_a_pipeline_file_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("p.toml");
-    std::fs::write(
-        &p,
-        "[kms]\nbackend = \"aws-kms\"\nkey = \"alias/k\"\nsecret_access_key = \"wJalrXUtnFEMI-secret\"\n",
-    )
-    .unwrap();
-    let out = Command::new(bin())
-        .args(["init", "--store"])
-        .arg(dir.path().join("s"))
-        .arg("--pipeline")
-        .arg(&p)
-        .env(OS_USER_VAR, OPERATOR)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert!(
-        err.contains("kms.secret_access_key: secrets never live in a pipeline file"),
-        "{err}"
-    );
-    assert!(!err.contains("wJalrXUtnFEMI-secret"), "{err}");
-    assert!(!dir.path().join("s").exists());
-}
-
 /// Every wrapped DEK's KEK id in the store's manifests, with the DEK id.
 fn manifest_keks(store: &Path) -> Vec<String> {
     let mut wrapped = Vec::new();
-    for m in manifests(&store.join("manifests")) {
+    for m in common::json_files(&store.join("manifests")) {
         let v = serde_json::from_slice(&std::fs::read(m).unwrap()).unwrap();
         wrapped_deks(&v, &mut wrapped);
     }

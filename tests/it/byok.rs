@@ -103,19 +103,11 @@ fn file_keks(dir: &Path) -> Vec<(Vec<String>, String)> {
         }
     }
     let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "json") {
-                walk(
-                    &serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap(),
-                    &mut out,
-                );
-            }
-        }
+    for p in common::json_files(dir) {
+        walk(
+            &serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap(),
+            &mut out,
+        );
     }
     out
 }
@@ -391,7 +383,7 @@ fn a_tenants_own_key_in_aws_kms_isolates_its_records_and_disabling_it_stops_only
 /// A Transit ciphertext wrapped under `kek` in the store's manifests, and its DEK id.
 fn tenant_ciphertext(store: &Path, kek: &str) -> (String, String) {
     use base64::Engine as _;
-    let text = walkdir(&store.join("manifests"))
+    let text = common::json_files(&store.join("manifests"))
         .into_iter()
         .map(|p| std::fs::read_to_string(p).unwrap())
         .find(|t| t.contains(kek))
@@ -410,15 +402,4 @@ fn tenant_ciphertext(store: &Path, kek: &str) -> (String, String) {
         String::from_utf8(raw).unwrap(),
         e["dek_id"].as_str().unwrap().to_string(),
     )
-}
-
-fn walkdir(p: &Path) -> Vec<std::path::PathBuf> {
-    if p.is_dir() {
-        std::fs::read_dir(p)
-            .unwrap()
-            .flat_map(|e| walkdir(&e.unwrap().path()))
-            .collect()
-    } else {
-        vec![p.to_path_buf()]
-    }
 }

@@ -834,3 +834,45 @@ fn replay_after_a_fix_stores_what_passes_once() {
     );
     assert!(env.verify().0);
 }
+
+/// A secret written into a pipeline's `[kms]` (or a tenant's section) is refused by name, is
+/// never echoed, and nothing is created.
+#[test]
+fn secrets_in_a_pipeline_file_are_refused() {
+    let cases = [
+        (
+            "[kms]\nbackend = \"transit\"\nkey = \"k\"\ntoken = \"s.abcdef\"\n",
+            "kms.token",
+            "s.abcdef",
+        ),
+        (
+            "[kms]\nbackend = \"aws-kms\"\nkey = \"alias/k\"\nsecret_access_key = \"wJalrXUtnFEMI-secret\"\n",
+            "kms.secret_access_key",
+            "wJalrXUtnFEMI-secret",
+        ),
+        (
+            "[kms.tenants.acme]\nbackend = \"transit\"\nkey = \"acme-kek\"\nsecret_id = \"acme-9f8e7d\"\n",
+            "kms.tenants.acme.secret_id",
+            "acme-9f8e7d",
+        ),
+    ];
+    for (text, key, secret) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.toml");
+        std::fs::write(&p, text).unwrap();
+        let out = std::process::Command::new(common::bin())
+            .args(["init", "--store"])
+            .arg(dir.path().join("s"))
+            .arg("--pipeline")
+            .arg(&p)
+            .env(common::OS_USER_VAR, common::OPERATOR)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        let said = format!("{key}: secrets never live in a pipeline file");
+        assert!(err.contains(&said), "{err}");
+        assert!(!err.contains(secret), "{err}");
+        assert!(!dir.path().join("s").exists());
+    }
+}
