@@ -3,8 +3,8 @@
 
 Reads the Parquet footers of every data file under <store>/lake (no key needed, nothing is
 decrypted) and prints, per column, the bytes its column chunks take on disk divided by the
-number of stored records, then the rest of the files (footers with the sealed dictionary,
-bloom filters, page indexes, magic) and the manifests.
+number of stored records, then the rest of the files (footers, with the sealed dictionaries of
+formats 1 and 2, bloom filters, page indexes, magic) and the manifests.
 
     .venv-test/bin/python benches/column_bytes.py --store bench-out/store
     .venv-test/bin/python benches/column_bytes.py --store bench-out/store --json
@@ -18,10 +18,24 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-# AES-256-GCM per record: a 96-bit nonce and a 128-bit tag around each compressed record
+# AES-256-GCM: a 96-bit nonce and a 128-bit tag around each sealed value (a record in data
+# file formats 1 and 2, a group of records in format 3)
 NONCE_AND_TAG = 12 + 16
+# a format 3 payload that is only a group's number (LEB128) is at most this long
+ORDINAL_ONLY = 5
+
+
+def sealed_values(path: Path, md) -> int:
+    """Sealed values in a data file: one per record, or (format 3) one per group, carried by
+    the rows whose payload is longer than a group number."""
+    version = (md.metadata or {}).get(b"holdfast.format_version")
+    if version != b"3":
+        return md.num_rows
+    payload = pq.read_table(path, columns=["payload"]).column(0)
+    return pc.sum(pc.greater(pc.binary_length(payload), ORDINAL_ONLY)).as_py() or 0
 
 
 def measure(store: Path) -> dict:
@@ -33,9 +47,11 @@ def measure(store: Path) -> dict:
     file_bytes = 0
     footer_bytes = 0
     bloom_bytes = 0
+    sealed = 0
     for path in files:
         md = pq.ParquetFile(path).metadata
         rows += md.num_rows
+        sealed += sealed_values(path, md)
         file_bytes += path.stat().st_size
         footer_bytes += md.serialized_size
         for g in range(md.num_row_groups):
@@ -53,6 +69,7 @@ def measure(store: Path) -> dict:
         "store": str(store),
         "files": len(files),
         "records": rows,
+        "sealed_values": sealed,
         "data_file_bytes": file_bytes,
         "manifest_bytes": manifests,
         "columns": dict(sorted(columns.items(), key=lambda kv: -kv[1])),
@@ -78,7 +95,7 @@ def report(m: dict) -> None:
     print("|---|---|")
     for name, size in m["columns"].items():
         print(f"| {name} | {per(size, rows)} |")
-    print(f"| footers (schema, statistics, sealed dictionary) | {per(m['footer_bytes'], rows)} |")
+    print(f"| footers (schema, statistics, sealed dictionaries) | {per(m['footer_bytes'], rows)} |")
     if m["bloom_filter_bytes"]:
         print(f"| bloom filters | {per(m['bloom_filter_bytes'], rows)} |")
     print(f"| rest of the files (page indexes, magic{'' if m['bloom_filter_bytes'] else ', bloom filters'}) "
@@ -88,8 +105,9 @@ def report(m: dict) -> None:
     total = m["data_file_bytes"] + m["manifest_bytes"]
     print("| part | bytes per record |")
     print("|---|---|")
-    print(f"| payload (sealed record) | {per(payload, rows)} |")
-    print(f"|   of which nonce and tag | {NONCE_AND_TAG:8.1f} |")
+    print(f"| payload (sealed records or groups) | {per(payload, rows)} |")
+    print(f"|   of which nonce and tag ({m['sealed_values']} sealed values) "
+          f"| {per(NONCE_AND_TAG * m['sealed_values'], rows)} |")
     print(f"| index columns | {per(index, rows)} |")
     print(f"| Parquet overhead (footers, blooms, indexes) | {per(overhead, rows)} |")
     print(f"| manifests | {per(m['manifest_bytes'], rows)} |")

@@ -1,7 +1,7 @@
 //! Test hooks: a pinned clock (`HOLDFAST_NOW`), crash points (`HOLDFAST_FAILPOINT`), pause
 //! points (`HOLDFAST_PAUSE`), an I/O log (`HOLDFAST_TEST_IO_LOG`), a stand-in
 //! operating-system user (`HOLDFAST_TEST_OS_USER`, so that one test can play two people) and
-//! data files of the old format 1 (`HOLDFAST_TEST_DATAFILE_V1`).
+//! data files of the old formats 1 and 2 (`HOLDFAST_TEST_DATAFILE_VERSION`).
 //!
 //! They exist only in builds with the `test-hooks` cargo feature, which `tests/run.sh` turns
 //! on and a release build does not have: a plain binary reads none of these variables, so
@@ -84,15 +84,16 @@ pub fn clock_from_env() -> Result<Arc<dyn Clock>, String> {
     Ok(Arc::new(crate::clock::SystemClock))
 }
 
-/// Test builds: `HOLDFAST_TEST_DATAFILE_V1=1` makes a batch write data files of format 1 (one
-/// record dictionary for every tenant of a file, as holdfast wrote them before format 2), so
-/// that tests show every reader still reads them. Always `false` in a plain build.
-pub fn data_file_format_1() -> bool {
+/// Test builds: `HOLDFAST_TEST_DATAFILE_VERSION=1` or `2` makes a batch write data files of
+/// format 1 (each record sealed alone, one record dictionary for every tenant of a file) or 2
+/// (one dictionary per tenant), as holdfast wrote them before format 3, so that tests show
+/// every reader still reads them. Always 3 in a plain build.
+pub fn data_file_version() -> u8 {
     #[cfg(feature = "test-hooks")]
-    if std::env::var("HOLDFAST_TEST_DATAFILE_V1").is_ok_and(|v| v == "1") {
-        return true;
+    if let Ok(v) = std::env::var("HOLDFAST_TEST_DATAFILE_VERSION") {
+        return v.parse().unwrap_or(3);
     }
-    false
+    3
 }
 
 /// The operating-system user a test build pretends to run as (`HOLDFAST_TEST_OS_USER`);

@@ -6,6 +6,7 @@
 //! prints its bytes.
 
 mod dictionary;
+pub mod group;
 mod index_keys;
 pub use dictionary::{
     DICTIONARY_BYTES, Dictionary, DictionaryScope, RECORD_LEVEL, TRAIN_RECORDS, reseal_dictionary,
@@ -34,6 +35,8 @@ pub enum CryptoError {
     Truncated { what: String, len: usize },
     #[error("decompression failed for {what}")]
     Decompress { what: String },
+    #[error("{what} is not in the sealed group its row names")]
+    NotInGroup { what: String },
     #[error("{what} is sealed under DEK {dek_id}, not the DEK this reader was given")]
     OtherKey { what: String, dek_id: String },
 }
@@ -78,6 +81,30 @@ impl DataKey {
             aes: Aes256Gcm::new(&Key::<Aes256Gcm>::from(self.bytes)),
             dek_id: self.id.clone(),
         }
+    }
+}
+
+/// A record's plaintext on its way to being sealed: zeroized on drop, and `Debug` shows only
+/// its length, so a row that is printed or panics never shows it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Plaintext(zeroize::Zeroizing<Vec<u8>>);
+
+impl Plaintext {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Plaintext(zeroize::Zeroizing::new(bytes))
+    }
+}
+
+impl std::ops::Deref for Plaintext {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Plaintext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Plaintext({} bytes)", self.0.len())
     }
 }
 

@@ -49,9 +49,10 @@ pub struct BatchOptions {
     /// The store's retention floor: read from the store by [`batch`], whatever is set here.
     pub(crate) floor: RetentionFloor,
     /// Test builds only: write data files of format 1 (one dictionary for every tenant of a
-    /// file), from `HOLDFAST_TEST_DATAFILE_V1` by default.
+    /// file) or 2 (one per tenant) instead of 3, from `HOLDFAST_TEST_DATAFILE_VERSION` by
+    /// default.
     #[cfg(any(test, feature = "test-hooks"))]
-    pub data_file_format_1: bool,
+    pub data_file_version: u8,
 }
 
 impl Default for BatchOptions {
@@ -64,7 +65,7 @@ impl Default for BatchOptions {
             max_future: chrono::Duration::hours(24),
             floor: RetentionFloor::default(),
             #[cfg(any(test, feature = "test-hooks"))]
-            data_file_format_1: crate::hooks::data_file_format_1(),
+            data_file_version: crate::hooks::data_file_version(),
         }
     }
 }
@@ -226,11 +227,13 @@ async fn run(
     Ok(report)
 }
 
-/// The keys of the batch's files (of format 1 in test builds that ask for it).
+/// The keys of the batch's files (of format 1 or 2 in test builds that ask for it).
 fn key_book(opts: &BatchOptions) -> keys::KeyBook {
     #[cfg(any(test, feature = "test-hooks"))]
-    if opts.data_file_format_1 {
-        return keys::KeyBook::format_1();
+    match opts.data_file_version {
+        1 => return keys::KeyBook::records(true),
+        2 => return keys::KeyBook::records(false),
+        _ => {}
     }
     let _ = opts;
     keys::KeyBook::default()

@@ -8,16 +8,20 @@
 
 mod dicts;
 pub mod footer;
+mod groups;
 mod read;
+mod records;
 mod writer;
 pub use dicts::{Decoder, FileDictionaries};
+pub use groups::{Grouper, ToSeal};
 pub use read::{
     INDEX_COLUMNS, IndexColumns, IndexRow, footer, footer_value, read_columns, read_index,
 };
-pub use writer::{Closed, FileStats, FileWriter, FinishedFile};
+pub use records::{Records, RowIds};
+pub use writer::{Closed, FileStats, FileWriter, FinishedFile, Sealing};
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, FixedSizeBinaryBuilder, ListBuilder, RecordBatch, StringBuilder,
+    ArrayRef, FixedSizeBinaryBuilder, ListBuilder, RecordBatch, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -27,7 +31,9 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use std::sync::{Arc, LazyLock};
 
-/// One stored event: index columns in plaintext, the canonical record sealed in `payload`.
+/// One stored event: index columns in plaintext, and its canonical record: in `record`, to be
+/// sealed with its group when the row is written (format 3), or already sealed alone in
+/// `payload` (formats 1 and 2, which test builds still write).
 #[derive(Debug, Clone)]
 pub struct Row {
     pub event_id: String,
@@ -48,6 +54,7 @@ pub struct Row {
     pub policy_id: Arc<str>,
     pub expires_at: i64,
     pub record_hash: [u8; 32],
+    pub record: crate::crypto::Plaintext,
     pub payload: Vec<u8>,
 }
 
@@ -65,6 +72,7 @@ impl Row {
             + self.address_hmacs.len() * crate::crypto::BLIND_INDEX_BYTES
             + self.wrap_up_code.as_ref().map_or(0, String::len)
             + self.disposition.as_ref().map_or(0, String::len)
+            + self.record.len()
             + self.payload.capacity()
     }
 
@@ -121,7 +129,8 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
-pub fn to_record_batch(rows: &[Row], dek_id: &str) -> RecordBatch {
+/// The rows as a batch of [`SCHEMA`], with their `payload` column already made.
+pub fn to_record_batch(rows: &[Row], dek_id: &str, payload: ArrayRef) -> RecordBatch {
     let n = rows.len();
     let s = |f: fn(&Row) -> &str| {
         let mut b = StringBuilder::with_capacity(n, n * 16);
@@ -155,8 +164,6 @@ pub fn to_record_batch(rows: &[Row], dek_id: &str) -> RecordBatch {
     let mut hash = FixedSizeBinaryBuilder::with_capacity(n, 32);
     rows.iter()
         .for_each(|r| hash.append_value(r.record_hash).expect("32 bytes"));
-    let mut payload = BinaryBuilder::with_capacity(n, rows.iter().map(|r| r.payload.len()).sum());
-    rows.iter().for_each(|r| payload.append_value(&r.payload));
     RecordBatch::try_new(
         SCHEMA.clone(),
         vec![
@@ -180,7 +187,7 @@ pub fn to_record_batch(rows: &[Row], dek_id: &str) -> RecordBatch {
             Arc::new(arrow::array::StringArray::from_iter_values(
                 std::iter::repeat_n(dek_id, n),
             )),
-            Arc::new(payload.finish()),
+            payload,
         ],
     )
     .expect("rows match the schema")
@@ -313,7 +320,8 @@ pub fn file_metadata(
         KeyValue::new(k::BATCH_ID.into(), batch_id.to_string()),
         KeyValue::new(k::PARTITION.into(), partition.to_string()),
         KeyValue::new(k::ALGORITHM.into(), crate::crypto::ALGORITHM.to_string()),
-        KeyValue::new(k::AAD.into(), "holdfast.record.v1".to_string()),
+        KeyValue::new(k::AAD.into(), crate::crypto::group::GROUP_AAD.to_string()),
+        KeyValue::new(k::COMPRESSION.into(), k::GROUP_COMPRESSION.to_string()),
         KeyValue::new(k::DEK_ID.into(), dek_id.to_string()),
         KeyValue::new(
             k::WRAPPED_DEK.into(),

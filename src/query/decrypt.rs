@@ -5,7 +5,6 @@
 //! it opened, for the audit entry the caller writes before showing anything.
 
 use crate::crypto::kms::{Kms, WrappedKey};
-use crate::crypto::{open_record, record_aad};
 use crate::lake::datafile;
 use crate::lake::manifest::Loaded;
 use crate::storage::Store;
@@ -24,10 +23,11 @@ use std::sync::{Arc, Mutex};
 /// constant: no flag, setting or environment of the caller raises it.
 pub const MAX_BLIND_INDEXES_PER_STATEMENT: usize = 100;
 
-/// A file's DEK and its record dictionaries (each tenant's opened on its first record).
+/// A file's records, opened with its DEK (formats 1 and 2: each tenant's dictionary on its
+/// first record; format 3: the groups the rows of one call name).
 struct FileKey {
-    dicts: datafile::FileDictionaries,
-    object: String,
+    records: Mutex<datafile::Records>,
+    path: object_store::path::Path,
 }
 
 /// Opens records of committed files, unwrapping each file's DEK once.
@@ -127,14 +127,13 @@ impl Decryptor {
             let md = datafile::footer(&self.store, path, *size)
                 .await
                 .map_err(|e| e.to_string())?;
-            let dicts = datafile::FileDictionaries::from_footer(
-                md.file_metadata(),
-                dek.cipher(),
-                path.as_ref(),
-            )
-            .map_err(|e| e.to_string())?;
-            let object = path.to_string();
-            Ok::<_, String>(FileKey { dicts, object })
+            let records =
+                datafile::Records::from_footer(md.file_metadata(), dek.cipher(), path.as_ref())
+                    .map_err(|e| e.to_string())?;
+            Ok::<_, String>(FileKey {
+                records: Mutex::new(records),
+                path: path.clone(),
+            })
         };
         let key = Arc::new(tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(load)
@@ -146,6 +145,43 @@ impl Decryptor {
             .1
             .insert(dek_id.to_string());
         Ok(key)
+    }
+
+    /// Gives each format 3 file the groups the rows of one call name: those their first rows
+    /// in the call carry, then the rest read from the file.
+    fn carry(
+        &self,
+        keys: &HashMap<&str, Arc<FileKey>>,
+        payload: &arrow::array::BinaryArray,
+        dek: &arrow::array::StringArray,
+    ) -> DfResult<()> {
+        let mut missing: HashMap<&str, BTreeSet<u32>> = HashMap::new();
+        for i in (0..payload.len()).filter(|&i| !payload.is_null(i)) {
+            keys[dek.value(i)]
+                .records
+                .lock()
+                .expect("lock")
+                .carry(payload.value(i));
+        }
+        for i in (0..payload.len()).filter(|&i| !payload.is_null(i)) {
+            let records = keys[dek.value(i)].records.lock().expect("lock");
+            if let Some(ordinal) = records.missing(payload.value(i)) {
+                missing.entry(dek.value(i)).or_default().insert(ordinal);
+            }
+        }
+        for (dek_id, wanted) in missing {
+            let key = &keys[dek_id];
+            let load = self.store.get(&key.path);
+            let bytes =
+                tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(load))
+                    .map_err(|e| unreadable(format!("{}: {e}", key.path)))?;
+            key.records
+                .lock()
+                .expect("lock")
+                .carry_from_file(bytes, &wanted)
+                .map_err(|e| unreadable(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// The blind index of `value` for `tenant`; refused past
@@ -240,6 +276,15 @@ impl ScalarUDFImpl for DecryptPayload {
             cols[2].as_string::<i32>(),
             cols[3].as_string::<i32>(),
         );
+        let mut keys = HashMap::new();
+        for i in (0..payload.len()).filter(|&i| !payload.is_null(i)) {
+            self.decryptor.0.allow(tenant.value(i))?;
+            if !keys.contains_key(dek.value(i)) {
+                let key = self.decryptor.0.key(dek.value(i)).map_err(unreadable)?;
+                keys.insert(dek.value(i), key);
+            }
+        }
+        self.decryptor.0.carry(&keys, payload, dek)?;
         let mut out = StringBuilder::new();
         let mut opened = Vec::new();
         for i in 0..payload.len() {
@@ -247,29 +292,23 @@ impl ScalarUDFImpl for DecryptPayload {
                 out.append_null();
                 continue;
             }
-            self.decryptor.0.allow(tenant.value(i))?;
-            let key = self.decryptor.0.key(dek.value(i)).map_err(unreadable)?;
-            let aad = record_aad(
-                tenant.value(i),
-                event.value(i),
-                interaction.value(i),
-                dek.value(i),
-            );
-            let dict = key
-                .dicts
-                .for_tenant(tenant.value(i))
+            let ids = datafile::RowIds {
+                tenant_id: tenant.value(i),
+                event_id: event.value(i),
+                interaction_id: interaction.value(i),
+            };
+            let plain = keys[dek.value(i)]
+                .records
+                .lock()
+                .expect("lock")
+                .open(ids, payload.value(i))
                 .map_err(|e| unreadable(e.to_string()))?;
-            let plain = open_record(
-                key.dicts.cipher(),
-                dict.as_deref(),
-                payload.value(i),
-                &aad,
-                &|| format!("event {} in {}", event.value(i), key.object),
-            )
-            .map_err(|e| unreadable(e.to_string()))?;
             out.append_value(String::from_utf8_lossy(&plain));
             opened.push(event.value(i).to_string());
         }
+        // the sealed groups of this call are not kept for the next one
+        keys.values()
+            .for_each(|k| k.records.lock().expect("lock").forget());
         self.decryptor
             .0
             .opened

@@ -2,38 +2,29 @@
 //! unexpired, or covered by an active legal hold) are copied to a new file under a new DEK,
 //! and the old file leaves the partition at once and storage once its lock allows.
 //!
-//! Survivors of a format 2 file are moved ciphertext to ciphertext: each record's compressed
-//! frame is opened in memory with the old DEK and sealed again under the new one (AAD rebound
-//! to the new DEK id); no record is decompressed or parsed, and nothing is shown to the actor.
-//! The dictionaries of the tenants with survivors move the same way (the others are dropped).
-//! A format 1 file (one dictionary for every tenant) is rewritten as format 2: its survivors
-//! are decompressed in memory and compressed again with dictionaries trained per tenant on
-//! them ([`recompress`]). Every rewrite is audited (`retention.rewrite`).
+//! The new file is of format 3 whatever the old one's: each survivor's record is opened in
+//! memory with the old DEK ([`Records`]) and sealed again with the other survivors of its
+//! tenant, in groups, under the new DEK; no record is parsed, plaintext copies are zeroized,
+//! and nothing is shown to the actor. A removed record leaves no trace in the new file's
+//! groups. Every rewrite is audited (`retention.rewrite`).
 
 use super::SweepError;
 use super::hold::Hold;
 use crate::crypto::kms::{Kms, WrappedKey};
-use crate::crypto::{
-    Cipher, DataKey, DictionaryScope, RecordCompressor, record_aad, reseal_dictionary,
-    reseal_record,
-};
+use crate::crypto::{Cipher, DataKey};
 use crate::lake::LakeError;
 use crate::lake::datafile::{
-    self, FileDictionaries, FileWriter, INDEX_COLUMNS, IndexColumns, SCHEMA, footer,
+    self, FileWriter, INDEX_COLUMNS, IndexColumns, Records, RowIds, SCHEMA, Sealing, footer,
 };
 use crate::lake::layout::{self, Partition};
 use crate::lake::manifest::{self, DataFileEntry, FileEncryption};
 use crate::storage::Store;
-use arrow::array::{ArrayRef, AsArray, BinaryBuilder, BooleanArray, RecordBatch, StringArray};
-use base64::Engine;
+use arrow::array::{AsArray, BooleanArray};
 use chrono::{DateTime, Utc};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::metadata::KeyValue;
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-
-mod recompress;
+use std::collections::BTreeMap;
 
 const BATCH_ROWS: usize = 8192;
 
@@ -54,11 +45,10 @@ pub struct Rewritten {
     pub holds: BTreeMap<String, u64>,
 }
 
-/// Which rows survive at `now`, how many each hold covers, and the survivors' tenants.
+/// Which rows survive at `now`, and how many each hold covers.
 struct Survivors {
     keep: Vec<bool>,
     covering: BTreeMap<String, u64>,
-    tenants: BTreeSet<String>,
 }
 
 impl Survivors {
@@ -85,7 +75,6 @@ fn survivors(
     let mut out = Survivors {
         keep: Vec::new(),
         covering: BTreeMap::new(),
-        tenants: BTreeSet::new(),
     };
     let reader = builder
         .with_projection(mask)
@@ -101,9 +90,6 @@ fn survivors(
             for h in holds.iter().filter(|h| h.covers_row(&row)) {
                 survives = true;
                 *out.covering.entry(h.hold_id.clone()).or_insert(0) += 1;
-            }
-            if survives && !out.tenants.contains(row.tenant) {
-                out.tenants.insert(row.tenant.to_string());
             }
             out.keep.push(survives);
         }
@@ -125,121 +111,29 @@ struct Rekey {
     wrapped: WrappedKey,
 }
 
-/// How survivors move to the new DEK.
-enum Move {
-    /// Format 2: ciphertext to ciphertext, with their tenants' dictionaries.
-    Reseal,
-    /// Format 1: decompressed and compressed again with their tenants' new dictionaries.
-    Recompress(recompress::Learnt),
-}
-
-fn base64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Footer of the new file (format 2): its own DEK, where it came from, and the dictionaries of
-/// the tenants with survivors, moved to the new DEK (or, from a format 1 file, learnt anew).
+/// Footer of the new file (format 3): its own DEK, and where it came from.
 fn new_footer(
     old: &DataFileEntry,
-    dicts: &FileDictionaries,
-    how: &Move,
-    tenants: &BTreeSet<String>,
     (p, file_id): (&Partition, &str),
     keys: &Rekey,
-) -> Result<(Vec<KeyValue>, &'static str), SweepError> {
+) -> Vec<KeyValue> {
     let mut kv = datafile::file_metadata(file_id, &p.dir(), keys.to.dek_id(), &keys.wrapped);
     kv.push(KeyValue::new(
         footer::REWRITTEN_FROM.into(),
         old.path.clone(),
     ));
-    let mut entries = Vec::new();
-    for t in tenants {
-        let sealed = match how {
-            Move::Recompress(learnt) => learnt.seal(&keys.to, t),
-            Move::Reseal => match dicts.sealed(t)? {
-                Some(s) => {
-                    let what = || format!("dictionary of tenant {t} in {}", old.path);
-                    let scope = DictionaryScope::Tenant(t);
-                    Some(reseal_dictionary(&keys.from, &keys.to, scope, s, &what)?)
-                }
-                None => None,
-            },
-        };
-        entries.extend(sealed.map(|s| footer::TenantDictionaryV2 {
-            tenant_id: t.clone(),
-            dek_id: keys.to.dek_id().to_string(),
-            sealed: base64(&s),
-        }));
-    }
-    let compression = match entries.is_empty() {
-        true => "zstd",
-        false => "zstd+tenant-dictionaries",
-    };
-    kv.push(KeyValue::new(
-        footer::COMPRESSION.into(),
-        compression.to_string(),
-    ));
-    if !entries.is_empty() {
-        kv.push(KeyValue::new(
-            footer::DICTIONARIES.into(),
-            footer::encode_dictionaries(entries),
-        ));
-    }
-    Ok((kv, compression))
+    kv
 }
 
-/// The surviving rows of one batch, their payloads sealed under the new DEK.
-fn reseal_batch(
-    b: &RecordBatch,
-    keys: &Rekey,
-    how: &mut (Move, RecordCompressor),
-    object: &str,
-) -> Result<RecordBatch, SweepError> {
-    let col = |n: &str| b.column(SCHEMA.index_of(n).expect("column")).clone();
-    let (ev, it, tn) = (col("event_id"), col("interaction_id"), col("tenant_id"));
-    let (ev, it, tn) = (
-        ev.as_string::<i32>(),
-        it.as_string::<i32>(),
-        tn.as_string::<i32>(),
-    );
-    let payload = col("payload");
-    let payload = payload.as_binary::<i32>();
-    let (from, to) = (&keys.from, &keys.to);
-    let mut sealed = BinaryBuilder::with_capacity(b.num_rows(), payload.value_data().len());
-    let mut buf = Vec::new();
-    for r in 0..b.num_rows() {
-        buf.clear();
-        let from_aad = record_aad(tn.value(r), ev.value(r), it.value(r), from.dek_id());
-        let to_aad = record_aad(tn.value(r), ev.value(r), it.value(r), to.dek_id());
-        let what = || format!("event {} in {object}", ev.value(r));
-        let (sealed_old, aads) = (payload.value(r), (&from_aad[..], &to_aad[..]));
-        match &mut *how {
-            (Move::Reseal, _) => {
-                reseal_record(from, to, sealed_old, aads.0, aads.1, &mut buf, &what)?
-            }
-            (Move::Recompress(l), z) => {
-                l.reseal(keys, z, (tn.value(r), sealed_old), aads, &mut buf, &what)?
-            }
-        }
-        sealed.append_value(&buf);
-    }
-    let mut columns: Vec<ArrayRef> = b.columns().to_vec();
-    columns[SCHEMA.index_of("dek_id").expect("column")] = Arc::new(StringArray::from_iter_values(
-        std::iter::repeat_n(to.dek_id(), b.num_rows()),
-    ));
-    columns[SCHEMA.index_of("payload").expect("column")] = Arc::new(sealed.finish());
-    Ok(RecordBatch::try_new(SCHEMA.clone(), columns).map_err(|e| corrupt(object, e))?)
-}
-
-/// Copies the rows `keep` marks from `bytes` into `w`, resealed.
+/// Copies the rows `keep` marks from `bytes` into `w`: each survivor's record is opened with
+/// the old DEK (in memory, zeroized after) and sealed again, in groups, under the new one.
 async fn copy_survivors(
     builder: ParquetRecordBatchReaderBuilder<bytes::Bytes>,
     keep: &[bool],
-    (keys, how): (&Rekey, Move),
+    records: &mut Records,
     object: &str,
     w: &mut FileWriter,
 ) -> Result<(), SweepError> {
-    let mut how = (how, RecordCompressor::default());
     let mut offset = 0usize;
     let reader = builder
         .with_batch_size(BATCH_ROWS)
@@ -247,13 +141,37 @@ async fn copy_survivors(
         .map_err(|e| LakeError::parquet(object, e))?;
     for b in reader {
         let b = b.map_err(|e| corrupt(object, e))?;
-        let mask = BooleanArray::from(keep[offset..offset + b.num_rows()].to_vec());
+        let payload = b
+            .column_by_name("payload")
+            .expect("column")
+            .as_binary::<i32>()
+            .clone();
+        // a group is carried by its first row, kept or not
+        (0..b.num_rows()).for_each(|r| records.carry(payload.value(r)));
+        let kept = &keep[offset..offset + b.num_rows()];
         offset += b.num_rows();
+        let col = |n: &str| {
+            b.column_by_name(n)
+                .expect("column")
+                .as_string::<i32>()
+                .clone()
+        };
+        let (tn, ev, it) = (col("tenant_id"), col("event_id"), col("interaction_id"));
+        let mut opened = Vec::new();
+        for r in (0..b.num_rows()).filter(|&r| kept[r]) {
+            let ids = RowIds {
+                tenant_id: tn.value(r),
+                event_id: ev.value(r),
+                interaction_id: it.value(r),
+            };
+            opened.push(records.open(ids, payload.value(r))?);
+        }
+        let mask = BooleanArray::from(kept.to_vec());
         let b = arrow::compute::filter_record_batch(&b, &mask).map_err(|e| corrupt(object, e))?;
         if b.num_rows() == 0 {
             continue;
         }
-        w.write_batch(&reseal_batch(&b, keys, &mut how, object)?)?;
+        w.write_opened(&b, &opened)?;
         w.upload_pending().await?;
     }
     Ok(())
@@ -300,27 +218,23 @@ pub async fn rewrite_file(
             .await?,
         to: dek.cipher(),
     };
-    let dicts = FileDictionaries::from_footer(&md, keys.from.clone(), &old.path)?;
-    let how = match dicts.shared() {
-        true => Move::Recompress(recompress::learn(
-            &bytes,
-            &survivors.keep,
-            &dicts,
-            &old.path,
-        )?),
-        false => Move::Reseal,
-    };
+    let mut records = Records::from_footer(&md, keys.from.clone(), &old.path)?;
     let new_path = layout::data_file(p, file_id);
-    let place = (p, file_id);
-    let (kv, compression) = new_footer(old, &dicts, &how, &survivors.tenants, place, &keys)?;
+    let kv = new_footer(old, (p, file_id), &keys);
     let upload = store.start_upload(&new_path).await?;
-    let mut w = FileWriter::new(new_path, upload, dek.id(), kv)?;
-    copy_survivors(builder, &survivors.keep, (&keys, how), &old.path, &mut w).await?;
+    let mut w = FileWriter::new(
+        new_path,
+        upload,
+        Sealing::Groups(Box::new(keys.to.clone())),
+        kv,
+    )?;
+    copy_survivors(builder, &survivors.keep, &mut records, &old.path, &mut w).await?;
     let file = w.close()?.complete().await?;
     let encryption = FileEncryption {
         dek_id: keys.to.dek_id().to_string(),
         wrapped_dek: keys.wrapped,
-        compression: compression.to_string(),
+        compression: datafile::footer::GROUP_COMPRESSION.to_string(),
+        aad: crate::crypto::group::GROUP_AAD.to_string(),
         ..old.encryption.clone()
     };
     Ok(Outcome::Rewritten(Box::new(Rewritten {

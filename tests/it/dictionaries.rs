@@ -1,8 +1,9 @@
-//! Record dictionaries per tenant. A store whose data files are of format 1 (one dictionary
-//! trained on every tenant's records of a file; a test build writes them with
-//! `HOLDFAST_TEST_DATAFILE_V1=1`, as holdfast did before format 2) stays readable by every
-//! reader: `query --decrypt`, `verify --deep`, and a sweep, whose rewrite of a format 1 file
-//! writes format 2 with a dictionary per tenant. New batches write format 2.
+//! Data file formats. A store whose data files are of format 1 (each record sealed alone, one
+//! dictionary trained on every tenant's records of a file) or 2 (a dictionary per tenant), as
+//! holdfast wrote them before format 3 (a test build still does, with
+//! `HOLDFAST_TEST_DATAFILE_VERSION`), stays readable by every reader: `query --decrypt`,
+//! `verify --deep`, and a sweep, whose rewrite of such a file writes format 3 (records sealed
+//! in groups). New batches write format 3, and the formats are read side by side.
 
 use crate::common::{self, Env};
 use std::collections::BTreeMap;
@@ -29,8 +30,14 @@ fn footers(env: &Env) -> BTreeMap<String, BTreeMap<String, String>> {
 
 /// Every record of `day` opened through `query --decrypt`: its notes are the generated ones.
 fn decrypted_notes_match(env: &Env, g: &common::Gen, day: u32) -> usize {
+    decrypted_where(env, g, &format!("day = {day}"))
+}
+
+/// Every record `filter` selects, opened through `query --decrypt`: its notes are the
+/// generated ones.
+fn decrypted_where(env: &Env, g: &common::Gen, filter: &str) -> usize {
     let sql = format!(
-        "SELECT event_id, json_get(record, 'interaction', 'notes') AS notes FROM decrypted WHERE day = {day}"
+        "SELECT event_id, json_get(record, 'interaction', 'notes') AS notes FROM decrypted WHERE {filter}"
     );
     let out = env.ok(&[
         "query",
@@ -60,13 +67,22 @@ fn deep_verify(env: &Env) {
 }
 
 #[test]
-fn format_1_files_stay_readable_and_a_sweep_rewrites_them_as_format_2() {
+fn format_1_files_stay_readable_and_a_sweep_rewrites_them_as_format_3() {
+    old_files_stay_readable(1);
+}
+
+#[test]
+fn format_2_files_stay_readable_and_a_sweep_rewrites_them_as_format_3() {
+    old_files_stay_readable(2);
+}
+
+fn old_files_stay_readable(version: u8) {
     let env = Env::new();
     let g = common::generate(71, 900, 0, 3); // 2025-10-01 .. 03, 3 tenants, FINRA 6 years
     env.ingest(&env.write("e.ndjson", &g.ndjson));
     let out = env
         .cmd(&["batch", "--format", "json"])
-        .env("HOLDFAST_TEST_DATAFILE_V1", "1")
+        .env("HOLDFAST_TEST_DATAFILE_VERSION", version.to_string())
         .output()
         .unwrap();
     assert!(
@@ -75,14 +91,13 @@ fn format_1_files_stay_readable_and_a_sweep_rewrites_them_as_format_2() {
         String::from_utf8_lossy(&out.stderr)
     );
     let before = footers(&env);
-    assert!(before.values().all(
-        |kv| kv["holdfast.format_version"] == "1" && !kv.contains_key("holdfast.dictionaries")
-    ));
-    assert!(
-        before
-            .values()
-            .any(|kv| kv.contains_key("holdfast.dictionary"))
-    );
+    let v = version.to_string();
+    assert!(before.values().all(|kv| kv["holdfast.format_version"] == v));
+    let dictionary = match version {
+        1 => "holdfast.dictionary",
+        _ => "holdfast.dictionaries",
+    };
+    assert!(before.values().any(|kv| kv.contains_key(dictionary)));
 
     deep_verify(&env);
     assert!(decrypted_notes_match(&env, &g, 2) > 100);
@@ -107,23 +122,20 @@ fn format_1_files_stay_readable_and_a_sweep_rewrites_them_as_format_2() {
         .collect();
     assert_eq!(new.len() as i64, r["files_rewritten"].as_i64().unwrap());
     for kv in &new {
-        assert_eq!(kv["holdfast.format_version"], "2", "{kv:?}");
+        assert_eq!(kv["holdfast.format_version"], "3", "{kv:?}");
+        assert_eq!(kv["holdfast.payload.compression"], "zstd-groups", "{kv:?}");
         assert!(!kv.contains_key("holdfast.dictionary"), "{kv:?}");
+        assert!(!kv.contains_key("holdfast.dictionaries"), "{kv:?}");
         assert!(kv.contains_key("holdfast.rewritten_from"), "{kv:?}");
     }
-    assert!(
-        new.iter()
-            .any(|kv| kv.contains_key("holdfast.dictionaries")),
-        "tenants with enough survivors learnt their own"
-    );
     deep_verify(&env);
     assert!(decrypted_notes_match(&env, &g, 2) > 0);
     assert!(
         decrypted_notes_match(&env, &g, 3) > 100,
-        "format 1 beside format 2"
+        "the old format beside format 3"
     );
 
-    // a later batch writes format 2
+    // a later batch writes format 3
     let g2 = common::generate(72, 300, 0, 3);
     env.ingest(&env.write("f.ndjson", &g2.ndjson));
     env.batch();
@@ -136,7 +148,27 @@ fn format_1_files_stay_readable_and_a_sweep_rewrites_them_as_format_2() {
     assert!(
         added
             .iter()
-            .all(|(_, kv)| kv["holdfast.format_version"] == "2")
+            .all(|(_, kv)| kv["holdfast.format_version"] == "3")
     );
+    deep_verify(&env);
+}
+
+/// In format 3 a group is carried by its first row: a query whose filter leaves that row out
+/// still opens the rows it keeps (the carrier is read from the file), and only those.
+#[test]
+fn a_filtered_query_opens_records_whose_group_it_did_not_select() {
+    let env = Env::new();
+    let g = common::generate(73, 600, 0, 3);
+    env.ingest(&env.write("e.ndjson", &g.ndjson));
+    env.batch();
+    assert!(
+        footers(&env)
+            .values()
+            .all(|kv| kv["holdfast.format_version"] == "3")
+    );
+    // every seventh event: most groups' first rows are not among them
+    let all = decrypted_where(&env, &g, "day = 2");
+    let some = decrypted_where(&env, &g, "day = 2 AND event_id LIKE '%7'");
+    assert!(some > 5 && some < all / 5, "{some} of {all}");
     deep_verify(&env);
 }

@@ -413,17 +413,21 @@ fn rewrite_first_file(
     (env, rel)
 }
 
-/// Swap the payloads of two rows, then rewrite the file and its manifest so that hashes,
-/// sizes and counts all match: only the AAD binding can tell.
+/// Swap the payloads of two rows that carry a sealed group each (data file format 3: a
+/// group's first row carries it, and every row names its group), then rewrite the file and its
+/// manifest so that hashes, sizes and counts all match: only the binding of each record to
+/// its row (the group's AAD and the member tags) can tell. Each of the two rows now names the
+/// other's group, which has no member with its ids.
 #[test]
 fn deep_verify_catches_swapped_ciphertexts() {
     use arrow::array::{Array, AsArray, BinaryArray, RecordBatch};
     let (env, _) = rewrite_first_file(22, |batch| {
         let pi = batch.schema().index_of("payload").unwrap();
         let payload = batch.column(pi).as_binary::<i32>();
-        assert!(payload.len() >= 2);
         let mut values: Vec<&[u8]> = (0..payload.len()).map(|i| payload.value(i)).collect();
-        values.swap(0, 1);
+        let carriers: Vec<usize> = (0..values.len()).filter(|&i| values[i].len() > 5).collect();
+        assert!(carriers.len() >= 2, "{} groups", carriers.len());
+        values.swap(carriers[0], carriers[1]);
         let mut cols = batch.columns().to_vec();
         cols[pi] = std::sync::Arc::new(BinaryArray::from(values));
         RecordBatch::try_new(batch.schema(), cols).unwrap()

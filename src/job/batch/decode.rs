@@ -192,8 +192,9 @@ impl Worker<'_> {
         Ok(expires)
     }
 
-    /// The record sealed under its file's DEK once its tenant's dictionary of the file is
-    /// known; until then an empty payload and the plaintext beside it (the sink seals it).
+    /// Formats 1 and 2 (test builds): the record sealed under its file's DEK once its
+    /// tenant's dictionary of the file is known. Otherwise (always in format 3) an empty
+    /// payload and the plaintext beside it, for the sink.
     fn seal(
         &mut self,
         file: &FileKey,
@@ -317,6 +318,7 @@ impl Worker<'_> {
             schema_version: f.schema_version,
             policy_id,
             expires_at: micros(expires),
+            record: Default::default(),
             payload,
         };
         Ok(Decoded::Row(DecodedRow {

@@ -21,7 +21,8 @@ pub(super) struct FileKey {
     pub(super) domain: Option<Arc<str>>,
 }
 
-/// Per-file keys of this batch: the file's DEK, and its tenants' dictionaries once learnt.
+/// Per-file keys of this batch: the file's DEK, and (formats 1 and 2, which test builds still
+/// write) its tenants' dictionaries once learnt.
 pub(super) struct PartKeys {
     pub(super) dek: DataKey,
     pub(super) cipher: Cipher,
@@ -30,14 +31,14 @@ pub(super) struct PartKeys {
 
 impl PartKeys {
     /// A new DEK; no dictionary yet.
-    pub(super) fn generate(shared: bool) -> Self {
+    pub(super) fn generate(format: Format) -> Self {
         let dek = DataKey::generate();
         let cipher = dek.cipher();
         PartKeys {
             dek,
             cipher,
             dict: DictCell {
-                shared,
+                format,
                 ..DictCell::default()
             },
         }
@@ -47,29 +48,69 @@ impl PartKeys {
 /// A learnt dictionary: `None` when there was too little to train on (plain zstd).
 pub(super) type Learnt = Option<Arc<Dictionary>>;
 
+/// The data file format a batch writes: 3, or (test builds only, to show that readers still
+/// read them) 1 or 2.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum Format {
+    /// Records sealed in groups when their rows are written; the sink holds a file's first
+    /// [`OPEN_ROWS`] rows back so that a small file is written whole, its size known.
+    #[default]
+    Groups,
+    /// Test builds only: each record sealed alone, with a dictionary per tenant (2) or one
+    /// for every tenant of the file (1).
+    #[cfg(any(test, feature = "test-hooks"))]
+    Records { shared: bool },
+}
+
 /// A file's dictionaries, one per tenant, as the decode workers see them: a tenant's is
 /// unknown while the sink learns it from that tenant's first records, then learnt; and every
 /// one is unknown again once the file is closed ([`DictCell::close`]), so that the workers hand
 /// the sink plaintext for any later file of the same partition and policy, which has a DEK
-/// (and dictionaries) of its own.
+/// (and dictionaries) of its own. In format 3 there are no dictionaries: the workers always
+/// hand plaintext, and the sink holds a file's first rows back under one scope, `""`, until
+/// it "learns" that the file is not small ([`DictCell::learn_rows`]).
 #[derive(Default)]
 pub(super) struct DictCell {
     learnt: RwLock<HashMap<String, Learnt>>,
     closed: AtomicBool,
-    /// Test builds only: one dictionary for every tenant, as data file format 1 had.
-    shared: bool,
+    format: Format,
 }
 
 impl DictCell {
-    /// Which dictionary a tenant's records use: their own, or (format 1) the file's.
+    /// Which dictionary a tenant's records use: their own, or (formats 1 and 3) the file's.
     pub(super) fn scope<'t>(&self, tenant: &'t str) -> &'t str {
-        if self.shared { "" } else { tenant }
+        match self.format {
+            // "": every tenant's rows held back together
+            Format::Groups => &tenant[..0],
+            #[cfg(any(test, feature = "test-hooks"))]
+            Format::Records { shared: true } => "",
+            #[cfg(any(test, feature = "test-hooks"))]
+            Format::Records { shared: false } => tenant,
+        }
     }
 
-    /// Whether this file is written in format 1 (test builds only).
-    #[cfg(any(test, feature = "test-hooks"))]
-    pub(super) fn shared(&self) -> bool {
-        self.shared
+    pub(super) fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Rows a scope holds back before it learns.
+    pub(super) fn learn_rows(&self) -> usize {
+        match self.format {
+            Format::Groups => OPEN_ROWS,
+            #[cfg(any(test, feature = "test-hooks"))]
+            Format::Records { .. } => TRAIN_ROWS,
+        }
+    }
+
+    /// What a scope learns from its first records: a dictionary (formats 1 and 2, when there
+    /// is enough to learn from), or nothing (format 3).
+    pub(super) fn train(&self, samples: &[&[u8]]) -> Learnt {
+        let _ = samples;
+        match self.format {
+            Format::Groups => None,
+            #[cfg(any(test, feature = "test-hooks"))]
+            Format::Records { .. } => Dictionary::train(samples).map(Arc::new),
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Learnt>> {
@@ -81,7 +122,7 @@ impl DictCell {
     /// The dictionary to seal a record of `tenant` with, while the file is open and that
     /// tenant's dictionary is learnt.
     pub(super) fn get(&self, tenant: &str) -> Option<Learnt> {
-        if self.closed.load(Ordering::Acquire) {
+        if self.format == Format::Groups || self.closed.load(Ordering::Acquire) {
             return None;
         }
         self.read().get(self.scope(tenant)).cloned()
@@ -93,6 +134,7 @@ impl DictCell {
     }
 
     /// Every dictionary learnt, by tenant (the file's footer), sorted.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub(super) fn all(&self) -> Vec<(String, Arc<Dictionary>)> {
         let mut all: Vec<(String, Arc<Dictionary>)> = self
             .read()
@@ -134,16 +176,16 @@ impl DictCell {
 #[derive(Default)]
 pub(super) struct KeyBook {
     parts: Mutex<HashMap<FileKey, Arc<PartKeys>>>,
-    /// Test builds only: files of format 1, one dictionary for every tenant.
-    shared: bool,
+    format: Format,
 }
 
 impl KeyBook {
-    /// A key book for files of format 1 (test builds: to show that readers still read them).
+    /// A key book for files of format 1 or 2 (test builds: to show that readers still read
+    /// them).
     #[cfg(any(test, feature = "test-hooks"))]
-    pub(super) fn format_1() -> Self {
+    pub(super) fn records(shared: bool) -> Self {
         KeyBook {
-            shared: true,
+            format: Format::Records { shared },
             ..KeyBook::default()
         }
     }
@@ -151,18 +193,22 @@ impl KeyBook {
     pub(super) fn part(&self, p: &FileKey) -> Arc<PartKeys> {
         let mut m = self.parts.lock().expect("key book lock");
         m.entry(p.clone())
-            .or_insert_with(|| Arc::new(PartKeys::generate(self.shared)))
+            .or_insert_with(|| Arc::new(PartKeys::generate(self.format)))
             .clone()
     }
 
     /// Keys for a later file of a partition and policy (not shared with the workers).
     pub(super) fn later(&self) -> Arc<PartKeys> {
-        Arc::new(PartKeys::generate(self.shared))
+        Arc::new(PartKeys::generate(self.format))
     }
 }
 
-/// Records a tenant's dictionary of a file is trained on.
+/// Records a tenant's dictionary of a file is trained on (formats 1 and 2).
+#[cfg(any(test, feature = "test-hooks"))]
 pub(super) const TRAIN_ROWS: usize = crate::crypto::TRAIN_RECORDS;
+/// Rows a format 3 file holds back before it is opened: a file that ends with fewer is written
+/// whole at its close, its row count known (its bloom filters sized for it).
+pub(super) const OPEN_ROWS: usize = 4096;
 
 /// The dedupe key of an event: a digest of its tenant and id (two tenants may use the same id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

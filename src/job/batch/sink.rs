@@ -13,7 +13,7 @@
 //! several at once, beside the coordinator, so that their work and fsyncs overlap.
 
 use super::Stages;
-use super::keys::{FileKey, KeyBook, PartKeys, TRAIN_ROWS};
+use super::keys::{FileKey, Format, KeyBook, PartKeys};
 use super::report::BatchReport;
 use crate::crypto::{Dictionary, RecordCompressor, open_record, record_aad, seal_record};
 use crate::job::{Context, JobError};
@@ -181,7 +181,7 @@ impl<'a> Sink<'a> {
             let learning = slot.held.tenants.entry(scope.clone()).or_default();
             learning.rows.push(HeldRow { row, plain });
             learning.bytes += bytes;
-            let ready = learning.rows.len() >= TRAIN_ROWS;
+            let ready = learning.rows.len() >= keys.dict.learn_rows();
             slot.held.bytes += bytes;
             slot.last_used = self.tick;
             if ready {
@@ -243,9 +243,7 @@ impl<'a> Sink<'a> {
         let rows = slot.held.take(scope);
         let keys = slot.keys.clone();
         let samples: Vec<&[u8]> = rows.iter().map(|h| h.plain.as_slice()).collect();
-        let dict = keys
-            .dict
-            .set(scope, Dictionary::train(&samples).map(Arc::new));
+        let dict = keys.dict.set(scope, keys.dict.train(&samples));
         for HeldRow { mut row, plain } in rows {
             seal(&mut self.z, &keys, dict.as_deref(), &mut row, plain);
             self.write(part, row)?;
@@ -420,8 +418,9 @@ impl<'a> Sink<'a> {
     }
 }
 
-/// Compresses (with its tenant's dictionary) and seals a record under the file's DEK, into
-/// the row's payload; the plaintext is zeroized.
+/// Format 3: puts the record in its row, to be sealed with its group when the row is written.
+/// Formats 1 and 2: compresses (with its tenant's dictionary) and seals the record under the
+/// file's DEK, into the row's payload. The plaintext is zeroized either way.
 fn seal(
     z: &mut RecordCompressor,
     pk: &PartKeys,
@@ -429,6 +428,10 @@ fn seal(
     row: &mut Row,
     mut plain: Vec<u8>,
 ) {
+    if pk.dict.format() == Format::Groups {
+        row.record = crate::crypto::Plaintext::new(plain);
+        return;
+    }
     let aad = record_aad(
         &row.tenant_id,
         &row.event_id,

@@ -1,26 +1,32 @@
 //! The key/value metadata holdfast writes into every data file's Parquet footer, so a file
-//! describes itself without its manifest. Frozen: format `holdfast.datafile`, versions 1 and 2
-//! (the keys below); a change is a new version. Every reader of the footer checks both keys
-//! first ([`check`]) and refuses another format or an unknown version. Golden files:
-//! `fixtures/formats/datafile-footer-v1.json` (key set), `datafile-footer-v2.json`.
+//! describes itself without its manifest. Frozen: format `holdfast.datafile`, versions 1, 2
+//! and 3 (the keys below); a change is a new version. Every reader of the footer checks both
+//! keys first ([`check`]) and refuses another format or an unknown version. Golden files:
+//! `fixtures/formats/datafile-footer-v1.json` (key set), `datafile-footer-v2.json`,
+//! `datafile-footer-v3.json`.
 //!
-//! Version 2 differs from 1 only in the record dictionaries: version 1 has at most one, for
-//! every record of the file ([`DICTIONARY`]); version 2 has one per tenant, or none
-//! ([`DICTIONARIES`]), each naming the DEK that seals it. New files are version 2; version 1
-//! files are read by every reader, and a sweep's rewrite of one writes version 2.
+//! Versions 1 and 2 seal each record alone and differ only in the record dictionaries:
+//! version 1 has at most one, for every record of the file ([`DICTIONARY`]); version 2 has one
+//! per tenant, or none ([`DICTIONARIES`]), each naming the DEK that seals it. Version 3 seals
+//! a tenant's records in groups ([`crate::crypto::group`], AAD `holdfast.group.v1`,
+//! compression [`GROUP_COMPRESSION`]) and has no dictionaries; each row's `payload` names its
+//! group, and the group's first row carries it. New files are version 3; versions 1 and 2 are
+//! read by every reader, and a sweep's rewrite of any version writes version 3.
 
 use crate::format::FormatError;
 use crate::lake::LakeError;
 use parquet::file::metadata::FileMetaData;
 
 pub const FORMAT: &str = "holdfast.datafile";
-const VERSIONS: &[&str] = &["1", "2"];
+const VERSIONS: &[&str] = &["1", "2", "3"];
 /// The version holdfast writes.
-pub const VERSION: &str = "2";
+pub const VERSION: &str = "3";
+/// The compression of format 3 files ([`COMPRESSION`]): zstd over groups of records.
+pub const GROUP_COMPRESSION: &str = "zstd-groups";
 
 /// `holdfast.datafile`
 pub const FORMAT_KEY: &str = "holdfast.format";
-/// `1` or `2`
+/// `1`, `2` or `3`
 pub const VERSION_KEY: &str = "holdfast.format_version";
 /// The batch (or sweep) that wrote the file.
 pub const BATCH_ID: &str = "holdfast.batch_id";
@@ -147,38 +153,50 @@ mod tests {
         FileMetaData::new(1, 0, None, Some(kv), descr, None)
     }
 
-    /// The keys of a version 2 file with dictionaries (their sealed values stand-ins).
-    fn keys_v2() -> Vec<KeyValue> {
-        let entry = |t: &str, sealed: &[u8]| TenantDictionaryV2 {
-            tenant_id: t.into(),
-            dek_id: "dek-0123".into(),
-            sealed: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sealed),
-        };
-        let mut kv = keys();
-        kv.push(KeyValue::new(
-            COMPRESSION.into(),
-            "zstd+tenant-dictionaries".to_string(),
-        ));
-        let entries = vec![entry("tenant-b", &[2; 40]), entry("tenant-a", &[1; 40])];
-        kv.push(KeyValue::new(
-            DICTIONARIES.into(),
-            encode_dictionaries(entries),
-        ));
-        kv
-    }
-
     fn pairs(kv: Vec<KeyValue>) -> Vec<(String, Option<String>)> {
         kv.into_iter().map(|k| (k.key, k.value)).collect()
     }
 
     #[test]
-    fn version_2_key_set_is_frozen() {
+    fn version_3_key_set_is_frozen() {
         golden(
-            "datafile-footer-v2.json",
-            &crate::format::encode(&pairs(keys_v2())),
+            "datafile-footer-v3.json",
+            &crate::format::encode(&pairs(keys())),
         );
-        check_format(&md(keys_v2())).unwrap();
-        let v = value(&md(keys_v2()), DICTIONARIES).unwrap().to_string();
+        check_format(&md(keys())).unwrap();
+        assert_eq!(value(&md(keys()), VERSION_KEY), Some("3"));
+        assert_eq!(value(&md(keys()), COMPRESSION), Some(GROUP_COMPRESSION));
+        assert_eq!(value(&md(keys()), AAD), Some("holdfast.group.v1"));
+    }
+
+    /// A golden key set of an older version, as a footer.
+    fn old(name: &str) -> (Vec<(String, Option<String>)>, FileMetaData) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/formats")
+            .join(name);
+        #[allow(clippy::disallowed_methods)] // golden files live in the repository
+        let bytes = std::fs::read(path).unwrap();
+        let pairs: Vec<(String, Option<String>)> = serde_json::from_slice(&bytes).unwrap();
+        let kv = pairs
+            .iter()
+            .map(|(k, v)| KeyValue::new(k.clone(), v.clone().unwrap()))
+            .collect();
+        (pairs, md(kv))
+    }
+
+    /// Versions 1 and 2 are no longer written (but by test builds); their golden key sets are
+    /// still read. Version 1 is version 2's first keys but for the version; version 2 adds
+    /// the compression and the tenants' dictionaries.
+    #[test]
+    fn versions_1_and_2_are_still_read() {
+        let (v1, md1) = old("datafile-footer-v1.json");
+        let (v2, md2) = old("datafile-footer-v2.json");
+        check_format(&md1).unwrap();
+        check_format(&md2).unwrap();
+        let mut first = v2[..v1.len()].to_vec();
+        first[1].1 = Some("1".into());
+        assert_eq!(v1, first);
+        let v = value(&md2, DICTIONARIES).unwrap().to_string();
         let entries = decode_dictionaries(&v).unwrap();
         let tenants: Vec<&str> = entries.iter().map(|e| e.tenant_id.as_str()).collect();
         assert_eq!(tenants, ["tenant-a", "tenant-b"], "sorted by tenant");
@@ -186,26 +204,8 @@ mod tests {
         assert!(decode_dictionaries(&twice).is_err());
         let unknown = v.replacen("\"sealed\"", "\"extra\":1,\"sealed\"", 1);
         assert!(decode_dictionaries(&unknown).is_err());
-    }
-
-    /// Version 1 is no longer written; its golden key set is still read, and it is the
-    /// version 2 key set but for the version (the dictionaries are the difference).
-    #[test]
-    fn version_1_key_set_is_still_read() {
-        let golden = include_bytes!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/formats/datafile-footer-v1.json"
-        ));
-        let v1: Vec<(String, Option<String>)> = serde_json::from_slice(golden).unwrap();
-        let kv: Vec<KeyValue> = v1
-            .iter()
-            .map(|(k, v)| KeyValue::new(k.clone(), v.clone().unwrap()))
-            .collect();
-        check_format(&md(kv)).unwrap();
-        let mut now = pairs(keys());
-        assert_eq!(now[1].1.as_deref(), Some("2"));
-        now[1].1 = Some("1".into());
-        assert_eq!(v1, now);
+        // the encoder writes what version 2 holds
+        assert_eq!(encode_dictionaries(entries), v);
     }
 
     #[test]
@@ -217,9 +217,9 @@ mod tests {
             }
             md(kv)
         };
-        let e = check_format(&with(VERSION_KEY, Some("3"))).unwrap_err();
+        let e = check_format(&with(VERSION_KEY, Some("4"))).unwrap_err();
         assert!(
-            matches!(e, FormatError::UnknownVersion { found: Some(ref v), .. } if v == "3"),
+            matches!(e, FormatError::UnknownVersion { found: Some(ref v), .. } if v == "4"),
             "{e}"
         );
         let e = check_format(&with(VERSION_KEY, None)).unwrap_err();

@@ -186,6 +186,7 @@ mod tests {
             policy_id: "p".into(),
             expires_at: 1_900_000_000_000_000,
             record_hash: [0; 32],
+            record: Default::default(),
             payload: vec![1, 2, 3],
         }
     }
@@ -199,7 +200,10 @@ mod tests {
             row("e2", None, &[]),
             row("e3", Some("q3"), &["a3"]),
         ];
-        let b = to_record_batch(&rows, "dek");
+        let payload = std::sync::Arc::new(arrow::array::BinaryArray::from_iter_values(
+            rows.iter().map(|r| &r.payload),
+        ));
+        let b = to_record_batch(&rows, "dek", payload);
         let cols = IndexColumns::of(&b, "f").unwrap();
         assert_eq!(cols.len(), 3);
         for (r, want) in rows.iter().enumerate() {

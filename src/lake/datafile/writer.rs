@@ -2,6 +2,7 @@
 //! (a sweep rewrite) into a Parquet file, gathers the statistics its manifest entry states
 //! ([`FileStats`]), and [`FinishedFile::entry`] turns the completed file into that entry.
 
+use super::groups::{Grouper, ToSeal};
 use super::{Row, SCHEMA, sized_writer_properties};
 use crate::lake::LakeError;
 use crate::lake::manifest::{DataFileEntry, FileEncryption};
@@ -170,6 +171,16 @@ impl Closed {
     }
 }
 
+/// How a file's records are sealed.
+pub enum Sealing {
+    /// Format 3: in groups, under this DEK, as rows are written.
+    Groups(Box<crate::crypto::Cipher>),
+    /// Formats 1 and 2: rows come with their record sealed alone under the DEK of this id
+    /// (test builds write them, to show that every reader still reads them).
+    #[cfg(any(test, feature = "test-hooks"))]
+    Records(String),
+}
+
 /// Streams one data file to the store: rows are encoded into row groups and uploaded in
 /// parts as they complete, so memory holds at most the open row group. The object appears
 /// under its final name only on [`Closed::complete`]; it is committed only when a manifest
@@ -186,6 +197,8 @@ pub struct FileWriter {
     record_count: u64,
     stats: FileStats,
     dek_id: String,
+    /// Format 3 (`None`: rows come sealed).
+    grouper: Option<Grouper>,
 }
 
 const PART_BYTES: usize = 8 << 20;
@@ -198,10 +211,10 @@ impl FileWriter {
     pub fn new(
         path: Path,
         upload: Box<dyn MultipartUpload>,
-        dek_id: &str,
+        sealing: Sealing,
         kv: Vec<KeyValue>,
     ) -> Result<Self, LakeError> {
-        Self::with_properties(path, upload, dek_id, sized_writer_properties(kv, None))
+        Self::with_properties(path, upload, sealing, sized_writer_properties(kv, None))
     }
 
     /// A file whose row count is known before the first row: its bloom filters are sized
@@ -210,14 +223,14 @@ impl FileWriter {
     pub fn with_rows(
         path: Path,
         upload: Box<dyn MultipartUpload>,
-        dek_id: &str,
+        sealing: Sealing,
         kv: Vec<KeyValue>,
         rows: u64,
     ) -> Result<Self, LakeError> {
         Self::with_properties(
             path,
             upload,
-            dek_id,
+            sealing,
             sized_writer_properties(kv, Some(rows)),
         )
     }
@@ -225,9 +238,14 @@ impl FileWriter {
     fn with_properties(
         path: Path,
         upload: Box<dyn MultipartUpload>,
-        dek_id: &str,
+        sealing: Sealing,
         props: parquet::file::properties::WriterProperties,
     ) -> Result<Self, LakeError> {
+        let (dek_id, grouper) = match sealing {
+            Sealing::Groups(cipher) => (cipher.dek_id().to_string(), Some(Grouper::new(*cipher))),
+            #[cfg(any(test, feature = "test-hooks"))]
+            Sealing::Records(dek_id) => (dek_id, None),
+        };
         let writer = ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(props))
             .map_err(|e| LakeError::parquet(path.as_ref(), e))?;
         Ok(FileWriter {
@@ -241,7 +259,8 @@ impl FileWriter {
             rows_bytes: 0,
             record_count: 0,
             stats: FileStats::default(),
-            dek_id: dek_id.to_string(),
+            dek_id,
+            grouper,
         })
     }
 
@@ -287,8 +306,18 @@ impl FileWriter {
         if self.rows.is_empty() {
             return Ok(());
         }
-        let batch = super::to_record_batch(&self.rows, &self.dek_id);
+        let payload: arrow::array::ArrayRef = match &mut self.grouper {
+            Some(g) => {
+                let rows: Vec<ToSeal<'_>> = self.rows.iter().map(to_seal).collect();
+                std::sync::Arc::new(g.payloads(&rows))
+            }
+            None => std::sync::Arc::new(arrow::array::BinaryArray::from_iter_values(
+                self.rows.iter().map(|r| &r.payload),
+            )),
+        };
+        let batch = super::to_record_batch(&self.rows, &self.dek_id, payload);
         self.record_count += self.rows.len() as u64;
+        // the records' plaintext is zeroized as the rows go
         self.rows.clear();
         self.rows_bytes = 0;
         self.writer
@@ -298,8 +327,42 @@ impl FileWriter {
         Ok(())
     }
 
-    /// Writes a batch already in [`SCHEMA`] (a retention rewrite copies filtered batches).
-    pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), LakeError> {
+    /// Writes a batch already in [`SCHEMA`] whose `payload` and `dek_id` columns are still to
+    /// be made: the records of its rows, in order, are sealed in groups under this file's DEK
+    /// (a retention rewrite copies the index columns of the rows it keeps, with their records
+    /// opened).
+    pub fn write_opened(
+        &mut self,
+        batch: &RecordBatch,
+        records: &[crate::crypto::Plaintext],
+    ) -> Result<(), LakeError> {
+        let g = self.grouper.as_mut().expect("a rewrite writes format 3");
+        let col = |n: &str| batch.column_by_name(n).expect("column").as_string::<i32>();
+        let (tenant, event, interaction) =
+            (col("tenant_id"), col("event_id"), col("interaction_id"));
+        let rows: Vec<ToSeal<'_>> = (0..batch.num_rows())
+            .map(|i| ToSeal {
+                tenant_id: tenant.value(i),
+                event_id: event.value(i),
+                interaction_id: interaction.value(i),
+                record: &records[i],
+            })
+            .collect();
+        let payload = std::sync::Arc::new(g.payloads(&rows));
+        let dek_id = arrow::array::StringArray::from_iter_values(std::iter::repeat_n(
+            g.dek_id(),
+            batch.num_rows(),
+        ));
+        let mut columns = batch.columns().to_vec();
+        columns[SCHEMA.index_of("payload").expect("column")] = payload;
+        columns[SCHEMA.index_of("dek_id").expect("column")] = std::sync::Arc::new(dek_id);
+        let sealed =
+            RecordBatch::try_new(SCHEMA.clone(), columns).expect("the batch's own columns");
+        self.write_batch(&sealed)
+    }
+
+    /// Writes a batch already in [`SCHEMA`], sealed.
+    fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), LakeError> {
         self.encode()?;
         self.stats.add_batch(batch);
         self.record_count += batch.num_rows() as u64;
@@ -378,5 +441,14 @@ impl FileWriter {
             upload: self.upload,
             parts: self.pending,
         })
+    }
+}
+
+fn to_seal(r: &Row) -> ToSeal<'_> {
+    ToSeal {
+        tenant_id: &r.tenant_id,
+        event_id: &r.event_id,
+        interaction_id: &r.interaction_id,
+        record: &r.record,
     }
 }

@@ -1,6 +1,6 @@
 //! Rewrites on an in-memory store, after a real ingest and batch: the survivors of a file
-//! are resealed into a new one that holds exactly the held records, and holds find them there;
-//! each surviving tenant keeps its own dictionary, and a format 1 file becomes format 2.
+//! are sealed again into a new one that holds exactly the held records, and holds find them
+//! there; a file of any format becomes format 3, its survivors unchanged.
 
 use super::*;
 use crate::clock::FakeClock;
@@ -9,6 +9,7 @@ use crate::retention::hold::{self, Scope, Status};
 use crate::sources::SourceKind;
 use arrow::array::AsArray;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 const EVENTS: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -49,11 +50,11 @@ fn held() -> Hold {
 
 /// A lake on a memory store: the fixture ingested and batched.
 async fn lake(keys: &std::path::Path) -> Context {
-    lake_of(keys, false).await
+    lake_of(keys, 3).await
 }
 
-/// A lake whose data files are of `format_1` (one dictionary for every tenant) or not.
-async fn lake_of(keys: &std::path::Path, format_1: bool) -> Context {
+/// A lake whose data files are of format `version`.
+async fn lake_of(keys: &std::path::Path, version: u8) -> Context {
     let ring =
         crate::crypto::kms::LocalKeyring::create(&keys.join("k.json"), "2025-10-05").unwrap();
     let ctx = Context {
@@ -66,7 +67,7 @@ async fn lake_of(keys: &std::path::Path, format_1: bool) -> Context {
         .await
         .unwrap();
     let opts = BatchOptions {
-        data_file_format_1: format_1,
+        data_file_version: version,
         ..BatchOptions::default()
     };
     let report = crate::job::batch(&ctx, &opts).await.unwrap();
@@ -133,13 +134,12 @@ fn a_rewrite_keeps_exactly_the_held_records_in_a_new_file() {
     });
 }
 
-/// Every record of a committed file opened with its tenant's dictionary (and checked against
-/// its `record_hash`): the footer's version, the tenants it has dictionaries for, and the
-/// records by event id with their tenant.
+/// Every record of a committed file opened (and checked against its `record_hash`): the
+/// footer's version, and the records by event id with their tenant.
 async fn open_all(
     ctx: &Context,
     f: &DataFileEntry,
-) -> (String, Vec<String>, BTreeMap<String, (String, Vec<u8>)>) {
+) -> (String, BTreeMap<String, (String, Vec<u8>)>) {
     let path = f.location().unwrap();
     let md = datafile::footer(&ctx.store, &path, f.size_bytes)
         .await
@@ -150,14 +150,14 @@ async fn open_all(
         .unwrap_key(&f.encryption.dek_id, &f.encryption.wrapped_dek)
         .await
         .unwrap();
-    let dicts = FileDictionaries::from_footer(md, dek.cipher(), &f.path).unwrap();
+    let mut opener = Records::from_footer(md, dek.cipher(), &f.path).unwrap();
     let version = footer::value(md, footer::VERSION_KEY).unwrap().to_string();
-    let tenants = dicts.tenants().into_iter().map(str::to_string).collect();
     let columns = [
         "tenant_id",
         "event_id",
         "interaction_id",
         "record_hash",
+        "dek_id",
         "payload",
     ];
     let mut records = BTreeMap::new();
@@ -169,26 +169,28 @@ async fn open_all(
         let (tn, ev, it) = (col("tenant_id"), col("event_id"), col("interaction_id"));
         let (hash, payload) = (col("record_hash"), col("payload"));
         for i in 0..b.num_rows() {
-            let (t, e) = (
-                tn.as_string::<i32>().value(i),
-                ev.as_string::<i32>().value(i),
-            );
-            let aad = record_aad(t, e, it.as_string::<i32>().value(i), dek.id());
-            let dict = dicts.for_tenant(t).unwrap();
-            let sealed = payload.as_binary::<i32>().value(i);
-            let plain =
-                crate::crypto::open_record(dicts.cipher(), dict.as_deref(), sealed, &aad, &|| {
-                    e.into()
-                })
+            // every row names its own file's DEK (a query finds the file by it)
+            let dek_id = col("dek_id");
+            assert_eq!(dek_id.as_string::<i32>().value(i), f.encryption.dek_id);
+            let ids = RowIds {
+                tenant_id: tn.as_string::<i32>().value(i),
+                event_id: ev.as_string::<i32>().value(i),
+                interaction_id: it.as_string::<i32>().value(i),
+            };
+            let plain = opener
+                .open(ids, payload.as_binary::<i32>().value(i))
                 .unwrap();
             assert_eq!(
                 crate::crypto::sha256(&plain).as_slice(),
                 hash.as_fixed_size_binary().value(i)
             );
-            records.insert(e.to_string(), (t.to_string(), plain));
+            records.insert(
+                ids.event_id.to_string(),
+                (ids.tenant_id.to_string(), plain.to_vec()),
+            );
         }
     }
-    (version, tenants, records)
+    (version, records)
 }
 
 /// The file of 2025-10-01's calls (several tenants, most with a dictionary of their own), and
@@ -210,78 +212,47 @@ async fn rewrite_calls(ctx: &Context) -> (DataFileEntry, Rewritten) {
     (old, *r)
 }
 
-/// A format 2 file keeps, in its rewrite, the dictionaries of the tenants with survivors (moved
-/// to the new DEK, still bound to their tenant); every survivor opens as before.
+/// A file of any format is rewritten as format 3: every survivor opens as before, in groups
+/// under the new DEK; the removed records are gone; and a rewrite of the rewrite keeps them.
 #[test]
-fn a_rewrite_moves_each_surviving_tenants_dictionary() {
-    let keys = tempfile::tempdir().unwrap();
-    rt().block_on(async {
-        let ctx = lake(keys.path()).await;
-        let (old, r) = rewrite_calls(&ctx).await;
-        let (v_old, t_old, before) = open_all(&ctx, &old).await;
-        let (v_new, t_new, after) = open_all(&ctx, &r.entry).await;
-        assert_eq!((v_old.as_str(), v_new.as_str()), ("2", "2"));
-        assert!(
-            t_old.len() >= 3,
-            "several tenants learnt a dictionary: {t_old:?}"
-        );
-        let surviving: BTreeSet<&String> = after.values().map(|(t, _)| t).collect();
-        assert!(surviving.len() >= 2, "{surviving:?}");
-        let kept: Vec<&String> = t_old.iter().filter(|t| surviving.contains(t)).collect();
-        assert_eq!(
-            t_new.iter().collect::<Vec<_>>(),
-            kept,
-            "exactly the surviving tenants' dictionaries"
-        );
-        assert_eq!(after.len() as u64, r.kept);
-        for (e, rec) in &after {
-            assert_eq!(Some(rec), before.get(e), "event {e}");
-        }
-        assert_eq!(r.entry.encryption.compression, "zstd+tenant-dictionaries");
-    });
-}
-
-/// A format 1 file (one dictionary trained on every tenant's records) is rewritten as format
-/// 2: its survivors are compressed again with dictionaries of their own tenant's survivors.
-#[test]
-fn a_rewrite_of_a_format_1_file_writes_format_2() {
-    let keys = tempfile::tempdir().unwrap();
-    rt().block_on(async {
-        let ctx = lake_of(keys.path(), true).await;
-        let (old, r) = rewrite_calls(&ctx).await;
-        let (v_old, t_old, before) = open_all(&ctx, &old).await;
-        assert_eq!((v_old.as_str(), t_old.len()), ("1", 0));
-        assert_eq!(old.encryption.compression, "zstd+dictionary");
-        let (v_new, t_new, after) = open_all(&ctx, &r.entry).await;
-        assert_eq!(v_new, "2");
-        assert!(
-            !t_new.is_empty(),
-            "tenants with enough survivors learnt a dictionary"
-        );
-        let surviving: BTreeSet<&String> = after.values().map(|(t, _)| t).collect();
-        assert!(t_new.iter().all(|t| surviving.contains(t)), "{t_new:?}");
-        assert_eq!(after.len() as u64, r.kept);
-        for (e, rec) in &after {
-            assert_eq!(Some(rec), before.get(e), "event {e}");
-        }
-        assert_eq!(r.entry.encryption.compression, "zstd+tenant-dictionaries");
-        // and again: now a format 2 file, moved ciphertext to ciphertext
-        let p = Partition::new(2025, 10, 1, "CALL").unwrap();
-        let later = t("2031-10-01T18:00:00Z");
-        let again = rewrite_file(
-            &ctx.store,
-            ctx.kms.as_ref(),
-            &p,
-            &r.entry,
-            &[],
-            later,
-            "rw-10",
-        )
-        .await
-        .unwrap();
-        if let Outcome::Rewritten(again) = again {
-            let (_, _, last) = open_all(&ctx, &again.entry).await;
-            assert!(last.iter().all(|(e, rec)| after.get(e) == Some(rec)));
-        }
-    });
+fn a_rewrite_of_any_format_writes_format_3() {
+    for version in [1u8, 2, 3] {
+        let keys = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let ctx = lake_of(keys.path(), version).await;
+            let (old, r) = rewrite_calls(&ctx).await;
+            let (v_old, before) = open_all(&ctx, &old).await;
+            assert_eq!(v_old, version.to_string());
+            let (v_new, after) = open_all(&ctx, &r.entry).await;
+            assert_eq!(v_new, "3");
+            assert_eq!(after.len() as u64, r.kept);
+            assert!(r.kept > 0 && r.dropped > 0, "{} {}", r.kept, r.dropped);
+            for (e, rec) in &after {
+                assert_eq!(Some(rec), before.get(e), "event {e} (format {version})");
+            }
+            let surviving: BTreeSet<&String> = after.values().map(|(t, _)| t).collect();
+            assert!(surviving.len() >= 2, "{surviving:?}");
+            assert_eq!(r.entry.encryption.compression, "zstd-groups");
+            assert_eq!(r.entry.encryption.aad, "holdfast.group.v1");
+            // and again, later: fewer survivors, each still as it was
+            let p = Partition::new(2025, 10, 1, "CALL").unwrap();
+            let later = t("2031-10-01T18:00:00Z");
+            let again = rewrite_file(
+                &ctx.store,
+                ctx.kms.as_ref(),
+                &p,
+                &r.entry,
+                &[],
+                later,
+                "rw-10",
+            )
+            .await
+            .unwrap();
+            if let Outcome::Rewritten(again) = again {
+                let (_, last) = open_all(&ctx, &again.entry).await;
+                assert_eq!(last.len() as u64, again.kept);
+                assert!(last.iter().all(|(e, rec)| after.get(e) == Some(rec)));
+            }
+        });
+    }
 }

@@ -8,7 +8,7 @@
 use super::super::keys::{FileKey, PartKeys};
 use super::files::{self, OpenFile};
 use super::{HeldRow, WrittenFile, seal};
-use crate::crypto::{Dictionary, RecordCompressor};
+use crate::crypto::RecordCompressor;
 use crate::job::{Context, JobError};
 use crate::retention::hold::HoldSnapshot;
 use std::sync::Arc;
@@ -56,8 +56,7 @@ impl CloseJob {
                 Some(d) => d,
                 None => {
                     let samples: Vec<&[u8]> = rows.iter().map(|h| h.plain.as_slice()).collect();
-                    keys.dict
-                        .set(&scope, Dictionary::train(&samples).map(Arc::new))
+                    keys.dict.set(&scope, keys.dict.train(&samples))
                 }
             };
             for HeldRow { mut row, plain } in rows {

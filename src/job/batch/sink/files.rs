@@ -1,19 +1,16 @@
-//! The sink's data files: opened with the DEK of their [`PartKeys`], closed with the sealed
-//! dictionary of each tenant in their footer, then completed (the last parts written, fsynced, linked into
+//! The sink's data files: opened with the DEK of their [`PartKeys`], closed (in test builds'
+//! formats 1 and 2, with the sealed dictionaries in their footer), then completed (the last parts written, fsynced, linked into
 //! place) on the runtime while the sink goes on, so that the fsyncs of many files overlap.
 
-use super::super::keys::{FileKey, PartKeys};
+use super::super::keys::{FileKey, Format, PartKeys};
 use super::WrittenFile;
-use crate::crypto::DictionaryScope;
 use crate::crypto::kms::WrappedKey;
 use crate::job::{Context, JobError};
-use crate::lake::datafile::{self, Closed, FileWriter, footer};
+use crate::lake::datafile::{self, Closed, FileWriter, Sealing, footer};
 use crate::lake::layout;
 use crate::lake::layout::Partition;
 use crate::lake::manifest::FileEncryption;
 use crate::retention::hold::Coverage;
-#[cfg(any(test, feature = "test-hooks"))]
-use parquet::file::metadata::KeyValue;
 
 /// A data file being written.
 pub(super) struct OpenFile {
@@ -67,14 +64,35 @@ pub(super) async fn open(
     let path = layout::data_file(&file.partition, &file_id(batch_id, file, generation));
     let upload = ctx.store.start_upload(&path).await?;
     let kv = datafile::file_metadata(batch_id, &file.partition.dir(), keys.dek.id(), &wrapped);
-    #[cfg(any(test, feature = "test-hooks"))]
-    let kv = match keys.dict.shared() {
-        true => format_1::keys(kv),
-        false => kv,
+    let sealing = match keys.dict.format() {
+        Format::Groups => Sealing::Groups(Box::new(keys.cipher.clone())),
+        #[cfg(any(test, feature = "test-hooks"))]
+        Format::Records { shared } => {
+            let kv = records::keys(kv, shared);
+            return open_with(
+                path,
+                upload,
+                Sealing::Records(keys.dek.id().into()),
+                kv,
+                rows,
+                wrapped,
+            );
+        }
     };
+    open_with(path, upload, sealing, kv, rows, wrapped)
+}
+
+fn open_with(
+    path: object_store::path::Path,
+    upload: Box<dyn object_store::MultipartUpload>,
+    sealing: Sealing,
+    kv: Vec<parquet::file::metadata::KeyValue>,
+    rows: usize,
+    wrapped: WrappedKey,
+) -> Result<OpenFile, JobError> {
     let writer = match rows {
-        0 => FileWriter::new(path, upload, keys.dek.id(), kv)?,
-        n => FileWriter::with_rows(path, upload, keys.dek.id(), kv, n as u64)?,
+        0 => FileWriter::new(path, upload, sealing, kv)?,
+        n => FileWriter::with_rows(path, upload, sealing, kv, n as u64)?,
     };
     Ok(OpenFile {
         writer,
@@ -91,20 +109,27 @@ pub(super) struct Closing {
     coverage: Coverage,
 }
 
-/// Seals the file's dictionaries into its footer and writes the footer.
+/// Writes the footer (formats 1 and 2: with the file's dictionaries, sealed).
 pub(super) fn close(
     partition: Partition,
-    mut f: OpenFile,
+    #[allow(unused_mut)] mut f: OpenFile,
     keys: &PartKeys,
 ) -> Result<Closing, JobError> {
-    let compression = dictionaries(&mut f.writer, keys);
-    f.writer
-        .add_metadata(datafile::footer::COMPRESSION, compression.to_string());
+    let (compression, aad) = match keys.dict.format() {
+        Format::Groups => (footer::GROUP_COMPRESSION, crate::crypto::group::GROUP_AAD),
+        #[cfg(any(test, feature = "test-hooks"))]
+        Format::Records { .. } => {
+            let compression = records::dictionaries(&mut f.writer, keys);
+            f.writer
+                .add_metadata(footer::COMPRESSION, compression.to_string());
+            (compression, "holdfast.record.v1")
+        }
+    };
     let closed = f.writer.close()?;
     let encryption = FileEncryption {
         algorithm: crate::crypto::ALGORITHM.into(),
         compression: compression.into(),
-        aad: "holdfast.record.v1".into(),
+        aad: aad.into(),
         dek_id: keys.dek.id().to_string(),
         wrapped_dek: f.wrapped,
     };
@@ -116,57 +141,61 @@ pub(super) fn close(
     })
 }
 
-fn base64(bytes: &[u8]) -> String {
-    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
-}
-
-/// Writes the footer key of the tenants' dictionaries, each sealed under the file's DEK and
-/// bound to its tenant; gives the file's compression.
-fn dictionaries(w: &mut FileWriter, keys: &PartKeys) -> &'static str {
-    let all = keys.dict.all();
-    #[cfg(any(test, feature = "test-hooks"))]
-    if keys.dict.shared() {
-        return format_1::dictionary(w, keys, all.first().map(|(_, d)| d.as_ref()));
-    }
-    if all.is_empty() {
-        return "zstd";
-    }
-    let entries = all
-        .iter()
-        .map(|(tenant, d)| footer::TenantDictionaryV2 {
-            tenant_id: tenant.clone(),
-            dek_id: keys.dek.id().to_string(),
-            sealed: base64(&d.seal(&keys.cipher, DictionaryScope::Tenant(tenant))),
-        })
-        .collect();
-    w.add_metadata(footer::DICTIONARIES, footer::encode_dictionaries(entries));
-    "zstd+tenant-dictionaries"
-}
-
-/// Test builds only: files of data file format 1 (one dictionary for every tenant), as
-/// holdfast wrote them before format 2, so that tests show every reader still reads them.
+/// Test builds only: files of data file formats 1 (one dictionary for every tenant) and 2
+/// (one per tenant), each record sealed alone, as holdfast wrote them before format 3, so that
+/// tests show every reader still reads them.
 #[cfg(any(test, feature = "test-hooks"))]
-mod format_1 {
+mod records {
     use super::*;
+    use crate::crypto::DictionaryScope;
+    use parquet::file::metadata::KeyValue;
 
-    pub(super) fn keys(mut kv: Vec<KeyValue>) -> Vec<KeyValue> {
-        for k in kv.iter_mut().filter(|k| k.key == footer::VERSION_KEY) {
-            k.value = Some("1".into());
-        }
-        kv
+    fn base64(bytes: &[u8]) -> String {
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
     }
 
-    pub(super) fn dictionary(
-        w: &mut FileWriter,
-        keys: &PartKeys,
-        dict: Option<&crate::crypto::Dictionary>,
-    ) -> &'static str {
-        let Some(d) = dict else {
+    /// The footer keys of format 1 or 2 (the compression is added at the close).
+    pub(super) fn keys(kv: Vec<KeyValue>, shared: bool) -> Vec<KeyValue> {
+        let version = if shared { "1" } else { "2" };
+        kv.into_iter()
+            .filter(|k| k.key != footer::COMPRESSION)
+            .map(|mut k| {
+                if k.key == footer::VERSION_KEY {
+                    k.value = Some(version.into());
+                }
+                if k.key == footer::AAD {
+                    k.value = Some("holdfast.record.v1".into());
+                }
+                k
+            })
+            .collect()
+    }
+
+    /// Writes the footer key of the dictionaries, each sealed under the file's DEK (and, in
+    /// format 2, bound to its tenant); gives the file's compression.
+    pub(super) fn dictionaries(w: &mut FileWriter, keys: &PartKeys) -> &'static str {
+        let all = keys.dict.all();
+        if keys.dict.format() == (Format::Records { shared: true }) {
+            let Some((_, d)) = all.first() else {
+                return "zstd";
+            };
+            let sealed = d.seal(&keys.cipher, DictionaryScope::File);
+            w.add_metadata(footer::DICTIONARY, base64(&sealed));
+            return "zstd+dictionary";
+        }
+        if all.is_empty() {
             return "zstd";
-        };
-        let sealed = d.seal(&keys.cipher, DictionaryScope::File);
-        w.add_metadata(footer::DICTIONARY, base64(&sealed));
-        "zstd+dictionary"
+        }
+        let entries = all
+            .iter()
+            .map(|(tenant, d)| footer::TenantDictionaryV2 {
+                tenant_id: tenant.clone(),
+                dek_id: keys.dek.id().to_string(),
+                sealed: base64(&d.seal(&keys.cipher, DictionaryScope::Tenant(tenant))),
+            })
+            .collect();
+        w.add_metadata(footer::DICTIONARIES, footer::encode_dictionaries(entries));
+        "zstd+tenant-dictionaries"
     }
 }
 

@@ -48,6 +48,7 @@ fn row(tenant: &str, interaction: &str, queue: &str, occurred: &str) -> Row {
         policy_id: "p".into(),
         expires_at: at("2040-01-01T00:00:00Z").timestamp_micros(),
         record_hash: [0; 32],
+        record: Default::default(),
         payload: vec![],
     }
 }
