@@ -78,3 +78,24 @@ class Bench:
         t0 = time.perf_counter()
         placed = self.run([self.binary, "hold", "apply", "--store", store, "--actor", "counsel", "--file", body]).stdout.strip()
         return queue, placed, time.perf_counter() - t0
+
+
+def lines_by_partition(path, limit, by_tenant=False):
+    """The first `limit` lines of an NDJSON event file, by (day, interaction type) and, with
+    `by_tenant`, tenant: what one data file of holdfast holds (and, in format 3, one group)."""
+    import collections
+    import json
+
+    parts = collections.defaultdict(list)
+    with open(path, "rb") as f:
+        for i, line in enumerate(f):
+            if i >= limit:
+                break
+            line = line.rstrip(b"\n")
+            d = json.loads(line)
+            key = (d["occurredAt"][:10], d["interaction"]["interactionType"])
+            if by_tenant:
+                key += (d.get("tenantId"),)
+            parts[key].append(line)
+    return parts
+

@@ -10,22 +10,15 @@ on its first rows and compresses the next 5,000. Prints bytes per record, then w
 groups of records together would take.
 """
 
-import collections
-import json
 import sys
 
 import zstandard as zs
 
+from benchlib import lines_by_partition
+
 
 def main(path: str) -> None:
-    parts = collections.defaultdict(list)
-    with open(path, "rb") as f:
-        for i, line in enumerate(f):
-            if i >= 200_000:
-                break
-            line = line.rstrip(b"\n")
-            d = json.loads(line)
-            parts[(d["occurredAt"][:10], d["interaction"]["interactionType"])].append(line)
+    parts = lines_by_partition(path, 200_000)
     key = max(parts, key=lambda k: len(parts[k]))
     recs = parts[key]
     test = recs[1024:6024]

@@ -63,11 +63,8 @@ pub struct GroupCompressor {
 
 impl Default for GroupCompressor {
     fn default() -> Self {
-        let mut cctx = zstd::zstd_safe::CCtx::create();
-        cctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(GROUP_LEVEL))
-            .expect("valid level");
         GroupCompressor {
-            cctx,
+            cctx: super::zstd_context(GROUP_LEVEL),
             plain: Vec::new(),
             compressed: Vec::new(),
         }

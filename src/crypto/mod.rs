@@ -223,13 +223,18 @@ pub struct RecordCompressor {
     buf: Vec<u8>,
 }
 
+/// A zstd compression context at `level` (records, groups).
+pub(crate) fn zstd_context(level: i32) -> zstd::zstd_safe::CCtx<'static> {
+    let mut cctx = zstd::zstd_safe::CCtx::create();
+    cctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(level))
+        .expect("valid level");
+    cctx
+}
+
 impl Default for RecordCompressor {
     fn default() -> Self {
-        let mut cctx = zstd::zstd_safe::CCtx::create();
-        cctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(RECORD_LEVEL))
-            .expect("valid level");
         RecordCompressor {
-            cctx,
+            cctx: zstd_context(RECORD_LEVEL),
             prepared: tables::Context::default(),
             buf: Vec::new(),
         }

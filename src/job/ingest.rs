@@ -176,6 +176,7 @@ struct Ingest<'a> {
     ingest_id: String,
     seq: u32,
     quarantine: Option<quarantine::Writer>,
+    in_flight: Option<InFlight>,
     report: IngestReport,
 }
 
@@ -206,6 +207,7 @@ pub async fn ingest(
         ingest_id: format!("ingest-{}", segment_id(ctx.clock.now(), 0, random)),
         seq: 0,
         quarantine: None,
+        in_flight: None,
         report: IngestReport {
             source: source.name().into(),
             compression,
@@ -239,40 +241,76 @@ pub async fn ingest(
         job.quarantine_long(l).await?;
     }
     job.write_segment(builder).await?;
+    job.finish_segment().await?;
     Ok(job.report)
 }
 
+/// A segment being compressed, sealed and written on a blocking thread while the next one is
+/// read: at most one at a time, so segments become durable in order.
+struct InFlight {
+    task: tokio::task::JoinHandle<Result<u64, JobError>>,
+    lines: u64,
+}
+
 impl Ingest<'_> {
+    /// Waits for the segment before (it is durable when this returns), then starts writing
+    /// `b` beside the reading of the input.
     async fn write_segment(&mut self, b: SegmentBuilder) -> Result<(), JobError> {
+        self.finish_segment().await?;
         if b.lines() == 0 {
             return Ok(());
         }
         let now = self.ctx.clock.now();
         let id = segment_id(now, self.seq, self.random);
+        self.seq += 1;
         let lines = b.lines();
-        let store = &self.ctx.store;
-        let (source, tenant) = (self.source.name(), self.tenant);
+        let store = self.ctx.store.clone();
+        let (source, tenant) = (self.source.name(), self.tenant.map(str::to_string));
         // a tenant with a key of its own: its segment is sealed under that key, or not at all
         // (the input stays where it is, for the scheduler's next run)
-        let own = tenant.and_then(|t| Some((t, self.ctx.kms.tenant(t)?)));
+        let own = tenant
+            .as_deref()
+            .and_then(|t| Some((t.to_string(), self.ctx.kms.tenant(t)?)));
         let kms = own
             .as_ref()
-            .map_or(self.ctx.kms.as_ref(), |(_, k)| k.as_ref());
-        let written = b
-            .write(store, kms, source, tenant, &id, now, self.threads)
-            .await
-            .map_err(|e| match (e, &own) {
+            .map_or_else(|| self.ctx.kms.clone(), |(_, k)| k.clone());
+        let threads = self.threads;
+        let rt = tokio::runtime::Handle::current();
+        let task = tokio::task::spawn_blocking(move || {
+            let write = b.write(
+                &store,
+                kms.as_ref(),
+                source,
+                tenant.as_deref(),
+                &id,
+                now,
+                threads,
+            );
+            rt.block_on(write).map_err(|e| match (e, own) {
                 (crate::landing::LandingError::Kms(k), Some((t, _))) => {
                     JobError::Kms(crate::crypto::kms::KmsError::Tenant {
-                        tenant: t.to_string(),
+                        tenant: t,
                         source: Box::new(k),
                     })
                 }
                 (e, _) => e.into(),
-            })?;
-        self.seq += 1;
+            })
+        });
+        self.in_flight = Some(InFlight { task, lines });
+        Ok(())
+    }
+
+    /// Waits for the segment being written, if any, and counts it.
+    async fn finish_segment(&mut self) -> Result<(), JobError> {
+        let Some(f) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let written = f
+            .task
+            .await
+            .map_err(|e| JobError::Worker(e.to_string()))??;
         self.report.segments += 1;
-        self.report.lines += lines;
+        self.report.lines += f.lines;
         self.report.stored_bytes += written;
         self.ctx
             .fail(&format!("ingest.after_segment:{}", self.report.segments));
