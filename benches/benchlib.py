@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark drivers (ingest_batch.py, discovery.py)."""
+import getpass
 import os
 import shutil
 
@@ -76,7 +77,7 @@ class Bench:
         body = self.work / f"{hold_id}.json"
         body.write_text(json.dumps({"holdId": hold_id, "status": "ACTIVE", "scope": {"queueIds": [queue]}}))
         t0 = time.perf_counter()
-        placed = self.run([self.binary, "hold", "apply", "--store", store, "--actor", "counsel", "--file", body]).stdout.strip()
+        placed = self.run([self.binary, "hold", "apply", "--store", store, "--actor", getpass.getuser(), "--file", body]).stdout.strip()
         return queue, placed, time.perf_counter() - t0
 
 

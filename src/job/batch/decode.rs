@@ -1,8 +1,9 @@
 //! Stage 2, decode and validate: the worker threads open landing blocks, decode each line
 //! with its source's adapter, validate it, give it its partition, policy and expiry, hash it,
-//! compute its blind indexes, and compress and seal its record once its tenant's dictionary of
-//! its file is known (until then the plaintext travels beside the row to the sink, which
-//! learns it).
+//! and compute its blind indexes. Its record travels beside the row to the sink, whose file
+//! writer seals it with its tenant's group (format 3); in the formats 1 and 2 that test builds
+//! still write, a worker compresses and seals the record itself once its tenant's dictionary
+//! of its file is known.
 
 use super::keys::{FileKey, IdKey, KeyBook, PartKeys};
 use super::read::{Block, OpenSegment};

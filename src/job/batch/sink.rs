@@ -1,16 +1,20 @@
 //! Stage 4, sink: streams deduplicated rows into data files, one open file per partition and
-//! policy ([`FileKey`]) at a time, holding each tenant's first rows of a file back until that
-//! tenant's record dictionary is learnt (a dictionary is trained on one tenant's records only:
-//! shared by tenants, it would be a side channel between them); counts each row against the
-//! holds the batch started with; and hands the closed files ([`WrittenFile`]) to the commit.
+//! policy ([`FileKey`]) at a time; counts each row against the holds the batch started with;
+//! and hands the closed files ([`WrittenFile`]) to the commit. In format 3 a file's first rows
+//! ([`super::keys::OPEN_ROWS`]) are held back before the file is opened, so that a small file
+//! is written whole, its size known; the writer seals each tenant's records in groups. In the
+//! formats 1 and 2 that test builds still write, each tenant's first rows of a file are held
+//! back until that tenant's record dictionary is learnt (a dictionary is trained on one
+//! tenant's records only: shared by tenants, it would be a side channel between them).
 //!
 //! Memory stays within `batch.memory_mb` whatever the number of partitions: everything an
-//! open file holds (rows held back, buffered rows and row group, its writer and dictionary
-//! tables) counts against the budget, and past it the least recently used file is closed
-//! (input arrives roughly in time order, so an idle partition is likely done). A later row for
-//! a closed partition and policy goes to a new file with its own DEK and dictionary; the
-//! manifest lists every file. A closed file is finished on a blocking thread ([`closing`]):
-//! several at once, beside the coordinator, so that their work and fsyncs overlap.
+//! open file holds (rows held back with their records, buffered rows and row group, its
+//! writer and any dictionary tables) counts against the budget, and past it the least recently
+//! used file is closed (input arrives roughly in time order, so an idle partition is likely
+//! done). A later row for a closed partition and policy goes to a new file with its own DEK;
+//! the manifest lists every file. A closed file is finished on a blocking thread
+//! ([`closing`]): several at once, beside the coordinator, so that their work and fsyncs
+//! overlap.
 
 use super::Stages;
 use super::keys::{FileKey, Format, KeyBook, PartKeys};

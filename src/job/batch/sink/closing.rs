@@ -1,7 +1,8 @@
 //! Closing a file off the coordinator: what the sink hands over when it closes a file (the
 //! rows still held back, the open file if any, their keys) is finished on a blocking thread
-//! ([`CloseJob::run`]): each tenant's dictionary learnt if it was not, the rows sealed and written, the
-//! footer written, the upload completed (fsync, link). Several run at once, beside the
+//! ([`CloseJob::run`]): the rows held back written (formats 1 and 2: each tenant's dictionary
+//! learnt first if it was not, and the rows sealed), the footer written, the upload completed
+//! (fsync, link). Several run at once, beside the
 //! coordinator and the decoders, so that a batch over thousands of partitions keeps both
 //! cores busy and its fsyncs overlap.
 
