@@ -168,19 +168,6 @@ impl Dictionary {
     }
 }
 
-/// Moves a tenant's sealed dictionary from one DEK to another (a retention rewrite): the raw
-/// dictionary exists only in memory, zeroized on return.
-pub fn reseal_dictionary(
-    from: &Cipher,
-    to: &Cipher,
-    scope: DictionaryScope<'_>,
-    sealed: &[u8],
-    what: &dyn Fn() -> String,
-) -> Result<Vec<u8>, CryptoError> {
-    let raw = zeroize::Zeroizing::new(from.open(sealed, &scope.aad(from.dek_id()), what)?);
-    Ok(to.seal(&raw, &scope.aad(to.dek_id())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::*;
@@ -226,21 +213,6 @@ mod tests {
             Dictionary::open(&other, scope, &sealed_dict, &|| "d".into()).is_err(),
             "sealed under the file DEK"
         );
-        // a rewrite moves the dictionary to the new file's DEK
-        let k2 = DataKey::generate();
-        let moved =
-            reseal_dictionary(&c, &k2.cipher(), scope, &sealed_dict, &|| "d".into()).unwrap();
-        let d2 = Dictionary::open(&k2.cipher(), scope, &moved, &|| "d".into()).unwrap();
-        let a = record_aad("t", "e", "i", k.id());
-        let mut out = Vec::new();
-        seal_record(&c, &mut z, Some(&dict), &records[0], &a, &mut out);
-        let a2 = record_aad("t", "e", "i", k2.id());
-        let mut out2 = Vec::new();
-        reseal_record(&c, &k2.cipher(), &out, &a, &a2, &mut out2, &|| "r".into()).unwrap();
-        assert_eq!(
-            open_record(&k2.cipher(), Some(&d2), &out2, &a2, &|| "r".into()).unwrap(),
-            records[0]
-        );
         let samples: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
         assert!(Dictionary::train(&samples[..3]).is_none());
     }
@@ -268,7 +240,6 @@ mod tests {
             let msg = e.to_string();
             assert!(msg.contains("tenant-b in lake/x/part-1.parquet"), "{msg}");
             assert!(!msg.contains("loyalty"), "{msg}");
-            assert!(reseal_dictionary(&c, &c, scope, &sealed_a, &what).is_err());
         }
         let opened_b = Dictionary::open(&c, b, &db.seal(&c, b), &what).unwrap();
         let aad = record_aad("tenant-a", "e-1", "i", k.id());

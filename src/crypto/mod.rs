@@ -8,9 +8,7 @@
 mod dictionary;
 pub mod group;
 mod index_keys;
-pub use dictionary::{
-    DICTIONARY_BYTES, Dictionary, DictionaryScope, RECORD_LEVEL, TRAIN_RECORDS, reseal_dictionary,
-};
+pub use dictionary::{DICTIONARY_BYTES, Dictionary, DictionaryScope, RECORD_LEVEL, TRAIN_RECORDS};
 pub use index_keys::IndexKeyCache;
 pub mod cache;
 pub mod kms;
@@ -197,22 +195,6 @@ pub fn record_aad(tenant_id: &str, event_id: &str, interaction_id: &str, dek_id:
         interaction_id.as_bytes(),
         dek_id.as_bytes(),
     ])
-}
-
-/// Moves one sealed record from one DEK to another without decompressing it: the compressed
-/// frame is opened in memory, sealed again under `to` and zeroized. Appends to `out`.
-pub fn reseal_record(
-    from: &Cipher,
-    to: &Cipher,
-    sealed: &[u8],
-    from_aad: &[u8],
-    to_aad: &[u8],
-    out: &mut Vec<u8>,
-    what: &dyn Fn() -> String,
-) -> Result<(), CryptoError> {
-    let frame = zeroize::Zeroizing::new(from.open(sealed, from_aad, what)?);
-    to.seal_into(&frame, to_aad, out);
-    Ok(())
 }
 
 /// One thread's zstd context for record payloads.
@@ -446,15 +428,6 @@ mod tests {
             let mut out = Vec::new();
             seal_record(&c, &mut z, None, &record, &a, &mut out);
             prop_assert_eq!(open_record(&c, None, &out, &a, &|| "r".into()).unwrap(), record.clone());
-            // resealed under a new DEK: opens there, with the new AAD only, to the same record
-            let k2 = DataKey::generate();
-            let c2 = k2.cipher();
-            let a2 = record_aad(&t, &e, "i", k2.id());
-            let mut moved = Vec::new();
-            reseal_record(&c, &c2, &out, &a, &a2, &mut moved, &|| "r".into()).unwrap();
-            prop_assert_eq!(open_record(&c2, None, &moved, &a2, &|| "r".into()).unwrap(), record.clone());
-            prop_assert!(open_record(&c, None, &moved, &a, &|| "r".into()).is_err(), "the old DEK no longer opens it");
-            prop_assert!(open_record(&c2, None, &moved, &a, &|| "r".into()).is_err(), "bound to the new DEK id");
             // any single flipped bit is detected
             if !out.is_empty() {
                 let i = out.len() / 2;

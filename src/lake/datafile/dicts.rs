@@ -111,6 +111,7 @@ impl FileDictionaries {
     }
 
     /// Whether the file is of format 1 (one dictionary for every tenant).
+    #[cfg(test)]
     pub fn shared(&self) -> bool {
         matches!(self.layout, Layout::File(_))
     }
@@ -121,6 +122,7 @@ impl FileDictionaries {
     }
 
     /// The tenants with a dictionary of their own (format 2), sorted.
+    #[cfg(test)]
     pub fn tenants(&self) -> Vec<&str> {
         let mut t: Vec<&str> = match &self.layout {
             Layout::Tenants(m) => m.keys().map(String::as_str).collect(),
@@ -131,6 +133,7 @@ impl FileDictionaries {
     }
 
     /// The sealed dictionary of `tenant` in a format 2 file, after checking which DEK seals it.
+    #[cfg(test)]
     pub fn sealed(&self, tenant: &str) -> Result<Option<&[u8]>, CryptoError> {
         let Layout::Tenants(m) = &self.layout else {
             return Ok(None);

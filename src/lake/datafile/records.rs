@@ -65,18 +65,6 @@ impl Records {
         })
     }
 
-    pub fn dek_id(&self) -> &str {
-        match &self.layout {
-            Layout::Records(d) => d.cipher().dek_id(),
-            Layout::Groups { cipher, .. } => cipher.dek_id(),
-        }
-    }
-
-    /// Whether the file seals groups (format 3).
-    pub fn grouped(&self) -> bool {
-        matches!(self.layout, Layout::Groups { .. })
-    }
-
     /// Keeps the group a `payload` carries (format 3; nothing otherwise). A reader that does
     /// not go through the file in order gives every carrier it needs here first.
     pub fn carry(&mut self, payload: &[u8]) {
