@@ -46,6 +46,7 @@ impl Grouper {
     }
 
     /// Groups written so far.
+    #[cfg(test)]
     pub fn groups(&self) -> u32 {
         self.next
     }

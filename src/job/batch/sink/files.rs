@@ -64,32 +64,14 @@ pub(super) async fn open(
     let path = layout::data_file(&file.partition, &file_id(batch_id, file, generation));
     let upload = ctx.store.start_upload(&path).await?;
     let kv = datafile::file_metadata(batch_id, &file.partition.dir(), keys.dek.id(), &wrapped);
-    let sealing = match keys.dict.format() {
-        Format::Groups => Sealing::Groups(Box::new(keys.cipher.clone())),
+    let (sealing, kv) = match keys.dict.format() {
+        Format::Groups => (Sealing::Groups(Box::new(keys.cipher.clone())), kv),
         #[cfg(any(test, feature = "test-hooks"))]
-        Format::Records { shared } => {
-            let kv = records::keys(kv, shared);
-            return open_with(
-                path,
-                upload,
-                Sealing::Records(keys.dek.id().into()),
-                kv,
-                rows,
-                wrapped,
-            );
-        }
+        Format::Records { shared } => (
+            Sealing::Records(keys.dek.id().into()),
+            records::keys(kv, shared),
+        ),
     };
-    open_with(path, upload, sealing, kv, rows, wrapped)
-}
-
-fn open_with(
-    path: object_store::path::Path,
-    upload: Box<dyn object_store::MultipartUpload>,
-    sealing: Sealing,
-    kv: Vec<parquet::file::metadata::KeyValue>,
-    rows: usize,
-    wrapped: WrappedKey,
-) -> Result<OpenFile, JobError> {
     let writer = match rows {
         0 => FileWriter::new(path, upload, sealing, kv)?,
         n => FileWriter::with_rows(path, upload, sealing, kv, n as u64)?,
