@@ -265,7 +265,7 @@ fn process(
                     max_future: st.opts.max_future,
                     now: started,
                     validator: schema::validator(),
-                    parts: HashMap::new(),
+                    parts: foldhash::HashMap::default(),
                     kms: st.ctx.kms.as_ref(),
                     index_keys: Default::default(),
                     z: RecordCompressor::default(),

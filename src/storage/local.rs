@@ -15,7 +15,9 @@
 // the one place (with the keyring) where holdfast touches the filesystem
 #![allow(clippy::disallowed_methods)]
 
+mod direct;
 mod fs;
+mod upload;
 
 use super::lock::{Lock, LockFile, ObjectLock};
 use super::{Backend, Durability, Put, Staged, StagedBytes};
@@ -28,15 +30,17 @@ use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// A put staged under `.staging/`, fsynced, waiting for its link; removed if dropped unlinked.
+/// A put staged (unnamed in its directory, or under `.staging/`), fsynced, waiting for its
+/// link; gone if dropped unlinked.
 #[derive(Debug)]
 pub(crate) struct StagedFile {
-    file: Option<PathBuf>,
+    file: Option<fs::Staging>,
 }
 
 impl Drop for StagedFile {
     fn drop(&mut self) {
-        if let Some(f) = self.file.take() {
+        // an unnamed file goes with its descriptor
+        if let Some(fs::Staging::Named(f)) = self.file.take() {
             let _ = std::fs::remove_file(f);
         }
     }

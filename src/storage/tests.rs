@@ -90,67 +90,70 @@ fn local_puts_take_the_store_modes_and_leave_no_staging() {
         assert_eq!(mode(&root.join("audit/v1.json")), file);
         assert_eq!(mode(&root.join("audit")), dir);
         assert_eq!(mode(&root), dir);
-        assert_eq!(std::fs::read_dir(root.join(".staging")).unwrap().count(), 0);
+        let staging = std::fs::read_dir(root.join(".staging")).map_or(0, |d| d.count());
+        assert_eq!(staging, 0);
     }
 }
 
-/// A staged put is fsynced under `.staging/` when staged, linked (and its staging name
-/// gone) when put, its directory synced at the barrier; dropped unlinked, it leaves nothing.
+/// A staged put is fsynced when staged (an unnamed file in its directory), named when put,
+/// its directory synced at the barrier; dropped unlinked, it leaves nothing.
 #[test]
-fn a_local_staged_put_waits_in_staging_until_linked() {
+fn a_local_staged_put_is_unnamed_until_linked() {
     let dir = tempfile::tempdir().unwrap();
     let (store, backend) = local(dir.path());
     let store = store.deferred();
-    let staged = || {
-        std::fs::read_dir(dir.path().join(".staging"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    };
+    let part = dir
+        .path()
+        .join("manifests/year=2025/month=01/day=05/interaction_type=CALL");
+    let named = || std::fs::read_dir(&part).map_or(0, |d| d.count());
+    let staging = || std::fs::read_dir(dir.path().join(".staging")).map_or(0, |d| d.count());
     let p = Path::from("manifests/year=2025/month=01/day=05/interaction_type=CALL/v1.json");
     block(async {
         let s = store.stage_new(&p, b"one".to_vec()).await.unwrap();
-        assert_eq!(staged(), 1);
-        assert!(
-            !dir.path().join(p.as_ref()).exists(),
-            "not there before its link"
-        );
+        assert_eq!((named(), staging()), (0, 0), "not there before its link");
         let dropped = store.stage_new(&p, b"two".to_vec()).await.unwrap();
-        assert_eq!(staged(), 2);
         drop(dropped);
-        assert_eq!(staged(), 1, "dropped unlinked: removed");
         assert_eq!(store.put_staged(s).await.unwrap(), Put::Created);
-        assert_eq!(staged(), 0);
+        assert_eq!((named(), staging()), (1, 0));
+        assert_eq!(std::fs::read(part.join("v1.json")).unwrap(), b"one");
         assert!(backend.pending_dirs() > 0, "synced at the barrier");
         store.sync().await.unwrap();
         assert_eq!(backend.pending_dirs(), 0);
         assert_eq!(mode(&dir.path().join(p.as_ref())), 0o600);
-        // a staging left by a killed batch is removed by the next one (under the lease)
-        std::mem::forget(store.stage_new(&p, b"three".to_vec()).await.unwrap());
-        assert_eq!(staged(), 1);
-        assert_eq!(store.remove_abandoned_staging(), 1);
+        let again = store.stage_new(&p, b"three".to_vec()).await.unwrap();
+        assert_eq!(store.put_staged(again).await.unwrap(), Put::AlreadyExists);
+        assert_eq!(std::fs::read(part.join("v1.json")).unwrap(), b"one");
     });
 }
 
+/// An upload is an unnamed file in its directory until complete (nothing named in the lake
+/// before, nothing left when abandoned); parts of any size arrive whole (written direct in
+/// whole blocks, the last one padded and cut); the directories wait for the barrier.
 #[test]
-fn a_local_upload_is_staged_outside_the_lake_and_synced_at_the_barrier() {
+fn a_local_upload_is_unnamed_until_complete_and_synced_at_the_barrier() {
     let dir = tempfile::tempdir().unwrap();
     let (store, backend) = local(dir.path());
-    let staged = || {
-        std::fs::read_dir(dir.path().join(".staging"))
-            .unwrap()
-            .count()
-    };
+    let part_dir = dir
+        .path()
+        .join("lake/year=2025/month=01/day=05/interaction_type=CALL");
+    let named = |d: &std::path::Path| std::fs::read_dir(d).map_or(0, |d| d.count());
     let p = Path::from("lake/year=2025/month=01/day=05/interaction_type=CALL/part-x.parquet");
+    let sizes = [5, 4091, 8192, 1, 3 << 20, 7];
+    let parts: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (0..n).map(|j| ((i * 31 + j) % 251) as u8).collect())
+        .collect();
     block(async {
         let mut up = store.start_upload(&p).await.unwrap();
-        up.put_part(b"hello".to_vec().into()).await.unwrap();
-        assert!(
-            !dir.path().join("lake").exists(),
-            "nothing inside the lake yet"
-        );
-        assert_eq!(staged(), 1);
+        for part in &parts {
+            up.put_part(part.clone().into()).await.unwrap();
+        }
+        assert_eq!(named(&part_dir), 0, "nothing named in the lake yet");
+        assert_eq!(named(&dir.path().join(".staging")), 0);
         up.complete().await.unwrap();
-        assert_eq!(staged(), 0);
+        let written = std::fs::read(dir.path().join(p.as_ref())).unwrap();
+        assert_eq!(written, parts.concat());
         assert!(
             backend.pending_dirs() > 0,
             "the lake directories wait for the barrier"
@@ -161,7 +164,15 @@ fn a_local_upload_is_staged_outside_the_lake_and_synced_at_the_barrier() {
         let mut up = store.start_upload(&q).await.unwrap();
         up.put_part(b"x".to_vec().into()).await.unwrap();
         drop(up);
-        assert_eq!(staged(), 0, "an abandoned upload removes its staging file");
+        assert_eq!(
+            named(&dir.path().join("lake")),
+            1,
+            "an abandoned upload leaves nothing"
+        );
+        let mut up = store.start_upload(&q).await.unwrap();
+        up.put_part(b"y".to_vec().into()).await.unwrap();
+        std::mem::forget(up); // a killed process: no drop
+        assert_eq!(named(&dir.path().join("lake")), 1, "nor does a killed one");
     });
 }
 
@@ -191,25 +202,18 @@ fn deferred_local_writes_and_deletes_wait_for_the_barrier() {
     });
 }
 
+/// Staging files a killed process left under `.staging/` (where the filesystem has no
+/// unnamed files, or a staged manifest) are removed by the next batch.
 #[test]
 fn abandoned_staging_files_are_removed() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = local(dir.path());
-    block(async {
-        let mut up = store
-            .start_upload(&Path::from("lake/a.parquet"))
-            .await
-            .unwrap();
-        up.put_part(b"x".to_vec().into()).await.unwrap();
-        std::mem::forget(up); // a killed process: no drop, the staging file stays
-    });
-    assert_eq!(store.remove_abandoned_staging(), 1);
-    assert_eq!(
-        std::fs::read_dir(dir.path().join(".staging"))
-            .unwrap()
-            .count(),
-        0
-    );
+    let staging = dir.path().join(".staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("upload-killed"), b"x").unwrap();
+    std::fs::write(staging.join("staged-killed"), b"y").unwrap();
+    assert_eq!(store.remove_abandoned_staging(), 2);
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
 }
 
 #[test]

@@ -122,7 +122,7 @@ fn a_batch_makes_each_commit_step_durable_before_the_next() {
     let locks: Vec<(usize, String)> = log
         .iter()
         .enumerate()
-        .filter(|(_, (o, p))| o == "rename" && p.starts_with("_locks/"))
+        .filter(|(_, (o, p))| (o == "rename" || o == "link") && p.starts_with("_locks/"))
         .map(|(i, (_, p))| (i, p.clone()))
         .collect();
     assert_eq!(locks.len(), data.len(), "one lock record per data file");

@@ -15,7 +15,7 @@ use crate::job::JobError;
 use crate::lake::datafile::Row;
 use crate::lake::layout::Partition;
 use crate::schema::{self, Reject};
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 /// A decoded row: the file it goes to, its dedupe key, the row (its payload sealed, or empty

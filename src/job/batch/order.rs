@@ -16,10 +16,10 @@ use crate::lake::layout::Partition;
 use crate::lake::manifest::Loaded;
 use crate::storage::Store;
 use arrow::array::AsArray;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Decoded blocks in landing order, whatever order the workers finish them in.
-#[derive(Default)]
 struct Order {
     pending: BTreeMap<u64, DecodedBlock>,
     next: u64,
@@ -28,6 +28,14 @@ struct Order {
 }
 
 impl Order {
+    fn new() -> Self {
+        Order {
+            pending: BTreeMap::new(),
+            next: 0,
+            seg_lines: HashMap::new(),
+        }
+    }
+
     fn push(&mut self, b: DecodedBlock) {
         self.pending.insert(b.seq, b);
     }
@@ -93,7 +101,7 @@ pub(super) fn coordinate(
     report: &mut BatchReport,
 ) -> Result<Outcome, JobError> {
     let ctx: &Context = st.ctx;
-    let mut order = Order::default();
+    let mut order = Order::new();
     let mut dedupe = Dedupe {
         rt: st.rt,
         store: &ctx.store,

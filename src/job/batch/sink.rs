@@ -25,7 +25,8 @@ use crate::lake::datafile::Row;
 use crate::lake::layout::Partition;
 use crate::lake::manifest::DataFileEntry;
 use crate::retention::hold::{Coverage, HoldSnapshot};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
@@ -257,14 +258,17 @@ impl<'a> Sink<'a> {
 
     /// Counts a row as stored (when it is taken: held back or written).
     fn count(&self, part: &FileKey, row: &Row, report: &mut BatchReport) {
-        *report
-            .stored_by_type
-            .entry(part.partition.interaction_type.clone())
-            .or_default() += 1;
-        *report
-            .stored_by_policy
-            .entry(row.policy_id.to_string())
-            .or_default() += 1;
+        // looked up before inserting: no key is allocated per row
+        let by_type = &mut report.stored_by_type;
+        match by_type.get_mut(part.partition.interaction_type.as_str()) {
+            Some(n) => *n += 1,
+            None => _ = by_type.insert(part.partition.interaction_type.clone(), 1),
+        }
+        let by_policy = &mut report.stored_by_policy;
+        match by_policy.get_mut(&*row.policy_id) {
+            Some(n) => *n += 1,
+            None => _ = by_policy.insert(row.policy_id.to_string(), 1),
+        }
         report.stored += 1;
     }
 

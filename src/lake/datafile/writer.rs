@@ -9,12 +9,13 @@ use crate::lake::manifest::{DataFileEntry, FileEncryption};
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::TimestampMicrosecondType;
 use chrono::{DateTime, Utc};
+use foldhash::{HashSet, HashSetExt};
 use object_store::MultipartUpload;
 use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use sha2::Digest;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
 /// What a data file's manifest entry says about its records: time and expiry ranges, tenants
 /// and policies. Gathered as records go in, whoever writes them.

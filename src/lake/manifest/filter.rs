@@ -37,7 +37,7 @@ pub fn hash(id: &str) -> u64 {
 
 impl InteractionFilter {
     /// A filter of the ids whose [`hash`]es are `hashes`.
-    pub fn of_hashes(hashes: &HashSet<u64>) -> Self {
+    pub fn of_hashes<S>(hashes: &HashSet<u64, S>) -> Self {
         let bits = (hashes.len() * BITS_PER_ID).max(64).next_power_of_two();
         let mut f = InteractionFilter {
             probes: PROBES,
@@ -89,7 +89,8 @@ mod tests {
     #[test]
     fn holds_every_id_and_few_others() {
         let ids: Vec<String> = (0..2000).map(|i| format!("conv-{i:06}")).collect();
-        let f = InteractionFilter::of_hashes(&ids.iter().map(|i| hash(i)).collect());
+        let f =
+            InteractionFilter::of_hashes(&ids.iter().map(|i| hash(i)).collect::<HashSet<u64>>());
         assert!(ids.iter().all(|i| f.may_contain(i)));
         let false_hits = (0..10_000)
             .filter(|i| f.may_contain(&format!("other-{i}")))

@@ -24,8 +24,13 @@ fn entry(
         max_occurred_at: at(to),
         tenant_ids: vec![tenant.into()],
         added_at: at("2025-10-05T00:00:00Z"),
-        interactions: (!ids.is_empty())
-            .then(|| InteractionFilter::of_hashes(&ids.iter().map(|i| hash(i)).collect())),
+        interactions: (!ids.is_empty()).then(|| {
+            InteractionFilter::of_hashes(
+                &ids.iter()
+                    .map(|i| hash(i))
+                    .collect::<std::collections::HashSet<u64>>(),
+            )
+        }),
         ..crate::lake::manifest::sample_entry(format!("lake/{}/part-{name}.parquet", p.dir()))
     }
 }

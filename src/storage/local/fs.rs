@@ -2,14 +2,20 @@
 //! stages outside the target folder (its `name#N` staging files sit beside the object, where
 //! pyarrow and polars trip over them), so every object holdfast commits is written here:
 //!
-//! 1. staged in `<store>/.staging/` (outside `lake/`), created with the store's file mode;
-//! 2. the staged file is fsynced;
-//! 3. linked into place with `link(2)`, which never replaces (`AlreadyExists` when the target
-//!    exists), and the staging name unlinked; missing directories are created on the way;
+//! 1. staged as an unnamed file (`O_TMPFILE`) in the target's directory, created with the
+//!    store's file mode (missing directories are made first); where the filesystem has no
+//!    unnamed files, as a named file in `<store>/.staging/` (outside `lake/`) instead;
+//! 2. the staged file is written (large ones direct, bypassing the page cache: see `direct`)
+//!    and fsynced;
+//! 3. linked into place with `linkat(2)` (`link(2)` for a named staging file), which never
+//!    replaces (`AlreadyExists` when the target exists); a named staging file is then unlinked;
 //! 4. the directories whose entries changed (the target's, and the parent of each directory
 //!    created) are fsynced, at once or, for a [`Durability::Deferred`] write, at the caller's next
 //!    [`LocalFs::sync`] barrier, so a batch over thousands of partitions syncs each directory
 //!    once per commit phase.
+//!
+//! An unnamed file has no name until its bytes are durable, so readers never see it and a
+//! killed process leaves nothing of it behind.
 //!
 //! Deletes unlink and sync the directory the same way. Lock records, the only objects ever
 //! replaced, are staged and renamed over the old record. Reads stay with `LocalFileSystem`.
@@ -19,21 +25,22 @@
 //! `dirsync <dir>`),
 //! so a test can check the commit order.
 
+use super::direct;
 use crate::storage::Durability;
 use bytes::Bytes;
-use object_store::{MultipartUpload, PutPayload, PutResult, UploadPart};
+use object_store::PutPayload;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// Where objects are staged, from the store root.
 pub(crate) const STAGING: &str = ".staging";
 /// Staged single puts are named `put-…`, staged uploads `upload-…`, puts staged ahead of
 /// their link ([`LocalFs::stage_new`], under the batch lease) `staged-…`.
 const PUT_PREFIX: &str = "put-";
-const UPLOAD_PREFIX: &str = "upload-";
+pub(super) const UPLOAD_PREFIX: &str = "upload-";
 const STAGED_PREFIX: &str = "staged-";
 /// A staged put older than this is debris of a killed process (a put stages for milliseconds).
 const STALE_PUT: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -74,6 +81,14 @@ pub(crate) struct LocalFs {
     log: Option<PathBuf>,
 }
 
+/// A put staged ahead of its link: an unnamed file in the target's directory, or a file
+/// under `.staging/` where the filesystem has no unnamed files.
+#[derive(Debug)]
+pub(crate) enum Staging {
+    Unnamed(direct::Staged),
+    Named(PathBuf),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Linked {
     Created,
@@ -107,7 +122,7 @@ impl LocalFs {
     }
 
     /// Test builds: one line per step, for the commit-order test.
-    fn log(&self, op: &str, path: &Path) {
+    pub(super) fn log(&self, op: &str, path: &Path) {
         #[cfg(feature = "test-hooks")]
         if let Some(log) = &self.log {
             let rel = path.strip_prefix(&self.root).unwrap_or(path);
@@ -154,7 +169,12 @@ impl LocalFs {
 
     /// Records (or, with [`Durability::Now`], syncs) the directories whose entries changed when
     /// `target` appeared or went, `created` being the directories made for it.
-    fn changed(&self, target: &Path, created: &[PathBuf], sync: Durability) -> std::io::Result<()> {
+    pub(super) fn changed(
+        &self,
+        target: &Path,
+        created: &[PathBuf],
+        sync: Durability,
+    ) -> std::io::Result<()> {
         let mut dirs: BTreeSet<PathBuf> = created
             .iter()
             .filter_map(|d| d.parent().map(Path::to_path_buf))
@@ -227,7 +247,7 @@ impl LocalFs {
     }
 
     /// A new staging file, created with the store's file mode.
-    fn stage(&self, prefix: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
+    pub(super) fn stage(&self, prefix: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
         let dir = self.root.join(STAGING);
         let created = self.make_dirs(&dir)?;
         if !created.is_empty() {
@@ -245,7 +265,7 @@ impl LocalFs {
 
     /// Links a fsynced staging file to `target` without replacing anything, then removes the
     /// staging name.
-    fn link_into_place(
+    pub(super) fn link_into_place(
         &self,
         staged: &Path,
         target: &Path,
@@ -279,15 +299,56 @@ impl LocalFs {
         bytes: &[u8],
         sync: Durability,
     ) -> std::io::Result<Linked> {
-        let (staged, mut f) = self.stage(PUT_PREFIX)?;
-        let written = f.write_all(bytes).and_then(|()| f.sync_all());
-        if let Err(e) = written {
+        let (unnamed, created) = self.unnamed(target, bytes.len() >= direct::MIN_DIRECT)?;
+        if let Some(mut f) = unnamed {
+            f.write_all(bytes)?;
+            self.log("fsync", target);
+            return self.link_unnamed(&f, target, &created, sync);
+        }
+        let (staged, f) = self.stage(PUT_PREFIX)?;
+        if let Err(e) = write_staged(&staged, f, bytes) {
             let _ = std::fs::remove_file(&staged);
             return Err(e);
         }
         self.log("fsync", target);
-        drop(f);
+        self.changed(target, &created, sync)?;
         self.link_into_place(&staged, target, sync)
+    }
+
+    /// An unnamed file in the directory `target` goes in (made now if missing, with the
+    /// directories created), or `None` where the filesystem has no unnamed files.
+    pub(super) fn unnamed(
+        &self,
+        target: &Path,
+        direct: bool,
+    ) -> std::io::Result<(Option<direct::Staged>, Vec<PathBuf>)> {
+        let Some(dir) = target.parent() else {
+            return Ok((None, Vec::new()));
+        };
+        let created = self.make_dirs(dir)?;
+        let f = direct::Staged::unnamed(dir, self.modes.file, direct)?;
+        Ok((f, created))
+    }
+
+    /// Names a written and fsynced unnamed file `target`, create-only, and records the
+    /// directories that changed.
+    pub(super) fn link_unnamed(
+        &self,
+        f: &direct::Staged,
+        target: &Path,
+        created: &[PathBuf],
+        sync: Durability,
+    ) -> std::io::Result<Linked> {
+        let linked = f.link(target)?;
+        if linked {
+            self.log("link", target);
+        }
+        self.changed(target, created, sync)?;
+        Ok(if linked {
+            Linked::Created
+        } else {
+            Linked::AlreadyExists
+        })
     }
 
     /// The first half of a create-only put: `bytes` staged and fsynced now, for
@@ -300,40 +361,59 @@ impl LocalFs {
         target: &Path,
         bytes: &[u8],
         sync: Durability,
-    ) -> std::io::Result<PathBuf> {
-        let (staged, mut f) = self.stage(STAGED_PREFIX)?;
-        let written = f.write_all(bytes).and_then(|()| f.sync_all());
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&staged);
-            return Err(e);
+    ) -> std::io::Result<Staging> {
+        let (unnamed, created) = self.unnamed(target, bytes.len() >= direct::MIN_DIRECT)?;
+        if let Some(outermost) = created.first() {
+            self.changed(outermost, &created, sync)?;
         }
-        self.log("fsync", target);
-        if let Some(dir) = target.parent() {
-            let created = self.make_dirs(dir)?;
-            if let Some(outermost) = created.first() {
-                self.changed(outermost, &created, sync)?;
+        let staging = match unnamed {
+            Some(mut f) => {
+                f.write_all(bytes)?;
+                Staging::Unnamed(f)
             }
-        }
-        Ok(staged)
+            None => {
+                let (staged, f) = self.stage(STAGED_PREFIX)?;
+                if let Err(e) = write_staged(&staged, f, bytes) {
+                    let _ = std::fs::remove_file(&staged);
+                    return Err(e);
+                }
+                Staging::Named(staged)
+            }
+        };
+        self.log("fsync", target);
+        Ok(staging)
     }
 
     /// The second half: links what [`LocalFs::stage_new`] staged to `target`, create-only.
     pub(crate) fn link_staged(
         &self,
-        staged: &Path,
+        staged: &Staging,
         target: &Path,
         sync: Durability,
     ) -> std::io::Result<Linked> {
-        self.link_into_place(staged, target, sync)
+        match staged {
+            Staging::Named(p) => self.link_into_place(p, target, sync),
+            Staging::Unnamed(f) => self.link_unnamed(f, target, &[], sync),
+        }
     }
 
-    /// Replaces `target` atomically (lock records only): staged, fsynced, renamed over it.
+    /// Replaces `target` atomically (lock records only): staged, fsynced, renamed over it (a
+    /// first record is linked create-only, as a new object is).
     pub(crate) fn put_replace(
         &self,
         target: &Path,
         bytes: &[u8],
         sync: Durability,
     ) -> std::io::Result<()> {
+        // the first record of an object: named create-only, like any new object
+        let (unnamed, created) = self.unnamed(target, false)?;
+        if let Some(mut f) = unnamed {
+            f.write_all(bytes)?;
+            self.log("fsync", target);
+            if let Linked::Created = self.link_unnamed(&f, target, &created, sync)? {
+                return Ok(());
+            }
+        }
         let (staged, mut f) = self.stage(PUT_PREFIX)?;
         let written = f.write_all(bytes).and_then(|()| f.sync_all());
         if let Err(e) = written {
@@ -342,10 +422,6 @@ impl LocalFs {
         }
         self.log("fsync", target);
         drop(f);
-        let created = match target.parent() {
-            Some(p) => self.make_dirs(p)?,
-            None => Vec::new(),
-        };
         if let Err(e) = std::fs::rename(&staged, target) {
             let _ = std::fs::remove_file(&staged);
             return Err(e);
@@ -376,19 +452,6 @@ impl LocalFs {
         let _ = std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode));
     }
 
-    /// Starts a staged upload that [`MultipartUpload::complete`] links to `target`.
-    pub(crate) fn start_upload(self: &Arc<Self>, target: PathBuf) -> std::io::Result<LocalUpload> {
-        let (staged, f) = self.stage(UPLOAD_PREFIX)?;
-        Ok(LocalUpload {
-            fs: self.clone(),
-            target,
-            staged,
-            file: Arc::new(f),
-            offset: 0,
-            done: false,
-        })
-    }
-
     /// Removes staging files a killed process left: every upload and staged put (call only
     /// under the batch lease, which every writer of those holds), and puts older than an hour.
     pub(crate) fn remove_abandoned_staging(&self) -> usize {
@@ -415,97 +478,12 @@ impl LocalFs {
     }
 }
 
-/// A data file being written: parts are appended to a staging file under `.staging/` at the
-/// offsets they were handed in, fsynced on completion and linked into place create-only. The
-/// target directory is synced at the next [`LocalFs::sync`]: callers put one barrier before
-/// the manifests that name the files. Dropped unfinished, the staging file is removed.
-#[derive(Debug)]
-pub(crate) struct LocalUpload {
-    fs: Arc<LocalFs>,
-    target: PathBuf,
-    staged: PathBuf,
-    file: Arc<std::fs::File>,
-    offset: u64,
-    done: bool,
-}
-
-fn upload_error(target: &Path, e: std::io::Error) -> object_store::Error {
-    object_store::Error::Generic {
-        store: "local",
-        source: Box::new(std::io::Error::new(
-            e.kind(),
-            format!("{}: {e}", target.display()),
-        )),
-    }
-}
-
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?
-}
-
-#[async_trait::async_trait]
-impl MultipartUpload for LocalUpload {
-    fn put_part(&mut self, data: PutPayload) -> UploadPart {
-        use std::os::unix::fs::FileExt;
-        let offset = self.offset;
-        self.offset += data.content_length() as u64;
-        let file = self.file.clone();
-        let target = self.target.clone();
-        Box::pin(async move {
-            blocking(move || {
-                let mut at = offset;
-                for chunk in data.iter() {
-                    file.write_all_at(chunk, at)?;
-                    at += chunk.len() as u64;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| upload_error(&target, e))
-        })
-    }
-
-    async fn complete(&mut self) -> object_store::Result<PutResult> {
-        let (fs, file) = (self.fs.clone(), self.file.clone());
-        let (staged, target) = (self.staged.clone(), self.target.clone());
-        let linked = blocking(move || {
-            file.sync_all()?;
-            fs.log("fsync", &target);
-            fs.link_into_place(&staged, &target, Durability::Deferred)
-        })
-        .await
-        .map_err(|e| upload_error(&self.target, e))?;
-        self.done = true;
-        match linked {
-            Linked::Created => Ok(PutResult {
-                e_tag: None,
-                version: None,
-            }),
-            Linked::AlreadyExists => Err(object_store::Error::AlreadyExists {
-                path: self.target.display().to_string(),
-                source: "objects are written once".into(),
-            }),
-        }
-    }
-
-    async fn abort(&mut self) -> object_store::Result<()> {
-        self.done = true;
-        let staged = self.staged.clone();
-        let _ = blocking(move || std::fs::remove_file(staged)).await;
-        Ok(())
-    }
-}
-
-impl Drop for LocalUpload {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.staged);
-        }
-    }
 }
 
 /// Runs a filesystem step off the async executor.
@@ -522,4 +500,14 @@ pub(crate) fn owned(payload: PutPayload) -> Bytes {
         v.extend_from_slice(c);
     }
     Bytes::from(v)
+}
+
+/// Writes a put's bytes to its staging file and fsyncs them: direct when large enough.
+fn write_staged(staged: &Path, mut f: std::fs::File, bytes: &[u8]) -> std::io::Result<()> {
+    if bytes.len() >= direct::MIN_DIRECT {
+        drop(f);
+        direct::write_new(staged, bytes)
+    } else {
+        f.write_all(bytes).and_then(|()| f.sync_all())
+    }
 }
