@@ -15,8 +15,13 @@ Steps:
      --input PATH takes an existing NDJSON file instead.
   2. Build holdfast with `cargo build --release` (CARGO_TARGET_DIR defaults to
      /work/target-release if that directory exists), unless --binary is given.
-  3. On a fresh store (store and keyring deleted first, keyring outside the store):
-     `holdfast init`, then `holdfast ingest` and `holdfast batch --format json`, the
+  3. Outputs of an earlier invocation are removed first, then the script waits --settle
+     seconds (70) if there were any: ext4 without a journal checks inodes freed in the last
+     minutes one by one when it creates files, and a run right after a mass delete measures
+     that scan. Each run then writes a new store (store-<i>, keyring outside it) and DuckDB
+     a new duckdb-out-<i>; nothing is deleted between timed runs, and afterwards the last
+     run's outputs are kept as store, keyring.json and duckdb-out.
+     In the store: `holdfast init`, then `holdfast ingest` and `holdfast batch --format json`, the
      last two each timed under `/usr/bin/time -v` (wall, user, sys, peak RSS).
      Stored bytes = all files under <store>/lake/ + <store>/manifests/.
   4. Run ../shared/bench/run_duckdb.py (--dedup qualify) on the same file under
@@ -220,12 +225,10 @@ def describe(cmd, default="?"):
 
 # --------------------------------------------------------------------------- runs
 
-def run_holdfast(binary, events_path, workdir):
-    """Fresh store: init, timed ingest, timed batch; return the measurements."""
-    store = workdir / "store"
-    keyring = workdir / "keyring.json"
-    rm(store)
-    rm(keyring)
+def run_holdfast(binary, events_path, workdir, i):
+    """Fresh store (store-<i>): init, timed ingest, timed batch; return the measurements."""
+    store = workdir / f"store-{i}"
+    keyring = workdir / f"keyring-{i}.json"
     env = {"HOLDFAST_KEYRING": keyring}
     run([binary, "init", "--store", store], env=env)
     ingest, _ = timed([binary, "ingest", "--store", store, events_path], workdir, "ingest", env)
@@ -265,8 +268,8 @@ def run_holdfast(binary, events_path, workdir):
     }
 
 
-def run_duckdb(py, shared, events_path, lines, workdir):
-    out_dir = workdir / "duckdb-out"
+def run_duckdb(py, shared, events_path, lines, workdir, i):
+    out_dir = workdir / f"duckdb-out-{i}"
     stats, out = timed([py, shared / "run_duckdb.py", "--input", events_path, "--out", out_dir,
                         "--dedup", "qualify", "--lines", lines], workdir, "duckdb")
     report = last_json_line(out)
@@ -280,6 +283,42 @@ def run_duckdb(py, shared, events_path, lines, workdir):
         "own_events_per_s": report.get("events_per_s"),
         "report": report,
     }
+
+
+OUTPUTS = ("store", "keyring.json", "duckdb-out")
+
+
+def settle_after_cleanup(workdir, settle):
+    """Removes the outputs of earlier invocations, then waits `settle` seconds if it removed
+    any. ext4 without a journal (this project's machine) skips inodes freed in the last 60 s
+    (6 min while their table block is dirty) when it allocates new ones, checking each: a run
+    that starts right after tens of thousands of files were deleted spends most of its time
+    in that scan (perf: find_inode_bit, recently_deleted), holdfast more than DuckDB because it
+    creates three times the files (data files, manifests, lock records) and folders."""
+    old = [p for p in workdir.iterdir()
+           if p.name in OUTPUTS or re.fullmatch(r"(store|keyring|duckdb-out)-\d+(\.json)?", p.name)]
+    for p in old:
+        rm(p)
+    if old and settle > 0:
+        os.sync()
+        log(f"removed {len(old)} outputs of an earlier run; waiting {settle} s for ext4 to reuse their inodes")
+        time.sleep(settle)
+
+
+def keep_last_outputs(workdir, runs):
+    """Each run writes its own outputs, none deleted between timed runs; afterwards the last
+    run's are kept under the plain names (store, keyring.json, duckdb-out) for the scripts that
+    read them, the others removed."""
+    for i in range(1, runs + 1):
+        for name, numbered in (("store", f"store-{i}"), ("keyring.json", f"keyring-{i}.json"),
+                               ("duckdb-out", f"duckdb-out-{i}")):
+            p = workdir / numbered
+            if not p.exists():
+                continue
+            if i == runs:
+                p.rename(workdir / name)
+            else:
+                rm(p)
 
 
 def derive(m, lines, in_bytes):
@@ -388,6 +427,8 @@ def parse_args():
     ap.add_argument("--seed", type=int, default=42, help="generator seed (default 42)")
     ap.add_argument("--runs", type=int, default=1, help="repeat R times, report each + median")
     ap.add_argument("--skip-duckdb", action="store_true", help="measure holdfast only")
+    ap.add_argument("--settle", type=int, default=70,
+                    help="seconds to wait after removing earlier outputs (default 70; 0: none)")
     ap.add_argument("--binary", type=Path, help="holdfast binary to use (skips cargo build)")
     ap.add_argument("--workdir", type=Path, default=REPO / "bench-out",
                     help="scratch dir (default <repo>/bench-out)")
@@ -419,16 +460,18 @@ def main():
     binary = build_holdfast(args)
     py = None if args.skip_duckdb else duckdb_python(args.workdir)
 
+    settle_after_cleanup(args.workdir, args.settle)
     runs = []
     for i in range(1, args.runs + 1):
         log(f"run {i}/{args.runs}: holdfast")
-        hf = derive(run_holdfast(binary, events_path, args.workdir), lines, in_bytes)
+        hf = derive(run_holdfast(binary, events_path, args.workdir, i), lines, in_bytes)
         dk = None
         if py:
             log(f"run {i}/{args.runs}: duckdb")
-            dk = derive(run_duckdb(py, args.shared, events_path, lines, args.workdir),
+            dk = derive(run_duckdb(py, args.shared, events_path, lines, args.workdir, i),
                         lines, in_bytes)
         runs.append({"holdfast": hf, "duckdb": dk})
+    keep_last_outputs(args.workdir, args.runs)
 
     hf_sum = median_of([r["holdfast"] for r in runs])
     dk_sum = median_of([r["duckdb"] for r in runs]) if py else None
