@@ -18,7 +18,7 @@
 //! killed process leaves nothing of it behind.
 //!
 //! Deletes unlink and sync the directory the same way. Lock records, the only objects ever
-//! replaced, are staged and renamed over the old record. Reads stay with `LocalFileSystem`.
+//! replaced, are created like any object and replaced by a staged record renamed over the old. Reads stay with `LocalFileSystem`.
 //!
 //! Test builds (`test-hooks`) append each step to the file `HOLDFAST_TEST_IO_LOG` names
 //! (`fsync <object>`, `link <object>`, `rename <object>`, `unlink <object>`, `mkdir <dir>`,

@@ -35,11 +35,12 @@ impl LocalFs {
     }
 }
 
-/// A data file being written: parts are appended to a staging file under `.staging/` at the
-/// offsets they were handed in (whole blocks, written direct where the filesystem allows: see
-/// [`direct`]), fsynced on completion and linked into place create-only. The target directory
-/// is synced at the next [`LocalFs::sync`]: callers put one barrier before the manifests that
-/// name the files. Dropped unfinished, the staging file is removed.
+/// A data file being written: parts are appended to an unnamed file in the target's folder (a
+/// staging file under `.staging/` where the filesystem has none) at the offsets they were
+/// handed in (whole blocks, written direct where the filesystem allows: see [`direct`]),
+/// fsynced on completion and linked into place create-only. The target directory is synced at
+/// the next [`LocalFs::sync`]: callers put one barrier before the manifests that name the
+/// files. Dropped unfinished, nothing of it stays.
 #[derive(Debug)]
 pub(crate) struct LocalUpload {
     fs: Arc<LocalFs>,
