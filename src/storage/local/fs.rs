@@ -18,7 +18,8 @@
 //! killed process leaves nothing of it behind.
 //!
 //! Deletes unlink and sync the directory the same way. Lock records, the only objects ever
-//! replaced, are created like any object and replaced by a staged record renamed over the old. Reads stay with `LocalFileSystem`.
+//! replaced, are created like any object and replaced by a staged record renamed over the
+//! old one. Reads stay with `LocalFileSystem`.
 //!
 //! Test builds (`test-hooks`) append each step to the file `HOLDFAST_TEST_IO_LOG` names
 //! (`fsync <object>`, `link <object>`, `rename <object>`, `unlink <object>`, `mkdir <dir>`,
@@ -405,8 +406,13 @@ impl LocalFs {
         bytes: &[u8],
         sync: Durability,
     ) -> std::io::Result<()> {
-        // the first record of an object: named create-only, like any new object
-        let (unnamed, created) = self.unnamed(target, false)?;
+        // the first record of an object: named create-only, like any new object (a record
+        // already there is replaced at once, not written twice)
+        let (unnamed, created) = if target.exists() {
+            (None, Vec::new())
+        } else {
+            self.unnamed(target, false)?
+        };
         if let Some(mut f) = unnamed {
             f.write_all(bytes)?;
             self.log("fsync", target);
