@@ -46,6 +46,8 @@ pub struct InitRequest<'a> {
     pub retention_floor_days: Option<u32>,
     /// Objects 0640 and directories 0750 instead of 0600/0700 (chosen once).
     pub group_readable: bool,
+    /// An S3 store's bucket is created (versioned, with Object Lock) when it is missing.
+    pub create_bucket: bool,
     /// The OS user running init: the first access policy names them sole administrator.
     pub admin: &'a str,
 }
@@ -88,6 +90,10 @@ pub async fn init(req: &InitRequest<'_>, clock: Arc<dyn Clock>) -> Result<Initia
     };
     let (kms, new_keyring) = keys::for_init(req.keyring, remote, req.store, &clock).await?;
     let ring = kms.as_ref();
+    if req.create_bucket {
+        // an S3 bucket made (versioned, Object Lock on) before anything looks for the store
+        Store::init(req.store, req.group_readable, true)?;
+    }
     if let Some(store) = initialised(req.store).await? {
         let existing = read_marker(&store).await?;
         if existing.group_readable != req.group_readable {
@@ -105,7 +111,7 @@ pub async fn init(req: &InitRequest<'_>, clock: Arc<dyn Clock>) -> Result<Initia
             ));
         }
     }
-    let store = Store::init(req.store, req.group_readable)?;
+    let store = Store::init(req.store, req.group_readable, req.create_bucket)?;
     let created = write_marker(&store, req, ring, floor, now.clone()).await?;
     if req.transit.is_some() || req.aws_kms.is_some() {
         keys::ensure_index_secret(&store, ring, now).await?;
@@ -187,8 +193,10 @@ pub async fn retention_floor(store: &Store) -> Result<RetentionFloor> {
 
 /// The store at `url` if it exists and holds a store marker.
 pub async fn initialised(url: &StoreUrl) -> Result<Option<Store>> {
-    let Ok(store) = Store::open(url, false) else {
-        return Ok(None);
+    let store = match Store::open(url, false) {
+        Ok(store) => store,
+        Err(e) if url.is_remote() => return Err(e.into()),
+        Err(_) => return Ok(None),
     };
     let marker = layout::store_marker();
     Ok(store.get_opt(&marker).await?.map(|_| store))
@@ -223,8 +231,10 @@ pub async fn read_marker(store: &Store) -> Result<StoreMarker> {
 
 /// Opens an initialised store without its keyring (commands that need no key).
 pub async fn open_unkeyed(url: &StoreUrl) -> Result<Store> {
-    let Ok(store) = Store::open(url, false) else {
-        return Err(not_a_store(&url.to_string(), false));
+    let store = match Store::open(url, false) {
+        Ok(store) => store,
+        Err(e) if url.is_remote() => return Err(e.into()),
+        Err(_) => return Err(not_a_store(&url.to_string(), false)),
     };
     read_marker(&store).await?;
     Ok(store)
@@ -244,9 +254,13 @@ pub async fn open_keys(
     keys: Keys<'_>,
     tenants: &std::collections::BTreeMap<String, TenantKeys>,
 ) -> Result<(Store, Arc<dyn Kms>)> {
-    let Ok(store) = Store::open(url, false) else {
-        let exists = url.local_dir().is_some_and(|d| d.exists());
-        return Err(not_a_store(&url.to_string(), exists));
+    let store = match Store::open(url, false) {
+        Ok(store) => store,
+        Err(e) if url.is_remote() => return Err(e.into()),
+        Err(_) => {
+            let exists = url.local_dir().is_some_and(|d| d.exists());
+            return Err(not_a_store(&url.to_string(), exists));
+        }
     };
     // the platform KEK in force: the marker's, or the newest `keys migrate` approved
     let keks = crate::keys::platform::keks(&store).await?;
@@ -346,6 +360,7 @@ pub(crate) async fn initialised_for_tests(
         aws_kms: None,
         retention_floor_days: None,
         group_readable: false,
+        create_bucket: false,
         admin: "alice",
     };
     init(&req, clock).await.expect("init");

@@ -154,6 +154,7 @@ impl RunArgs {
             let opts = InitOptions {
                 floor_days: p.store.retention_floor_days,
                 group_readable: false,
+                create_bucket: false,
                 remote: p
                     .kms
                     .as_ref()

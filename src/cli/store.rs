@@ -5,7 +5,7 @@ use super::*;
 
 #[derive(Debug, clap::Args, Clone)]
 pub struct StoreArgs {
-    /// Store: a directory (a path or file:///path) or memory://NAME
+    /// Store: a directory (a path or file:///path), s3://BUCKET/PREFIX or memory://NAME
     #[arg(long, env = "HOLDFAST_STORE")]
     pub store: crate::storage::StoreUrl,
     /// Local keyring file (default: $XDG_CONFIG_HOME/holdfast/keyring.json; never inside a store)
@@ -27,6 +27,10 @@ pub struct InitArgs {
     /// 0600/0700 (recorded in the store marker)
     #[arg(long)]
     pub group_readable: bool,
+    /// For an s3:// store: create the bucket if it is missing, versioned and with Object
+    /// Lock on (no default retention)
+    #[arg(long)]
+    pub create_bucket: bool,
     /// Pipeline file whose [kms] section names the key service to bind the store to
     /// (default: the local keyring)
     #[arg(long, env = "HOLDFAST_PIPELINE")]
@@ -63,6 +67,7 @@ impl InitArgs {
         let opts = InitOptions {
             floor_days: self.retention_floor_days,
             group_readable: self.group_readable,
+            create_bucket: self.create_bucket,
             remote: remote.flatten(),
         };
         init(&self.s, &opts, clock, out).await
@@ -73,6 +78,7 @@ impl InitArgs {
 pub(super) struct InitOptions {
     pub(super) floor_days: Option<u32>,
     pub(super) group_readable: bool,
+    pub(super) create_bucket: bool,
     /// The Transit or AWS KMS key to bind the store to (`None`: the local keyring).
     pub(super) remote: Option<super::kms::Remote>,
 }
@@ -94,6 +100,7 @@ pub(super) async fn init(
         aws_kms: o.remote.as_ref().and_then(|r| r.aws_kms()),
         retention_floor_days: o.floor_days,
         group_readable: o.group_readable,
+        create_bucket: o.create_bucket,
         admin: &admin,
     };
     let done = crate::store::init(&req, clock).await?;

@@ -59,8 +59,9 @@ pub struct Pipeline {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The store: a directory (a path or `file:///path`) or `memory://name` (`--store` /
-    /// `HOLDFAST_STORE` override it).
+    /// The store: a directory (a path or `file:///path`), `s3://bucket/prefix` or
+    /// `memory://name` (`--store` / `HOLDFAST_STORE` override it); `url` is the same key.
+    #[serde(alias = "url")]
     pub path: Option<crate::storage::StoreUrl>,
     /// The retention floor `holdfast run` records when it creates the store (like
     /// `init --retention-floor-days`); an existing store keeps the floor it has.
@@ -129,6 +130,7 @@ impl Default for BatchConfig {
 
 static STORE: Shape = Shape::Table(&[
     opt("path", Shape::Leaf(ty::<crate::storage::StoreUrl>)),
+    opt("url", Shape::Leaf(ty::<crate::storage::StoreUrl>)),
     opt("retention_floor_days", Shape::Leaf(ty::<u32>)),
 ]);
 static SOURCE: Shape = Shape::Table(&[

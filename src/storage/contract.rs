@@ -47,6 +47,20 @@ macro_rules! contract {
     };
 }
 
+/// Runs each contract function on fresh stores in a moto bucket with Object Lock (skipped,
+/// saying so, without moto; failed under `CI=true`).
+macro_rules! contract_s3 {
+    ($($name:ident),* $(,)?) => {
+        mod on_s3 {
+            $( #[test] fn $name() {
+                if let Some(fresh) = crate::storage::s3::tests::fresh(stringify!($name)) {
+                    super::$name(&fresh)
+                }
+            } )*
+        }
+    };
+}
+
 contract!(
     puts_are_create_only,
     staged_puts_appear_when_linked_and_are_create_only,
@@ -55,6 +69,23 @@ contract!(
     retain_until_only_extends,
     legal_hold_goes_on_and_off,
     deletes_follow_the_one_rule,
+    a_lease_is_respected_until_it_expires_then_taken_over,
+    a_dead_holder_is_judged_by_expiry_not_by_its_pid,
+    of_two_takers_of_an_expired_lease_exactly_one_proceeds,
+    a_holder_whose_lease_was_taken_over_refuses_to_commit,
+    renewal_moves_the_token_and_leaves_one_version,
+);
+
+// On S3 the expiry half of the one rule is the provider's, on its own clock, not the test's:
+// `deletes_follow_the_one_rule` sets a retain-until in 2030 and then deletes "after" it on a
+// fake clock, which S3 rightly refuses. s3/tests.rs tests the provider's refusal instead.
+contract_s3!(
+    puts_are_create_only,
+    staged_puts_appear_when_linked_and_are_create_only,
+    get_head_list_delete,
+    uploads_appear_only_when_complete_and_never_replace,
+    retain_until_only_extends,
+    legal_hold_goes_on_and_off,
     a_lease_is_respected_until_it_expires_then_taken_over,
     a_dead_holder_is_judged_by_expiry_not_by_its_pid,
     of_two_takers_of_an_expired_lease_exactly_one_proceeds,

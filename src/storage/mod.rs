@@ -1,14 +1,17 @@
 //! Object storage: everything holdfast keeps goes through a [`Store`], opened from a
-//! [`StoreUrl`] (a plain path or `file:///abs/path`, or `memory://<name>`).
+//! [`StoreUrl`] (a plain path or `file:///abs/path`, `s3://bucket/prefix`, or
+//! `memory://<name>`).
 //!
 //! A `Store` is a thin, backend-neutral layer over one [`Backend`]:
 //! - [`local`]: a directory. Reads go through `object_store`'s `LocalFileSystem`; writes
 //!   through a durable write path (staged outside `lake/`, fsynced, linked into place
 //!   create-only, directory fsynced), with the store's file modes;
+//! - [`s3`]: a versioned bucket with Object Lock; locks are the provider's (retention and
+//!   legal holds on the object version), deletes remove versions;
 //! - [`memory`]: `object_store`'s `InMemory`, for tests and embedding; nothing is durable and
 //!   the local-only steps (modes, staging, directory syncs) do not exist there.
 //!
-//! Adding a backend (S3 next) is one file implementing [`Backend`] and [`lock::ObjectLock`],
+//! Adding a backend is one file implementing [`Backend`] and [`lock::ObjectLock`],
 //! plus one [`StoreUrl`] variant with its arms in [`StoreUrl::parse`], `Display` and
 //! [`Store::open`]/[`Store::init`]. Nothing outside this module names a backend or a
 //! filesystem path of the store: messages use [`Store::describe`].
@@ -31,6 +34,7 @@ pub mod local;
 pub mod lock;
 pub mod marker;
 pub mod memory;
+pub mod s3;
 
 #[cfg(test)]
 mod contract;
@@ -54,6 +58,8 @@ pub enum StoreUrl {
     /// `memory://<name>`: an in-memory store, shared by every open of the same name in this
     /// process and gone when it ends.
     Memory(String),
+    /// `s3://bucket/prefix`: a versioned bucket with Object Lock (the prefix may be empty).
+    S3 { bucket: String, prefix: String },
 }
 
 impl StoreUrl {
@@ -81,8 +87,9 @@ impl StoreUrl {
             "memory" => Err(format!(
                 "{s}: a memory store is named memory://<name> (letters, digits, '-', '_', '.')"
             )),
+            "s3" => parse_s3(rest).map_err(|e| format!("{s}: {e}")),
             other => Err(format!(
-                "{s}: {other}:// stores are not supported (a path, file:///path or memory://name)"
+                "{s}: {other}:// stores are not supported (a path, file:///path, s3://bucket/prefix or memory://name)"
             )),
         }
     }
@@ -97,9 +104,45 @@ impl StoreUrl {
     pub fn local_dir(&self) -> Option<&std::path::Path> {
         match self {
             StoreUrl::Local(p) => Some(p),
-            StoreUrl::Memory(_) => None,
+            StoreUrl::Memory(_) | StoreUrl::S3 { .. } => None,
         }
     }
+
+    /// Whether the store is reached over the network (opening it can fail for reasons other
+    /// than its absence: credentials, the bucket's settings).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, StoreUrl::S3 { .. })
+    }
+}
+
+/// `bucket[/prefix]` of an `s3://` URL: a valid bucket name and a prefix of plain segments.
+fn parse_s3(rest: &str) -> Result<StoreUrl, String> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !bucket.starts_with(['-', '.'])
+        && !bucket.ends_with(['-', '.'])
+        && !bucket.contains("..");
+    if !bucket_ok {
+        return Err(format!(
+            "'{bucket}' is not an S3 bucket name (3-63 lowercase letters, digits, '-', '.')"
+        ));
+    }
+    let prefix = prefix.trim_end_matches('/');
+    let bad = prefix.split('/').any(|seg| {
+        seg.is_empty() || seg == "." || seg == ".." || seg.chars().any(|c| c.is_control())
+    });
+    if !prefix.is_empty() && bad {
+        return Err(format!(
+            "'{prefix}' is not a usable prefix (segments separated by single '/', no '.' or '..')"
+        ));
+    }
+    Ok(StoreUrl::S3 {
+        bucket: bucket.to_string(),
+        prefix: prefix.to_string(),
+    })
 }
 
 fn valid_memory_name(n: &str) -> bool {
@@ -135,6 +178,8 @@ impl std::fmt::Display for StoreUrl {
         match self {
             StoreUrl::Local(p) => write!(f, "{}", p.display()),
             StoreUrl::Memory(n) => write!(f, "memory://{n}"),
+            StoreUrl::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            StoreUrl::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
         }
     }
 }
@@ -249,17 +294,26 @@ impl Store {
         let backend: Arc<dyn Backend> = match url {
             StoreUrl::Local(dir) => Arc::new(local::Local::open(dir, create)?),
             StoreUrl::Memory(name) => memory::Memory::open(name, create)?,
+            StoreUrl::S3 { bucket, prefix } => Arc::new(s3::S3::open(bucket, prefix, false)?),
         };
         Ok(Self::with(backend))
     }
 
     /// Creates (or opens) a store for `init`; a local one with owner-only modes or, when
     /// `group_readable`, modes that let the store's group read (the caller records the choice
-    /// in the store marker).
-    pub fn init(url: &StoreUrl, group_readable: bool) -> Result<Self, LakeError> {
+    /// in the store marker); an S3 one in its bucket, which `create_bucket` creates with
+    /// Object Lock when it is missing.
+    pub fn init(
+        url: &StoreUrl,
+        group_readable: bool,
+        create_bucket: bool,
+    ) -> Result<Self, LakeError> {
         let backend: Arc<dyn Backend> = match url {
             StoreUrl::Local(dir) => Arc::new(local::Local::init(dir, group_readable)?),
             StoreUrl::Memory(name) => memory::Memory::open(name, true)?,
+            StoreUrl::S3 { bucket, prefix } => {
+                Arc::new(s3::S3::open(bucket, prefix, create_bucket)?)
+            }
         };
         Ok(Self::with(backend))
     }

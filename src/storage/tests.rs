@@ -33,9 +33,9 @@ fn store_urls_name_a_backend() {
     assert!(p("memory://").is_err());
     assert!(p("memory://a/b").is_err());
     assert!(
-        p("s3://bucket/x")
+        p("gs://bucket/x")
             .unwrap_err()
-            .contains("s3:// stores are not supported")
+            .contains("gs:// stores are not supported")
     );
     assert!(p("").is_err());
     assert_eq!(
@@ -50,7 +50,7 @@ fn a_memory_store_is_shared_by_name_and_must_exist_to_be_opened() {
     let name = format!("shared-{:016x}", rand::random::<u64>());
     let url = StoreUrl::Memory(name.clone());
     assert!(Store::open(&url, false).is_err(), "not created yet");
-    let a = Store::init(&url, false).unwrap();
+    let a = Store::init(&url, false, false).unwrap();
     let b = Store::open(&url, false).unwrap();
     block(async {
         a.put_new(&Path::from("x"), b"1".to_vec()).await.unwrap();
@@ -78,7 +78,7 @@ fn local_puts_take_the_store_modes_and_leave_no_staging() {
     for (group, file, dir) in [(false, 0o600, 0o700), (true, 0o640, 0o750)] {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("store");
-        let store = Store::init(&StoreUrl::local(&root), group).unwrap();
+        let store = Store::init(&StoreUrl::local(&root), group, false).unwrap();
         assert_eq!(store.group_readable(), group);
         let p = Path::from("audit/v1.json");
         block(async {

@@ -20,6 +20,7 @@ fn request<'a>(store: &'a StoreUrl, keyring: &'a Path) -> InitRequest<'a> {
         aws_kms: None,
         retention_floor_days: Some(2555),
         group_readable: false,
+        create_bucket: false,
         admin: "alice",
     }
 }
