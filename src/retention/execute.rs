@@ -109,12 +109,7 @@ async fn lock_refusal(
     path: &Path,
     now: DateTime<Utc>,
 ) -> Result<Option<String>, LakeError> {
-    Ok(refusal(&store.lock(path).await?, now))
-}
-
-/// The storage layer's one rule ([`crate::storage::Lock::refusal`]).
-fn refusal(lock: &crate::storage::Lock, now: DateTime<Utc>) -> Option<String> {
-    lock.refusal(now)
+    Ok(store.refusal(&store.lock(path).await?, now))
 }
 
 /// An old file taken out by a rewrite, and the file that took its survivors.
@@ -499,7 +494,7 @@ async fn delete_old_files<'r>(
             store.legal_hold(&r.old, false).await?;
             lock.legal_hold = false;
         }
-        match refusal(&lock, now) {
+        match store.refusal(&lock, now) {
             Some(_) if still_listed => {
                 let reason = "under legal hold (an active hold still lists the rewritten file)";
                 run.refused(old, reason).await?;

@@ -155,10 +155,20 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes an object unless its lock forbids it at `now` ([`Lock::refusal`]; then
+    /// Why the storage layer refuses to delete an object with `lock` at `now`, if it does:
+    /// [`Lock::refusal`] at `now`, or at the provider's clock where that is earlier (S3
+    /// judges retain-until by its own clock, so a commit never counts on a delete the
+    /// provider will refuse). Read the lock first ([`Store::lock`]).
+    pub fn refusal(&self, lock: &Lock, now: DateTime<Utc>) -> Option<String> {
+        let at = self.backend.provider_now().map_or(now, |p| p.min(now));
+        lock.refusal(at)
+    }
+
+    /// Deletes an object unless its lock forbids it at `now` ([`Store::refusal`]; then
     /// `ObjectLocked`), and its lock with it.
     pub async fn delete_checked(&self, path: &Path, now: DateTime<Utc>) -> Result<(), LakeError> {
-        if let Some(reason) = self.lock(path).await?.refusal(now) {
+        let lock = self.lock(path).await?;
+        if let Some(reason) = self.refusal(&lock, now) {
             return Err(locked(path, reason));
         }
         self.delete(path).await?;

@@ -249,6 +249,11 @@ pub(crate) trait Backend: lock::ObjectLock + std::fmt::Debug + Send + Sync {
     async fn sync(&self) -> Result<(), LakeError> {
         Ok(())
     }
+    /// The clock the provider judges retain-until by, where that is not holdfast's (S3);
+    /// `None`: holdfast's own rule is the lock (local, memory).
+    fn provider_now(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        None
+    }
     /// Removes what killed writers left outside the object namespace; how many.
     fn remove_abandoned_staging(&self) -> usize {
         0

@@ -25,6 +25,7 @@ use super::lock::{Lock, ObjectLock};
 use super::{Backend, Durability, Put};
 use crate::lake::LakeError;
 use api::DeleteError;
+use chrono::{DateTime, Utc};
 pub(crate) use conn::Overrides;
 use conn::{Conn, Rt};
 use object_store::aws::AmazonS3;
@@ -44,6 +45,8 @@ pub(crate) struct S3 {
     /// The store's prefix in the bucket: empty, or ending in `/`.
     prefix: String,
     url: String,
+    /// S3's clock as last seen (its answer's `Date`, and when it came).
+    seen: Arc<std::sync::Mutex<Option<(std::time::Instant, DateTime<Utc>)>>>,
 }
 
 impl std::fmt::Debug for S3 {
@@ -111,6 +114,7 @@ impl S3 {
             reader,
             prefix,
             url,
+            seen: Arc::default(),
         })
     }
 
@@ -225,6 +229,14 @@ impl Backend for S3 {
         .await
     }
 
+    /// S3's clock: the last answer's `Date` plus the time since, less two seconds (the header
+    /// has whole seconds).
+    fn provider_now(&self) -> Option<DateTime<Utc>> {
+        let (at, date) = (*self.seen.lock().expect("clock"))?;
+        let since = chrono::Duration::from_std(at.elapsed()).unwrap_or_default();
+        Some(date + since - chrono::Duration::seconds(2))
+    }
+
     async fn start_upload(&self, path: &Path) -> Result<Box<dyn MultipartUpload>, LakeError> {
         #[allow(clippy::disallowed_methods)] // the full key of a store path, in the backend
         let full = Path::from(self.key(path));
@@ -241,14 +253,17 @@ impl Backend for S3 {
 impl ObjectLock for S3 {
     async fn get_lock(&self, path: &Path) -> Result<Lock, LakeError> {
         let (key, object) = (self.key(path), path.to_string());
-        self.on_rt(move |conn| async move {
-            let head = conn
-                .head(&key)
-                .await
-                .map_err(|e| LakeError::store("reading the lock of", &object, e))?;
-            Ok(head.map(|h| h.lock).unwrap_or_default())
-        })
-        .await
+        let head = self
+            .on_rt(move |conn| async move {
+                conn.head(&key)
+                    .await
+                    .map_err(|e| LakeError::store("reading the lock of", &object, e))
+            })
+            .await?;
+        if let Some(date) = head.as_ref().and_then(|h| h.date) {
+            *self.seen.lock().expect("clock") = Some((std::time::Instant::now(), date));
+        }
+        Ok(head.map(|h| h.lock).unwrap_or_default())
     }
 
     async fn put_lock(&self, path: &Path, lock: &Lock, _: Durability) -> Result<(), LakeError> {

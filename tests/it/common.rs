@@ -26,11 +26,76 @@ pub const OS_USER_VAR: &str = "HOLDFAST_TEST_OS_USER";
 /// the store's only administrator and holds every role.
 pub const OPERATOR: &str = "test-operator";
 
-/// A store and a keyring in a fresh temporary directory (keyring outside the store).
+/// A store and a keyring in a fresh temporary directory (keyring outside the store), or a
+/// store in a moto bucket ([`Env::s3`]).
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub store: PathBuf,
     pub keyring: PathBuf,
+    /// An S3 store's URL (`HOLDFAST_STORE` then names it instead of `store`).
+    pub url: Option<String>,
+    /// Variables every command gets (an S3 store's endpoint and credentials).
+    pub vars: Vec<(&'static str, String)>,
+}
+
+/// moto's address (tests/run.sh starts it): `None`, saying why, when it is missing; a panic
+/// under `CI=true`.
+pub fn moto(test: &str) -> Option<String> {
+    match std::env::var("HOLDFAST_TEST_MOTO_ENDPOINT") {
+        Ok(e) => Some(e),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!(
+                "{test}: CI=true and no moto (HOLDFAST_TEST_MOTO_ENDPOINT unset); run tests/run.sh"
+            )
+        }
+        Err(_) => {
+            eprintln!("{test}: skipped: no moto (HOLDFAST_TEST_MOTO_ENDPOINT unset)");
+            None
+        }
+    }
+}
+
+/// The test Python environment (`HOLDFAST_TEST_PYTHON`, with boto3, pyarrow, DuckDB):
+/// `None`, saying why, when it is missing; a panic under `CI=true`.
+pub fn python(test: &str) -> Option<std::ffi::OsString> {
+    match std::env::var_os("HOLDFAST_TEST_PYTHON") {
+        Some(p) => Some(p),
+        None if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: CI=true but HOLDFAST_TEST_PYTHON is not set: run tests/run.sh")
+        }
+        None => {
+            eprintln!("{test}: skipped: HOLDFAST_TEST_PYTHON not set (tests/run.sh sets it)");
+            None
+        }
+    }
+}
+
+/// The variables that reach moto as S3 (and nothing of the machine's own AWS setup).
+pub fn moto_vars(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("AWS_ACCESS_KEY_ID", "AKIDHOLDFASTTEST".into()),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "holdfast-test-secret-0123456789".into(),
+        ),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_CONFIG_FILE", "/nonexistent".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
+    ]
+}
+
+/// A bucket name no other test uses.
+pub fn unique_bucket(prefix: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{:x}-{:x}",
+        std::process::id(),
+        n & 0xffff_ffff_ffff
+    )
 }
 
 impl Env {
@@ -48,11 +113,53 @@ impl Env {
             dir,
             store,
             keyring,
+            url: None,
+            vars: Vec::new(),
         };
         let mut args = vec!["init"];
         args.extend_from_slice(extra);
         env.ok(&args);
         env
+    }
+
+    /// A store at `s3://<new bucket>/store` on moto, made by `init --create-bucket`; `None`
+    /// without moto (outside CI).
+    pub fn s3(test: &str) -> Option<Self> {
+        let endpoint = moto(test)?;
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env {
+            store: dir.path().join("no-local-store"),
+            keyring: dir.path().join("keys").join("keyring.json"),
+            dir,
+            url: Some(format!("s3://{}/store", unique_bucket("holdfast-it"))),
+            vars: moto_vars(&endpoint),
+        };
+        env.ok(&["init", "--create-bucket"]);
+        Some(env)
+    }
+
+    /// What an S3 store holds under `sub` (`tests/s3/objects.py`: current keys, versions and
+    /// delete markers), read with boto3 from the test Python environment.
+    pub fn s3_objects(&self, sub: &str) -> serde_json::Value {
+        let out = Command::new(python("s3_objects").expect("HOLDFAST_TEST_PYTHON for S3 tests"))
+            .arg(repo().join("tests/s3/objects.py"))
+            .arg(&self.vars[0].1)
+            .arg(self.bucket())
+            .arg(format!("store/{sub}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The S3 store's bucket.
+    pub fn bucket(&self) -> &str {
+        let url = self.url.as_deref().expect("an S3 store");
+        url["s3://".len()..].split('/').next().unwrap()
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
@@ -65,6 +172,12 @@ impl Env {
             .env_remove("HOLDFAST_FAILPOINT")
             .env_remove("HOLDFAST_NOW")
             .current_dir(repo());
+        if let Some(url) = &self.url {
+            c.env("HOLDFAST_STORE", url);
+        }
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
         c
     }
 
@@ -248,6 +361,12 @@ impl Env {
     }
 
     pub fn landing_segments(&self) -> usize {
+        if self.url.is_some() {
+            return self.s3_objects("landing/")["current"]
+                .as_array()
+                .unwrap()
+                .len();
+        }
         std::fs::read_dir(self.store.join("landing"))
             .map(|d| d.flatten().count())
             .unwrap_or(0)

@@ -5,7 +5,11 @@ use crate::common::{self, Env};
 use std::time::Instant;
 
 fn prepared(seed: u64, unique: usize) -> (Env, usize) {
-    let env = Env::new();
+    prepared_in(Env::new(), seed, unique)
+}
+
+/// `env` with two files of events and one of malformed lines ingested.
+pub(crate) fn prepared_in(env: Env, seed: u64, unique: usize) -> (Env, usize) {
     let g = common::generate(seed, unique, unique / 20, 4);
     let half = g.ndjson.len() / 2;
     let cut = half + g.ndjson[half..].iter().position(|b| *b == b'\n').unwrap() + 1;
@@ -17,7 +21,7 @@ fn prepared(seed: u64, unique: usize) -> (Env, usize) {
 
 /// After recovery: each unique event once, every malformed line quarantined once, manifests
 /// verify, no orphan, landing empty.
-fn assert_exactly_once(env: &Env, unique: usize) {
+pub(crate) fn assert_exactly_once(env: &Env, unique: usize) {
     assert_eq!(env.count("SELECT count(*) FROM events"), unique as i64);
     assert_eq!(
         env.count("SELECT count(DISTINCT event_id) FROM events"),
@@ -36,7 +40,12 @@ fn assert_exactly_once(env: &Env, unique: usize) {
 }
 
 fn crash_at(point: &str) {
-    let (env, unique) = prepared(10, 1500);
+    crash_in(prepared(10, 1500), point);
+}
+
+/// A batch aborted at `point`, its lease held until it expires, then taken over: every
+/// event once.
+pub(crate) fn crash_in((env, unique): (Env, usize), point: &str) {
     let out = env
         .cmd(&["batch"])
         .env("HOLDFAST_FAILPOINT", point)

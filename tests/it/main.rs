@@ -24,6 +24,7 @@ mod pipeline;
 mod query;
 mod readers;
 mod retention;
+mod s3;
 mod sql;
 mod stores;
 mod tamper;

@@ -17,6 +17,8 @@ type Result<T> = std::result::Result<T, object_store::Error>;
 /// What a HEAD of an object says about its current version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Head {
+    /// S3's clock when it answered (its `Date` header), if it sent one.
+    pub(crate) date: Option<DateTime<Utc>>,
     pub(crate) version_id: Option<String>,
     pub(crate) mode: Option<String>,
     pub(crate) lock: Lock,
@@ -55,7 +57,12 @@ impl Conn {
                     .map_err(|e| generic(format!("HEAD {key}: unreadable retain-until {d}: {e}")))
             })
             .transpose()?;
+        let date = a
+            .header("date")
+            .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
+            .map(|d| d.to_utc());
         Ok(Some(Head {
+            date,
             version_id: a.header("x-amz-version-id").map(str::to_string),
             mode: a.header("x-amz-object-lock-mode").map(str::to_string),
             lock: Lock {

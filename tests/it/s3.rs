@@ -1,0 +1,203 @@
+//! The store on S3 with Object Lock (moto, started by tests/run.sh): the commands, the
+//! provider's own refusal to delete, a sweep it refuses, two batch hosts racing, and crashes.
+//! Each test has a bucket of its own. Under `CI=true` a missing moto or Python fails the test.
+
+use crate::common::{self, Env};
+
+const FAR: &str = "2040-01-01T00:00:00Z";
+
+fn events(env: &Env, seed: u64, n: usize) -> usize {
+    let g = common::generate(seed, n, n / 20, 3); // 2025-10-01 .. 03, FINRA 6 years
+    env.ingest(&env.write(&format!("e{seed}.ndjson"), &g.ndjson));
+    g.unique
+}
+
+fn hold(env: &Env, id: &str, interaction: &str) {
+    let body = format!(
+        r#"{{"holdId": "{id}", "tenantId": "tenant-0", "status": "ACTIVE", "scope": {{"interactionIds": ["{interaction}"]}}, "retentionOverride": {{"enabled": true, "expirationDate": null, "auditorTrail": {{"requestedBy": "co@firm.example", "requestTimestamp": "2025-10-14T14:30:00Z", "caseReference": "SEC-INV-2025-0892"}}}}}}"#
+    );
+    let f = env.write(&format!("{id}.json"), body.as_bytes());
+    let out = env.ok(&["hold", "apply", "--file", f.to_str().unwrap()]);
+    assert!(out.contains("pinned"), "{out}");
+}
+
+#[test]
+fn commands_run_on_s3_and_the_provider_refuses_deletes_once_holdfast_forgets() {
+    let Some(env) = Env::s3("s3_commands") else {
+        return;
+    };
+    let Some(python) = common::python("s3_commands") else {
+        return;
+    };
+    let unique = events(&env, 80, 600);
+    let r = env.batch();
+    assert_eq!(r["stored"], unique as u64, "{r}");
+    assert_eq!(env.count("SELECT count(*) FROM events"), unique as i64);
+    let (ok, v) = env.verify();
+    assert!(ok, "{v}");
+    assert_eq!(
+        env.landing_segments(),
+        0,
+        "landing segments go, every version"
+    );
+    let landing = env.s3_objects("landing/");
+    assert_eq!(
+        (landing["versions"].as_u64(), landing["markers"].as_u64()),
+        (Some(0), Some(0)),
+        "deleting means deleting versions: {landing}"
+    );
+    hold(&env, "LIT-S3", "int-80-0");
+
+    let out = std::process::Command::new(python)
+        .arg(common::repo().join("tests/s3/provider_refuses.py"))
+        .arg(&env.vars[0].1)
+        .arg(env.bucket())
+        .arg("store")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["wiped"].as_u64().unwrap() > 5, "{r}");
+    assert_eq!(r["non_data_left"], serde_json::json!([]), "{r}");
+    assert_eq!(r["held"]["lock"]["hold"], "ON", "{r}");
+    assert_eq!(r["held"]["result"], "AccessDenied", "{r}");
+    assert_eq!(r["unexpired"]["lock"]["mode"], "COMPLIANCE", "{r}");
+    assert_eq!(r["unexpired"]["result"], "AccessDenied", "{r}");
+}
+
+#[test]
+fn a_sweep_whose_clock_is_past_s3s_retention_is_refused_reported_audited_and_notified() {
+    let Some(env) = Env::s3("s3_sweep") else {
+        return;
+    };
+    let unique = events(&env, 81, 300);
+    env.batch();
+    let files = env.count("SELECT count(DISTINCT path) FROM manifests");
+    // in 2040 holdfast's clock says every record has expired; S3's clock says the files
+    // are retained until 2031, and S3 decides: the sweep judges each delete by the earlier
+    // clock, so it never commits a removal S3 would refuse
+    let notified = env.dir.path().join("notified.json");
+    let pipe = env.write(
+        "p.toml",
+        format!(
+            "[retention]\nnotify_command = [\"sh\", \"-c\", \"cat > {}\"]\n",
+            notified.display()
+        )
+        .as_bytes(),
+    );
+    let out = env.run_at(
+        FAR,
+        &[
+            "sweep",
+            "--format",
+            "json",
+            "--pipeline",
+            pipe.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let refused = r["refused"].as_array().unwrap();
+    assert_eq!(refused.len() as i64, files, "{r}");
+    assert_eq!(r["files_removed"], 0, "{r}");
+    let note: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&notified).unwrap()).unwrap();
+    assert_eq!(note["refused"], r["refused"]);
+    let audit = env.ok(&[
+        "audit",
+        "list",
+        "--action",
+        "retention.refused",
+        "--format",
+        "ndjson",
+    ]);
+    assert!(
+        audit.contains(refused[0].as_str().unwrap()) && audit.contains("retained until 2031"),
+        "{audit}"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM events"), unique as i64);
+    assert!(env.verify().0);
+}
+
+#[test]
+fn two_batch_hosts_racing_on_one_bucket_commit_each_event_once() {
+    let Some(env) = Env::s3("s3_race") else {
+        return;
+    };
+    let unique = events(&env, 82, 1500) + events(&env, 83, 1500);
+    let spawn = || {
+        env.cmd(&["batch", "--format", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let ok = [&a, &b].iter().filter(|o| o.status.success()).count();
+    assert!(ok >= 1, "{}", String::from_utf8_lossy(&a.stderr));
+    for o in [&a, &b].iter().filter(|o| !o.status.success()) {
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains("holds the lease"), "{e}");
+    }
+    env.batch(); // whatever the loser left
+    assert_eq!(env.count("SELECT count(*) FROM events"), unique as i64);
+    assert_eq!(
+        env.count("SELECT count(DISTINCT event_id) FROM events"),
+        unique as i64
+    );
+    assert!(env.verify().0);
+}
+
+#[test]
+fn a_batch_aborted_after_its_files_on_s3_commits_every_event_once() {
+    let Some(env) = Env::s3("s3_crash_files") else {
+        return;
+    };
+    crate::crash::crash_in(
+        crate::crash::prepared_in(env, 84, 900),
+        "batch.after_files_written",
+    );
+}
+
+#[test]
+fn a_batch_aborted_between_manifests_on_s3_commits_every_event_once() {
+    let Some(env) = Env::s3("s3_crash_manifest") else {
+        return;
+    };
+    crate::crash::crash_in(
+        crate::crash::prepared_in(env, 85, 900),
+        "batch.after_manifest:1",
+    );
+}
+
+#[test]
+fn a_batch_killed_at_random_on_s3_commits_every_event_once() {
+    let Some(env) = Env::s3("s3_kill") else {
+        return;
+    };
+    let (env, unique) = crate::crash::prepared_in(env, 86, 3000);
+    let t0 = std::time::Instant::now();
+    env.ok(&["batch"]);
+    let took = t0.elapsed();
+    let g = common::generate(87, 3000, 100, 3);
+    env.ingest(&env.write("c.ndjson", &g.ndjson));
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("s3 kill seed {seed}; a clean batch took {took:?}");
+    let killed = common::kill_at_random(&env, &["batch"], 3, 1, took * 4 / 5, seed);
+    assert!(killed > 0, "seed {seed}: nothing was killed");
+    env.batch_at(&common::after_lease_expiry(4));
+    crate::crash::assert_exactly_once(&env, unique + g.unique);
+}

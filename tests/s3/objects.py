@@ -1,0 +1,21 @@
+"""Lists an S3 store's objects for the integration tests (boto3 on moto).
+
+usage: objects.py ENDPOINT BUCKET PREFIX
+Prints one JSON line: {"current": [keys], "versions": n, "markers": n} under PREFIX."""
+import json
+import sys
+
+import boto3
+
+endpoint, bucket, prefix = sys.argv[1:4]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id="AKIDHOLDFASTTEST",
+                  aws_secret_access_key="holdfast-test-secret-0123456789")
+current, versions, markers = [], 0, 0
+for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+    for v in page.get("Versions", []):
+        versions += 1
+        if v["IsLatest"]:
+            current.append(v["Key"])
+    markers += len(page.get("DeleteMarkers", []))
+print(json.dumps({"current": sorted(current), "versions": versions, "markers": markers}))
