@@ -13,7 +13,8 @@ pub struct IngestArgs {
     /// Tenant for shapes whose payloads name none (genesys-details, nice-contacts)
     #[arg(long)]
     pub tenant: Option<String>,
-    /// NDJSON files, or '-' for stdin
+    /// NDJSON files (plain, gzip or zstd), s3://BUCKET/KEY objects, s3://BUCKET/PREFIX/
+    /// (every object under it), or '-' for stdin
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
 }
@@ -235,7 +236,7 @@ pub(super) fn context(store: Store, kms: Arc<dyn Kms>, clock: Arc<dyn Clock>) ->
 fn check_inputs(inputs: &[PathBuf]) -> Result<()> {
     let problems: Vec<String> = inputs
         .iter()
-        .filter(|i| i.as_os_str() != "-")
+        .filter(|i| i.as_os_str() != "-" && s3_input(i).is_none())
         .filter_map(|i| {
             let problem = match files::metadata(i) {
                 Err(e) => e.to_string(),
@@ -253,6 +254,36 @@ fn check_inputs(inputs: &[PathBuf]) -> Result<()> {
             problems.join("; ")
         )))
     }
+}
+
+/// `(bucket, key or prefix)` of an `s3://` input.
+fn s3_input(input: &std::path::Path) -> Option<(&str, &str)> {
+    input.to_str().and_then(crate::storage::s3::input::parse)
+}
+
+/// The line of prose for one input landed.
+fn say_ingested(out: &mut dyn Write, input: &str, report: &job::IngestReport) {
+    let _ = writeln!(
+        out,
+        "ingested {} line(s) from {input}{} into {} landing segment(s) ({} bytes, {} source){}",
+        report.lines,
+        report
+            .compression
+            .map(|c| format!(" ({c}, {} bytes decompressed)", report.input_bytes))
+            .unwrap_or_default(),
+        report.segments,
+        report.stored_bytes,
+        report.source,
+        if report.too_large > 0 {
+            format!(
+                "; {} line(s) over the {} MiB limit quarantined (event.too_large)",
+                report.too_large,
+                crate::sources::MAX_LINE_BYTES >> 20
+            )
+        } else {
+            String::new()
+        }
+    );
 }
 
 /// What one input of `ingest` or `run` landed.
@@ -274,6 +305,22 @@ pub(super) async fn ingest_paths(
     check_inputs(inputs)?;
     let mut ingested = Vec::with_capacity(inputs.len());
     for input in inputs {
+        if let Some((bucket, key)) = s3_input(input) {
+            let objects = crate::storage::s3::input::Inputs::connect(bucket)?;
+            for key in objects.keys(key).await? {
+                let name = format!("s3://{bucket}/{key}");
+                let bytes = objects.get(&key).await?;
+                let reader = std::io::Cursor::new(bytes);
+                let threads = job::default_threads();
+                let report = job::ingest(ctx, source, tenant, &name, reader, threads).await?;
+                say_ingested(out, &name, &report);
+                ingested.push(Ingested {
+                    input: name,
+                    report,
+                });
+            }
+            continue;
+        }
         let report = if input.as_os_str() == "-" {
             job::ingest(
                 ctx,
@@ -297,28 +344,7 @@ pub(super) async fn ingest_paths(
             )
             .await?
         };
-        let _ = writeln!(
-            out,
-            "ingested {} line(s) from {}{} into {} landing segment(s) ({} bytes, {} source){}",
-            report.lines,
-            input.display(),
-            report
-                .compression
-                .map(|c| format!(" ({c}, {} bytes decompressed)", report.input_bytes))
-                .unwrap_or_default(),
-            report.segments,
-            report.stored_bytes,
-            report.source,
-            if report.too_large > 0 {
-                format!(
-                    "; {} line(s) over the {} MiB limit quarantined (event.too_large)",
-                    report.too_large,
-                    crate::sources::MAX_LINE_BYTES >> 20
-                )
-            } else {
-                String::new()
-            }
-        );
+        say_ingested(out, &input.display().to_string(), &report);
         ingested.push(Ingested {
             input: input.display().to_string(),
             report,

@@ -18,6 +18,7 @@
 
 mod api;
 mod conn;
+pub mod input;
 mod upload;
 mod xml;
 

@@ -201,3 +201,56 @@ fn a_batch_killed_at_random_on_s3_commits_every_event_once() {
     env.batch_at(&common::after_lease_expiry(4));
     crate::crash::assert_exactly_once(&env, unique + g.unique);
 }
+
+#[test]
+fn ingest_reads_objects_and_prefixes_from_a_plain_bucket() {
+    let Some(endpoint) = common::moto("s3_inputs") else {
+        return;
+    };
+    let Some(python) = common::python("s3_inputs") else {
+        return;
+    };
+    // a local store; the inputs come from a bucket without Object Lock, as Firehose writes
+    let mut env = Env::new();
+    env.vars = common::moto_vars(&endpoint);
+    let bucket = common::unique_bucket("holdfast-in");
+    let ctr = common::repo().join("fixtures/connect-ctr/input.ndjson");
+    let g = common::generate(88, 200, 0, 3);
+    let gz = env.write("more.ndjson", &g.ndjson);
+    let put = std::process::Command::new(python)
+        .arg(common::repo().join("tests/s3/put.py"))
+        .arg(&endpoint)
+        .arg(&bucket)
+        .arg(format!("firehose/2026/12/02/a={}", ctr.display()))
+        .arg(format!("firehose/2026/12/02/b={}", ctr.display()))
+        .arg(format!("canonical/events.ndjson={}", gz.display()))
+        .output()
+        .unwrap();
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let out = env.ok(&[
+        "ingest",
+        "--source",
+        "auto",
+        &format!("s3://{bucket}/firehose/"),
+    ]);
+    assert_eq!(out.lines().count(), 2, "one line per object: {out}");
+    assert!(
+        out.contains(&format!("s3://{bucket}/firehose/2026/12/02/b")),
+        "{out}"
+    );
+    env.ok(&["ingest", &format!("s3://{bucket}/canonical/events.ndjson")]);
+    let r = env.batch();
+    assert!(r["stored"].as_u64().unwrap() >= g.unique as u64, "{r}");
+    // a missing object or an empty prefix: a clear error, nothing landed
+    let out = env.run(&["ingest", &format!("s3://{bucket}/nothing/")]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no objects under it"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
