@@ -35,6 +35,9 @@ use object_store::prefix::PrefixStore;
 use object_store::{MultipartUpload, ObjectStore, PutMode, PutPayload};
 use std::sync::Arc;
 
+/// When an answer came, and the `Date` it carried.
+type Seen = (std::time::Instant, DateTime<Utc>);
+
 /// The Object Lock mode data files are retained in.
 const MODE: &str = "COMPLIANCE";
 
@@ -47,7 +50,7 @@ pub(crate) struct S3 {
     prefix: String,
     url: String,
     /// S3's clock as last seen (its answer's `Date`, and when it came).
-    seen: Arc<std::sync::Mutex<Option<(std::time::Instant, DateTime<Utc>)>>>,
+    seen: std::sync::Mutex<Option<Seen>>,
 }
 
 impl std::fmt::Debug for S3 {
@@ -115,7 +118,7 @@ impl S3 {
             reader,
             prefix,
             url,
-            seen: Arc::default(),
+            seen: std::sync::Mutex::new(None),
         })
     }
 
