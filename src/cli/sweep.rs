@@ -20,6 +20,10 @@ pub struct SweepArgs {
     /// Pipeline file: `retention.notify_command` for refusals, `rewrite_min_days`
     #[arg(long, env = "HOLDFAST_PIPELINE")]
     pub pipeline: Option<PathBuf>,
+    /// Run one half, as its own principal: `rewrite` (unwraps keys, deletes nothing) or
+    /// `delete` (deletes, decrypts nothing)
+    #[arg(long, value_enum, default_value = "all")]
+    pub step: retention::sweep::SweepStep,
     /// Output format
     #[arg(long, value_enum)]
     pub format: Option<Format>,
@@ -33,6 +37,7 @@ impl SweepArgs {
             now,
             who,
             pipeline,
+            step,
             format,
         } = self;
         let store = Store::open(&s.store, false)?;
@@ -60,6 +65,7 @@ impl SweepArgs {
                 || crate::config::RetentionConfig::default().rewrite_min_days,
                 |p| p.retention.rewrite_min_days,
             ),
+            step,
         };
         let report = match retention::sweep::run(&ctx, &req).await {
             Ok(SweepOutcome::Planned(plan)) => {

@@ -68,6 +68,9 @@ pub struct SweepRun<'a> {
     pub sweep_id: &'a str,
     pub failpoints: &'a crate::hooks::Failpoints,
     pub fence: &'a crate::job::Fence,
+    /// Which half of the sweep runs: a rewrite step deletes nothing, a delete step releases
+    /// no legal hold.
+    pub step: super::sweep::SweepStep,
 }
 
 impl SweepRun<'_> {
@@ -490,7 +493,8 @@ async fn delete_old_files<'r>(
         let old = r.old.as_ref();
         let still_listed = listed.contains(old);
         let mut lock = store.lock(&r.old).await?;
-        if !still_listed && lock.legal_hold {
+        let unpins = run.step != super::sweep::SweepStep::Delete;
+        if !still_listed && lock.legal_hold && unpins {
             store.legal_hold(&r.old, false).await?;
             lock.legal_hold = false;
         }
@@ -501,6 +505,10 @@ async fn delete_old_files<'r>(
                 report.refused.push(old.to_string());
             }
             Some(_) => report.awaiting_lock.push(old.to_string()),
+            // a rewrite step leaves the delete to the delete step's principal
+            None if run.step == super::sweep::SweepStep::Rewrite => {
+                report.awaiting_lock.push(old.to_string())
+            }
             None => {
                 store.delete_checked(&r.old, now).await?;
                 let event = Deleted {

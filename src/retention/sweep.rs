@@ -66,6 +66,23 @@ pub struct SweepRequest {
     pub as_of: Option<DateTime<Utc>>,
     /// Files whose last record expires within this many days are kept whole, not rewritten.
     pub rewrite_min_days: u32,
+    /// Which half of the sweep runs (both by default).
+    pub step: SweepStep,
+}
+
+/// The halves of a sweep, for running them as different principals (separation of duties
+/// on S3: the one that unwraps keys never deletes, the one that deletes never decrypts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SweepStep {
+    /// Both halves.
+    #[default]
+    All,
+    /// Rewrites of mixed files (unwraps keys, writes new files, releases the legal holds of
+    /// files no hold lists any more); deletes nothing.
+    Rewrite,
+    /// Deletes whole expired files and rewritten files whose lock ran out; decrypts nothing
+    /// and releases no legal hold.
+    Delete,
 }
 
 #[derive(Debug)]
@@ -174,6 +191,7 @@ async fn sweep(
         sweep_id: &sweep_id,
         failpoints: &ctx.failpoints,
         fence,
+        step: req.step,
     };
     execute(&run, kms.as_ref(), &plan, latest).await
 }
@@ -187,7 +205,15 @@ async fn make_plan(
     let (registry, _) = hold::load(&session.store).await?;
     let held = held_files(&registry.holds, now);
     let i = inputs(&session.store).await?;
-    let p = plan(now, i.files, i.awaiting, &held, req.rewrite_min_days);
+    let mut p = plan(now, i.files, i.awaiting, &held, req.rewrite_min_days);
+    match req.step {
+        SweepStep::All => {}
+        SweepStep::Rewrite => {
+            p.delete.clear();
+            p.awaiting_deletion.clear();
+        }
+        SweepStep::Delete => p.rewrite.clear(),
+    }
     Ok((p, i.latest))
 }
 

@@ -1349,3 +1349,49 @@ fn a_hold_waits_for_a_sweep_in_progress() {
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("LIT-W placed"));
     assert_eq!(env.lease("holds").unwrap()["released"], true, "released");
 }
+
+/// `--step rewrite` then `--step delete` (two principals) end where one whole sweep ends: the
+/// rewrite step deletes nothing, the delete step rewrites nothing (and removes, once their
+/// lock has run out, the files the rewrite step replaced).
+#[test]
+fn a_sweep_split_into_its_rewrite_and_delete_steps_ends_where_a_whole_one_does() {
+    let (whole, _) = store();
+    let (split, _) = store();
+    let sweep = |env: &Env, now: &str, step: &str| -> serde_json::Value {
+        let pipe = env.write("p.toml", b"[retention]\nrewrite_min_days = 0\n");
+        let args = ["sweep", "--format", "json", "--step", step, "--pipeline"];
+        let mut args = args.to_vec();
+        args.push(pipe.to_str().unwrap());
+        serde_json::from_str(&env.ok_at(now, &args)).unwrap()
+    };
+    let plan: serde_json::Value =
+        serde_json::from_str(&split.ok(&["sweep", "--dry-run", "--now", NOW, "--step", "rewrite"]))
+            .unwrap();
+    assert_eq!(plan["delete"], serde_json::json!([]), "{plan}");
+    let removed = |r: &serde_json::Value| r["files_removed"].as_u64().unwrap();
+    let count = |env: &Env| env.count("SELECT count(*) FROM events");
+    // day 1 expired, day 2 half: whole files go, mixed ones are rewritten
+    let all = sweep(&whole, NOW, "all");
+    assert!(
+        removed(&all) > 0 && all["files_rewritten"].as_u64().unwrap() > 0,
+        "{all}"
+    );
+    let rewrite = sweep(&split, NOW, "rewrite");
+    assert_eq!(removed(&rewrite), 0, "{rewrite}");
+    assert_eq!(
+        rewrite["files_rewritten"], all["files_rewritten"],
+        "{rewrite}"
+    );
+    let delete = sweep(&split, NOW, "delete");
+    assert_eq!(delete["files_rewritten"], 0, "{delete}");
+    assert_eq!(removed(&delete), removed(&all), "{delete}");
+    assert_eq!(count(&split), count(&whole));
+    // later, the replaced files' locks have run out: the delete step removes them
+    let later = "2031-10-05T00:00:00Z";
+    let all = sweep(&whole, later, "all");
+    let delete = sweep(&split, later, "delete");
+    assert_eq!(removed(&delete), removed(&all), "{delete} {all}");
+    assert!(removed(&delete) > 0, "{delete}");
+    assert_eq!(count(&split), count(&whole));
+    assert!(split.verify().0 && whole.verify().0);
+}
