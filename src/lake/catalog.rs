@@ -268,6 +268,8 @@ async fn trusted(store: &Store) -> Result<Option<Catalog>, LakeError> {
 /// sweep records one before it commits a manifest, and drops it once its head is signed), the
 /// head records every latest version, and one stat per manifest checks that each is still
 /// there with the catalog's size; otherwise, or when one is not, a listing of `manifests/`.
+/// On a remote store (S3) always the listing: one request per 1,000 manifest versions
+/// instead of one per partition.
 pub async fn load_latest_each(store: &Store) -> Result<(Vec<Loaded>, Vec<Damaged>), LakeError> {
     let (loaded, damaged, _) = load_latest(store).await?;
     Ok((loaded, damaged))
@@ -277,7 +279,7 @@ pub async fn load_latest_each(store: &Store) -> Result<(Vec<Loaded>, Vec<Damaged
 async fn load_latest(store: &Store) -> Result<(Vec<Loaded>, Vec<Damaged>, usize), LakeError> {
     let (catalog, quiet) = futures::try_join!(trusted(store), no_job_pending(store))?;
     let stated = match (&catalog, quiet) {
-        (Some(c), true) => stated(store, c).await?,
+        (Some(c), true) if !store.remote() => stated(store, c).await?,
         _ => None,
     };
     let listing = match stated {

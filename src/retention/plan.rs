@@ -4,7 +4,7 @@
 use super::SweepError;
 use crate::lake::LakeError;
 use crate::lake::layout::Partition;
-use crate::lake::manifest::{self, Loaded};
+use crate::lake::manifest::Loaded;
 use crate::storage::Store;
 use arrow::array::AsArray;
 use chrono::{DateTime, Utc};
@@ -161,7 +161,16 @@ fn partition_of(dir: &str) -> Result<Partition, LakeError> {
 /// the `manifests` table and `sql/retention/sweep_candidates.sql`) and the rewritten files
 /// still stored (their `removed` history).
 pub async fn inputs(store: &Store) -> Result<SweepInputs, SweepError> {
-    let loaded = manifest::load_latest_all(store).await?;
+    // the latest manifests from the signed catalog (on S3 a few requests, not one per
+    // partition); a damaged one stops the sweep, as reading it would
+    let (loaded, damaged) = crate::lake::catalog::load_latest_each(store).await?;
+    if let Some(d) = damaged.first() {
+        return Err(crate::lake::LakeError::Corrupt {
+            object: crate::lake::layout::manifest(&d.partition, d.sequence).to_string(),
+            problem: d.problem.clone(),
+        }
+        .into());
+    }
     let mut awaiting = Vec::new();
     for l in &loaded {
         for r in l.manifest.removed.iter().filter(|r| r.awaiting_deletion()) {

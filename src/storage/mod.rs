@@ -249,6 +249,11 @@ pub(crate) trait Backend: lock::ObjectLock + std::fmt::Debug + Send + Sync {
     async fn sync(&self) -> Result<(), LakeError> {
         Ok(())
     }
+    /// Whether each request is a network round trip billed on its own (S3), so that one
+    /// listing beats a stat per object.
+    fn remote(&self) -> bool {
+        false
+    }
     /// The clock the provider judges retain-until by, where that is not holdfast's (S3);
     /// `None`: holdfast's own rule is the lock (local, memory).
     fn provider_now(&self) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -340,6 +345,12 @@ impl Store {
     /// Where the store is, for messages: its directory, or `memory://name`.
     pub fn describe(&self) -> String {
         self.backend.describe()
+    }
+
+    /// Whether each request is a network round trip (S3): callers then prefer one listing to
+    /// a stat per object.
+    pub fn remote(&self) -> bool {
+        self.backend.remote()
     }
 
     /// Whether objects are created group-readable (0640) rather than owner-only (0600).

@@ -233,6 +233,10 @@ impl Backend for S3 {
         .await
     }
 
+    fn remote(&self) -> bool {
+        true
+    }
+
     /// S3's clock: the last answer's `Date` plus the time since, less two seconds (the header
     /// has whole seconds).
     fn provider_now(&self) -> Option<DateTime<Utc>> {

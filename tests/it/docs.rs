@@ -285,6 +285,7 @@ doc!(retention_and_holds, "docs/retention-and-holds.md");
 doc!(threat_model, "docs/threat-model.md");
 doc!(performance, "docs/performance.md");
 doc!(formats, "docs/formats.md");
+doc!(s3, "docs/s3.md");
 
 /// Every markdown file of docs/ has a case above (a new page is run too).
 #[test]
