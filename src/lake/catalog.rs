@@ -329,7 +329,9 @@ async fn load_latest(store: &Store) -> Result<(Vec<Loaded>, Vec<Damaged>, usize)
     let (read, damaged) = read_each(store, missing).await?;
     loaded.extend(read);
     loaded.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok((loaded.into_iter().map(|(_, l)| l).collect(), damaged, hits))
+    let loaded: Vec<Loaded> = loaded.into_iter().map(|(_, l)| l).collect();
+    manifest::pin(store, &loaded);
+    Ok((loaded, damaged, hits))
 }
 
 /// Whether no batch or sweep is running or was interrupted (no intent record).

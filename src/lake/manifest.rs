@@ -95,6 +95,11 @@ pub struct DataFileEntry {
     /// holdfast wrote): a lookup by interaction id skips the files it rules out.
     #[serde(skip)]
     pub interactions: Option<InteractionFilter>,
+    /// The object version the store gave the file (S3; manifest version 3): readers fetch
+    /// exactly it, so a later version or a delete marker over the key neither changes nor
+    /// hides the file. `None` on a local store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,7 +162,21 @@ pub struct Loaded {
 
 pub async fn load(store: &Store, p: &Partition, seq: u64) -> Result<Loaded, LakeError> {
     let bytes = store.get(&layout::manifest(p, seq)).await?;
-    decode_stored(&bytes, p, seq)
+    let loaded = decode_stored(&bytes, p, seq)?;
+    pin(store, std::slice::from_ref(&loaded));
+    Ok(loaded)
+}
+
+/// Pins the object version of every file the manifests list (S3): readers of the store then
+/// fetch exactly the versions that were committed.
+pub fn pin(store: &Store, loaded: &[Loaded]) {
+    for l in loaded {
+        for f in &l.manifest.files {
+            if let (Some(v), Ok(path)) = (&f.object_version, f.location()) {
+                store.pin(&path, v);
+            }
+        }
+    }
 }
 
 /// Reads the stored bytes of version `seq` of `p` (from its object or a catalog).
@@ -446,6 +465,7 @@ pub(crate) fn sample_entry(path: String) -> DataFileEntry {
         batch_id: "b1".into(),
         added_at: ts("2025-10-02T00:00:00Z"),
         interactions: None,
+        object_version: None,
     }
 }
 

@@ -179,6 +179,11 @@ async fn check_file(
             format!("path does not belong to partition {}", m.manifest.partition),
         ),
     }
+    match store.shadowed(&path).await {
+        Ok(Some(p)) => r.problem(&f.path, p),
+        Ok(None) => {}
+        Err(e) => r.problem(&f.path, e.to_string()),
+    }
     let bytes = match store.get_opt(&path).await {
         Ok(Some(b)) => b,
         Ok(None) => return r.problem(&f.path, "listed in the manifest but missing"),

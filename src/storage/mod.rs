@@ -249,6 +249,15 @@ pub(crate) trait Backend: lock::ObjectLock + std::fmt::Debug + Send + Sync {
     async fn sync(&self) -> Result<(), LakeError> {
         Ok(())
     }
+    /// Reads of `path` fetch object version `version` from now on (S3; a no-op where objects
+    /// have no versions).
+    fn pin(&self, _path: &Path, _version: &str) {}
+    /// What hides or replaces the pinned version of `path` for anyone reading it by key (a
+    /// delete marker, a newer version), with the command that undoes it; `None` when nothing
+    /// does or the backend has no versions.
+    async fn shadowed(&self, _path: &Path) -> Result<Option<String>, LakeError> {
+        Ok(None)
+    }
     /// Whether each request is a network round trip billed on its own (S3), so that one
     /// listing beats a stat per object.
     fn remote(&self) -> bool {
@@ -345,6 +354,19 @@ impl Store {
     /// Where the store is, for messages: its directory, or `memory://name`.
     pub fn describe(&self) -> String {
         self.backend.describe()
+    }
+
+    /// Reads of `path` through this store fetch object version `version` (S3), the one a
+    /// manifest records: a later version or a delete marker over the key changes nothing
+    /// they read. A no-op on backends without versions.
+    pub fn pin(&self, path: &Path, version: &str) {
+        self.backend.pin(path, version)
+    }
+
+    /// What hides or replaces the committed (pinned) version of `path` for readers by key,
+    /// and how to undo it (S3: a delete marker, a version written over it); `None` elsewhere.
+    pub async fn shadowed(&self, path: &Path) -> Result<Option<String>, LakeError> {
+        self.backend.shadowed(path).await
     }
 
     /// Whether each request is a network round trip (S3): callers then prefer one listing to

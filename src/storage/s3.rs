@@ -19,6 +19,7 @@
 mod api;
 mod conn;
 pub mod input;
+mod pinned;
 mod upload;
 mod xml;
 
@@ -45,7 +46,8 @@ pub(crate) struct S3 {
     rt: Arc<Rt>,
     conn: Conn,
     raw: AmazonS3,
-    reader: Arc<dyn ObjectStore>,
+    /// The read side: reads of a pinned path fetch its committed version.
+    reader: Arc<pinned::Pinned>,
     /// The store's prefix in the bucket: empty, or ending in `/`.
     prefix: String,
     url: String,
@@ -107,10 +109,11 @@ impl S3 {
             p => format!("{p}/"),
         };
         #[allow(clippy::disallowed_methods)] // the backend's own prefix, not an object path
-        let reader: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(
+        let prefixed: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(
             raw.clone(),
             Path::from(prefix.trim_end_matches('/')),
         ));
+        let reader = Arc::new(pinned::Pinned::new(prefixed));
         Ok(S3 {
             rt: Arc::new(rt),
             conn,
@@ -183,6 +186,42 @@ impl Backend for S3 {
         self.reader.clone()
     }
 
+    fn pin(&self, path: &Path, version: &str) {
+        self.reader.pin(path, version)
+    }
+
+    async fn shadowed(&self, path: &Path) -> Result<Option<String>, LakeError> {
+        let Some(pinned) = self.reader.version(path) else {
+            return Ok(None);
+        };
+        let (key, object, bucket) = (self.key(path), path.to_string(), self.conn.bucket.clone());
+        self.on_rt(move |conn| async move {
+            let versions = conn
+                .versions(&key)
+                .await
+                .map_err(|e| LakeError::store("listing the versions of", &object, e))?;
+            let latest = versions.iter().find(|v| v.key == key && v.is_latest);
+            let undo = |v: &str| {
+                format!("aws s3api delete-object --bucket {bucket} --key {key} --version-id {v}")
+            };
+            Ok(match latest {
+                Some(v) if v.version_id == pinned => None,
+                Some(v) if v.delete_marker => Some(format!(
+                    "a delete marker (version {}) hides the committed version {pinned} from readers by key (holdfast reads the committed version); remove the marker: {}",
+                    v.version_id,
+                    undo(&v.version_id)
+                )),
+                Some(v) => Some(format!(
+                    "version {} was written over the committed version {pinned} (holdfast reads the committed version, readers by key the new one); remove it: {}",
+                    v.version_id,
+                    undo(&v.version_id)
+                )),
+                None => Some(format!("the committed version {pinned} is gone")),
+            })
+        })
+        .await
+    }
+
     fn describe(&self) -> String {
         self.url.clone()
     }
@@ -198,7 +237,12 @@ impl Backend for S3 {
             .put_opts(path, bytes, PutMode::Create.into())
             .await
         {
-            Ok(_) => Ok(Put::Created),
+            Ok(done) => {
+                if let Some(v) = &done.version {
+                    self.reader.pin(path, v);
+                }
+                Ok(Put::Created)
+            }
             Err(object_store::Error::AlreadyExists { .. }) => Ok(Put::AlreadyExists),
             Err(e) => Err(LakeError::store("writing", path.as_ref(), e)),
         }
@@ -248,12 +292,10 @@ impl Backend for S3 {
     async fn start_upload(&self, path: &Path) -> Result<Box<dyn MultipartUpload>, LakeError> {
         #[allow(clippy::disallowed_methods)] // the full key of a store path, in the backend
         let full = Path::from(self.key(path));
-        Ok(Box::new(upload::S3Upload::new(
-            self.conn.clone(),
-            self.raw.clone(),
-            self.rt.handle(),
-            full,
-        )))
+        let mut up =
+            upload::S3Upload::new(self.conn.clone(), self.raw.clone(), self.rt.handle(), full);
+        up.pins = Some((self.reader.clone(), path.clone()));
+        Ok(Box::new(up))
     }
 }
 
@@ -261,9 +303,10 @@ impl Backend for S3 {
 impl ObjectLock for S3 {
     async fn get_lock(&self, path: &Path) -> Result<Lock, LakeError> {
         let (key, object) = (self.key(path), path.to_string());
+        let version = self.reader.version(path);
         let head = self
             .on_rt(move |conn| async move {
-                conn.head(&key)
+                conn.head(&key, version.as_deref())
                     .await
                     .map_err(|e| LakeError::store("reading the lock of", &object, e))
             })
@@ -276,9 +319,11 @@ impl ObjectLock for S3 {
 
     async fn put_lock(&self, path: &Path, lock: &Lock, _: Durability) -> Result<(), LakeError> {
         let (key, object, lock) = (self.key(path), path.to_string(), lock.clone());
+        let pinned = self.reader.version(path);
         self.on_rt(move |conn| async move {
             let err = |e| LakeError::store("locking", &object, e);
-            let head = conn.head(&key).await.map_err(err)?.ok_or_else(|| {
+            let head = conn.head(&key, pinned.as_deref()).await.map_err(err)?;
+            let head = head.ok_or_else(|| {
                 LakeError::Conflict(format!("cannot lock {object}: it does not exist"))
             })?;
             let version = head.version_id.clone().ok_or_else(|| {

@@ -109,6 +109,8 @@ pub struct FinishedFile {
     pub size_bytes: u64,
     pub record_count: u64,
     pub stats: FileStats,
+    /// The object version the store gave it (S3), once complete.
+    pub object_version: Option<String>,
 }
 
 impl FinishedFile {
@@ -139,6 +141,7 @@ impl FinishedFile {
             interactions: Some(crate::lake::manifest::InteractionFilter::of_hashes(
                 &s.interactions,
             )),
+            object_version: self.object_version,
         }
     }
 }
@@ -164,10 +167,12 @@ impl Closed {
     /// Completes the upload: the object appears whole under its final name.
     pub async fn complete(mut self) -> Result<FinishedFile, LakeError> {
         self.flush().await?;
-        self.upload
+        let done = self
+            .upload
             .complete()
             .await
             .map_err(|e| LakeError::store("writing", self.file.path.as_ref(), e))?;
+        self.file.object_version = done.version;
         Ok(self.file)
     }
 }
@@ -436,6 +441,7 @@ impl FileWriter {
             size_bytes: self.uploaded,
             record_count: self.record_count,
             stats: self.stats,
+            object_version: None,
         };
         Ok(Closed {
             file,

@@ -1,9 +1,12 @@
 //! A manifest version as stored: `manifests/<partition>/v<20 digits>.json`, format
-//! `holdfast.manifest`. Version 2 (written now) is version 1 with an optional filter of
-//! interaction ids per file entry (`interactions`, see [`super::filter`]); version 1 is still
-//! read (its entries have no filter). Frozen: the runtime [`Manifest`] may gain fields, these
-//! layouts never do; a reader refuses another format or a version it does not know. Golden
-//! files: `fixtures/formats/manifest-v1.json`, `fixtures/formats/manifest-v2.json`.
+//! `holdfast.manifest`. Version 2 is version 1 with an optional filter of interaction ids per
+//! file entry (`interactions`, see [`super::filter`]); version 3 is version 2 with an optional
+//! object version per file entry (`object_version`: the S3 version readers fetch). A store
+//! writes version 3 when a file has an object version (S3), else version 2 (local: the same
+//! bytes as before); versions 1 and 2 are still read. Frozen: the runtime [`Manifest`] may
+//! gain fields, these layouts never do; a reader refuses another format or a version it does
+//! not know. Golden files: `fixtures/formats/manifest-v1.json`, `manifest-v2.json`,
+//! `manifest-v3.json`.
 
 use super::filter::InteractionFilter;
 use super::{DataFileEntry, FileEncryption, Manifest, PreviousVersion, RemovedFile};
@@ -16,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub const FORMAT: &str = "holdfast.manifest";
-const VERSIONS: &[&str] = &["1", "2"];
+const VERSIONS: &[&str] = &["1", "2", "3"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "version")]
@@ -25,6 +28,8 @@ pub(crate) enum ManifestFile {
     V1(ManifestV1<FileV1>),
     #[serde(rename = "2")]
     V2(ManifestV1<FileV2>),
+    #[serde(rename = "3")]
+    V3(ManifestV1<FileV3>),
 }
 
 /// The manifest of version 1 (`F` = [`FileV1`]) and version 2 (`F` = [`FileV2`]).
@@ -87,6 +92,72 @@ pub(crate) struct FileV2 {
     added_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     interactions: Option<FilterV2>,
+}
+
+/// A file entry of version 3: version 2's fields and the object version readers fetch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileV3 {
+    path: DataFilePath,
+    sha256: String,
+    size_bytes: u64,
+    record_count: u64,
+    min_occurred_at: DateTime<Utc>,
+    max_occurred_at: DateTime<Utc>,
+    earliest_expiry: DateTime<Utc>,
+    latest_expiry: DateTime<Utc>,
+    tenant_ids: Vec<String>,
+    policy_ids: Vec<String>,
+    encryption: EncryptionV1,
+    batch_id: String,
+    added_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interactions: Option<FilterV2>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    object_version: Option<String>,
+}
+
+impl FileV3 {
+    #[allow(clippy::too_many_lines)] // plain field mapping
+    fn of(f: FileV2, object_version: Option<String>) -> Self {
+        FileV3 {
+            path: f.path,
+            sha256: f.sha256,
+            size_bytes: f.size_bytes,
+            record_count: f.record_count,
+            min_occurred_at: f.min_occurred_at,
+            max_occurred_at: f.max_occurred_at,
+            earliest_expiry: f.earliest_expiry,
+            latest_expiry: f.latest_expiry,
+            tenant_ids: f.tenant_ids,
+            policy_ids: f.policy_ids,
+            encryption: f.encryption,
+            batch_id: f.batch_id,
+            added_at: f.added_at,
+            interactions: f.interactions,
+            object_version,
+        }
+    }
+
+    fn split(self) -> (FileV2, Option<String>) {
+        let v2 = FileV2 {
+            path: self.path,
+            sha256: self.sha256,
+            size_bytes: self.size_bytes,
+            record_count: self.record_count,
+            min_occurred_at: self.min_occurred_at,
+            max_occurred_at: self.max_occurred_at,
+            earliest_expiry: self.earliest_expiry,
+            latest_expiry: self.latest_expiry,
+            tenant_ids: self.tenant_ids,
+            policy_ids: self.policy_ids,
+            encryption: self.encryption,
+            batch_id: self.batch_id,
+            added_at: self.added_at,
+            interactions: self.interactions,
+        };
+        (v2, self.object_version)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -189,7 +260,8 @@ fn data_path(s: &str) -> Result<DataFilePath, String> {
     DataFilePath::parse_str(s).ok_or_else(|| format!("{s:?} is not a data file path"))
 }
 
-/// The stored bytes (version 2); refuses an entry whose path is not a data file's.
+/// The stored bytes (version 3 when a file has an object version, else 2); refuses an entry
+/// whose path is not a data file's.
 pub(crate) fn encode(m: &Manifest) -> Result<Vec<u8>, String> {
     let v2 = ManifestV1::of(m)?.map_files(|files| {
         Ok::<_, String>(
@@ -200,7 +272,19 @@ pub(crate) fn encode(m: &Manifest) -> Result<Vec<u8>, String> {
                 .collect(),
         )
     })?;
-    Ok(crate::format::encode(&ManifestFile::V2(v2)))
+    if m.files.iter().all(|f| f.object_version.is_none()) {
+        return Ok(crate::format::encode(&ManifestFile::V2(v2)));
+    }
+    let v3 = v2.map_files(|files| {
+        Ok::<_, String>(
+            files
+                .into_iter()
+                .zip(&m.files)
+                .map(|(f, e)| FileV3::of(f, e.object_version.clone()))
+                .collect(),
+        )
+    })?;
+    Ok(crate::format::encode(&ManifestFile::V3(v3)))
 }
 
 /// Test support: the stored bytes of version 1 (no filters), as holdfast wrote them before.
@@ -212,25 +296,48 @@ pub(crate) fn encode_v1(m: &Manifest) -> Result<Vec<u8>, String> {
 pub(crate) fn decode(bytes: &[u8]) -> Result<Manifest, FormatError> {
     match crate::format::decode(bytes, FORMAT, VERSIONS)? {
         ManifestFile::V1(v) => v.into_manifest(),
-        ManifestFile::V2(v) => {
-            let mut filters = Vec::with_capacity(v.files.len());
-            let v1 = v.map_files(|files| {
-                files
-                    .into_iter()
-                    .map(|f| {
-                        let (f, filter) = f.split()?;
-                        filters.push(filter);
-                        Ok(f)
-                    })
-                    .collect::<Result<Vec<_>, FormatError>>()
+        ManifestFile::V2(v) => decode_v2(v, "2"),
+        ManifestFile::V3(v) => {
+            let mut versions = Vec::with_capacity(v.files.len());
+            let v2 = v.map_files(|files| {
+                Ok::<_, FormatError>(
+                    files
+                        .into_iter()
+                        .map(|f| {
+                            let (f, version) = f.split();
+                            versions.push(version);
+                            f
+                        })
+                        .collect(),
+                )
             })?;
-            let mut m = v1.into_manifest_as("2")?;
-            for (e, filter) in m.files.iter_mut().zip(filters) {
-                e.interactions = filter;
+            let mut m = decode_v2(v2, "3")?;
+            for (e, version) in m.files.iter_mut().zip(versions) {
+                e.object_version = version;
             }
             Ok(m)
         }
     }
+}
+
+/// A manifest of version 2 (or 3, less its object versions) as read.
+fn decode_v2(v: ManifestV1<FileV2>, version: &str) -> Result<Manifest, FormatError> {
+    let mut filters = Vec::with_capacity(v.files.len());
+    let v1 = v.map_files(|files| {
+        files
+            .into_iter()
+            .map(|f| {
+                let (f, filter) = f.split()?;
+                filters.push(filter);
+                Ok(f)
+            })
+            .collect::<Result<Vec<_>, FormatError>>()
+    })?;
+    let mut m = v1.into_manifest_as(version)?;
+    for (e, filter) in m.files.iter_mut().zip(filters) {
+        e.interactions = filter;
+    }
+    Ok(m)
 }
 
 impl<F> ManifestV1<F> {
@@ -339,6 +446,7 @@ impl ManifestV1<FileV1> {
             batch_id: f.batch_id,
             added_at: f.added_at,
             interactions: None,
+            object_version: None,
         };
         let removed = |r: RemovedV1| RemovedFile {
             path: r.path.to_string(),
@@ -367,135 +475,4 @@ impl ManifestV1<FileV1> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::crypto::kms::WrappedKey;
-    use crate::format::{altered, golden, ts};
-    use crate::lake::LakeError;
-
-    const OLD: &str = "lake/year=2026/month=01/day=02/interaction_type=CALL/part-20260102T030405Z-0a1b2c3d-FINRA_4511_6Y.parquet";
-    const NEW: &str = "lake/year=2026/month=01/day=02/interaction_type=CALL/part-20260301T000000Z-00000001-FINRA_4511_6Y.parquet";
-
-    fn sample() -> Manifest {
-        let file = DataFileEntry {
-            path: NEW.into(),
-            sha256: "01".repeat(32),
-            size_bytes: 4096,
-            record_count: 12,
-            min_occurred_at: ts("2026-01-02T00:00:01Z"),
-            max_occurred_at: ts("2026-01-02T23:59:59.999999Z"),
-            earliest_expiry: ts("2032-01-02T00:00:01Z"),
-            latest_expiry: ts("2032-01-03T00:00:00Z"),
-            tenant_ids: vec!["tenant-1".into(), "tenant-2".into()],
-            policy_ids: vec!["FINRA_4511_6Y".into()],
-            encryption: FileEncryption {
-                algorithm: "AES-256-GCM".into(),
-                compression: "zstd".into(),
-                aad: "holdfast.record.v1".into(),
-                dek_id: "dek-0123".into(),
-                wrapped_dek: WrappedKey {
-                    kek_id: "kek-0011223344556677".into(),
-                    kek_version: 1,
-                    ciphertext: vec![9; 8],
-                },
-            },
-            batch_id: "20260301T000000Z-00000001".into(),
-            added_at: ts("2026-03-01T00:00:02Z"),
-            interactions: None,
-        };
-        Manifest {
-            partition: Partition::new(2026, 1, 2, "CALL").unwrap(),
-            sequence: 3,
-            previous: Some(PreviousVersion {
-                sequence: 2,
-                sha256: "02".repeat(32),
-            }),
-            committed_at: ts("2026-03-01T00:00:03Z"),
-            batch_id: "20260301T000000Z-00000001".into(),
-            files: vec![file],
-            removed: vec![RemovedFile {
-                path: OLD.into(),
-                sha256: "03".repeat(32),
-                record_count: 20,
-                latest_expiry: ts("2032-01-03T00:00:00Z"),
-                removed_at: ts("2026-03-01T00:00:02Z"),
-                sweep_id: "20260301T000000Z-00000001".into(),
-                replaced_by: Some(NEW.into()),
-                records_kept: Some(12),
-                deleted_at: None,
-            }],
-        }
-    }
-
-    #[test]
-    fn version_1_is_frozen_and_still_reads() {
-        let bytes = encode_v1(&sample()).unwrap();
-        golden("manifest-v1.json", &bytes);
-        assert_eq!(decode(&bytes).unwrap(), sample());
-        assert_ne!(
-            sample().to_bytes().unwrap(),
-            bytes,
-            "version 2 is written now"
-        );
-    }
-
-    fn sample_v2() -> Manifest {
-        let mut m = sample();
-        let ids = ["conv-1", "conv-2"].map(super::super::filter::hash);
-        m.files[0].interactions = Some(InteractionFilter::of_hashes(&ids.into()));
-        m
-    }
-
-    #[test]
-    fn version_2_is_frozen_and_reads_back() {
-        let bytes = encode(&sample_v2()).unwrap();
-        golden("manifest-v2.json", &bytes);
-        assert_eq!(decode(&bytes).unwrap(), sample_v2());
-        assert_eq!(sample_v2().to_bytes().unwrap(), bytes);
-        let f = decode(&bytes).unwrap().files[0]
-            .interactions
-            .clone()
-            .unwrap();
-        assert!(f.may_contain("conv-1") && f.may_contain("conv-2"));
-        // an entry without a filter stays without one
-        assert_eq!(decode(&encode(&sample()).unwrap()).unwrap(), sample());
-        // a filter of another scheme, or bits that are not a power of two of words, is refused
-        let text = String::from_utf8(bytes.clone()).unwrap();
-        let other = text.replace("fnv1a64-fmix64", "xxh64");
-        assert!(matches!(
-            decode(other.as_bytes()),
-            Err(FormatError::Invalid { .. })
-        ));
-    }
-
-    #[test]
-    fn other_formats_versions_and_paths_are_refused() {
-        let bytes = encode(&sample()).unwrap();
-        let e = decode(&altered(&bytes, "version", "3")).unwrap_err();
-        assert!(matches!(e, FormatError::UnknownVersion { .. }), "{e}");
-        let e = decode(&altered(&bytes, "format", "holdfast.holds")).unwrap_err();
-        assert!(matches!(e, FormatError::WrongFormat { .. }), "{e}");
-        let e = decode(&altered(&bytes, "partition", "year=2026/month=1")).unwrap_err();
-        assert!(matches!(e, FormatError::Invalid { .. }), "{e}");
-        // a file entry naming another kind of object is refused, on read and on write
-        let text = String::from_utf8(bytes.clone())
-            .unwrap()
-            .replace(NEW, "head/v00000000000000000001.json");
-        assert!(matches!(
-            decode(text.as_bytes()),
-            Err(FormatError::Invalid { .. })
-        ));
-        let mut m = sample();
-        m.files[0].path = "_locks/x.lock.json".into();
-        assert!(matches!(m.to_bytes(), Err(LakeError::Corrupt { .. })));
-        // the typed error reaches the caller as Corrupt, naming the object
-        let path =
-            "manifests/year=2026/month=01/day=02/interaction_type=CALL/v00000000000000000003.json";
-        let e = Manifest::from_bytes(&altered(&bytes, "version", "9"), path).unwrap_err();
-        assert!(
-            matches!(&e, LakeError::Corrupt { object, problem } if object == path
-                && problem.contains("holdfast.manifest version 9 is not one this holdfast reads")),
-            "{e}"
-        );
-    }
-}
+mod tests;

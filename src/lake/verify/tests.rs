@@ -29,6 +29,7 @@ fn entry() -> DataFileEntry {
         batch_id: "b".into(),
         added_at: t("2025-10-02T00:00:00Z"),
         interactions: None,
+        object_version: None,
     }
 }
 

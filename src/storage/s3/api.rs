@@ -40,10 +40,15 @@ pub(super) fn md5(body: &str) -> String {
 }
 
 impl Conn {
-    /// The current version of `key` and its lock; `None` when there is none (or the latest
-    /// is a delete marker).
-    pub(crate) async fn head(&self, key: &str) -> Result<Option<Head>> {
-        let a = self.send(Call::new(Method::HEAD, Some(key))).await?;
+    /// Version `version` of `key` (else the current one) and its lock; `None` when there is
+    /// none (or the latest is a delete marker).
+    pub(crate) async fn head(&self, key: &str, version: Option<&str>) -> Result<Option<Head>> {
+        let mut call = Call::new(Method::HEAD, Some(key));
+        let query = version.map(|v| [("versionId", v)]);
+        if let Some(q) = &query {
+            call.query = q;
+        }
+        let a = self.send(call).await?;
         match a.status {
             404 => return Ok(None),
             _ if !a.ok() => return Err(failed("HEAD", key, &a)),

@@ -27,6 +27,9 @@ pub(crate) struct S3Upload {
     pub(super) id: Arc<tokio::sync::OnceCell<String>>,
     pub(super) parts: Arc<Mutex<Vec<Part>>>,
     pub(super) done: bool,
+    /// Where to pin the new version once complete: the backend's reader and the object's
+    /// path in the store.
+    pub(super) pins: Option<(Arc<super::pinned::Pinned>, Path)>,
 }
 
 impl S3Upload {
@@ -47,6 +50,7 @@ impl S3Upload {
             id: Arc::default(),
             parts: Arc::default(),
             done: false,
+            pins: None,
         }
     }
 
@@ -132,6 +136,27 @@ impl MultipartUpload for S3Upload {
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let done = self.finish().await;
+        if let (
+            Ok(PutResult {
+                version: Some(v), ..
+            }),
+            Some((reader, path)),
+        ) = (&done, &self.pins)
+        {
+            reader.pin(path, v);
+        }
+        done
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.abort_upload().await
+    }
+}
+
+impl S3Upload {
+    /// Completes: one create-only PUT when no part went yet, else the multipart completion.
+    async fn finish(&mut self) -> object_store::Result<PutResult> {
         if self.id.get().is_none() && self.next == 1 {
             // small: one create-only PUT (SHA-256 checksum from the client's settings)
             let payload = PutPayload::from(self.take());
@@ -147,12 +172,12 @@ impl MultipartUpload for S3Upload {
         }
         let r = self.complete_multipart().await;
         if r.is_err() {
-            let _ = self.abort().await;
+            let _ = self.abort_upload().await;
         }
         r
     }
 
-    async fn abort(&mut self) -> object_store::Result<()> {
+    async fn abort_upload(&mut self) -> object_store::Result<()> {
         self.done = true;
         self.buf.clear();
         self.buffered = 0;

@@ -83,6 +83,7 @@ fn entry(path: &str, rows: &[Row]) -> DataFileEntry {
         batch_id: String::new(),
         added_at: ts(0),
         interactions: None,
+        object_version: None,
     }
 }
 
