@@ -118,7 +118,17 @@ impl Store {
 
     /// Sets or extends an object's retain-until; shortening it is refused.
     pub async fn retain_until(&self, path: &Path, until: DateTime<Utc>) -> Result<(), LakeError> {
-        let mut lock = self.lock(path).await?;
+        let lock = self.lock(path).await?;
+        self.retain_from(path, lock, until).await
+    }
+
+    /// [`Store::retain_until`] from the lock just read.
+    async fn retain_from(
+        &self,
+        path: &Path,
+        mut lock: Lock,
+        until: DateTime<Utc>,
+    ) -> Result<(), LakeError> {
         match lock.retain_until {
             Some(current) if until < current => {
                 return Err(locked(
@@ -139,9 +149,10 @@ impl Store {
         path: &Path,
         until: DateTime<Utc>,
     ) -> Result<(), LakeError> {
-        match self.lock(path).await?.retain_until {
+        let lock = self.lock(path).await?;
+        match lock.retain_until {
             Some(current) if current >= until => Ok(()),
-            _ => self.retain_until(path, until).await,
+            _ => self.retain_from(path, lock, until).await,
         }
     }
 
