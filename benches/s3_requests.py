@@ -7,7 +7,8 @@
 Starts `moto_server` on a free loopback port, then runs `init --create-bucket`, `ingest`,
 `batch`, a query bounded to one day, a whole-store count, `sweep --dry-run` and `verify` on
 `s3://<bucket>/store`, each against moto's access log: the number of requests a command made
-is the number of requests moto logged while it ran. Prints a table
+is the number of requests moto logged while it ran (beside it, the `s3_requests` holdfast's
+own JSON report counted, where the command has one). Prints a table
 (requests per command, per 1M events for ingest and batch, and by kind) and the partition
 count. moto is slow, so times are not reported: only requests, which it counts honestly.
 
@@ -104,18 +105,22 @@ def main():
                 raise SystemExit(f"{name} failed: {out.stderr}")
             time.sleep(0.5)  # the log line comes after the answer
             new = logged(log)[before:]
-            if name == "batch":
-                partitions = json.loads(out.stdout).get("partitions")
+            counted = ""
+            if "--format" in argv and "json" in argv:
+                report = json.loads(out.stdout)
+                counted = report.get("s3_requests", "")
+                if name == "batch":
+                    partitions = report.get("partitions")
             kinds = collections.Counter(kind(r) for r in new)
-            rows.append((name, len(new), kinds))
+            rows.append((name, len(new), counted, kinds))
     finally:
         moto.terminate()
     print(f"{events:,} events, {partitions} partitions, requests from moto's access log")
-    print(f"{'command':<22}{'requests':>10}{'per 1M events':>15}  by kind")
-    for name, n, kinds in rows:
+    print(f"{'command':<22}{'requests':>10}{'per 1M events':>15}{'own count':>11}  by kind")
+    for name, n, counted, kinds in rows:
         per = f"{n * 1_000_000 / events:,.0f}" if name in ("ingest", "batch") else ""
         top = ", ".join(f"{k} {c}" for k, c in kinds.most_common(6))
-        print(f"{name:<22}{n:>10,}{per:>15}  {top}")
+        print(f"{name:<22}{n:>10,}{per:>15}{counted:>11}  {top}")
 
 
 if __name__ == "__main__":

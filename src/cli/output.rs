@@ -89,26 +89,41 @@ pub fn write_report<T: serde::Serialize + std::fmt::Display>(
     out: &mut dyn Write,
 ) -> Result<()> {
     match format {
-        Format::Table => writeln!(out, "{report}"),
+        Format::Table => writeln!(out, "{report}").map_err(out_err),
+        // through a Value only to add the request count (its keys come out sorted)
+        _ if crate::storage::s3::requests() > 0 => write_json(
+            format,
+            &serde_json::to_value(report).expect("serializes"),
+            out,
+        ),
         Format::Json => writeln!(
             out,
             "{}",
             serde_json::to_string_pretty(report).expect("serializes")
-        ),
-        Format::Csv | Format::Ndjson | Format::Parquet => writeln!(
+        )
+        .map_err(out_err),
+        _ => writeln!(
             out,
             "{}",
             serde_json::to_string(report).expect("serializes")
-        ),
+        )
+        .map_err(out_err),
     }
-    .map_err(out_err)
 }
 
-/// One JSON document, for a machine `--format`: pretty for `json`, one line otherwise.
+/// One JSON document, for a machine `--format`: pretty for `json`, one line otherwise. A
+/// command that reached S3 adds `s3_requests` to an object (the requests this process sent).
 pub fn write_json(format: Format, doc: &serde_json::Value, out: &mut dyn Write) -> Result<()> {
+    let requests = crate::storage::s3::requests();
+    let mut doc = std::borrow::Cow::Borrowed(doc);
+    if requests > 0
+        && let serde_json::Value::Object(o) = doc.to_mut()
+    {
+        o.insert("s3_requests".into(), requests.into());
+    }
     let text = match format {
-        Format::Json => serde_json::to_string_pretty(doc),
-        _ => serde_json::to_string(doc),
+        Format::Json => serde_json::to_string_pretty(&*doc),
+        _ => serde_json::to_string(&*doc),
     };
     writeln!(out, "{}", text.expect("serializes")).map_err(out_err)
 }

@@ -36,6 +36,20 @@ use object_store::prefix::PrefixStore;
 use object_store::{MultipartUpload, ObjectStore, PutMode, PutPayload};
 use std::sync::Arc;
 
+/// S3 requests this process has sent (each attempt, every store and input bucket); reports
+/// in JSON carry it as `s3_requests`.
+static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many S3 requests this process has sent so far.
+pub fn requests() -> u64 {
+    REQUESTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts `n` requests.
+fn counted(n: u64) {
+    REQUESTS.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// When an answer came, and the `Date` it carried.
 type Seen = (std::time::Instant, DateTime<Utc>);
 

@@ -313,3 +313,20 @@ fn readers_fetch_the_committed_version_and_verify_names_markers_and_overwrites()
     let (ok, r) = env.verify();
     assert!(ok, "{r}");
 }
+
+#[test]
+fn json_reports_count_the_s3_requests_of_the_command() {
+    let Some(env) = Env::s3("s3_requests") else {
+        return;
+    };
+    events(&env, 90, 200);
+    let r = env.batch();
+    let n = r["s3_requests"].as_u64().unwrap_or(0);
+    assert!(n > 10, "{r}");
+    let (_, v) = env.verify();
+    assert!(v["s3_requests"].as_u64().unwrap_or(0) > 0, "{v}");
+    // a local store's reports have no such key
+    let local = Env::new();
+    local.ingest(&local.write("e.ndjson", &common::generate(91, 50, 0, 1).ndjson));
+    assert!(local.batch().get("s3_requests").is_none());
+}

@@ -292,6 +292,7 @@ impl Conn {
         let mut backoff = FIRST_BACKOFF;
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
+            super::counted(1);
             let credential = self.creds.get_credential().await?;
             let mut req = HttpRequest::new(call.body.clone().into());
             *req.method_mut() = call.method.clone();

@@ -46,6 +46,7 @@ impl Inputs {
         if !key_or_prefix.is_empty() && !key_or_prefix.ends_with('/') {
             return Ok(vec![key_or_prefix.to_string()]);
         }
+        super::counted(1);
         #[allow(clippy::disallowed_methods)] // a prefix in someone else's bucket
         let prefix = Path::from(key_or_prefix.trim_end_matches('/'));
         let mut keys: Vec<String> = self
@@ -70,6 +71,7 @@ impl Inputs {
         #[allow(clippy::disallowed_methods)] // a key in someone else's bucket
         let path = Path::from(key);
         let what = || format!("reading s3://{}/{key}", self.bucket);
+        super::counted(1);
         self.s3
             .get(&path)
             .await

@@ -4,6 +4,7 @@
 //! that version, so an overwrite or a delete marker over the key neither changes nor hides the
 //! committed file. Every other call passes through.
 
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
@@ -55,6 +56,7 @@ impl ObjectStore for Pinned {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
+        super::counted(1);
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -63,10 +65,12 @@ impl ObjectStore for Pinned {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
+        super::counted(1);
         self.inner.put_multipart_opts(location, opts).await
     }
 
     async fn get_opts(&self, location: &Path, mut options: GetOptions) -> Result<GetResult> {
+        super::counted(1);
         if options.version.is_none() {
             options.version = self.version(location);
         }
@@ -81,7 +85,14 @@ impl ObjectStore for Pinned {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list(prefix)
+        super::counted(1); // and one more per further page of 1,000 keys
+        let mut seen = 0u64;
+        Box::pin(self.inner.list(prefix).inspect(move |_| {
+            seen += 1;
+            if seen % 1000 == 0 {
+                super::counted(1);
+            }
+        }))
     }
 
     fn list_with_offset(
@@ -93,6 +104,7 @@ impl ObjectStore for Pinned {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        super::counted(1);
         self.inner.list_with_delimiter(prefix).await
     }
 

@@ -160,6 +160,7 @@ impl S3Upload {
         if self.id.get().is_none() && self.next == 1 {
             // small: one create-only PUT (SHA-256 checksum from the client's settings)
             let payload = PutPayload::from(self.take());
+            super::counted(1);
             let r = self
                 .s3
                 .put_opts(&self.path, payload, PutMode::Create.into())
