@@ -89,7 +89,7 @@ impl ObjectStore for Pinned {
         let mut seen = 0u64;
         Box::pin(self.inner.list(prefix).inspect(move |_| {
             seen += 1;
-            if seen % 1000 == 0 {
+            if seen.is_multiple_of(1000) {
                 super::counted(1);
             }
         }))
