@@ -22,6 +22,25 @@ pub use keys::{Keys, TenantKeys, open_tenant_key};
 /// The store marker (its disk format is `crate::storage::marker`).
 pub use crate::storage::marker::Marker as StoreMarker;
 
+/// The Object Lock mode an S3 store records (COMPLIANCE unless asked otherwise); none for a
+/// store without Object Lock, where asking for one is a usage error.
+fn lock_mode(req: &InitRequest<'_>) -> Result<Option<String>> {
+    use crate::storage::marker::LOCK_MODES;
+    let asked = req.object_lock_mode.map(str::to_ascii_uppercase);
+    match (req.store.is_remote(), asked) {
+        (true, None) => Ok(Some(LOCK_MODES[0].to_string())),
+        (true, Some(m)) if LOCK_MODES.contains(&m.as_str()) => Ok(Some(m)),
+        (true, Some(m)) => Err(Error::Usage(format!(
+            "--object-lock-mode {m}: one of compliance, governance"
+        ))),
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(Error::Usage(
+            "--object-lock-mode is for s3:// stores (a local store's locks are holdfast's own)"
+                .into(),
+        )),
+    }
+}
+
 /// The store's retention floor, as its marker records it.
 fn floor_of(m: &StoreMarker) -> RetentionFloor {
     RetentionFloor {
@@ -48,6 +67,9 @@ pub struct InitRequest<'a> {
     pub group_readable: bool,
     /// An S3 store's bucket is created (versioned, with Object Lock) when it is missing.
     pub create_bucket: bool,
+    /// An S3 store's Object Lock mode (`COMPLIANCE`, the default, or `GOVERNANCE`); refused
+    /// for other stores.
+    pub object_lock_mode: Option<&'a str>,
     /// The OS user running init: the first access policy names them sole administrator.
     pub admin: &'a str,
 }
@@ -149,11 +171,13 @@ async fn write_marker(
     floor: RetentionFloor,
     now: String,
 ) -> Result<bool> {
+    let mode = lock_mode(req)?;
     let marker = StoreMarker {
         created_at: now,
         kek_id: ring.kek_id().to_string(),
         retention_floor_days: floor.days,
         group_readable: req.group_readable,
+        object_lock_mode: mode.clone(),
     };
     let path = layout::store_marker();
     let bytes = crate::storage::marker::encode(&marker);
@@ -169,6 +193,16 @@ async fn write_marker(
                 existing.kek_id,
                 ring.describe(),
                 ring.kek_id()
+            ),
+            false,
+        ));
+    }
+    if req.object_lock_mode.is_some() && existing.object_lock_mode != mode {
+        return Err(Error::conflict(
+            format!(
+                "store {} retains data files in Object Lock mode {}; it is chosen once, at init",
+                store.describe(),
+                existing.object_lock_mode.as_deref().unwrap_or("COMPLIANCE")
             ),
             false,
         ));
@@ -361,6 +395,7 @@ pub(crate) async fn initialised_for_tests(
         retention_floor_days: None,
         group_readable: false,
         create_bucket: false,
+        object_lock_mode: None,
         admin: "alice",
     };
     init(&req, clock).await.expect("init");

@@ -156,6 +156,7 @@ impl RunArgs {
                 floor_days: p.store.retention_floor_days,
                 group_readable: false,
                 create_bucket: false,
+                object_lock_mode: None,
                 remote: p
                     .kms
                     .as_ref()

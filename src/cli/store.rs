@@ -31,6 +31,11 @@ pub struct InitArgs {
     /// Lock on (no default retention)
     #[arg(long)]
     pub create_bucket: bool,
+    /// For an s3:// store: the Object Lock mode of its data files, recorded once: compliance
+    /// (nobody can delete early; the default) or governance (a principal allowed
+    /// s3:BypassGovernanceRetention can; holdfast never does)
+    #[arg(long, value_parser = ["compliance", "governance"])]
+    pub object_lock_mode: Option<String>,
     /// Pipeline file whose [kms] section names the key service to bind the store to
     /// (default: the local keyring)
     #[arg(long, env = "HOLDFAST_PIPELINE")]
@@ -68,6 +73,7 @@ impl InitArgs {
             floor_days: self.retention_floor_days,
             group_readable: self.group_readable,
             create_bucket: self.create_bucket,
+            object_lock_mode: self.object_lock_mode,
             remote: remote.flatten(),
         };
         init(&self.s, &opts, clock, out).await
@@ -79,6 +85,7 @@ pub(super) struct InitOptions {
     pub(super) floor_days: Option<u32>,
     pub(super) group_readable: bool,
     pub(super) create_bucket: bool,
+    pub(super) object_lock_mode: Option<String>,
     /// The Transit or AWS KMS key to bind the store to (`None`: the local keyring).
     pub(super) remote: Option<super::kms::Remote>,
 }
@@ -101,6 +108,7 @@ pub(super) async fn init(
         retention_floor_days: o.floor_days,
         group_readable: o.group_readable,
         create_bucket: o.create_bucket,
+        object_lock_mode: o.object_lock_mode.as_deref(),
         admin: &admin,
     };
     let done = crate::store::init(&req, clock).await?;

@@ -33,7 +33,7 @@ use conn::{Conn, Rt};
 use object_store::aws::AmazonS3;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{MultipartUpload, ObjectStore, PutMode, PutPayload};
+use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use std::sync::Arc;
 
 /// S3 requests this process has sent (each attempt, every store and input bucket); reports
@@ -53,7 +53,7 @@ fn counted(n: u64) {
 /// When an answer came, and the `Date` it carried.
 type Seen = (std::time::Instant, DateTime<Utc>);
 
-/// The Object Lock mode data files are retained in.
+/// The Object Lock mode data files are retained in unless the store marker says otherwise.
 const MODE: &str = "COMPLIANCE";
 
 pub(crate) struct S3 {
@@ -67,6 +67,8 @@ pub(crate) struct S3 {
     url: String,
     /// S3's clock as last seen (its answer's `Date`, and when it came).
     seen: std::sync::Mutex<Option<Seen>>,
+    /// The Object Lock mode the store marker records, read at the first lock.
+    mode: tokio::sync::OnceCell<String>,
 }
 
 impl std::fmt::Debug for S3 {
@@ -136,7 +138,38 @@ impl S3 {
             prefix,
             url,
             seen: std::sync::Mutex::new(None),
+            mode: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// The Object Lock mode of the store's data files: its marker's (COMPLIANCE when the
+    /// marker names none or is not there yet).
+    async fn mode(&self) -> Result<String, LakeError> {
+        let marker = crate::lake::layout::store_marker();
+        self.mode
+            .get_or_try_init(|| async {
+                let got = self.reader.get(&marker).await;
+                let bytes = match got {
+                    Ok(r) => Some(r.bytes().await),
+                    Err(object_store::Error::NotFound { .. }) => None,
+                    Err(e) => Some(Err(e)),
+                };
+                let mode = match bytes {
+                    None => None,
+                    Some(b) => {
+                        let b = b.map_err(|e| LakeError::store("reading", marker.as_ref(), e))?;
+                        super::marker::decode(&b)
+                            .map_err(|e| LakeError::Corrupt {
+                                object: marker.to_string(),
+                                problem: e.to_string(),
+                            })?
+                            .object_lock_mode
+                    }
+                };
+                Ok::<_, LakeError>(mode.unwrap_or_else(|| MODE.to_string()))
+            })
+            .await
+            .cloned()
     }
 
     /// The key of `path` in the bucket.
@@ -334,6 +367,7 @@ impl ObjectLock for S3 {
     async fn put_lock(&self, path: &Path, lock: &Lock, _: Durability) -> Result<(), LakeError> {
         let (key, object, lock) = (self.key(path), path.to_string(), lock.clone());
         let pinned = self.reader.version(path);
+        let mode = self.mode().await?;
         self.on_rt(move |conn| async move {
             let err = |e| LakeError::store("locking", &object, e);
             let head = conn.head(&key, pinned.as_deref()).await.map_err(err)?;
@@ -346,7 +380,7 @@ impl ObjectLock for S3 {
             if let Some(until) = lock.retain_until
                 && head.lock.retain_until.is_none_or(|now| until > now)
             {
-                conn.put_retention(&key, &version, MODE, until)
+                conn.put_retention(&key, &version, &mode, until)
                     .await
                     .map_err(err)?;
             }

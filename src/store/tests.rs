@@ -21,6 +21,7 @@ fn request<'a>(store: &'a StoreUrl, keyring: &'a Path) -> InitRequest<'a> {
         retention_floor_days: Some(2555),
         group_readable: false,
         create_bucket: false,
+        object_lock_mode: None,
         admin: "alice",
     }
 }

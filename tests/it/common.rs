@@ -125,6 +125,11 @@ impl Env {
     /// A store at `s3://<new bucket>/store` on moto, made by `init --create-bucket`; `None`
     /// without moto (outside CI).
     pub fn s3(test: &str) -> Option<Self> {
+        Self::s3_with(test, &[])
+    }
+
+    /// [`Env::s3`] with extra `init` arguments.
+    pub fn s3_with(test: &str, extra: &[&str]) -> Option<Self> {
         let endpoint = moto(test)?;
         let dir = tempfile::tempdir().unwrap();
         let env = Env {
@@ -134,18 +139,26 @@ impl Env {
             url: Some(format!("s3://{}/store", unique_bucket("holdfast-it"))),
             vars: moto_vars(&endpoint),
         };
-        env.ok(&["init", "--create-bucket"]);
+        let mut args = vec!["init", "--create-bucket"];
+        args.extend_from_slice(extra);
+        env.ok(&args);
         Some(env)
     }
 
     /// What an S3 store holds under `sub` (`tests/s3/objects.py`: current keys, versions and
     /// delete markers), read with boto3 from the test Python environment.
     pub fn s3_objects(&self, sub: &str) -> serde_json::Value {
+        self.s3_objects_with(sub, &[])
+    }
+
+    /// [`Env::s3_objects`] with the script's options (`--modes`).
+    pub fn s3_objects_with(&self, sub: &str, options: &[&str]) -> serde_json::Value {
         let out = Command::new(python("s3_objects").expect("HOLDFAST_TEST_PYTHON for S3 tests"))
             .arg(repo().join("tests/s3/objects.py"))
             .arg(&self.vars[0].1)
             .arg(self.bucket())
             .arg(format!("store/{sub}"))
+            .args(options)
             .output()
             .unwrap();
         assert!(

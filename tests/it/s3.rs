@@ -330,3 +330,40 @@ fn json_reports_count_the_s3_requests_of_the_command() {
     local.ingest(&local.write("e.ndjson", &common::generate(91, 50, 0, 1).ndjson));
     assert!(local.batch().get("s3_requests").is_none());
 }
+
+#[test]
+fn the_object_lock_mode_is_chosen_once_at_init_and_applied_to_every_data_file() {
+    let Some(env) = Env::s3_with("s3_governance", &["--object-lock-mode", "governance"]) else {
+        return;
+    };
+    if common::python("s3_governance").is_none() {
+        return;
+    }
+    events(&env, 92, 300);
+    env.batch();
+    let lake = env.s3_objects_with("lake/", &["--modes"]);
+    let files = lake["current"].as_array().unwrap().len() as u64;
+    assert!(files > 0);
+    assert_eq!(lake["modes"]["GOVERNANCE"].as_u64(), Some(files), "{lake}");
+    // chosen once: asking for another mode later is refused; a local store has none
+    let out = env.run(&["init", "--object-lock-mode", "compliance"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chosen once"));
+    let local = Env::new();
+    let out = local.run(&["init", "--object-lock-mode", "governance"]);
+    assert_eq!(out.status.code(), Some(2));
+    // the default is COMPLIANCE
+    let Some(default) = Env::s3("s3_compliance") else {
+        return;
+    };
+    events(&default, 93, 100);
+    default.batch();
+    let lake = default.s3_objects_with("lake/", &["--modes"]);
+    let n = lake["current"].as_array().unwrap().len() as u64;
+    assert_eq!(lake["modes"]["COMPLIANCE"].as_u64(), Some(n), "{lake}");
+}

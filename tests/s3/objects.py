@@ -1,7 +1,8 @@
 """Lists an S3 store's objects for the integration tests (boto3 on moto).
 
-usage: objects.py ENDPOINT BUCKET PREFIX
-Prints one JSON line: {"current": [keys], "versions": n, "markers": n} under PREFIX."""
+usage: objects.py ENDPOINT BUCKET PREFIX [--modes]
+Prints one JSON line: {"current": [keys], "versions": n, "markers": n} under PREFIX; with
+--modes also "modes": the Object Lock mode of each current object, counted."""
 import json
 import sys
 
@@ -18,4 +19,11 @@ for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Pre
         if v["IsLatest"]:
             current.append(v["Key"])
     markers += len(page.get("DeleteMarkers", []))
-print(json.dumps({"current": sorted(current), "versions": versions, "markers": markers}))
+out = {"current": sorted(current), "versions": versions, "markers": markers}
+if "--modes" in sys.argv[4:]:
+    modes = {}
+    for key in current:
+        mode = s3.head_object(Bucket=bucket, Key=key).get("ObjectLockMode", "none")
+        modes[mode] = modes.get(mode, 0) + 1
+    out["modes"] = modes
+print(json.dumps(out))
