@@ -27,7 +27,8 @@ pub const OS_USER_VAR: &str = "HOLDFAST_TEST_OS_USER";
 pub const OPERATOR: &str = "test-operator";
 
 /// A store and a keyring in a fresh temporary directory (keyring outside the store), or a
-/// store in a moto bucket ([`Env::s3`]).
+/// store in a moto bucket ([`Env::s3`]; every `Env::new` under `HOLDFAST_TEST_BACKEND=s3`,
+/// which tests/run.sh sets for its second pass over the backend-neutral tests).
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub store: PathBuf,
@@ -106,6 +107,10 @@ impl Env {
     /// A store initialised with extra `init` arguments (e.g. `--retention-floor-days`,
     /// `--group-readable`).
     pub fn init_with(extra: &[&str]) -> Self {
+        if std::env::var("HOLDFAST_TEST_BACKEND").as_deref() == Ok("s3") {
+            return Self::s3_with("HOLDFAST_TEST_BACKEND=s3", extra)
+                .expect("HOLDFAST_TEST_BACKEND=s3 needs moto (HOLDFAST_TEST_MOTO_ENDPOINT)");
+        }
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         let keyring = dir.path().join("keys").join("keyring.json");
@@ -332,8 +337,23 @@ impl Env {
         )
     }
 
-    /// Every file under the store, recursively.
+    /// Every file under the store, recursively (an S3 store's current objects, downloaded
+    /// afresh to one folder).
     pub fn store_files(&self) -> Vec<PathBuf> {
+        if self.url.is_some() {
+            // one folder, emptied first: the same object has the same path in every listing
+            let mirror = self.dir.path().join("s3-mirror");
+            let _ = std::fs::remove_dir_all(&mirror);
+            let r = self.s3_objects_with("", &["--download", mirror.to_str().unwrap()]);
+            let mut v: Vec<PathBuf> = r["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| PathBuf::from(f.as_str().unwrap()))
+                .collect();
+            v.sort();
+            return v;
+        }
         fn walk(d: &Path, out: &mut Vec<PathBuf>) {
             for e in std::fs::read_dir(d).unwrap().flatten() {
                 let p = e.path();

@@ -61,7 +61,7 @@ fn a_pipeline_runs_on_a_memory_store() {
 #[test]
 fn an_unknown_scheme_is_a_usage_error() {
     let env = Env::new();
-    for url in ["s3://bucket/store", "ftp://host/x", "memory://"] {
+    for url in ["gs://bucket/store", "ftp://host/x", "memory://"] {
         let out = env
             .cmd(&["verify"])
             .env("HOLDFAST_STORE", url)
@@ -71,6 +71,24 @@ fn an_unknown_scheme_is_a_usage_error() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(url), "{url}: {err}");
     }
+    // an S3 store that cannot be reached says why (here: no region), and is no usage error
+    let out = env
+        .cmd(&["verify"])
+        .env("HOLDFAST_STORE", "s3://holdfast-nowhere/store")
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no AWS region") && err.contains("s3://holdfast-nowhere/store"),
+        "{err}"
+    );
     // a store that does not exist yet: usage error too, as for a missing directory
     let out = env
         .cmd(&["batch"])

@@ -1,8 +1,9 @@
 """Lists an S3 store's objects for the integration tests (boto3 on moto).
 
-usage: objects.py ENDPOINT BUCKET PREFIX [--modes]
+usage: objects.py ENDPOINT BUCKET PREFIX [--modes] [--download DIR]
 Prints one JSON line: {"current": [keys], "versions": n, "markers": n} under PREFIX; with
---modes also "modes": the Object Lock mode of each current object, counted."""
+--modes also "modes": the Object Lock mode of each current object, counted; with --download
+DIR also writes each current object to DIR/<key less PREFIX> ("files": their paths)."""
 import json
 import sys
 
@@ -26,4 +27,14 @@ if "--modes" in sys.argv[4:]:
         mode = s3.head_object(Bucket=bucket, Key=key).get("ObjectLockMode", "none")
         modes[mode] = modes.get(mode, 0) + 1
     out["modes"] = modes
+if "--download" in sys.argv[4:]:
+    import os
+    root = sys.argv[sys.argv.index("--download") + 1]
+    files = []
+    for key in current:
+        path = os.path.join(root, key[len(prefix):].lstrip("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        s3.download_file(bucket, key, path)
+        files.append(path)
+    out["files"] = files
 print(json.dumps(out))

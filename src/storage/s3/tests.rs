@@ -264,3 +264,104 @@ fn a_bucket_without_object_lock_or_with_default_retention_is_refused_with_the_fi
         .to_string();
     assert!(err.contains("by default"), "{err}");
 }
+
+/// A stand-in for S3 that answers the first `failures` requests with 503 SlowDown, then the
+/// bucket-check calls as a bucket with versioning and Object Lock: its address and how many
+/// requests it saw.
+fn slow_down_server(failures: u32) -> (String, Arc<std::sync::atomic::AtomicU32>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicU32::new(0));
+    let seen = hits.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let (Ok(mut conn), seen) = (conn, seen.clone()) else {
+                return;
+            };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        buf.drain(..end + 4);
+                        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                        let (status, body) = if n <= failures {
+                            (
+                                "503 Slow Down",
+                                "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+                            )
+                        } else if head.contains("?versioning") {
+                            (
+                                "200 OK",
+                                "<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>",
+                            )
+                        } else {
+                            (
+                                "200 OK",
+                                "<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled></ObjectLockConfiguration>",
+                            )
+                        };
+                        let answer = format!(
+                            "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if conn.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), hits)
+}
+
+#[test]
+fn throttling_is_retried_with_backoff_then_reported_by_name() {
+    use std::sync::atomic::Ordering;
+    // two SlowDowns, then the answers: the bucket check goes through
+    let (ep, hits) = slow_down_server(2);
+    S3::open_with("holdfast-throttled", "p", false, &overrides(&ep)).expect("retried");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        4,
+        "2 refused + versioning + object-lock"
+    );
+    // SlowDown to every attempt: a bounded number of them, then a clear error
+    let (ep, hits) = slow_down_server(u32::MAX);
+    let err = S3::open_with("holdfast-throttled", "p", false, &overrides(&ep))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("SlowDown") && err.contains("gave up after 6 attempts"),
+        "{err}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 6);
+}
+
+#[test]
+fn wrong_credentials_are_a_clear_error_that_holds_no_secret() {
+    let Some(_) = moto("wrong_credentials") else {
+        return;
+    };
+    let Ok(ep) = std::env::var("HOLDFAST_TEST_MOTO_AUTH_ENDPOINT") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and no HOLDFAST_TEST_MOTO_AUTH_ENDPOINT"
+        );
+        return;
+    };
+    let err = S3::open_with("holdfast-creds", "p", true, &overrides(&ep))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("403") && err.contains("credentials"), "{err}");
+    assert!(!err.contains(SECRET), "{err}");
+}
