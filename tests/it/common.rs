@@ -338,12 +338,15 @@ impl Env {
     }
 
     /// Every file under the store, recursively (an S3 store's current objects, downloaded
-    /// afresh to one folder).
+    /// to a folder of their own).
     pub fn store_files(&self) -> Vec<PathBuf> {
         if self.url.is_some() {
-            // one folder, emptied first: the same object has the same path in every listing
-            let mirror = self.dir.path().join("s3-mirror");
-            let _ = std::fs::remove_dir_all(&mirror);
+            // a folder of its own per call: tests sharing one store list it at once
+            let n = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let mirror = self.dir.path().join(format!("s3-mirror-{n}"));
             let r = self.s3_objects_with("", &["--download", mirror.to_str().unwrap()]);
             let mut v: Vec<PathBuf> = r["files"]
                 .as_array()

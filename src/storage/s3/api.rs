@@ -86,24 +86,28 @@ impl Conn {
         until: DateTime<Utc>,
     ) -> Result<()> {
         let body = xml::retention(mode, until);
-        let mut call = Call::new(Method::PUT, Some(key));
-        let query = [("retention", ""), ("versionId", version)];
-        call.query = &query;
-        call.headers.push(("content-md5", md5(&body)));
-        call.body = body.into();
-        let a = self.send(call).await?;
-        if a.ok() {
-            Ok(())
-        } else {
-            Err(failed("PutObjectRetention", key, &a))
-        }
+        self.put_lock_part(key, version, "retention", body, "PutObjectRetention")
+            .await
     }
 
     /// Sets or clears the legal hold of one version.
     pub(crate) async fn put_legal_hold(&self, key: &str, version: &str, on: bool) -> Result<()> {
         let body = xml::legal_hold(on);
+        self.put_lock_part(key, version, "legal-hold", body, "PutObjectLegalHold")
+            .await
+    }
+
+    /// `PUT ?<part>&versionId=` with an XML body and its Content-MD5.
+    async fn put_lock_part(
+        &self,
+        key: &str,
+        version: &str,
+        part: &str,
+        body: String,
+        what: &str,
+    ) -> Result<()> {
         let mut call = Call::new(Method::PUT, Some(key));
-        let query = [("legal-hold", ""), ("versionId", version)];
+        let query = [(part, ""), ("versionId", version)];
         call.query = &query;
         call.headers.push(("content-md5", md5(&body)));
         call.body = body.into();
@@ -111,7 +115,7 @@ impl Conn {
         if a.ok() {
             Ok(())
         } else {
-            Err(failed("PutObjectLegalHold", key, &a))
+            Err(failed(what, key, &a))
         }
     }
 
