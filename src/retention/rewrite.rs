@@ -230,6 +230,7 @@ pub async fn rewrite_file(
     )?;
     copy_survivors(builder, &survivors.keep, &mut records, &old.path, &mut w).await?;
     let file = w.close()?.complete().await?;
+    store.confirm_upload(&file.path, &file.sha256)?;
     let encryption = FileEncryption {
         dek_id: keys.to.dek_id().to_string(),
         wrapped_dek: keys.wrapped,

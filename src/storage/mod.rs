@@ -252,6 +252,11 @@ pub(crate) trait Backend: lock::ObjectLock + std::fmt::Debug + Send + Sync {
     /// Reads of `path` fetch object version `version` from now on (S3; a no-op where objects
     /// have no versions).
     fn pin(&self, _path: &Path, _version: &str) {}
+    /// The SHA-256 (hex) of the bytes this process's upload of `path` sent, where the
+    /// provider checked them against a checksum on the way (S3); `None` elsewhere.
+    fn upload_sha256(&self, _path: &Path) -> Option<String> {
+        None
+    }
     /// What hides or replaces the pinned version of `path` for anyone reading it by key (a
     /// delete marker, a newer version), with the command that undoes it; `None` when nothing
     /// does or the backend has no versions.
@@ -361,6 +366,21 @@ impl Store {
     /// they read. A no-op on backends without versions.
     pub fn pin(&self, path: &Path, version: &str) {
         self.backend.pin(path, version)
+    }
+
+    /// Checks that the bytes the upload of `path` sent, which the provider accepted against
+    /// their checksums (S3), are the bytes `sha256` (the manifest's hash) describes; nothing
+    /// to check on backends without upload checksums.
+    pub fn confirm_upload(&self, path: &Path, sha256: &str) -> Result<(), LakeError> {
+        match self.backend.upload_sha256(path) {
+            Some(sent) if sent != sha256 => Err(LakeError::Corrupt {
+                object: path.to_string(),
+                problem: format!(
+                    "the upload sent bytes with SHA-256 {sent}, the file written has {sha256}"
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// What hides or replaces the committed (pinned) version of `path` for readers by key,

@@ -237,6 +237,10 @@ impl Backend for S3 {
         self.reader.pin(path, version)
     }
 
+    fn upload_sha256(&self, path: &Path) -> Option<String> {
+        self.reader.upload_sha256(path)
+    }
+
     async fn shadowed(&self, path: &Path) -> Result<Option<String>, LakeError> {
         let Some(pinned) = self.reader.version(path) else {
             return Ok(None);

@@ -27,8 +27,7 @@ pub const OS_USER_VAR: &str = "HOLDFAST_TEST_OS_USER";
 pub const OPERATOR: &str = "test-operator";
 
 /// A store and a keyring in a fresh temporary directory (keyring outside the store), or a
-/// store in a moto bucket ([`Env::s3`]; every `Env::new` under `HOLDFAST_TEST_BACKEND=s3`,
-/// which tests/run.sh sets for its second pass over the backend-neutral tests).
+/// store in a moto bucket ([`Env::s3`], [`Env::on`]).
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub store: PathBuf,
@@ -37,6 +36,10 @@ pub struct Env {
     pub url: Option<String>,
     /// Variables every command gets (an S3 store's endpoint and credentials).
     pub vars: Vec<(&'static str, String)>,
+    /// On S3: moto's clock for the bucket follows each command's (see [`Env::cmd_at`]).
+    pub clock_follows: bool,
+    /// moto's clock for the bucket is set (not the real time).
+    clock_set: std::sync::atomic::AtomicBool,
 }
 
 /// moto's address (tests/run.sh starts it): `None`, saying why, when it is missing; a panic
@@ -71,6 +74,29 @@ pub fn python(test: &str) -> Option<std::ffi::OsString> {
     }
 }
 
+/// A plain HTTP/1.1 request to moto (which does not check signatures unless told to): the
+/// status code. The object it writes is public: moto refuses an unsigned overwrite of one
+/// that is not.
+fn moto_http(endpoint: &str, method: &str, path: &str, body: &[u8]) -> u16 {
+    use std::io::Read;
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nx-amz-acl: public-read\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status from moto: {text}"))
+}
+
 /// The variables that reach moto as S3 (and nothing of the machine's own AWS setup).
 pub fn moto_vars(endpoint: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -99,18 +125,69 @@ pub fn unique_bucket(prefix: &str) -> String {
     )
 }
 
+/// Where a test's store lives: a local directory, or a bucket on moto.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Local,
+    S3,
+}
+
+impl Backend {
+    /// `Some(Backend::S3)` when moto runs; `None`, saying why, without it (a panic under
+    /// `CI=true`: see [`moto`]).
+    pub fn s3(test: &str) -> Option<Self> {
+        moto(test).map(|_| Backend::S3)
+    }
+}
+
+/// Runs each named test function (`fn NAME(backend: Backend)`) on both backends: as test
+/// `NAME::local` on a local store and `NAME::s3` in a moto bucket. The function makes its
+/// store with [`Env::on`]; a function left out of the list is dead code, which the lints
+/// refuse.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn local() {
+                super::$name($crate::common::Backend::Local)
+            }
+            #[test]
+            fn s3() {
+                if let Some(b) = $crate::common::Backend::s3(module_path!()) {
+                    super::$name(b)
+                }
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_backends;
+
 impl Env {
     pub fn new() -> Self {
         Self::init_with(&[])
     }
 
-    /// A store initialised with extra `init` arguments (e.g. `--retention-floor-days`,
-    /// `--group-readable`).
-    pub fn init_with(extra: &[&str]) -> Self {
-        if std::env::var("HOLDFAST_TEST_BACKEND").as_deref() == Ok("s3") {
-            return Self::s3_with("HOLDFAST_TEST_BACKEND=s3", extra)
-                .expect("HOLDFAST_TEST_BACKEND=s3 needs moto (HOLDFAST_TEST_MOTO_ENDPOINT)");
+    /// A fresh store on `backend`.
+    pub fn on(backend: Backend) -> Self {
+        Self::on_with(backend, &[])
+    }
+
+    /// A fresh store on `backend`, initialised with extra `init` arguments.
+    pub fn on_with(backend: Backend, extra: &[&str]) -> Self {
+        match backend {
+            Backend::Local => Self::init_with(extra),
+            Backend::S3 => {
+                let mut env = Self::s3_with("Env::on(S3)", extra)
+                    .expect("a test on S3 runs only when moto does (Backend::s3)");
+                env.clock_follows = true;
+                env
+            }
         }
+    }
+
+    /// A local store initialised with extra `init` arguments (e.g.
+    /// `--retention-floor-days`, `--group-readable`).
+    pub fn init_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         let keyring = dir.path().join("keys").join("keyring.json");
@@ -120,6 +197,8 @@ impl Env {
             keyring,
             url: None,
             vars: Vec::new(),
+            clock_follows: false,
+            clock_set: Default::default(),
         };
         let mut args = vec!["init"];
         args.extend_from_slice(extra);
@@ -143,6 +222,8 @@ impl Env {
             dir,
             url: Some(format!("s3://{}/store", unique_bucket("holdfast-it"))),
             vars: moto_vars(&endpoint),
+            clock_follows: false,
+            clock_set: Default::default(),
         };
         let mut args = vec!["init", "--create-bucket"];
         args.extend_from_slice(extra);
@@ -181,6 +262,10 @@ impl Env {
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
+        use std::sync::atomic::Ordering;
+        if self.clock_follows && self.clock_set.swap(false, Ordering::SeqCst) {
+            self.set_s3_clock("real");
+        }
         let mut c = Command::new(bin());
         c.args(args)
             .env("HOLDFAST_STORE", &self.store)
@@ -246,11 +331,30 @@ impl Env {
         self.ok_as(approver, &["access", "approve", "--request", &id]);
     }
 
-    /// A command whose clock is pinned at `now` (`HOLDFAST_NOW`, a test-build hook).
+    /// A command whose clock is pinned at `now` (`HOLDFAST_NOW`, a test-build hook). On a
+    /// store made by [`Env::on`] moto's clock for the bucket moves to `now` as well (its
+    /// Object Lock checks and its `Date`), so that a sweep years ahead finds S3 agreeing;
+    /// the next command without a pinned clock moves it back to the real time.
     pub fn cmd_at(&self, now: &str, args: &[&str]) -> Command {
         let mut c = self.cmd(args);
+        if self.clock_follows {
+            self.set_s3_clock(now);
+            self.clock_set
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         c.env("HOLDFAST_NOW", now);
         c
+    }
+
+    /// Sets the time moto uses for this store's bucket (tests/s3/moto_server.py); `real`:
+    /// the real time.
+    fn set_s3_clock(&self, now: &str) {
+        let endpoint = &self.vars[0].1;
+        let created = moto_http(endpoint, "PUT", "/holdfast-test-clock", b"");
+        assert!(created == 200 || created == 409, "clock bucket: {created}");
+        let path = format!("/holdfast-test-clock/{}", self.bucket());
+        let status = moto_http(endpoint, "PUT", &path, now.as_bytes());
+        assert_eq!(status, 200, "setting moto's clock for {path}");
     }
 
     pub fn run_at(&self, now: &str, args: &[&str]) -> Output {
@@ -340,6 +444,12 @@ impl Env {
     /// Every file under the store, recursively (an S3 store's current objects, downloaded
     /// to a folder of their own).
     pub fn store_files(&self) -> Vec<PathBuf> {
+        self.store_files_in().1
+    }
+
+    /// The folder [`Env::store_files`] lists (the store, or an S3 store's download), and the
+    /// files.
+    fn store_files_in(&self) -> (PathBuf, Vec<PathBuf>) {
         if self.url.is_some() {
             // a folder of its own per call: tests sharing one store list it at once
             let n = std::time::SystemTime::now()
@@ -355,7 +465,7 @@ impl Env {
                 .map(|f| PathBuf::from(f.as_str().unwrap()))
                 .collect();
             v.sort();
-            return v;
+            return (mirror, v);
         }
         fn walk(d: &Path, out: &mut Vec<PathBuf>) {
             for e in std::fs::read_dir(d).unwrap().flatten() {
@@ -370,7 +480,169 @@ impl Env {
         let mut v = Vec::new();
         walk(&self.store, &mut v);
         v.sort();
-        v
+        (self.store.clone(), v)
+    }
+
+    /// Every file of the store as (path relative to the store, bytes), sorted: the same on
+    /// both backends, so that two snapshots compare.
+    pub fn snapshot(&self) -> Vec<(String, Vec<u8>)> {
+        let (root, files) = self.store_files_in();
+        files
+            .into_iter()
+            .map(|p| {
+                let rel = p
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                let bytes = std::fs::read(&p).unwrap();
+                (rel, bytes)
+            })
+            .collect()
+    }
+
+    /// Whether store file `rel` is there (on S3: a current version, no delete marker).
+    pub fn exists(&self, rel: &str) -> bool {
+        self.keys(rel).iter().any(|k| k == rel)
+    }
+
+    /// The store's files under `sub` (relative to the store, sorted), on either backend.
+    pub fn keys(&self, sub: &str) -> Vec<String> {
+        if self.url.is_some() {
+            let r = self.s3_objects(sub);
+            let strip = "store/";
+            return r["current"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k.as_str().unwrap()[strip.len()..].to_string())
+                .collect();
+        }
+        let (root, files) = self.store_files_in();
+        files
+            .into_iter()
+            .map(|p| {
+                p.strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|k| k.starts_with(sub))
+            .collect()
+    }
+
+    /// Runs `tests/s3/tamper.py` against the S3 store's bucket; what it prints.
+    pub fn s3_tamper(&self, args: &[&str]) -> String {
+        let python = python("s3_tamper").expect("HOLDFAST_TEST_PYTHON for S3 tests");
+        let out = Command::new(python)
+            .arg(repo().join("tests/s3/tamper.py"))
+            .arg(&self.vars[0].1)
+            .arg(self.bucket())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// The bytes of store file `rel` (its current version on S3).
+    pub fn read_file(&self, rel: &str) -> Vec<u8> {
+        if self.url.is_none() {
+            return std::fs::read(self.store.join(rel)).unwrap();
+        }
+        let out = self.dir.path().join("s3-get");
+        self.s3_tamper(&["get", &format!("store/{rel}"), out.to_str().unwrap()]);
+        std::fs::read(out).unwrap()
+    }
+
+    /// Replaces store file `rel` with `bytes` behind holdfast's back: in place on disk (file
+    /// modes stop no attacker), as a new version on S3.
+    pub fn tamper_write(&self, rel: &str, bytes: &[u8]) {
+        if self.url.is_none() {
+            use std::os::unix::fs::PermissionsExt;
+            let p = self.store.join(rel);
+            if p.exists() {
+                let mode = std::fs::Permissions::from_mode(0o644);
+                std::fs::set_permissions(&p, mode).unwrap();
+            }
+            std::fs::write(p, bytes).unwrap();
+            return;
+        }
+        let file = self.write("s3-put", bytes);
+        self.s3_tamper(&["overwrite", &format!("store/{rel}"), file.to_str().unwrap()]);
+    }
+
+    /// Removes store file `rel`, or every file under folder `rel/`, behind holdfast's back:
+    /// gone from disk; on S3 every version the bucket lets go is deleted, and a delete marker
+    /// hides each key whose versions Object Lock kept.
+    pub fn tamper_remove(&self, rel: &str) {
+        if self.url.is_none() {
+            let p = self.store.join(rel.trim_end_matches('/'));
+            if p.is_dir() {
+                std::fs::remove_dir_all(p).unwrap();
+            } else {
+                std::fs::remove_file(p).unwrap();
+            }
+            return;
+        }
+        self.s3_tamper(&["wipe", &format!("store/{rel}")]);
+    }
+
+    /// The local store opened in this process, and a runtime to drive it.
+    fn local_store(&self) -> (holdfast::storage::Store, tokio::runtime::Runtime) {
+        assert!(self.url.is_none(), "an S3 store is read through boto3");
+        let url = holdfast::storage::StoreUrl::local(&self.store);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        (holdfast::storage::Store::open(&url, false).unwrap(), rt)
+    }
+
+    /// The storage layer's lock on store file `rel` (on S3: its Object Lock, read with
+    /// boto3).
+    pub fn storage_lock(&self, rel: &str) -> holdfast::storage::Lock {
+        if self.url.is_some() {
+            let out = self.s3_tamper(&["lock", &format!("store/{rel}")]);
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            return holdfast::storage::Lock {
+                legal_hold: v["legal_hold"].as_bool().unwrap(),
+                retain_until: v["retain_until"]
+                    .as_str()
+                    .map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap().to_utc()),
+            };
+        }
+        let (store, rt) = self.local_store();
+        rt.block_on(store.lock(&object_store::path::Path::from(rel)))
+            .unwrap()
+    }
+
+    /// Sets or clears the storage layer's legal-hold flag on `rel` behind holdfast's back.
+    pub fn set_storage_legal_hold(&self, rel: &str, on: bool) {
+        if self.url.is_some() {
+            let status = if on { "ON" } else { "OFF" };
+            self.s3_tamper(&["legal-hold", &format!("store/{rel}"), status]);
+            return;
+        }
+        let (store, rt) = self.local_store();
+        rt.block_on(store.legal_hold(&object_store::path::Path::from(rel), on))
+            .unwrap();
+    }
+
+    /// The newest version of the hold registry, as stored (empty before the first hold).
+    pub fn hold_registry(&self) -> holdfast::retention::hold::Registry {
+        match self.keys("holds/").pop() {
+            Some(newest) => serde_json::from_slice(&self.read_file(&newest)).unwrap(),
+            None => holdfast::retention::hold::Registry {
+                sequence: 0,
+                previous_sha256: None,
+                holds: Vec::new(),
+            },
+        }
     }
 
     /// Plants a version of lease `name` (`batch`, `holds`) as another holder would have

@@ -1,11 +1,24 @@
 //! Crash safety: a batch killed at any instant and rerun stores every event exactly once.
 //! Failpoints abort the real binary at named points; a second test kills it at random times.
+//! Every test runs on a local store and on S3 (moto).
 
-use crate::common::{self, Env};
+use crate::common::{self, Backend, Env};
 use std::time::Instant;
 
-fn prepared(seed: u64, unique: usize) -> (Env, usize) {
-    prepared_in(Env::new(), seed, unique)
+common::on_both_backends!(
+    crash_after_quarantine_write,
+    crash_after_files_written,
+    crash_after_first_manifest,
+    crash_after_some_manifests,
+    crash_before_landing_delete,
+    crash_between_landing_deletes,
+    kill_at_random_times,
+    a_commit_whose_lock_was_not_set_is_repaired,
+    a_killed_batch_leaves_recorded_leftovers_the_next_batch_removes,
+);
+
+fn prepared(backend: Backend, seed: u64, unique: usize) -> (Env, usize) {
+    prepared_in(Env::on(backend), seed, unique)
 }
 
 /// `env` with two files of events and one of malformed lines ingested.
@@ -39,8 +52,8 @@ pub(crate) fn assert_exactly_once(env: &Env, unique: usize) {
     assert_eq!(env.landing_segments(), 0);
 }
 
-fn crash_at(point: &str) {
-    crash_in(prepared(10, 1500), point);
+fn crash_at(backend: Backend, point: &str) {
+    crash_in(prepared(backend, 10, 1500), point);
 }
 
 /// A batch aborted at `point`, its lease held until it expires, then taken over: every
@@ -78,41 +91,39 @@ pub(crate) fn crash_in((env, unique): (Env, usize), point: &str) {
     assert_eq!(env.batch()["stored"], 0);
 }
 
-#[test]
-fn crash_after_quarantine_write() {
-    crash_at("batch.after_quarantine_write");
+fn crash_after_quarantine_write(backend: Backend) {
+    crash_at(backend, "batch.after_quarantine_write");
 }
-#[test]
-fn crash_after_files_written() {
-    crash_at("batch.after_files_written");
+fn crash_after_files_written(backend: Backend) {
+    crash_at(backend, "batch.after_files_written");
 }
-#[test]
-fn crash_after_first_manifest() {
-    crash_at("batch.after_manifest:1");
+fn crash_after_first_manifest(backend: Backend) {
+    crash_at(backend, "batch.after_manifest:1");
 }
-#[test]
-fn crash_after_some_manifests() {
-    crash_at("batch.after_manifest:5");
+fn crash_after_some_manifests(backend: Backend) {
+    crash_at(backend, "batch.after_manifest:5");
 }
-#[test]
-fn crash_before_landing_delete() {
-    crash_at("batch.before_landing_delete");
+fn crash_before_landing_delete(backend: Backend) {
+    crash_at(backend, "batch.before_landing_delete");
 }
-#[test]
-fn crash_between_landing_deletes() {
-    crash_at("batch.after_landing_delete:1");
+fn crash_between_landing_deletes(backend: Backend) {
+    crash_at(backend, "batch.after_landing_delete:1");
 }
 
 /// kill -9 at random instants, several times in a row, then a clean rerun. The seed is
 /// printed; `HOLDFAST_TEST_SEED=<seed>` replays the same kill times.
-#[test]
-fn kill_at_random_times() {
-    let (env, unique) = prepared(11, 12_000);
+fn kill_at_random_times(backend: Backend) {
+    // a smaller batch on moto, whose requests are slow
+    let size = match backend {
+        Backend::Local => 12_000,
+        Backend::S3 => 3_000,
+    };
+    let (env, unique) = prepared(backend, 11, size);
     let t0 = Instant::now();
     env.ok(&["batch"]);
     let took = t0.elapsed(); // a clean batch of this size: kills land within that window
     // that batch completed; ingest fresh events to have work for the kills
-    let g = common::generate(12, 12_000, 300, 4);
+    let g = common::generate(12, size, size / 40, 4);
     env.ingest(&env.write("c.ndjson", &g.ndjson));
     let seed = match std::env::var("HOLDFAST_TEST_SEED") {
         Ok(s) => s.parse().expect("HOLDFAST_TEST_SEED is a u64"),
@@ -136,9 +147,8 @@ fn kill_at_random_times() {
 
 /// Killed between a manifest commit and the storage lock of its file: the next batch (which
 /// takes over the dead batch's lease) sets the missing locks.
-#[test]
-fn a_commit_whose_lock_was_not_set_is_repaired() {
-    let (env, unique) = prepared(13, 600);
+fn a_commit_whose_lock_was_not_set_is_repaired(backend: Backend) {
+    let (env, unique) = prepared(backend, 13, 600);
     let out = env
         .cmd(&["batch"])
         .env("HOLDFAST_FAILPOINT", "batch.after_manifest:1")
@@ -153,9 +163,8 @@ fn a_commit_whose_lock_was_not_set_is_repaired() {
 /// A batch killed after writing its files leaves them uncommitted; its intent record names
 /// them, so `verify` reports them as leftovers (not a failure) and the next batch removes
 /// exactly those, each with an audit entry.
-#[test]
-fn a_killed_batch_leaves_recorded_leftovers_the_next_batch_removes() {
-    let (env, unique) = prepared(14, 600);
+fn a_killed_batch_leaves_recorded_leftovers_the_next_batch_removes(backend: Backend) {
+    let (env, unique) = prepared(backend, 14, 600);
     let out = env
         .cmd(&["batch"])
         .env("HOLDFAST_FAILPOINT", "batch.after_files_written")
@@ -181,7 +190,7 @@ fn a_killed_batch_leaves_recorded_leftovers_the_next_batch_removes() {
             removed.iter().any(|d| d.contains(f)),
             "{f} not audited: {removed:?}"
         );
-        assert!(!env.store.join(f).exists());
+        assert!(env.keys(f).is_empty(), "{f} is still in the store");
     }
     assert_exactly_once(&env, unique);
 }

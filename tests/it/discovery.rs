@@ -1,10 +1,23 @@
 //! Discovery: audited decryption gated by case and role, the interactions view, Parquet
-//! output, and partition pruning.
+//! output, and partition pruning. Every test runs on a local store and on S3 (moto).
 
-use crate::common::{self, Env};
+use crate::common::{self, Backend, Env};
 
-fn store() -> (Env, common::Gen) {
-    let env = Env::new();
+common::on_both_backends!(
+    decryption_needs_a_case_and_is_audited,
+    roles_from_the_store_policy_are_enforced,
+    an_actor_the_policy_does_not_map_to_the_os_user_is_refused,
+    an_investigator_scoped_to_a_tenant_opens_only_its_rows,
+    a_failed_statement_over_decrypted_data_leaks_nothing_and_is_audited,
+    blind_index_finds_a_customer_without_decrypting_and_without_recording_the_address,
+    interactions_has_one_row_per_interaction,
+    parquet_output_goes_to_a_file,
+    a_query_over_one_day_reads_one_day,
+    the_sql_shell_runs_statements_and_survives_errors,
+);
+
+fn store(backend: Backend) -> (Env, common::Gen) {
+    let env = Env::on(backend);
     let g = common::generate(60, 300, 0, 3);
     env.ingest(&env.write("e.ndjson", &g.ndjson));
     env.batch();
@@ -18,9 +31,8 @@ fn audit_rows(env: &Env) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn decryption_needs_a_case_and_is_audited() {
-    let (env, g) = store();
+fn decryption_needs_a_case_and_is_audited(backend: Backend) {
+    let (env, g) = store(backend);
     let sql = "SELECT event_id, json_get(record, 'interaction', 'notes') AS notes FROM decrypted WHERE event_id = 'evt-60-5'";
     let rows: Vec<serde_json::Value> = env
         .ok(&[
@@ -93,9 +105,8 @@ fn decryption_needs_a_case_and_is_audited() {
 
 /// Roles come from the store's access policy: only investigators decrypt; a name the policy
 /// does not map to the OS user is refused.
-#[test]
-fn roles_from_the_store_policy_are_enforced() {
-    let (env, _) = store();
+fn roles_from_the_store_policy_are_enforced(backend: Backend) {
+    let (env, _) = store(backend);
     env.second_person("kim", &[]);
     env.change_policy(
         "kim",
@@ -178,9 +189,8 @@ fn roles_from_the_store_policy_are_enforced() {
 
 /// `--actor` names only what the policy maps to the OS user; anything else is refused and
 /// the refusal is recorded with the OS user who tried.
-#[test]
-fn an_actor_the_policy_does_not_map_to_the_os_user_is_refused() {
-    let (env, _) = store();
+fn an_actor_the_policy_does_not_map_to_the_os_user_is_refused(backend: Backend) {
+    let (env, _) = store(backend);
     let sql = "SELECT count(record) FROM decrypted WHERE event_id = 'evt-60-1'";
     for args in [
         vec![
@@ -243,9 +253,8 @@ fn an_actor_the_policy_does_not_map_to_the_os_user_is_refused() {
 }
 
 /// An investigator scoped to some tenants opens their rows only.
-#[test]
-fn an_investigator_scoped_to_a_tenant_opens_only_its_rows() {
-    let (env, g) = store();
+fn an_investigator_scoped_to_a_tenant_opens_only_its_rows(backend: Backend) {
+    let (env, g) = store(backend);
     env.second_person("kim", &[]);
     env.change_policy(
         "kim",
@@ -320,9 +329,8 @@ fn an_investigator_scoped_to_a_tenant_opens_only_its_rows() {
 
 /// A statement that fails over decrypted data says what failed, never with the data, and is
 /// audited with what it opened.
-#[test]
-fn a_failed_statement_over_decrypted_data_leaks_nothing_and_is_audited() {
-    let (env, g) = store();
+fn a_failed_statement_over_decrypted_data_leaks_nothing_and_is_audited(backend: Backend) {
+    let (env, g) = store(backend);
     let sql = "SELECT CAST(record AS INT) FROM decrypted WHERE event_id = 'evt-60-5'";
     let out = env.run(&["query", "--decrypt", "--case", "C-3", sql]);
     assert_eq!(out.status.code(), Some(1));
@@ -383,9 +391,10 @@ fn a_failed_statement_over_decrypted_data_leaks_nothing_and_is_audited() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
 
-#[test]
-fn blind_index_finds_a_customer_without_decrypting_and_without_recording_the_address() {
-    let (env, g) = store();
+fn blind_index_finds_a_customer_without_decrypting_and_without_recording_the_address(
+    backend: Backend,
+) {
+    let (env, g) = store(backend);
     let addr = &g.customer_addresses[7]; // "+1202xxxxxxx", written here with other spelling
     let spelled = format!("({}) {}-{}", &addr[2..5], &addr[5..8], &addr[8..]);
     let sql = format!(
@@ -429,9 +438,8 @@ fn blind_index_finds_a_customer_without_decrypting_and_without_recording_the_add
     }
 }
 
-#[test]
-fn interactions_has_one_row_per_interaction() {
-    let (env, _) = store();
+fn interactions_has_one_row_per_interaction(backend: Backend) {
+    let (env, _) = store(backend);
     assert_eq!(env.count("SELECT count(*) FROM interactions"), 100);
     assert_eq!(
         env.count("SELECT count(*) FROM interactions WHERE event_count <> 3"),
@@ -443,9 +451,8 @@ fn interactions_has_one_row_per_interaction() {
     );
 }
 
-#[test]
-fn parquet_output_goes_to_a_file() {
-    let (env, _) = store();
+fn parquet_output_goes_to_a_file(backend: Backend) {
+    let (env, _) = store(backend);
     let out = env.dir.path().join("out.parquet");
     env.ok(&[
         "query",
@@ -465,9 +472,8 @@ fn parquet_output_goes_to_a_file() {
     );
 }
 
-#[test]
-fn a_query_over_one_day_reads_one_day() {
-    let (env, _) = store();
+fn a_query_over_one_day_reads_one_day(backend: Backend) {
+    let (env, _) = store(backend);
     let plan = env.ok(&["query", "--format", "csv", "EXPLAIN SELECT count(*) FROM events WHERE year = 2025 AND month = 10 AND day = 2 AND array_has(agent_ids, 'agent1@cc.example')"]);
     let files: Vec<&str> = plan
         .split(|c: char| c == '[' || c == ']' || c == ',' || c.is_whitespace())
@@ -480,10 +486,9 @@ fn a_query_over_one_day_reads_one_day() {
     assert!(files.iter().all(|f| f.contains("day=02")), "{files:?}");
 }
 
-#[test]
-fn the_sql_shell_runs_statements_and_survives_errors() {
+fn the_sql_shell_runs_statements_and_survives_errors(backend: Backend) {
     use std::io::Write;
-    let (env, _) = store();
+    let (env, _) = store(backend);
     let mut child = env
         .cmd(&["sql", "--format", "csv"])
         .stdin(std::process::Stdio::piped())

@@ -1,16 +1,40 @@
 //! The main job end to end: ingest, batch, query, verify, quarantine, interoperability.
+//! The tests listed in `on_both_backends!` run on a local store and on S3 (moto); the others
+//! are about the local backend: the embedded main job, a lease planted as a file, a landing
+//! segment damaged on disk.
 
-use crate::common::{self, Env};
+use crate::common::{self, Backend, Env};
 use std::sync::OnceLock;
+
+common::on_both_backends!(
+    every_unique_event_is_stored_once_and_counted,
+    partitions_follow_the_utc_day_of_occurred_at,
+    retention_fields_come_from_the_default_policy,
+    no_payload_plaintext_in_any_stored_file,
+    verify_passes_shallow_and_deep,
+    quarantine_lists_reasons_and_shows_original_bytes,
+    query_formats,
+    manifests_table_describes_files_without_opening_them,
+    parquet_files_follow_the_interoperability_rules,
+    ingesting_the_same_file_twice_changes_nothing_in_the_lake,
+    later_batches_add_manifest_versions_that_name_their_predecessor,
+    usage_errors_and_refusals,
+    stdin_ingest_and_empty_batch,
+    time_comes_from_the_injected_clock,
+    legacy_versions_are_upcast_and_stored_as_current,
+    vendor_payloads_go_through_ingest_and_batch,
+    validate_is_a_dry_run,
+    replay_after_a_fix_stores_what_passes_once,
+);
 
 const UNIQUE: usize = 3000;
 const DUPS: usize = 150;
 
-/// One store shared by the read-only tests of this module.
-fn shared() -> &'static (Env, common::Gen) {
-    static S: OnceLock<(Env, common::Gen)> = OnceLock::new();
-    S.get_or_init(|| {
-        let env = Env::new();
+/// One store per backend shared by the read-only tests of this module.
+fn shared(backend: Backend) -> &'static (Env, common::Gen) {
+    static S: [OnceLock<(Env, common::Gen)>; 2] = [OnceLock::new(), OnceLock::new()];
+    S[backend as usize].get_or_init(|| {
+        let env = Env::on(backend);
         let g = common::generate(1, UNIQUE, DUPS, 5);
         let (bad, _) = common::malformed();
         let a = env.write("a.ndjson", &g.ndjson);
@@ -23,9 +47,8 @@ fn shared() -> &'static (Env, common::Gen) {
     })
 }
 
-#[test]
-fn every_unique_event_is_stored_once_and_counted() {
-    let (env, _) = shared();
+fn every_unique_event_is_stored_once_and_counted(backend: Backend) {
+    let (env, _) = shared(backend);
     assert_eq!(env.count("SELECT count(*) FROM events"), UNIQUE as i64);
     assert_eq!(
         env.count("SELECT count(DISTINCT event_id) FROM events"),
@@ -46,9 +69,8 @@ fn every_unique_event_is_stored_once_and_counted() {
     );
 }
 
-#[test]
-fn partitions_follow_the_utc_day_of_occurred_at() {
-    let (env, _) = shared();
+fn partitions_follow_the_utc_day_of_occurred_at(backend: Backend) {
+    let (env, _) = shared(backend);
     let wrong = env.count(
         "SELECT count(*) FROM events WHERE year <> date_part('year', occurred_at) OR month <> date_part('month', occurred_at) OR day <> date_part('day', occurred_at)",
     );
@@ -74,9 +96,8 @@ fn partitions_follow_the_utc_day_of_occurred_at() {
     );
 }
 
-#[test]
-fn retention_fields_come_from_the_default_policy() {
-    let (env, _) = shared();
+fn retention_fields_come_from_the_default_policy(backend: Backend) {
+    let (env, _) = shared(backend);
     assert_eq!(
         env.count("SELECT count(*) FROM events WHERE policy_id <> 'FINRA_4511_6Y'"),
         0
@@ -89,9 +110,8 @@ fn retention_fields_come_from_the_default_policy() {
     );
 }
 
-#[test]
-fn no_payload_plaintext_in_any_stored_file() {
-    let (env, g) = shared();
+fn no_payload_plaintext_in_any_stored_file(backend: Backend) {
+    let (env, g) = shared(backend);
     let secrets: Vec<&str> = g
         .customer_addresses
         .iter()
@@ -118,9 +138,8 @@ fn no_payload_plaintext_in_any_stored_file() {
     }
 }
 
-#[test]
-fn verify_passes_shallow_and_deep() {
-    let (env, _) = shared();
+fn verify_passes_shallow_and_deep(backend: Backend) {
+    let (env, _) = shared(backend);
     let (ok, r) = env.verify();
     assert!(ok, "{r}");
     assert_eq!(r["records"], UNIQUE as u64);
@@ -129,9 +148,8 @@ fn verify_passes_shallow_and_deep() {
     assert_eq!(r["deep_records"], UNIQUE as u64);
 }
 
-#[test]
-fn quarantine_lists_reasons_and_shows_original_bytes() {
-    let (env, _) = shared();
+fn quarantine_lists_reasons_and_shows_original_bytes(backend: Backend) {
+    let (env, _) = shared(backend);
     let rows: Vec<serde_json::Value> = env
         .ok(&["quarantine", "list", "--format", "ndjson"])
         .lines()
@@ -173,9 +191,8 @@ fn quarantine_lists_reasons_and_shows_original_bytes() {
     );
 }
 
-#[test]
-fn query_formats() {
-    let (env, _) = shared();
+fn query_formats(backend: Backend) {
+    let (env, _) = shared(backend);
     let sql = "SELECT interaction_type, count(*) AS n FROM events GROUP BY 1 ORDER BY 1";
     let csv = env.ok(&["query", "--format", "csv", sql]);
     assert!(csv.starts_with("interaction_type,n\nCALL,"), "{csv}");
@@ -189,9 +206,8 @@ fn query_formats() {
     assert!(bad.stdout.is_empty() && !bad.stderr.is_empty());
 }
 
-#[test]
-fn manifests_table_describes_files_without_opening_them() {
-    let (env, _) = shared();
+fn manifests_table_describes_files_without_opening_them(backend: Backend) {
+    let (env, _) = shared(backend);
     let rows = env.query(
         "SELECT path, sha256, record_count, kek_id, algorithm, manifest_sequence FROM manifests",
     );
@@ -204,10 +220,9 @@ fn manifests_table_describes_files_without_opening_them() {
     }
 }
 
-#[test]
-fn parquet_files_follow_the_interoperability_rules() {
+fn parquet_files_follow_the_interoperability_rules(backend: Backend) {
     use parquet::file::reader::{FileReader, SerializedFileReader};
-    let (env, _) = shared();
+    let (env, _) = shared(backend);
     let file = env
         .store_files()
         .into_iter()
@@ -306,24 +321,16 @@ fn the_main_job_runs_the_local_pipeline() {
     );
 }
 
-#[test]
-fn ingesting_the_same_file_twice_changes_nothing_in_the_lake() {
-    let env = Env::new();
+fn ingesting_the_same_file_twice_changes_nothing_in_the_lake(backend: Backend) {
+    let env = Env::on(backend);
     let g = common::generate(2, 600, 20, 2);
     let f = env.write("e.ndjson", &g.ndjson);
     env.ingest(&f);
     env.batch();
-    let snapshot = |env: &Env| -> Vec<(std::path::PathBuf, Vec<u8>)> {
-        env.store_files()
+    let snapshot = |env: &Env| -> Vec<(String, Vec<u8>)> {
+        env.snapshot()
             .into_iter()
-            .filter(|p| {
-                p.to_string_lossy().contains("/lake/")
-                    || p.to_string_lossy().contains("/manifests/")
-            })
-            .map(|p| {
-                let b = std::fs::read(&p).unwrap();
-                (p, b)
-            })
+            .filter(|(k, _)| k.starts_with("lake/") || k.starts_with("manifests/"))
             .collect()
     };
     let before = snapshot(&env);
@@ -338,9 +345,8 @@ fn ingesting_the_same_file_twice_changes_nothing_in_the_lake() {
     assert_eq!(env.count("SELECT count(*) FROM events"), 600);
 }
 
-#[test]
-fn later_batches_add_manifest_versions_that_name_their_predecessor() {
-    let env = Env::new();
+fn later_batches_add_manifest_versions_that_name_their_predecessor(backend: Backend) {
+    let env = Env::on(backend);
     env.ingest(&env.write("a.ndjson", &common::generate(3, 400, 0, 1).ndjson));
     env.batch();
     env.ingest(&env.write("b.ndjson", &common::generate(4, 400, 0, 1).ndjson));
@@ -353,18 +359,12 @@ fn later_batches_add_manifest_versions_that_name_their_predecessor() {
     );
     let (ok, r) = env.verify();
     assert!(ok, "{r}");
-    let v2 = std::fs::read_dir(
-        env.store
-            .join("manifests/year=2025/month=10/day=01/interaction_type=CALL"),
-    )
-    .unwrap()
-    .count();
-    assert_eq!(v2, 2);
+    let versions = env.keys("manifests/year=2025/month=10/day=01/interaction_type=CALL/");
+    assert_eq!(versions.len(), 2, "{versions:?}");
 }
 
-#[test]
-fn usage_errors_and_refusals() {
-    let env = Env::new();
+fn usage_errors_and_refusals(backend: Backend) {
+    let env = Env::on(backend);
     assert_eq!(env.run(&["batch", "--bogus"]).status.code(), Some(2));
     assert_eq!(env.run(&[]).status.code(), Some(2));
     // a keyring inside the store is refused
@@ -393,10 +393,9 @@ fn usage_errors_and_refusals() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("0600"));
 }
 
-#[test]
-fn stdin_ingest_and_empty_batch() {
+fn stdin_ingest_and_empty_batch(backend: Backend) {
     use std::io::Write;
-    let env = Env::new();
+    let env = Env::on(backend);
     let r = env.batch();
     assert_eq!(r["segments"], 0);
     let g = common::generate(5, 50, 0, 1);
@@ -411,9 +410,8 @@ fn stdin_ingest_and_empty_batch() {
     assert_eq!(env.batch()["stored"], 50);
 }
 
-#[test]
-fn time_comes_from_the_injected_clock() {
-    let env = Env::new();
+fn time_comes_from_the_injected_clock(backend: Backend) {
+    let env = Env::on(backend);
     let f = env.write("e.ndjson", &common::generate(6, 30, 0, 1).ndjson);
     let (bad, n_bad) = common::malformed();
     let b = env.write("bad.ndjson", &bad);
@@ -569,9 +567,8 @@ fn a_damaged_landing_segment_is_isolated_and_the_rest_flows_on() {
     assert!(env.verify().0);
 }
 
-#[test]
-fn legacy_versions_are_upcast_and_stored_as_current() {
-    let env = Env::new();
+fn legacy_versions_are_upcast_and_stored_as_current(backend: Backend) {
+    let env = Env::on(backend);
     env.ingest(&common::repo().join("fixtures/canonical/legacy.ndjson"));
     let r = env.batch();
     assert_eq!(r["stored"], 4, "{r}");
@@ -609,9 +606,8 @@ fn legacy_versions_are_upcast_and_stored_as_current() {
     );
 }
 
-#[test]
-fn vendor_payloads_go_through_ingest_and_batch() {
-    let env = Env::new();
+fn vendor_payloads_go_through_ingest_and_batch(backend: Backend) {
+    let env = Env::on(backend);
     for shape in [
         "genesys-details",
         "genesys-eventbridge",
@@ -699,21 +695,13 @@ fn quarantine_rows(env: &Env) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn validate_is_a_dry_run() {
-    let env = Env::new();
+fn validate_is_a_dry_run(backend: Backend) {
+    let env = Env::on(backend);
     env.ingest(&env.write("bad.ndjson", &common::malformed().0));
     env.batch();
     env.ingest(&env.write("good.ndjson", &common::generate(40, 50, 5, 1).ndjson));
     env.ingest(&common::repo().join("fixtures/canonical/legacy.ndjson"));
-    let before: Vec<_> = env
-        .store_files()
-        .into_iter()
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect();
+    let before = env.snapshot();
     let r: serde_json::Value =
         serde_json::from_str(&env.ok(&["validate", "--case", "INC-1", "--format", "json"]))
             .unwrap();
@@ -728,20 +716,12 @@ fn validate_is_a_dry_run() {
     assert_eq!(r["landing"]["duplicate_event_ids"], 5);
     assert_eq!(r["quarantine_entries"], 4);
     assert_eq!(r["quarantine"]["would_quarantine"], 4, "{r}");
-    let after: Vec<_> = env
-        .store_files()
-        .into_iter()
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect();
+    let after = env.snapshot();
     // validate decrypts: it writes its audit entry, and nothing else
-    let audit = env.store.join("audit");
     let (new, old): (Vec<_>, Vec<_>) = after.iter().partition(|a| !before.contains(a));
     assert_eq!(old.len(), before.len(), "validate changes nothing");
     assert!(
-        new.len() == 1 && new[0].0.starts_with(&audit),
+        new.len() == 1 && new[0].0.starts_with("audit/"),
         "validate writes only its audit entry: {:?}",
         new.iter().map(|n| &n.0).collect::<Vec<_>>()
     );
@@ -762,9 +742,8 @@ fn validate_is_a_dry_run() {
     );
 }
 
-#[test]
-fn replay_after_a_fix_stores_what_passes_once() {
-    let env = Env::new();
+fn replay_after_a_fix_stores_what_passes_once(backend: Backend) {
+    let env = Env::on(backend);
     let details = common::repo().join("fixtures/genesys-details/input.ndjson");
     env.ok(&[
         "ingest",

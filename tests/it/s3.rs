@@ -1,5 +1,6 @@
 //! The store on S3 with Object Lock (moto, started by tests/run.sh): the commands, the
-//! provider's own refusal to delete, a sweep it refuses, two batch hosts racing, and crashes.
+//! provider's own refusal to delete, a sweep it refuses, two batch hosts racing. The crash,
+//! pipeline, discovery and tamper tests run here too, through `on_both_backends!`.
 //! Each test has a bucket of its own. Under `CI=true` a missing moto or Python fails the test.
 
 use crate::common::{self, Env};
@@ -159,50 +160,6 @@ fn two_batch_hosts_racing_on_one_bucket_commit_each_event_once() {
 }
 
 #[test]
-fn a_batch_aborted_after_its_files_on_s3_commits_every_event_once() {
-    let Some(env) = Env::s3("s3_crash_files") else {
-        return;
-    };
-    crate::crash::crash_in(
-        crate::crash::prepared_in(env, 84, 900),
-        "batch.after_files_written",
-    );
-}
-
-#[test]
-fn a_batch_aborted_between_manifests_on_s3_commits_every_event_once() {
-    let Some(env) = Env::s3("s3_crash_manifest") else {
-        return;
-    };
-    crate::crash::crash_in(
-        crate::crash::prepared_in(env, 85, 900),
-        "batch.after_manifest:1",
-    );
-}
-
-#[test]
-fn a_batch_killed_at_random_on_s3_commits_every_event_once() {
-    let Some(env) = Env::s3("s3_kill") else {
-        return;
-    };
-    let (env, unique) = crate::crash::prepared_in(env, 86, 3000);
-    let t0 = std::time::Instant::now();
-    env.ok(&["batch"]);
-    let took = t0.elapsed();
-    let g = common::generate(87, 3000, 100, 3);
-    env.ingest(&env.write("c.ndjson", &g.ndjson));
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("s3 kill seed {seed}; a clean batch took {took:?}");
-    let killed = common::kill_at_random(&env, &["batch"], 3, 1, took * 4 / 5, seed);
-    assert!(killed > 0, "seed {seed}: nothing was killed");
-    env.batch_at(&common::after_lease_expiry(4));
-    crate::crash::assert_exactly_once(&env, unique + g.unique);
-}
-
-#[test]
 fn ingest_reads_objects_and_prefixes_from_a_plain_bucket() {
     let Some(endpoint) = common::moto("s3_inputs") else {
         return;
@@ -255,31 +212,14 @@ fn ingest_reads_objects_and_prefixes_from_a_plain_bucket() {
     );
 }
 
-/// Runs `tests/s3/tamper.py` against the store's bucket; the version id it prints.
-fn tamper(env: &Env, python: &std::ffi::OsStr, args: &[&str]) -> String {
-    let out = std::process::Command::new(python)
-        .arg(common::repo().join("tests/s3/tamper.py"))
-        .arg(&env.vars[0].1)
-        .arg(env.bucket())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 #[test]
 fn readers_fetch_the_committed_version_and_verify_names_markers_and_overwrites() {
     let Some(env) = Env::s3("s3_pinned") else {
         return;
     };
-    let Some(python) = common::python("s3_pinned") else {
+    if common::python("s3_pinned").is_none() {
         return;
-    };
+    }
     let unique = events(&env, 89, 400);
     env.batch();
     let files: Vec<String> = env
@@ -289,8 +229,8 @@ fn readers_fetch_the_committed_version_and_verify_names_markers_and_overwrites()
         .collect();
     assert!(files.len() >= 2);
     let (a, b) = (format!("store/{}", files[0]), format!("store/{}", files[1]));
-    let marker = tamper(&env, &python, &["mark", &a]);
-    let newer = tamper(&env, &python, &["overwrite", &b]);
+    let marker = env.s3_tamper(&["mark", &a]);
+    let newer = env.s3_tamper(&["overwrite", &b]);
     // readers still read every committed file: a column of every record, from every file
     assert_eq!(
         env.count("SELECT count(DISTINCT event_id) FROM events"),
@@ -308,8 +248,8 @@ fn readers_fetch_the_committed_version_and_verify_names_markers_and_overwrites()
         "{text}"
     );
     // the commands verify names undo both
-    tamper(&env, &python, &["remove", &a, &marker]);
-    tamper(&env, &python, &["remove", &b, &newer]);
+    env.s3_tamper(&["remove", &a, &marker]);
+    env.s3_tamper(&["remove", &b, &newer]);
     let (ok, r) = env.verify();
     assert!(ok, "{r}");
 }

@@ -2,12 +2,30 @@
 //! the signed store head, missing lock records and planted files; `--deep` catches ciphertext
 //! moved between rows and rewritten index columns even when whoever holds the keyring rewrote
 //! the manifest and re-signed the head to match.
+//! The tests listed in `on_both_backends!` make the same change on a local store and on S3
+//! (there, a change to a data file is a new version or a delete marker: Object Lock keeps the
+//! committed one, and verify names what was done). The others rewrite a locked data file in
+//! place, re-sign the head in this process, or remove `_locks/` records: on S3 the first is
+//! refused by the provider (tests/it/s3.rs) and the last do not exist.
 
-use crate::common::{self, Env};
+use crate::common::{self, Backend, Env};
 use std::path::PathBuf;
 
-fn two_batches() -> Env {
-    let env = Env::new();
+common::on_both_backends!(
+    flipped_byte_in_a_data_file_is_named,
+    deleted_data_file_is_named,
+    removed_or_altered_manifest_versions_break_the_chain,
+    a_planted_file_fails_verify_and_the_next_batch_leaves_it,
+    deleting_the_newest_manifest_version_is_a_rollback,
+    emptying_the_newest_manifest_version_fails,
+    removing_every_manifest_fails,
+    truncating_the_audit_trail_fails,
+    replacing_the_hold_registry_fails,
+    a_published_anchor_catches_a_rolled_back_head,
+);
+
+fn two_batches_on(backend: Backend) -> Env {
+    let env = Env::on(backend);
     env.ingest(&env.write("a.ndjson", &common::generate(20, 300, 0, 1).ndjson));
     env.batch();
     env.ingest(&env.write("b.ndjson", &common::generate(21, 300, 0, 1).ndjson));
@@ -15,6 +33,25 @@ fn two_batches() -> Env {
     assert!(env.verify().0);
     env
 }
+
+fn two_batches() -> Env {
+    two_batches_on(Backend::Local)
+}
+
+/// The store-relative path of the first file under `within` whose name ends in `ext`.
+fn first_key(env: &Env, ext: &str, within: &str) -> String {
+    env.keys(within)
+        .into_iter()
+        .find(|k| k.ends_with(&format!(".{ext}")))
+        .unwrap()
+}
+
+/// The newest (last in name order) file under `within`.
+fn newest_key(env: &Env, within: &str) -> String {
+    env.keys(within).pop().unwrap()
+}
+
+const CALL_MANIFESTS: &str = "manifests/year=2025/month=10/day=01/interaction_type=CALL/";
 
 fn first(env: &Env, ext: &str, within: &str) -> PathBuf {
     env.store_files()
@@ -33,50 +70,62 @@ fn problems(r: &serde_json::Value) -> String {
     r["problems"].to_string()
 }
 
-#[test]
-fn flipped_byte_in_a_data_file_is_named() {
-    let env = two_batches();
-    let f = first(&env, "parquet", "/lake/");
-    writable(&f);
-    let mut b = std::fs::read(&f).unwrap();
+/// On disk the changed bytes fail the manifest's hash; on S3 the change is a new version,
+/// which readers ignore (they fetch the pinned one) and verify names.
+fn flipped_byte_in_a_data_file_is_named(backend: Backend) {
+    let env = two_batches_on(backend);
+    let f = first_key(&env, "parquet", "lake/");
+    let mut b = env.read_file(&f);
     let i = b.len() / 2;
     b[i] ^= 0x20;
-    std::fs::write(&f, b).unwrap();
+    env.tamper_write(&f, &b);
     let (ok, r) = env.verify();
     assert!(!ok);
-    let name = f.file_name().unwrap().to_string_lossy().to_string();
+    let name = f.rsplit('/').next().unwrap();
+    let why = match backend {
+        Backend::Local => "SHA-256",
+        Backend::S3 => "written over the committed version",
+    };
     assert!(
-        problems(&r).contains(&name) && problems(&r).contains("SHA-256"),
+        problems(&r).contains(name) && problems(&r).contains(why),
         "{r}"
     );
+    assert_eq!(env.count("SELECT count(*) FROM events"), 600);
     let out = env.run(&["verify"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("MISMATCH"));
 }
 
-#[test]
-fn deleted_data_file_is_named() {
-    let env = two_batches();
-    let f = first(&env, "parquet", "/lake/");
-    std::fs::remove_file(&f).unwrap();
+/// On S3 Object Lock keeps the version and the removal leaves a delete marker over it, which
+/// verify names.
+fn deleted_data_file_is_named(backend: Backend) {
+    let env = two_batches_on(backend);
+    let f = first_key(&env, "parquet", "lake/");
+    env.tamper_remove(&f);
     let (ok, r) = env.verify();
-    assert!(!ok && problems(&r).contains("missing"), "{r}");
+    let why = match backend {
+        Backend::Local => "missing",
+        Backend::S3 => "delete marker",
+    };
+    assert!(!ok && problems(&r).contains(why), "{r}");
+    if backend == Backend::S3 {
+        assert_eq!(env.count("SELECT count(*) FROM events"), 600);
+    }
 }
 
-#[test]
-fn removed_or_altered_manifest_versions_break_the_chain() {
-    let env = two_batches();
-    let dir = env
-        .store
-        .join("manifests/year=2025/month=10/day=01/interaction_type=CALL");
-    let v1 = dir.join(format!("v{:020}.json", 1));
+fn removed_or_altered_manifest_versions_break_the_chain(backend: Backend) {
+    let env = two_batches_on(backend);
+    let v1 = format!("{CALL_MANIFESTS}v{:020}.json", 1);
     // altered: still valid JSON, different bytes
-    let text = std::fs::read_to_string(&v1).unwrap();
-    std::fs::write(&v1, text.replacen("\"batch_id\"", " \"batch_id\"", 1)).unwrap();
+    let text = String::from_utf8(env.read_file(&v1)).unwrap();
+    env.tamper_write(
+        &v1,
+        text.replacen("\"batch_id\"", " \"batch_id\"", 1).as_bytes(),
+    );
     let (ok, r) = env.verify();
     assert!(!ok && problems(&r).contains("predecessor hash"), "{r}");
     // removed
-    std::fs::remove_file(&v1).unwrap();
+    env.tamper_remove(&v1);
     let (ok, r) = env.verify();
     assert!(
         !ok && problems(&r).contains("missing from the chain"),
@@ -86,12 +135,14 @@ fn removed_or_altered_manifest_versions_break_the_chain() {
 
 /// A data file no manifest lists and no interrupted batch wrote is a problem, and no batch
 /// deletes it (only an interrupted job's recorded leftovers are removed).
-#[test]
-fn a_planted_file_fails_verify_and_the_next_batch_leaves_it() {
-    let env = two_batches();
-    let f = first(&env, "parquet", "/lake/");
-    let copy = f.with_file_name("part-20990101T000000Z-deadbeef.parquet");
-    std::fs::copy(&f, &copy).unwrap();
+fn a_planted_file_fails_verify_and_the_next_batch_leaves_it(backend: Backend) {
+    let env = two_batches_on(backend);
+    let f = first_key(&env, "parquet", "lake/");
+    let copy = format!(
+        "{}/part-20990101T000000Z-deadbeef.parquet",
+        f.rsplit_once('/').unwrap().0
+    );
+    env.tamper_write(&copy, &env.read_file(&f));
     let (ok, r) = env.verify();
     assert!(!ok, "an unlisted file fails verify: {r}");
     assert_eq!(r["orphans"].as_array().unwrap().len(), 1);
@@ -104,7 +155,7 @@ fn a_planted_file_fails_verify_and_the_next_batch_leaves_it() {
     let rep = env.batch();
     assert_eq!(rep["leftovers_removed"], 0);
     assert!(
-        copy.exists(),
+        env.exists(&copy),
         "only recorded leftovers of an interrupted batch are removed"
     );
     assert!(!env.verify().0);
@@ -135,12 +186,11 @@ fn failed(env: &Env, args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
-#[test]
-fn deleting_the_newest_manifest_version_is_a_rollback() {
-    let env = two_batches();
-    let v2 = newest_in(&manifest_dir(&env));
-    assert!(v2.ends_with(format!("v{:020}.json", 2)));
-    std::fs::remove_file(&v2).unwrap();
+fn deleting_the_newest_manifest_version_is_a_rollback(backend: Backend) {
+    let env = two_batches_on(backend);
+    let v2 = newest_key(&env, CALL_MANIFESTS);
+    assert!(v2.ends_with(&format!("v{:020}.json", 2)));
+    env.tamper_remove(&v2);
     let (code, out) = failed(&env, &[]);
     assert_eq!(code, Some(1), "{out}");
     assert!(
@@ -158,20 +208,18 @@ fn deleting_the_newest_manifest_version_is_a_rollback() {
     assert!(String::from_utf8_lossy(&sw.stderr).contains("signed head"));
 }
 
-#[test]
-fn emptying_the_newest_manifest_version_fails() {
-    let env = two_batches();
-    let v2 = newest_in(&manifest_dir(&env));
-    std::fs::write(&v2, b"").unwrap();
+fn emptying_the_newest_manifest_version_fails(backend: Backend) {
+    let env = two_batches_on(backend);
+    let v2 = newest_key(&env, CALL_MANIFESTS);
+    env.tamper_write(&v2, b"");
     let (code, out) = failed(&env, &[]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("interaction_type=CALL"), "{out}");
 }
 
-#[test]
-fn removing_every_manifest_fails() {
-    let env = two_batches();
-    std::fs::remove_dir_all(env.store.join("manifests")).unwrap();
+fn removing_every_manifest_fails(backend: Backend) {
+    let env = two_batches_on(backend);
+    env.tamper_remove("manifests/");
     let (code, out) = failed(&env, &[]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("has no manifests"), "{out}");
@@ -182,28 +230,25 @@ fn removing_every_manifest_fails() {
     );
 }
 
-#[test]
-fn truncating_the_audit_trail_fails() {
-    let env = two_batches();
-    let last = newest_in(&env.store.join("audit"));
-    std::fs::remove_file(&last).unwrap();
+fn truncating_the_audit_trail_fails(backend: Backend) {
+    let env = two_batches_on(backend);
+    let last = newest_key(&env, "audit/");
+    env.tamper_remove(&last);
     let (code, out) = failed(&env, &[]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("truncated"), "{out}");
 }
 
-#[test]
-fn replacing_the_hold_registry_fails() {
-    let env = two_batches();
+fn replacing_the_hold_registry_fails(backend: Backend) {
+    let env = two_batches_on(backend);
     let body = r#"{"holdId": "H-1", "tenantId": "tenant-0", "scope": {"queueIds": ["q-1"]}}"#;
     let h = env.write("h.json", body.as_bytes());
     env.ok(&["hold", "apply", "--file", h.to_str().unwrap()]);
     assert!(env.verify().0);
-    let newest = newest_in(&env.store.join("holds"));
-    let mut doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&newest).unwrap()).unwrap();
+    let newest = newest_key(&env, "holds/");
+    let mut doc: serde_json::Value = serde_json::from_slice(&env.read_file(&newest)).unwrap();
     doc["holds"][0]["files"] = serde_json::json!([]);
-    std::fs::write(&newest, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    env.tamper_write(&newest, &serde_json::to_vec_pretty(&doc).unwrap());
     let (code, out) = failed(&env, &[]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("hold registry"), "{out}");
@@ -221,9 +266,8 @@ fn deleting_a_lock_record_fails() {
 
 /// The anchor line names the newest head; a later chain extends it; a chain rolled back
 /// below it (its newest head deleted) fails against it.
-#[test]
-fn a_published_anchor_catches_a_rolled_back_head() {
-    let env = two_batches();
+fn a_published_anchor_catches_a_rolled_back_head(backend: Backend) {
+    let env = two_batches_on(backend);
     let line = env.ok(&["anchor"]).trim().to_string();
     assert!(
         line.starts_with("holdfast-anchor v1 head=") && line.contains(" key=ed25519:"),
@@ -235,7 +279,7 @@ fn a_published_anchor_catches_a_rolled_back_head() {
     env.ok(&["verify", "--anchor", &line]);
     let later = env.ok(&["anchor"]).trim().to_string();
     assert_ne!(later, line);
-    std::fs::remove_file(newest_in(&env.store.join("head"))).unwrap();
+    env.tamper_remove(&newest_key(&env, "head/"));
     let (code, out) = failed(&env, &["--anchor", &later]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("published anchor"), "{out}");

@@ -18,6 +18,9 @@ use std::sync::{Arc, RwLock};
 pub(crate) struct Pinned {
     pub(crate) inner: Arc<dyn ObjectStore>,
     pub(crate) versions: RwLock<HashMap<Path, String>>,
+    /// The SHA-256 (hex) of the bytes each upload of this process sent and S3 accepted
+    /// against their checksums.
+    uploads: RwLock<HashMap<Path, String>>,
 }
 
 impl Pinned {
@@ -25,7 +28,21 @@ impl Pinned {
         Pinned {
             inner,
             versions: RwLock::new(HashMap::new()),
+            uploads: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Records what the upload of `path` sent (the SHA-256 of its bytes, hex).
+    pub(crate) fn uploaded(&self, path: &Path, sha256: String) {
+        self.uploads
+            .write()
+            .expect("uploads")
+            .insert(path.clone(), sha256);
+    }
+
+    /// The SHA-256 of the bytes the upload of `path` sent, if this process uploaded it.
+    pub(crate) fn upload_sha256(&self, path: &Path) -> Option<String> {
+        self.uploads.read().expect("uploads").get(path).cloned()
     }
 
     /// Reads of `path` fetch `version` from now on.

@@ -214,6 +214,37 @@ fn large_uploads_go_in_parts_create_only_and_a_dropped_one_leaves_nothing() {
     });
 }
 
+/// What an upload sent (one PUT, or parts, each checked by S3 against its SHA-256) is
+/// checked against the hash the manifest will record; a different hash is named.
+#[test]
+fn the_manifest_hash_is_checked_against_what_the_upload_sent() {
+    let Some(fresh) = fresh("upload_hash") else {
+        return;
+    };
+    let store = fresh();
+    let hex_sha = |b: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b));
+    rt().block_on(async {
+        for (name, size) in [("small", 1000), ("large", upload::PART + 4321)] {
+            let p = Path::from(format!("lake/{name}.parquet"));
+            let bytes: Vec<u8> = (0..size).map(|i| (i % 241) as u8).collect();
+            let mut up = store.start_upload(&p).await.unwrap();
+            for chunk in bytes.chunks(3 << 20) {
+                up.put_part(chunk.to_vec().into()).await.unwrap();
+            }
+            up.complete().await.unwrap();
+            store.confirm_upload(&p, &hex_sha(&bytes)).unwrap();
+            let err = store
+                .confirm_upload(&p, &hex_sha(b"other bytes"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&hex_sha(&bytes)) && err.contains(name),
+                "{name}: {err}"
+            );
+        }
+    });
+}
+
 #[test]
 fn a_bucket_without_object_lock_or_with_default_retention_is_refused_with_the_fix() {
     let Some(endpoint) = moto("bucket_check") else {

@@ -30,6 +30,10 @@ pub(crate) struct S3Upload {
     /// Where to pin the new version once complete: the backend's reader and the object's
     /// path in the store.
     pub(super) pins: Option<(Arc<super::pinned::Pinned>, Path)>,
+    /// The SHA-256 of every byte given so far (S3 checks each part, or the single PUT,
+    /// against its own checksum; this is the whole object's, for the manifest to be checked
+    /// against).
+    sha256: sha2::Sha256,
 }
 
 impl S3Upload {
@@ -51,6 +55,7 @@ impl S3Upload {
             parts: Arc::default(),
             done: false,
             pins: None,
+            sha256: sha2::Digest::new(),
         }
     }
 
@@ -125,6 +130,7 @@ impl S3Upload {
 impl MultipartUpload for S3Upload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         for chunk in data.iter() {
+            sha2::Digest::update(&mut self.sha256, chunk);
             self.buffered += chunk.len();
             self.buf.push(chunk.clone());
         }
@@ -145,6 +151,8 @@ impl MultipartUpload for S3Upload {
         ) = (&done, &self.pins)
         {
             reader.pin(path, v);
+            let sha256 = sha2::Digest::finalize(self.sha256.clone());
+            reader.uploaded(path, hex::encode(sha256));
         }
         done
     }

@@ -197,6 +197,7 @@ pub(super) async fn complete(
     closed.flush().await?;
     ctx.fail("batch.before_file_complete");
     let file = closed.complete().await?;
+    ctx.store.confirm_upload(&file.path, &file.sha256)?;
     Ok(WrittenFile {
         partition,
         entry: file.entry(encryption, &batch_id, ctx.clock.now()),
