@@ -31,6 +31,7 @@ pub mod landing;
 pub mod query;
 pub mod retention;
 pub mod schema;
+pub mod server;
 pub mod sources;
 pub mod storage;
 pub mod store;

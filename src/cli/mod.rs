@@ -12,6 +12,7 @@ mod kms;
 pub mod output;
 mod quarantine;
 mod query;
+mod serve;
 mod store;
 mod sweep;
 mod verify;
@@ -39,6 +40,7 @@ use hold::*;
 use keys::*;
 use quarantine::*;
 use query::*;
+use serve::*;
 use store::*;
 use sweep::*;
 use verify::*;
@@ -89,6 +91,20 @@ pub enum Command {
     /// Dry run of the current adapters and schema over landing and quarantine; writes nothing
     #[command(after_help = "Example:\n  holdfast validate --store data --case DEMO-1")]
     Validate(ValidateArgs),
+    /// Receive events over HTTP (202 once durable), batch on a schedule, serve /metrics
+    ///
+    /// Reads the pipeline's [serve] section: listen address, tokens file, batch schedule and
+    /// limits. Initialises the store if it is new.
+    #[command(after_help = "Example:\n  holdfast serve --pipeline pipelines/serve.toml --check")]
+    Serve(ServeArgs),
+    /// Bearer tokens for `holdfast serve`
+    #[command(
+        after_help = "Example:\n  holdfast token add --tokens tokens.toml --principal genesys-prod --tenant acme --source genesys-eventbridge"
+    )]
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Interactive SQL shell with history; statements end with `;`, `\q` quits
     ///
     /// Reads statements from stdin when it is not a terminal.
@@ -167,6 +183,8 @@ impl Command {
             Command::Audit { command } => audit_command(command, clock, out).await,
             Command::Quarantine { command } => command.run(clock, out).await,
             Command::Run(a) => a.run(clock, out).await,
+            Command::Serve(a) => a.run(clock, out).await,
+            Command::Token { command } => command.run(clock, out).await,
             Command::Access { command } => command.run(clock, out).await,
             Command::Keys { command } => command.run(clock, out).await,
         }

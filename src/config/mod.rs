@@ -6,8 +6,10 @@
 mod check;
 mod kms;
 mod retention;
+mod serve;
 
 pub use kms::{KmsBackend, KmsConfig};
+pub use serve::ServeConfig;
 
 pub use retention::{
     MAX_YEARS, PRESETS, Period, Policies, RetentionConfig, RetentionFloor, RuleConfig,
@@ -50,6 +52,9 @@ pub struct Pipeline {
     /// store gets the local keyring).
     #[serde(default)]
     pub kms: Option<KmsConfig>,
+    /// `holdfast serve`'s settings.
+    #[serde(default)]
+    pub serve: Option<ServeConfig>,
     /// Refused when present: roles live in the store's access policy (`holdfast access`),
     /// never in a file the caller picks.
     #[serde(default)]
@@ -145,6 +150,19 @@ static BATCH: Shape = Shape::Table(&[
     opt("threads", Shape::Leaf(ty::<usize>)),
     opt("max_future_hours", Shape::Leaf(ty::<u32>)),
 ]);
+static SERVE: Shape = Shape::Table(&[
+    opt("listen", Shape::Leaf(ty::<String>)),
+    opt("allow_plain_http", Shape::Leaf(ty::<bool>)),
+    req("tokens", Shape::Leaf(ty::<PathBuf>)),
+    opt("batch_every_secs", Shape::Leaf(ty::<u64>)),
+    opt("batch_backlog_mb", Shape::Leaf(ty::<u64>)),
+    opt("max_body_mb", Shape::Leaf(ty::<u64>)),
+    opt("max_events_per_request", Shape::Leaf(ty::<u64>)),
+    opt("max_backlog_mb", Shape::Leaf(ty::<u64>)),
+    opt("flush_ms", Shape::Leaf(ty::<u64>)),
+    opt("idempotency_keys", Shape::Leaf(ty::<usize>)),
+    opt("request_timeout_secs", Shape::Leaf(ty::<u64>)),
+]);
 static PERIOD: Shape = Shape::Table(&[
     opt("years", Shape::Leaf(ty::<u32>)),
     opt("months", Shape::Leaf(ty::<u32>)),
@@ -197,7 +215,15 @@ impl Pipeline {
                 path: path.to_path_buf(),
                 message: e.to_string().trim().to_string(),
             })?;
-        let known = ["store", "sources", "batch", "retention", "kms", "access"];
+        let known = [
+            "store",
+            "sources",
+            "batch",
+            "retention",
+            "kms",
+            "serve",
+            "access",
+        ];
         let mut problems: Vec<String> = table
             .keys()
             .filter(|k| !known.contains(&k.as_str()))
@@ -210,6 +236,7 @@ impl Pipeline {
             batch: section(&table, "batch", &BATCH, &mut problems),
             retention: section(&table, "retention", &RETENTION, &mut problems),
             kms: section(&table, "kms", &kms::KMS, &mut problems),
+            serve: section(&table, "serve", &SERVE, &mut problems),
             // refused in `validate`, with a pointer to `holdfast access`
             access: table.get("access").cloned(),
         };

@@ -78,23 +78,53 @@ pub fn python(test: &str) -> Option<std::ffi::OsString> {
 /// status code. The object it writes is public: moto refuses an unsigned overwrite of one
 /// that is not.
 fn moto_http(endpoint: &str, method: &str, path: &str, body: &[u8]) -> u16 {
+    let headers = [
+        ("x-amz-acl", "public-read"),
+        ("content-type", "application/octet-stream"),
+    ];
+    http(endpoint, method, path, &headers, body).0
+}
+
+/// One HTTP/1.1 request over a new connection (`base`: `http://host:port`): the status and
+/// the body.
+pub fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    try_http(base, method, path, headers, body)
+        .unwrap_or_else(|| panic!("{method} {base}{path}: no answer"))
+}
+
+/// [`http`], or `None` when the connection fails or ends before a status line.
+pub fn try_http(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<(u16, String)> {
     use std::io::Read;
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nx-amz-acl: public-read\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
+    ));
+    s.write_all(head.as_bytes()).ok()?;
+    let _ = s.write_all(body); // a server may answer (413) before reading it all
     let mut answer = Vec::new();
-    s.read_to_end(&mut answer).unwrap();
-    let text = String::from_utf8_lossy(&answer);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status from moto: {text}"))
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((status, body.to_string()))
 }
 
 /// The variables that reach moto as S3 (and nothing of the machine's own AWS setup).

@@ -25,6 +25,7 @@ mod query;
 mod readers;
 mod retention;
 mod s3;
+mod serve;
 mod sql;
 mod stores;
 mod tamper;

@@ -1,0 +1,283 @@
+//! `POST /v1/metadata/events`: a request body becomes landing lines, and the group commit
+//! makes them durable before the 202.
+//!
+//! Requests do not each write a segment. They hand their lines to the committer, which
+//! gathers what arrives within a few milliseconds (or up to a size), writes one segment per
+//! source and tenant (one create-only put: fsync'd on disk, a completed PUT on S3), and only
+//! then answers every request it holds. A request is acknowledged when its bytes are
+//! durable; a kill before that loses nothing the platform was told was kept.
+
+use crate::job::Context;
+use crate::landing::{SegmentBuilder, segment_id};
+use crate::sources::SourceKind;
+use serde_json::value::RawValue;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// How a body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `application/json`: one event, or an array of events.
+    Json,
+    /// `application/x-ndjson`: one event per line.
+    Ndjson,
+}
+
+/// The landing lines of a body, each ending in `\n`, and how many. NDJSON lines are kept as
+/// sent (blank ones dropped). A JSON body's events keep their own bytes, except that line
+/// breaks between tokens become spaces (a JSON string cannot hold a raw line break), so each
+/// event is one line. A line that is not a valid event is kept too: the batch quarantines it
+/// with its reason. Only a JSON body that is not JSON is refused.
+pub fn lines(framing: Framing, body: &[u8]) -> Result<(Vec<u8>, u64), String> {
+    let mut out = Vec::with_capacity(body.len() + 2);
+    let mut n = 0u64;
+    let mut push = |line: &[u8], out: &mut Vec<u8>| {
+        let start = out.len();
+        out.extend_from_slice(line);
+        for b in &mut out[start..] {
+            if *b == b'\n' || *b == b'\r' {
+                *b = b' ';
+            }
+        }
+        out.push(b'\n');
+        n += 1;
+    };
+    match framing {
+        Framing::Ndjson => {
+            for line in body.split(|b| *b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if !line.iter().all(u8::is_ascii_whitespace) {
+                    push(line, &mut out);
+                }
+            }
+        }
+        Framing::Json => {
+            let start = body.iter().position(|b| !b.is_ascii_whitespace());
+            if start.is_some_and(|i| body[i] == b'[') {
+                let events: Vec<&RawValue> = serde_json::from_slice(body)
+                    .map_err(|e| format!("the body is not a JSON array of events: {e}"))?;
+                for e in events {
+                    push(e.get().as_bytes(), &mut out);
+                }
+            } else {
+                let event: &RawValue = serde_json::from_slice(body)
+                    .map_err(|e| format!("the body is not JSON: {e}"))?;
+                push(event.get().as_bytes(), &mut out);
+            }
+        }
+    }
+    Ok((out, n))
+}
+
+/// A tenant other than `tenant` that an event of `lines` names, if any: a platform's token
+/// decides its tenant, so a request carrying another's events is refused whole. Lines that
+/// do not decode are left to the batch, which quarantines them with their reason.
+pub fn other_tenant(source: SourceKind, lines: &[u8], tenant: &str) -> Option<String> {
+    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(decoded) = source.decode(line, Some(tenant)) else {
+            continue;
+        };
+        for d in decoded {
+            if let Some(named) = d.event.get("tenantId").and_then(|v| v.as_str())
+                && named != tenant
+            {
+                return Some(named.to_string());
+            }
+        }
+    }
+    None
+}
+
+/// Idempotency keys seen recently (bounded: the oldest is forgotten first). Only keys of
+/// requests already durable are recorded, so a re-delivery it drops was kept the first time.
+#[derive(Debug)]
+pub struct Seen {
+    keys: HashSet<String>,
+    order: VecDeque<String>,
+    capacity: usize,
+}
+
+impl Seen {
+    pub fn new(capacity: usize) -> Self {
+        Seen {
+            keys: HashSet::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.keys.contains(key)
+    }
+
+    pub fn insert(&mut self, key: String) {
+        if self.capacity == 0 || !self.keys.insert(key.clone()) {
+            return;
+        }
+        self.order.push_back(key);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.keys.remove(&old);
+            }
+        }
+    }
+}
+
+/// Lines of one request, for the committer.
+struct Submission {
+    source: SourceKind,
+    tenant: Option<String>,
+    lines: Vec<u8>,
+    reply: oneshot::Sender<Result<String, String>>,
+}
+
+/// The handle requests submit through.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Submission>,
+    /// Bytes handed over and not yet durable.
+    pub pending: Arc<AtomicU64>,
+}
+
+/// When the committer writes.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupCommit {
+    /// How long it gathers after the first request before writing.
+    pub window: Duration,
+    /// Bytes that end a gathering early.
+    pub max_bytes: usize,
+}
+
+impl Committer {
+    /// Starts the committer task on the current runtime.
+    pub fn start(
+        ctx: Arc<Context>,
+        group: GroupCommit,
+        on_commit: impl Fn(&str, Option<&str>, u64) + Send + 'static,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        let pending = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run(ctx, rx, group, pending.clone(), on_commit));
+        Committer { tx, pending }
+    }
+
+    /// Hands `lines` over and waits until they are durable: the segment's id, or why not.
+    pub async fn submit(
+        &self,
+        source: SourceKind,
+        tenant: Option<String>,
+        lines: Vec<u8>,
+    ) -> Result<String, String> {
+        let size = lines.len() as u64;
+        self.pending.fetch_add(size, Ordering::SeqCst);
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .tx
+            .send(Submission {
+                source,
+                tenant,
+                lines,
+                reply,
+            })
+            .await;
+        let r = match sent {
+            Ok(()) => answer
+                .await
+                .unwrap_or_else(|_| Err("the committer stopped".into())),
+            Err(_) => Err("the committer stopped".into()),
+        };
+        self.pending.fetch_sub(size, Ordering::SeqCst);
+        r
+    }
+}
+
+async fn run(
+    ctx: Arc<Context>,
+    mut rx: mpsc::Receiver<Submission>,
+    group: GroupCommit,
+    pending: Arc<AtomicU64>,
+    on_commit: impl Fn(&str, Option<&str>, u64),
+) {
+    let random = rand::random::<u32>();
+    let mut seq = 0u32;
+    let _ = &pending;
+    while let Some(first) = rx.recv().await {
+        let mut gathered = vec![first];
+        let mut bytes = gathered[0].lines.len();
+        let deadline = tokio::time::Instant::now() + group.window;
+        while bytes < group.max_bytes {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(s)) => {
+                    bytes += s.lines.len();
+                    gathered.push(s);
+                }
+                _ => break,
+            }
+        }
+        type Group = (SegmentBuilder, Vec<oneshot::Sender<Result<String, String>>>);
+        let mut groups: BTreeMap<(&'static str, Option<String>), Group> = BTreeMap::new();
+        for s in gathered {
+            let g = groups.entry((s.source.name(), s.tenant)).or_default();
+            g.0.push_lines(&s.lines);
+            g.1.push(s.reply);
+        }
+        for ((source, tenant), (builder, replies)) in groups {
+            let now = ctx.clock.now();
+            seq = seq.wrapping_add(1);
+            let id = segment_id(now, seq, random);
+            let lines = builder.lines();
+            let r = builder
+                .write(
+                    &ctx.store,
+                    &*ctx.kms,
+                    source,
+                    tenant.as_deref(),
+                    &id,
+                    now,
+                    1,
+                )
+                .await;
+            let answer = match r {
+                Ok(_) => {
+                    on_commit(source, tenant.as_deref(), lines);
+                    Ok(id)
+                }
+                Err(e) => Err(format!("landing segment {id} was not written: {e}")),
+            };
+            for reply in replies {
+                let _ = reply.send(answer.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_become_one_line_per_event() {
+        let (l, n) = lines(Framing::Ndjson, b"{\"a\":1}\n\n{\"b\":2}\r\nnot json\n").unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(l, b"{\"a\":1}\n{\"b\":2}\nnot json\n");
+        let (l, n) = lines(Framing::Json, b" [ {\"a\":\n 1}, {\"b\":\"x\"} ]").unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(l, b"{\"a\":  1}\n{\"b\":\"x\"}\n");
+        let (l, n) = lines(Framing::Json, b"{\n  \"a\": 1\n}\n").unwrap();
+        assert_eq!((l.as_slice(), n), (&b"{   \"a\": 1 }\n"[..], 1));
+        assert!(lines(Framing::Json, b"{not json").is_err());
+        assert!(lines(Framing::Json, b"[1, 2").is_err());
+    }
+
+    #[test]
+    fn seen_keys_are_bounded() {
+        let mut s = Seen::new(2);
+        for k in ["a", "b", "c"] {
+            s.insert(k.into());
+        }
+        assert!(!s.contains("a") && s.contains("b") && s.contains("c"));
+    }
+}

@@ -1,0 +1,389 @@
+//! `holdfast serve`: the webhook receiver acknowledges events only once they are durable,
+//! batches them on its schedule, refuses what it must with the right status, and loses no
+//! acknowledged event when killed mid-stream.
+
+use crate::common::{self, Env};
+use std::io::BufRead;
+use std::process::{Child, Stdio};
+
+/// A running `holdfast serve` on a free loopback port; killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The tokens file of `env`: one platform token per tenant of the generated events
+/// (`tenant-0` .. `tenant-2`), returned in that order.
+fn tokens(env: &Env) -> Vec<String> {
+    let file = env.dir.path().join("tokens.toml");
+    (0..3)
+        .map(|i| {
+            env.ok(&[
+                "token",
+                "add",
+                "--tokens",
+                file.to_str().unwrap(),
+                "--principal",
+                &format!("platform-{i}"),
+                "--tenant",
+                &format!("tenant-{i}"),
+                "--source",
+                "canonical",
+            ])
+            .trim()
+            .to_string()
+        })
+        .collect()
+}
+
+/// Starts `serve` with `extra` lines under `[serve]`.
+fn start(env: &Env, extra: &str) -> Server {
+    let pipeline = env.write(
+        "serve.toml",
+        format!(
+            "[serve]\nlisten = \"127.0.0.1:0\"\ntokens = \"{}\"\nbatch_every_secs = 1\n{extra}\n",
+            env.dir.path().join("tokens.toml").display()
+        )
+        .as_bytes(),
+    );
+    let mut child = env
+        .cmd(&["serve", "--pipeline", pipeline.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("serve said {line:?}"))
+        .to_string();
+    Server { child, base }
+}
+
+/// The lines of `g` for tenant `i`.
+fn lines_of(g: &common::Gen, i: usize) -> Vec<String> {
+    let tenant = format!("\"tenantId\":\"tenant-{i}\"");
+    String::from_utf8_lossy(&g.ndjson)
+        .lines()
+        .filter(|l| l.contains(&tenant))
+        .map(str::to_string)
+        .collect()
+}
+
+fn post(s: &Server, token: &str, content_type: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let auth = format!("Bearer {token}");
+    let (status, text) = common::http(
+        &s.base,
+        "POST",
+        "/v1/metadata/events",
+        &[("authorization", &auth), ("content-type", content_type)],
+        body,
+    );
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Polls until `events` holds `n` rows (the schedule batches every second).
+fn wait_for(env: &Env, n: i64) {
+    for _ in 0..120 {
+        if env.count("SELECT count(*) FROM events") == n {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    panic!(
+        "events holds {} rows, not {n}",
+        env.count("SELECT count(*) FROM events")
+    );
+}
+
+#[test]
+fn events_are_acknowledged_once_durable_and_batched_on_schedule() {
+    let env = Env::new();
+    let tok = tokens(&env);
+    let s = start(&env, "");
+    let g = common::generate(90, 300, 0, 2);
+    // tenant-0 as NDJSON, tenant-1 as one JSON array, tenant-2 one event per request
+    let (st, r) = post(
+        &s,
+        &tok[0],
+        "application/x-ndjson",
+        lines_of(&g, 0).join("\n").as_bytes(),
+    );
+    assert_eq!(
+        (st, r["accepted"].as_u64()),
+        (202, Some(lines_of(&g, 0).len() as u64)),
+        "{r}"
+    );
+    let array = format!("[{}]", lines_of(&g, 1).join(",\n"));
+    let (st, r) = post(&s, &tok[1], "application/json", array.as_bytes());
+    assert_eq!(
+        (st, r["accepted"].as_u64()),
+        (202, Some(lines_of(&g, 1).len() as u64)),
+        "{r}"
+    );
+    for l in lines_of(&g, 2) {
+        let (st, r) = post(&s, &tok[2], "application/json", l.as_bytes());
+        assert_eq!((st, r["accepted"].as_u64()), (202, Some(1)), "{r}");
+    }
+    // acknowledged means landed: before any batch, or after, every line is somewhere
+    wait_for(&env, 300);
+    assert_eq!(env.count("SELECT count(DISTINCT tenant_id) FROM events"), 3);
+    // the same events again: the batch's dedupe absorbs them
+    let (st, _) = post(
+        &s,
+        &tok[0],
+        "application/x-ndjson",
+        lines_of(&g, 0).join("\n").as_bytes(),
+    );
+    assert_eq!(st, 202);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(env.count("SELECT count(*) FROM events"), 300);
+    let (st, metrics) = common::http(&s.base, "GET", "/metrics", &[], b"");
+    assert_eq!(st, 200);
+    assert!(
+        metrics
+            .contains("holdfast_events_accepted_total{tenant=\"tenant-2\",source=\"canonical\"}")
+            && metrics.contains("holdfast_events_stored_total 300"),
+        "{metrics}"
+    );
+    assert_eq!(common::http(&s.base, "GET", "/healthz", &[], b"").0, 200);
+    assert_eq!(common::http(&s.base, "GET", "/readyz", &[], b"").0, 200);
+}
+
+#[test]
+fn requests_it_cannot_take_are_refused_with_their_status_and_nothing_lands() {
+    let env = Env::new();
+    let tok = tokens(&env);
+    let s = start(&env, "max_body_mb = 1\nmax_events_per_request = 5");
+    let g = common::generate(91, 30, 0, 1);
+    let t0 = lines_of(&g, 0);
+    let cases: Vec<(u16, Option<&str>, &str, Vec<u8>)> = vec![
+        (
+            401,
+            None,
+            "application/x-ndjson",
+            t0[0].clone().into_bytes(),
+        ),
+        (
+            401,
+            Some("not-a-token"),
+            "application/x-ndjson",
+            t0[0].clone().into_bytes(),
+        ),
+        (415, Some(&tok[0]), "text/plain", t0[0].clone().into_bytes()),
+        (
+            400,
+            Some(&tok[0]),
+            "application/json",
+            b"{not json".to_vec(),
+        ),
+        // a token decides its tenant: tenant-1's events under tenant-0's token
+        (
+            403,
+            Some(&tok[0]),
+            "application/x-ndjson",
+            lines_of(&g, 1)[0].clone().into_bytes(),
+        ),
+        (
+            413,
+            Some(&tok[0]),
+            "application/x-ndjson",
+            t0[..6].join("\n").into_bytes(),
+        ),
+        (
+            413,
+            Some(&tok[0]),
+            "application/x-ndjson",
+            vec![b'x'; 2 << 20],
+        ),
+    ];
+    for (want, token, ct, body) in cases {
+        let (st, r) = match token {
+            Some(t) => post(&s, t, ct, &body),
+            None => {
+                let (st, text) = common::http(
+                    &s.base,
+                    "POST",
+                    "/v1/metadata/events",
+                    &[("content-type", ct)],
+                    &body,
+                );
+                (st, serde_json::from_str(&text).unwrap_or_default())
+            }
+        };
+        assert_eq!(st, want, "{ct} with {token:?}: {r}");
+        assert!(r["error"].is_string(), "a JSON error body: {r}");
+    }
+    let (st, _) = common::http(
+        &s.base,
+        "POST",
+        "/v1/metadata/events",
+        &[
+            ("authorization", &format!("Bearer {}", tok[0])),
+            ("content-type", "application/json"),
+            ("x-tenant-id", "tenant-1"),
+        ],
+        t0[0].as_bytes(),
+    );
+    assert_eq!(st, 403, "a header naming another tenant");
+    assert_eq!(env.landing_segments(), 0, "nothing refused was landed");
+    // a line that is not an event is still taken, and quarantined by the batch
+    let (st, r) = post(&s, &tok[0], "application/x-ndjson", b"{\"eventId\": 12}\n");
+    assert_eq!((st, r["accepted"].as_u64()), (202, Some(1)), "{r}");
+    for _ in 0..40 {
+        if env
+            .ok(&["quarantine", "list", "--format", "ndjson"])
+            .lines()
+            .count()
+            == 1
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    panic!("the invalid line was not quarantined");
+}
+
+#[test]
+fn past_the_backlog_bound_requests_get_429_with_retry_after() {
+    let env = Env::new();
+    let tok = tokens(&env);
+    let s = start(&env, "max_backlog_mb = 0");
+    let g = common::generate(92, 3, 0, 1);
+    let auth = format!("Bearer {}", tok[0]);
+    let (st, body) = common::http(
+        &s.base,
+        "POST",
+        "/v1/metadata/events",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/x-ndjson"),
+        ],
+        lines_of(&g, 0)[0].as_bytes(),
+    );
+    assert_eq!(st, 429, "{body}");
+    assert_eq!(common::http(&s.base, "GET", "/readyz", &[], b"").0, 503);
+    assert_eq!(env.landing_segments(), 0);
+}
+
+#[test]
+fn plain_http_off_loopback_and_readable_tokens_are_refused() {
+    let env = Env::new();
+    tokens(&env);
+    let file = env.dir.path().join("tokens.toml");
+    let pipeline = env.write(
+        "wide.toml",
+        format!(
+            "[serve]\nlisten = \"0.0.0.0:0\"\ntokens = \"{}\"\n",
+            file.display()
+        )
+        .as_bytes(),
+    );
+    let out = env.run(&["serve", "--pipeline", pipeline.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let pipeline = env.write(
+        "open.toml",
+        format!(
+            "[serve]\nlisten = \"127.0.0.1:0\"\ntokens = \"{}\"\n",
+            file.display()
+        )
+        .as_bytes(),
+    );
+    let out = env.run(&["serve", "--pipeline", pipeline.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chmod 600"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Clients post single events at once while the server is killed with SIGKILL mid-stream;
+/// a batch after the lease expires stores every acknowledged event exactly once.
+#[test]
+fn a_server_killed_under_load_loses_no_acknowledged_event() {
+    let env = Env::new();
+    let tok = tokens(&env);
+    let mut s = start(&env, "");
+    let g = common::generate(93, 3000, 0, 2);
+    let acked = std::sync::Mutex::new(Vec::<String>::new());
+    let base = s.base.clone();
+    std::thread::scope(|scope| {
+        for c in 0..8 {
+            let (acked, base, g, tok) = (&acked, &base, &g, &tok);
+            scope.spawn(move || {
+                for (i, token) in tok.iter().enumerate() {
+                    for line in lines_of(g, i).iter().skip(c).step_by(8) {
+                        let auth = format!("Bearer {token}");
+                        let headers = [
+                            ("authorization", auth.as_str()),
+                            ("content-type", "application/json"),
+                        ];
+                        let path = "/v1/metadata/events";
+                        let Some(r) =
+                            common::try_http(base, "POST", path, &headers, line.as_bytes())
+                        else {
+                            return; // the server is gone
+                        };
+                        if r.0 == 202 {
+                            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                            acked
+                                .lock()
+                                .unwrap()
+                                .push(v["eventId"].as_str().unwrap().to_string());
+                        }
+                    }
+                }
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        s.child.kill().unwrap(); // SIGKILL
+        s.child.wait().unwrap();
+    });
+    let acked = acked.into_inner().unwrap();
+    assert!(
+        acked.len() > 50,
+        "only {} acknowledged before the kill",
+        acked.len()
+    );
+    assert!(acked.len() < 3000, "the kill came after every request");
+    // the killed server may hold the batch lease: a batch after its expiry takes it over
+    env.batch_at(&common::after_lease_expiry(1));
+    let stored: std::collections::HashSet<String> = env
+        .query("SELECT event_id FROM events")
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap().to_string())
+        .collect();
+    let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged, missing: {missing:?}",
+        acked.len()
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM events"),
+        env.count("SELECT count(DISTINCT event_id) FROM events")
+    );
+    eprintln!(
+        "{} events acknowledged before SIGKILL, {} stored",
+        acked.len(),
+        stored.len()
+    );
+}
