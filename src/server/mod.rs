@@ -6,12 +6,15 @@
 //!   durable landing segment ([`intake`]'s group commit). Past the backlog bound: 429.
 //! - `GET /healthz` (the process answers), `GET /readyz` (the store answers and the backlog
 //!   is under its bound), `GET /metrics` (Prometheus text, [`metrics`]).
+//! - The legal-holds API ([`holds`]): `PATCH`/`GET /api/v2/retention/holds`, release and
+//!   approve, as the token's principal with the store's roles.
 //! - Batches run on a schedule under the batch lease ([`schedule`]).
 //!
 //! Plain HTTP/1.1; on anything but a loopback address only when the pipeline allows it (TLS
 //! is not built yet). Logs are JSON lines on stderr and never carry payload values.
 
 pub mod auth;
+pub mod holds;
 pub mod intake;
 pub mod metrics;
 pub mod schedule;
@@ -166,9 +169,14 @@ fn error(status: StatusCode, message: impl Into<String>) -> Answer {
     json(status, serde_json::json!({"error": message.into()}))
 }
 
-async fn handle(state: &State, req: Request<Incoming>) -> Answer {
+async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Answer {
     let t = Instant::now();
-    let (route, answer) = match (req.method(), req.uri().path()) {
+    let path = req.uri().path().to_string();
+    let (route, answer) = match (req.method(), path.as_str()) {
+        (_, p) if p.starts_with(holds::PREFIX) => {
+            let rest = p[holds::PREFIX.len()..].to_string();
+            ("holds", holds::handle(state, req, &rest).await)
+        }
         (&Method::POST, "/v1/metadata/events") => ("events", events(state, req).await),
         (&Method::GET, "/healthz") => (
             "healthz",

@@ -387,3 +387,71 @@ fn a_server_killed_under_load_loses_no_acknowledged_event() {
         stored.len()
     );
 }
+
+/// Holds over HTTP: placed by a person with the compliance role (from the store's policy,
+/// through the token's principal), pinned at the storage layer before the 200, listed, and
+/// released by two people.
+#[test]
+fn holds_are_placed_listed_and_released_by_two_people_over_http() {
+    let env = Env::new();
+    let tok = tokens(&env);
+    let file = env.dir.path().join("tokens.toml");
+    let person = |name: &str| {
+        let f = file.to_str().unwrap();
+        env.ok(&["token", "add", "--tokens", f, "--principal", name])
+            .trim()
+            .to_string()
+    };
+    let (operator, bob) = (person(common::OPERATOR), person("bob"));
+    env.second_person("bob", &["compliance"]);
+    env.ingest(&env.write("e.ndjson", &common::generate(94, 300, 0, 2).ndjson));
+    env.batch();
+    let s = start(&env, "");
+    let call = |token: &str, method: &str, path: &str, body: &str| {
+        let auth = format!("Bearer {token}");
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+            ("x-tenant-id", "tenant-0"),
+        ];
+        let (st, text) = common::http(&s.base, method, path, &headers, body.as_bytes());
+        (
+            st,
+            serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default(),
+        )
+    };
+    let body = r#"{"holdId": "LIT-1", "scope": {"interactionIds": ["int-94-0", "int-94-3"]}}"#;
+    let holds = "/api/v2/retention/holds";
+    // a platform's principal holds no role in the store's policy
+    let (st, r) = call(&tok[0], "PATCH", holds, body);
+    assert_eq!(st, 403, "{r}");
+    let (st, r) = call(&operator, "PATCH", holds, body);
+    assert_eq!(st, 200, "{r}");
+    assert!(r["filesPinned"].as_u64().unwrap() >= 1, "{r}");
+    // pinned at the storage layer by the time the answer came
+    let registry = env.hold_registry();
+    assert_eq!(registry.holds[0].tenant_id.as_deref(), Some("tenant-0"));
+    for f in &registry.holds[0].files {
+        assert!(env.storage_lock(f).legal_hold, "{f} not pinned");
+    }
+    let (st, r) = call(&operator, "GET", holds, "");
+    assert_eq!(
+        (st, r["holds"][0]["holdId"].as_str()),
+        (200, Some("LIT-1")),
+        "{r}"
+    );
+    assert_eq!(call(&operator, "GET", &format!("{holds}/LIT-1"), "").0, 200);
+    assert_eq!(call(&operator, "GET", &format!("{holds}/NOPE"), "").0, 404);
+    // two people: the one who asked for the release cannot approve it
+    let (st, r) = call(&operator, "POST", &format!("{holds}/LIT-1/release"), "");
+    assert_eq!(st, 200, "{r}");
+    let (st, r) = call(&operator, "POST", &format!("{holds}/LIT-1/approve"), "");
+    assert_eq!(st, 403, "{r}");
+    let (st, r) = call(&bob, "POST", &format!("{holds}/LIT-1/approve"), "");
+    assert_eq!((st, r["status"].as_str()), (200, Some("RELEASED")), "{r}");
+    for f in &registry.holds[0].files {
+        assert!(!env.storage_lock(f).legal_hold, "{f} still pinned");
+    }
+    let audit = env.ok(&["audit", "list", "--format", "ndjson"]);
+    assert!(audit.contains("\"bob\""), "the approval is audited as bob");
+}
