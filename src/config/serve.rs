@@ -32,7 +32,9 @@ pub struct ServeConfig {
     /// get 429 and a `Retry-After`.
     #[serde(default = "max_backlog")]
     pub max_backlog_mb: u64,
-    /// Milliseconds the group commit gathers requests before writing one segment.
+    /// Milliseconds the group commit waits for more requests before writing one segment
+    /// (0, the default: it writes what has queued at once, and what arrives meanwhile goes
+    /// into the next segment; up to four are written at a time).
     #[serde(default = "flush_ms")]
     pub flush_ms: u64,
     /// Idempotency keys remembered (a re-delivery of one is acknowledged and dropped).
@@ -62,7 +64,7 @@ fn max_backlog() -> u64 {
     1024
 }
 fn flush_ms() -> u64 {
-    5
+    0
 }
 fn idempotency_keys() -> usize {
     100_000

@@ -77,6 +77,12 @@ pub fn lines(framing: Framing, body: &[u8]) -> Result<(Vec<u8>, u64), String> {
 /// do not decode are left to the batch, which quarantines them with their reason.
 pub fn other_tenant(source: SourceKind, lines: &[u8], tenant: &str) -> Option<String> {
     for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        if let Some(f) = source.decode_fast(line) {
+            if f.tenant_id != tenant {
+                return Some(f.tenant_id);
+            }
+            continue;
+        }
         let Ok(decoded) = source.decode(line, Some(tenant)) else {
             continue;
         };
@@ -145,10 +151,13 @@ pub struct Committer {
 /// When the committer writes.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupCommit {
-    /// How long it gathers after the first request before writing.
+    /// How long it gathers after the first request before writing (0: it takes what has
+    /// queued and writes at once; requests arriving meanwhile form the next group).
     pub window: Duration,
     /// Bytes that end a gathering early.
     pub max_bytes: usize,
+    /// Segment writes in flight at once (their fsyncs overlap).
+    pub in_flight: usize,
 }
 
 impl Committer {
@@ -156,12 +165,14 @@ impl Committer {
     pub fn start(
         ctx: Arc<Context>,
         group: GroupCommit,
-        on_commit: impl Fn(&str, Option<&str>, u64) + Send + 'static,
+        on_commit: impl Fn(&str, Option<&str>, u64) + Send + Sync + 'static,
     ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        let pending = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(ctx, rx, group, pending.clone(), on_commit));
-        Committer { tx, pending }
+        tokio::spawn(run(ctx, rx, group, on_commit));
+        Committer {
+            tx,
+            pending: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Hands `lines` over and waits until they are durable: the segment's id, or why not.
@@ -194,43 +205,53 @@ impl Committer {
     }
 }
 
+type Replies = Vec<oneshot::Sender<Result<String, String>>>;
+
 async fn run(
     ctx: Arc<Context>,
     mut rx: mpsc::Receiver<Submission>,
     group: GroupCommit,
-    pending: Arc<AtomicU64>,
-    on_commit: impl Fn(&str, Option<&str>, u64),
+    on_commit: impl Fn(&str, Option<&str>, u64) + Send + Sync + 'static,
 ) {
     let random = rand::random::<u32>();
     let mut seq = 0u32;
-    let _ = &pending;
+    let on_commit = Arc::new(on_commit);
+    let slots = Arc::new(tokio::sync::Semaphore::new(group.in_flight.max(1)));
     while let Some(first) = rx.recv().await {
         let mut gathered = vec![first];
         let mut bytes = gathered[0].lines.len();
         let deadline = tokio::time::Instant::now() + group.window;
         while bytes < group.max_bytes {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(s)) => {
-                    bytes += s.lines.len();
-                    gathered.push(s);
-                }
-                _ => break,
-            }
+            let next = match rx.try_recv() {
+                Ok(s) => Some(s),
+                Err(_) if group.window.is_zero() => None,
+                Err(_) => tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .ok()
+                    .flatten(),
+            };
+            let Some(s) = next else { break };
+            bytes += s.lines.len();
+            gathered.push(s);
         }
-        type Group = (SegmentBuilder, Vec<oneshot::Sender<Result<String, String>>>);
-        let mut groups: BTreeMap<(&'static str, Option<String>), Group> = BTreeMap::new();
+        let mut groups: BTreeMap<(&'static str, Option<String>), (SegmentBuilder, Replies)> =
+            BTreeMap::new();
         for s in gathered {
             let g = groups.entry((s.source.name(), s.tenant)).or_default();
             g.0.push_lines(&s.lines);
             g.1.push(s.reply);
         }
         for ((source, tenant), (builder, replies)) in groups {
-            let now = ctx.clock.now();
             seq = seq.wrapping_add(1);
+            let now = ctx.clock.now();
             let id = segment_id(now, seq, random);
-            let lines = builder.lines();
-            let r = builder
-                .write(
+            let slot = slots.clone().acquire_owned().await.expect("never closed");
+            let (ctx, on_commit) = (ctx.clone(), on_commit.clone());
+            // a segment write is not a `Send` future: a blocking thread drives it
+            let rt = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                let lines = builder.lines();
+                let r = rt.block_on(builder.write(
                     &ctx.store,
                     &*ctx.kms,
                     source,
@@ -238,18 +259,19 @@ async fn run(
                     &id,
                     now,
                     1,
-                )
-                .await;
-            let answer = match r {
-                Ok(_) => {
-                    on_commit(source, tenant.as_deref(), lines);
-                    Ok(id)
+                ));
+                let answer = match r {
+                    Ok(_) => {
+                        on_commit(source, tenant.as_deref(), lines);
+                        Ok(id)
+                    }
+                    Err(e) => Err(format!("landing segment {id} was not written: {e}")),
+                };
+                for reply in replies {
+                    let _ = reply.send(answer.clone());
                 }
-                Err(e) => Err(format!("landing segment {id} was not written: {e}")),
-            };
-            for reply in replies {
-                let _ = reply.send(answer.clone());
-            }
+                drop(slot);
+            });
         }
     }
 }

@@ -62,7 +62,38 @@ pub enum ServeError {
     },
 }
 
-/// Binds `cfg.listen` and serves until the process is stopped; batches run every
+/// The shared state, with the committer started (its commits count into the metrics).
+fn state_of(ctx: Arc<Context>, cfg: ServeConfig, tokens: auth::Tokens) -> Arc<State> {
+    let group = intake::GroupCommit {
+        window: Duration::from_millis(cfg.flush_ms),
+        max_bytes: 8 << 20,
+        in_flight: 4,
+    };
+    Arc::new_cyclic(|weak: &std::sync::Weak<State>| {
+        let w = weak.clone();
+        let committer = intake::Committer::start(ctx.clone(), group, move |source, tenant, n| {
+            if let Some(s) = w.upgrade() {
+                let labels = metrics::EventLabels {
+                    tenant: tenant.unwrap_or("").to_string(),
+                    source: source.to_string(),
+                };
+                s.metrics.accepted.get_or_create(&labels).inc_by(n);
+            }
+        });
+        State {
+            ctx,
+            tokens,
+            committer,
+            seen: Mutex::new(intake::Seen::new(cfg.idempotency_keys)),
+            metrics: metrics::Metrics::default(),
+            cfg,
+            backlog_bytes: AtomicU64::new(0),
+        }
+    })
+}
+
+/// Binds `cfg.listen` and serves until SIGTERM or SIGINT (then it stops accepting and lets
+/// the requests in the committer finish); batches run every
 /// `cfg.batch_every_secs` with `batch`. `bound` learns the address (port 0 picks one).
 pub async fn serve(
     ctx: Arc<Context>,
@@ -91,31 +122,7 @@ pub async fn serve(
             "the tokens file lists no token: nobody could send events".into(),
         ));
     }
-    let group = intake::GroupCommit {
-        window: Duration::from_millis(cfg.flush_ms),
-        max_bytes: 8 << 20,
-    };
-    let state = Arc::new_cyclic(|weak: &std::sync::Weak<State>| {
-        let w = weak.clone();
-        let committer = intake::Committer::start(ctx.clone(), group, move |source, tenant, n| {
-            if let Some(s) = w.upgrade() {
-                let labels = metrics::EventLabels {
-                    tenant: tenant.unwrap_or("").to_string(),
-                    source: source.to_string(),
-                };
-                s.metrics.accepted.get_or_create(&labels).inc_by(n);
-            }
-        });
-        State {
-            ctx: ctx.clone(),
-            tokens,
-            committer,
-            seen: Mutex::new(intake::Seen::new(cfg.idempotency_keys)),
-            metrics: metrics::Metrics::default(),
-            cfg: cfg.clone(),
-            backlog_bytes: AtomicU64::new(0),
-        }
-    });
+    let state = state_of(ctx, cfg.clone(), tokens);
     schedule::measure(&state).await;
     // on a thread of its own, driven by this runtime (a batch is not a `Send` future)
     let (rt, s) = (tokio::runtime::Handle::current(), state.clone());
@@ -128,8 +135,18 @@ pub async fn serve(
         "listening",
         &serde_json::json!({"address": addr.to_string()}),
     );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| ServeError::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        let Ok((stream, _)) = accepted else {
             continue;
         };
         let state = state.clone();
@@ -141,17 +158,24 @@ pub async fn serve(
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(state_timeout()))
+                .header_read_timeout(Duration::from_secs(HEADER_TIMEOUT_SECS))
                 .serve_connection(io, service)
                 .await;
         });
     }
+    // stopped: no new connections; requests already handed to the committer get their answer
+    // (a kill instead loses nothing acknowledged either: an answer waits for durability)
+    drop(listener);
+    let until = Instant::now() + Duration::from_secs(10);
+    while state.committer.pending.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    log(&state, "stopped", &serde_json::json!({}));
+    Ok(())
 }
 
 /// Seconds a client has to send its headers.
-fn state_timeout() -> u64 {
-    10
-}
+const HEADER_TIMEOUT_SECS: u64 = 10;
 
 type Answer = Response<Full<Bytes>>;
 

@@ -162,6 +162,12 @@ fn events_are_acknowledged_once_durable_and_batched_on_schedule() {
     );
     assert_eq!(common::http(&s.base, "GET", "/healthz", &[], b"").0, 200);
     assert_eq!(common::http(&s.base, "GET", "/readyz", &[], b"").0, 200);
+    // SIGTERM stops it cleanly
+    let mut s = s;
+    // SAFETY: kill(2) on the pid of a child this test started and has not reaped
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
