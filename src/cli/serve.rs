@@ -76,8 +76,9 @@ impl ServeArgs {
             );
             return Ok(());
         }
-        crate::server::serve(ctx, cfg, tokens, batch, |addr| {
-            let _ = writeln!(out, "listening on http://{addr}");
+        crate::server::serve(ctx, cfg, tokens, batch, |addr, tls| {
+            let scheme = if tls { "https" } else { "http" };
+            let _ = writeln!(out, "listening on {scheme}://{addr}");
             let _ = out.flush();
         })
         .await

@@ -153,6 +153,8 @@ static BATCH: Shape = Shape::Table(&[
 static SERVE: Shape = Shape::Table(&[
     opt("listen", Shape::Leaf(ty::<String>)),
     opt("allow_plain_http", Shape::Leaf(ty::<bool>)),
+    opt("tls_cert", Shape::Leaf(ty::<PathBuf>)),
+    opt("tls_key", Shape::Leaf(ty::<PathBuf>)),
     req("tokens", Shape::Leaf(ty::<PathBuf>)),
     opt("batch_every_secs", Shape::Leaf(ty::<u64>)),
     opt("batch_backlog_mb", Shape::Leaf(ty::<u64>)),

@@ -6,13 +6,19 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeConfig {
-    /// Address to listen on. Plain HTTP is refused on anything but a loopback address
-    /// unless `allow_plain_http` (TLS is not built yet: put a TLS proxy in front).
+    /// Address to listen on. Without `tls_cert`/`tls_key`, plain HTTP is refused on anything
+    /// but a loopback address unless `allow_plain_http` (a proxy in front terminates TLS).
     #[serde(default = "listen")]
     pub listen: String,
     /// Allow plain HTTP on a non-loopback address (behind a proxy that terminates TLS).
     #[serde(default)]
     pub allow_plain_http: bool,
+    /// PEM certificate chain: with `tls_key`, the server speaks TLS 1.2/1.3 only.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (mode 0600, outside the store).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// The tokens file (TOML, mode 0600, outside the store): `[[token]]` entries with the
     /// SHA-256 of each bearer token, its principal, tenant and source shape.
     pub tokens: PathBuf,

@@ -10,14 +10,16 @@
 //!   approve, as the token's principal with the store's roles.
 //! - Batches run on a schedule under the batch lease ([`schedule`]).
 //!
-//! Plain HTTP/1.1; on anything but a loopback address only when the pipeline allows it (TLS
-//! is not built yet). Logs are JSON lines on stderr and never carry payload values.
+//! HTTP/1.1 over TLS 1.2/1.3 ([`tls`], from PEM files), or plain on a loopback address (or
+//! behind a TLS proxy when the pipeline allows it). Logs are JSON lines on stderr and never
+//! carry payload values.
 
 pub mod auth;
 pub mod holds;
 pub mod intake;
 pub mod metrics;
 pub mod schedule;
+pub mod tls;
 
 use crate::config::ServeConfig;
 use crate::job::{BatchOptions, Context};
@@ -94,13 +96,14 @@ fn state_of(ctx: Arc<Context>, cfg: ServeConfig, tokens: auth::Tokens) -> Arc<St
 
 /// Binds `cfg.listen` and serves until SIGTERM or SIGINT (then it stops accepting and lets
 /// the requests in the committer finish); batches run every
-/// `cfg.batch_every_secs` with `batch`. `bound` learns the address (port 0 picks one).
+/// `cfg.batch_every_secs` with `batch`. `bound` learns the address (port 0 picks one) and
+/// whether it speaks TLS.
 pub async fn serve(
     ctx: Arc<Context>,
     cfg: ServeConfig,
     tokens: auth::Tokens,
     batch: BatchOptions,
-    bound: impl FnOnce(std::net::SocketAddr),
+    bound: impl FnOnce(std::net::SocketAddr, bool),
 ) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -112,9 +115,10 @@ pub async fn serve(
         addr: cfg.listen.clone(),
         source,
     })?;
-    if !addr.ip().is_loopback() && !cfg.allow_plain_http {
+    let tls = tls::acceptor(&cfg).map_err(ServeError::Config)?;
+    if tls.is_none() && !addr.ip().is_loopback() && !cfg.allow_plain_http {
         return Err(ServeError::Config(format!(
-            "{addr} is not a loopback address and TLS is not built yet: put a TLS proxy in front and set allow_plain_http = true under [serve]"
+            "{addr} is not a loopback address: set tls_cert and tls_key under [serve], or put a TLS proxy in front and set allow_plain_http = true"
         )));
     }
     if tokens.is_empty() {
@@ -129,7 +133,7 @@ pub async fn serve(
     let every = Duration::from_secs(cfg.batch_every_secs.max(1));
     let early = cfg.batch_backlog_mb << 20;
     std::thread::spawn(move || rt.block_on(schedule::run(s, batch, every, early)));
-    bound(addr);
+    bound(addr, tls.is_some());
     log(
         &state,
         "listening",
@@ -149,18 +153,19 @@ pub async fn serve(
         let Ok((stream, _)) = accepted else {
             continue;
         };
-        let state = state.clone();
+        let (state, tls) = (state.clone(), tls.clone());
         tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(HEADER_TIMEOUT_SECS))
-                .serve_connection(io, service)
-                .await;
+            match tls {
+                None => connection(state, stream).await,
+                Some(acceptor) => {
+                    let handshake = Duration::from_secs(HEADER_TIMEOUT_SECS);
+                    if let Ok(Ok(s)) =
+                        tokio::time::timeout(handshake, acceptor.accept(stream)).await
+                    {
+                        connection(state, s).await
+                    }
+                }
+            }
         });
     }
     // stopped: no new connections; requests already handed to the committer get their answer
@@ -172,6 +177,23 @@ pub async fn serve(
     }
     log(&state, "stopped", &serde_json::json!({}));
     Ok(())
+}
+
+/// Serves one connection (plain or TLS) until the client closes it.
+async fn connection<S>(state: Arc<State>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(HEADER_TIMEOUT_SECS))
+        .serve_connection(io, service)
+        .await;
 }
 
 /// Seconds a client has to send its headers.

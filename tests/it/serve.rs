@@ -45,10 +45,16 @@ fn tokens(env: &Env) -> Vec<String> {
 
 /// Starts `serve` with `extra` lines under `[serve]`.
 fn start(env: &Env, extra: &str) -> Server {
+    // `extra` may set `listen` again: the last one wins only if the first is not there
+    let listen = if extra.contains("listen") {
+        String::new()
+    } else {
+        "listen = \"127.0.0.1:0\"\n".to_string()
+    };
     let pipeline = env.write(
         "serve.toml",
         format!(
-            "[serve]\nlisten = \"127.0.0.1:0\"\ntokens = \"{}\"\nbatch_every_secs = 1\n{extra}\n",
+            "[serve]\n{listen}tokens = \"{}\"\nbatch_every_secs = 1\n{extra}\n",
             env.dir.path().join("tokens.toml").display()
         )
         .as_bytes(),
@@ -460,4 +466,152 @@ fn holds_are_placed_listed_and_released_by_two_people_over_http() {
     }
     let audit = env.ok(&["audit", "list", "--format", "ndjson"]);
     assert!(audit.contains("\"bob\""), "the approval is audited as bob");
+}
+
+/// TLS from PEM files (a self-signed certificate made with openssl): HTTPS answers, plain
+/// HTTP on the same port does not, a key others may read is refused, and TLS lets the server
+/// listen beyond loopback.
+#[test]
+fn tls_from_pem_files_and_a_private_key_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let tok = tokens(&env);
+    let (cert, key) = (
+        env.dir.path().join("cert.pem"),
+        env.dir.path().join("key.pem"),
+    );
+    // a test CA, and a certificate for localhost and 127.0.0.1 it signs
+    let dir = env.dir.path();
+    let ext = env.write(
+        "leaf.ext",
+        b"subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    );
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (to make a test certificate)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "2",
+                "-subj",
+                "/CN=holdfast-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "cert.pem",
+        "-extfile",
+        ext.to_str().unwrap(),
+    ]);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let tls = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let pipeline = env.write(
+        "open-key.toml",
+        format!(
+            "[serve]\nlisten = \"127.0.0.1:0\"\ntokens = \"{}\"\n{tls}\n",
+            env.dir.path().join("tokens.toml").display()
+        )
+        .as_bytes(),
+    );
+    let out = env.run(&["serve", "--pipeline", pipeline.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // beyond loopback is allowed with TLS
+    let s = start(&env, &format!("{tls}\nlisten = \"0.0.0.0:0\""));
+    assert!(s.base.starts_with("https://0.0.0.0:"), "{}", s.base);
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.pem")).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let g = common::generate(95, 9, 0, 1);
+    let line = lines_of(&g, 0)[0].clone();
+    let (health, posted) = rt.block_on(async {
+        let h = client
+            .get(format!("https://localhost:{port}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let p = client
+            .post(format!("https://localhost:{port}/v1/metadata/events"))
+            .bearer_auth(&tok[0])
+            .header("content-type", "application/json")
+            .body(line)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        (h, p)
+    });
+    assert_eq!((health.as_u16(), posted.as_u16()), (200, 202));
+    let plain = common::try_http(
+        &format!("http://127.0.0.1:{port}"),
+        "GET",
+        "/healthz",
+        &[],
+        b"",
+    );
+    assert!(plain.is_none(), "plain HTTP got an answer: {plain:?}");
 }
