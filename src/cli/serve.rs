@@ -105,6 +105,10 @@ pub enum TokenCommand {
         /// The payload shape its events have (default: recognise each line)
         #[arg(long, value_enum)]
         source: Option<SourceKind>,
+        /// The platform signs its bodies: make a shared secret too (printed once after the
+        /// token, kept in the tokens file), and require X-Holdfast-Signature
+        #[arg(long)]
+        signed: bool,
     },
 }
 
@@ -115,6 +119,7 @@ impl TokenCommand {
             principal,
             tenant,
             source,
+            signed,
         } = self;
         let token = format!("hf_{}", hex::encode(rand::random::<[u8; 24]>()));
         let mut entry = format!(
@@ -128,9 +133,16 @@ impl TokenCommand {
         if let Some(s) = source {
             entry.push_str(&format!("source = \"{}\"\n", s.name()));
         }
+        let secret = signed.then(|| hex::encode(rand::random::<[u8; 32]>()));
+        if let Some(secret) = &secret {
+            entry.push_str(&format!("hmac_secret = \"{secret}\"\n"));
+        }
         files::append_private(&tokens, entry.as_bytes())
             .map_err(|e| Error::Usage(format!("tokens file {}: {e}", tokens.display())))?;
         let _ = writeln!(out, "{token}");
+        if let Some(secret) = secret {
+            let _ = writeln!(out, "{secret}");
+        }
         eprintln!(
             "added a token for {principal} to {}; this is the only time it is shown",
             tokens.display()

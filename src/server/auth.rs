@@ -26,6 +26,52 @@ pub struct Principal {
     /// The payload shape its events have (`auto` when unset: each line is recognised).
     #[serde(default)]
     pub source: Option<SourceKind>,
+    /// For a platform that signs its bodies: the shared secret. Its requests must then carry
+    /// `X-Holdfast-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, with
+    /// `t` within [`SIGNATURE_WINDOW_SECS`] of the server's clock.
+    #[serde(default, skip_serializing)]
+    pub hmac_secret: Option<String>,
+}
+
+/// How far a signature's timestamp may be from the server's clock (replays older than this
+/// are refused; within it, the idempotency keys and the batch's dedupe absorb them).
+pub const SIGNATURE_WINDOW_SECS: i64 = 300;
+
+/// Checks `X-Holdfast-Signature` over `body` with `secret` at `now` (unix seconds): `Err`
+/// says what is wrong, never the secret or the expected value.
+pub fn check_signature(
+    secret: &str,
+    header: Option<&str>,
+    body: &[u8],
+    now: i64,
+) -> Result<(), String> {
+    use hmac::{KeyInit, Mac};
+    let header = header.ok_or("this token's requests must be signed (X-Holdfast-Signature)")?;
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", x)) => t = x.parse::<i64>().ok(),
+            Some(("v1", x)) => v1 = hex::decode(x).ok(),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return Err("X-Holdfast-Signature must be t=<unix seconds>,v1=<hex>".into());
+    };
+    if (now - t).abs() > SIGNATURE_WINDOW_SECS {
+        return Err(format!(
+            "the signature's timestamp is more than {SIGNATURE_WINDOW_SECS} s from the server's clock"
+        ));
+    }
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    // constant time
+    mac.verify_slice(&v1)
+        .map_err(|_| "the body's signature does not match".to_string())
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,5 +173,35 @@ mod tests {
         );
         assert!(t.check(None).is_none());
         assert!(Tokens::parse("[[token]]\nsha256 = \"xy\"\nprincipal = \"p\"\n").is_err());
+    }
+
+    #[test]
+    fn signatures_are_checked_in_constant_time_within_a_window() {
+        use hmac::{KeyInit, Mac};
+        let sign = |secret: &str, t: i64, body: &[u8]| {
+            let mut m = hmac::Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+            m.update(format!("{t}.").as_bytes());
+            m.update(body);
+            format!("t={t},v1={}", hex::encode(m.finalize().into_bytes()))
+        };
+        let now = 1_800_000_000;
+        let secret = "k-7f3a-secret";
+        let good = sign(secret, now - 10, b"{}");
+        assert!(check_signature(secret, Some(&good), b"{}", now).is_ok());
+        for (header, body, at) in [
+            (None, &b"{}"[..], now),
+            (Some(good.clone()), &b"{ }"[..], now),
+            (Some(sign("other", now, b"{}")), &b"{}"[..], now),
+            (
+                Some(good.clone()),
+                &b"{}"[..],
+                now + SIGNATURE_WINDOW_SECS + 11,
+            ),
+            (Some("v1=00".to_string()), &b"{}"[..], now),
+        ] {
+            let e = check_signature(secret, header.as_deref(), body, at).unwrap_err();
+            let expected = sign(secret, now - 10, body);
+            assert!(!e.contains(secret) && !e.contains(&expected[15..]), "{e}");
+        }
     }
 }

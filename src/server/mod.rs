@@ -301,6 +301,8 @@ struct Admitted {
     source: SourceKind,
     framing: intake::Framing,
     key: Option<String>,
+    /// The shared secret its bodies are signed with, and the signature header sent.
+    signed: Option<(String, Option<String>)>,
 }
 
 /// Checks a request before its body is read: who sends it, for which tenant, in which
@@ -374,11 +376,13 @@ fn admit(state: &State, req: &Request<Incoming>) -> Result<Admitted, Box<Answer>
         return Err(Box::new(r));
     }
     let key = header(req, "x-event-idempotency-key").map(str::to_string);
+    let signature = header(req, "x-holdfast-signature").map(str::to_string);
     Ok(Admitted {
         tenant,
         source,
         framing,
         key,
+        signed: principal.hmac_secret.clone().map(|s| (s, signature)),
     })
 }
 
@@ -418,16 +422,22 @@ async fn events(state: &State, req: Request<Incoming>) -> Answer {
         Ok(a) => a,
         Err(answer) => return *answer,
     };
+    let body = match body(state, req).await {
+        Ok(b) => b,
+        Err(answer) => return *answer,
+    };
+    if let Some((secret, signature)) = &a.signed {
+        let now = state.ctx.clock.now().timestamp();
+        if let Err(e) = auth::check_signature(secret, signature.as_deref(), &body, now) {
+            return refuse(state, StatusCode::UNAUTHORIZED, "signature", e);
+        }
+    }
     if let Some(k) = &a.key
         && state.seen.lock().expect("seen").contains(k)
     {
         let re = serde_json::json!({"accepted": 0, "duplicate": true});
         return json(StatusCode::ACCEPTED, re);
     }
-    let body = match body(state, req).await {
-        Ok(b) => b,
-        Err(answer) => return *answer,
-    };
     let (lines, n) = match intake::lines(a.framing, &body) {
         Ok(l) => l,
         Err(e) => return refuse(state, StatusCode::BAD_REQUEST, "not_json", e),

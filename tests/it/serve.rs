@@ -615,3 +615,70 @@ fn tls_from_pem_files_and_a_private_key_only() {
     );
     assert!(plain.is_none(), "plain HTTP got an answer: {plain:?}");
 }
+
+/// A platform that signs its bodies: its token alone is not enough, the HMAC-SHA256 of
+/// "<timestamp>.<body>" under its shared secret must match, within the time window.
+#[test]
+fn signed_platforms_need_a_valid_recent_signature() {
+    use hmac::{KeyInit, Mac};
+    let env = Env::new();
+    tokens(&env);
+    let file = env.dir.path().join("tokens.toml");
+    let out = env.ok(&[
+        "token",
+        "add",
+        "--tokens",
+        file.to_str().unwrap(),
+        "--principal",
+        "signer",
+        "--tenant",
+        "tenant-0",
+        "--source",
+        "canonical",
+        "--signed",
+    ]);
+    let mut it = out.lines();
+    let (token, secret) = (
+        it.next().unwrap().to_string(),
+        it.next().unwrap().to_string(),
+    );
+    assert!(std::fs::read_to_string(&file).unwrap().contains(&secret));
+    assert!(
+        !std::fs::read_to_string(&file).unwrap().contains(&token),
+        "only the token's hash"
+    );
+    let s = start(&env, "");
+    let g = common::generate(96, 9, 0, 1);
+    let body = lines_of(&g, 0)[0].clone();
+    let sign = |secret: &str, t: i64| {
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        m.update(format!("{t}.").as_bytes());
+        m.update(body.as_bytes());
+        format!("t={t},v1={}", hex::encode(m.finalize().into_bytes()))
+    };
+    let now = chrono::Utc::now().timestamp();
+    let auth = format!("Bearer {token}");
+    let post = |sig: Option<String>| {
+        let mut headers = vec![
+            ("authorization", auth.clone()),
+            ("content-type", "application/json".to_string()),
+        ];
+        if let Some(sig) = sig {
+            headers.push(("x-holdfast-signature", sig));
+        }
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        common::http(&s.base, "POST", "/v1/metadata/events", &h, body.as_bytes()).0
+    };
+    assert_eq!(post(None), 401);
+    assert_eq!(post(Some(sign("not-the-secret", now))), 401);
+    assert_eq!(
+        post(Some(sign(&secret, now - 3600))),
+        401,
+        "an old signature is a replay"
+    );
+    assert_eq!(post(Some(sign(&secret, now))), 202);
+    assert_eq!(
+        env.landing_segments() + env.count("SELECT count(*) FROM events") as usize >= 1,
+        true
+    );
+}
