@@ -83,6 +83,15 @@ fn block_aad(h: &SegmentHeader, index: u32) -> Vec<u8> {
     aad(&parts)
 }
 
+/// What a segment's header says of where its lines came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Labels<'a> {
+    pub source: &'a str,
+    pub tenant: Option<&'a str>,
+    pub id: &'a str,
+    pub arrived_at: DateTime<Utc>,
+}
+
 /// Raw lines of one segment being assembled.
 pub struct SegmentBuilder {
     blocks: Vec<Vec<u8>>,
@@ -152,10 +161,11 @@ impl SegmentBuilder {
         self.lines
     }
 
-    /// Compresses and seals the blocks (on `threads` threads) and writes the segment.
+    /// Compresses and seals the blocks (on `threads` threads) under a new DEK and writes the
+    /// segment.
     #[allow(clippy::too_many_arguments)]
     pub async fn write(
-        mut self,
+        self,
         store: &Store,
         kms: &dyn Kms,
         source: &str,
@@ -164,12 +174,42 @@ impl SegmentBuilder {
         arrived_at: DateTime<Utc>,
         threads: usize,
     ) -> Result<u64, LandingError> {
+        if self.blocks.iter().all(Vec::is_empty) {
+            return Ok(0);
+        }
+        let dek = DataKey::generate();
+        let wrapped = kms.wrap(&dek).await?;
+        let at = Labels {
+            source,
+            tenant,
+            id,
+            arrived_at,
+        };
+        self.write_with(store, &dek, wrapped, at, threads).await
+    }
+
+    /// [`SegmentBuilder::write`] under a DEK the caller holds with its wrapping (a server
+    /// shares one per tenant and minute between its segments, so that each write does not
+    /// call the key service). The blocks' AAD names the segment, so a block still cannot be
+    /// moved to another segment under the same key.
+    pub async fn write_with(
+        mut self,
+        store: &Store,
+        dek: &DataKey,
+        wrapped_dek: WrappedKey,
+        at: Labels<'_>,
+        threads: usize,
+    ) -> Result<u64, LandingError> {
+        let Labels {
+            source,
+            tenant,
+            id,
+            arrived_at,
+        } = at;
         self.blocks.retain(|b| !b.is_empty());
         if self.blocks.is_empty() {
             return Ok(0);
         }
-        let dek = DataKey::generate();
-        let wrapped_dek = kms.wrap(&dek).await?;
         let header = SegmentHeader {
             segment_id: id.to_string(),
             source: source.to_string(),

@@ -207,6 +207,39 @@ impl Committer {
 
 type Replies = Vec<oneshot::Sender<Result<String, String>>>;
 
+/// How long one DEK serves a tenant's segments.
+const KEY_LIFETIME: Duration = Duration::from_secs(60);
+
+/// The DEK each tenant's segments share for a minute, with its wrapping: one call to the key
+/// service per tenant and minute, not one per segment.
+#[derive(Default)]
+struct Keys {
+    by_tenant: std::collections::HashMap<Option<String>, (SharedKey, std::time::Instant)>,
+}
+
+type SharedKey = Arc<(crate::crypto::DataKey, crate::crypto::kms::WrappedKey)>;
+
+impl Keys {
+    async fn for_tenant(
+        &mut self,
+        ctx: &Context,
+        tenant: Option<&str>,
+    ) -> Result<SharedKey, String> {
+        let t = tenant.map(str::to_string);
+        if let Some((k, made)) = self.by_tenant.get(&t)
+            && made.elapsed() < KEY_LIFETIME
+        {
+            return Ok(k.clone());
+        }
+        let dek = crate::crypto::DataKey::generate();
+        let wrapped = ctx.kms.wrap(&dek).await.map_err(|e| e.to_string())?;
+        let k = Arc::new((dek, wrapped));
+        self.by_tenant
+            .insert(t, (k.clone(), std::time::Instant::now()));
+        Ok(k)
+    }
+}
+
 async fn run(
     ctx: Arc<Context>,
     mut rx: mpsc::Receiver<Submission>,
@@ -216,6 +249,7 @@ async fn run(
     let random = rand::random::<u32>();
     let mut seq = 0u32;
     let on_commit = Arc::new(on_commit);
+    let mut keys = Keys::default();
     let slots = Arc::new(tokio::sync::Semaphore::new(group.in_flight.max(1)));
     while let Some(first) = rx.recv().await {
         let mut gathered = vec![first];
@@ -245,21 +279,29 @@ async fn run(
             seq = seq.wrapping_add(1);
             let now = ctx.clock.now();
             let id = segment_id(now, seq, random);
+            let key = match keys.for_tenant(&ctx, tenant.as_deref()).await {
+                Ok(k) => k,
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(format!("no key for a landing segment: {e}")));
+                    }
+                    continue;
+                }
+            };
             let slot = slots.clone().acquire_owned().await.expect("never closed");
             let (ctx, on_commit) = (ctx.clone(), on_commit.clone());
             // a segment write is not a `Send` future: a blocking thread drives it
             let rt = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
                 let lines = builder.lines();
-                let r = rt.block_on(builder.write(
-                    &ctx.store,
-                    &*ctx.kms,
+                let at = crate::landing::Labels {
                     source,
-                    tenant.as_deref(),
-                    &id,
-                    now,
-                    1,
-                ));
+                    tenant: tenant.as_deref(),
+                    id: &id,
+                    arrived_at: now,
+                };
+                let (dek, wrapped) = (&key.0, key.1.clone());
+                let r = rt.block_on(builder.write_with(&ctx.store, dek, wrapped, at, 1));
                 let answer = match r {
                     Ok(_) => {
                         on_commit(source, tenant.as_deref(), lines);

@@ -45,20 +45,17 @@ fn tokens(env: &Env) -> Vec<String> {
 
 /// Starts `serve` with `extra` lines under `[serve]`.
 fn start(env: &Env, extra: &str) -> Server {
-    // `extra` may set `listen` again: the last one wins only if the first is not there
-    let listen = if extra.contains("listen") {
-        String::new()
-    } else {
-        "listen = \"127.0.0.1:0\"\n".to_string()
-    };
-    let pipeline = env.write(
-        "serve.toml",
-        format!(
-            "[serve]\n{listen}tokens = \"{}\"\nbatch_every_secs = 1\n{extra}\n",
-            env.dir.path().join("tokens.toml").display()
-        )
-        .as_bytes(),
+    // defaults for what `extra` does not set
+    let mut text = format!(
+        "[serve]\ntokens = \"{}\"\n{extra}\n",
+        env.dir.path().join("tokens.toml").display()
     );
+    for (key, default) in [("listen", "\"127.0.0.1:0\""), ("batch_every_secs", "1")] {
+        if !extra.contains(key) {
+            text.push_str(&format!("{key} = {default}\n"));
+        }
+    }
+    let pipeline = env.write("serve.toml", text.as_bytes());
     let mut child = env
         .cmd(&["serve", "--pipeline", pipeline.to_str().unwrap()])
         .stdout(Stdio::piped())
@@ -678,4 +675,51 @@ fn signed_platforms_need_a_valid_recent_signature() {
     );
     assert_eq!(post(Some(sign(&secret, now))), 202);
     wait_for(&env, 1);
+}
+
+/// Segments of one tenant within a minute share one wrapped DEK (one key-service call per
+/// tenant and minute, not per flush); another tenant's have their own.
+#[test]
+fn a_tenants_segments_share_a_dek_for_a_minute() {
+    let env = Env::new();
+    let tok = tokens(&env);
+    let s = start(&env, "batch_every_secs = 3600");
+    let g = common::generate(97, 60, 0, 1);
+    for line in lines_of(&g, 0).iter().take(3) {
+        assert_eq!(
+            post(&s, &tok[0], "application/json", line.as_bytes()).0,
+            202
+        );
+    }
+    assert_eq!(
+        post(
+            &s,
+            &tok[1],
+            "application/json",
+            lines_of(&g, 1)[0].as_bytes()
+        )
+        .0,
+        202
+    );
+    let headers: Vec<serde_json::Value> = env
+        .keys("landing/")
+        .iter()
+        .map(|k| {
+            let b = env.read_file(k);
+            assert_eq!(&b[..8], b"HFSEG001");
+            let n = u32::from_be_bytes(b[8..12].try_into().unwrap()) as usize;
+            serde_json::from_slice(&b[12..12 + n]).unwrap()
+        })
+        .collect();
+    assert_eq!(headers.len(), 4, "one segment per request here");
+    let dek = |tenant: &str| -> std::collections::BTreeSet<String> {
+        headers
+            .iter()
+            .filter(|h| h["tenant"] == tenant)
+            .map(|h| h["dek_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(dek("tenant-0").len(), 1, "{headers:?}");
+    assert_eq!(dek("tenant-1").len(), 1);
+    assert_ne!(dek("tenant-0"), dek("tenant-1"));
 }
