@@ -152,19 +152,7 @@ impl RunArgs {
         };
         let initialised = crate::store::initialised(&s.store).await?.is_none();
         if initialised {
-            let opts = InitOptions {
-                floor_days: p.store.retention_floor_days,
-                group_readable: false,
-                create_bucket: false,
-                object_lock_mode: None,
-                remote: p
-                    .kms
-                    .as_ref()
-                    .map(super::kms::remote_of)
-                    .transpose()?
-                    .flatten(),
-            };
-            init(&s, &opts, clock.clone(), prose).await?;
+            init_from_pipeline(&s, &p, clock.clone(), prose).await?;
         }
         let (store, kms) = super::kms::open_for(&s, p.kms.as_ref()).await?;
         let (_, policies) = crate::store::policies_for(&store, Some(&pipeline)).await?;
@@ -183,6 +171,29 @@ impl RunArgs {
         let doc = serde_json::json!({ "init": initialised, "ingest": ingested, "batch": report });
         output::write_json(format, &doc, out)
     }
+}
+
+/// Creates the store as a pipeline file describes it (its floor, its key service): what
+/// `run` and `serve` do for a store that does not exist yet.
+pub(super) async fn init_from_pipeline(
+    s: &StoreArgs,
+    p: &Pipeline,
+    clock: Arc<dyn Clock>,
+    prose: &mut dyn Write,
+) -> Result<()> {
+    let opts = InitOptions {
+        floor_days: p.store.retention_floor_days,
+        group_readable: false,
+        create_bucket: false,
+        object_lock_mode: None,
+        remote: p
+            .kms
+            .as_ref()
+            .map(super::kms::remote_of)
+            .transpose()?
+            .flatten(),
+    };
+    init(s, &opts, clock, prose).await
 }
 
 /// Dry run of the current adapters and schema over the landing zone and quarantine; writes nothing

@@ -47,19 +47,7 @@ impl ServeArgs {
             keyring,
         };
         if crate::store::initialised(&s.store).await?.is_none() {
-            let opts = InitOptions {
-                floor_days: p.store.retention_floor_days,
-                group_readable: false,
-                create_bucket: false,
-                object_lock_mode: None,
-                remote: p
-                    .kms
-                    .as_ref()
-                    .map(super::kms::remote_of)
-                    .transpose()?
-                    .flatten(),
-            };
-            init(&s, &opts, clock.clone(), &mut std::io::stderr()).await?;
+            init_from_pipeline(&s, &p, clock.clone(), &mut std::io::stderr()).await?;
         }
         let (store, kms) = super::kms::open_for(&s, p.kms.as_ref()).await?;
         let (_, policies) = crate::store::policies_for(&store, Some(&pipeline)).await?;

@@ -269,20 +269,30 @@ impl Env {
 
     /// [`Env::s3_objects`] with the script's options (`--modes`).
     pub fn s3_objects_with(&self, sub: &str, options: &[&str]) -> serde_json::Value {
-        let out = Command::new(python("s3_objects").expect("HOLDFAST_TEST_PYTHON for S3 tests"))
-            .arg(repo().join("tests/s3/objects.py"))
+        let prefix = format!("store/{sub}");
+        let args: Vec<&str> = [prefix.as_str()]
+            .into_iter()
+            .chain(options.iter().copied())
+            .collect();
+        serde_json::from_str(&self.s3_script("objects.py", &args)).unwrap()
+    }
+
+    /// Runs `tests/s3/SCRIPT` (boto3 on moto) against the store's bucket; its stdout.
+    fn s3_script(&self, script: &str, args: &[&str]) -> String {
+        let python = python(script).expect("HOLDFAST_TEST_PYTHON for S3 tests");
+        let out = Command::new(python)
+            .arg(repo().join("tests/s3").join(script))
             .arg(&self.vars[0].1)
             .arg(self.bucket())
-            .arg(format!("store/{sub}"))
-            .args(options)
+            .args(args)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "{}",
+            "{script} {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// The S3 store's bucket.
@@ -563,20 +573,7 @@ impl Env {
 
     /// Runs `tests/s3/tamper.py` against the S3 store's bucket; what it prints.
     pub fn s3_tamper(&self, args: &[&str]) -> String {
-        let python = python("s3_tamper").expect("HOLDFAST_TEST_PYTHON for S3 tests");
-        let out = Command::new(python)
-            .arg(repo().join("tests/s3/tamper.py"))
-            .arg(&self.vars[0].1)
-            .arg(self.bucket())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        self.s3_script("tamper.py", args).trim().to_string()
     }
 
     /// The bytes of store file `rel` (its current version on S3).
