@@ -27,6 +27,11 @@ pub struct Outcome {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Call {
+    pub call: &'static str,
+}
+
 /// Every metric the server keeps.
 #[derive(Debug)]
 pub struct Metrics {
@@ -43,6 +48,8 @@ pub struct Metrics {
     pub stored: Counter,
     pub duplicates: Counter,
     pub quarantined: Counter,
+    pub quarantine_entries: Gauge,
+    pub kms_calls: Family<Call, Gauge>,
 }
 
 impl Default for Metrics {
@@ -57,6 +64,7 @@ impl Default for Metrics {
         let batches = Family::<Outcome, Counter>::default();
         let batch_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 14));
         let (stored, duplicates, quarantined) = Default::default();
+        let (quarantine_entries, kms_calls) = Default::default();
         let mut r = Registry::with_prefix("holdfast");
         let mut m = Metrics {
             registry: Registry::default(),
@@ -72,6 +80,8 @@ impl Default for Metrics {
             stored,
             duplicates,
             quarantined,
+            quarantine_entries,
+            kms_calls,
         };
         m.register(&mut r);
         m.registry = r;
@@ -141,6 +151,30 @@ impl Metrics {
             "Lines scheduled batches quarantined",
             self.quarantined.clone(),
         );
+        r.register(
+            "quarantine_entries",
+            "Quarantine entries (measured after each scheduled batch)",
+            self.quarantine_entries.clone(),
+        );
+        r.register(
+            "kms_calls",
+            "Key-service calls since the process started, by call",
+            self.kms_calls.clone(),
+        );
+    }
+
+    /// Sets the key-service calls made since the process started (read from the store's
+    /// key service when metrics are asked for).
+    pub fn set_kms_calls(&self, c: crate::crypto::kms::KmsCalls) {
+        for (call, n) in [
+            ("wrap", c.wraps),
+            ("unwrap", c.unwraps),
+            ("rewrap", c.rewraps),
+            ("sign", c.signatures),
+        ] {
+            let v = i64::try_from(n).unwrap_or(i64::MAX);
+            self.kms_calls.get_or_create(&Call { call }).set(v);
+        }
     }
 
     /// The text exposition.

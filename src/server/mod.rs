@@ -230,6 +230,7 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Answer {
         ),
         (&Method::GET, "/readyz") => ("readyz", ready(state).await),
         (&Method::GET, "/metrics") => {
+            state.metrics.set_kms_calls(state.ctx.kms.calls());
             let mut r = Response::new(Full::new(Bytes::from(state.metrics.encode())));
             r.headers_mut().insert(
                 "content-type",

@@ -88,5 +88,8 @@ pub async fn run(state: Arc<State>, opts: BatchOptions, every: Duration, early_b
             }
         }
         measure(&state).await;
+        if let Ok(q) = state.ctx.store.list(layout::QUARANTINE).await {
+            state.metrics.quarantine_entries.set(q.len() as i64);
+        }
     }
 }

@@ -160,7 +160,8 @@ fn events_are_acknowledged_once_durable_and_batched_on_schedule() {
     assert!(
         metrics
             .contains("holdfast_events_accepted_total{tenant=\"tenant-2\",source=\"canonical\"}")
-            && metrics.contains("holdfast_events_stored_total 300"),
+            && metrics.contains("holdfast_events_stored_total 300")
+            && metrics.contains("holdfast_kms_calls{call=\"wrap\"}"),
         "{metrics}"
     );
     assert_eq!(common::http(&s.base, "GET", "/healthz", &[], b"").0, 200);
@@ -254,12 +255,9 @@ fn requests_it_cannot_take_are_refused_with_their_status_and_nothing_lands() {
     let (st, r) = post(&s, &tok[0], "application/x-ndjson", b"{\"eventId\": 12}\n");
     assert_eq!((st, r["accepted"].as_u64()), (202, Some(1)), "{r}");
     for _ in 0..40 {
-        if env
-            .ok(&["quarantine", "list", "--format", "ndjson"])
-            .lines()
-            .count()
-            == 1
-        {
+        let metrics = common::http(&s.base, "GET", "/metrics", &[], b"").1;
+        let listed = env.ok(&["quarantine", "list", "--format", "ndjson"]);
+        if listed.lines().count() == 1 && metrics.contains("holdfast_quarantine_entries 1") {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
