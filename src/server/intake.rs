@@ -132,6 +132,16 @@ impl Seen {
     }
 }
 
+/// A segment the committer made durable.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed<'a> {
+    pub source: &'a str,
+    pub tenant: Option<&'a str>,
+    pub lines: u64,
+    pub bytes: u64,
+    pub arrived_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// Lines of one request, for the committer.
 struct Submission {
     source: SourceKind,
@@ -165,7 +175,7 @@ impl Committer {
     pub fn start(
         ctx: Arc<Context>,
         group: GroupCommit,
-        on_commit: impl Fn(&str, Option<&str>, u64) + Send + Sync + 'static,
+        on_commit: impl Fn(Committed<'_>) + Send + Sync + 'static,
     ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(run(ctx, rx, group, on_commit));
@@ -240,34 +250,49 @@ impl Keys {
     }
 }
 
+/// `first` and what else is queued (waiting up to the window, if any), up to the size.
+async fn gather(
+    rx: &mut mpsc::Receiver<Submission>,
+    first: Submission,
+    group: GroupCommit,
+) -> Vec<Submission> {
+    let mut gathered = vec![first];
+    let mut bytes = gathered[0].lines.len();
+    let deadline = tokio::time::Instant::now() + group.window;
+    while bytes < group.max_bytes {
+        let next = match rx.try_recv() {
+            Ok(s) => Some(s),
+            Err(_) if group.window.is_zero() => None,
+            Err(_) => tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .ok()
+                .flatten(),
+        };
+        let Some(s) = next else { break };
+        bytes += s.lines.len();
+        gathered.push(s);
+    }
+    gathered
+}
+
 async fn run(
     ctx: Arc<Context>,
     mut rx: mpsc::Receiver<Submission>,
     group: GroupCommit,
-    on_commit: impl Fn(&str, Option<&str>, u64) + Send + Sync + 'static,
+    on_commit: impl Fn(Committed<'_>) + Send + Sync + 'static,
 ) {
     let random = rand::random::<u32>();
     let mut seq = 0u32;
     let on_commit = Arc::new(on_commit);
     let mut keys = Keys::default();
     let slots = Arc::new(tokio::sync::Semaphore::new(group.in_flight.max(1)));
-    while let Some(first) = rx.recv().await {
-        let mut gathered = vec![first];
-        let mut bytes = gathered[0].lines.len();
-        let deadline = tokio::time::Instant::now() + group.window;
-        while bytes < group.max_bytes {
-            let next = match rx.try_recv() {
-                Ok(s) => Some(s),
-                Err(_) if group.window.is_zero() => None,
-                Err(_) => tokio::time::timeout_at(deadline, rx.recv())
-                    .await
-                    .ok()
-                    .flatten(),
-            };
-            let Some(s) = next else { break };
-            bytes += s.lines.len();
-            gathered.push(s);
-        }
+    loop {
+        // a free slot first: while every slot writes, requests queue up for the next segment
+        let mut slot = Some(slots.clone().acquire_owned().await.expect("never closed"));
+        let Some(first) = rx.recv().await else {
+            break;
+        };
+        let gathered = gather(&mut rx, first, group).await;
         let mut groups: BTreeMap<(&'static str, Option<String>), (SegmentBuilder, Replies)> =
             BTreeMap::new();
         for s in gathered {
@@ -288,8 +313,11 @@ async fn run(
                     continue;
                 }
             };
-            let slot = slots.clone().acquire_owned().await.expect("never closed");
             let (ctx, on_commit) = (ctx.clone(), on_commit.clone());
+            let slot = match slot.take() {
+                Some(s) => s,
+                None => slots.clone().acquire_owned().await.expect("never closed"),
+            };
             // a segment write is not a `Send` future: a blocking thread drives it
             let rt = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
@@ -303,8 +331,14 @@ async fn run(
                 let (dek, wrapped) = (&key.0, key.1.clone());
                 let r = rt.block_on(builder.write_with(&ctx.store, dek, wrapped, at, 1));
                 let answer = match r {
-                    Ok(_) => {
-                        on_commit(source, tenant.as_deref(), lines);
+                    Ok(bytes) => {
+                        on_commit(Committed {
+                            source,
+                            tenant: tenant.as_deref(),
+                            lines,
+                            bytes,
+                            arrived_at: now,
+                        });
                         Ok(id)
                     }
                     Err(e) => Err(format!("landing segment {id} was not written: {e}")),

@@ -40,8 +40,11 @@ pub struct State {
     pub seen: Mutex<intake::Seen>,
     pub metrics: metrics::Metrics,
     pub cfg: ServeConfig,
-    /// Landing bytes not yet batched, as last measured.
+    /// Landing bytes not yet batched: as listed after the last batch, plus what was
+    /// committed since.
     pub backlog_bytes: AtomicU64,
+    /// Arrival of the oldest landed segment not yet batched, likewise.
+    pub oldest: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 /// Writes one JSON log line (an event name and its fields; never payload values).
@@ -73,13 +76,16 @@ fn state_of(ctx: Arc<Context>, cfg: ServeConfig, tokens: auth::Tokens) -> Arc<St
     };
     Arc::new_cyclic(|weak: &std::sync::Weak<State>| {
         let w = weak.clone();
-        let committer = intake::Committer::start(ctx.clone(), group, move |source, tenant, n| {
+        let committer = intake::Committer::start(ctx.clone(), group, move |c| {
             if let Some(s) = w.upgrade() {
                 let labels = metrics::EventLabels {
-                    tenant: tenant.unwrap_or("").to_string(),
-                    source: source.to_string(),
+                    tenant: c.tenant.unwrap_or("").to_string(),
+                    source: c.source.to_string(),
                 };
-                s.metrics.accepted.get_or_create(&labels).inc_by(n);
+                s.metrics.accepted.get_or_create(&labels).inc_by(c.lines);
+                s.backlog_bytes.fetch_add(c.bytes, Ordering::SeqCst);
+                let mut oldest = s.oldest.lock().expect("oldest");
+                oldest.get_or_insert(c.arrived_at);
             }
         });
         State {
@@ -90,6 +96,7 @@ fn state_of(ctx: Arc<Context>, cfg: ServeConfig, tokens: auth::Tokens) -> Arc<St
             metrics: metrics::Metrics::default(),
             cfg,
             backlog_bytes: AtomicU64::new(0),
+            oldest: Mutex::new(None),
         }
     })
 }

@@ -1,7 +1,8 @@
 //! Scheduled batches: every `batch_every_secs`, and earlier when the landing backlog passes
 //! `batch_backlog_mb`, under the same lease as `holdfast batch` (a cron job and a server can
 //! share a store: whoever holds the lease runs, the other waits for its next turn). After
-//! each turn the landing backlog is measured again (one listing).
+//! each turn the landing backlog is measured again (one listing); in between, the committer
+//! adds what it writes.
 
 use super::State;
 use crate::job::BatchOptions;
@@ -19,16 +20,27 @@ pub async fn measure(state: &State) {
     let bytes: u64 = segments.iter().map(|m| m.size).sum();
     state.backlog_bytes.store(bytes, Ordering::SeqCst);
     state.metrics.backlog_segments.set(segments.len() as i64);
-    state.metrics.backlog_bytes.set(bytes as i64);
     let oldest = segments
         .iter()
         .filter_map(|m| m.location.filename())
         .filter_map(|name| name.get(..23))
         .filter_map(|at| chrono::NaiveDateTime::parse_from_str(at, "%Y%m%dT%H%M%S%.6f").ok())
-        .min();
+        .min()
+        .map(|at| at.and_utc());
+    *state.oldest.lock().expect("oldest") = oldest;
+    gauges(state);
+}
+
+/// The backlog gauges, from what was last measured and committed since.
+fn gauges(state: &State) {
+    let bytes = state.backlog_bytes.load(Ordering::SeqCst);
+    state
+        .metrics
+        .backlog_bytes
+        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    let oldest = *state.oldest.lock().expect("oldest");
     let age = oldest.map_or(0.0, |at| {
-        let now = state.ctx.clock.now().naive_utc();
-        (now - at).num_milliseconds().max(0) as f64 / 1000.0
+        (state.ctx.clock.now() - at).num_milliseconds().max(0) as f64 / 1000.0
     });
     state.metrics.oldest_age.set(age);
 }
@@ -38,7 +50,7 @@ pub async fn run(state: Arc<State>, opts: BatchOptions, every: Duration, early_b
     let mut last = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        measure(&state).await;
+        gauges(&state);
         let due = last.elapsed() >= every;
         let early = state.backlog_bytes.load(Ordering::SeqCst) >= early_bytes;
         if !(due || early) {
