@@ -93,6 +93,11 @@ def holdfast_run(a, bins, work, events, tokens_map, mode, i, commands):
         os.kill(int(c), signal.SIGTERM)
     server.wait()
     result.update(time_stats(timing))
+    # a batch after the server stopped takes whatever it left in landing (there should be
+    # nothing: the schedule caught up above)
+    left = json.loads(subprocess.run([str(bins["holdfast"]), "batch", "--store", str(run_dir / "store"), "--format", "json"],
+                                     env=env, check=True, capture_output=True, text=True).stdout)
+    result["left_for_a_final_batch"] = left["segments"]
     # every acknowledged id is in the lake
     ids = set(acked.read_text().split())
     out = subprocess.run([str(bins["holdfast"]), "query", "--store", str(run_dir / "store"), "--format", "csv",

@@ -84,6 +84,7 @@ fn state_of(ctx: Arc<Context>, cfg: ServeConfig, tokens: auth::Tokens) -> Arc<St
                 };
                 s.metrics.accepted.get_or_create(&labels).inc_by(c.lines);
                 s.backlog_bytes.fetch_add(c.bytes, Ordering::SeqCst);
+                s.metrics.backlog_segments.inc();
                 let mut oldest = s.oldest.lock().expect("oldest");
                 oldest.get_or_insert(c.arrived_at);
             }

@@ -710,6 +710,20 @@ fn a_tenants_segments_share_a_dek_for_a_minute() {
         })
         .collect();
     assert_eq!(headers.len(), 4, "one segment per request here");
+    // nothing batched yet: the backlog gauges count what the server landed
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let metrics = common::http(&s.base, "GET", "/metrics", &[], b"").1;
+    assert!(
+        metrics.contains("holdfast_landing_backlog_segments 4"),
+        "{metrics}"
+    );
+    let age: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("holdfast_landing_oldest_age_seconds "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(age > 0.0, "{metrics}");
     let dek = |tenant: &str| -> std::collections::BTreeSet<String> {
         headers
             .iter()
