@@ -254,21 +254,35 @@ fn seal_blocks(
     threads: usize,
 ) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = vec![Vec::new(); blocks.len()];
-    let chunk = blocks.len().div_ceil(threads);
+    let chunk = blocks.len().div_ceil(threads.max(1));
+    if chunk >= blocks.len() {
+        // one chunk: sealed on this thread (a small segment does not pay for a thread)
+        seal_chunk(blocks, &mut out, 0, header, cipher);
+        return out;
+    }
     std::thread::scope(|s| {
         for (bi, (ins, outs)) in blocks.chunks(chunk).zip(out.chunks_mut(chunk)).enumerate() {
-            s.spawn(move || {
-                let mut z = zstd::bulk::Compressor::new(LANDING_LEVEL).expect("valid zstd level");
-                for (j, (b, o)) in ins.iter().zip(outs.iter_mut()).enumerate() {
-                    let idx = (bi * chunk + j) as u32;
-                    let mut c = z.compress(b).expect("zstd of an in-memory buffer");
-                    *o = cipher.seal(&c, &block_aad(header, idx));
-                    zeroize::Zeroize::zeroize(&mut c);
-                }
-            });
+            s.spawn(move || seal_chunk(ins, outs, bi * chunk, header, cipher));
         }
     });
     out
+}
+
+/// Compresses and seals `ins` (blocks `first..` of the segment) into `outs`.
+fn seal_chunk(
+    ins: &[Vec<u8>],
+    outs: &mut [Vec<u8>],
+    first: usize,
+    header: &SegmentHeader,
+    cipher: &Cipher,
+) {
+    let mut z = zstd::bulk::Compressor::new(LANDING_LEVEL).expect("valid zstd level");
+    for (j, (b, o)) in ins.iter().zip(outs.iter_mut()).enumerate() {
+        let idx = (first + j) as u32;
+        let mut c = z.compress(b).expect("zstd of an in-memory buffer");
+        *o = cipher.seal(&c, &block_aad(header, idx));
+        zeroize::Zeroize::zeroize(&mut c);
+    }
 }
 
 /// A landed segment read back: header plus sealed blocks, opened one at a time.

@@ -227,7 +227,7 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Answer {
     let t = Instant::now();
     let path = req.uri().path().to_string();
     let (route, answer) = match (req.method(), path.as_str()) {
-        (_, p) if p.starts_with(holds::PREFIX) => {
+        (_, p) if p == holds::PREFIX || p.starts_with(&format!("{}/", holds::PREFIX)) => {
             let rest = p[holds::PREFIX.len()..].to_string();
             ("holds", holds::handle(state, req, &rest).await)
         }
