@@ -54,11 +54,13 @@ impl ServeArgs {
         let ctx = Arc::new(context(store, kms, clock));
         let batch = job::batch_options(Some(&p), policies);
         if check {
+            let tls = crate::server::tls::acceptor(&cfg).map_err(Error::Usage)?;
             let _ = writeln!(
                 out,
-                "ready to serve {} on {} with {} token(s); batches every {} s",
+                "ready to serve {} on {} ({}) with {} token(s); batches every {} s",
                 ctx.store.describe(),
                 cfg.listen,
+                if tls.is_some() { "TLS" } else { "plain HTTP" },
                 tokens.len(),
                 cfg.batch_every_secs
             );
