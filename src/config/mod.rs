@@ -164,6 +164,7 @@ static SERVE: Shape = Shape::Table(&[
     opt("flush_ms", Shape::Leaf(ty::<u64>)),
     opt("idempotency_keys", Shape::Leaf(ty::<usize>)),
     opt("request_timeout_secs", Shape::Leaf(ty::<u64>)),
+    opt("max_connections", Shape::Leaf(ty::<usize>)),
 ]);
 static PERIOD: Shape = Shape::Table(&[
     opt("years", Shape::Leaf(ty::<u32>)),

@@ -38,9 +38,9 @@ pub struct ServeConfig {
     /// get 429 and a `Retry-After`.
     #[serde(default = "max_backlog")]
     pub max_backlog_mb: u64,
-    /// Milliseconds the group commit waits for more requests before writing one segment
-    /// (0, the default: it writes what has queued at once, and what arrives meanwhile goes
-    /// into the next segment; up to four are written at a time).
+    /// Milliseconds the group commit waits for more requests before writing (0, the default:
+    /// it writes what has queued at once, one segment per source and tenant with one
+    /// directory sync for all, and what arrives meanwhile goes into the next group).
     #[serde(default = "flush_ms")]
     pub flush_ms: u64,
     /// Idempotency keys remembered (a re-delivery of one is acknowledged and dropped).
@@ -49,6 +49,9 @@ pub struct ServeConfig {
     /// Seconds a client has to send its request (headers and body).
     #[serde(default = "request_timeout")]
     pub request_timeout_secs: u64,
+    /// Connections served at once; more wait in the listen queue until one closes.
+    #[serde(default = "max_connections")]
+    pub max_connections: usize,
 }
 
 fn listen() -> String {
@@ -77,4 +80,7 @@ fn idempotency_keys() -> usize {
 }
 fn request_timeout() -> u64 {
     30
+}
+fn max_connections() -> usize {
+    1024
 }

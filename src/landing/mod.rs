@@ -92,6 +92,21 @@ pub struct Labels<'a> {
     pub arrived_at: DateTime<Utc>,
 }
 
+/// Makes room for `more` bytes in a block of raw lines: a block grows from small (a server's
+/// segment holds a few events) to its full size, and the buffer it outgrows is wiped before
+/// it is freed, as the block itself is once sealed.
+fn reserve_wiping(block: &mut Vec<u8>, more: usize) {
+    let need = block.len() + more;
+    if need <= block.capacity() {
+        return;
+    }
+    let cap = need.max((block.capacity() * 2).clamp(64 << 10, BLOCK_BYTES + 4096));
+    let mut grown = Vec::with_capacity(cap);
+    grown.extend_from_slice(block);
+    zeroize::Zeroize::zeroize(block);
+    *block = grown;
+}
+
 /// Raw lines of one segment being assembled.
 pub struct SegmentBuilder {
     blocks: Vec<Vec<u8>>,
@@ -103,7 +118,7 @@ pub struct SegmentBuilder {
 impl Default for SegmentBuilder {
     fn default() -> Self {
         SegmentBuilder {
-            blocks: vec![Vec::with_capacity(BLOCK_BYTES + 4096)],
+            blocks: vec![Vec::new()],
             lines: 0,
             raw: 0,
             replay_of: Vec::new(),
@@ -130,16 +145,17 @@ impl SegmentBuilder {
                 }
             };
             if cut == 0 {
-                self.blocks.push(Vec::with_capacity(BLOCK_BYTES + 4096));
+                self.blocks.push(Vec::new());
                 continue;
             }
             let (head, tail) = data.split_at(cut);
+            reserve_wiping(cur, head.len());
             cur.extend_from_slice(head);
             self.lines += memchr::memchr_iter(b'\n', head).count() as u64;
             self.raw += head.len() as u64;
             data = tail;
             if cur.len() >= BLOCK_BYTES {
-                self.blocks.push(Vec::with_capacity(BLOCK_BYTES + 4096));
+                self.blocks.push(Vec::new());
             }
         }
     }
@@ -276,13 +292,21 @@ fn seal_chunk(
     header: &SegmentHeader,
     cipher: &Cipher,
 ) {
-    let mut z = zstd::bulk::Compressor::new(LANDING_LEVEL).expect("valid zstd level");
-    for (j, (b, o)) in ins.iter().zip(outs.iter_mut()).enumerate() {
-        let idx = (first + j) as u32;
-        let mut c = z.compress(b).expect("zstd of an in-memory buffer");
-        *o = cipher.seal(&c, &block_aad(header, idx));
-        zeroize::Zeroize::zeroize(&mut c);
-    }
+    COMPRESSOR.with_borrow_mut(|z| {
+        for (j, (b, o)) in ins.iter().zip(outs.iter_mut()).enumerate() {
+            let idx = (first + j) as u32;
+            let mut c = z.compress(b).expect("zstd of an in-memory buffer");
+            *o = cipher.seal(&c, &block_aad(header, idx));
+            zeroize::Zeroize::zeroize(&mut c);
+        }
+    });
+}
+
+thread_local! {
+    /// A compressor per thread, kept: a server seals thousands of small segments a second,
+    /// and making a zstd context costs more than compressing a few events.
+    static COMPRESSOR: std::cell::RefCell<zstd::bulk::Compressor<'static>> =
+        std::cell::RefCell::new(zstd::bulk::Compressor::new(LANDING_LEVEL).expect("valid zstd level"));
 }
 
 /// A landed segment read back: header plus sealed blocks, opened one at a time.
@@ -488,6 +512,26 @@ mod tests {
         assert_eq!(back.as_deref(), Some(&b"line\n"[..]));
         assert_eq!(bounded_decompress(&sized, 4).unwrap(), None);
         assert!(bounded_decompress(b"not zstd", 100).is_err());
+    }
+
+    #[test]
+    fn blocks_start_small_and_grow_to_their_size() {
+        let mut b = SegmentBuilder::default();
+        b.push_lines(b"{\"a\":1}\n");
+        assert!(
+            b.blocks[0].capacity() <= 64 << 10,
+            "{}",
+            b.blocks[0].capacity()
+        );
+        let line = [b"y".repeat(999), b"\n".to_vec()].concat();
+        for _ in 0..3000 {
+            b.push_lines(&line);
+        }
+        assert_eq!(b.blocks.len(), 3);
+        assert!(b.blocks[0].capacity() <= BLOCK_BYTES + 4096);
+        let total: usize = b.blocks.iter().map(Vec::len).sum();
+        assert_eq!((total, b.lines), (8 + 3000 * 1000, 3001));
+        assert!(b.blocks.iter().all(|k| k.ends_with(b"\n")));
     }
 
     #[test]

@@ -58,11 +58,19 @@ pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>, rest: &st
         _ => return error(StatusCode::NOT_FOUND, "no such route"),
     };
     let started = Instant::now();
+    let placing = matches!(op, Op::Apply(..));
     // the hold calls are not `Send` futures: a blocking thread drives them on this runtime
     let (s, rt) = (state.clone(), tokio::runtime::Handle::current());
     let done = tokio::task::spawn_blocking(move || rt.block_on(run(&s, &principal, op))).await;
     match done {
         Ok(Ok(mut v)) => {
+            if placing {
+                // the answer waits for the pins: this is the hold's whole sync time
+                state
+                    .metrics
+                    .hold_sync
+                    .observe(started.elapsed().as_secs_f64());
+            }
             if let Some(o) = v.as_object_mut() {
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
                 o.insert("elapsedMs".into(), serde_json::json!(ms));

@@ -287,8 +287,8 @@ async fn run(
     let mut keys = Keys::default();
     let slots = Arc::new(tokio::sync::Semaphore::new(group.in_flight.max(1)));
     loop {
-        // a free slot first: while every slot writes, requests queue up for the next segment
-        let mut slot = Some(slots.clone().acquire_owned().await.expect("never closed"));
+        // a free slot first: while every slot writes, requests queue up for the next group
+        let slot = slots.clone().acquire_owned().await.expect("never closed");
         let Some(first) = rx.recv().await else {
             break;
         };
@@ -300,54 +300,91 @@ async fn run(
             g.0.push_lines(&s.lines);
             g.1.push(s.reply);
         }
+        let mut segments = Vec::with_capacity(groups.len());
         for ((source, tenant), (builder, replies)) in groups {
             seq = seq.wrapping_add(1);
             let now = ctx.clock.now();
-            let id = segment_id(now, seq, random);
-            let key = match keys.for_tenant(&ctx, tenant.as_deref()).await {
-                Ok(k) => k,
+            match keys.for_tenant(&ctx, tenant.as_deref()).await {
+                Ok(key) => segments.push(Pending {
+                    source,
+                    tenant,
+                    id: segment_id(now, seq, random),
+                    arrived_at: now,
+                    key,
+                    builder,
+                    replies,
+                }),
                 Err(e) => {
                     for reply in replies {
                         let _ = reply.send(Err(format!("no key for a landing segment: {e}")));
                     }
-                    continue;
                 }
+            }
+        }
+        let (ctx, on_commit) = (ctx.clone(), on_commit.clone());
+        tokio::spawn(async move {
+            write_group(&ctx, segments, &*on_commit).await;
+            drop(slot);
+        });
+    }
+}
+
+/// A segment of a group, ready to write.
+struct Pending {
+    source: &'static str,
+    tenant: Option<String>,
+    id: String,
+    arrived_at: chrono::DateTime<chrono::Utc>,
+    key: SharedKey,
+    builder: SegmentBuilder,
+    replies: Replies,
+}
+
+/// Writes a group's segments at once (their fsyncs overlap), makes the landing directory
+/// durable once for all of them, then answers every request of the group.
+async fn write_group(
+    ctx: &Context,
+    segments: Vec<Pending>,
+    on_commit: &(dyn Fn(Committed<'_>) + Send + Sync),
+) {
+    let store = ctx.store.deferred();
+    let written = futures::future::join_all(segments.into_iter().map(|p| {
+        let store = &store;
+        async move {
+            let lines = p.builder.lines();
+            let at = crate::landing::Labels {
+                source: p.source,
+                tenant: p.tenant.as_deref(),
+                id: &p.id,
+                arrived_at: p.arrived_at,
             };
-            let (ctx, on_commit) = (ctx.clone(), on_commit.clone());
-            let slot = match slot.take() {
-                Some(s) => s,
-                None => slots.clone().acquire_owned().await.expect("never closed"),
-            };
-            // a segment write is not a `Send` future: a blocking thread drives it
-            let rt = tokio::runtime::Handle::current();
-            tokio::task::spawn_blocking(move || {
-                let lines = builder.lines();
-                let at = crate::landing::Labels {
+            let r = p
+                .builder
+                .write_with(store, &p.key.0, p.key.1.clone(), at, 1)
+                .await;
+            (p.source, p.tenant, p.id, p.arrived_at, lines, p.replies, r)
+        }
+    }))
+    .await;
+    // the barrier: the segments' names are durable before any of them is acknowledged
+    let synced = store.sync().await.map_err(|e| e.to_string());
+    for (source, tenant, id, arrived_at, lines, replies, r) in written {
+        let answer = match (r, &synced) {
+            (Ok(bytes), Ok(())) => {
+                on_commit(Committed {
                     source,
                     tenant: tenant.as_deref(),
-                    id: &id,
-                    arrived_at: now,
-                };
-                let (dek, wrapped) = (&key.0, key.1.clone());
-                let r = rt.block_on(builder.write_with(&ctx.store, dek, wrapped, at, 1));
-                let answer = match r {
-                    Ok(bytes) => {
-                        on_commit(Committed {
-                            source,
-                            tenant: tenant.as_deref(),
-                            lines,
-                            bytes,
-                            arrived_at: now,
-                        });
-                        Ok(id)
-                    }
-                    Err(e) => Err(format!("landing segment {id} was not written: {e}")),
-                };
-                for reply in replies {
-                    let _ = reply.send(answer.clone());
-                }
-                drop(slot);
-            });
+                    lines,
+                    bytes,
+                    arrived_at,
+                });
+                Ok(id)
+            }
+            (Err(e), _) => Err(format!("landing segment {id} was not written: {e}")),
+            (Ok(_), Err(e)) => Err(format!("landing segment {id} was not made durable: {e}")),
+        };
+        for reply in replies {
+            let _ = reply.send(answer.clone());
         }
     }
 }

@@ -50,6 +50,7 @@ pub struct Metrics {
     pub quarantined: Counter,
     pub quarantine_entries: Gauge,
     pub kms_calls: Family<Call, Gauge>,
+    pub hold_sync: Histogram,
 }
 
 impl Default for Metrics {
@@ -65,6 +66,7 @@ impl Default for Metrics {
         let batch_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 14));
         let (stored, duplicates, quarantined) = Default::default();
         let (quarantine_entries, kms_calls) = Default::default();
+        let hold_sync = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let mut r = Registry::with_prefix("holdfast");
         let mut m = Metrics {
             registry: Registry::default(),
@@ -82,6 +84,7 @@ impl Default for Metrics {
             quarantined,
             quarantine_entries,
             kms_calls,
+            hold_sync,
         };
         m.register(&mut r);
         m.registry = r;
@@ -91,6 +94,11 @@ impl Default for Metrics {
 
 impl Metrics {
     fn register(&self, r: &mut Registry) {
+        r.register(
+            "hold_sync_seconds",
+            "Time from a hold request to every file it covers pinned at the storage layer (the answer follows)",
+            self.hold_sync.clone(),
+        );
         r.register(
             "http_requests",
             "HTTP requests by route and status",

@@ -72,7 +72,7 @@ fn state_of(ctx: Arc<Context>, cfg: ServeConfig, tokens: auth::Tokens) -> Arc<St
     let group = intake::GroupCommit {
         window: Duration::from_millis(cfg.flush_ms),
         max_bytes: 8 << 20,
-        in_flight: 4,
+        in_flight: 1,
     };
     Arc::new_cyclic(|weak: &std::sync::Weak<State>| {
         let w = weak.clone();
@@ -136,11 +136,7 @@ pub async fn serve(
     }
     let state = state_of(ctx, cfg.clone(), tokens);
     schedule::measure(&state).await;
-    // on a thread of its own, driven by this runtime (a batch is not a `Send` future)
-    let (rt, s) = (tokio::runtime::Handle::current(), state.clone());
-    let every = Duration::from_secs(cfg.batch_every_secs.max(1));
-    let early = cfg.batch_backlog_mb << 20;
-    std::thread::spawn(move || rt.block_on(schedule::run(s, batch, every, early)));
+    let (stop, finished) = schedule::start(state.clone(), batch);
     bound(addr, tls.is_some());
     log(
         &state,
@@ -152,17 +148,23 @@ pub async fn serve(
             addr: addr.to_string(),
             source,
         })?;
+    let open = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections.max(1)));
     loop {
+        // at the cap, new connections wait in the listen queue until one closes
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            a = async {
+                let permit = open.clone().acquire_owned().await.expect("never closed");
+                (permit, listener.accept().await)
+            } => a,
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         };
-        let Ok((stream, _)) = accepted else {
+        let (permit, Ok((stream, _))) = accepted else {
             continue;
         };
         let (state, tls) = (state.clone(), tls.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             match tls {
                 None => connection(state, stream).await,
                 Some(acceptor) => {
@@ -183,6 +185,9 @@ pub async fn serve(
     while state.committer.pending.load(Ordering::SeqCst) > 0 && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // a batch under way finishes (a kill would be safe too: the next batch redoes it)
+    let _ = stop.send(true);
+    let _ = finished.await;
     log(&state, "stopped", &serde_json::json!({}));
     Ok(())
 }

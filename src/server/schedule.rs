@@ -45,11 +45,41 @@ fn gauges(state: &State) {
     state.metrics.oldest_age.set(age);
 }
 
-/// Runs batches until the process ends.
-pub async fn run(state: Arc<State>, opts: BatchOptions, every: Duration, early_bytes: u64) {
+/// Starts the schedule on a thread of its own, driven by the current runtime (a batch is
+/// not a `Send` future). Sending `true` stops it; the receiver hears when it has stopped.
+pub fn start(
+    state: Arc<State>,
+    opts: BatchOptions,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let rt = tokio::runtime::Handle::current();
+    let every = Duration::from_secs(state.cfg.batch_every_secs.max(1));
+    let early = state.cfg.batch_backlog_mb << 20;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        rt.block_on(run(state, opts, every, early, stopped));
+        let _ = done.send(());
+    });
+    (stop, finished)
+}
+
+/// Runs batches until `stop` turns true (a batch under way finishes first).
+pub async fn run(
+    state: Arc<State>,
+    opts: BatchOptions,
+    every: Duration,
+    early_bytes: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut last = Instant::now();
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.changed() => return,
+        }
         gauges(&state);
         let due = last.elapsed() >= every;
         let early = state.backlog_bytes.load(Ordering::SeqCst) >= early_bytes;
@@ -95,7 +125,7 @@ pub async fn run(state: Arc<State>, opts: BatchOptions, every: Duration, early_b
                 .get_or_create(&super::metrics::Outcome { outcome })
                 .inc();
             match r {
-                Ok(report) if report.segments_waiting > 0 => continue,
+                Ok(report) if report.segments_waiting > 0 && !*stop.borrow() => continue,
                 _ => break,
             }
         }

@@ -3,8 +3,9 @@
 //! acknowledged event when killed mid-stream.
 
 use crate::common::{self, Env};
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::process::{Child, Stdio};
+use std::time::Duration;
 
 /// A running `holdfast serve` on a free loopback port; killed when dropped.
 struct Server {
@@ -59,7 +60,7 @@ fn start(env: &Env, extra: &str) -> Server {
     let mut child = env
         .cmd(&["serve", "--pipeline", pipeline.to_str().unwrap()])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(env.dir.path().join("serve.stderr")).unwrap())
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -171,7 +172,10 @@ fn events_are_acknowledged_once_durable_and_batched_on_schedule() {
     // SAFETY: kill(2) on the pid of a child this test started and has not reaped
     unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
     let status = s.child.wait().unwrap();
+    let said = std::fs::read_to_string(env.dir.path().join("serve.stderr")).unwrap();
     assert!(status.success(), "{status:?}");
+    assert!(!said.contains("panicked"), "{said}");
+    assert!(said.contains("\"event\":\"stopped\""), "{said}");
 }
 
 #[test]
@@ -445,6 +449,12 @@ fn holds_are_placed_listed_and_released_by_two_people_over_http() {
     for f in &registry.holds[0].files {
         assert!(env.storage_lock(f).legal_hold, "{f} not pinned");
     }
+    // one placement timed (the 403 above placed nothing)
+    let metrics = common::http(&s.base, "GET", "/metrics", &[], b"").1;
+    assert!(
+        metrics.contains("holdfast_hold_sync_seconds_count 1"),
+        "{metrics}"
+    );
     let (st, r) = call(&operator, "GET", holds, "");
     assert_eq!(
         (st, r["holds"][0]["holdId"].as_str()),
@@ -738,4 +748,39 @@ fn a_tenants_segments_share_a_dek_for_a_minute() {
     assert_eq!(dek("tenant-0").len(), 1, "{headers:?}");
     assert_eq!(dek("tenant-1").len(), 1);
     assert_ne!(dek("tenant-0"), dek("tenant-1"));
+}
+
+/// Past `max_connections` a new connection waits in the listen queue, unanswered, until one
+/// of those being served closes.
+#[test]
+fn connections_past_the_cap_wait_for_one_to_close() {
+    use std::io::Read;
+    let env = Env::new();
+    tokens(&env);
+    let s = start(&env, "max_connections = 2");
+    let host = s.base.trim_start_matches("http://").to_string();
+    let idle: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&host).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = std::net::TcpStream::connect(&host).unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let waited = third.read_to_end(&mut answer);
+    assert!(
+        waited.is_err() && answer.is_empty(),
+        "{waited:?} {answer:?}"
+    );
+    drop(idle);
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    third.read_to_end(&mut answer).unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }

@@ -78,6 +78,9 @@ pub(crate) struct LocalFs {
     modes: Modes,
     /// Directories whose entries changed and are not synced yet.
     dirty: Mutex<BTreeSet<PathBuf>>,
+    /// Held for a whole barrier: a barrier that finds the set empty because a concurrent one
+    /// took its directories returns only once that one has synced them.
+    syncing: Mutex<()>,
     #[cfg(feature = "test-hooks")]
     log: Option<PathBuf>,
 }
@@ -110,6 +113,7 @@ impl LocalFs {
             root,
             modes,
             dirty: Mutex::new(BTreeSet::new()),
+            syncing: Mutex::new(()),
             #[cfg(feature = "test-hooks")]
             #[allow(clippy::disallowed_methods)] // a test hook, in test builds only
             log: std::env::var_os("HOLDFAST_TEST_IO_LOG")
@@ -205,30 +209,39 @@ impl LocalFs {
 
     /// The barrier: every directory a deferred write or delete changed is synced. The syncs
     /// run on several threads at once: the filesystem commits concurrent syncs together (one
-    /// journal commit for many), where one after the other each waits for its own.
+    /// journal commit for many), where one after the other each waits for its own. Barriers
+    /// of several writers (a server's group commits and a batch) share the set of directories,
+    /// so they run one at a time.
     pub(crate) fn sync(&self) -> std::io::Result<()> {
+        let _one_at_a_time = self.syncing.lock().expect("barrier");
         let dirs: Vec<PathBuf> = std::mem::take(&mut *self.dirty.lock().expect("dirty set"))
             .into_iter()
             .collect();
         let failed = Mutex::new(None);
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let threads = dirs.len().div_ceil(SYNCS_PER_THREAD).min(SYNC_THREADS);
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(d) = dirs.get(i) else { return };
-                        match self.sync_dir(d) {
-                            Ok(()) => {}
-                            // a directory removed meanwhile has nothing left to make durable
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                            Err(e) => *failed.lock().expect("failed sync") = Some((d.clone(), e)),
-                        }
-                    }
-                });
+        let work = || {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(d) = dirs.get(i) else { return };
+                match self.sync_dir(d) {
+                    Ok(()) => {}
+                    // a directory removed meanwhile has nothing left to make durable
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => *failed.lock().expect("failed sync") = Some((d.clone(), e)),
+                }
             }
-        });
+        };
+        let threads = dirs.len().div_ceil(SYNCS_PER_THREAD).min(SYNC_THREADS);
+        if threads <= 1 {
+            // a few directories: on this thread (a barrier after a few writes spawns nothing)
+            work();
+        } else {
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(work);
+                }
+            });
+        }
         match failed.into_inner().expect("failed sync") {
             None => Ok(()),
             Some((d, e)) => {
