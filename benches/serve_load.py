@@ -62,7 +62,6 @@ def time_stats(path):
 
 def holdfast_run(a, bins, work, events, tokens_map, mode, i, commands):
     run_dir = work / f"run-{mode['name']}-{i}"
-    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
     run_dir.mkdir(parents=True)
     env = dict(os.environ, HOLDFAST_KEYRING=str(run_dir / "keys" / "keyring.json"))
     pipeline = run_dir / "serve.toml"
@@ -105,7 +104,6 @@ def holdfast_run(a, bins, work, events, tokens_map, mode, i, commands):
     stored = set(out.split()[1:])
     result["acked_unique"] = len(ids)
     result["missing"] = len(ids - stored)
-    subprocess.run(["rm", "-rf", str(run_dir / "store")], check=True)
     return result
 
 
@@ -122,15 +120,25 @@ def null_run(a, bins, events, tokens_map, mode, commands):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--events", type=int, default=300000)
+    p.add_argument("--events", type=int, default=1000000)
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--target", default=os.environ.get("CARGO_TARGET_DIR", "/work/target-release"))
     p.add_argument("--bin-dir", help="where holdfast and examples/ are (default: TARGET/release)")
     p.add_argument("--workdir", default=str(REPO / "bench-out" / "serve"))
+    p.add_argument("--settle", type=int, default=70,
+                   help="seconds to wait after removing an earlier invocation's stores (ext4 without a "
+                        "journal is slow to allocate inodes for a minute after mass deletes)")
     a = p.parse_args()
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
+    # stores are kept until the next invocation: deleting one right before a run slows the run
+    old = sorted(work.glob("run-*"))
+    for d in old:
+        subprocess.run(["rm", "-rf", str(d)], check=True)
+    if old and a.settle > 0:
+        print(f"removed {len(old)} stores of an earlier run; waiting {a.settle} s", file=sys.stderr)
+        time.sleep(a.settle)
     target = Path(a.bin_dir) if a.bin_dir else Path(a.target) / "release"
     bins = {"holdfast": target / "holdfast", "load": target / "examples" / "load", "null": target / "examples" / "null_server"}
     for b in bins.values():

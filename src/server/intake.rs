@@ -341,13 +341,14 @@ struct Pending {
 }
 
 /// Writes a group's segments at once (their fsyncs overlap), makes the landing directory
-/// durable once for all of them, then answers every request of the group.
+/// durable once for all of them (a sync of its own, shared with no batch's barrier), then
+/// answers every request of the group.
 async fn write_group(
     ctx: &Context,
     segments: Vec<Pending>,
     on_commit: &(dyn Fn(Committed<'_>) + Send + Sync),
 ) {
-    let store = ctx.store.deferred();
+    let store = ctx.store.dir_synced_by_caller();
     let written = futures::future::join_all(segments.into_iter().map(|p| {
         let store = &store;
         async move {
@@ -366,8 +367,15 @@ async fn write_group(
         }
     }))
     .await;
-    // the barrier: the segments' names are durable before any of them is acknowledged
-    let synced = store.sync().await.map_err(|e| e.to_string());
+    // the segments' names are durable before any of them is acknowledged: one sync of the
+    // landing directory for the group (none where puts are durable on return)
+    let synced = match written.first() {
+        Some(w) => store
+            .sync_dir_of(&crate::lake::layout::landing_segment(&w.2))
+            .await
+            .map_err(|e| e.to_string()),
+        None => Ok(()),
+    };
     for (source, tenant, id, arrived_at, lines, replies, r) in written {
         let answer = match (r, &synced) {
             (Ok(bytes), Ok(())) => {

@@ -203,6 +203,13 @@ impl Backend for Local {
             .map_err(|e| io("syncing the store", e))
     }
 
+    async fn sync_dir_of(&self, path: &Path) -> Result<(), LakeError> {
+        let (fs, target) = (self.fs.clone(), self.file(path));
+        fs::run(move || fs.sync_dir_of(&target))
+            .await
+            .map_err(|e| io(format_args!("syncing the directory of {path}"), e))
+    }
+
     fn remove_abandoned_staging(&self) -> usize {
         self.fs.remove_abandoned_staging()
     }

@@ -199,6 +199,10 @@ pub enum Durability {
     Now,
     /// At the next [`Store::sync`] (the caller's commit-phase barrier).
     Deferred,
+    /// The object's own directory entry at the caller's [`Store::sync_dir_of`] (directories
+    /// the write made are synced before it returns): for a writer that puts many objects in
+    /// one directory and shares no barrier with anyone.
+    Caller,
 }
 
 /// What a storage backend does. Reads go through [`Backend::reader`] (an `object_store`);
@@ -247,6 +251,10 @@ pub(crate) trait Backend: lock::ObjectLock + std::fmt::Debug + Send + Sync {
     }
     /// The barrier for [`Durability::Deferred`] writes.
     async fn sync(&self) -> Result<(), LakeError> {
+        Ok(())
+    }
+    /// Makes the directory holding `path` durable, for [`Durability::Caller`] writes.
+    async fn sync_dir_of(&self, _path: &Path) -> Result<(), LakeError> {
         Ok(())
     }
     /// Reads of `path` fetch object version `version` from now on (S3; a no-op where objects
@@ -407,6 +415,21 @@ impl Store {
             durability: Durability::Deferred,
             ..self.clone()
         }
+    }
+
+    /// The same store, with each write's own directory entry left to
+    /// [`Store::sync_dir_of`]: for many puts in one directory made durable by one sync that
+    /// no other writer's barrier shares (a server's group commit).
+    pub fn dir_synced_by_caller(&self) -> Store {
+        Store {
+            durability: Durability::Caller,
+            ..self.clone()
+        }
+    }
+
+    /// Makes the directory holding `path` durable: what [`Store::dir_synced_by_caller`] left.
+    pub async fn sync_dir_of(&self, path: &Path) -> Result<(), LakeError> {
+        self.backend.sync_dir_of(path).await
     }
 
     /// The barrier: every directory a deferred write, delete or completed upload changed is

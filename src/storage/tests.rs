@@ -202,6 +202,28 @@ fn deferred_local_writes_and_deletes_wait_for_the_barrier() {
     });
 }
 
+#[test]
+fn writes_whose_directory_the_caller_syncs_share_no_barrier() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, backend) = local(dir.path());
+    let own = store.dir_synced_by_caller();
+    block(async {
+        for name in ["landing/a.seg", "landing/b.seg"] {
+            let p = Path::from(name);
+            assert!(matches!(
+                own.put_new(&p, b"x".to_vec()).await,
+                Ok(Put::Created)
+            ));
+        }
+        assert_eq!(backend.pending_dirs(), 0, "nothing for another's barrier");
+        own.sync_dir_of(&Path::from("landing/a.seg")).await.unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("landing/b.seg")).unwrap(),
+            b"x"
+        );
+    });
+}
+
 /// Staging files a killed process left under `.staging/` (where the filesystem has no
 /// unnamed files, or a staged manifest) are removed by the next batch.
 #[test]

@@ -198,6 +198,21 @@ impl LocalFs {
                 }
                 Ok(())
             }
+            Durability::Caller => {
+                // what this write made, now; the target's own entry is the caller's
+                for d in dirs.iter().filter(|d| Some(d.as_path()) != target.parent()) {
+                    self.sync_dir(d)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Syncs the directory holding `target` (what a [`Durability::Caller`] write left).
+    pub(crate) fn sync_dir_of(&self, target: &Path) -> std::io::Result<()> {
+        match target.parent() {
+            Some(d) => self.sync_dir(d),
+            None => Ok(()),
         }
     }
 
