@@ -306,13 +306,15 @@ async fn run(
             let now = ctx.clock.now();
             match keys.for_tenant(&ctx, tenant.as_deref()).await {
                 Ok(key) => segments.push(Pending {
-                    source,
-                    tenant,
-                    id: segment_id(now, seq, random),
-                    arrived_at: now,
+                    segment: Meta {
+                        source,
+                        tenant,
+                        id: segment_id(now, seq, random),
+                        arrived_at: now,
+                        replies,
+                    },
                     key,
                     builder,
-                    replies,
                 }),
                 Err(e) => {
                     for reply in replies {
@@ -331,12 +333,17 @@ async fn run(
 
 /// A segment of a group, ready to write.
 struct Pending {
+    segment: Meta,
+    key: SharedKey,
+    builder: SegmentBuilder,
+}
+
+/// A segment of a group: what names it, and whom to answer.
+struct Meta {
     source: &'static str,
     tenant: Option<String>,
     id: String,
     arrived_at: chrono::DateTime<chrono::Utc>,
-    key: SharedKey,
-    builder: SegmentBuilder,
     replies: Replies,
 }
 
@@ -352,46 +359,47 @@ async fn write_group(
     let written = futures::future::join_all(segments.into_iter().map(|p| {
         let store = &store;
         async move {
-            let lines = p.builder.lines();
+            let (m, lines) = (p.segment, p.builder.lines());
             let at = crate::landing::Labels {
-                source: p.source,
-                tenant: p.tenant.as_deref(),
-                id: &p.id,
-                arrived_at: p.arrived_at,
+                source: m.source,
+                tenant: m.tenant.as_deref(),
+                id: &m.id,
+                arrived_at: m.arrived_at,
             };
             let r = p
                 .builder
                 .write_with(store, &p.key.0, p.key.1.clone(), at, 1)
                 .await;
-            (p.source, p.tenant, p.id, p.arrived_at, lines, p.replies, r)
+            (m, lines, r)
         }
     }))
     .await;
     // the segments' names are durable before any of them is acknowledged: one sync of the
     // landing directory for the group (none where puts are durable on return)
     let synced = match written.first() {
-        Some(w) => store
-            .sync_dir_of(&crate::lake::layout::landing_segment(&w.2))
+        Some((m, ..)) => store
+            .sync_dir_of(&crate::lake::layout::landing_segment(&m.id))
             .await
             .map_err(|e| e.to_string()),
         None => Ok(()),
     };
-    for (source, tenant, id, arrived_at, lines, replies, r) in written {
+    for (m, lines, r) in written {
+        let id = m.id;
         let answer = match (r, &synced) {
             (Ok(bytes), Ok(())) => {
                 on_commit(Committed {
-                    source,
-                    tenant: tenant.as_deref(),
+                    source: m.source,
+                    tenant: m.tenant.as_deref(),
                     lines,
                     bytes,
-                    arrived_at,
+                    arrived_at: m.arrived_at,
                 });
                 Ok(id)
             }
             (Err(e), _) => Err(format!("landing segment {id} was not written: {e}")),
             (Ok(_), Err(e)) => Err(format!("landing segment {id} was not made durable: {e}")),
         };
-        for reply in replies {
+        for reply in m.replies {
             let _ = reply.send(answer.clone());
         }
     }
