@@ -6,7 +6,8 @@ One command (after a release build of the binary and the two examples):
     CARGO_TARGET_DIR=/work/target-release cargo build --release --bin holdfast --example load --example null_server
     python3 benches/serve_load.py
 
-For each mode (single events at concurrency 64; 100-event NDJSON bodies at concurrency 8), and
+For each mode (single events at concurrency 64; 100-event NDJSON bodies at concurrency 8; single
+events of one tenant only at concurrency 64), and
 each of --runs rounds, alternating which goes first: `examples/load` drives a fresh
 `holdfast serve` (new store, local keyring, batches every 10 s meanwhile) for --seconds, then
 the same against `examples/null_server`, which reads each body and answers 202 keeping
@@ -60,7 +61,7 @@ def time_stats(path):
     return out
 
 
-def holdfast_run(a, bins, work, events, tokens_map, mode, i, commands):
+def holdfast_run(a, bins, work, tokens_map, mode, i, commands):
     run_dir = work / f"run-{mode['name']}-{i}"
     run_dir.mkdir(parents=True)
     env = dict(os.environ, HOLDFAST_KEYRING=str(run_dir / "keys" / "keyring.json"))
@@ -74,7 +75,7 @@ def holdfast_run(a, bins, work, events, tokens_map, mode, i, commands):
     commands.append(" ".join(map(str, argv)))
     server, base = start(argv, env, open(run_dir / "serve.log", "w"))
     acked = run_dir / "acked.txt"
-    load = [bins["load"], "--url", base, "--tokens", tokens_map, "--input", events,
+    load = [bins["load"], "--url", base, "--tokens", tokens_map, "--input", mode["input"],
             "--concurrency", mode["concurrency"], "--batch", mode["batch"],
             "--seconds", a.seconds, "--acked", acked]
     commands.append(" ".join(map(str, load)))
@@ -107,9 +108,9 @@ def holdfast_run(a, bins, work, events, tokens_map, mode, i, commands):
     return result
 
 
-def null_run(a, bins, events, tokens_map, mode, commands):
+def null_run(a, bins, tokens_map, mode, commands):
     server, base = start([bins["null"]], dict(os.environ), subprocess.DEVNULL)
-    load = [bins["load"], "--url", base, "--tokens", tokens_map, "--input", events,
+    load = [bins["load"], "--url", base, "--tokens", tokens_map, "--input", mode["input"],
             "--concurrency", mode["concurrency"], "--batch", mode["batch"], "--seconds", a.seconds]
     commands.append(" ".join(map(str, [bins["null"]])) + " & " + " ".join(map(str, load)))
     result = json.loads(subprocess.run([str(x) for x in load], check=True, capture_output=True, text=True).stdout)
@@ -160,18 +161,26 @@ def main():
                              check=True, capture_output=True, text=True).stdout.strip()
         mapping[t] = out
     tokens_map.write_text(json.dumps(mapping))
-    modes = [{"name": "single", "concurrency": 64, "batch": 1}, {"name": "batch100", "concurrency": 8, "batch": 100}]
+    # the same single events from one tenant only: a group commit writes one segment per tenant,
+    # so this shows what the tenant count costs (the target is on the mixed file)
+    one = work / f"events-{a.events}-one-tenant.ndjson"
+    if not one.exists():
+        with events.open() as src, one.open("w") as dst:
+            dst.writelines(l for l in src if l.strip() and json.loads(l)["tenantId"] == tenants[0])
+    modes = [{"name": "single", "concurrency": 64, "batch": 1, "input": events},
+             {"name": "batch100", "concurrency": 8, "batch": 100, "input": events},
+             {"name": "single-one-tenant", "concurrency": 64, "batch": 1, "input": one}]
     commands, results = [], {m["name"]: {"holdfast": [], "null": []} for m in modes}
     for i in range(a.runs):
         for m in modes:
             order = ["holdfast", "null"] if i % 2 == 0 else ["null", "holdfast"]
             for who in order:
                 if who == "holdfast":
-                    r = holdfast_run(a, bins, work, events, tokens_map, m, i, commands)
+                    r = holdfast_run(a, bins, work, tokens_map, m, i, commands)
                     if r["missing"]:
                         sys.exit(f"{m['name']} run {i}: {r['missing']} acknowledged events are not in the lake")
                 else:
-                    r = null_run(a, bins, events, tokens_map, m, commands)
+                    r = null_run(a, bins, tokens_map, m, commands)
                 results[m["name"]][who].append(r)
                 print(f"{m['name']} run {i} {who}: {json.dumps(r)}", file=sys.stderr)
     med = lambda rs, k: statistics.median(r[k] for r in rs)
