@@ -10,8 +10,9 @@
 //!                           quarantine)  encrypt)    └──> query (DataFusion over committed files)
 //! ```
 //! `storage` sits under all of them (a `Store` from a URL: a directory or `memory://`).
-//! `cli` sits on top and is the only module that reads the environment or prints; `server`
-//! (`holdfast serve`) sits beside it and reuses the same library calls over HTTP.
+//! `cli` sits on top and is the only module that reads the environment or prints, apart from
+//! `server` (`holdfast serve`) beside it, which reuses the same library calls over HTTP and
+//! writes its JSON log lines to stderr.
 
 #![warn(clippy::too_many_lines, unreachable_pub)]
 

@@ -221,7 +221,8 @@ type Replies = Vec<oneshot::Sender<Result<String, String>>>;
 const KEY_LIFETIME: Duration = Duration::from_secs(60);
 
 /// The DEK each tenant's segments share for a minute, with its wrapping: one call to the key
-/// service per tenant and minute, not one per segment.
+/// service per tenant and minute, not one per segment. A tenant the store binds to a key of
+/// its own gets its DEK wrapped there, as `ingest` does: under that key, or not at all.
 #[derive(Default)]
 struct Keys {
     by_tenant: std::collections::HashMap<Option<String>, (SharedKey, std::time::Instant)>,
@@ -242,7 +243,19 @@ impl Keys {
             return Ok(k.clone());
         }
         let dek = crate::crypto::DataKey::generate();
-        let wrapped = ctx.kms.wrap(&dek).await.map_err(|e| e.to_string())?;
+        let own = tenant.and_then(|t| ctx.kms.tenant(t));
+        let wrapped = match (&own, tenant) {
+            (Some(k), Some(t)) => {
+                k.wrap(&dek)
+                    .await
+                    .map_err(|e| crate::crypto::kms::KmsError::Tenant {
+                        tenant: t.to_string(),
+                        source: Box::new(e),
+                    })
+            }
+            _ => ctx.kms.wrap(&dek).await,
+        }
+        .map_err(|e| e.to_string())?;
         let k = Arc::new((dek, wrapped));
         self.by_tenant
             .insert(t, (k.clone(), std::time::Instant::now()));
@@ -421,6 +434,45 @@ mod tests {
         assert_eq!((l.as_slice(), n), (&b"{   \"a\": 1 }\n"[..], 1));
         assert!(lines(Framing::Json, b"{not json").is_err());
         assert!(lines(Framing::Json, b"[1, 2").is_err());
+    }
+
+    /// A tenant bound to a key of its own has its segments' DEK wrapped by that key; the
+    /// others by the store's.
+    #[test]
+    fn a_tenant_with_its_own_key_lands_under_it() {
+        use crate::crypto::kms::{Kms, LocalKeyring, Tenanted};
+        let dir = tempfile::tempdir().unwrap();
+        let ring = |name: &str| -> Arc<dyn Kms> {
+            Arc::new(LocalKeyring::create(&dir.path().join(name), "2026-01-01T00:00:00Z").unwrap())
+        };
+        let (platform, acme) = (ring("p.json"), ring("a.json"));
+        let tenants = std::collections::BTreeMap::from([("acme".to_string(), acme.clone())]);
+        let at = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        let ctx = Arc::new(Context {
+            store: crate::storage::Store::memory_for_tests(),
+            kms: Tenanted::wrap(platform.clone(), Vec::new(), tenants),
+            clock: Arc::new(crate::clock::FakeClock::new(at.to_utc())),
+            failpoints: crate::hooks::Failpoints::none(),
+        });
+        crate::test_support::block(async {
+            let group = GroupCommit {
+                window: Duration::ZERO,
+                max_bytes: 1 << 20,
+                in_flight: 1,
+            };
+            let c = Committer::start(ctx.clone(), group, |_| {});
+            let mut keks = BTreeMap::new();
+            for t in ["acme", "other"] {
+                let line = format!("{{\"tenantId\":\"{t}\"}}\n").into_bytes();
+                let id = c.submit(SourceKind::Canonical, Some(t.into()), line).await;
+                let path = crate::lake::layout::landing_segment(&id.unwrap());
+                let bytes = ctx.store.get(&path).await.unwrap();
+                let seg = crate::landing::Segment::parse(path.as_ref(), bytes).unwrap();
+                keks.insert(t, seg.header.wrapped_dek.kek_id);
+            }
+            assert_eq!(keks["acme"], acme.kek_id());
+            assert_eq!(keks["other"], platform.kek_id());
+        });
     }
 
     #[test]

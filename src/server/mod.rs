@@ -231,10 +231,13 @@ fn error(status: StatusCode, message: impl Into<String>) -> Answer {
 async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Answer {
     let t = Instant::now();
     let path = req.uri().path().to_string();
+    let holds_rest = path
+        .strip_prefix(holds::PREFIX)
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'));
     let (route, answer) = match (req.method(), path.as_str()) {
-        (_, p) if p == holds::PREFIX || p.starts_with(&format!("{}/", holds::PREFIX)) => {
-            let rest = p[holds::PREFIX.len()..].to_string();
-            ("holds", holds::handle(state, req, &rest).await)
+        _ if holds_rest.is_some() => {
+            let rest = holds_rest.unwrap_or_default();
+            ("holds", holds::handle(state, req, rest).await)
         }
         (&Method::POST, "/v1/metadata/events") => ("events", events(state, req).await),
         (&Method::GET, "/healthz") => (
