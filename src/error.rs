@@ -31,6 +31,8 @@ pub enum Error {
     Sweep(#[from] crate::retention::SweepError),
     #[error(transparent)]
     Head(#[from] crate::head::HeadError),
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -78,7 +80,8 @@ impl Error {
             // `--schema-version` names no version; an access change the flags cannot mean
             Error::Usage(_)
             | Error::Job(crate::job::JobError::UnknownVersion(_))
-            | Error::Access(crate::access::AccessError::Invalid(_)) => 2,
+            | Error::Access(crate::access::AccessError::Invalid(_))
+            | Error::Export(crate::export::ExportError::Usage(_)) => 2,
             _ => 1,
         }
     }

@@ -23,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod export;
 pub mod format;
 pub mod head;
 pub mod hooks;

@@ -36,6 +36,8 @@ pub enum Purpose {
     Validate,
     /// Every record decrypted to check it, nothing shown.
     DeepVerify,
+    /// Records decrypted into an export directory (a production), for a case.
+    Export,
 }
 
 impl Purpose {
@@ -47,6 +49,7 @@ impl Purpose {
             Purpose::QuarantineReplay => "quarantine.replay",
             Purpose::Validate => "validate",
             Purpose::DeepVerify => "verify.deep",
+            Purpose::Export => "export",
         }
     }
 
@@ -60,7 +63,7 @@ impl Purpose {
     /// others read what no tenant scope can bound (quarantined lines name their tenant only
     /// inside the ciphertext; a deep check reads every tenant).
     fn scoped(self) -> bool {
-        matches!(self, Purpose::Query)
+        matches!(self, Purpose::Query | Purpose::Export)
     }
 }
 
@@ -221,6 +224,13 @@ pub async fn query(
         (Err(_), Some(f)) => Err(AccessError::DecryptedQueryFailed(f.message())),
         (Err(e), None) => Err(e.into()),
     }
+}
+
+/// A failure of a statement that ran with decryption enabled, described without its text:
+/// the kind (as the audit trail records it) and a message safe to show.
+pub fn withheld(e: &QueryError, plan: &LogicalPlan) -> (&'static str, String) {
+    let f = Failure::of(e, plan);
+    (f.kind.code(), f.message())
 }
 
 /// The kind of a failure over decrypted data.

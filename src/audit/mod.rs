@@ -46,6 +46,14 @@ pub struct Entry {
     pub details: serde_json::Value,
 }
 
+impl Entry {
+    /// The SHA-256 of the entry's stored bytes: what the next entry, and anything that cites
+    /// this one, records.
+    pub fn sha256(&self) -> String {
+        crate::lake::manifest::sha256_hex(&format::encode(self))
+    }
+}
+
 fn entry_path(sequence: u64) -> object_store::path::Path {
     AuditPath::new(sequence).to_path()
 }

@@ -5,6 +5,7 @@ mod access;
 mod anchor;
 mod audit;
 mod batch;
+mod export;
 mod files;
 mod hold;
 mod keys;
@@ -36,6 +37,7 @@ use access::*;
 use anchor::*;
 use audit::*;
 use batch::*;
+use export::*;
 use hold::*;
 use keys::*;
 use quarantine::*;
@@ -88,6 +90,14 @@ pub enum Command {
         after_help = "Example:\n  holdfast query --store data \"SELECT interaction_type, count(*) AS events FROM events GROUP BY 1 ORDER BY 1\""
     )]
     Query(QueryArgs),
+    /// Export committed rows to Parquet with Snowflake or BigQuery load scripts and a custody record
+    ///
+    /// Index columns by default (nothing decrypted); `--decrypt --case C` writes whole records
+    /// as typed columns (a production, audited). `export verify DIR` checks one.
+    #[command(
+        after_help = "Example:\n  holdfast export --store data --target snowflake --out export-q1 --from 2025-10-01 --until 2025-12-31"
+    )]
+    Export(ExportArgs),
     /// Dry run of the current adapters and schema over landing and quarantine; writes nothing
     #[command(after_help = "Example:\n  holdfast validate --store data --case DEMO-1")]
     Validate(ValidateArgs),
@@ -175,6 +185,7 @@ impl Command {
             Command::Verify(a) => a.run(clock, out).await,
             Command::Anchor(a) => a.run(clock, out).await,
             Command::Query(a) => a.run(clock, out).await,
+            Command::Export(a) => a.run(clock, out).await,
             Command::Validate(a) => a.run(clock, out).await,
             Command::Sql(a) => a.run(clock, out).await,
             Command::Sweep(a) => a.run(clock, out).await,
