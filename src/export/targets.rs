@@ -57,12 +57,24 @@ fn snowflake_type(t: &DataType) -> &'static str {
 
 const FORMAT_OPTIONS: &str = "TYPE = PARQUET BINARY_AS_TEXT = FALSE USE_LOGICAL_TYPE = TRUE";
 
+/// The export's own Snowflake stage (one per export: its files never mix with another's).
+fn stage_name(n: &Names<'_>) -> String {
+    format!("holdfast_{}", n.export_id.replace('-', "_"))
+}
+
 fn snowflake(schema: &Schema, n: &Names<'_>) -> Vec<(String, String)> {
     let columns: Vec<String> = schema
         .fields()
         .iter()
         .map(|f| {
-            let null = if f.is_nullable() { "" } else { " NOT NULL" };
+            // ARRAY columns stay nullable: a loader that cannot read a nested column (fakesnow)
+            // loads NULL rather than failing, and an empty list is no different to a reader
+            let list = matches!(f.data_type(), DataType::List(_));
+            let null = if f.is_nullable() || list {
+                ""
+            } else {
+                " NOT NULL"
+            };
             format!("  {} {}{null}", f.name(), snowflake_type(f.data_type()))
         })
         .collect();
@@ -77,21 +89,22 @@ fn snowflake(schema: &Schema, n: &Names<'_>) -> Vec<(String, String)> {
         "-- holdfast writes zstd Parquet; strings are UTF8-annotated, binaries stay binary\n\
          CREATE FILE FORMAT IF NOT EXISTS holdfast_parquet {FORMAT_OPTIONS};\n"
     );
-    let stage = "-- an internal stage (load.sh PUTs the files into it)\n\
-         CREATE STAGE IF NOT EXISTS holdfast_stage;\n\
-         \n\
-         -- or an external stage over the bucket the files were copied to (a storage\n\
-         -- integration is an ACCOUNTADMIN task; give its name):\n\
-         -- CREATE STAGE holdfast_stage URL = 's3://<bucket>/<prefix>/' STORAGE_INTEGRATION = <integration> FILE_FORMAT = holdfast_parquet;\n\
-         -- CREATE STAGE holdfast_stage URL = 'gcs://<bucket>/<prefix>/' STORAGE_INTEGRATION = <integration> FILE_FORMAT = holdfast_parquet;\n\
-         -- CREATE STAGE holdfast_stage URL = 'azure://<account>.blob.core.windows.net/<container>/<prefix>/' STORAGE_INTEGRATION = <integration> FILE_FORMAT = holdfast_parquet;\n"
-        .to_string();
+    let stage = format!(
+        "-- To load from a bucket data/*.parquet was copied to, replace the statement below with an\n\
+         -- external stage (a storage integration is an ACCOUNTADMIN task; give its name):\n\
+         -- CREATE STAGE {s} URL = 's3://<bucket>/<prefix>/' STORAGE_INTEGRATION = <integration> FILE_FORMAT = holdfast_parquet;\n\
+         -- CREATE STAGE {s} URL = 'gcs://<bucket>/<prefix>/' STORAGE_INTEGRATION = <integration> FILE_FORMAT = holdfast_parquet;\n\
+         -- CREATE STAGE {s} URL = 'azure://<account>.blob.core.windows.net/<container>/<prefix>/' STORAGE_INTEGRATION = <integration> FILE_FORMAT = holdfast_parquet;\n\
+         -- The export's own internal stage, which load.sh PUTs the files into (DROP STAGE {s} once loaded):\n\
+         CREATE STAGE IF NOT EXISTS {s};\n",
+        s = stage_name(n)
+    );
     let copy = format!(
         "-- columns match by name; any error aborts the load (nothing partial is kept)\n\
          ALTER SESSION SET TIMEZONE = 'UTC';\n\
-         COPY INTO {table}\n  FROM @holdfast_stage/{id}/\n  FILE_FORMAT = ({FORMAT_OPTIONS})\n  MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE\n  ON_ERROR = ABORT_STATEMENT;\n",
+         COPY INTO {table}\n  FROM @{stage}\n  FILE_FORMAT = ({FORMAT_OPTIONS})\n  MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE\n  ON_ERROR = ABORT_STATEMENT;\n",
         table = n.table,
-        id = n.export_id
+        stage = stage_name(n)
     );
     let load = snowflake_load(n);
     vec![
@@ -117,7 +130,7 @@ fn snowflake_load(n: &Names<'_>) -> String {
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 data=$(cd "$here/../data" && pwd)
-put="PUT 'file://$data/*.parquet' @holdfast_stage/{id}/ AUTO_COMPRESS = FALSE OVERWRITE = TRUE"
+put="PUT 'file://$data/*.parquet' @{stage} AUTO_COMPRESS = FALSE OVERWRITE = TRUE"
 if command -v snowsql >/dev/null 2>&1; then
   run() {{ snowsql ${{SNOWSQL_CONNECTION:+-c "$SNOWSQL_CONNECTION"}} -o exit_on_error=true -o friendly=false "$@"; }}
   run -f "$here/file_format.sql"
@@ -150,7 +163,7 @@ with snowflake.connector.connect(**kw) as conn:
 PY
 fi
 "#,
-        id = n.export_id,
+        stage = stage_name(n),
         table = n.table
     )
 }

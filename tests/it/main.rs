@@ -16,6 +16,7 @@ mod discovery;
 mod docs;
 mod durability;
 mod exit;
+mod export;
 mod help;
 mod hooks;
 mod intake;
