@@ -42,6 +42,7 @@ pub enum ExportCommand {
         /// store custody.json names, when it is a local directory)
         #[arg(long)]
         store: Option<crate::storage::StoreUrl>,
+        /// Output format of the report
         #[arg(long, value_enum)]
         format: Option<Format>,
     },

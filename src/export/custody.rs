@@ -176,3 +176,95 @@ pub(super) fn write_pending(
     let (sha256, _) = file.finish()?;
     Ok(sha256)
 }
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the test edits an export directory by hand
+mod tests {
+    use super::super::{columns, verify, write};
+    use super::*;
+    use arrow::array::{ArrayRef, RecordBatch, StringArray};
+    use std::sync::Arc;
+
+    fn header() -> Header {
+        Header {
+            format: FORMAT.into(),
+            version: VERSION,
+            holdfast_version: "0".into(),
+            export_id: "exp-1".into(),
+            target: "parquet".into(),
+            decrypted: false,
+            store_id: "ed25519:00".into(),
+            store_url: "/nowhere".into(),
+            actor: "a".into(),
+            os_user: "a".into(),
+            case: None,
+            started_at: String::new(),
+            completed_at: String::new(),
+            selection: Selection::default(),
+            store_head: None,
+            manifests: Vec::new(),
+            authorised_by: Position {
+                sequence: 1,
+                sha256: String::new(),
+            },
+            totals: Totals::default(),
+        }
+    }
+
+    /// A batch of one string column named record_hash (what the writer and the check read).
+    fn batch(hashes: &[String]) -> RecordBatch {
+        let a: ArrayRef = Arc::new(StringArray::from(hashes.to_vec()));
+        RecordBatch::try_from_iter([("record_hash", a)]).unwrap()
+    }
+
+    #[test]
+    fn files_roll_at_the_target_size_and_the_record_lists_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("x");
+        let modes = Modes::for_export(true);
+        files::prepare(&out, modes).unwrap();
+        let schema = batch(&[]).schema();
+        // a 1-byte target: every batch closes its file
+        let mut w = write::Rolling::new(&out, modes, schema, 1).unwrap();
+        let rows: Vec<Vec<String>> = (0..3u8)
+            .map(|f| (0..=f).map(|r| hex::encode([f * 10 + r; 32])).collect())
+            .collect();
+        for r in &rows {
+            w.write(&batch(r), &columns::record_hashes(&batch(r)))
+                .unwrap();
+        }
+        let data = w.finish().unwrap();
+        assert_eq!(data.len(), 3);
+        assert_eq!(data.iter().map(|d| d.rows).collect::<Vec<_>>(), [1, 2, 3]);
+        let mut h = header();
+        h.totals = Totals {
+            files: 3,
+            rows: 6,
+            bytes: data.iter().map(|d| d.bytes).sum(),
+        };
+        write_pending(&out, &h, &data, &[], modes).unwrap();
+        // the spool goes once the record is in place (as the export does)
+        files::rename(&out.join("custody.json.tmp"), &out.join(FILE)).unwrap();
+        for d in &data {
+            files::remove(&d.hashes).unwrap();
+        }
+        files::remove_dir(&out.join(write::SPOOL_DIR)).unwrap();
+        let (report, custody) = verify::check(&out).unwrap();
+        assert!(report.ok(), "{:?}", report.problems);
+        let c = custody.unwrap();
+        assert_eq!(c.header, h);
+        assert_eq!(c.files[2].record_hashes.as_ref().unwrap(), &rows[2]);
+        // a listed hash that is not the row's
+        let text = std::fs::read_to_string(out.join(FILE)).unwrap();
+        std::fs::write(out.join(FILE), text.replace(&rows[1][1], &rows[0][0])).unwrap();
+        let (report, _) = verify::check(&out).unwrap();
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("row 1 carries record_hash")),
+            "{:?}",
+            report.problems
+        );
+    }
+}
