@@ -9,6 +9,8 @@
 //!              index)       segments,    partition,  │
 //!                           quarantine)  encrypt)    └──> query (DataFusion over committed files)
 //! ```
+//! `retention` and `export` read the lake (an export writes Parquet for Snowflake, BigQuery
+//! or counsel, with a custody record); `audit` is reachable from all.
 //! `storage` sits under all of them (a `Store` from a URL: a directory or `memory://`).
 //! `cli` sits on top and is the only module that reads the environment or prints, apart from
 //! `server` (`holdfast serve`) beside it, which reuses the same library calls over HTTP and

@@ -14,7 +14,7 @@ use std::path::Path;
 
 pub const FILE: &str = "custody.json";
 pub const FORMAT: &str = "holdfast.custody";
-pub const VERSION: u32 = 1;
+pub const VERSION: &str = "1";
 
 /// One committed manifest version the export read.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -55,7 +55,7 @@ pub struct Selection {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Header {
     pub format: String,
-    pub version: u32,
+    pub version: String,
     pub holdfast_version: String,
     pub export_id: String,
     pub target: String,
@@ -188,7 +188,7 @@ mod tests {
     fn header() -> Header {
         Header {
             format: FORMAT.into(),
-            version: VERSION,
+            version: VERSION.into(),
             holdfast_version: "0".into(),
             export_id: "exp-1".into(),
             target: "parquet".into(),

@@ -258,7 +258,7 @@ pub async fn run(
     };
     let header = Header {
         format: custody::FORMAT.into(),
-        version: custody::VERSION,
+        version: custody::VERSION.into(),
         holdfast_version: env!("CARGO_PKG_VERSION").into(),
         export_id: export_id.clone(),
         target: req.target.as_str().into(),

@@ -11,8 +11,11 @@ use crate::lake::LakeError;
 use parquet::file::metadata::FileMetaData;
 use std::collections::{HashMap, VecDeque};
 
-/// Opened groups a reader keeps (rows of a few groups interleave when tenants do).
-const OPEN_GROUPS: usize = 4;
+/// Opened groups a reader keeps, least recently used out. Rows of different tenants interleave
+/// in a file (each tenant's rows sit in its own groups), and a scan may read two ranges of a
+/// file at once: with 4, six interleaved tenants reopened (and decompressed) a group for
+/// almost every row. Each holds at most `GROUP_BYTES` of plaintext.
+const OPEN_GROUPS: usize = 16;
 
 /// A row as a record is opened for it.
 #[derive(Debug, Clone, Copy)]
