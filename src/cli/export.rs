@@ -85,7 +85,7 @@ pub struct ExportRun {
     /// Exactly the records this legal hold covers, expired or not
     #[arg(long)]
     pub hold: Option<String>,
-    /// Decrypt whole records into typed columns (a production): needs --case and the investigator role; audited
+    /// Decrypt whole records into typed columns (a production): needs --case, --actor and the investigator role; audited
     #[arg(long)]
     pub decrypt: bool,
     /// The case the production is for
@@ -172,6 +172,7 @@ impl ExportRun {
                 hold: self.hold.clone(),
             },
             decrypt: kms.map(|k| (k, self.case_ref.as_deref().unwrap_or_default())),
+            actor_named: self.who.actor.is_some(),
             file_bytes: self.file_mb.max(1) << 20,
             store_url: s.store.to_string(),
             failpoints: crate::hooks::Failpoints::from_env(),

@@ -116,6 +116,8 @@ pub struct Request<'a> {
     pub given: Given,
     /// Decrypt (a production): the key service and the case.
     pub decrypt: Option<(Arc<dyn Kms>, &'a str)>,
+    /// Whether the caller named who acts (`--actor`): a production needs it.
+    pub actor_named: bool,
     /// A data file is closed once it reaches this many bytes.
     pub file_bytes: u64,
     /// The store as the user named it (recorded in the custody record).
@@ -209,7 +211,10 @@ pub async fn run(
     let plan = select::plan(session, req, started_at).await?;
     // the gate first: a refused production leaves nothing behind but its audit entry
     let opened = match &req.decrypt {
-        Some((kms, case)) => Some(plan.open_gate(session, kms.as_ref(), case).await?),
+        Some((kms, case)) => Some(
+            plan.open_gate(session, kms.as_ref(), case, req.actor_named)
+                .await?,
+        ),
         None => None,
     };
     files::prepare(req.out, modes).map_err(|e| ExportError::io(req.out, e))?;

@@ -146,10 +146,22 @@ impl Plan {
         session: &Session,
         kms: &dyn Kms,
         case: &str,
+        actor_named: bool,
     ) -> Result<gate::Opened> {
         let recorded = crate::query::redact::Redactor::from_kms(kms)
             .await?
             .statement(&self.statement(None));
+        // a missing case is the gate's refusal; then a missing actor is this one
+        if !actor_named && !case.trim().is_empty() {
+            let reason = "a production names who makes it: give --actor NAME (a name the access policy maps to your OS user)";
+            let event = crate::audit::Refused {
+                what: Purpose::Export.what(),
+                query: &recorded,
+                reason,
+            };
+            session.record(Some(case.trim()), &event).await?;
+            return Err(crate::access::AccessError::Refused(reason.into()).into());
+        }
         let req = gate::Request {
             purpose: Purpose::Export,
             case: Some(case),

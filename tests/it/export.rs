@@ -148,6 +148,8 @@ fn a_production_decrypts_for_its_case_and_bigquery_schema_matches_the_files() {
             "--decrypt",
             "--case",
             "SEC-INV-2024-0892",
+            "--actor",
+            common::OPERATOR,
             "--file",
             file.to_str().unwrap(),
             "--param",
@@ -400,6 +402,10 @@ fn a_production_without_a_case_or_the_role_is_refused_and_audited() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--case"));
     let mut with_case = args.to_vec();
     with_case.extend(["--case", "C-9"]);
+    let o = env.run(&with_case);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--actor"));
+    with_case.extend(["--actor", "kim"]);
     let o = env.run_as("kim", &with_case);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("investigator"));
@@ -408,8 +414,9 @@ fn a_production_without_a_case_or_the_role_is_refused_and_audited() {
         .into_iter()
         .filter(|e| e["details"]["what"] == "export")
         .collect();
-    assert_eq!(refusals.len(), 2, "{refusals:?}");
-    assert_eq!(refusals[1]["os_user"], "kim");
+    assert_eq!(refusals.len(), 3, "{refusals:?}");
+    assert_eq!(refusals[2]["os_user"], "kim");
+    assert_eq!(refusals[1]["case"], "C-9");
     // the index extract needs no role: what every reader of the store sees
     let plain = out_dir(&env, "plain");
     let o = env.run_as(
