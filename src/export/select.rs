@@ -79,6 +79,38 @@ pub(super) fn hold_predicate(h: &Hold) -> String {
     }
 }
 
+/// `--where` as one SQL expression, written back by the parser: text that closes the
+/// parenthesis it is put in (`TRUE) OR (TRUE`) cannot reach past it and lift the conditions
+/// the export adds (expiry, tenant reach).
+pub(super) fn one_expression(text: &str) -> Result<String> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let bad = |why: String| ExportError::Usage(format!("--where is not one SQL expression: {why}"));
+    let mut p = Parser::new(&GenericDialect {})
+        .try_with_sql(text)
+        .map_err(|e| bad(e.to_string()))?;
+    let expr = p.parse_expr().map_err(|e| bad(e.to_string()))?;
+    match p.peek_token().token {
+        Token::EOF => Ok(expr.to_string()),
+        t => Err(bad(format!("unexpected {t} after the expression"))),
+    }
+}
+
+/// `--file`'s query as one read-only query, written back by the parser (as [`one_expression`]).
+pub(super) fn one_query(text: &str) -> Result<String> {
+    use datafusion::sql::sqlparser::ast::Statement;
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let bad = |why: String| ExportError::Usage(format!("--file is not one SQL query: {why}"));
+    let parsed = Parser::parse_sql(&GenericDialect {}, text).map_err(|e| bad(e.to_string()))?;
+    match parsed.as_slice() {
+        [Statement::Query(q)] => Ok(q.to_string()),
+        [_] => Err(bad("not a query".into())),
+        many => Err(bad(format!("{} statements", many.len()))),
+    }
+}
+
 /// Reads the store's committed state and the holds; checks the request against them.
 pub(super) async fn plan(session: &Session, req: &Request<'_>, now: DateTime<Utc>) -> Result<Plan> {
     let g = &req.given;
@@ -89,6 +121,9 @@ pub(super) async fn plan(session: &Session, req: &Request<'_>, now: DateTime<Utc
             "--from {f} is after --until {u}"
         )));
     }
+    let mut given = g.clone();
+    given.predicate = g.predicate.as_deref().map(one_expression).transpose()?;
+    given.query = g.query.as_deref().map(one_query).transpose()?;
     let store = &session.store;
     let (latest, damaged) = crate::lake::catalog::load_latest_each(store).await?;
     if let Some(d) = damaged.first() {
@@ -131,7 +166,7 @@ pub(super) async fn plan(session: &Session, req: &Request<'_>, now: DateTime<Utc
         }),
         store_id: newest.map_or_else(|| "unsigned".into(), |h| h.head.public_key.fingerprint()),
         manifests,
-        given: g.clone(),
+        given,
         decrypted: req.decrypt.is_some(),
         hold,
         protecting,
@@ -198,7 +233,6 @@ impl Plan {
             conds.push(format!("tenant_id IN ({})", list(&v)));
         }
         if let Some(q) = &g.query {
-            let q = q.trim().trim_end_matches(';');
             conds.push(format!(
                 "event_id IN (SELECT event_id FROM ({q}) AS chosen)"
             ));
@@ -230,5 +264,27 @@ impl Plan {
             hold: g.hold.clone(),
             statement: statement.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_predicate_cannot_reach_past_its_parentheses() {
+        assert_eq!(
+            one_expression("state = 'CREATED' AND queue_id IN ('q1', 'q2')").unwrap(),
+            "state = 'CREATED' AND queue_id IN ('q1', 'q2')"
+        );
+        for bad in ["TRUE) OR (TRUE", "TRUE; DROP TABLE x", ""] {
+            let e = one_expression(bad);
+            assert!(matches!(e, Err(ExportError::Usage(_))), "{bad:?}: {e:?}");
+        }
+        // a comment is dropped when the expression is written back
+        assert_eq!(one_expression("1 = 1 -- x").unwrap(), "1 = 1");
+        assert!(one_query("SELECT event_id FROM events;").is_ok());
+        assert!(one_query("SELECT 1) AS x, (SELECT 2").is_err());
+        assert!(one_query("SELECT 1; SELECT 2").is_err());
     }
 }

@@ -470,6 +470,25 @@ fn expired_records_stay_out_unless_a_hold_covers_them() {
     assert_eq!(today["rows"], 90);
     assert_eq!(rows("far", &[]), held as u64);
     assert_eq!(rows("far-hold", &["--hold", "LIT-7"]), held as u64);
+    // a predicate that closes its parenthesis to lift the expiry condition is refused
+    let o = env.run_at(
+        far,
+        &[
+            "export",
+            "--target",
+            "parquet",
+            "--out",
+            out_dir(&env, "lift").to_str().unwrap(),
+            "--where",
+            "TRUE) OR (TRUE",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let o = env.run(&[
         "export",
         "--target",
