@@ -261,30 +261,7 @@ pub async fn run(
         Ok(v) => v,
         Err(e) => return Err(job.failed(e, case).await),
     };
-    let header = Header {
-        format: custody::FORMAT.into(),
-        version: custody::VERSION.into(),
-        holdfast_version: env!("CARGO_PKG_VERSION").into(),
-        export_id: export_id.clone(),
-        target: req.target.as_str().into(),
-        decrypted,
-        store_id: plan.store_id.clone(),
-        store_url: req.store_url.clone(),
-        actor: session.identity.actor.clone(),
-        os_user: session.identity.os_user.clone(),
-        case: case.map(str::to_string),
-        started_at: started_at.to_rfc3339(),
-        completed_at: session.clock.now().to_rfc3339(),
-        selection: plan.selection(&statement),
-        store_head: plan.head.clone(),
-        manifests: plan.manifests.clone(),
-        authorised_by,
-        totals: custody::Totals {
-            files: data.len() as u64,
-            rows: data.iter().map(|d| d.rows).sum(),
-            bytes: data.iter().map(|d| d.bytes).sum(),
-        },
-    };
+    let header = job.header(started_at, authorised_by, &data);
     job.finish(header, data, decryptor.as_deref(), case).await
 }
 
@@ -307,6 +284,40 @@ type Written = (
 );
 
 impl Job<'_> {
+    /// The custody record's header, once the files are written.
+    fn header(
+        &self,
+        started_at: chrono::DateTime<chrono::Utc>,
+        authorised_by: Position,
+        data: &[write::DataFile],
+    ) -> Header {
+        let (req, plan, session) = (self.req, self.plan, self.session);
+        Header {
+            format: custody::FORMAT.into(),
+            version: custody::VERSION.into(),
+            holdfast_version: env!("CARGO_PKG_VERSION").into(),
+            export_id: self.export_id.to_string(),
+            target: req.target.as_str().into(),
+            decrypted: req.decrypt.is_some(),
+            store_id: plan.store_id.clone(),
+            store_url: req.store_url.clone(),
+            actor: session.identity.actor.clone(),
+            os_user: session.identity.os_user.clone(),
+            case: req.decrypt.as_ref().map(|(_, c)| c.to_string()),
+            started_at: started_at.to_rfc3339(),
+            completed_at: session.clock.now().to_rfc3339(),
+            selection: plan.selection(self.statement),
+            store_head: plan.head.clone(),
+            manifests: plan.manifests.clone(),
+            authorised_by,
+            totals: custody::Totals {
+                files: data.len() as u64,
+                rows: data.iter().map(|d| d.rows).sum(),
+                bytes: data.iter().map(|d| d.bytes).sum(),
+            },
+        }
+    }
+
     /// Streams the selection into the data files.
     async fn write_all(
         &mut self,
