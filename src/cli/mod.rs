@@ -16,6 +16,7 @@ mod query;
 mod serve;
 mod store;
 mod sweep;
+mod table;
 mod verify;
 
 use crate::clock::Clock;
@@ -45,6 +46,7 @@ use query::*;
 use serve::*;
 use store::*;
 use sweep::*;
+use table::*;
 use verify::*;
 
 #[derive(Debug, Parser)]
@@ -141,6 +143,15 @@ pub enum Command {
         #[command(subcommand)]
         command: HoldCommand,
     },
+    /// The committed set as a Delta Lake table (lake/_delta_log): rebuild it, register it in an engine
+    ///
+    /// Every batch and sweep publishes the table's next version; engines that read Delta
+    /// (Snowflake, BigQuery, Athena, Trino, Spark, DuckDB, polars) see exactly the committed files.
+    #[command(after_help = "Example:\n  holdfast table ddl --store data --engine trino")]
+    Table {
+        #[command(subcommand)]
+        command: TableCommand,
+    },
     /// The tamper-evident audit trail
     #[command(after_help = "Example:\n  holdfast audit verify --store data")]
     Audit {
@@ -192,6 +203,7 @@ impl Command {
             Command::Retention { command } => command.run(clock, out).await,
             Command::Hold { command } => command.run(clock, out).await,
             Command::Audit { command } => audit_command(command, clock, out).await,
+            Command::Table { command } => command.run(clock, out).await,
             Command::Quarantine { command } => command.run(clock, out).await,
             Command::Run(a) => a.run(clock, out).await,
             Command::Serve(a) => a.run(clock, out).await,

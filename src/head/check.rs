@@ -53,10 +53,39 @@ pub async fn verify_store(store: &Store, o: Options<'_>) -> Result<VerifyReport,
     }
     check_locks(store, &lake, &mut r).await?;
     check_uncommitted(store, &lake, &mut r).await?;
+    check_table(store, &mut r).await;
     if let Some(entries) = entries {
         reconcile_batches(&entries, &lake, &mut r);
     }
     Ok(r)
+}
+
+/// The table log (`lake/_delta_log`) against what the heads and manifests derive: a version
+/// that differs or that no head derives is a problem; versions not yet published are a note
+/// (a commit killed after its head; the next commit publishes them).
+async fn check_table(store: &Store, r: &mut VerifyReport) {
+    let c = match crate::lake::table::check(store).await {
+        Ok(c) => c,
+        Err(e) => {
+            r.problem(
+                layout::TABLE_LOG,
+                format!("cannot derive the table log: {e}"),
+            );
+            return;
+        }
+    };
+    for (v, why) in &c.differ {
+        r.problem(
+            layout::TableLogPath::new(*v).to_path().as_ref(),
+            format!("{why}; `holdfast table rebuild` writes the log again from the manifests"),
+        );
+    }
+    if let Some(first) = c.missing.first() {
+        r.notes.push(format!(
+            "the table log (lake/_delta_log) stops before version {first}: {} version(s) for newer heads are not published yet; readers of the table see an older state until the next commit or `holdfast table rebuild`",
+            c.missing.len()
+        ));
+    }
 }
 
 /// Walks the head chain; returns the newest head when the chain has one.
@@ -425,7 +454,8 @@ async fn check_uncommitted(
     };
     for meta in store.list(layout::LAKE).await? {
         let path = meta.location.as_ref();
-        if listed.contains(path) {
+        // the table log is checked against the heads (crate::lake::table::check)
+        if listed.contains(path) || layout::TableLogPath::parse(&meta.location).is_some() {
             continue;
         }
         if intent::writer(&meta.location, &jobs).is_some() {

@@ -414,6 +414,8 @@ pub async fn commit(
             && n.head.registries == head.registries
         {
             catalog::write(c.store, n.head.sequence, &n.head.partitions, None).await?;
+            // a log left behind by a commit killed after its head catches up here
+            crate::lake::table::publish(c.store).await?;
             return Ok(n.head.clone());
         }
         head.sign(c.kms).await?;
@@ -424,6 +426,7 @@ pub async fn commit(
         {
             let prev = newest.map(|n| n.head.sequence);
             catalog::write(c.store, head.sequence, &head.partitions, prev).await?;
+            crate::lake::table::publish(c.store).await?;
             return Ok(head);
         }
     }

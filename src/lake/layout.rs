@@ -39,6 +39,8 @@ pub const LOCKS: &str = "_locks";
 /// Landing segments moved aside because they fail authentication or do not parse.
 pub const FAILED: &str = "failed";
 pub const LAKE: &str = "lake";
+/// The Delta Lake log of the committed set (`lake/` is the table's root).
+pub const TABLE_LOG: &str = "lake/_delta_log";
 pub const MANIFESTS: &str = "manifests";
 pub const LANDING: &str = "landing";
 pub const QUARANTINE: &str = "quarantine";
@@ -258,6 +260,31 @@ chain!(
     AccessPath,
     ACCESS
 );
+/// `lake/_delta_log/<20 digits>.json`: one version of the Delta log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableLogPath {
+    pub version: u64,
+}
+
+impl TableLogPath {
+    pub fn new(version: u64) -> Self {
+        TableLogPath { version }
+    }
+    pub fn to_path(&self) -> Path {
+        object(format!("{TABLE_LOG}/{:020}.json", self.version))
+    }
+    pub fn parse(path: &Path) -> Option<Self> {
+        let s = path
+            .as_ref()
+            .strip_prefix(TABLE_LOG)?
+            .strip_prefix('/')?
+            .strip_suffix(".json")?;
+        (s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok().map(Self::new))
+            .flatten()
+    }
+}
+
 named!(
     /// `landing/<segment-id>.seg`: a landed segment.
     LandingPath,

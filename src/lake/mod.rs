@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod datafile;
 pub mod layout;
 pub mod manifest;
+pub mod table;
 pub mod verify;
 
 #[derive(Debug, thiserror::Error)]
