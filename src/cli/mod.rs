@@ -143,7 +143,7 @@ pub enum Command {
         #[command(subcommand)]
         command: HoldCommand,
     },
-    /// The committed set as a Delta Lake table (lake/_delta_log): rebuild it, register it in an engine
+    /// The committed set as a Delta Lake table (_delta_log): rebuild it, register it in an engine
     ///
     /// Every batch and sweep publishes the table's next version; engines that read Delta
     /// (Snowflake, BigQuery, Athena, Trino, Spark, DuckDB, polars) see exactly the committed files.

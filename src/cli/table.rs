@@ -1,4 +1,4 @@
-//! `table`: the store's committed set as a Delta Lake table (`lake/_delta_log`).
+//! `table`: the store's committed set as a Delta Lake table (`_delta_log` at the store's root).
 
 use super::*;
 use crate::lake::table::{self, ddl::Engine};
@@ -36,7 +36,7 @@ pub enum TableCommand {
         #[command(flatten)]
         who: ActorArg,
     },
-    /// Print the statements that register the table in an engine, over the store's lake/
+    /// Print the statements that register the table in an engine, at the store's root
     #[command(after_help = "Example:\n  holdfast table ddl --store data --engine athena")]
     Ddl {
         #[command(flatten)]
@@ -69,7 +69,7 @@ impl TableCommand {
                 session.record(None, &Rebuilt { versions }).await?;
                 writeln!(
                     out,
-                    "rebuilt lake/_delta_log: {versions} version(s) from the signed heads and manifests"
+                    "rebuilt _delta_log: {versions} version(s) from the signed heads and manifests"
                 )
                 .map_err(|e| Error::io("writing the report", e))
             }
@@ -83,10 +83,9 @@ impl TableCommand {
                 let root = match s.store.local_dir() {
                     Some(d) => std::path::absolute(d)
                         .map_err(|e| Error::io("resolving the store's directory", e))?
-                        .join("lake")
                         .display()
                         .to_string(),
-                    None => format!("{}/lake", s.store),
+                    None => s.store.to_string(),
                 };
                 write!(out, "{}", table::ddl::ddl(engine.into(), &root, &name))
                     .map_err(|e| Error::io("writing the statements", e))

@@ -39,8 +39,10 @@ pub const LOCKS: &str = "_locks";
 /// Landing segments moved aside because they fail authentication or do not parse.
 pub const FAILED: &str = "failed";
 pub const LAKE: &str = "lake";
-/// The Delta Lake log of the committed set (`lake/` is the table's root).
-pub const TABLE_LOG: &str = "lake/_delta_log";
+/// The Delta Lake log of the committed set: the store's root is the table's root, and the
+/// log names each data file by its path from there (`lake/…`), so `lake/` holds data files
+/// alone.
+pub const TABLE_LOG: &str = "_delta_log";
 pub const MANIFESTS: &str = "manifests";
 pub const LANDING: &str = "landing";
 pub const QUARANTINE: &str = "quarantine";
@@ -260,7 +262,7 @@ chain!(
     AccessPath,
     ACCESS
 );
-/// `lake/_delta_log/<20 digits>.json`: one version of the Delta log.
+/// `_delta_log/<20 digits>.json`: one version of the Delta log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TableLogPath {
     pub version: u64,

@@ -1,5 +1,5 @@
-//! The committed set as an open table: a Delta Lake log (`lake/_delta_log/`) beside the
-//! manifests, so that Snowflake, BigQuery, Athena, Trino, Spark, DuckDB, polars and delta-rs
+//! The committed set as an open table: a Delta Lake log (`_delta_log/` at the store's root,
+//! which is the table's root) beside the manifests, so that Snowflake, BigQuery, Athena, Trino, Spark, DuckDB, polars and delta-rs
 //! read exactly the files `holdfast query` reads, and never a file a sweep rewrote (kept on
 //! disk while its lock runs) or a killed batch left behind.
 //!
@@ -104,9 +104,9 @@ fn partition_values(p: &Partition) -> Value {
     })
 }
 
-/// A data file's path from the table root (`lake/`).
+/// A data file's path from the table root (the store's root): as the manifest records it.
 fn table_path(f: &str) -> &str {
-    f.strip_prefix("lake/").unwrap_or(f)
+    f
 }
 
 fn add(p: &Partition, f: &DataFileEntry) -> Value {

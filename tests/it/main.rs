@@ -29,5 +29,6 @@ mod s3;
 mod serve;
 mod sql;
 mod stores;
+mod table;
 mod tamper;
 mod transit;

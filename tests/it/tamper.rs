@@ -295,7 +295,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// Rewrites the newest head with `edit` and signs it with `kms`, as whoever holds a keyring
-/// could.
+/// could, and writes the table log again to match (it is derived data anyone can rebuild).
 fn resign_head(
     env: &Env,
     kms: &dyn holdfast::crypto::kms::Kms,
@@ -317,6 +317,7 @@ fn resign_head(
         .join("head")
         .join(format!("v{:020}.json", newest.sequence));
     std::fs::write(path, newest.to_bytes()).unwrap();
+    rt.block_on(holdfast::lake::table::rebuild(&store)).unwrap();
 }
 
 #[test]

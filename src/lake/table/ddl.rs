@@ -1,5 +1,5 @@
 //! `holdfast table ddl`: the statements that register the store's Delta table in an engine.
-//! Every engine reads the log (`lake/_delta_log`), never a glob of the folders, so it sees
+//! Every engine reads the log (`_delta_log`), never a glob of the folders, so it sees
 //! exactly the committed files. What a user must fill in (stage, connection, credentials) is
 //! written as `<placeholder>` with a comment.
 
@@ -59,8 +59,8 @@ fn snowflake(root: &str, table: &str) -> String {
     )
 }
 
-/// Writes the statements for `engine` over the table at `root` (the store's `lake/`, as a
-/// URL the engine reaches).
+/// Writes the statements for `engine` over the table at `root` (the store's root, as a URL
+/// the engine reaches).
 pub fn ddl(engine: Engine, root: &str, table: &str) -> String {
     let root = if root.ends_with('/') {
         root.to_string()
@@ -110,17 +110,20 @@ mod tests {
             Engine::Spark,
             Engine::DuckDb,
         ] {
-            let s = ddl(e, "s3://bucket/store/lake", "events");
-            assert!(s.contains("bucket/store/lake"), "{e:?}: {s}");
-            assert!(!s.contains("*"), "{e:?} globs: {s}");
+            let s = ddl(e, "s3://bucket/store", "events");
+            assert!(s.contains("bucket/store"), "{e:?}: {s}");
+            assert!(
+                !s.contains("*.parquet") && !s.contains("**"),
+                "{e:?} globs: {s}"
+            );
         }
-        let s = ddl(Engine::Snowflake, "s3://b/s/lake", "events");
+        let s = ddl(Engine::Snowflake, "s3://b/s", "events");
         assert!(s.contains("TABLE_FORMAT = DELTA") && s.contains("BINARY_AS_TEXT = FALSE"));
         assert!(
             s.contains("  record_hash BINARY AS (value:record_hash::BINARY)"),
             "{s}"
         );
         assert!(!s.contains("payload"));
-        assert!(ddl(Engine::Spark, "s3://b/s/lake", "t").contains("'s3a://b/s/lake'"));
+        assert!(ddl(Engine::Spark, "s3://b/s", "t").contains("'s3a://b/s'"));
     }
 }

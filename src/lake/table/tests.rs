@@ -33,14 +33,14 @@ fn the_schema_names_every_column_and_the_partition_keys() {
     assert_eq!(agents["type"]["elementType"], "string");
     assert_eq!(
         table_path("lake/year=2025/x.parquet"),
-        "year=2025/x.parquet"
+        "lake/year=2025/x.parquet"
     );
 }
 
 #[test]
 fn log_paths_round_trip() {
     let p = TableLogPath::new(42).to_path();
-    assert_eq!(p.as_ref(), "lake/_delta_log/00000000000000000042.json");
+    assert_eq!(p.as_ref(), "_delta_log/00000000000000000042.json");
     assert_eq!(TableLogPath::parse(&p), Some(TableLogPath::new(42)));
     let other = layout::TableLogPath::new(1).to_path();
     assert!(TableLogPath::parse(&other).is_some());
