@@ -276,11 +276,24 @@ impl TableLogPath {
         object(format!("{TABLE_LOG}/{:020}.json", self.version))
     }
     pub fn parse(path: &Path) -> Option<Self> {
+        Self::parse_with(path, ".json")
+    }
+    /// `_delta_log/<20 digits>.checkpoint.parquet`: the table's state at this version.
+    pub fn checkpoint(&self) -> Path {
+        object(format!(
+            "{TABLE_LOG}/{:020}.checkpoint.parquet",
+            self.version
+        ))
+    }
+    pub fn parse_checkpoint(path: &Path) -> Option<Self> {
+        Self::parse_with(path, ".checkpoint.parquet")
+    }
+    fn parse_with(path: &Path, suffix: &str) -> Option<Self> {
         let s = path
             .as_ref()
             .strip_prefix(TABLE_LOG)?
             .strip_prefix('/')?
-            .strip_suffix(".json")?;
+            .strip_suffix(suffix)?;
         (s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit()))
             .then(|| s.parse().ok().map(Self::new))
             .flatten()

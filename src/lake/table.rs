@@ -11,8 +11,9 @@
 //! [`check`] regenerates it to compare. Versions are written create-only after each head is
 //! signed ([`publish`], from [`crate::head::commit`]); a commit killed between its head and
 //! its log version leaves the log behind, and the next commit publishes what is missing, in
-//! order. No checkpoint is written yet and `_last_checkpoint` is left out, so readers list
-//! the log (see NOTES.md).
+//! order. Every [`checkpoint::EVERY`] versions a Parquet checkpoint holds the whole state, so
+//! readers need not read every version since 0; `_last_checkpoint` (the one object readers
+//! expect to be overwritten) is left out, so they find the newest checkpoint by listing.
 //!
 //! Files enter with their partition values (from the hive path) and statistics from the
 //! manifest entry (`numRecords`, min/max of `occurred_at`, `expires_at` and `tenant_id`), so
@@ -39,6 +40,8 @@ pub struct Derived {
     /// The head it describes.
     pub head: u64,
     pub bytes: Vec<u8>,
+    /// The table's state at this version, every [`checkpoint::EVERY`] versions.
+    pub checkpoint: Option<Vec<u8>>,
 }
 
 fn spark_type(t: &DataType) -> Value {
@@ -159,26 +162,105 @@ fn table_id(first: &LoadedHead) -> String {
     )
 }
 
+/// The table's `metaData` action (its object), from the first head.
+fn metadata(first: &LoadedHead) -> Value {
+    json!({
+        "id": table_id(first),
+        "name": "holdfast_events",
+        "format": {"provider": "parquet", "options": {}},
+        "schemaString": schema_string(),
+        "partitionColumns": PARTITION_COLUMNS,
+        "configuration": {},
+        "createdTime": millis(first.head.committed_at),
+    })
+}
+
+/// The checkpoint of the table at `head`: every file its manifests list.
+async fn checkpoint_of(
+    store: &Store,
+    m: &Manifests,
+    head: &Head,
+    first: &LoadedHead,
+) -> Result<Vec<u8>, LakeError> {
+    use futures::{StreamExt, TryStreamExt};
+    let files: Vec<(Partition, Vec<DataFileEntry>)> = futures::stream::iter(head.partitions.iter())
+        .map(|(p, pos)| async move {
+            Ok::<_, LakeError>((p.clone(), m.files(store, p, Some(pos)).await?))
+        })
+        .buffered(32)
+        .try_collect()
+        .await?;
+    let mut adds: Vec<(String, Value)> = files
+        .iter()
+        .flat_map(|(p, fs)| {
+            fs.iter()
+                .map(move |f| (f.path.clone(), add(p, f)["add"].clone()))
+        })
+        .collect();
+    adds.sort_by(|a, b| a.0.cmp(&b.0));
+    let refs: Vec<&Value> = adds.iter().map(|(_, a)| a).collect();
+    Ok(checkpoint::encode(&metadata(first), &refs))
+}
+
 /// What one head changed: files added and removed, by partition.
 type Diff = (
     Vec<(Partition, DataFileEntry)>,
     Vec<(Partition, DataFileEntry)>,
 );
 
-/// The files of version `seq` of partition `p` (none for no version).
-async fn files_at(
-    store: &Store,
-    p: &Partition,
-    seq: Option<u64>,
-) -> Result<Vec<DataFileEntry>, LakeError> {
-    match seq {
-        Some(seq) => Ok(manifest::load(store, p, seq).await?.manifest.files),
-        None => Ok(Vec::new()),
+/// Reads manifest versions, from the catalogs of the heads at hand when they hold them (one
+/// object for every partition of a head) and from the manifests otherwise; a manifest taken
+/// from a catalog must hash to the position the head records.
+#[derive(Default)]
+struct Manifests {
+    catalogs: Vec<super::catalog::Catalog>,
+}
+
+impl Manifests {
+    /// Keeps the catalogs of these heads (the others are dropped).
+    async fn hold(&mut self, store: &Store, heads: &[u64]) {
+        self.catalogs.retain(|c| heads.contains(&c.head));
+        for &h in heads {
+            if !self.catalogs.iter().any(|c| c.head == h)
+                && let Ok(Some(c)) = super::catalog::load(store, h).await
+            {
+                self.catalogs.push(c);
+            }
+        }
+    }
+
+    /// The files of position `pos` of partition `p` (none for no position).
+    async fn files(
+        &self,
+        store: &Store,
+        p: &Partition,
+        pos: Option<&crate::head::Position>,
+    ) -> Result<Vec<DataFileEntry>, LakeError> {
+        let Some(pos) = pos else {
+            return Ok(Vec::new());
+        };
+        for c in &self.catalogs {
+            if let Some(e) = c
+                .entries
+                .iter()
+                .find(|e| &e.partition == p && e.position == *pos)
+                && let Ok(l) = manifest::decode_stored(&c.bytes(e), p, pos.sequence)
+                && l.sha256 == pos.sha256
+            {
+                return Ok(l.manifest.files);
+            }
+        }
+        Ok(manifest::load(store, p, pos.sequence).await?.manifest.files)
     }
 }
 
 /// The files of each partition whose position differs between two heads.
-async fn diff(store: &Store, before: Option<&Head>, after: &Head) -> Result<Diff, LakeError> {
+async fn diff(
+    store: &Store,
+    m: &Manifests,
+    before: Option<&Head>,
+    after: &Head,
+) -> Result<Diff, LakeError> {
     let empty = BTreeMap::new();
     let old = before.map_or(&empty, |h| &h.partitions);
     let changed: BTreeSet<&Partition> = after
@@ -191,8 +273,8 @@ async fn diff(store: &Store, before: Option<&Head>, after: &Head) -> Result<Diff
     let (mut adds, mut removes) = (Vec::new(), Vec::new());
     for p in changed {
         let (was, now) = futures::try_join!(
-            files_at(store, p, old.get(p).map(|pos| pos.sequence)),
-            files_at(store, p, after.partitions.get(p).map(|pos| pos.sequence))
+            m.files(store, p, old.get(p)),
+            m.files(store, p, after.partitions.get(p))
         )?;
         let was_paths: BTreeSet<&str> = was.iter().map(|f| f.path.as_str()).collect();
         let now_paths: BTreeSet<&str> = now.iter().map(|f| f.path.as_str()).collect();
@@ -230,15 +312,7 @@ fn encode(version: u64, head: &LoadedHead, first: &LoadedHead, diff: &Diff) -> V
     }})];
     if version == 0 {
         lines.push(json!({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}}));
-        lines.push(json!({"metaData": {
-            "id": table_id(first),
-            "name": "holdfast_events",
-            "format": {"provider": "parquet", "options": {}},
-            "schemaString": schema_string(),
-            "partitionColumns": PARTITION_COLUMNS,
-            "configuration": {},
-            "createdTime": millis(first.head.committed_at),
-        }}));
+        lines.push(json!({ "metaData": metadata(first) }));
     }
     let mut removes: Vec<&(Partition, DataFileEntry)> = removes.iter().collect();
     removes.sort_by(|a, b| a.1.path.cmp(&b.1.path));
@@ -292,17 +366,29 @@ async fn derive(
     };
     let mut out = Vec::new();
     let mut version = next_version;
+    let mut m = Manifests::default();
     for &seq in sequences
         .iter()
         .filter(|s| after_head.is_none_or(|h| **s > h))
     {
         let head = crate::head::load(store, seq).await?;
-        let d = diff(store, previous.as_ref().map(|p| &p.head), &head.head).await?;
+        let held: Vec<u64> = previous
+            .iter()
+            .map(|p| p.head.sequence)
+            .chain([seq])
+            .collect();
+        m.hold(store, &held).await;
+        let d = diff(store, &m, previous.as_ref().map(|p| &p.head), &head.head).await?;
         if version == 0 || !d.0.is_empty() || !d.1.is_empty() {
+            let checkpoint = match version > 0 && version.is_multiple_of(checkpoint::EVERY) {
+                true => Some(checkpoint_of(store, &m, &head.head, &first).await?),
+                false => None,
+            };
             out.push(Derived {
                 version,
                 head: seq,
                 bytes: encode(version, &head, &first, &d),
+                checkpoint,
             });
             version += 1;
         }
@@ -335,9 +421,12 @@ pub async fn publish(store: &Store) -> Result<Published, LakeError> {
     }
     let mut published = Published::default();
     for d in derive(store, after, next).await? {
-        let path = TableLogPath::new(d.version).to_path();
-        if store.put_new(&path, d.bytes).await? == Put::Created {
+        let at = TableLogPath::new(d.version);
+        if store.put_new(&at.to_path(), d.bytes).await? == Put::Created {
             published.versions.push(d.version);
+        }
+        if let Some(c) = d.checkpoint {
+            store.put_new(&at.checkpoint(), c).await?;
         }
     }
     Ok(published)
@@ -352,13 +441,15 @@ pub async fn expected(store: &Store) -> Result<Vec<Derived>, LakeError> {
 /// versions written.
 pub async fn rebuild(store: &Store) -> Result<usize, LakeError> {
     let all = expected(store).await?;
-    for v in stored_versions(store).await? {
-        store.delete(&TableLogPath::new(v).to_path()).await?;
+    for meta in store.list(layout::TABLE_LOG).await? {
+        store.delete(&meta.location).await?;
     }
     for d in &all {
-        store
-            .put_new(&TableLogPath::new(d.version).to_path(), d.bytes.clone())
-            .await?;
+        let at = TableLogPath::new(d.version);
+        store.put_new(&at.to_path(), d.bytes.clone()).await?;
+        if let Some(c) = &d.checkpoint {
+            store.put_new(&at.checkpoint(), c.clone()).await?;
+        }
     }
     Ok(all.len())
 }
@@ -370,6 +461,31 @@ pub struct Comparison {
     pub differ: Vec<(u64, String)>,
     /// Derived versions not stored yet (the log is behind the newest head).
     pub missing: Vec<u64>,
+}
+
+/// Stored checkpoints against the derived ones (a missing one is not a difference: readers
+/// then read the JSON versions).
+async fn check_checkpoints(
+    store: &Store,
+    by_version: &BTreeMap<u64, &Derived>,
+    c: &mut Comparison,
+) -> Result<(), LakeError> {
+    for meta in store.list(layout::TABLE_LOG).await? {
+        let Some(at) = TableLogPath::parse_checkpoint(&meta.location) else {
+            continue;
+        };
+        let want = by_version
+            .get(&at.version)
+            .and_then(|d| d.checkpoint.as_ref());
+        let bytes = store.get(&meta.location).await?;
+        if want.map(Vec::as_slice) != Some(bytes.as_ref()) {
+            c.differ.push((
+                at.version,
+                format!("{} differs from the state its head derives", meta.location),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Compares the stored log with what the heads and manifests derive.
@@ -395,6 +511,7 @@ pub async fn check(store: &Store) -> Result<Comparison, LakeError> {
             }
         }
     }
+    check_checkpoints(store, &by_version, &mut c).await?;
     let have: BTreeSet<u64> = stored.into_iter().collect();
     c.missing = want
         .iter()
@@ -404,6 +521,7 @@ pub async fn check(store: &Store) -> Result<Comparison, LakeError> {
     Ok(c)
 }
 
+pub mod checkpoint;
 pub mod ddl;
 #[cfg(test)]
 mod tests;
