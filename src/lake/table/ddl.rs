@@ -51,8 +51,8 @@ fn snowflake(root: &str, table: &str) -> String {
     format!(
         "-- Snowflake: an external table that reads the Delta log (TABLE_FORMAT = DELTA), not a glob.\n\
          -- Fill in <storage_integration> (an ACCOUNTADMIN creates it for the bucket).\n\
-         CREATE STAGE IF NOT EXISTS holdfast_lake\n  URL = '{root}'\n  STORAGE_INTEGRATION = <storage_integration>;\n\
-         CREATE OR REPLACE EXTERNAL TABLE {table} (\n{}\n)\n  PARTITION BY (year, month, day, interaction_type)\n  LOCATION = @holdfast_lake\n  FILE_FORMAT = (TYPE = PARQUET BINARY_AS_TEXT = FALSE)\n  TABLE_FORMAT = DELTA\n  AUTO_REFRESH = FALSE\n  REFRESH_ON_CREATE = TRUE;\n\
+         CREATE STAGE IF NOT EXISTS holdfast_store\n  URL = '{root}'\n  STORAGE_INTEGRATION = <storage_integration>;\n\
+         CREATE OR REPLACE EXTERNAL TABLE {table} (\n{}\n)\n  PARTITION BY (year, month, day, interaction_type)\n  LOCATION = @holdfast_store\n  FILE_FORMAT = (TYPE = PARQUET BINARY_AS_TEXT = FALSE)\n  TABLE_FORMAT = DELTA\n  AUTO_REFRESH = FALSE\n  REFRESH_ON_CREATE = TRUE;\n\
          -- Delta external tables do not refresh themselves: after each holdfast batch or sweep,\n\
          ALTER EXTERNAL TABLE {table} REFRESH;\n",
         cols.join(",\n")
@@ -125,5 +125,52 @@ mod tests {
         );
         assert!(!s.contains("payload"));
         assert!(ddl(Engine::Spark, "s3://b/s", "t").contains("'s3a://b/s'"));
+    }
+}
+
+#[cfg(test)]
+mod readme {
+    use super::*;
+
+    #[test]
+    #[ignore = "writes the README's DDL block to target/ddl.sql, to paste"]
+    fn write_the_readme_block() {
+        let all: Vec<String> = [
+            Engine::Snowflake,
+            Engine::BigQuery,
+            Engine::Athena,
+            Engine::Trino,
+            Engine::Spark,
+            Engine::DuckDb,
+        ]
+        .iter()
+        .map(|e| ddl(*e, "s3://firm-archive/holdfast", "holdfast_events"))
+        .collect();
+        #[allow(clippy::disallowed_methods)] // a file for the developer, in target/
+        std::fs::write(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/target/ddl.sql"),
+            all.join("\n"),
+        )
+        .unwrap();
+    }
+
+    /// The README shows what `table ddl` prints for a store in S3; this keeps it true.
+    #[test]
+    fn the_readme_shows_what_table_ddl_prints() {
+        let readme = include_str!("../../../README.md");
+        for e in [
+            Engine::BigQuery,
+            Engine::Athena,
+            Engine::Trino,
+            Engine::Spark,
+            Engine::DuckDb,
+            Engine::Snowflake,
+        ] {
+            let text = ddl(e, "s3://firm-archive/holdfast", "holdfast_events");
+            assert!(
+                readme.contains(&text),
+                "README lacks the {e:?} DDL:\n{text}"
+            );
+        }
     }
 }
