@@ -17,6 +17,17 @@ pub enum Engine {
     DuckDb,
 }
 
+impl Engine {
+    pub const ALL: [Engine; 6] = [
+        Engine::Snowflake,
+        Engine::BigQuery,
+        Engine::Athena,
+        Engine::Trino,
+        Engine::Spark,
+        Engine::DuckDb,
+    ];
+}
+
 /// The columns an analyst queries (the ciphertext and key columns are left to holdfast).
 fn columns() -> Vec<(&'static str, &'static DataType)> {
     SCHEMA
@@ -102,14 +113,7 @@ mod tests {
 
     #[test]
     fn every_engine_reads_the_log_at_the_table_root() {
-        for e in [
-            Engine::Snowflake,
-            Engine::BigQuery,
-            Engine::Athena,
-            Engine::Trino,
-            Engine::Spark,
-            Engine::DuckDb,
-        ] {
+        for e in Engine::ALL {
             let s = ddl(e, "s3://bucket/store", "events");
             assert!(s.contains("bucket/store"), "{e:?}: {s}");
             assert!(
@@ -135,17 +139,10 @@ mod readme {
     #[test]
     #[ignore = "writes the README's DDL block to target/ddl.sql, to paste"]
     fn write_the_readme_block() {
-        let all: Vec<String> = [
-            Engine::Snowflake,
-            Engine::BigQuery,
-            Engine::Athena,
-            Engine::Trino,
-            Engine::Spark,
-            Engine::DuckDb,
-        ]
-        .iter()
-        .map(|e| ddl(*e, "s3://firm-archive/holdfast", "holdfast_events"))
-        .collect();
+        let all: Vec<String> = Engine::ALL
+            .iter()
+            .map(|e| ddl(*e, "s3://firm-archive/holdfast", "holdfast_events"))
+            .collect();
         #[allow(clippy::disallowed_methods)] // a file for the developer, in target/
         std::fs::write(
             concat!(env!("CARGO_MANIFEST_DIR"), "/target/ddl.sql"),
@@ -158,14 +155,7 @@ mod readme {
     #[test]
     fn the_readme_shows_what_table_ddl_prints() {
         let readme = include_str!("../../../README.md");
-        for e in [
-            Engine::BigQuery,
-            Engine::Athena,
-            Engine::Trino,
-            Engine::Spark,
-            Engine::DuckDb,
-            Engine::Snowflake,
-        ] {
+        for e in Engine::ALL {
             let text = ddl(e, "s3://firm-archive/holdfast", "holdfast_events");
             assert!(
                 readme.contains(&text),
