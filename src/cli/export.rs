@@ -205,17 +205,16 @@ async fn verify(
     format: Option<Format>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let url = match store {
-        Some(u) => Some(u),
-        None => export::recorded_store(dir)
-            .and_then(|s| s.parse::<crate::storage::StoreUrl>().ok())
-            .filter(|u| u.local_dir().is_some_and(|d| d.exists())),
-    };
-    let store = match &url {
-        Some(u) => Some(crate::store::open_unkeyed(u).await?),
-        None => None,
-    };
-    let report = export::verify_dir(dir, store.as_ref()).await?;
+    let (mut report, custody) = export::verify::check(dir)
+        .map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+    // the trail: of the store given, or of the one custody.json names when it is here
+    let url = store.or_else(|| custody.as_ref().and_then(export::recorded_store));
+    if let (Some(u), Some(c), Some(sha)) = (&url, &custody, &report.custody_sha256) {
+        let store = crate::store::open_unkeyed(u).await?;
+        let problems = export::check_trail(&store, c, sha).await?;
+        report.problems.extend(problems.iter().cloned());
+        report.audit = Some(problems);
+    }
     let shown = Shown {
         report: &report,
         store: url.map(|u| u.to_string()),

@@ -153,11 +153,12 @@ pub(super) fn write_pending(
             d.rows
         )?;
         let mut spool = std::io::BufReader::new(files::open(&d.hashes)?);
-        let mut raw = [0u8; 32];
+        let mut hash = [0u8; 64];
         for i in 0..d.rows {
-            spool.read_exact(&mut raw)?;
-            let comma = if i == 0 { "" } else { "," };
-            write!(w, "{comma}\"{}\"", hex::encode(raw))?;
+            spool.read_exact(&mut hash)?;
+            w.write_all(if i == 0 { b"\"" } else { b",\"" })?;
+            w.write_all(&hash)?;
+            w.write_all(b"\"")?;
         }
         w.write_all(b"]}")?;
     }
@@ -230,8 +231,8 @@ mod tests {
             .map(|f| (0..=f).map(|r| hex::encode([f * 10 + r; 32])).collect())
             .collect();
         for r in &rows {
-            w.write(&batch(r), &columns::record_hashes(&batch(r)))
-                .unwrap();
+            let b = batch(r);
+            w.write(&b, columns::record_hashes(&b).unwrap()).unwrap();
         }
         let data = w.finish().unwrap();
         assert_eq!(data.len(), 3);

@@ -210,21 +210,23 @@ pub async fn run(
     let export_id = new_id(started_at);
     let plan = select::plan(session, req, started_at).await?;
     // the gate first: a refused production leaves nothing behind but its audit entry
-    let opened = match &req.decrypt {
-        Some((kms, case)) => Some(
-            plan.open_gate(session, kms.as_ref(), case, req.actor_named)
-                .await?,
-        ),
+    let gate = match &req.decrypt {
+        Some((kms, case)) => {
+            let redactor = crate::query::redact::Redactor::from_kms(kms.as_ref()).await?;
+            let opened = plan
+                .open_gate(session, &redactor, case, req.actor_named)
+                .await?;
+            Some((opened, redactor))
+        }
         None => None,
     };
     files::prepare(req.out, modes).map_err(|e| ExportError::io(req.out, e))?;
-    let statement = plan.statement(opened.as_ref());
-    let recorded = match &req.decrypt {
-        Some((kms, _)) => crate::query::redact::Redactor::from_kms(kms.as_ref())
-            .await?
-            .statement(&statement),
+    let statement = plan.statement(gate.as_ref().map(|(o, _)| o));
+    let recorded = match &gate {
+        Some((_, redactor)) => redactor.statement(&statement),
         None => statement.clone(),
     };
+    let opened = gate.map(|(o, _)| o);
     let case = req.decrypt.as_ref().map(|(_, c)| *c);
     let entry = session
         .audit
@@ -381,7 +383,7 @@ impl Job<'_> {
             } else {
                 columns::index_batch(&b)?
             };
-            out.write(&b, &columns::record_hashes(&b))?;
+            out.write(&b, columns::record_hashes(&b)?)?;
             self.rows += b.num_rows() as u64;
             progress(Progress {
                 rows: self.rows,
@@ -534,23 +536,11 @@ pub async fn check_trail(
     Ok(problems)
 }
 
-/// Reads a whole directory's custody check: files, then (given the store) the trail.
-pub async fn verify_dir(
-    dir: &Path,
-    store: Option<&crate::storage::Store>,
-) -> Result<verify::Report> {
-    let (mut report, custody) = verify::check(dir).map_err(|e| ExportError::io(dir, e))?;
-    if let (Some(store), Some(c), Some(sha)) = (store, &custody, &report.custody_sha256) {
-        let problems = check_trail(store, c, sha).await?;
-        report.problems.extend(problems.iter().cloned());
-        report.audit = Some(problems);
-    }
-    Ok(report)
-}
-
 /// The store a custody record names, when it is a local directory that exists.
-pub fn recorded_store(dir: &Path) -> Option<String> {
-    let bytes = files::read(&dir.join(custody::FILE)).ok()?;
-    let c: custody::Custody = serde_json::from_slice(&bytes).ok()?;
-    Some(c.header.store_url)
+pub fn recorded_store(c: &custody::Custody) -> Option<crate::storage::StoreUrl> {
+    c.header
+        .store_url
+        .parse::<crate::storage::StoreUrl>()
+        .ok()
+        .filter(|u| u.local_dir().is_some_and(|d| d.exists()))
 }

@@ -7,7 +7,6 @@ use super::custody::{self, ManifestRead, Position};
 use super::{ExportError, Given, Request, Result};
 use crate::access::Session;
 use crate::access::gate::{self, Purpose};
-use crate::crypto::kms::Kms;
 use crate::lake::manifest::Loaded;
 use crate::retention::hold::Hold;
 use chrono::{DateTime, Utc};
@@ -175,17 +174,16 @@ pub(super) async fn plan(session: &Session, req: &Request<'_>, now: DateTime<Utc
 }
 
 impl Plan {
-    /// Opens the decryption gate for a production (a refusal is audited).
+    /// Opens the decryption gate for a production (a refusal is audited, its statement's
+    /// literals keyed by `redactor`).
     pub(super) async fn open_gate(
         &self,
         session: &Session,
-        kms: &dyn Kms,
+        redactor: &crate::query::redact::Redactor,
         case: &str,
         actor_named: bool,
     ) -> Result<gate::Opened> {
-        let recorded = crate::query::redact::Redactor::from_kms(kms)
-            .await?
-            .statement(&self.statement(None));
+        let recorded = redactor.statement(&self.statement(None));
         // a missing case is the gate's refusal; then a missing actor is this one
         if !actor_named && !case.trim().is_empty() {
             let reason = "a production names who makes it: give --actor NAME (a name the access policy maps to your OS user)";

@@ -1,7 +1,7 @@
 //! Parquet files of an export: zstd, row groups of up to [`ROW_GROUP_BYTES`] (BigQuery
 //! advises at least 16 MiB), a new file once one reaches the target size. Every file is
 //! hashed as it is written and synced when closed; each row's `record_hash` is spooled to a
-//! file beside it (32 bytes per row), so that memory stays bounded however many rows the
+//! file beside it (its 64 hex characters), so that memory stays bounded however many rows the
 //! custody record lists.
 
 use super::files::{self, HashingFile, Modes};
@@ -27,7 +27,7 @@ pub(super) struct DataFile {
     pub sha256: String,
     pub(super) bytes: u64,
     pub(super) rows: u64,
-    /// The rows' `record_hash` values, 32 raw bytes each, in row order.
+    /// The rows' `record_hash` values, 64 hex characters each, in row order.
     pub(super) hashes: PathBuf,
 }
 
@@ -100,7 +100,7 @@ impl Rolling {
     pub(super) fn write(
         &mut self,
         b: &RecordBatch,
-        hashes: &[String],
+        hashes: &arrow::array::StringArray,
     ) -> Result<(), parquet::errors::ParquetError> {
         if b.num_rows() == 0 {
             return Ok(());
@@ -109,10 +109,13 @@ impl Rolling {
         let open = self.open()?;
         open.writer.write(b)?;
         open.rows += b.num_rows() as u64;
-        for h in hashes {
-            let raw = hex::decode(h)
-                .map_err(|e| parquet::errors::ParquetError::General(e.to_string()))?;
-            open.hashes.write_all(&raw)?;
+        for h in hashes.iter() {
+            let h = h.filter(|h| h.len() == 64).ok_or_else(|| {
+                parquet::errors::ParquetError::General(
+                    "a record_hash is not 64 hex characters".into(),
+                )
+            })?;
+            open.hashes.write_all(h.as_bytes())?;
         }
         if open.writer.in_progress_size() >= ROW_GROUP_BYTES {
             open.writer.flush()?;

@@ -107,11 +107,6 @@ fn partition_values(p: &Partition) -> Value {
     })
 }
 
-/// A data file's path from the table root (the store's root): as the manifest records it.
-fn table_path(f: &str) -> &str {
-    f
-}
-
 fn add(p: &Partition, f: &DataFileEntry) -> Value {
     let (first, last) = (f.tenant_ids.first(), f.tenant_ids.last());
     let stats = json!({
@@ -129,7 +124,7 @@ fn add(p: &Partition, f: &DataFileEntry) -> Value {
         "nullCount": {"occurred_at": 0, "expires_at": 0, "tenant_id": 0},
     });
     json!({"add": {
-        "path": table_path(&f.path),
+        "path": f.path,
         "partitionValues": partition_values(p),
         "size": f.size_bytes,
         "modificationTime": millis(f.added_at),
@@ -140,7 +135,7 @@ fn add(p: &Partition, f: &DataFileEntry) -> Value {
 
 fn remove(p: &Partition, f: &DataFileEntry, at: DateTime<Utc>) -> Value {
     json!({"remove": {
-        "path": table_path(&f.path),
+        "path": f.path,
         "deletionTimestamp": millis(at),
         "dataChange": true,
         "extendedFileMetadata": true,

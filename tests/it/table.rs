@@ -18,21 +18,26 @@ fn root(env: &Env) -> String {
     }
 }
 
-/// What delta-rs and polars read; asserts both agree with `query` over `events`.
-fn assert_table_is_events(env: &Env, python: &std::ffi::OsStr, when: &str) -> u64 {
+/// What delta-rs and polars read of the table at `root` (`tests/readers/read_table.py`).
+fn read_table(env: &Env, python: &std::ffi::OsStr, root: &str) -> serde_json::Value {
     let mut cmd = std::process::Command::new(python);
     cmd.arg(common::repo().join("tests/readers/read_table.py"))
-        .arg(root(env));
+        .arg(root);
     for (k, v) in &env.vars {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "{when}: {}",
+        "{root}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// What delta-rs and polars read; asserts both agree with `query` over `events`.
+fn assert_table_is_events(env: &Env, python: &std::ffi::OsStr, when: &str) -> u64 {
+    let got = read_table(env, python, &root(env));
     let ids: Vec<String> = env
         .query("SELECT event_id FROM events ORDER BY event_id")
         .iter()
@@ -184,17 +189,7 @@ fn a_checkpoint_alone_gives_readers_the_whole_table() {
             std::fs::copy(e.path(), only.join("_delta_log").join(&name)).unwrap();
         }
     }
-    let out = std::process::Command::new(&python)
-        .arg(common::repo().join("tests/readers/read_table.py"))
-        .arg(&only)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = read_table(&env, &python, only.to_str().unwrap());
     let rows = env.count("SELECT count(*) FROM events");
     assert_eq!(rows as usize, every + 1);
     assert_eq!(got["deltalake"]["rows"], rows, "{got}");

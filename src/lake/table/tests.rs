@@ -31,10 +31,6 @@ fn the_schema_names_every_column_and_the_partition_keys() {
         .find(|f| f["name"] == "agent_ids")
         .unwrap();
     assert_eq!(agents["type"]["elementType"], "string");
-    assert_eq!(
-        table_path("lake/year=2025/x.parquet"),
-        "lake/year=2025/x.parquet"
-    );
 }
 
 #[test]
