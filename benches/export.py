@@ -30,6 +30,7 @@ Standard library only; DuckDB's Python package comes from a venv <workdir>/.venv
 /work/target-release/release/holdfast (--binary to override).
 """
 import argparse
+import getpass
 import json
 import os
 import shlex
@@ -164,7 +165,9 @@ def main():
     store, env, d = build(args, args.binary)
     modes = {
         "index": ([], False),
-        "production": (["--decrypt", "--case", "BENCH", "--from", DAYS[0], "--until", DAYS[1]], True),
+        # a production names its actor: the OS user's own name
+        "production": (["--decrypt", "--case", "BENCH", "--actor", getpass.getuser(),
+                        "--from", DAYS[0], "--until", DAYS[1]], True),
     }
     res = {}
     for mode, (extra, production) in modes.items():
