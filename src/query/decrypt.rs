@@ -23,6 +23,14 @@ use std::sync::{Arc, Mutex};
 /// constant: no flag, setting or environment of the caller raises it.
 pub const MAX_BLIND_INDEXES_PER_STATEMENT: usize = 100;
 
+/// Files whose opened record groups a statement keeps (those its last calls read). The key
+/// cache holds up to [`crate::crypto::cache::DEFAULT_CAPACITY`] files' DEKs; a file that
+/// falls out of this list keeps its DEK but closes its groups (each up to 16 of at most
+/// 256 KiB of plaintext), so a statement over thousands of files holds at most this many
+/// files' groups, however many it reads. A scan reads a file's rows in order, a few
+/// files at a time (one per partition of the plan).
+const WARM_FILES: usize = 8;
+
 /// A file's records, opened with its DEK (formats 1 and 2: each tenant's dictionary on its
 /// first record; format 3: the groups the rows of one call name).
 struct FileKey {
@@ -38,6 +46,8 @@ pub struct Decryptor {
     /// Unwrapped DEKs (and dictionaries), bounded in count and age.
     keys: Mutex<crate::crypto::cache::KeyCache<Arc<FileKey>>>,
     opened: Mutex<(BTreeSet<String>, BTreeSet<String>)>,
+    /// The files the last calls read, most recent first (at most [`WARM_FILES`]).
+    warm: Mutex<Warm<Arc<FileKey>>>,
     index_keys: crate::crypto::IndexKeyCache,
     /// Blind indexes computed for this statement, by (tenant, address).
     blind_indexes: Mutex<HashMap<(String, String), [u8; crate::crypto::BLIND_INDEX_BYTES]>>,
@@ -89,6 +99,7 @@ impl Decryptor {
             files,
             keys: Mutex::new(crate::crypto::cache::KeyCache::default()),
             opened: Mutex::default(),
+            warm: Mutex::new(Warm::new(WARM_FILES)),
             index_keys: Default::default(),
             blind_indexes: Default::default(),
             scope: Mutex::default(),
@@ -145,6 +156,20 @@ impl Decryptor {
             .1
             .insert(dek_id.to_string());
         Ok(key)
+    }
+
+    /// Marks the files of one call as the most recently read; the groups of a file that
+    /// falls past [`WARM_FILES`] are closed.
+    fn touch(&self, keys: &HashMap<&str, Arc<FileKey>>) {
+        let cold: Vec<Arc<FileKey>> = {
+            let mut warm = self.warm.lock().expect("lock");
+            keys.iter()
+                .flat_map(|(d, k)| warm.touch(d, k.clone()))
+                .collect()
+        };
+        for k in cold {
+            k.records.lock().expect("lock").close();
+        }
     }
 
     /// Gives each format 3 file the groups the rows of one call name: those their first rows
@@ -233,6 +258,32 @@ fn strings(a: &ArrayRef) -> DfResult<ArrayRef> {
     Ok(arrow::compute::cast(a, &DataType::Utf8)?)
 }
 
+/// The files the last calls read, most recent first, at most `cap` of them.
+struct Warm<T> {
+    cap: usize,
+    files: std::collections::VecDeque<(String, T)>,
+}
+
+impl<T> Warm<T> {
+    fn new(cap: usize) -> Self {
+        Warm {
+            cap,
+            files: Default::default(),
+        }
+    }
+
+    /// `id` becomes the most recent; what falls past the cap is handed back.
+    fn touch(&mut self, id: &str, value: T) -> Vec<T> {
+        self.files.retain(|(d, _)| d != id);
+        self.files.push_front((id.to_string(), value));
+        let mut cold = Vec::new();
+        while self.files.len() > self.cap {
+            cold.extend(self.files.pop_back().map(|(_, v)| v));
+        }
+        cold
+    }
+}
+
 /// The session's decryptor, compared and hashed by identity (UDFs must be `Eq + Hash`).
 #[derive(Debug, Clone)]
 struct Shared(Arc<Decryptor>);
@@ -309,6 +360,7 @@ impl ScalarUDFImpl for DecryptPayload {
         // the sealed groups of this call are not kept for the next one
         keys.values()
             .for_each(|k| k.records.lock().expect("lock").forget());
+        self.decryptor.0.touch(&keys);
         self.decryptor
             .0
             .opened
@@ -455,4 +507,21 @@ pub fn register_json(ctx: &datafusion::prelude::SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(JsonGet {
         signature: Signature::variadic_any(Volatility::Immutable),
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Warm;
+
+    /// The most recently read files stay; the one read longest ago is handed back, once.
+    #[test]
+    fn warm_files_hand_back_the_least_recently_read() {
+        let mut w = Warm::new(2);
+        assert!(w.touch("a", 1).is_empty());
+        assert!(w.touch("b", 2).is_empty());
+        assert!(w.touch("a", 1).is_empty(), "a read again is not a new file");
+        assert_eq!(w.touch("c", 3), vec![2], "b was read longest ago");
+        assert_eq!(w.touch("d", 4), vec![1]);
+        assert_eq!(w.files.len(), 2);
+    }
 }

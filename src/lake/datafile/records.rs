@@ -125,6 +125,24 @@ impl Records {
         }
     }
 
+    /// Closes the groups opened so far (their plaintext is wiped) and forgets the sealed
+    /// ones: what a reader does with a file it has moved on from, so that the files it keeps
+    /// keys for do not each keep opened groups.
+    pub fn close(&mut self) {
+        if let Layout::Groups { sealed, open, .. } = &mut self.layout {
+            sealed.clear();
+            open.clear();
+        }
+    }
+
+    /// Groups opened and kept (format 3; 0 otherwise).
+    pub fn open_groups(&self) -> usize {
+        match &self.layout {
+            Layout::Groups { open, .. } => open.len(),
+            Layout::Records(_) => 0,
+        }
+    }
+
     /// The record of `row`, whose stored `payload` is given; errors name the event and file.
     pub fn open(&mut self, row: RowIds<'_>, payload: &[u8]) -> Result<Plaintext, CryptoError> {
         let what = || format!("event {} in {}", row.event_id, self.object);

@@ -149,6 +149,9 @@ fn read_back(f: &Fixture, written: &[WrittenFile]) -> (Vec<(String, Vec<u8>)>, V
                 records.push((ev.to_string(), plain.to_vec()));
             }
         }
+        // closing a file's records wipes the groups it opened
+        opener.close();
+        assert_eq!(opener.open_groups(), 0);
         deks.push(e.encryption.dek_id.clone());
     }
     records.sort();
