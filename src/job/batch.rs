@@ -161,6 +161,8 @@ pub(super) struct Outcome {
     pub kept: BTreeSet<usize>,
     /// Segments that cannot be read (do not parse, fail authentication).
     pub unreadable: Vec<UnreadableSegment>,
+    /// The segments opened (an object may hold several): (index into the picked list, id).
+    pub segment_ids: Vec<(usize, String)>,
 }
 
 async fn run(
@@ -286,6 +288,7 @@ fn process(
     let unreadable = aside.unreadable.into_inner().expect("unreadable list");
     let mut outcome = Outcome {
         unreadable,
+        segment_ids: aside.segment_ids.into_inner().expect("segment ids"),
         ..outcome
     };
     for (index, tenant) in aside.waiting.into_inner().expect("waiting list") {

@@ -159,11 +159,18 @@ pub(super) async fn commit(
     report.segments_kept = outcome.kept.len() as u64;
     let audit = crate::audit::Audit::new(store.clone(), ctx.clock.clone());
     report.kms = ctx.kms.calls();
+    // the segments of the objects consumed, each by its own id (an object may hold several)
+    let consumed_ids: Vec<String> = outcome
+        .segment_ids
+        .iter()
+        .filter(|(i, _)| !failed.contains(i) && !outcome.kept.contains(i))
+        .map(|(_, id)| id.clone())
+        .collect();
     record_batch(
         &audit,
         batch_id,
-        picked.len() - failed.len(),
-        &consumed,
+        outcome.segment_ids.len(),
+        consumed_ids,
         &new_files,
         &change,
         report,
@@ -264,15 +271,11 @@ async fn record_batch(
     audit: &crate::audit::Audit,
     batch_id: &str,
     opened: usize,
-    consumed: &[&Path],
+    segments: Vec<String>,
     committed: &[DataFileEntry],
     change: &crate::head::Change,
     report: &BatchReport,
 ) -> Result<(), JobError> {
-    let segments: Vec<String> = consumed
-        .iter()
-        .filter_map(|p| layout::parse_landing_segment(p))
-        .collect();
     let event = crate::audit::BatchCommitted {
         batch_id,
         deks_unwrapped: opened as u64,
@@ -315,11 +318,12 @@ async fn isolate(
     let store = &ctx.store;
     let id = layout::parse_landing_segment(path).expect("picked segments have landing names");
     let bytes = store.get(path).await?;
-    let mut to = layout::failed_segment(&id, None);
+    let several = layout::holds_several(path);
+    let mut to = layout::failed_segment(&id, None, several);
     if store.put_new(&to, bytes.clone()).await? == Put::AlreadyExists
         && store.get(&to).await? != bytes
     {
-        to = layout::failed_segment(&id, Some(batch_id));
+        to = layout::failed_segment(&id, Some(batch_id), several);
         store.put_new(&to, bytes).await?;
     }
     let event = crate::audit::SegmentIsolated {

@@ -139,26 +139,10 @@ pub async fn validate(ctx: &Context, version: Option<&str>) -> Result<ValidateRe
         if layout::parse_landing_segment(&meta.location).is_none() {
             continue;
         }
-        report.landing_segments += 1;
-        let seg = Segment::parse(meta.location.as_ref(), ctx.store.get(&meta.location).await?)?;
-        let cipher = seg.unwrap_key(ctx.kms.as_ref()).await?;
-        let source = SourceKind::from_name(&seg.header.source).unwrap_or(SourceKind::Auto);
-        for b in 0..seg.block_count() {
-            let mut data = seg.open_block(&cipher, b)?;
-            for line in data
-                .split(|c| *c == b'\n')
-                .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-            {
-                tally_line(
-                    &mut report.landing,
-                    &mut seen,
-                    source,
-                    seg.header.tenant.as_deref(),
-                    line,
-                    version,
-                );
-            }
-            zeroize::Zeroize::zeroize(&mut data);
+        let bytes = ctx.store.get(&meta.location).await?;
+        for seg in Segment::parse_object(&meta.location, bytes)? {
+            report.landing_segments += 1;
+            tally_segment(ctx, &mut report, &mut seen, &seg, version).await?;
         }
     }
     for e in quarantine::list(&ctx.store).await? {
@@ -176,6 +160,36 @@ pub async fn validate(ctx: &Context, version: Option<&str>) -> Result<ValidateRe
         zeroize::Zeroize::zeroize(&mut secret.original);
     }
     Ok(report)
+}
+
+/// Tallies the lines of one landing segment.
+async fn tally_segment(
+    ctx: &Context,
+    report: &mut ValidateReport,
+    seen: &mut Seen,
+    seg: &Segment,
+    version: Option<&str>,
+) -> Result<(), JobError> {
+    let cipher = seg.unwrap_key(ctx.kms.as_ref()).await?;
+    let source = SourceKind::from_name(&seg.header.source).unwrap_or(SourceKind::Auto);
+    for b in 0..seg.block_count() {
+        let mut data = seg.open_block(&cipher, b)?;
+        for line in data
+            .split(|c| *c == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        {
+            tally_line(
+                &mut report.landing,
+                seen,
+                source,
+                seg.header.tenant.as_deref(),
+                line,
+                version,
+            );
+        }
+        zeroize::Zeroize::zeroize(&mut data);
+    }
+    Ok(())
 }
 
 /// [`validate`] for a caller who passed the decryption gate (purpose `Validate`): it decrypts

@@ -108,16 +108,21 @@ pub async fn take(store: &Store) -> Result<Inventory> {
             current,
         });
     };
-    for (path, segment_id) in segments(store, layout::LANDING).await? {
-        let h = crate::landing::read_header(store, &path).await?;
-        overlaid(h.dek_id, Home::Landing { segment_id }, h.wrapped_dek);
+    for (path, _) in segments(store, layout::LANDING).await? {
+        for h in crate::landing::read_headers(store, &path).await? {
+            let home = Home::Landing {
+                segment_id: h.segment_id,
+            };
+            overlaid(h.dek_id, home, h.wrapped_dek);
+        }
     }
     for (path, _) in segments(store, layout::FAILED).await? {
-        let h = crate::landing::read_header(store, &path).await?;
-        let home = Home::Failed {
-            path: path.to_string(),
-        };
-        overlaid(h.dek_id, home, h.wrapped_dek);
+        for h in crate::landing::read_headers(store, &path).await? {
+            let home = Home::Failed {
+                path: path.to_string(),
+            };
+            overlaid(h.dek_id, home, h.wrapped_dek);
+        }
     }
     let mut sealed: BTreeMap<String, (u64, WrappedKey)> = BTreeMap::new();
     for e in crate::landing::quarantine::list(store).await? {

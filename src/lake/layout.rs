@@ -6,10 +6,11 @@
 //! ```text
 //! holdfast.json                                             store marker (create-only)
 //! landing/<segment-id>.seg                                  encrypted landing segments
+//! landing/<segment-id>.segs                                 several, back to back (a server's group commit)
 //! quarantine/<entry-id>.json                                encrypted quarantine entries
 //! lake/year=YYYY/month=MM/day=DD/interaction_type=T/part-<batch-id>.parquet    data files
 //! manifests/year=YYYY/month=MM/day=DD/interaction_type=T/v<20 digits>.json     manifest versions
-//! failed/<segment-id>.seg                                   landing segments a batch could not read
+//! failed/<segment-id>.seg[s]                               landing objects a batch could not read
 //! _locks/<object>.lock.json                                 storage lock of an object
 //! _leases/<name>/v<20 digits>.json                          lease versions (`batch`, `holds`)
 //! .staging/                                                 writes being staged (never read)
@@ -396,55 +397,6 @@ impl ManifestPath {
     }
 }
 
-/// `failed/<segment-id>.seg`, or `failed/<segment-id>.<batch-id>.seg` for a second segment
-/// of the same id (bytes differing): a landing segment a batch moved aside.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FailedSegmentPath {
-    segment_id: String,
-    batch_id: Option<String>,
-}
-
-/// `20261126T140312Z-1a2b3c4d`, as [`batch_id`] makes them.
-fn is_batch_id(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 25
-        && b[..8].iter().all(u8::is_ascii_digit)
-        && b[8] == b'T'
-        && b[9..15].iter().all(u8::is_ascii_digit)
-        && &b[15..17] == b"Z-"
-        && b[17..]
-            .iter()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
-}
-
-impl FailedSegmentPath {
-    pub fn new(segment_id: &str, batch_id: Option<&str>) -> Option<Self> {
-        (valid_id(segment_id) && batch_id.is_none_or(is_batch_id)).then(|| FailedSegmentPath {
-            segment_id: segment_id.to_string(),
-            batch_id: batch_id.map(str::to_string),
-        })
-    }
-    pub fn segment_id(&self) -> &str {
-        &self.segment_id
-    }
-    pub fn batch_id(&self) -> Option<&str> {
-        self.batch_id.as_deref()
-    }
-    pub fn to_path(&self) -> Path {
-        match &self.batch_id {
-            None => object(format!("{FAILED}/{}.seg", self.segment_id)),
-            Some(b) => object(format!("{FAILED}/{}.{b}.seg", self.segment_id)),
-        }
-    }
-    pub fn parse(path: &Path) -> Option<Self> {
-        let name = parse_id(FAILED, ".seg", path)?;
-        match name.rsplit_once('.') {
-            Some((id, b)) if is_batch_id(b) => Self::new(id, Some(b)),
-            _ => Self::new(name, None),
-        }
-    }
-}
-
 /// `holdfast.json`: the store marker.
 pub fn store_marker() -> Path {
     object(STORE_MARKER.to_string())
@@ -472,15 +424,6 @@ pub fn parse_manifest(path: &Path) -> Option<(Partition, u64)> {
     ManifestPath::parse(path).map(|m| (m.partition, m.sequence))
 }
 
-pub fn landing_segment(id: &str) -> Path {
-    debug_assert!(valid_id(id));
-    object(format!("{LANDING}/{id}.seg"))
-}
-
-pub fn parse_landing_segment(path: &Path) -> Option<String> {
-    LandingPath::parse(path).map(|l| l.segment_id)
-}
-
 pub fn quarantine_entry(id: &str) -> Path {
     debug_assert!(valid_id(id));
     object(format!("{QUARANTINE}/{id}.json"))
@@ -488,16 +431,6 @@ pub fn quarantine_entry(id: &str) -> Path {
 
 pub fn parse_quarantine_entry(path: &Path) -> Option<String> {
     QuarantinePath::parse(path).map(|q| q.entry_id)
-}
-
-/// A failed landing segment, moved aside (`failed/<segment-id>.seg`); a second one of the
-/// same id (bytes differing) gets the batch id too.
-pub fn failed_segment(id: &str, batch_id: Option<&str>) -> Path {
-    debug_assert!(valid_id(id));
-    match batch_id {
-        None => object(format!("{FAILED}/{id}.seg")),
-        Some(b) => object(format!("{FAILED}/{id}.{b}.seg")),
-    }
 }
 
 /// The lock record of an object: `_locks/<object>.lock.json`.
@@ -591,6 +524,11 @@ pub use keys::{
 
 mod table_log;
 pub use table_log::TableLogPath;
+mod landing;
+pub use landing::{
+    FailedSegmentPath, failed_segment, holds_several, landing_segment, landing_segments,
+    parse_landing_segment,
+};
 
 #[cfg(test)]
 mod tests;

@@ -5,18 +5,22 @@
 //! `HFSEG001` | u32 BE header length | header JSON | blocks, each u32 BE length + sealed
 //! bytes. A block is zstd(lines, each ending in `\n`) sealed with the segment's DEK under
 //! AAD (scheme, segment id, source, arrival time, block index, block count), so blocks cannot
-//! be reordered, dropped, moved to another segment or re-labelled.
+//! be reordered, dropped, moved to another segment or re-labelled. A server's group commit
+//! writes the segments of its tenants back to back in one object (`landing/<id>.segs`, named
+//! by the first); each keeps its own header, DEK and AAD.
 
 mod format;
 pub mod quarantine;
-use format::MAGIC;
+mod read;
 pub use format::{QUARANTINE_FORMAT, SEGMENT_FORMAT};
+pub use read::{Segment, raw_size, read_header, read_headers};
 
 use crate::crypto::kms::{Kms, KmsError, WrappedKey};
 use crate::crypto::{Cipher, CryptoError, DataKey, aad};
 use crate::lake::{LakeError, layout};
 use crate::storage::{Put, Store};
 use chrono::{DateTime, Utc};
+use object_store::path::Path;
 
 /// Raw bytes per block before compression.
 pub const BLOCK_BYTES: usize = 1 << 20;
@@ -209,13 +213,28 @@ impl SegmentBuilder {
     /// call the key service). The blocks' AAD names the segment, so a block still cannot be
     /// moved to another segment under the same key.
     pub async fn write_with(
-        mut self,
+        self,
         store: &Store,
         dek: &DataKey,
         wrapped_dek: WrappedKey,
         at: Labels<'_>,
         threads: usize,
     ) -> Result<u64, LandingError> {
+        let path = layout::landing_segment(at.id);
+        match self.sealed(dek, wrapped_dek, at, threads) {
+            Some(bytes) => put_object(store, &path, bytes).await,
+            None => Ok(0),
+        }
+    }
+
+    /// The segment's bytes, `None` when it holds no line.
+    fn sealed(
+        mut self,
+        dek: &DataKey,
+        wrapped_dek: WrappedKey,
+        at: Labels<'_>,
+        threads: usize,
+    ) -> Option<Vec<u8>> {
         let Labels {
             source,
             tenant,
@@ -224,7 +243,7 @@ impl SegmentBuilder {
         } = at;
         self.blocks.retain(|b| !b.is_empty());
         if self.blocks.is_empty() {
-            return Ok(0);
+            return None;
         }
         let header = SegmentHeader {
             segment_id: id.to_string(),
@@ -251,15 +270,33 @@ impl SegmentBuilder {
             out.extend_from_slice(&(s.len() as u32).to_be_bytes());
             out.extend_from_slice(s);
         }
-        let n = out.len() as u64;
-        let path = layout::landing_segment(id);
-        match store.put_new(&path, out).await? {
-            Put::Created => Ok(n),
-            Put::AlreadyExists => Err(LandingError::Corrupt {
-                object: path.to_string(),
-                problem: "a segment with this id already exists".into(),
-            }),
-        }
+        Some(out)
+    }
+
+    /// [`SegmentBuilder::write_with`] without the write: the segment's bytes (empty when it
+    /// holds no line), for a caller that puts several segments into one object.
+    pub fn seal(
+        self,
+        dek: &DataKey,
+        wrapped_dek: WrappedKey,
+        at: Labels<'_>,
+        threads: usize,
+    ) -> Vec<u8> {
+        self.sealed(dek, wrapped_dek, at, threads)
+            .unwrap_or_default()
+    }
+}
+
+/// Writes a landing object (create-only): one segment's bytes, or several back to back under
+/// `path` ([`layout::landing_segments`]); its size.
+pub async fn put_object(store: &Store, path: &Path, bytes: Vec<u8>) -> Result<u64, LandingError> {
+    let n = bytes.len() as u64;
+    match store.put_new(path, bytes).await? {
+        Put::Created => Ok(n),
+        Put::AlreadyExists => Err(LandingError::Corrupt {
+            object: path.to_string(),
+            problem: "a segment with this id already exists".into(),
+        }),
     }
 }
 
@@ -309,170 +346,6 @@ thread_local! {
         std::cell::RefCell::new(zstd::bulk::Compressor::new(LANDING_LEVEL).expect("valid zstd level"));
 }
 
-/// A landed segment read back: header plus sealed blocks, opened one at a time.
-pub struct Segment {
-    pub header: SegmentHeader,
-    bytes: bytes::Bytes,
-    blocks: Vec<std::ops::Range<usize>>,
-}
-
-impl Segment {
-    pub fn parse(object: &str, bytes: bytes::Bytes) -> Result<Self, LandingError> {
-        let corrupt = |p: &str| LandingError::Corrupt {
-            object: object.to_string(),
-            problem: p.to_string(),
-        };
-        if bytes.len() < 12 || &bytes[..8] != MAGIC {
-            return Err(corrupt("not a landing segment"));
-        }
-        let hlen = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
-        let header = format::decode_header(
-            bytes
-                .get(12..12 + hlen)
-                .ok_or_else(|| corrupt("truncated header"))?,
-        )
-        .map_err(|e| corrupt(&format!("bad header: {e}")))?;
-        let mut pos = 12 + hlen;
-        let mut blocks = Vec::new();
-        while pos < bytes.len() {
-            let len = u32::from_be_bytes(
-                bytes
-                    .get(pos..pos + 4)
-                    .ok_or_else(|| corrupt("truncated block"))?
-                    .try_into()
-                    .unwrap(),
-            ) as usize;
-            let end = pos + 4 + len;
-            if end > bytes.len() {
-                return Err(corrupt("truncated block"));
-            }
-            blocks.push(pos + 4..end);
-            pos = end;
-        }
-        if blocks.len() != header.block_count as usize {
-            return Err(corrupt(&format!(
-                "holds {} blocks, header says {}",
-                blocks.len(),
-                header.block_count
-            )));
-        }
-        Ok(Segment {
-            header,
-            bytes,
-            blocks,
-        })
-    }
-
-    pub async fn unwrap_key(&self, kms: &dyn Kms) -> Result<Cipher, LandingError> {
-        Ok(kms
-            .unwrap_key(&self.header.dek_id, &self.header.wrapped_dek)
-            .await?
-            .cipher())
-    }
-
-    pub fn block_count(&self) -> usize {
-        self.blocks.len()
-    }
-
-    /// Block `i` decrypted and authenticated (still compressed).
-    fn decrypt_block(&self, cipher: &Cipher, i: usize) -> Result<Vec<u8>, LandingError> {
-        let id = &self.header.segment_id;
-        Ok(cipher.open(
-            &self.bytes[self.blocks[i].clone()],
-            &block_aad(&self.header, i as u32),
-            &|| format!("landing segment {id} block {i}"),
-        )?)
-    }
-
-    /// Checks block `i`'s authentication tag (decrypts it, keeps nothing): what the batch
-    /// does to every block of a segment before storing any of its lines.
-    pub fn authenticate_block(&self, cipher: &Cipher, i: usize) -> Result<(), LandingError> {
-        zeroize::Zeroize::zeroize(&mut self.decrypt_block(cipher, i)?);
-        Ok(())
-    }
-
-    /// The lines of block `i` (each ending in `\n`). Decompression stops at
-    /// [`MAX_BLOCK_RAW`] (or the segment's raw size, if smaller): a block that would grow
-    /// past it is an error for this segment, never an allocation of whatever it claims.
-    pub fn open_block(&self, cipher: &Cipher, i: usize) -> Result<Vec<u8>, LandingError> {
-        let id = &self.header.segment_id;
-        let mut c = self.decrypt_block(cipher, i)?;
-        let limit = MAX_BLOCK_RAW.min(usize::try_from(self.header.raw_bytes).unwrap_or(usize::MAX));
-        let out = bounded_decompress(&c, limit);
-        zeroize::Zeroize::zeroize(&mut c);
-        match out {
-            Ok(Some(out)) => Ok(out),
-            Ok(None) => Err(LandingError::Corrupt {
-                object: layout::landing_segment(id).to_string(),
-                problem: format!("block {i} decompresses past {limit} bytes"),
-            }),
-            Err(_) => Err(CryptoError::Decompress {
-                what: format!("landing segment {id} block {i}"),
-            }
-            .into()),
-        }
-    }
-}
-
-/// zstd-decompresses `data` into at most `limit` bytes; `None` when there is more. A frame
-/// that names its size (every landing block does) is decompressed at once into a buffer of
-/// that size; anything else is streamed.
-fn bounded_decompress(data: &[u8], limit: usize) -> std::io::Result<Option<Vec<u8>>> {
-    use std::io::Read;
-    match zstd::zstd_safe::get_frame_content_size(data) {
-        Ok(Some(n)) if n > limit as u64 => return Ok(None),
-        // one allocation, no copies as it grows; a frame that holds more than it names fails
-        Ok(Some(n)) => return zstd::bulk::decompress(data, n as usize).map(Some),
-        _ => {}
-    }
-    let mut out = Vec::new();
-    let decoder = zstd::stream::read::Decoder::with_buffer(data)?;
-    let read = decoder.take(limit as u64 + 1).read_to_end(&mut out);
-    if read.is_err() || out.len() > limit {
-        zeroize::Zeroize::zeroize(&mut out);
-        return read.map(|_| None);
-    }
-    Ok(Some(out))
-}
-
-/// The raw (decompressed) size of a landed segment, from its header alone (two small reads),
-/// for the batch's input budget.
-pub async fn raw_size(store: &Store, path: &object_store::path::Path) -> Result<u64, LandingError> {
-    Ok(read_header(store, path).await?.raw_bytes)
-}
-
-/// A landed (or failed) segment's header alone, in two small reads.
-pub async fn read_header(
-    store: &Store,
-    path: &object_store::path::Path,
-) -> Result<SegmentHeader, LandingError> {
-    let corrupt = |p: &str| LandingError::Corrupt {
-        object: path.to_string(),
-        problem: p.to_string(),
-    };
-    let os = store.object_store();
-    let get = |r: std::ops::Range<u64>| {
-        let os = os.clone();
-        async move {
-            let mut parts = os
-                .get_ranges(path, std::slice::from_ref(&r))
-                .await
-                .map_err(|e| LakeError::store("reading", path.as_ref(), e))?;
-            Ok::<_, LandingError>(parts.pop().unwrap_or_default())
-        }
-    };
-    let head = get(0..12).await?;
-    if head.len() < 12 || &head[..8] != MAGIC {
-        return Err(corrupt("not a landing segment"));
-    }
-    let hlen = u32::from_be_bytes(head[8..12].try_into().expect("4 bytes")) as u64;
-    if hlen > 1 << 20 {
-        return Err(corrupt("header too large"));
-    }
-    format::decode_header(&get(12..12 + hlen).await?)
-        .map_err(|e| corrupt(&format!("bad header: {e}")))
-}
-
 /// Segment ids sort by arrival: `<yyyymmddThhmmss.ffffffZ>-<seq>-<random>`.
 pub fn segment_id(arrived_at: DateTime<Utc>, seq: u32, random: u32) -> String {
     format!(
@@ -492,27 +365,6 @@ impl SegmentBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decompression_stops_at_the_limit() {
-        let bomb = zstd::encode_all(&vec![0u8; 64 << 20][..], 3).unwrap();
-        assert!(bomb.len() < 1 << 20, "a small block that claims a lot");
-        assert_eq!(bounded_decompress(&bomb, MAX_BLOCK_RAW).unwrap(), None);
-        let fine = zstd::encode_all(&b"line\n"[..], 3).unwrap();
-        assert_eq!(
-            bounded_decompress(&fine, 5).unwrap().as_deref(),
-            Some(&b"line\n"[..])
-        );
-        assert_eq!(bounded_decompress(&fine, 4).unwrap(), None);
-        // frames that name their size (as landing blocks do) take the one-allocation path
-        let sized = zstd::bulk::compress(&vec![7u8; 64 << 20], 1).unwrap();
-        assert_eq!(bounded_decompress(&sized, MAX_BLOCK_RAW).unwrap(), None);
-        let sized = zstd::bulk::compress(b"line\n", 1).unwrap();
-        let back = bounded_decompress(&sized, 5).unwrap();
-        assert_eq!(back.as_deref(), Some(&b"line\n"[..]));
-        assert_eq!(bounded_decompress(&sized, 4).unwrap(), None);
-        assert!(bounded_decompress(b"not zstd", 100).is_err());
-    }
 
     #[test]
     fn blocks_start_small_and_grow_to_their_size() {

@@ -360,46 +360,99 @@ struct Meta {
     replies: Replies,
 }
 
-/// Writes a group's segments at once (their fsyncs overlap), makes the landing directory
-/// durable once for all of them (a sync of its own, shared with no batch's barrier), then
-/// answers every request of the group.
+/// A landing object of a group being assembled: its segments' bytes back to back, named by
+/// the first that holds lines, and whom each segment answers.
+#[derive(Default)]
+struct Object {
+    bytes: Vec<u8>,
+    first: Option<String>,
+    several: bool,
+    parts: Vec<(Meta, u64, u64)>,
+}
+
+impl Object {
+    fn add(&mut self, p: Pending) {
+        let (m, lines) = (p.segment, p.builder.lines());
+        let at = crate::landing::Labels {
+            source: m.source,
+            tenant: m.tenant.as_deref(),
+            id: &m.id,
+            arrived_at: m.arrived_at,
+        };
+        let sealed = p.builder.seal(&p.key.0, p.key.1.clone(), at, 1);
+        if !sealed.is_empty() {
+            self.several |= self.first.is_some();
+            self.first.get_or_insert_with(|| m.id.clone());
+        }
+        let n = sealed.len() as u64;
+        if self.bytes.is_empty() {
+            self.bytes = sealed;
+        } else {
+            self.bytes.extend_from_slice(&sealed);
+        }
+        self.parts.push((m, lines, n));
+    }
+
+    fn path(&self) -> Option<object_store::path::Path> {
+        let id = self.first.as_deref()?;
+        Some(match self.several {
+            true => crate::lake::layout::landing_segments(id),
+            false => crate::lake::layout::landing_segment(id),
+        })
+    }
+}
+
+/// Writes a group as landing objects: the segments of tenants under the store's key back to
+/// back in one (one file and one fsync however many tenants the group holds), and a segment
+/// of a tenant with a key of its own alone (a batch that cannot open that key leaves only it
+/// waiting in landing). Then one sync of the landing directory (its own, shared with no
+/// batch's barrier), then every request of the group is answered.
 async fn write_group(
     ctx: &Context,
     segments: Vec<Pending>,
     on_commit: &(dyn Fn(Committed<'_>) + Send + Sync),
 ) {
     let store = ctx.store.dir_synced_by_caller();
-    let written = futures::future::join_all(segments.into_iter().map(|p| {
-        let store = &store;
+    let (mut objects, mut shared) = (Vec::new(), Object::default());
+    for p in segments {
+        let own = p.segment.tenant.as_deref().and_then(|t| ctx.kms.tenant(t));
+        match own {
+            Some(_) => {
+                let mut alone = Object::default();
+                alone.add(p);
+                objects.push(alone);
+            }
+            None => shared.add(p),
+        }
+    }
+    objects.push(shared);
+    let written = futures::future::join_all(objects.iter_mut().map(|o| {
+        let (store, bytes) = (&store, std::mem::take(&mut o.bytes));
+        let path = o.path();
         async move {
-            let (m, lines) = (p.segment, p.builder.lines());
-            let at = crate::landing::Labels {
-                source: m.source,
-                tenant: m.tenant.as_deref(),
-                id: &m.id,
-                arrived_at: m.arrived_at,
-            };
-            let r = p
-                .builder
-                .write_with(store, &p.key.0, p.key.1.clone(), at, 1)
-                .await;
-            (m, lines, r)
+            let Some(path) = path else { return Ok(None) };
+            match crate::landing::put_object(store, &path, bytes).await {
+                Ok(_) => Ok(Some(path)),
+                Err(e) => Err(format!("landing object {path} was not written: {e}")),
+            }
         }
     }))
     .await;
-    // the segments' names are durable before any of them is acknowledged: one sync of the
-    // landing directory for the group (none where puts are durable on return)
-    let synced = match written.first() {
-        Some((m, ..)) => store
-            .sync_dir_of(&crate::lake::layout::landing_segment(&m.id))
+    // the objects' names are durable before any of their lines is acknowledged
+    let synced = match written
+        .iter()
+        .find_map(|w| w.as_ref().ok().cloned().flatten())
+    {
+        Some(path) => store
+            .sync_dir_of(&path)
             .await
-            .map_err(|e| e.to_string()),
+            .map_err(|e| format!("landing object {path} was not made durable: {e}")),
         None => Ok(()),
     };
-    for (m, lines, r) in written {
-        let id = m.id;
-        let answer = match (r, &synced) {
-            (Ok(bytes), Ok(())) => {
+    for (o, w) in objects.into_iter().zip(written) {
+        let answer = w.and_then(|_| synced.clone());
+        for (m, lines, bytes) in o.parts {
+            if answer.is_ok() {
                 on_commit(Committed {
                     source: m.source,
                     tenant: m.tenant.as_deref(),
@@ -407,13 +460,11 @@ async fn write_group(
                     bytes,
                     arrived_at: m.arrived_at,
                 });
-                Ok(id)
             }
-            (Err(e), _) => Err(format!("landing segment {id} was not written: {e}")),
-            (Ok(_), Err(e)) => Err(format!("landing segment {id} was not made durable: {e}")),
-        };
-        for reply in m.replies {
-            let _ = reply.send(answer.clone());
+            let reply = answer.clone().map(|()| m.id.clone());
+            for r in m.replies {
+                let _ = r.send(reply.clone());
+            }
         }
     }
 }
@@ -472,6 +523,59 @@ mod tests {
             }
             assert_eq!(keks["acme"], acme.kek_id());
             assert_eq!(keks["other"], platform.kek_id());
+        });
+    }
+
+    /// A group of several tenants is one landing object: their segments back to back, each
+    /// with its own tenant, key and id, which the batch's parser reads back one by one. A
+    /// tenant with a key of its own lands alone (only it waits when that key cannot be used).
+    #[test]
+    fn a_group_of_tenants_lands_as_one_object() {
+        use crate::crypto::kms::{Kms, LocalKeyring, Tenanted};
+        use crate::lake::layout;
+        let dir = tempfile::tempdir().unwrap();
+        let ring = |name: &str| -> Arc<dyn Kms> {
+            Arc::new(LocalKeyring::create(&dir.path().join(name), "2026-01-01T00:00:00Z").unwrap())
+        };
+        let tenants = BTreeMap::from([("byok".to_string(), ring("b.json"))]);
+        let at = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        let ctx = Arc::new(Context {
+            store: crate::storage::Store::memory_for_tests(),
+            kms: Tenanted::wrap(ring("p.json"), Vec::new(), tenants),
+            clock: Arc::new(crate::clock::FakeClock::new(at.to_utc())),
+            failpoints: crate::hooks::Failpoints::none(),
+        });
+        crate::test_support::block(async {
+            // a window long enough for the requests to join one group
+            let group = GroupCommit {
+                window: Duration::from_millis(300),
+                max_bytes: 1 << 20,
+                in_flight: 1,
+            };
+            let c = Committer::start(ctx.clone(), group, |_| {});
+            let line = |t: &str| format!("{{\"tenantId\":\"{t}\"}}\n").into_bytes();
+            let submit = |t: &'static str| c.submit(SourceKind::Canonical, Some(t.into()), line(t));
+            let (a, b, own) = futures::join!(submit("acme"), submit("other"), submit("byok"));
+            let (a, b, own) = (a.unwrap(), b.unwrap(), own.unwrap());
+            let listed = ctx.store.list(layout::LANDING).await.unwrap();
+            let mut paths: Vec<_> = listed.iter().map(|m| m.location.clone()).collect();
+            paths.sort_by_key(layout::holds_several);
+            assert_eq!(paths.len(), 2, "{paths:?}");
+            assert_eq!(paths[0], layout::landing_segment(&own), "byok lands alone");
+            let path = &paths[1];
+            assert_eq!(*path, layout::landing_segments(&a));
+            let bytes = ctx.store.get(path).await.unwrap();
+            let segs = crate::landing::Segment::parse_object(path, bytes).unwrap();
+            let mut got = Vec::new();
+            for s in &segs {
+                let cipher = s.unwrap_key(ctx.kms.as_ref()).await.unwrap();
+                let tenant = s.header.tenant.clone().unwrap();
+                assert_eq!(s.open_block(&cipher, 0).unwrap(), line(&tenant));
+                got.push((s.header.segment_id.clone(), tenant));
+            }
+            assert_eq!(got, vec![(a, "acme".into()), (b, "other".into())]);
+            let raw = crate::landing::raw_size(&ctx.store, path).await.unwrap();
+            assert_eq!(raw, (line("acme").len() + line("other").len()) as u64);
         });
     }
 

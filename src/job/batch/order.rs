@@ -154,6 +154,7 @@ pub(super) fn coordinate(
         passed,
         kept,
         unreadable: Vec::new(),
+        segment_ids: Vec::new(),
     })
 }
 

@@ -1,7 +1,7 @@
-//! Stage 1, read: picks landing segments up to the input budget, fetches each, unwraps its
-//! key and checks every block's authentication tag (a segment with a damaged block is set
-//! aside whole before any of its lines is stored), then hands its blocks, numbered in landing order, to the
-//! decoders.
+//! Stage 1, read: picks landing objects up to the input budget, fetches each, unwraps its
+//! segments' keys and checks every block's authentication tag (an object with a damaged block
+//! is set aside whole before any of its lines is stored), then hands its blocks, numbered in
+//! landing order, to the decoders.
 
 use super::BatchOptions;
 use super::report::BatchReport;
@@ -48,6 +48,8 @@ pub(super) struct SetAside {
     pub(super) unreadable: Mutex<Vec<UnreadableSegment>>,
     /// (index into the picked list, tenant).
     pub(super) waiting: Mutex<Vec<(usize, String)>>,
+    /// The segments opened, in landing order: (index into the picked list, segment id).
+    pub(super) segment_ids: Mutex<Vec<(usize, String)>>,
 }
 
 /// Landing segments in arrival order, up to the input budget (always at least one).
@@ -107,40 +109,48 @@ fn tenant_key_failed(e: &JobError) -> Option<&str> {
     }
 }
 
-/// Reads a segment, unwraps its key and checks every block's tag.
-fn open_segment(
+/// Reads a landing object, unwraps each of its segments' keys and checks every block's tag.
+/// An object of several segments is one unit: it waits, or is set aside, whole.
+fn open_segments(
     rt: &tokio::runtime::Handle,
     ctx: &Context,
     path: &Path,
     index: usize,
     domains: &super::Domains,
-) -> Result<OpenSegment, JobError> {
+) -> Result<Vec<OpenSegment>, JobError> {
     rt.block_on(async {
         let bytes = ctx.store.get(path).await?;
-        let segment = Segment::parse(path.as_ref(), bytes)?;
-        if let Some(t) = segment.header.tenant.as_deref()
-            && domains.waiting.contains_key(t)
+        let segments = Segment::parse_object(path, bytes)?;
+        if let Some(t) = segments
+            .iter()
+            .filter_map(|s| s.header.tenant.as_deref())
+            .find(|t| domains.waiting.contains_key(*t))
         {
             return Err(JobError::TenantKeyWaiting(t.to_string()));
         }
-        let cipher = segment.unwrap_key(ctx.kms.as_ref()).await?;
-        let source =
-            SourceKind::from_name(&segment.header.source).ok_or_else(|| LandingError::Corrupt {
-                object: path.to_string(),
-                problem: format!("unknown source {}", segment.header.source),
+        let mut opened = Vec::with_capacity(segments.len());
+        for segment in segments {
+            let cipher = segment.unwrap_key(ctx.kms.as_ref()).await?;
+            let source = SourceKind::from_name(&segment.header.source).ok_or_else(|| {
+                LandingError::Corrupt {
+                    object: path.to_string(),
+                    problem: format!("unknown source {}", segment.header.source),
+                }
             })?;
-        // every block authentic before any line is stored (the workers decompress them)
-        for block in 0..segment.block_count() {
-            segment.authenticate_block(&cipher, block)?;
+            // every block authentic before any line is stored (the workers decompress them)
+            for block in 0..segment.block_count() {
+                segment.authenticate_block(&cipher, block)?;
+            }
+            let ingested_at = micros(segment.header.arrived_at);
+            opened.push(OpenSegment {
+                segment,
+                cipher,
+                source,
+                ingested_at,
+                index,
+            });
         }
-        let ingested_at = micros(segment.header.arrived_at);
-        Ok::<_, JobError>(OpenSegment {
-            segment,
-            cipher,
-            source,
-            ingested_at,
-            index,
-        })
+        Ok::<_, JobError>(opened)
     })
 }
 
@@ -157,8 +167,8 @@ pub(super) fn read(
 ) {
     let mut seq = 0u64;
     for (index, path) in picked.iter().enumerate() {
-        let segment = match open_segment(rt, ctx, path, index, domains) {
-            Ok(seg) => Arc::new(seg),
+        let segments = match open_segments(rt, ctx, path, index, domains) {
+            Ok(segments) => segments,
             Err(e) if damaged_segment(&e) => {
                 aside
                     .unreadable
@@ -182,16 +192,23 @@ pub(super) fn read(
                 }
             },
         };
-        for block in 0..segment.segment.block_count() {
-            let b = Block {
-                seq,
-                segment: segment.clone(),
-                block,
-            };
-            if blocks.send(b).is_err() {
-                return;
+        for segment in segments.into_iter().map(Arc::new) {
+            aside
+                .segment_ids
+                .lock()
+                .expect("segment ids")
+                .push((index, segment.segment.header.segment_id.clone()));
+            for block in 0..segment.segment.block_count() {
+                let b = Block {
+                    seq,
+                    segment: segment.clone(),
+                    block,
+                };
+                if blocks.send(b).is_err() {
+                    return;
+                }
+                seq += 1;
             }
-            seq += 1;
         }
     }
 }

@@ -109,10 +109,18 @@ proptest! {
         let i = IntentPath::new(&id).unwrap();
         prop_assert_eq!(IntentPath::parse(&i.to_path()), Some(i));
         let b = batch_id(DateTime::from_timestamp(now, 0).unwrap(), r);
-        for f in [FailedSegmentPath::new(&seg, None).unwrap(), FailedSegmentPath::new(&seg, Some(&b)).unwrap()] {
-            prop_assert_eq!(FailedSegmentPath::parse(&f.to_path()), Some(f.clone()));
+        for several in [false, true] {
+            for f in [FailedSegmentPath::new(&seg, None, several).unwrap(), FailedSegmentPath::new(&seg, Some(&b), several).unwrap()] {
+                prop_assert_eq!(FailedSegmentPath::parse(&f.to_path()), Some(f.clone()));
+                prop_assert_eq!(holds_several(&f.to_path()), several);
+            }
+            prop_assert_eq!(failed_segment(&seg, Some(&b), several), FailedSegmentPath::new(&seg, Some(&b), several).unwrap().to_path());
         }
-        prop_assert_eq!(failed_segment(&seg, Some(&b)), FailedSegmentPath::new(&seg, Some(&b)).unwrap().to_path());
+        // a landing object of one segment or of several is named by the (first) segment's id
+        for p in [landing_segment(&seg), landing_segments(&seg)] {
+            prop_assert_eq!(parse_landing_segment(&p), Some(seg.clone()));
+        }
+        prop_assert!(!holds_several(&landing_segment(&seg)) && holds_several(&landing_segments(&seg)));
     }
 }
 
