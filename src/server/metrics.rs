@@ -121,7 +121,7 @@ impl Metrics {
         );
         r.register(
             "landing_backlog_segments",
-            "Landing segments not yet batched",
+            "Landing objects not yet batched (a group commit writes its segments into one)",
             self.backlog_segments.clone(),
         );
         r.register(
