@@ -336,30 +336,37 @@ fn a_server_killed_under_load_loses_no_acknowledged_event() {
     let g = common::generate(93, 6000, 0, 2);
     let acked = std::sync::Mutex::new(Vec::<String>::new());
     let base = s.base.clone();
+    // each client sends the tenants' events in turn, so that a group commit holds several
+    let per_tenant: Vec<Vec<String>> = (0..tok.len()).map(|i| lines_of(&g, i)).collect();
+    let longest = per_tenant.iter().map(Vec::len).max().unwrap();
+    let mut mixed: Vec<(usize, &String)> = Vec::new();
+    for k in 0..longest {
+        for (i, lines) in per_tenant.iter().enumerate() {
+            mixed.extend(lines.get(k).map(|l| (i, l)));
+        }
+    }
     std::thread::scope(|scope| {
         for c in 0..8 {
-            let (acked, base, g, tok) = (&acked, &base, &g, &tok);
+            let (acked, base, tok, mixed) = (&acked, &base, &tok, &mixed);
             scope.spawn(move || {
-                for (i, token) in tok.iter().enumerate() {
-                    for line in lines_of(g, i).iter().skip(c).step_by(8) {
-                        let auth = format!("Bearer {token}");
-                        let headers = [
-                            ("authorization", auth.as_str()),
-                            ("content-type", "application/json"),
-                        ];
-                        let path = "/v1/metadata/events";
-                        let Some(r) =
-                            common::try_http(base, "POST", path, &headers, line.as_bytes())
-                        else {
-                            return; // the server is gone
-                        };
-                        if r.0 == 202 {
-                            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-                            acked
-                                .lock()
-                                .unwrap()
-                                .push(v["eventId"].as_str().unwrap().to_string());
-                        }
+                for (i, line) in mixed.iter().skip(c).step_by(8) {
+                    let token = &tok[*i];
+                    let auth = format!("Bearer {token}");
+                    let headers = [
+                        ("authorization", auth.as_str()),
+                        ("content-type", "application/json"),
+                    ];
+                    let path = "/v1/metadata/events";
+                    let Some(r) = common::try_http(base, "POST", path, &headers, line.as_bytes())
+                    else {
+                        return; // the server is gone
+                    };
+                    if r.0 == 202 {
+                        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                        acked
+                            .lock()
+                            .unwrap()
+                            .push(v["eventId"].as_str().unwrap().to_string());
                     }
                 }
             });
@@ -379,6 +386,12 @@ fn a_server_killed_under_load_loses_no_acknowledged_event() {
         acked.len()
     );
     assert!(acked.len() < 6000, "the kill came after every request");
+    // the groups held several tenants: their segments landed back to back in one object
+    let several = std::fs::read_dir(env.store.join("landing"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("segs".as_ref()))
+        .count();
+    assert!(several > 0, "no landing object of several segments");
     // the killed server may hold the batch lease: a batch after its expiry takes it over
     env.batch_at(&common::after_lease_expiry(1));
     let stored: std::collections::HashSet<String> = env
