@@ -373,14 +373,9 @@ fn corrupt(sequence: u64, problem: String) -> AccessError {
 }
 
 async fn sequences(store: &Store) -> Result<Vec<u64>, LakeError> {
-    let mut v: Vec<u64> = store
-        .list(layout::ACCESS)
-        .await?
-        .iter()
-        .filter_map(|m| layout::parse_access_version(&m.location))
-        .collect();
-    v.sort_unstable();
-    Ok(v)
+    store
+        .versions(layout::ACCESS, layout::parse_access_version)
+        .await
 }
 
 const VERSIONS: &[&str] = &["1"];

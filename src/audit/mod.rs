@@ -107,15 +107,9 @@ impl Audit {
     }
 
     async fn sequences(&self) -> Result<Vec<u64>, LakeError> {
-        let mut v: Vec<u64> = self
-            .store
-            .list(PREFIX)
-            .await?
-            .iter()
-            .filter_map(|m| AuditPath::parse(&m.location).map(|a| a.sequence))
-            .collect();
-        v.sort_unstable();
-        Ok(v)
+        self.store
+            .versions(PREFIX, |p| AuditPath::parse(p).map(|a| a.sequence))
+            .await
     }
 
     pub async fn head(&self) -> Result<Head, AuditError> {

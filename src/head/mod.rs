@@ -204,14 +204,11 @@ pub struct LoadedHead {
 
 /// Every head version's sequence, in order.
 pub async fn sequences(store: &Store) -> Result<Vec<u64>, LakeError> {
-    let mut v: Vec<u64> = store
-        .list(layout::HEADS)
-        .await?
-        .iter()
-        .filter_map(|m| layout::HeadPath::parse(&m.location).map(|h| h.sequence))
-        .collect();
-    v.sort_unstable();
-    Ok(v)
+    store
+        .versions(layout::HEADS, |p| {
+            layout::HeadPath::parse(p).map(|h| h.sequence)
+        })
+        .await
 }
 
 pub async fn load(store: &Store, sequence: u64) -> Result<LoadedHead, LakeError> {

@@ -325,14 +325,11 @@ fn encode(version: u64, head: &LoadedHead, first: &LoadedHead, diff: &Diff) -> V
 
 /// The stored log versions, in order.
 pub async fn stored_versions(store: &Store) -> Result<Vec<u64>, LakeError> {
-    let mut v: Vec<u64> = store
-        .list(layout::TABLE_LOG)
-        .await?
-        .iter()
-        .filter_map(|m| TableLogPath::parse(&m.location).map(|p| p.version))
-        .collect();
-    v.sort_unstable();
-    Ok(v)
+    store
+        .versions(layout::TABLE_LOG, |p| {
+            TableLogPath::parse(p).map(|p| p.version)
+        })
+        .await
 }
 
 /// The head a stored version describes (from its commit info).

@@ -13,7 +13,7 @@ mod format;
 pub mod quarantine;
 mod read;
 pub use format::{QUARANTINE_FORMAT, SEGMENT_FORMAT};
-pub use read::{Segment, raw_size, read_header, read_headers};
+pub use read::{Segment, raw_size, read_headers};
 
 use crate::crypto::kms::{Kms, KmsError, WrappedKey};
 use crate::crypto::{Cipher, CryptoError, DataKey, aad};
@@ -205,30 +205,19 @@ impl SegmentBuilder {
             id,
             arrived_at,
         };
-        self.write_with(store, &dek, wrapped, at, threads).await
-    }
-
-    /// [`SegmentBuilder::write`] under a DEK the caller holds with its wrapping (a server
-    /// shares one per tenant and minute between its segments, so that each write does not
-    /// call the key service). The blocks' AAD names the segment, so a block still cannot be
-    /// moved to another segment under the same key.
-    pub async fn write_with(
-        self,
-        store: &Store,
-        dek: &DataKey,
-        wrapped_dek: WrappedKey,
-        at: Labels<'_>,
-        threads: usize,
-    ) -> Result<u64, LandingError> {
-        let path = layout::landing_segment(at.id);
-        match self.sealed(dek, wrapped_dek, at, threads) {
+        let path = layout::landing_segment(id);
+        match self.seal(&dek, wrapped, at, threads) {
             Some(bytes) => put_object(store, &path, bytes).await,
             None => Ok(0),
         }
     }
 
-    /// The segment's bytes, `None` when it holds no line.
-    fn sealed(
+    /// The segment's bytes (`None` when it holds no line), sealed under a DEK the caller
+    /// holds with its wrapping: a server shares one per tenant and minute between its
+    /// segments, so that each write does not call the key service, and puts a group's
+    /// segments into one object. The blocks' AAD names the segment, so a block still cannot
+    /// be moved to another segment under the same key.
+    pub fn seal(
         mut self,
         dek: &DataKey,
         wrapped_dek: WrappedKey,
@@ -271,19 +260,6 @@ impl SegmentBuilder {
             out.extend_from_slice(s);
         }
         Some(out)
-    }
-
-    /// [`SegmentBuilder::write_with`] without the write: the segment's bytes (empty when it
-    /// holds no line), for a caller that puts several segments into one object.
-    pub fn seal(
-        self,
-        dek: &DataKey,
-        wrapped_dek: WrappedKey,
-        at: Labels<'_>,
-        threads: usize,
-    ) -> Vec<u8> {
-        self.sealed(dek, wrapped_dek, at, threads)
-            .unwrap_or_default()
     }
 }
 

@@ -187,7 +187,7 @@ pub async fn read_headers(store: &Store, path: &Path) -> Result<Vec<SegmentHeade
 }
 
 /// A landed (or failed) segment's header alone, in two small reads.
-pub async fn read_header(
+async fn read_header(
     store: &Store,
     path: &object_store::path::Path,
 ) -> Result<SegmentHeader, LandingError> {
@@ -246,7 +246,7 @@ mod tests {
                     id,
                     arrived_at: at.to_utc(),
                 };
-                b.seal(&dek, wrapped, labels, 1)
+                b.seal(&dek, wrapped, labels, 1).unwrap()
             })
             .collect()
     }

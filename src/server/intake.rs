@@ -365,8 +365,7 @@ struct Meta {
 #[derive(Default)]
 struct Object {
     bytes: Vec<u8>,
-    first: Option<String>,
-    several: bool,
+    /// Each segment with its lines and its sealed size (0: it held no line, nothing written).
     parts: Vec<(Meta, u64, u64)>,
 }
 
@@ -379,11 +378,10 @@ impl Object {
             id: &m.id,
             arrived_at: m.arrived_at,
         };
-        let sealed = p.builder.seal(&p.key.0, p.key.1.clone(), at, 1);
-        if !sealed.is_empty() {
-            self.several |= self.first.is_some();
-            self.first.get_or_insert_with(|| m.id.clone());
-        }
+        let sealed = p
+            .builder
+            .seal(&p.key.0, p.key.1.clone(), at, 1)
+            .unwrap_or_default();
         let n = sealed.len() as u64;
         if self.bytes.is_empty() {
             self.bytes = sealed;
@@ -393,11 +391,13 @@ impl Object {
         self.parts.push((m, lines, n));
     }
 
+    /// Named by its first segment that holds lines; none when no segment does.
     fn path(&self) -> Option<object_store::path::Path> {
-        let id = self.first.as_deref()?;
-        Some(match self.several {
-            true => crate::lake::layout::landing_segments(id),
-            false => crate::lake::layout::landing_segment(id),
+        let mut written = self.parts.iter().filter(|(_, _, n)| *n > 0);
+        let first = &written.next()?.0.id;
+        Some(match written.next() {
+            Some(_) => crate::lake::layout::landing_segments(first),
+            None => crate::lake::layout::landing_segment(first),
         })
     }
 }

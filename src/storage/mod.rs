@@ -519,6 +519,23 @@ impl Store {
         Ok(v)
     }
 
+    /// The numbers `parse` reads from the names under `prefix`, in order: a chain's versions
+    /// (heads, audit entries, access policies, Delta log versions).
+    pub async fn versions(
+        &self,
+        prefix: &str,
+        parse: impl Fn(&Path) -> Option<u64>,
+    ) -> Result<Vec<u64>, LakeError> {
+        let mut v: Vec<u64> = self
+            .list(prefix)
+            .await?
+            .iter()
+            .filter_map(|m| parse(&m.location))
+            .collect();
+        v.sort_unstable();
+        Ok(v)
+    }
+
     /// Deletes an object whatever its lock says (uncommitted leftovers, landing segments,
     /// lease versions); a missing object is not an error (deletes are retried after crashes).
     /// Committed data goes through [`Store::delete_checked`].

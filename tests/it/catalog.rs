@@ -128,11 +128,7 @@ fn a_partition_committed_after_the_head_is_read_from_its_manifest() {
     let g = common::generate(73, 300, 0, 3);
     env.ingest(&env.write("c.ndjson", &g.ndjson));
     // the batch commits its manifests, then dies before signing its head
-    let out = env
-        .cmd(&["batch"])
-        .env("HOLDFAST_FAILPOINT", "batch.before_holds")
-        .output()
-        .unwrap();
+    let out = env.run_failing_at("batch.before_holds", &["batch"]);
     assert!(!out.status.success());
     let with = answers(&env);
     for c in catalogs(&env) {

@@ -413,6 +413,15 @@ impl Env {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Runs `args` with the test build's failpoint `point` armed (the run is expected to die
+    /// there; the caller checks).
+    pub fn run_failing_at(&self, point: &str, args: &[&str]) -> Output {
+        self.cmd(args)
+            .env("HOLDFAST_FAILPOINT", point)
+            .output()
+            .unwrap()
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().unwrap()
     }

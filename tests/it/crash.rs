@@ -59,11 +59,7 @@ fn crash_at(backend: Backend, point: &str) {
 /// A batch aborted at `point`, its lease held until it expires, then taken over: every
 /// event once.
 pub(crate) fn crash_in((env, unique): (Env, usize), point: &str) {
-    let out = env
-        .cmd(&["batch"])
-        .env("HOLDFAST_FAILPOINT", point)
-        .output()
-        .unwrap();
+    let out = env.run_failing_at(point, &["batch"]);
     assert!(
         !out.status.success(),
         "{point}: the failpoint was not reached"
@@ -149,11 +145,7 @@ fn kill_at_random_times(backend: Backend) {
 /// takes over the dead batch's lease) sets the missing locks.
 fn a_commit_whose_lock_was_not_set_is_repaired(backend: Backend) {
     let (env, unique) = prepared(backend, 13, 600);
-    let out = env
-        .cmd(&["batch"])
-        .env("HOLDFAST_FAILPOINT", "batch.after_manifest:1")
-        .output()
-        .unwrap();
+    let out = env.run_failing_at("batch.after_manifest:1", &["batch"]);
     assert!(!out.status.success());
     let r = env.batch_at(&common::after_lease_expiry(1));
     assert_eq!(r["locks_repaired"], 1, "{r}");
@@ -165,11 +157,7 @@ fn a_commit_whose_lock_was_not_set_is_repaired(backend: Backend) {
 /// exactly those, each with an audit entry.
 fn a_killed_batch_leaves_recorded_leftovers_the_next_batch_removes(backend: Backend) {
     let (env, unique) = prepared(backend, 14, 600);
-    let out = env
-        .cmd(&["batch"])
-        .env("HOLDFAST_FAILPOINT", "batch.after_files_written")
-        .output()
-        .unwrap();
+    let out = env.run_failing_at("batch.after_files_written", &["batch"]);
     assert!(!out.status.success());
     let (ok, r) = env.verify();
     assert!(ok, "recorded leftovers are not a failure: {r}");

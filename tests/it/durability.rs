@@ -377,11 +377,7 @@ fn another_hosts_lease_is_taken_over_once_expired() {
 fn lock_repair_runs_at_every_batch_start() {
     let env = Env::new();
     env.ingest(&env.write("e.ndjson", &common::generate(47, 600, 0, 4).ndjson));
-    let out = env
-        .cmd(&["batch"])
-        .env("HOLDFAST_FAILPOINT", "batch.after_manifest:1")
-        .output()
-        .unwrap();
+    let out = env.run_failing_at("batch.after_manifest:1", &["batch"]);
     assert!(!out.status.success());
     let _ = std::fs::remove_dir_all(env.store.join("_leases"));
     let _ = std::fs::remove_file(env.store.join("_batch.lease"));

@@ -74,11 +74,7 @@ fn the_table_is_the_committed_set_through_batches_and_a_killed_one(backend: Back
     // a batch killed after writing its files leaves them on disk, outside the table
     let more = common::generate(92, 120, 0, 2);
     env.ingest(&env.write("b.ndjson", &more.ndjson));
-    let killed = env
-        .cmd(&["batch"])
-        .env("HOLDFAST_FAILPOINT", "batch.after_files_written")
-        .output()
-        .unwrap();
+    let killed = env.run_failing_at("batch.after_files_written", &["batch"]);
     assert!(!killed.status.success());
     assert_eq!(
         assert_table_is_events(&env, &python, "after a killed batch"),

@@ -136,6 +136,7 @@ impl Records {
     }
 
     /// Groups opened and kept (format 3; 0 otherwise).
+    #[cfg(test)]
     pub fn open_groups(&self) -> usize {
         match &self.layout {
             Layout::Groups { open, .. } => open.len(),
