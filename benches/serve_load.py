@@ -15,6 +15,13 @@ nothing. holdfast runs under /usr/bin/time -v (CPU, peak RSS). After each holdfa
 server batches what is left; then every acknowledged event id is looked up in the lake
 (missing ones fail the run). Prints medians, holdfast's request rate as a ratio to the
 do-nothing server's, and the commands; writes <workdir>/serve-load.json.
+
+With --durable-floor (build `--example durable_null_server` too), the single-event modes also
+run examples/durable_null_server each round, twice: answering once the body is appended to one
+file and fdatasynced, and once it is in a new file per group, fsynced, with its folder fsynced.
+Neither parses, checks a token or encrypts: they bound what a server that acknowledges only
+durable events can reach on this machine and stack, and a second table gives holdfast's rate
+as a ratio to each.
 """
 import argparse
 import json
@@ -108,11 +115,12 @@ def holdfast_run(a, bins, work, tokens_map, mode, i, commands):
     return result
 
 
-def null_run(a, bins, tokens_map, mode, commands):
-    server, base = start([bins["null"]], dict(os.environ), subprocess.DEVNULL)
+def null_run(a, bins, tokens_map, mode, commands, argv=None):
+    argv = argv or [bins["null"]]
+    server, base = start(argv, dict(os.environ), subprocess.DEVNULL)
     load = [bins["load"], "--url", base, "--tokens", tokens_map, "--input", mode["input"],
             "--concurrency", mode["concurrency"], "--batch", mode["batch"], "--seconds", a.seconds]
-    commands.append(" ".join(map(str, [bins["null"]])) + " & " + " ".join(map(str, load)))
+    commands.append(" ".join(map(str, argv)) + " & " + " ".join(map(str, load)))
     result = json.loads(subprocess.run([str(x) for x in load], check=True, capture_output=True, text=True).stdout)
     server.kill()
     server.wait()
@@ -130,11 +138,16 @@ def main():
     p.add_argument("--settle", type=int, default=70,
                    help="seconds to wait after removing an earlier invocation's stores (ext4 without a "
                         "journal is slow to allocate inodes for a minute after mass deletes)")
+    p.add_argument("--durable-floor", action="store_true",
+                   help="also run examples/durable_null_server in each round, twice: answering once "
+                        "the body is appended to one file and fdatasynced (nothing else: the most any "
+                        "durable server can reach here), and once it is in a new fsynced file per "
+                        "group with its folder fsynced (the least a store of create-only objects costs)")
     a = p.parse_args()
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
     # stores are kept until the next invocation: deleting one right before a run slows the run
-    old = sorted(work.glob("run-*"))
+    old = sorted(work.glob("run-*")) + sorted(work.glob("durable-*"))
     for d in old:
         subprocess.run(["rm", "-rf", str(d)], check=True)
     if old and a.settle > 0:
@@ -142,9 +155,12 @@ def main():
         time.sleep(a.settle)
     target = Path(a.bin_dir) if a.bin_dir else Path(a.target) / "release"
     bins = {"holdfast": target / "holdfast", "load": target / "examples" / "load", "null": target / "examples" / "null_server"}
+    if a.durable_floor:
+        bins["durable"] = target / "examples" / "durable_null_server"
     for b in bins.values():
         if not b.exists():
-            sys.exit(f"{b} missing: CARGO_TARGET_DIR={a.target} cargo build --release --bin holdfast --example load --example null_server")
+            sys.exit(f"{b} missing: CARGO_TARGET_DIR={a.target} cargo build --release --bin holdfast --example load "
+                     "--example null_server --example durable_null_server")
     events = work / f"events-{a.events}.ndjson"
     if not events.exists():
         gen = REPO.parent / "shared" / "bench" / "gen_events.py"
@@ -170,19 +186,32 @@ def main():
     modes = [{"name": "single", "concurrency": 64, "batch": 1, "input": events},
              {"name": "batch100", "concurrency": 8, "batch": 100, "input": events},
              {"name": "single-one-tenant", "concurrency": 64, "batch": 1, "input": one}]
-    commands, results = [], {m["name"]: {"holdfast": [], "null": []} for m in modes}
+    commands, results = [], {m["name"]: {"holdfast": [], "null": [], "durable": [], "objects": []} for m in modes}
     for i in range(a.runs):
         for m in modes:
             order = ["holdfast", "null"] if i % 2 == 0 else ["null", "holdfast"]
+            if a.durable_floor and m["batch"] == 1:  # the target is on single events
+                order[1:1] = ["durable", "objects"]
             for who in order:
                 if who == "holdfast":
                     r = holdfast_run(a, bins, work, tokens_map, m, i, commands)
                     if r["missing"]:
                         sys.exit(f"{m['name']} run {i}: {r['missing']} acknowledged events are not in the lake")
+                elif who == "durable":
+                    append = work / f"durable-{m['name']}-{i}.ndjson"
+                    r = null_run(a, bins, tokens_map, m, commands, [bins["durable"], append])
+                    append.unlink()  # gigabytes after a run of 100-event bodies
+                elif who == "objects":
+                    folder = work / f"durable-objects-{m['name']}-{i}"
+                    # kept until the next invocation, like the stores: deleting thousands of
+                    # files here would slow the next run's file creation (see --settle)
+                    r = null_run(a, bins, tokens_map, m, commands, [bins["durable"], "--objects", folder])
                 else:
                     r = null_run(a, bins, tokens_map, m, commands)
                 results[m["name"]][who].append(r)
                 print(f"{m['name']} run {i} {who}: {json.dumps(r)}", file=sys.stderr)
+        if i == 0:
+            first_round = len(commands)
     med = lambda rs, k: statistics.median(r[k] for r in rs)
     print("| mode | holdfast req/s | null req/s | ratio | holdfast events/s | p50 / p99 ms | CPU s | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|")
@@ -193,10 +222,20 @@ def main():
               f"{med(n, 'requests_per_s'):,.0f} | {statistics.median(ratios):.2f} (runs {min(ratios):.2f}-{max(ratios):.2f}) | "
               f"{med(h, 'events_per_s'):,.0f} | {med(h, 'p50_ms'):.1f} / {med(h, 'p99_ms'):.1f} | "
               f"{med(h, 'cpu_s'):.1f} | {med(h, 'rss_mb'):.0f} |")
+    if a.durable_floor:
+        print("\n| mode | floor | floor req/s | floor / null | holdfast / floor |")
+        print("|---|---|---|---|---|")
+        for m in (m for m in modes if m["batch"] == 1):
+            for k, what in (("durable", "append + fdatasync"), ("objects", "new file + fsync + folder fsync")):
+                h, n, d = (results[m["name"]][x] for x in ("holdfast", "null", k))
+                floor = [x["requests_per_s"] / y["requests_per_s"] for x, y in zip(d, n)]
+                ours = [x["requests_per_s"] / y["requests_per_s"] for x, y in zip(h, d)]
+                print(f"| {m['name']} | {what} | {med(d, 'requests_per_s'):,.0f} | {statistics.median(floor):.2f} "
+                      f"(runs {min(floor):.2f}-{max(floor):.2f}) | {statistics.median(ours):.2f} |")
     (work / "serve-load.json").write_text(json.dumps(results, indent=1))
     print("\nevery acknowledged event was found in the lake after each holdfast run")
     print("commands (one round):")
-    for c in commands[: 2 * len(modes)]:
+    for c in commands[:first_round]:
         print("  " + c)
 
 
