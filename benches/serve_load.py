@@ -16,9 +16,10 @@ server batches what is left; then every acknowledged event id is looked up in th
 (missing ones fail the run). Prints medians, holdfast's request rate as a ratio to the
 do-nothing server's, and the commands; writes <workdir>/serve-load.json.
 
-With --durable-floor (build `--example durable_null_server` too), the single-event modes also
-run examples/durable_null_server each round, twice: answering once the body is appended to one
-file and fdatasynced, and once it is in a new file per group, fsynced, with its folder fsynced.
+With --durable-floor the single-event modes also run examples/null_server each round with a
+durable acknowledgement, twice: answering once the body is appended to one file and
+fdatasynced (--append), and once it is in a new file per group, fsynced, with its folder
+fsynced (--objects).
 Neither parses, checks a token or encrypts: they bound what a server that acknowledges only
 durable events can reach on this machine and stack, and a second table gives holdfast's rate
 as a ratio to each.
@@ -139,7 +140,7 @@ def main():
                    help="seconds to wait after removing an earlier invocation's stores (ext4 without a "
                         "journal is slow to allocate inodes for a minute after mass deletes)")
     p.add_argument("--durable-floor", action="store_true",
-                   help="also run examples/durable_null_server in each round, twice: answering once "
+                   help="also run examples/null_server in each round with durable answers, twice: once "
                         "the body is appended to one file and fdatasynced (nothing else: the most any "
                         "durable server can reach here), and once it is in a new fsynced file per "
                         "group with its folder fsynced (the least a store of create-only objects costs)")
@@ -155,12 +156,9 @@ def main():
         time.sleep(a.settle)
     target = Path(a.bin_dir) if a.bin_dir else Path(a.target) / "release"
     bins = {"holdfast": target / "holdfast", "load": target / "examples" / "load", "null": target / "examples" / "null_server"}
-    if a.durable_floor:
-        bins["durable"] = target / "examples" / "durable_null_server"
     for b in bins.values():
         if not b.exists():
-            sys.exit(f"{b} missing: CARGO_TARGET_DIR={a.target} cargo build --release --bin holdfast --example load "
-                     "--example null_server --example durable_null_server")
+            sys.exit(f"{b} missing: CARGO_TARGET_DIR={a.target} cargo build --release --bin holdfast --example load --example null_server")
     events = work / f"events-{a.events}.ndjson"
     if not events.exists():
         gen = REPO.parent / "shared" / "bench" / "gen_events.py"
@@ -199,13 +197,13 @@ def main():
                         sys.exit(f"{m['name']} run {i}: {r['missing']} acknowledged events are not in the lake")
                 elif who == "durable":
                     append = work / f"durable-{m['name']}-{i}.ndjson"
-                    r = null_run(a, bins, tokens_map, m, commands, [bins["durable"], append])
+                    r = null_run(a, bins, tokens_map, m, commands, [bins["null"], "--append", append])
                     append.unlink()  # gigabytes after a run of 100-event bodies
                 elif who == "objects":
                     folder = work / f"durable-objects-{m['name']}-{i}"
                     # kept until the next invocation, like the stores: deleting thousands of
                     # files here would slow the next run's file creation (see --settle)
-                    r = null_run(a, bins, tokens_map, m, commands, [bins["durable"], "--objects", folder])
+                    r = null_run(a, bins, tokens_map, m, commands, [bins["null"], "--objects", folder])
                 else:
                     r = null_run(a, bins, tokens_map, m, commands)
                 results[m["name"]][who].append(r)
