@@ -1,7 +1,9 @@
-"""Helpers shared by the benchmark drivers (ingest_batch.py, discovery.py)."""
+"""Helpers shared by the benchmark drivers (ingest_batch.py, discovery.py, commit_floor.py)."""
 import getpass
 import os
+import re
 import shutil
+import sys
 
 
 def dir_bytes(path):
@@ -22,6 +24,30 @@ def count_lines(path):
         for buf in iter(lambda: f.read(1 << 24), b""):
             n += buf.count(b"\n")
     return n
+
+
+def parse_elapsed(text):
+    """'h:mm:ss' or 'm:ss.ss' -> seconds."""
+    secs = 0.0
+    for part in text.strip().split(":"):
+        secs = secs * 60 + float(part)
+    return secs
+
+
+def parse_time_v(text):
+    """Pick wall, user, sys and peak RSS out of GNU time -v output."""
+    def grab(pattern):
+        m = re.search(pattern, text, re.MULTILINE)
+        if not m:
+            sys.exit(f"could not find {pattern!r} in /usr/bin/time output:\n{text}")
+        return m.group(1)
+
+    return {
+        "wall_s": parse_elapsed(grab(r"Elapsed \(wall clock\) time \([^)]*\): (\S+)")),
+        "user_s": float(grab(r"User time \(seconds\): (\S+)")),
+        "sys_s": float(grab(r"System time \(seconds\): (\S+)")),
+        "max_rss_kb": int(grab(r"Maximum resident set size \(kbytes\): (\d+)")),
+    }
 
 
 def rm(path):

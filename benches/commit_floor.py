@@ -33,7 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchlib import rm
+from benchlib import count_lines, parse_time_v, rm
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = {"data": 26_720, "manifest": 1_719, "lock": 119}
@@ -112,12 +112,8 @@ def duckdb(py, shared, events, lines, out, time_file):
     subprocess.run(["/usr/bin/time", "-v", "-o", str(time_file), str(py), str(shared / "run_duckdb.py"),
                     "--input", str(events), "--out", str(out), "--dedup", "qualify", "--lines", str(lines)],
                    check=True, capture_output=True)
-    text = time_file.read_text()
-    grab = lambda key: next(l.rsplit(" ", 1)[1] for l in text.splitlines() if key in l)
-    wall = 0.0
-    for part in grab("Elapsed (wall clock)").split(":"):
-        wall = wall * 60 + float(part)
-    return {"wall_s": wall, "cpu_s": float(grab("User time")) + float(grab("System time"))}
+    t = parse_time_v(time_file.read_text())
+    return {"wall_s": t["wall_s"], "cpu_s": t["user_s"] + t["sys_s"]}
 
 
 def main():
@@ -140,7 +136,7 @@ def main():
     if not py.exists():
         sys.exit(f"{py} missing: run benches/ingest_batch.py once (it creates it), or pass --duckdb-python")
     parts = partitions(a.input)
-    lines = sum(1 for _ in open(a.input, "rb"))
+    lines = count_lines(a.input)
     results = {k: [] for k in [*LAYOUTS, "duckdb"]}
     for i in range(a.runs):
         order = [*LAYOUTS, "duckdb"] if i % 2 == 0 else ["duckdb", *reversed(LAYOUTS)]

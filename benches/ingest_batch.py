@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shlex
 import shutil
 import statistics
@@ -50,7 +49,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib import count_lines, dir_bytes, rm
+from benchlib import count_lines, dir_bytes, parse_time_v, rm
 
 REPO = Path(__file__).resolve().parent.parent
 TIME_BIN = "/usr/bin/time"
@@ -91,30 +90,6 @@ def run(argv, env=None, cwd=None, capture=True):
             sys.stderr.write(res.stderr or "")
         sys.exit(f"command failed (exit {res.returncode}): {fmt_cmd(argv, env)}")
     return res
-
-
-def parse_elapsed(text):
-    """'h:mm:ss' or 'm:ss.ss' -> seconds."""
-    secs = 0.0
-    for part in text.strip().split(":"):
-        secs = secs * 60 + float(part)
-    return secs
-
-
-def parse_time_v(text):
-    """Pick wall, user, sys and peak RSS out of GNU time -v output."""
-    def grab(pattern):
-        m = re.search(pattern, text, re.MULTILINE)
-        if not m:
-            sys.exit(f"could not find {pattern!r} in /usr/bin/time output:\n{text}")
-        return m.group(1)
-
-    return {
-        "wall_s": parse_elapsed(grab(r"Elapsed \(wall clock\) time \([^)]*\): (\S+)")),
-        "user_s": float(grab(r"User time \(seconds\): (\S+)")),
-        "sys_s": float(grab(r"System time \(seconds\): (\S+)")),
-        "max_rss_kb": int(grab(r"Maximum resident set size \(kbytes\): (\d+)")),
-    }
 
 
 def timed(argv, workdir, label, env=None):
